@@ -1,0 +1,102 @@
+//! Builds the XDP object. One implementation for `lb-user`'s build script
+//! (so `cargo build`/`cargo test` never embed a stale object) and for
+//! `cargo xtask build-ebpf`.
+use std::{
+    fmt, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// Why the eBPF object could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    Toolchain { path: PathBuf, reason: String },
+    Spawn { program: String, reason: String },
+    Failed { status: String },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Toolchain { path, reason } => {
+                write!(f, "cannot read the eBPF toolchain from {}: {reason}", path.display())
+            }
+            BuildError::Spawn { program, reason } => write!(
+                f,
+                "cannot run {program}: {reason}; run `cargo xtask setup` to install the toolchain"
+            ),
+            BuildError::Failed { status } => write!(
+                f,
+                "building lb-ebpf failed ({status}); if bpf-linker or the nightly is missing, run `cargo xtask setup`"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Directory of the lb-ebpf crate, beside this one.
+pub fn ebpf_crate_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../lb-ebpf")
+}
+
+/// Files whose change must rebuild the object.
+pub fn ebpf_inputs() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    ["lb-ebpf/src", "lb-ebpf/Cargo.toml", "lb-ebpf/rust-toolchain.toml", "lb-common/src", "lb-common/Cargo.toml"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect()
+}
+
+/// The channel pinned in lb-ebpf/rust-toolchain.toml.
+pub fn ebpf_toolchain() -> Result<String, BuildError> {
+    let path = ebpf_crate_dir().join("rust-toolchain.toml");
+    let text = fs::read_to_string(&path).map_err(|e| BuildError::Toolchain {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.split('"').nth(1))
+        .next()
+        .map(str::to_owned)
+        .ok_or(BuildError::Toolchain {
+            path,
+            reason: "no `channel = \"...\"` line".into(),
+        })
+}
+
+/// Builds the object with BTF into `target_dir` and returns its path.
+pub fn build(target_dir: &Path) -> Result<PathBuf, BuildError> {
+    let toolchain = ebpf_toolchain()?;
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(ebpf_crate_dir())
+        .args(["run", &toolchain, "cargo", "build", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(target_dir);
+    // A build script inherits the userspace build's toolchain and flags;
+    // none of them apply to the eBPF target.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let inherited = (key.starts_with("CARGO") && key != "CARGO_HOME")
+            || key.starts_with("RUSTC")
+            || matches!(key.as_ref(), "RUSTUP_TOOLCHAIN" | "RUSTFLAGS" | "RUSTDOCFLAGS");
+        if inherited {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    // BTF makes `bpftool map dump` show field names.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf");
+    let status = cmd.status().map_err(|e| BuildError::Spawn {
+        program: "rustup".into(),
+        reason: e.to_string(),
+    })?;
+    if !status.success() {
+        return Err(BuildError::Failed {
+            status: status.to_string(),
+        });
+    }
+    Ok(target_dir.join("bpfel-unknown-none/release/lb-ebpf"))
+}

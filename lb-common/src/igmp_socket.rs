@@ -1,0 +1,113 @@
+//! The raw IGMP socket that the LB sends its queries from and that agents
+//! receive queries and send reports on (SPEC 4.1, 4.2). The kernel ignores
+//! the LB's query, so both ends speak IGMP from user space.
+use std::{
+    io,
+    mem::MaybeUninit,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsRawFd,
+};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::wire::{IP_ROUTER_ALERT, IPPROTO_IGMP, IgmpMessage, parse_igmp};
+
+/// A raw IGMP socket bound to one interface.
+pub struct IgmpSocket {
+    socket: Socket,
+}
+
+/// An IGMP message received on the socket, with its IP source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub source: Ipv4Addr,
+    pub destination: Ipv4Addr,
+    pub message: IgmpMessage,
+}
+
+impl IgmpSocket {
+    /// Opens the socket on `iface` (whose address is `local`), sending with
+    /// `ttl` and the Router Alert option, without looping back its own messages.
+    pub fn open(iface: &str, local: Ipv4Addr, ttl: u32) -> io::Result<Self> {
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(IPPROTO_IGMP))),
+        )?;
+        socket.bind_device(Some(iface.as_bytes()))?;
+        socket.set_multicast_if_v4(&local)?;
+        socket.set_multicast_ttl_v4(ttl)?;
+        socket.set_multicast_loop_v4(false)?;
+        socket.set_nonblocking(true)?;
+        set_ip_options(&socket, &IP_ROUTER_ALERT)?;
+        Ok(Self { socket })
+    }
+
+    /// Joins `group` on the interface whose address is `local`; the kernel
+    /// leaves it when the socket closes.
+    pub fn join(&self, group: Ipv4Addr, local: Ipv4Addr) -> io::Result<()> {
+        self.socket.join_multicast_v4(&group, &local)
+    }
+
+    /// Leaves `group` (the kernel then sends its leave report).
+    pub fn leave(&self, group: Ipv4Addr, local: Ipv4Addr) -> io::Result<()> {
+        self.socket.leave_multicast_v4(&group, &local)
+    }
+
+    /// Sends an 8-byte IGMP message to `destination`.
+    pub fn send(&self, message: &[u8], destination: Ipv4Addr) -> io::Result<()> {
+        let to = SockAddr::from(SocketAddrV4::new(destination, 0));
+        self.socket.send_to(message, &to)?;
+        Ok(())
+    }
+
+    /// Receives one message if one is queued (non-blocking).
+    pub fn try_recv(&self) -> io::Result<Option<Received>> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+        let len = match self.socket.recv(&mut buf) {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: recv initialised the first `len` bytes.
+        let packet: &[u8] = unsafe { &*(&buf[..len] as *const [MaybeUninit<u8>] as *const [u8]) };
+        Ok(parse_ip_igmp(packet))
+    }
+}
+
+/// Parses an IPv4 packet carrying IGMP as delivered on a raw socket.
+pub fn parse_ip_igmp(packet: &[u8]) -> Option<Received> {
+    let header_len = usize::from(*packet.first()? & 0x0f) * 4;
+    if packet[0] >> 4 != 4 || header_len < 20 || packet.len() < header_len || packet[9] != IPPROTO_IGMP {
+        return None;
+    }
+    let addr = |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
+    Some(Received {
+        source: addr(12),
+        destination: addr(16),
+        message: parse_igmp(&packet[header_len..]),
+    })
+}
+
+fn set_ip_options(socket: &Socket, options: &[u8]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `options`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            options.as_ptr().cast(),
+            options.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl AsRawFd for IgmpSocket {
+    fn as_raw_fd(&self) -> i32 {
+        self.socket.as_raw_fd()
+    }
+}

@@ -1,0 +1,140 @@
+//! Wire formats of SPEC section 4: the LB's query, membership reports and
+//! the UDP announcement. Offsets are shared with the XDP parser; the
+//! encoders and parsers are used by userspace and the packet tests.
+
+/// Announcement magic, `LBAN`.
+pub const ANNOUNCE_MAGIC: [u8; 4] = *b"LBAN";
+/// Announcement payload version this code speaks.
+pub const ANNOUNCE_VERSION: u8 = 1;
+/// Length of a v1 announcement payload.
+pub const ANNOUNCE_V1_LEN: usize = 24;
+/// Weight of a backend that did not announce one.
+pub const DEFAULT_WEIGHT: u16 = 100;
+/// Flag: remove me now.
+pub const FLAG_LEAVING: u8 = 1 << 0;
+/// Flag: keep me registered, no new flows.
+pub const FLAG_DRAINING: u8 = 1 << 1;
+
+pub const ANNOUNCE_OFF_VERSION: usize = 4;
+pub const ANNOUNCE_OFF_FLAGS: usize = 5;
+pub const ANNOUNCE_OFF_WEIGHT: usize = 6;
+pub const ANNOUNCE_OFF_SEQUENCE: usize = 8;
+pub const ANNOUNCE_OFF_TAG: usize = 16;
+
+/// IGMP message types.
+pub const IGMP_QUERY: u8 = 0x11;
+pub const IGMP_V1_REPORT: u8 = 0x12;
+pub const IGMP_V2_REPORT: u8 = 0x16;
+pub const IGMP_V2_LEAVE: u8 = 0x17;
+pub const IGMP_V3_REPORT: u8 = 0x22;
+/// IGMPv3 group record type "change to include mode"; with no sources it is a leave.
+pub const IGMP_V3_CHANGE_TO_INCLUDE: u8 = 3;
+/// Length of an IGMPv1/v2 message and of the LB's query.
+pub const IGMP_V2_LEN: usize = 8;
+/// IP protocol number of IGMP.
+pub const IPPROTO_IGMP: u8 = 2;
+/// IP Router Alert option (RFC 2113), as carried in queries and reports.
+pub const IP_ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0x00, 0x00];
+
+/// A v1 announcement payload (SPEC 4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnnouncementV1 {
+    pub flags: u8,
+    pub weight: u16,
+    pub sequence: u64,
+    pub tag: u64,
+}
+
+impl AnnouncementV1 {
+    pub fn encode(&self) -> [u8; ANNOUNCE_V1_LEN] {
+        let mut out = [0u8; ANNOUNCE_V1_LEN];
+        out[..4].copy_from_slice(&ANNOUNCE_MAGIC);
+        out[ANNOUNCE_OFF_VERSION] = ANNOUNCE_VERSION;
+        out[ANNOUNCE_OFF_FLAGS] = self.flags;
+        out[ANNOUNCE_OFF_WEIGHT..ANNOUNCE_OFF_SEQUENCE].copy_from_slice(&self.weight.to_be_bytes());
+        out[ANNOUNCE_OFF_SEQUENCE..ANNOUNCE_OFF_TAG].copy_from_slice(&self.sequence.to_be_bytes());
+        out[ANNOUNCE_OFF_TAG..].copy_from_slice(&self.tag.to_le_bytes());
+        out
+    }
+
+    /// Parses a v1 payload; `None` for anything else (which, without a key,
+    /// still registers its source as a plain announcement).
+    pub fn parse(payload: &[u8]) -> Option<Self> {
+        if payload.len() < ANNOUNCE_V1_LEN
+            || payload[..4] != ANNOUNCE_MAGIC
+            || payload[ANNOUNCE_OFF_VERSION] != ANNOUNCE_VERSION
+        {
+            return None;
+        }
+        let be_u64 = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&payload[at..at + 8]);
+            b
+        };
+        Some(Self {
+            flags: payload[ANNOUNCE_OFF_FLAGS],
+            weight: u16::from_be_bytes([
+                payload[ANNOUNCE_OFF_WEIGHT],
+                payload[ANNOUNCE_OFF_WEIGHT + 1],
+            ]),
+            sequence: u64::from_be_bytes(be_u64(ANNOUNCE_OFF_SEQUENCE)),
+            tag: u64::from_le_bytes(be_u64(ANNOUNCE_OFF_TAG)),
+        })
+    }
+}
+
+/// Internet checksum (RFC 1071) of `data`.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An 8-byte IGMPv1/v2-layout message with its checksum filled in.
+pub fn igmp_v2_message(kind: u8, max_resp_code: u8, group: [u8; 4]) -> [u8; IGMP_V2_LEN] {
+    let mut msg = [kind, max_resp_code, 0, 0, group[0], group[1], group[2], group[3]];
+    let sum = internet_checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
+
+/// An IGMP message as a member sees it, reduced to what the method needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IgmpMessage {
+    /// The LB's query: the group field carries the LB's address (SPEC 4.1).
+    Query {
+        max_resp_code: u8,
+        group_field: [u8; 4],
+    },
+    /// A v1 or v2 membership report for `group`.
+    Report { group: [u8; 4] },
+    /// Anything else (leaves, v3 reports, bad checksum, other types).
+    Other,
+}
+
+/// Parses an IGMP message (the bytes after the IP header). IGMPv3 reports
+/// are `Other`: agents send v2 reports, and suppression by a kernel's v3
+/// report is not required by the method.
+pub fn parse_igmp(msg: &[u8]) -> IgmpMessage {
+    if msg.len() < IGMP_V2_LEN || internet_checksum(msg) != 0 {
+        return IgmpMessage::Other;
+    }
+    let group = [msg[4], msg[5], msg[6], msg[7]];
+    match msg[0] {
+        IGMP_QUERY if msg.len() == IGMP_V2_LEN => IgmpMessage::Query {
+            max_resp_code: msg[1],
+            group_field: group,
+        },
+        IGMP_V1_REPORT | IGMP_V2_REPORT => IgmpMessage::Report { group },
+        _ => IgmpMessage::Other,
+    }
+}

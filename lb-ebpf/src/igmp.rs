@@ -1,0 +1,109 @@
+//! IGMP membership reports and leaves for the configured groups (SPEC 4.2, 5.4).
+//! Reports are recorded per group for liveness and always passed on: the
+//! LB's kernel and other listeners see them unchanged.
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use lb_common::{
+    Counter,
+    wire::{
+        IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_LEN, IGMP_V2_REPORT, IGMP_V3_CHANGE_TO_INCLUDE,
+        IGMP_V3_REPORT,
+    },
+};
+
+use crate::{
+    Verdict,
+    maps::{GROUP_ADDRS, GROUP_REPORTS},
+    parse::{Ipv4Packet, ptr_at},
+};
+
+/// Group records of one IGMPv3 report that are examined; a host's report
+/// lists its groups, and a longer list is cut here for the verifier's sake.
+const MAX_V3_RECORDS: u16 = 16;
+/// Upper bound on a record offset; keeps the verifier's range finite.
+const MAX_RECORD_OFFSET: usize = 1500;
+
+/// Fixed part of an IGMPv3 group record.
+#[repr(C)]
+struct V3Record {
+    kind: u8,
+    aux_words: u8,
+    sources: [u8; 2],
+    group: [u8; 4],
+}
+
+enum Membership {
+    Report,
+    Leave,
+}
+
+#[inline(always)]
+pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Result<Verdict, ()> {
+    if packet.is_fragment || packet.l4_len < IGMP_V2_LEN {
+        return Ok(Verdict::pass(Counter::Malformed));
+    }
+    let msg: *const [u8; IGMP_V2_LEN] = ptr_at(ctx, packet.l4_offset)?;
+    // SAFETY: ptr_at checked the bounds.
+    let msg = unsafe { &*msg };
+    let group = [msg[4], msg[5], msg[6], msg[7]];
+    let counter = match msg[0] {
+        IGMP_V1_REPORT | IGMP_V2_REPORT => record(group, Membership::Report),
+        IGMP_V2_LEAVE => record(group, Membership::Leave),
+        IGMP_V3_REPORT => v3_report(ctx, packet, u16::from_be_bytes([msg[6], msg[7]]))?,
+        _ => None,
+    };
+    Ok(Verdict::pass(counter.unwrap_or(Counter::Ignored)))
+}
+
+/// Walks the group records of an IGMPv3 report; the first record for a
+/// configured group decides.
+#[inline(always)]
+fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> Result<Option<Counter>, ()> {
+    let end = packet.l4_offset + packet.l4_len;
+    let mut offset = packet.l4_offset + IGMP_V2_LEN;
+    for index in 0..MAX_V3_RECORDS {
+        if index >= records || offset > MAX_RECORD_OFFSET {
+            break;
+        }
+        if offset + core::mem::size_of::<V3Record>() > end {
+            return Err(());
+        }
+        let rec: *const V3Record = ptr_at(ctx, offset)?;
+        // SAFETY: ptr_at checked the bounds.
+        let rec = unsafe { &*rec };
+        let sources = u16::from_be_bytes(rec.sources);
+        let membership = if rec.kind == IGMP_V3_CHANGE_TO_INCLUDE && sources == 0 {
+            Membership::Leave
+        } else {
+            Membership::Report
+        };
+        if let Some(counter) = record(rec.group, membership) {
+            return Ok(Some(counter));
+        }
+        offset += core::mem::size_of::<V3Record>()
+            + usize::from(sources) * 4
+            + usize::from(rec.aux_words) * 4;
+    }
+    Ok(None)
+}
+
+/// Records a report or leave for `group` if it is one of ours.
+#[inline(always)]
+fn record(group: [u8; 4], membership: Membership) -> Option<Counter> {
+    // SAFETY: the value is a plain u32 that only lb-user writes.
+    let group_id = *unsafe { GROUP_ADDRS.get(&group) }?;
+    let stats = GROUP_REPORTS.get_ptr_mut(group_id)?;
+    // SAFETY: per-CPU slot, written only by this CPU.
+    let stats = unsafe { &mut *stats };
+    Some(match membership {
+        Membership::Report => {
+            stats.reports += 1;
+            // SAFETY: helper without preconditions.
+            stats.last_report_ns = unsafe { bpf_ktime_get_ns() };
+            Counter::IgmpReport
+        }
+        Membership::Leave => {
+            stats.leaves += 1;
+            Counter::IgmpLeave
+        }
+    })
+}

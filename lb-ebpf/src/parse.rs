@@ -1,0 +1,63 @@
+//! Bounds-checked packet access and the IPv4 header checks shared by all paths.
+use aya_ebpf::programs::XdpContext;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+
+pub const IPPROTO_IGMP: u8 = 2;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Largest IPv4 header (IHL 15).
+const MAX_IPV4_HEADER: usize = 60;
+
+/// Returns a pointer to a `T` at `offset`, or `Err` if it does not fit in the packet.
+#[inline(always)]
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + core::mem::size_of::<T>() > end {
+        return Err(());
+    }
+    Ok((start + offset) as *const T)
+}
+
+/// The parts of an IPv4 packet the program uses, read once.
+pub struct Ipv4Packet {
+    pub eth_src: [u8; 6],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub proto: u8,
+    /// Offset of the layer-4 header (after any IP options).
+    pub l4_offset: usize,
+    /// Bytes after the IP header according to the IP total length.
+    pub l4_len: usize,
+    /// More-fragments flag or a non-zero fragment offset.
+    pub is_fragment: bool,
+}
+
+impl Ipv4Packet {
+    #[inline(always)]
+    pub fn parse(ctx: &XdpContext, eth: *const EthHdr, ip: *const Ipv4Hdr) -> Result<Self, ()> {
+        // SAFETY: both pointers come from ptr_at.
+        let (eth, ip) = unsafe { (&*eth, &*ip) };
+        let header_len = usize::from(ip.vihl & 0x0f) * 4;
+        if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
+            return Err(());
+        }
+        let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+        let available = ctx.data_end() - ctx.data() - EthHdr::LEN;
+        if total_len < header_len || total_len > available {
+            return Err(());
+        }
+        let frags = u16::from_be_bytes(ip.frags);
+        Ok(Self {
+            eth_src: eth.src_addr,
+            src: ip.src_addr,
+            dst: ip.dst_addr,
+            proto: ip.proto,
+            // The mask is for the verifier: it bounds the variable offset of
+            // every later packet access.
+            l4_offset: EthHdr::LEN + (header_len & MAX_IPV4_HEADER),
+            l4_len: total_len - header_len,
+            is_fragment: frags & 0x3fff != 0,
+        })
+    }
+}

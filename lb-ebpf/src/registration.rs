@@ -1,0 +1,126 @@
+//! Announcements (SPEC 4.3, 5.2, 5.5): insert or refresh a backend in the
+//! server list, or remove it at once when it is LEAVING.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use lb_common::{
+    BackendEntry, BackendKey, Counter,
+    wire::{
+        ANNOUNCE_MAGIC, ANNOUNCE_OFF_FLAGS, ANNOUNCE_OFF_SEQUENCE, ANNOUNCE_OFF_VERSION,
+        ANNOUNCE_OFF_WEIGHT, ANNOUNCE_V1_LEN, ANNOUNCE_VERSION, DEFAULT_WEIGHT, FLAG_LEAVING,
+    },
+};
+use network_types::udp::UdpHdr;
+
+use crate::{
+    Verdict,
+    maps::{ANNOUNCE_PORTS, BACKENDS, LB_ADDR},
+    parse::{Ipv4Packet, ptr_at},
+};
+
+/// `BPF_ANY` for map updates.
+const BPF_ANY: u64 = 0;
+
+/// The fields a payload sets: flags, weight, sequence, version.
+struct Payload {
+    flags: u8,
+    weight: u16,
+    sequence: u64,
+    version: u8,
+}
+
+impl Payload {
+    const PLAIN: Payload = Payload {
+        flags: 0,
+        weight: DEFAULT_WEIGHT,
+        sequence: 0,
+        version: 0,
+    };
+}
+
+#[inline(always)]
+pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Result<Verdict, ()> {
+    let udp: *const UdpHdr = ptr_at(ctx, packet.l4_offset)?;
+    // SAFETY: ptr_at checked the bounds.
+    let udp = unsafe { &*udp };
+    let port = u16::from_be_bytes(udp.dst);
+    // SAFETY: the value is a plain u32 that only lb-user writes.
+    let Some(&group_id) = (unsafe { ANNOUNCE_PORTS.get(&port) }) else {
+        return Ok(Verdict::pass(Counter::Ignored));
+    };
+    if packet.dst != LB_ADDR.load() {
+        return Ok(Verdict::pass(Counter::Ignored));
+    }
+    // A fragment cannot be checked whole: it registers nothing.
+    if packet.is_fragment {
+        return Ok(Verdict::drop(Counter::Malformed));
+    }
+    let udp_len = usize::from(u16::from_be_bytes(udp.len));
+    if udp_len < UdpHdr::LEN || udp_len > packet.l4_len {
+        return Ok(Verdict::drop(Counter::Malformed));
+    }
+    if !is_unicast_host(packet.src) || packet.eth_src[0] & 1 != 0 {
+        return Ok(Verdict::drop(Counter::AnnounceBadSource));
+    }
+    let payload = read_payload(ctx, packet.l4_offset + UdpHdr::LEN, udp_len - UdpHdr::LEN);
+    let key = BackendKey {
+        group_id,
+        addr: packet.src,
+    };
+    if payload.flags & FLAG_LEAVING != 0 {
+        return Ok(match BACKENDS.remove(&key) {
+            Ok(()) => Verdict::drop(Counter::AnnounceLeaving),
+            // Not registered: nothing to remove, but the message was valid.
+            Err(_) => Verdict::drop(Counter::AnnounceAccepted),
+        });
+    }
+    // SAFETY: read-only copy of a plain value.
+    let previous = unsafe { BACKENDS.get(&key) }.map(|e| e.announcements);
+    let entry = BackendEntry {
+        // SAFETY: helper without preconditions.
+        last_seen_ns: unsafe { bpf_ktime_get_ns() },
+        sequence: payload.sequence,
+        announcements: previous.unwrap_or(0) + 1,
+        mac: packet.eth_src,
+        weight: payload.weight,
+        flags: payload.flags,
+        version: payload.version,
+        _pad: [0; 6],
+    };
+    if BACKENDS.insert(&key, &entry, BPF_ANY).is_err() {
+        return Ok(Verdict::drop(Counter::AnnounceTableFull));
+    }
+    Ok(Verdict::drop(match previous {
+        Some(_) => Counter::AnnounceAccepted,
+        None => Counter::AnnounceRegistered,
+    }))
+}
+
+/// A v1 payload sets flags, weight and sequence; any other payload registers
+/// the source with defaults, as in the original method.
+#[inline(always)]
+fn read_payload(ctx: &aya_ebpf::programs::XdpContext, offset: usize, len: usize) -> Payload {
+    if len < ANNOUNCE_V1_LEN {
+        return Payload::PLAIN;
+    }
+    let Ok(bytes) = ptr_at::<[u8; ANNOUNCE_V1_LEN]>(ctx, offset) else {
+        return Payload::PLAIN;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    let bytes = unsafe { &*bytes };
+    if bytes[..4] != ANNOUNCE_MAGIC || bytes[ANNOUNCE_OFF_VERSION] != ANNOUNCE_VERSION {
+        return Payload::PLAIN;
+    }
+    let mut sequence = [0u8; 8];
+    sequence.copy_from_slice(&bytes[ANNOUNCE_OFF_SEQUENCE..ANNOUNCE_OFF_SEQUENCE + 8]);
+    Payload {
+        flags: bytes[ANNOUNCE_OFF_FLAGS],
+        weight: u16::from_be_bytes([bytes[ANNOUNCE_OFF_WEIGHT], bytes[ANNOUNCE_OFF_WEIGHT + 1]]),
+        sequence: u64::from_be_bytes(sequence),
+        version: ANNOUNCE_VERSION,
+    }
+}
+
+/// Unicast host address: not 0/8, loopback, multicast, reserved or broadcast.
+#[inline(always)]
+fn is_unicast_host(addr: [u8; 4]) -> bool {
+    !matches!(addr[0], 0 | 127 | 224..=255)
+}

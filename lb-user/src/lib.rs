@@ -1,0 +1,5 @@
+//! The LB control plane as a library: the binary and the tests share it.
+pub mod aging;
+pub mod liveness;
+pub mod maps;
+pub mod system;

@@ -1,0 +1,224 @@
+//! Typed access to the program's maps, from a fresh load or from the pins of
+//! a running instance.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    programs::{ProgramError, Xdp},
+};
+use lb_common::{
+    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, Counter, GLOBAL_LB_ADDR, GroupReports,
+    GroupStatus, MAX_GROUPS, PROGRAM_NAME, map_name,
+};
+
+/// The XDP object, built by build.rs from the current sources.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+
+/// Every map the program declares, in pin order.
+pub const ALL_MAPS: [&str; 7] = [
+    map_name::BACKENDS,
+    map_name::BACKEND_AGING,
+    map_name::ANNOUNCE_PORTS,
+    map_name::GROUP_ADDRS,
+    map_name::GROUP_REPORTS,
+    map_name::GROUP_STATUS,
+    map_name::COUNTERS,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the XDP program was rejected: {0}")]
+    Program(#[from] ProgramError),
+    #[error("the XDP object has no map {name}")]
+    Missing { name: &'static str },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("no pinned map at {path} ({source}); is `lb-user run` running with this --pin-path?")]
+    NotPinned {
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("pinning {name} at {path}: {source}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("at most {max} groups per instance", max = MAX_GROUPS)]
+    TooManyGroups,
+}
+
+/// One configured group: the multicast address and its announcement port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    pub group: Ipv4Addr,
+    pub port: u16,
+}
+
+/// Loads the object for an LB at `lb_addr` and verifies the program.
+pub fn load_program(lb_addr: Ipv4Addr, max_backends: u32) -> Result<Ebpf, MapsError> {
+    let octets = lb_addr.octets();
+    let mut ebpf = EbpfLoader::new()
+        .override_global(GLOBAL_LB_ADDR, &octets, true)
+        .map_max_entries(map_name::BACKENDS, max_backends)
+        .map_max_entries(map_name::BACKEND_AGING, max_backends)
+        .load(EBPF_OBJECT)?;
+    xdp_program(&mut ebpf)?.load()?;
+    Ok(ebpf)
+}
+
+/// The XDP program of a loaded object.
+pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MapsError> {
+    let program = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or(MapsError::Missing { name: "xdp_lb" })?;
+    Ok(program.try_into()?)
+}
+
+/// Typed handles on all maps.
+pub struct LbMaps {
+    pub backends: HashMap<MapData, BackendKey, BackendEntry>,
+    pub aging: HashMap<MapData, BackendKey, AgingState>,
+    pub announce_ports: HashMap<MapData, u16, u32>,
+    pub group_addrs: HashMap<MapData, [u8; 4], u32>,
+    pub group_reports: PerCpuArray<MapData, GroupReports>,
+    pub group_status: Array<MapData, GroupStatus>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+impl LbMaps {
+    /// Takes the maps out of a loaded object (the program keeps using them).
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
+        Self::from_source(|name| ebpf.take_map(name).ok_or(MapsError::Missing { name }))
+    }
+
+    /// Opens the maps pinned under `dir` by a running instance.
+    pub fn open_pinned(dir: &Path) -> Result<Self, MapsError> {
+        Self::from_source(|name| {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|source| MapsError::NotPinned {
+                path: path.clone(),
+                source,
+            })?;
+            Map::from_map_data(data).map_err(|source| MapsError::Map { name, source })
+        })
+    }
+
+    fn from_source(mut get: impl FnMut(&'static str) -> Result<Map, MapsError>) -> Result<Self, MapsError> {
+        fn typed<T: TryFrom<Map, Error = MapError>>(
+            get: &mut impl FnMut(&'static str) -> Result<Map, MapsError>,
+            name: &'static str,
+        ) -> Result<T, MapsError> {
+            T::try_from(get(name)?).map_err(|source| MapsError::Map { name, source })
+        }
+        Ok(Self {
+            backends: typed(&mut get, map_name::BACKENDS)?,
+            aging: typed(&mut get, map_name::BACKEND_AGING)?,
+            announce_ports: typed(&mut get, map_name::ANNOUNCE_PORTS)?,
+            group_addrs: typed(&mut get, map_name::GROUP_ADDRS)?,
+            group_reports: typed(&mut get, map_name::GROUP_REPORTS)?,
+            group_status: typed(&mut get, map_name::GROUP_STATUS)?,
+            counters: typed(&mut get, map_name::COUNTERS)?,
+        })
+    }
+
+    /// Tells XDP which ports and group addresses belong to which group id.
+    pub fn configure_groups(&mut self, groups: &[GroupConfig]) -> Result<(), MapsError> {
+        if groups.len() > MAX_GROUPS as usize {
+            return Err(MapsError::TooManyGroups);
+        }
+        let err = |name| move |source| MapsError::Map { name, source };
+        for (id, g) in (0u32..).zip(groups) {
+            self.announce_ports
+                .insert(&g.port, &id, 0)
+                .map_err(err(map_name::ANNOUNCE_PORTS))?;
+            self.group_addrs
+                .insert(&g.group.octets(), &id, 0)
+                .map_err(err(map_name::GROUP_ADDRS))?;
+            let status = GroupStatus {
+                group_addr: g.group.octets(),
+                port: g.port,
+                state: lb_common::GROUP_STATE_ALIVE,
+                ..GroupStatus::default()
+            };
+            self.set_group_status(id, &status)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_group_status(&mut self, id: u32, status: &GroupStatus) -> Result<(), MapsError> {
+        self.group_status
+            .set(id, status, 0)
+            .map_err(|source| MapsError::Map {
+                name: map_name::GROUP_STATUS,
+                source,
+            })
+    }
+
+    /// A group's IGMP statistics summed over CPUs; the newest report time.
+    pub fn group_reports(&self, id: u32) -> Result<GroupReports, MapsError> {
+        let per_cpu = self
+            .group_reports
+            .get(&id, 0)
+            .map_err(|source| MapsError::Map {
+                name: map_name::GROUP_REPORTS,
+                source,
+            })?;
+        Ok(per_cpu.iter().fold(GroupReports::default(), |acc, r| GroupReports {
+            reports: acc.reports + r.reports,
+            leaves: acc.leaves + r.leaves,
+            last_report_ns: acc.last_report_ns.max(r.last_report_ns),
+        }))
+    }
+
+    /// All packet counters summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(Counter, u64)>, MapsError> {
+        debug_assert_eq!(Counter::ALL.len(), COUNTER_SLOTS as usize);
+        Counter::ALL
+            .iter()
+            .map(|&c| {
+                let per_cpu = self
+                    .counters
+                    .get(&(c as u32), 0)
+                    .map_err(|source| MapsError::Map {
+                        name: map_name::COUNTERS,
+                        source,
+                    })?;
+                Ok((c, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Every backend in the server list.
+    pub fn backends(&self) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
+        self.backends
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| MapsError::Map {
+                name: map_name::BACKENDS,
+                source,
+            })
+    }
+}
+
+/// Pins every map of `ebpf` under `dir`.
+pub fn pin_all(ebpf: &Ebpf, dir: &Path) -> Result<(), MapsError> {
+    for name in ALL_MAPS {
+        let map = ebpf.map(name).ok_or(MapsError::Missing { name })?;
+        let path = dir.join(name);
+        map.pin(&path).map_err(|source| MapsError::Pin { name, path, source })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! Facts about the host the LB runs on: privileges, interfaces, bpffs, clock.
+use std::{ffi::CString, net::Ipv4Addr, path::Path};
+
+/// Why the host cannot run the LB as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("{what} needs root (CAP_BPF and CAP_NET_ADMIN); run it with sudo")]
+    NotRoot { what: &'static str },
+    #[error("interface {iface:?} does not exist (see `ip link`)")]
+    NoSuchInterface { iface: String },
+    #[error("interface {iface:?} has no IPv4 address; add one with `ip addr add`")]
+    NoIpv4Address { iface: String },
+    #[error(
+        "{path} is not on a bpf filesystem; mount one with `mount -t bpf bpf {mount}` or pass --pin-path DIR on a bpffs"
+    )]
+    NotBpffs { path: String, mount: String },
+}
+
+/// Fails unless the process runs as root.
+pub fn require_root(what: &'static str) -> Result<(), SystemError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(SystemError::NotRoot { what });
+    }
+    Ok(())
+}
+
+/// Index of `iface`.
+pub fn interface_index(iface: &str) -> Result<u32, SystemError> {
+    let not_found = || SystemError::NoSuchInterface {
+        iface: iface.to_owned(),
+    };
+    let name = CString::new(iface).map_err(|_| not_found())?;
+    // SAFETY: `name` is a valid NUL-terminated string.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(not_found()),
+        index => Ok(index),
+    }
+}
+
+/// First IPv4 address of `iface`.
+pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, SystemError> {
+    interface_index(iface)?;
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return Err(SystemError::NoIpv4Address {
+            iface: iface.to_owned(),
+        });
+    }
+    let mut found = None;
+    let mut cursor = addrs;
+    while !cursor.is_null() {
+        // SAFETY: cursor walks the list returned by getifaddrs.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        // SAFETY: ifa_addr is non-null and has at least a family field.
+        let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+        if name.to_bytes() == iface.as_bytes() && family == libc::AF_INET {
+            // SAFETY: family AF_INET means the address is a sockaddr_in.
+            let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            break;
+        }
+    }
+    // SAFETY: addrs came from getifaddrs.
+    unsafe { libc::freeifaddrs(addrs) };
+    found.ok_or_else(|| SystemError::NoIpv4Address {
+        iface: iface.to_owned(),
+    })
+}
+
+/// Fails unless `dir` (or its nearest existing ancestor) is on a bpffs.
+pub fn require_bpffs(dir: &Path) -> Result<(), SystemError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let not_bpffs = || SystemError::NotBpffs {
+        path: dir.display().to_string(),
+        mount: existing.display().to_string(),
+    };
+    let c_path = CString::new(existing.as_os_str().as_encoded_bytes()).map_err(|_| not_bpffs())?;
+    // SAFETY: statfs fills the zeroed struct for a valid path.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is NUL-terminated and stat is writable.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0
+        || stat.f_type as i64 != BPF_FS_MAGIC
+    {
+        return Err(not_bpffs());
+    }
+    Ok(())
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
