@@ -1,0 +1,480 @@
+//! Table-driven packet tests: the real XDP program in the real kernel through
+//! BPF_PROG_TEST_RUN. Each case gives an input frame, the expected XDP action,
+//! the expected change in the maps and the counter that must move. Needs root.
+use std::net::Ipv4Addr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use lb_common::{
+    BackendKey, Counter,
+    wire::{AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_QUERY, IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_REPORT, igmp_v2_message},
+};
+use lb_user::maps::{GroupConfig, LbMaps, load_program, xdp_program};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const LB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const OTHER_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 1);
+const GROUP2: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 2);
+const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+const ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0, 0];
+
+/// Builds Ethernet + IPv4 frames.
+#[derive(Clone)]
+struct Frame {
+    src_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    options: Vec<u8>,
+    frag: u16,
+    payload: Vec<u8>,
+    /// Bytes cut from the end after building.
+    truncate: usize,
+    ether_type: u16,
+}
+
+impl Frame {
+    fn ip(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: Vec<u8>) -> Self {
+        Frame {
+            src_mac: BACKEND_MAC,
+            src,
+            dst,
+            proto,
+            options: vec![],
+            frag: 0,
+            payload,
+            truncate: 0,
+            ether_type: 0x0800,
+        }
+    }
+
+    fn udp(src: Ipv4Addr, dst: Ipv4Addr, port: u16, data: &[u8]) -> Self {
+        let mut udp = Vec::new();
+        udp.extend_from_slice(&40000u16.to_be_bytes());
+        udp.extend_from_slice(&port.to_be_bytes());
+        udp.extend_from_slice(&(8 + data.len() as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(data);
+        Self::ip(17, src, dst, udp)
+    }
+
+    fn announce(src: Ipv4Addr, port: u16, flags: u8, weight: u16, sequence: u64) -> Self {
+        let payload = AnnouncementV1 {
+            flags,
+            weight,
+            sequence,
+            tag: 0,
+        }
+        .encode();
+        Self::udp(src, LB, port, &payload)
+    }
+
+    fn igmp(message: Vec<u8>, dst: Ipv4Addr) -> Self {
+        Self {
+            options: ROUTER_ALERT.to_vec(),
+            ..Self::ip(2, BACKEND, dst, message)
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut out = vec![0x01, 0x00, 0x5e, 0, 0, 1];
+        out.extend_from_slice(&self.src_mac);
+        out.extend_from_slice(&self.ether_type.to_be_bytes());
+        let header_len = 20 + self.options.len();
+        let total = (header_len + self.payload.len()) as u16;
+        out.push(0x40 | (header_len / 4) as u8);
+        out.push(0);
+        out.extend_from_slice(&total.to_be_bytes());
+        out.extend_from_slice(&[0, 1]);
+        out.extend_from_slice(&self.frag.to_be_bytes());
+        out.extend_from_slice(&[1, self.proto, 0, 0]);
+        out.extend_from_slice(&self.src.octets());
+        out.extend_from_slice(&self.dst.octets());
+        out.extend_from_slice(&self.options);
+        out.extend_from_slice(&self.payload);
+        out.truncate(out.len() - self.truncate);
+        out
+    }
+}
+
+/// An IGMPv3 report with the given (record type, group, sources) records.
+fn igmp_v3_report(records: &[(u8, Ipv4Addr, u16)]) -> Vec<u8> {
+    let mut msg = vec![0x22, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    for &(kind, group, sources) in records {
+        msg.extend_from_slice(&[kind, 0]);
+        msg.extend_from_slice(&sources.to_be_bytes());
+        msg.extend_from_slice(&group.octets());
+        for s in 0..sources {
+            msg.extend_from_slice(&[10, 9, 0, s as u8]);
+        }
+    }
+    let sum = lb_common::wire::internet_checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
+
+/// The change a case must make to the server list or the group statistics.
+#[derive(Debug)]
+enum Change {
+    None,
+    /// Backend `addr` in group `group` now has these fields.
+    Backend {
+        group: u32,
+        addr: Ipv4Addr,
+        weight: u16,
+        flags: u8,
+        version: u8,
+        announcements: u64,
+    },
+    Removed { group: u32, addr: Ipv4Addr },
+    Report { group: u32 },
+    Leave { group: u32 },
+}
+
+struct Case {
+    name: &'static str,
+    frame: Vec<u8>,
+    action: u32,
+    counter: Counter,
+    change: Change,
+}
+
+/// Everything a case may change, read before and after it.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    backends: Vec<(BackendKey, lb_common::BackendEntry)>,
+    reports: Vec<(u64, u64)>,
+    counters: Vec<(Counter, u64)>,
+}
+
+fn snapshot(maps: &LbMaps) -> Snapshot {
+    let mut backends = maps.backends().unwrap();
+    backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
+    Snapshot {
+        backends,
+        reports: (0..2)
+            .map(|g| {
+                let r = maps.group_reports(g).unwrap();
+                (r.reports, r.leaves)
+            })
+            .collect(),
+        counters: maps.counters().unwrap(),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    use Change::*;
+    let plain = |payload: &[u8]| Frame::udp(OTHER_BACKEND, LB, 2000, payload);
+    vec![
+        Case {
+            name: "v1 announcement registers with its weight",
+            frame: Frame::announce(BACKEND, 2000, 0, 250, 7).bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceRegistered,
+            change: Backend { group: 0, addr: BACKEND, weight: 250, flags: 0, version: 1, announcements: 1 },
+        },
+        Case {
+            name: "second v1 announcement refreshes and sets DRAINING",
+            frame: Frame::announce(BACKEND, 2000, FLAG_DRAINING, 250, 8).bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceAccepted,
+            change: Backend { group: 0, addr: BACKEND, weight: 250, flags: FLAG_DRAINING, version: 1, announcements: 2 },
+        },
+        Case {
+            name: "plain payload registers the source with defaults",
+            frame: plain(b"hello").bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceRegistered,
+            change: Backend { group: 0, addr: OTHER_BACKEND, weight: 100, flags: 0, version: 0, announcements: 1 },
+        },
+        Case {
+            name: "empty payload registers the source with defaults",
+            frame: plain(b"").bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceAccepted,
+            change: Backend { group: 0, addr: OTHER_BACKEND, weight: 100, flags: 0, version: 0, announcements: 2 },
+        },
+        Case {
+            name: "magic with an unknown version is a plain announcement",
+            frame: plain(&{
+                let mut p = AnnouncementV1 { flags: FLAG_LEAVING, weight: 5, sequence: 1, tag: 0 }.encode();
+                p[4] = 2;
+                p
+            })
+            .bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceAccepted,
+            change: Backend { group: 0, addr: OTHER_BACKEND, weight: 100, flags: 0, version: 0, announcements: 3 },
+        },
+        Case {
+            name: "LEAVING removes at once",
+            frame: Frame::announce(OTHER_BACKEND, 2000, FLAG_LEAVING, 100, 9).bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceLeaving,
+            change: Removed { group: 0, addr: OTHER_BACKEND },
+        },
+        Case {
+            name: "second group's port registers in that group",
+            frame: Frame::announce(BACKEND, 2001, 0, 100, 10).bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceRegistered,
+            change: Backend { group: 1, addr: BACKEND, weight: 100, flags: 0, version: 1, announcements: 1 },
+        },
+        Case {
+            name: "IP options before the UDP header are skipped",
+            frame: Frame::announce(OTHER_BACKEND, 2000, 0, 42, 11)
+                .with(|f| f.options = vec![1, 1, 1, 0])
+                .bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceRegistered,
+            change: Backend { group: 0, addr: OTHER_BACKEND, weight: 42, flags: 0, version: 1, announcements: 1 },
+        },
+        Case {
+            name: "wrong port passes untouched",
+            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2002, 0, 1, 1).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+        Case {
+            name: "wrong destination passes untouched",
+            frame: Frame::udp(Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 99), 2000, b"x").bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+        Case {
+            name: "first fragment is dropped, not registered",
+            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1)
+                .with(|f| f.frag = 0x2000)
+                .bytes(),
+            action: XDP_DROP,
+            counter: Counter::Malformed,
+            change: None,
+        },
+        Case {
+            name: "UDP length beyond the IP payload is dropped",
+            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1)
+                .with(|f| f.payload[4..6].copy_from_slice(&200u16.to_be_bytes()))
+                .bytes(),
+            action: XDP_DROP,
+            counter: Counter::Malformed,
+            change: None,
+        },
+        Case {
+            name: "truncated UDP header",
+            frame: Frame::udp(Ipv4Addr::new(10, 0, 0, 9), LB, 2000, b"")
+                .with(|f| f.payload.truncate(4))
+                .bytes(),
+            action: XDP_PASS,
+            counter: Counter::Malformed,
+            change: None,
+        },
+        Case {
+            name: "IP total length beyond the frame",
+            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1)
+                .with(|f| f.truncate = 10)
+                .bytes(),
+            action: XDP_PASS,
+            counter: Counter::Malformed,
+            change: None,
+        },
+        Case {
+            name: "truncated IPv4 header",
+            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1).bytes()[..24].to_vec(),
+            action: XDP_PASS,
+            counter: Counter::Malformed,
+            change: None,
+        },
+        Case {
+            name: "multicast source is never registered",
+            frame: Frame::announce(Ipv4Addr::new(224, 0, 0, 5), 2000, 0, 1, 1).bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceBadSource,
+            change: None,
+        },
+        Case {
+            name: "multicast source MAC is never registered",
+            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1)
+                .with(|f| f.src_mac[0] = 0x01)
+                .bytes(),
+            action: XDP_DROP,
+            counter: Counter::AnnounceBadSource,
+            change: None,
+        },
+        Case {
+            name: "IGMPv2 report for the group",
+            frame: Frame::igmp(igmp_v2_message(IGMP_V2_REPORT, 0, GROUP.octets()).to_vec(), GROUP).bytes(),
+            action: XDP_PASS,
+            counter: Counter::IgmpReport,
+            change: Report { group: 0 },
+        },
+        Case {
+            name: "IGMPv1 report for the second group",
+            frame: Frame::igmp(igmp_v2_message(IGMP_V1_REPORT, 0, GROUP2.octets()).to_vec(), GROUP2).bytes(),
+            action: XDP_PASS,
+            counter: Counter::IgmpReport,
+            change: Report { group: 1 },
+        },
+        Case {
+            name: "IGMPv3 join report (change to exclude) after an unrelated record",
+            frame: Frame::igmp(
+                igmp_v3_report(&[(4, Ipv4Addr::new(239, 1, 1, 1), 2), (4, GROUP, 0)]),
+                Ipv4Addr::new(224, 0, 0, 22),
+            )
+            .bytes(),
+            action: XDP_PASS,
+            counter: Counter::IgmpReport,
+            change: Report { group: 0 },
+        },
+        Case {
+            name: "IGMPv3 leave (change to include nothing)",
+            frame: Frame::igmp(igmp_v3_report(&[(3, GROUP, 0)]), Ipv4Addr::new(224, 0, 0, 22)).bytes(),
+            action: XDP_PASS,
+            counter: Counter::IgmpLeave,
+            change: Leave { group: 0 },
+        },
+        Case {
+            name: "IGMPv2 leave",
+            frame: Frame::igmp(igmp_v2_message(IGMP_V2_LEAVE, 0, GROUP.octets()).to_vec(), Ipv4Addr::new(224, 0, 0, 2)).bytes(),
+            action: XDP_PASS,
+            counter: Counter::IgmpLeave,
+            change: Leave { group: 0 },
+        },
+        Case {
+            name: "IGMPv3 report for other groups only",
+            frame: Frame::igmp(igmp_v3_report(&[(2, Ipv4Addr::new(239, 1, 1, 1), 0)]), Ipv4Addr::new(224, 0, 0, 22)).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+        Case {
+            name: "IGMPv3 report claiming more records than it holds",
+            frame: Frame::igmp(
+                {
+                    let mut m = igmp_v3_report(&[(2, Ipv4Addr::new(239, 1, 1, 1), 0)]);
+                    m[7] = 3;
+                    m
+                },
+                Ipv4Addr::new(224, 0, 0, 22),
+            )
+            .bytes(),
+            action: XDP_PASS,
+            counter: Counter::Malformed,
+            change: None,
+        },
+        Case {
+            name: "IGMP query is not a report",
+            frame: Frame::igmp(igmp_v2_message(IGMP_QUERY, 10, LB.octets()).to_vec(), GROUP).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+        Case {
+            name: "report for an unrelated group",
+            frame: Frame::igmp(igmp_v2_message(IGMP_V2_REPORT, 0, [239, 9, 9, 9]).to_vec(), Ipv4Addr::new(239, 9, 9, 9)).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+        Case {
+            name: "truncated IGMP message",
+            frame: Frame::igmp(vec![0x16, 0, 0, 0], GROUP).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Malformed,
+            change: None,
+        },
+        Case {
+            name: "ARP passes untouched",
+            frame: Frame::udp(BACKEND, LB, 2000, b"").with(|f| f.ether_type = 0x0806).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+        Case {
+            name: "other IP protocols pass untouched",
+            frame: Frame::ip(6, BACKEND, LB, vec![0; 20]).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+    ]
+}
+
+fn expected_after(before: &Snapshot, case: &Case) -> Snapshot {
+    let mut backends = before.backends.clone();
+    let mut reports = before.reports.clone();
+    match case.change {
+        Change::None => {}
+        Change::Backend { .. } | Change::Removed { .. } => {} // checked field by field below
+        Change::Report { group } => reports[group as usize].0 += 1,
+        Change::Leave { group } => reports[group as usize].1 += 1,
+    }
+    if let Change::Removed { group, addr } = case.change {
+        backends.retain(|(k, _)| *k != BackendKey { group_id: group, addr: addr.octets() });
+    }
+    let counters = before
+        .counters
+        .iter()
+        .map(|&(c, n)| (c, if c == case.counter { n + 1 } else { n }))
+        .collect();
+    Snapshot { backends, reports, counters }
+}
+
+#[test]
+fn packet_table() {
+    lb_tests_require_root();
+    let mut ebpf = load_program(LB, 1024).expect("load the XDP program (are you root?)");
+    let mut maps = LbMaps::take(&mut ebpf).unwrap();
+    maps.configure_groups(&[
+        GroupConfig { group: GROUP, port: 2000 },
+        GroupConfig { group: GROUP2, port: 2001 },
+    ])
+    .unwrap();
+    let program = xdp_program(&mut ebpf).unwrap();
+    for case in cases() {
+        let before = snapshot(&maps);
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(&case.frame),
+                ..TestRunOptions::default()
+            })
+            .unwrap_or_else(|e| panic!("{}: test run failed: {e}", case.name));
+        assert_eq!(result.return_value, case.action, "{}: action", case.name);
+        let after = snapshot(&maps);
+        let mut expected = expected_after(&before, &case);
+        if let Change::Backend { group, addr, weight, flags, version, announcements } = case.change {
+            let key = BackendKey { group_id: group, addr: addr.octets() };
+            let (_, entry) = after
+                .backends
+                .iter()
+                .find(|(k, _)| *k == key)
+                .unwrap_or_else(|| panic!("{}: backend not in the list", case.name));
+            assert_eq!(
+                (entry.weight, entry.flags, entry.version, entry.announcements, entry.mac),
+                (weight, flags, version, announcements, BACKEND_MAC),
+                "{}: entry",
+                case.name
+            );
+            let prior = before.backends.iter().find(|(k, _)| *k == key);
+            assert!(prior.is_none_or(|(_, p)| entry.last_seen_ns > p.last_seen_ns), "{}: timer restarted", case.name);
+            expected.backends.retain(|(k, _)| *k != key);
+            expected.backends.push((key, *entry));
+            expected.backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
+        }
+        assert_eq!(after, expected, "{}: maps", case.name);
+        println!("ok: {}", case.name);
+    }
+}
+
+fn lb_tests_require_root() {
+    lb_user::system::require_root("the packet tests").expect("run the packet tests as root");
+}
