@@ -1,1 +1,223 @@
-fn main(){}
+//! backend-agent: registers this host with every LB that queries the group
+//! (SPEC 5, backend side). Answers each query with a suppressible membership
+//! report and one announcement to the LB; sends LEAVING on SIGINT/SIGTERM.
+mod schedule;
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    process::ExitCode,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use clap::Parser;
+use lb_common::{
+    igmp_socket::{IgmpSocket, Received},
+    system,
+    wire::{AnnouncementV1, DEFAULT_WEIGHT, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage, igmp_v2_message},
+};
+use rand::Rng;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    time::{Instant, sleep_until},
+};
+use tracing::{debug, info, warn};
+
+use crate::schedule::{Due, Schedule};
+
+#[derive(Parser)]
+#[command(version, about = "Registers this backend with XDP load balancers on its segment")]
+struct Args {
+    /// Interface facing the LB; its first IPv4 address is announced.
+    #[arg(long)]
+    iface: String,
+    /// Multicast group shared with the LB.
+    #[arg(long, default_value = "239.192.0.1", value_parser = parse_group)]
+    group: Ipv4Addr,
+    /// The LB's announcement port (>= 1024).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u16).range(1024..))]
+    port: u16,
+    /// Weight announced to the LB.
+    #[arg(long, default_value_t = DEFAULT_WEIGHT)]
+    weight: u16,
+    /// TTL of the membership reports.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
+    ttl: u32,
+}
+
+fn parse_group(s: &str) -> Result<Ipv4Addr, String> {
+    let addr: Ipv4Addr = s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))?;
+    if !addr.is_multicast() {
+        return Err(format!("{addr} is not a multicast address (224.0.0.0/4)"));
+    }
+    Ok(addr)
+}
+
+/// Longest jitter before an announcement: spreads a large fleet's answers.
+const MAX_ANNOUNCE_JITTER: Duration = Duration::from_millis(50);
+
+struct Agent {
+    args: Args,
+    local: Ipv4Addr,
+    igmp: AsyncFd<IgmpSocket>,
+    udp: UdpSocket,
+    schedule: Schedule,
+    last_sequence: u64,
+}
+
+impl Agent {
+    fn handle(&mut self, received: Received) {
+        match received.message {
+            IgmpMessage::Query { max_resp_code, group_field: lb }
+                if received.destination == self.args.group =>
+            {
+                let lb = Ipv4Addr::from(lb);
+                if lb.is_multicast() || lb.is_unspecified() || lb.is_broadcast() {
+                    // An ordinary group-specific query: the kernel answers it.
+                    return;
+                }
+                let max_resp = Duration::from_millis(u64::from(max_resp_code) * 100);
+                let mut rng = rand::rng();
+                let report_delay = rng.random_range(Duration::ZERO..=max_resp);
+                let jitter = rng.random_range(Duration::ZERO..=(max_resp / 2).min(MAX_ANNOUNCE_JITTER));
+                if self.schedule.on_query(Instant::now(), lb, report_delay, jitter) {
+                    info!(%lb, group = %self.args.group, "new load balancer; announcing to it");
+                }
+            }
+            IgmpMessage::Report { group } if Ipv4Addr::from(group) == self.args.group && received.source != self.local => {
+                if self.schedule.on_report_heard() {
+                    debug!(from = %received.source, "report suppressed by another member's");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn send_due(&mut self) {
+        for due in self.schedule.take_due(Instant::now()) {
+            let result = match due {
+                Due::Report => {
+                    let report = igmp_v2_message(IGMP_V2_REPORT, 0, self.args.group.octets());
+                    self.igmp.get_ref().send(&report, self.args.group)
+                }
+                Due::Announce(lb) => self.announce(lb, 0),
+            };
+            if let Err(e) = result {
+                warn!(?due, "send failed: {e}");
+            }
+        }
+    }
+
+    fn announce(&mut self, lb: Ipv4Addr, flags: u8) -> std::io::Result<()> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // Strictly increasing even if the clock steps back.
+        self.last_sequence = now.max(self.last_sequence + 1);
+        let payload = AnnouncementV1 {
+            flags,
+            weight: self.args.weight,
+            sequence: self.last_sequence,
+            tag: 0,
+        }
+        .encode();
+        self.udp
+            .send_to(&payload, SocketAddrV4::new(lb, self.args.port))
+            .map(drop)
+    }
+
+    fn leave(&mut self) {
+        let lbs: Vec<Ipv4Addr> = self.schedule.known_lbs().collect();
+        for lb in lbs {
+            match self.announce(lb, FLAG_LEAVING) {
+                Ok(()) => info!(%lb, "sent LEAVING"),
+                Err(e) => warn!(%lb, "sending LEAVING failed: {e}"),
+            }
+        }
+        if let Err(e) = self.igmp.get_ref().leave(self.args.group, self.local) {
+            warn!("leaving the group failed: {e}");
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    system::require_root("backend-agent")?;
+    let local = system::interface_ipv4(&args.iface)?;
+    let igmp = IgmpSocket::open(&args.iface, local, args.ttl).context("opening the raw IGMP socket")?;
+    igmp.join(args.group, local)
+        .with_context(|| format!("joining {} on {}", args.group, args.iface))?;
+    let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
+        .with_context(|| format!("binding a UDP socket to {local}"))?;
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    info!(iface = %args.iface, %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
+    let mut agent = Agent {
+        args,
+        local,
+        // SAFETY: the AsyncFd owns the socket, so the fd stays open while registered.
+        igmp: unsafe { AsyncFd::register(igmp) }
+            .map_err(|e| anyhow::anyhow!("registering the IGMP socket: {e}"))?,
+        udp,
+        schedule: Schedule::default(),
+        last_sequence: 0,
+    };
+    loop {
+        // With nothing pending, wake up only for packets and signals.
+        let deadline = agent
+            .schedule
+            .next_deadline()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            ready = agent.igmp.readable() => {
+                let mut guard = ready.context("waiting on the IGMP socket")?;
+                let mut received = Vec::new();
+                loop {
+                    match guard.get_inner().try_recv() {
+                        Ok(Some(message)) => received.push(message),
+                        Ok(None) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            warn!("receiving IGMP failed: {e}");
+                            break;
+                        }
+                    }
+                }
+                guard.clear_ready();
+                for message in received {
+                    agent.handle(message);
+                }
+            }
+            _ = sleep_until(deadline) => agent.send_due(),
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    agent.leave();
+    info!("left the group; exiting");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -61,14 +61,11 @@ impl IgmpSocket {
         Ok(())
     }
 
-    /// Receives one message if one is queued (non-blocking).
+    /// Receives one queued packet without blocking (`WouldBlock` when none
+    /// is queued); `None` if it is not a parseable IPv4 IGMP packet.
     pub fn try_recv(&self) -> io::Result<Option<Received>> {
         let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
-        let len = match self.socket.recv(&mut buf) {
-            Ok(len) => len,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let len = self.socket.recv(&mut buf)?;
         // SAFETY: recv initialised the first `len` bytes.
         let packet: &[u8] = unsafe { &*(&buf[..len] as *const [MaybeUninit<u8>] as *const [u8]) };
         Ok(parse_ip_igmp(packet))

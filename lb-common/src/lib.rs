@@ -7,6 +7,8 @@
 
 #[cfg(feature = "user")]
 pub mod igmp_socket;
+#[cfg(feature = "user")]
+pub mod system;
 pub mod wire;
 
 /// Most groups one LB instance serves.

@@ -2,4 +2,6 @@
 pub mod aging;
 pub mod liveness;
 pub mod maps;
-pub mod system;
+pub use lb_common::system;
+pub mod control;
+pub mod status;

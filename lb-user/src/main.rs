@@ -1,1 +1,285 @@
-fn main(){}
+//! lb-user: loads the XDP program, runs the registration control plane and
+//! shows the status of a running instance.
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use aya::programs::XdpMode;
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_common::{DEFAULT_MAX_BACKENDS, igmp_socket::IgmpSocket};
+use lb_user::{
+    aging::AgingParams,
+    control::{ControlParams, Controller},
+    maps::{ALL_MAPS, GroupConfig, LbMaps, load_program, pin_all, xdp_program},
+    status::StatusReport,
+    system,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+
+const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-lb";
+
+#[derive(Parser)]
+#[command(version, about = "XDP layer-4 load balancer with zero-configuration backend registration")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attach the XDP program to an interface and run the control plane.
+    Run(RunArgs),
+    /// Show the registered backends of a running instance.
+    Status {
+        /// Directory on a bpffs where `run` pinned its maps.
+        #[arg(long, default_value = DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Parser)]
+struct RunArgs {
+    /// Interface to attach to; its first IPv4 address is the LB's address.
+    #[arg(long)]
+    iface: String,
+    /// Multicast group, `ADDR` or `ADDR:PORT`; repeat for several groups.
+    #[arg(long = "group", value_parser = parse_group_arg, default_value = "239.192.0.1")]
+    groups: Vec<(Ipv4Addr, Option<u16>)>,
+    /// Announcement port of groups given without one (>= 1024).
+    #[arg(long, default_value_t = 2000, value_parser = parse_port)]
+    port: u16,
+    /// Query interval P.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    query_interval: Duration,
+    /// Max response time carried in the query; must be below P. Default: 1s, or P/2 if P <= 1s.
+    #[arg(long, value_parser = parse_duration)]
+    max_response_time: Option<Duration>,
+    /// Heartbeat timeout T.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// A backend with more than this many consecutive misses is removed (N).
+    #[arg(long, default_value_t = 10)]
+    max_misses: u32,
+    /// Periods in a row without a membership report before a group is dead (R).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    robustness: u32,
+    /// TTL of the queries.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
+    ttl: u32,
+    /// Directory on a bpffs where the maps are pinned.
+    #[arg(long, default_value = DEFAULT_PIN_PATH)]
+    pin_path: PathBuf,
+    /// Capacity of the server list.
+    #[arg(long, default_value_t = DEFAULT_MAX_BACKENDS, value_parser = clap::value_parser!(u32).range(1..))]
+    max_backends: u32,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    xdp_mode: Mode,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Let the kernel choose (native if the driver supports it).
+    Auto,
+    /// Native (driver) XDP.
+    Driver,
+    /// Generic XDP in the network stack.
+    Skb,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms or 2s)"))?;
+    if d.is_zero() {
+        return Err("must be above zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    let port: u16 = s.parse().map_err(|_| format!("{s:?} is not a port number"))?;
+    if port < 1024 {
+        return Err(format!("{port} is a system port; use a port >= 1024"));
+    }
+    Ok(port)
+}
+
+fn parse_group_arg(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
+    let (addr, port) = match s.split_once(':') {
+        Some((a, p)) => (a, Some(parse_port(p)?)),
+        None => (s, None),
+    };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    if !addr.is_multicast() {
+        return Err(format!("{addr} is not a multicast address (224.0.0.0/4)"));
+    }
+    Ok((addr, port))
+}
+
+/// Removes the pins when `run` ends, however it ends.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        for name in ALL_MAPS {
+            let _ = fs::remove_file(self.0.join(name));
+        }
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+fn group_configs(args: &RunArgs) -> anyhow::Result<Vec<GroupConfig>> {
+    let configs: Vec<GroupConfig> = args
+        .groups
+        .iter()
+        .map(|&(group, port)| GroupConfig {
+            group,
+            port: port.unwrap_or(args.port),
+        })
+        .collect();
+    for (i, a) in configs.iter().enumerate() {
+        for b in &configs[i + 1..] {
+            if a.group == b.group || a.port == b.port {
+                bail!(
+                    "groups {}:{} and {}:{} share an address or a port; each group needs its own",
+                    a.group, a.port, b.group, b.port
+                );
+            }
+        }
+    }
+    Ok(configs)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let max_response_time = args
+        .max_response_time
+        .unwrap_or_else(|| Duration::from_secs(1).min(args.query_interval / 2));
+    if max_response_time >= args.query_interval {
+        bail!(
+            "--max-response-time ({}) must be below --query-interval ({})",
+            humantime::format_duration(max_response_time),
+            humantime::format_duration(args.query_interval)
+        );
+    }
+    let groups = group_configs(&args)?;
+    system::require_root("lb-user run")?;
+    let lb_addr = system::interface_ipv4(&args.iface)?;
+    system::require_bpffs(&args.pin_path)?;
+    if args.pin_path.join(lb_common::map_name::BACKENDS).exists() {
+        bail!(
+            "{} already holds the maps of an LB instance: stop that `lb-user run`, or if it was killed, remove the directory",
+            args.pin_path.display()
+        );
+    }
+    fs::create_dir_all(&args.pin_path)
+        .with_context(|| format!("creating the pin directory {}", args.pin_path.display()))?;
+    let _pins = PinDir(args.pin_path.clone());
+
+    let mut ebpf = load_program(lb_addr, args.max_backends)
+        .context("loading the XDP program (needs a kernel with BTF and XDP support)")?;
+    pin_all(&ebpf, &args.pin_path)?;
+    let mode = match args.xdp_mode {
+        Mode::Auto => XdpMode::Default,
+        Mode::Driver => XdpMode::Driver,
+        Mode::Skb => XdpMode::Skb,
+    };
+    let ifindex = system::interface_index(&args.iface)?;
+    xdp_program(&mut ebpf)?
+        .attach(ifindex, mode)
+        .with_context(|| format!("attaching XDP to {}; another XDP program may be attached, or try --xdp-mode skb", args.iface))?;
+    let maps = LbMaps::take(&mut ebpf)?;
+    let socket = IgmpSocket::open(&args.iface, lb_addr, args.ttl)
+        .context("opening the raw IGMP socket for queries")?;
+    for g in &groups {
+        // Joining makes the NIC accept the group's reports; 224.0.0.22 carries IGMPv3 reports.
+        socket
+            .join(g.group, lb_addr)
+            .with_context(|| format!("joining group {} on {}", g.group, args.iface))?;
+    }
+    socket
+        .join(Ipv4Addr::new(224, 0, 0, 22), lb_addr)
+        .context("joining 224.0.0.22 for IGMPv3 reports")?;
+
+    let params = ControlParams {
+        lb_addr,
+        query_interval: args.query_interval,
+        max_response_time,
+        aging: AgingParams {
+            timeout: args.timeout,
+            max_misses: args.max_misses,
+        },
+        robustness: args.robustness,
+    };
+    let mut controller = Controller::new(params, maps, socket, &groups)?;
+    info!(
+        iface = %args.iface, %lb_addr, pin_path = %args.pin_path.display(),
+        groups = ?groups.iter().map(|g| format!("{}:{}", g.group, g.port)).collect::<Vec<_>>(),
+        query_interval = %humantime::format_duration(args.query_interval),
+        timeout = %humantime::format_duration(args.timeout),
+        max_misses = args.max_misses, robustness = args.robustness,
+        "load balancer running"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut tick = tokio::time::interval(params.tick());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => controller.step(system::monotonic_ns())?,
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    info!("stopping: detaching XDP and removing the pins");
+    Ok(())
+}
+
+fn status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
+    system::require_root("lb-user status")?;
+    let maps = LbMaps::open_pinned(pin_path)?;
+    let report = StatusReport::read(&maps, system::monotonic_ns())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Status { pin_path, json } => status(&pin_path, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

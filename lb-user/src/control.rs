@@ -1,0 +1,225 @@
+//! The control loop of `lb-user run`: queries, group liveness and aging,
+//! driven by a periodic tick. Decisions come from the pure `aging` and
+//! `liveness` modules; this module does the map and socket I/O.
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+    time::Duration,
+};
+
+use lb_common::{
+    AgingState, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GroupStatus, igmp_socket::IgmpSocket,
+    wire::{IGMP_QUERY, igmp_v2_message},
+};
+use tracing::{info, warn};
+
+use crate::{
+    aging::{AgingParams, AgingVerdict, age},
+    liveness::{GroupLiveness, LivenessEvent, LivenessParams},
+    maps::{GroupConfig, LbMaps, MapsError},
+};
+
+/// Protocol parameters of one LB instance (SPEC 3).
+#[derive(Clone, Copy, Debug)]
+pub struct ControlParams {
+    pub lb_addr: Ipv4Addr,
+    pub query_interval: Duration,
+    pub max_response_time: Duration,
+    pub aging: AgingParams,
+    pub robustness: u32,
+}
+
+impl ControlParams {
+    /// IGMP max-resp code: tenths of a second, at least 1.
+    pub fn max_resp_code(&self) -> u8 {
+        u8::try_from(self.max_response_time.as_millis() / 100)
+            .unwrap_or(u8::MAX)
+            .max(1)
+    }
+
+    /// How often the loop runs: fine enough for the shortest timer.
+    pub fn tick(&self) -> Duration {
+        (self.query_interval.min(self.aging.timeout) / 8)
+            .clamp(Duration::from_millis(5), Duration::from_millis(250))
+    }
+}
+
+struct Group {
+    id: u32,
+    config: GroupConfig,
+    liveness: GroupLiveness,
+    status: GroupStatus,
+}
+
+/// State of the control plane between ticks.
+pub struct Controller {
+    params: ControlParams,
+    maps: LbMaps,
+    socket: IgmpSocket,
+    groups: Vec<Group>,
+    aging: HashMap<BackendKey, AgingState>,
+}
+
+fn ms(ns: u64) -> u64 {
+    ns / 1_000_000
+}
+
+impl Controller {
+    pub fn new(
+        params: ControlParams,
+        mut maps: LbMaps,
+        socket: IgmpSocket,
+        configs: &[GroupConfig],
+    ) -> Result<Self, MapsError> {
+        maps.configure_groups(configs)?;
+        let liveness_params = LivenessParams {
+            query_interval: params.query_interval,
+            robustness: params.robustness,
+        };
+        let groups = (0u32..)
+            .zip(configs)
+            .map(|(id, &config)| {
+                let reports = maps.group_reports(id)?.reports;
+                Ok(Group {
+                    id,
+                    config,
+                    liveness: GroupLiveness::new(liveness_params, reports),
+                    status: GroupStatus {
+                        group_addr: config.group.octets(),
+                        port: config.port,
+                        state: GROUP_STATE_ALIVE,
+                        ..GroupStatus::default()
+                    },
+                })
+            })
+            .collect::<Result<_, MapsError>>()?;
+        Ok(Self {
+            params,
+            maps,
+            socket,
+            groups,
+            aging: HashMap::new(),
+        })
+    }
+
+    /// One pass: liveness and queries for every group, then aging.
+    pub fn step(&mut self, now_ns: u64) -> Result<(), MapsError> {
+        for index in 0..self.groups.len() {
+            self.step_group(index, now_ns)?;
+        }
+        self.age_backends(now_ns)
+    }
+
+    fn step_group(&mut self, index: usize, now_ns: u64) -> Result<(), MapsError> {
+        let id = self.groups[index].id;
+        let reports = self.maps.group_reports(id)?.reports;
+        let params = self.params;
+        let group = &mut self.groups[index];
+        let event = group.liveness.poll(now_ns, reports);
+        match event {
+            LivenessEvent::Idle => return Ok(()),
+            LivenessEvent::Died => warn!(
+                group = %group.config.group,
+                silent_periods = group.liveness.silent_periods(),
+                "group is dead: no membership report for {} periods; queries stop",
+                params.robustness
+            ),
+            LivenessEvent::Revived => info!(group = %group.config.group, "group revived by a membership report; querying"),
+            LivenessEvent::Query => {}
+        }
+        if matches!(event, LivenessEvent::Query | LivenessEvent::Revived) {
+            let query = igmp_v2_message(IGMP_QUERY, params.max_resp_code(), params.lb_addr.octets());
+            match self.socket.send(&query, group.config.group) {
+                Ok(()) => {
+                    group.status.queries_sent += 1;
+                    group.status.last_query_ns = now_ns;
+                }
+                // Counted as not sent; the next period tries again.
+                Err(e) => warn!(group = %group.config.group, "sending the query failed: {e}"),
+            }
+        }
+        group.status.state = if group.liveness.is_alive() {
+            GROUP_STATE_ALIVE
+        } else {
+            GROUP_STATE_DEAD
+        };
+        group.status.silent_periods = group.liveness.silent_periods();
+        let status = group.status;
+        self.maps.set_group_status(id, &status)
+    }
+
+    fn group_addr(&self, id: u32) -> Ipv4Addr {
+        self.groups
+            .get(id as usize)
+            .map_or(Ipv4Addr::UNSPECIFIED, |g| g.config.group)
+    }
+
+    fn age_backends(&mut self, now_ns: u64) -> Result<(), MapsError> {
+        let backends = self.maps.backends()?;
+        let mut present = HashSet::with_capacity(backends.len());
+        for (key, entry) in backends {
+            present.insert(key);
+            let previous = self.aging.get(&key).copied();
+            let addr = Ipv4Addr::from(key.addr);
+            let group = self.group_addr(key.group_id);
+            let state = match age(previous, entry.last_seen_ns, now_ns, self.params.aging) {
+                AgingVerdict::Registered(state) => {
+                    info!(
+                        backend = %addr, %group, weight = entry.weight, flags = entry.flags,
+                        mac = %format_mac(entry.mac), "backend registered"
+                    );
+                    state
+                }
+                AgingVerdict::Keep(state) => state,
+                AgingVerdict::Remove { misses } => {
+                    // Re-read: an announcement that arrived since the snapshot wins.
+                    let current = self.maps.backends.get(&key, 0).ok();
+                    if current.is_some_and(|c| c.last_seen_ns != entry.last_seen_ns) {
+                        continue;
+                    }
+                    // Already gone (LEAVING raced us) is fine.
+                    let _ = self.maps.backends.remove(&key);
+                    let _ = self.maps.aging.remove(&key);
+                    self.aging.remove(&key);
+                    present.remove(&key);
+                    warn!(
+                        backend = %addr, %group, misses,
+                        silent_ms = ms(now_ns.saturating_sub(entry.last_seen_ns)),
+                        "backend removed: missed heartbeats"
+                    );
+                    continue;
+                }
+            };
+            if previous != Some(state) {
+                self.aging.insert(key, state);
+                self.maps
+                    .aging
+                    .insert(&key, &state, 0)
+                    .map_err(|source| MapsError::Map {
+                        name: lb_common::map_name::BACKEND_AGING,
+                        source,
+                    })?;
+            }
+        }
+        // Entries that XDP removed (LEAVING) since the last pass.
+        let left: Vec<BackendKey> = self
+            .aging
+            .keys()
+            .filter(|k| !present.contains(k))
+            .copied()
+            .collect();
+        for key in left {
+            self.aging.remove(&key);
+            let _ = self.maps.aging.remove(&key);
+            info!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING)");
+        }
+        Ok(())
+    }
+}
+
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
