@@ -1,1 +1,270 @@
+//! Helpers for the network-namespace integration tests: a bridge with hosts
+//! on it, processes of the project's binaries inside them, and status reads.
+//! Everything a test builds is torn down by `Drop`, on success and failure.
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Mutex, MutexGuard,
+        atomic::{AtomicU32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
 
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+/// Topologies are built one at a time: timing assertions need the CPUs.
+static SERIAL: Mutex<()> = Mutex::new(());
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Directory holding the project's binaries: `XDP_LB_BIN_DIR`, or the
+/// profile directory of the running test executable.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDP_LB_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --bins`, or run `cargo xtask test`)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a command to completion, failing with its stderr if it fails.
+pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Polls `probe` every `every` until it yields a value or `limit` passes.
+pub fn wait_for<T>(limit: Duration, every: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        thread::sleep(every);
+    }
+}
+
+/// One host: a network namespace with `eth0` on the bridge.
+pub struct Host {
+    pub netns: String,
+    pub addr: Ipv4Addr,
+}
+
+/// A process started by a test; killed on drop if still running.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory preconditions; the pid is our child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<i32> {
+        let status = wait_for(limit, Duration::from_millis(10), || self.child.try_wait().ok().flatten())
+            .with_context(|| format!("{} did not exit within {limit:?}", self.name))?;
+        Ok(status.code().unwrap_or(-1))
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A bridge in its own namespace with `hosts` hosts attached.
+pub struct Topology {
+    pub prefix: String,
+    pub bridge_ns: String,
+    pub hosts: Vec<Host>,
+    /// A bpffs mounted for this topology: `ip netns exec` hides /sys/fs/bpf.
+    pub bpffs: PathBuf,
+    pub logs: PathBuf,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Topology {
+    /// Builds the bridge and hosts `10.<net>.0.1..=hosts`. With `snooping`
+    /// the bridge does IGMP snooping (the Linux default).
+    pub fn new(hosts: u8, snooping: bool) -> anyhow::Result<Self> {
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("xlb{}-{id}", std::process::id());
+        let base = PathBuf::from("/run/xdp-lb-tests").join(&prefix);
+        let mut topo = Topology {
+            bridge_ns: format!("{prefix}-br"),
+            prefix,
+            hosts: Vec::new(),
+            bpffs: base.join("bpf"),
+            logs: base.join("logs"),
+            _serial: serial,
+        };
+        // From here on, Drop cleans up whatever was built.
+        topo.build(hosts, snooping, id)?;
+        Ok(topo)
+    }
+
+    fn build(&mut self, hosts: u8, snooping: bool, id: u32) -> anyhow::Result<()> {
+        fs::create_dir_all(&self.bpffs)?;
+        fs::create_dir_all(&self.logs)?;
+        let bpffs = self.bpffs.to_str().context("path")?.to_owned();
+        sh("mount", &["-t", "bpf", "bpf", &bpffs])?;
+        let br = self.bridge_ns.clone();
+        sh("ip", &["netns", "add", &br])?;
+        let snoop = if snooping { "1" } else { "0" };
+        sh("ip", &["-n", &br, "link", "add", "br0", "type", "bridge", "mcast_snooping", snoop])?;
+        sh("ip", &["-n", &br, "link", "set", "br0", "up"])?;
+        // A /24 per topology keeps concurrent runs apart even in captures.
+        let net = 100 + (id % 100) as u8;
+        for i in 1..=hosts {
+            let netns = format!("{}-h{i}", self.prefix);
+            sh("ip", &["netns", "add", &netns])?;
+            let port = format!("p{i}");
+            sh("ip", &["-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &br])?;
+            sh("ip", &["-n", &br, "link", "set", &port, "master", "br0", "up"])?;
+            let addr = Ipv4Addr::new(10, net, 0, i);
+            sh("ip", &["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
+            sh("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
+            self.hosts.push(Host { netns, addr });
+        }
+        Ok(())
+    }
+
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    /// Starts one of the project's binaries in host `i`.
+    pub fn spawn(&self, i: usize, name: &str, binary: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        let log = self.logs.join(format!("{name}.log"));
+        let file = fs::File::create(&log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.hosts[i].netns])
+            .arg(bin(binary))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {binary} in {}", self.hosts[i].netns))?;
+        Ok(Proc {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// Pin path of an LB instance named `name`.
+    pub fn pin_path(&self, name: &str) -> PathBuf {
+        self.bpffs.join(name)
+    }
+
+    /// `lb-user status --json` of the instance pinned at `pin_path`.
+    pub fn status(&self, pin_path: &Path) -> anyhow::Result<Value> {
+        let out = sh(
+            bin("lb-user").to_str().context("path")?,
+            &["status", "--json", "--pin-path", pin_path.to_str().context("path")?],
+        )?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            let _ = sh("ip", &["netns", "del", &host.netns]);
+        }
+        let _ = sh("ip", &["netns", "del", &self.bridge_ns]);
+        if let Some(bpffs) = self.bpffs.to_str() {
+            let _ = sh("umount", &[bpffs]);
+        }
+        if let Some(base) = self.bpffs.parent() {
+            if std::env::var_os("XDP_LB_KEEP_LOGS").is_none() {
+                let _ = fs::remove_dir_all(base);
+            }
+        }
+    }
+}
+
+/// The first group of a status report.
+pub fn first_group(status: &Value) -> &Value {
+    &status["groups"][0]
+}
+
+/// Addresses registered in the first group.
+pub fn registered(status: &Value) -> Vec<String> {
+    let mut addrs: Vec<String> = first_group(status)["backends"]
+        .as_array()
+        .map(|b| b.iter().filter_map(|e| e["address"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    addrs.sort();
+    addrs
+}
+
+impl Topology {
+    /// Prints every process log of this topology (for a failing test).
+    pub fn dump_logs(&self) {
+        let Ok(entries) = fs::read_dir(&self.logs) else { return };
+        for entry in entries.flatten() {
+            let text = fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!("--- {} (last {} lines)\n{}", entry.path().display(), tail.len(), tail.join("\n"));
+        }
+    }
+
+    /// Runs `body`, printing the logs if it fails.
+    pub fn run(&self, body: impl FnOnce(&Self) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let result = body(self);
+        if result.is_err() {
+            self.dump_logs();
+        }
+        result
+    }
+}
