@@ -1,1 +1,104 @@
-fn main(){}
+//! Developer commands: `cargo xtask setup | build-ebpf | run | test | demo`.
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run, test and demo the XDP load balancer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: Debian tools, the eBPF nightly, bpf-linker, bpffs.
+    Setup,
+    /// Build the XDP object with BTF and print its path.
+    BuildEbpf,
+    /// Build lb-user (release) and run it with the given arguments.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every check and test (what CI runs).
+    Test,
+    /// Set up, then show backends registering, serving and leaving in namespaces.
+    Demo,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs `cargo` with `args` in the workspace, failing if it fails.
+fn cargo(args: &[&str], envs: &[(&str, &Path)]) -> anyhow::Result<()> {
+    println!("+ cargo {}", args.join(" "));
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root()).args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn test() -> anyhow::Result<()> {
+    setup::setup()?;
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    cargo(&["build", "--workspace", "--bins"], &[])?;
+    let bins = root().join("target/debug");
+    // Unit tests and BPF_PROG_TEST_RUN packet tests.
+    cargo(&["test", "--workspace", "--exclude", "lb-tests"], &[])?;
+    // Network-namespace tests, one at a time, with their measurements shown.
+    cargo(
+        &["test", "-p", "lb-tests", "--", "--nocapture", "--test-threads=1"],
+        &[("XDP_LB_BIN_DIR", &bins)],
+    )
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    cargo(&["build", "--release", "-p", "lb-user"], &[])?;
+    let status = Command::new(root().join("target/release/lb-user"))
+        .args(args)
+        .status()
+        .context("running lb-user")?;
+    if !status.success() {
+        bail!("lb-user exited with {status}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Setup => setup::setup(),
+        Task::BuildEbpf => ebpf_build::build(&root().join("target/ebpf"))
+            .map(|object| println!("{}", object.display()))
+            .map_err(Into::into),
+        Task::Run { args } => run(&args),
+        Task::Test => test(),
+        Task::Demo => demo::demo(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! `cargo xtask setup`: installs what a fresh machine lacks, idempotently.
+//! Every check is cheap, so a second run finishes in seconds.
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+
+/// Debian packages the project needs, with a command each provides.
+const PACKAGES: [(&str, &str); 4] = [
+    ("bpftool", "bpftool"),
+    ("iproute2", "ip"),
+    ("nftables", "nft"),
+    ("tcpdump", "tcpdump"),
+];
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const BPFFS: &str = "/sys/fs/bpf";
+
+fn have(command: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {command}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("running {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, cmd)| !have(cmd))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        println!("ok: {} present", PACKAGES.map(|p| p.0).join(", "));
+        return Ok(());
+    }
+    println!("installing Debian packages: {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing))?;
+    Ok(())
+}
+
+fn nightly_sysroot(toolchain: &str) -> anyhow::Result<PathBuf> {
+    let out = run(Command::new("rustc").args([&format!("+{toolchain}"), "--print", "sysroot"]))?;
+    Ok(PathBuf::from(out.trim()))
+}
+
+fn ebpf_toolchain(toolchain: &str) -> anyhow::Result<PathBuf> {
+    let listed = run(Command::new("rustup").args(["toolchain", "list"]))?;
+    let installed = listed.lines().any(|l| l.starts_with(toolchain));
+    if installed {
+        let sysroot = nightly_sysroot(toolchain)?;
+        if sysroot.join("lib/rustlib/src/rust/library/core").exists() {
+            println!("ok: toolchain {toolchain} with rust-src present");
+            return Ok(sysroot);
+        }
+    }
+    println!("installing toolchain {toolchain} with rust-src");
+    run(Command::new("rustup").args([
+        "toolchain", "install", toolchain, "--profile", "minimal", "--component", "rust-src",
+    ]))?;
+    nightly_sysroot(toolchain)
+}
+
+fn cargo_bin(name: &str) -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+    home.join("bin").join(name)
+}
+
+/// bpf-linker must load the same LLVM as the nightly's rustc: it is built
+/// against the libLLVM that ships inside that toolchain.
+fn bpf_linker(sysroot: &Path) -> anyhow::Result<()> {
+    let libllvm = fs::read_dir(sysroot.join("lib"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("libLLVM.so."))
+        .context("the eBPF toolchain ships no libLLVM.so.*")?;
+    let linker = cargo_bin("bpf-linker");
+    if linker.exists() {
+        let version = run(Command::new(&linker).arg("--version")).unwrap_or_default();
+        let libs = run(Command::new("ldd").arg(&linker)).unwrap_or_default();
+        let linked = libs
+            .lines()
+            .any(|l| l.contains(&libllvm) && !l.contains("not found"));
+        if version.contains(BPF_LINKER_VERSION) && linked {
+            println!("ok: bpf-linker {BPF_LINKER_VERSION} linked to {libllvm}");
+            return Ok(());
+        }
+    }
+    // The prefix must stay: bpf-linker keeps an rpath to it.
+    let prefix = PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+        .join(".local/share/xdp-lb/llvm");
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib)?;
+    for name in ["libLLVM.so", libllvm.as_str()] {
+        let link = lib.join(name);
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(sysroot.join("lib").join(&libllvm), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    println!("building bpf-linker {BPF_LINKER_VERSION} against {libllvm} (about a minute)");
+    let status = Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
+        .env("LLVM_PREFIX", &prefix)
+        .status()
+        .context("running cargo install bpf-linker")?;
+    if !status.success() {
+        bail!("cargo install bpf-linker failed ({status})");
+    }
+    Ok(())
+}
+
+fn bpffs() -> anyhow::Result<()> {
+    let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf"))
+    {
+        println!("ok: bpffs mounted at {BPFFS}");
+        return Ok(());
+    }
+    println!("mounting bpffs at {BPFFS}");
+    fs::create_dir_all(BPFFS)?;
+    run(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]))?;
+    Ok(())
+}
+
+pub fn setup() -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("setup installs packages and mounts bpffs: run it as root");
+    }
+    apt_packages()?;
+    let toolchain = ebpf_build::ebpf_toolchain()?;
+    let sysroot = ebpf_toolchain(&toolchain)?;
+    bpf_linker(&sysroot)?;
+    bpffs()
+}
