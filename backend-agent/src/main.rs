@@ -12,9 +12,12 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use lb_common::{
+    cli::{parse_group, parse_port},
     igmp_socket::{IgmpSocket, Received},
     system,
-    wire::{AnnouncementV1, DEFAULT_WEIGHT, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage, igmp_v2_message},
+    wire::{
+        AnnouncementV1, DEFAULT_WEIGHT, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage, igmp_v2_message,
+    },
 };
 use rand::Rng;
 use tokio::{
@@ -27,7 +30,10 @@ use tracing::{debug, info, warn};
 use crate::schedule::{Due, Schedule};
 
 #[derive(Parser)]
-#[command(version, about = "Registers this backend with XDP load balancers on its segment")]
+#[command(
+    version,
+    about = "Registers this backend with XDP load balancers on its segment"
+)]
 struct Args {
     /// Interface facing the LB; its first IPv4 address is announced.
     #[arg(long)]
@@ -36,7 +42,7 @@ struct Args {
     #[arg(long, default_value = "239.192.0.1", value_parser = parse_group)]
     group: Ipv4Addr,
     /// The LB's announcement port (>= 1024).
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u16).range(1024..))]
+    #[arg(long, default_value_t = 2000, value_parser = parse_port)]
     port: u16,
     /// Weight announced to the LB.
     #[arg(long, default_value_t = DEFAULT_WEIGHT)]
@@ -44,14 +50,6 @@ struct Args {
     /// TTL of the membership reports.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
     ttl: u32,
-}
-
-fn parse_group(s: &str) -> Result<Ipv4Addr, String> {
-    let addr: Ipv4Addr = s.parse().map_err(|_| format!("{s:?} is not an IPv4 address"))?;
-    if !addr.is_multicast() {
-        return Err(format!("{addr} is not a multicast address (224.0.0.0/4)"));
-    }
-    Ok(addr)
 }
 
 /// Longest jitter before an announcement: spreads a large fleet's answers.
@@ -69,9 +67,10 @@ struct Agent {
 impl Agent {
     fn handle(&mut self, received: Received) {
         match received.message {
-            IgmpMessage::Query { max_resp_code, group_field: lb }
-                if received.destination == self.args.group =>
-            {
+            IgmpMessage::Query {
+                max_resp_code,
+                group_field: lb,
+            } if received.destination == self.args.group => {
                 let lb = Ipv4Addr::from(lb);
                 if lb.is_multicast() || lb.is_unspecified() || lb.is_broadcast() {
                     // An ordinary group-specific query: the kernel answers it.
@@ -80,15 +79,21 @@ impl Agent {
                 let max_resp = Duration::from_millis(u64::from(max_resp_code) * 100);
                 let mut rng = rand::rng();
                 let report_delay = rng.random_range(Duration::ZERO..=max_resp);
-                let jitter = rng.random_range(Duration::ZERO..=(max_resp / 2).min(MAX_ANNOUNCE_JITTER));
-                if self.schedule.on_query(Instant::now(), lb, report_delay, jitter) {
+                let jitter =
+                    rng.random_range(Duration::ZERO..=(max_resp / 2).min(MAX_ANNOUNCE_JITTER));
+                if self
+                    .schedule
+                    .on_query(Instant::now(), lb, report_delay, jitter)
+                {
                     info!(%lb, group = %self.args.group, "new load balancer; announcing to it");
                 }
             }
-            IgmpMessage::Report { group } if Ipv4Addr::from(group) == self.args.group && received.source != self.local => {
-                if self.schedule.on_report_heard() {
-                    debug!(from = %received.source, "report suppressed by another member's");
-                }
+            IgmpMessage::Report { group }
+                if Ipv4Addr::from(group) == self.args.group
+                    && received.source != self.local
+                    && self.schedule.on_report_heard() =>
+            {
+                debug!(from = %received.source, "report suppressed by another member's");
             }
             _ => {}
         }
@@ -144,7 +149,8 @@ impl Agent {
 async fn run(args: Args) -> anyhow::Result<()> {
     system::require_root("backend-agent")?;
     let local = system::interface_ipv4(&args.iface)?;
-    let igmp = IgmpSocket::open(&args.iface, local, args.ttl).context("opening the raw IGMP socket")?;
+    let igmp =
+        IgmpSocket::open(&args.iface, local, args.ttl).context("opening the raw IGMP socket")?;
     igmp.join(args.group, local)
         .with_context(|| format!("joining {} on {}", args.group, args.iface))?;
     let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
@@ -199,26 +205,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lb_common::cli::main_with(|args: Args| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(run(args))
+    })
 }

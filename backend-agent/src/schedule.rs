@@ -26,7 +26,13 @@ impl Schedule {
     /// A query from `lb`: report after `report_delay` (keeping an earlier
     /// pending one), announce to `lb` after `announce_delay`.
     /// Returns true if `lb` was not known before.
-    pub fn on_query(&mut self, now: Instant, lb: Ipv4Addr, report_delay: Duration, announce_delay: Duration) -> bool {
+    pub fn on_query(
+        &mut self,
+        now: Instant,
+        lb: Ipv4Addr,
+        report_delay: Duration,
+        announce_delay: Duration,
+    ) -> bool {
         let report_at = now + report_delay;
         self.report_at = Some(self.report_at.map_or(report_at, |t| t.min(report_at)));
         if !self.announce_at.iter().any(|&(_, a)| a == lb) {
@@ -112,10 +118,16 @@ mod tests {
         let mut s = Schedule::default();
         s.on_query(t0, LB1, ms(80), ms(10));
         assert!(s.on_query(t0 + ms(5), LB2, ms(20), ms(10)));
-        assert!(!s.on_query(t0 + ms(6), LB1, ms(90), ms(10)), "a repeated query is not a new LB");
+        assert!(
+            !s.on_query(t0 + ms(6), LB1, ms(90), ms(10)),
+            "a repeated query is not a new LB"
+        );
         let mut due = s.take_due(t0 + ms(30));
         due.sort_by_key(|d| format!("{d:?}"));
-        assert_eq!(due, vec![Due::Announce(LB1), Due::Announce(LB2), Due::Report]);
+        assert_eq!(
+            due,
+            vec![Due::Announce(LB1), Due::Announce(LB2), Due::Report]
+        );
         assert_eq!(s.known_lbs().collect::<Vec<_>>(), vec![LB1, LB2]);
     }
 }

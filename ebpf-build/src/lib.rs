@@ -19,7 +19,11 @@ impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BuildError::Toolchain { path, reason } => {
-                write!(f, "cannot read the eBPF toolchain from {}: {reason}", path.display())
+                write!(
+                    f,
+                    "cannot read the eBPF toolchain from {}: {reason}",
+                    path.display()
+                )
             }
             BuildError::Spawn { program, reason } => write!(
                 f,
@@ -43,10 +47,16 @@ pub fn ebpf_crate_dir() -> PathBuf {
 /// Files whose change must rebuild the object.
 pub fn ebpf_inputs() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    ["lb-ebpf/src", "lb-ebpf/Cargo.toml", "lb-ebpf/rust-toolchain.toml", "lb-common/src", "lb-common/Cargo.toml"]
-        .iter()
-        .map(|p| root.join(p))
-        .collect()
+    [
+        "lb-ebpf/src",
+        "lb-ebpf/Cargo.toml",
+        "lb-ebpf/rust-toolchain.toml",
+        "lb-common/src",
+        "lb-common/Cargo.toml",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .collect()
 }
 
 /// The channel pinned in lb-ebpf/rust-toolchain.toml.
@@ -82,13 +92,19 @@ pub fn build(target_dir: &Path) -> Result<PathBuf, BuildError> {
         let key = key.to_string_lossy();
         let inherited = (key.starts_with("CARGO") && key != "CARGO_HOME")
             || key.starts_with("RUSTC")
-            || matches!(key.as_ref(), "RUSTUP_TOOLCHAIN" | "RUSTFLAGS" | "RUSTDOCFLAGS");
+            || matches!(
+                key.as_ref(),
+                "RUSTUP_TOOLCHAIN" | "RUSTFLAGS" | "RUSTDOCFLAGS"
+            );
         if inherited {
             cmd.env_remove(key.as_ref());
         }
     }
     // BTF makes `bpftool map dump` show field names.
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Cdebuginfo=2\x1f-Clink-arg=--btf");
+    cmd.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+    );
     let status = cmd.status().map_err(|e| BuildError::Spawn {
         program: "rustup".into(),
         reason: e.to_string(),

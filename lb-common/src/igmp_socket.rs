@@ -75,10 +75,15 @@ impl IgmpSocket {
 /// Parses an IPv4 packet carrying IGMP as delivered on a raw socket.
 pub fn parse_ip_igmp(packet: &[u8]) -> Option<Received> {
     let header_len = usize::from(*packet.first()? & 0x0f) * 4;
-    if packet[0] >> 4 != 4 || header_len < 20 || packet.len() < header_len || packet[9] != IPPROTO_IGMP {
+    if packet[0] >> 4 != 4
+        || header_len < 20
+        || packet.len() < header_len
+        || packet[9] != IPPROTO_IGMP
+    {
         return None;
     }
-    let addr = |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
+    let addr =
+        |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
     Some(Received {
         source: addr(12),
         destination: addr(16),

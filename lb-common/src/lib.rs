@@ -6,6 +6,8 @@
 #![cfg_attr(not(feature = "user"), no_std)]
 
 #[cfg(feature = "user")]
+pub mod cli;
+#[cfg(feature = "user")]
 pub mod igmp_socket;
 #[cfg(feature = "user")]
 pub mod system;

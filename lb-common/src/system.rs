@@ -4,7 +4,7 @@ use std::{ffi::CString, net::Ipv4Addr, path::Path};
 /// Why the host cannot run the LB as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemError {
-    #[error("{what} needs root (CAP_BPF and CAP_NET_ADMIN); run it with sudo")]
+    #[error("{what} needs root (raw sockets, BPF, interface settings); run it with sudo")]
     NotRoot { what: &'static str },
     #[error("interface {iface:?} does not exist (see `ip link`)")]
     NoSuchInterface { iface: String },
@@ -78,7 +78,10 @@ pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, SystemError> {
 /// Fails unless `dir` (or its nearest existing ancestor) is on a bpffs.
 pub fn require_bpffs(dir: &Path) -> Result<(), SystemError> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(Path::new("/"));
+    let existing = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
     let not_bpffs = || SystemError::NotBpffs {
         path: dir.display().to_string(),
         mount: existing.display().to_string(),

@@ -86,11 +86,11 @@ impl AnnouncementV1 {
 /// Internet checksum (RFC 1071) of `data`.
 pub fn internet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    let (pairs, rest) = data.as_chunks::<2>();
+    for pair in pairs {
+        sum += u32::from(u16::from_be_bytes(*pair));
     }
-    if let [last] = chunks.remainder() {
+    if let [last] = rest {
         sum += u32::from(*last) << 8;
     }
     while sum > 0xffff {
@@ -101,7 +101,16 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
 
 /// An 8-byte IGMPv1/v2-layout message with its checksum filled in.
 pub fn igmp_v2_message(kind: u8, max_resp_code: u8, group: [u8; 4]) -> [u8; IGMP_V2_LEN] {
-    let mut msg = [kind, max_resp_code, 0, 0, group[0], group[1], group[2], group[3]];
+    let mut msg = [
+        kind,
+        max_resp_code,
+        0,
+        0,
+        group[0],
+        group[1],
+        group[2],
+        group[3],
+    ];
     let sum = internet_checksum(&msg);
     msg[2..4].copy_from_slice(&sum.to_be_bytes());
     msg

@@ -35,7 +35,9 @@ pub fn age(
     now_ns: u64,
     params: AgingParams,
 ) -> AgingVerdict {
-    let timeout_ns = u64::try_from(params.timeout.as_nanos()).unwrap_or(u64::MAX).max(1);
+    let timeout_ns = u64::try_from(params.timeout.as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
     let (mut state, registered) = match previous {
         // Any announcement restarts the timer and resets the count.
         Some(state) if last_seen_ns == state.seen_ns => (state, false),

@@ -8,7 +8,8 @@ use std::{
 };
 
 use lb_common::{
-    AgingState, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GroupStatus, igmp_socket::IgmpSocket,
+    AgingState, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GroupStatus,
+    igmp_socket::IgmpSocket,
     wire::{IGMP_QUERY, igmp_v2_message},
 };
 use tracing::{info, warn};
@@ -124,11 +125,14 @@ impl Controller {
                 "group is dead: no membership report for {} periods; queries stop",
                 params.robustness
             ),
-            LivenessEvent::Revived => info!(group = %group.config.group, "group revived by a membership report; querying"),
+            LivenessEvent::Revived => {
+                info!(group = %group.config.group, "group revived by a membership report; querying")
+            }
             LivenessEvent::Query => {}
         }
         if matches!(event, LivenessEvent::Query | LivenessEvent::Revived) {
-            let query = igmp_v2_message(IGMP_QUERY, params.max_resp_code(), params.lb_addr.octets());
+            let query =
+                igmp_v2_message(IGMP_QUERY, params.max_resp_code(), params.lb_addr.octets());
             match self.socket.send(&query, group.config.group) {
                 Ok(()) => {
                     group.status.queries_sent += 1;

@@ -180,7 +180,10 @@ mod tests {
         assert_eq!(l.poll(5000 * MS, 1), LivenessEvent::Revived);
         assert!(l.is_alive());
         // Next query one period later.
-        assert_eq!(run(&mut l, 5010, 5210, 1), vec![(5200, LivenessEvent::Query)]);
+        assert_eq!(
+            run(&mut l, 5010, 5210, 1),
+            vec![(5200, LivenessEvent::Query)]
+        );
     }
 
     #[test]

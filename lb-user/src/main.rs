@@ -11,7 +11,11 @@ use std::{
 use anyhow::{Context, bail};
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_common::{DEFAULT_MAX_BACKENDS, igmp_socket::IgmpSocket};
+use lb_common::{
+    DEFAULT_MAX_BACKENDS,
+    cli::{parse_duration, parse_group, parse_port},
+    igmp_socket::IgmpSocket,
+};
 use lb_user::{
     aging::AgingParams,
     control::{ControlParams, Controller},
@@ -25,7 +29,10 @@ use tracing::info;
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-lb";
 
 #[derive(Parser)]
-#[command(version, about = "XDP layer-4 load balancer with zero-configuration backend registration")]
+#[command(
+    version,
+    about = "XDP layer-4 load balancer with zero-configuration backend registration"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,34 +103,12 @@ enum Mode {
     Skb,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 500ms or 2s)"))?;
-    if d.is_zero() {
-        return Err("must be above zero".into());
-    }
-    Ok(d)
-}
-
-fn parse_port(s: &str) -> Result<u16, String> {
-    let port: u16 = s.parse().map_err(|_| format!("{s:?} is not a port number"))?;
-    if port < 1024 {
-        return Err(format!("{port} is a system port; use a port >= 1024"));
-    }
-    Ok(port)
-}
-
 fn parse_group_arg(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
     let (addr, port) = match s.split_once(':') {
         Some((a, p)) => (a, Some(parse_port(p)?)),
         None => (s, None),
     };
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-    if !addr.is_multicast() {
-        return Err(format!("{addr} is not a multicast address (224.0.0.0/4)"));
-    }
-    Ok((addr, port))
+    Ok((parse_group(addr)?, port))
 }
 
 /// Removes the pins when `run` ends, however it ends.
@@ -152,7 +137,10 @@ fn group_configs(args: &RunArgs) -> anyhow::Result<Vec<GroupConfig>> {
             if a.group == b.group || a.port == b.port {
                 bail!(
                     "groups {}:{} and {}:{} share an address or a port; each group needs its own",
-                    a.group, a.port, b.group, b.port
+                    a.group,
+                    a.port,
+                    b.group,
+                    b.port
                 );
             }
         }
@@ -196,7 +184,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let ifindex = system::interface_index(&args.iface)?;
     xdp_program(&mut ebpf)?
         .attach(ifindex, mode)
-        .with_context(|| format!("attaching XDP to {}; another XDP program may be attached, or try --xdp-mode skb", args.iface))?;
+        .with_context(|| {
+            format!(
+                "attaching XDP to {}; another XDP program may be attached, or try --xdp-mode skb",
+                args.iface
+            )
+        })?;
     let maps = LbMaps::take(&mut ebpf)?;
     let socket = IgmpSocket::open(&args.iface, lb_addr, args.ttl)
         .context("opening the raw IGMP socket for queries")?;
@@ -234,8 +227,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut sigterm =
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut sigint =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut tick = tokio::time::interval(params.tick());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -264,23 +259,8 @@ fn status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    lb_common::cli::main_with(|cli: Cli| match cli.command {
         Command::Run(args) => run(args),
         Command::Status { pin_path, json } => status(&pin_path, json),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

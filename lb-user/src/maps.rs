@@ -43,7 +43,7 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
-    #[error("no pinned map at {path} ({source}); is `lb-user run` running with this --pin-path?")]
+    #[error("no pinned map at {path}; is `lb-user run` running with this --pin-path?")]
     NotPinned {
         path: PathBuf,
         #[source]
@@ -116,7 +116,9 @@ impl LbMaps {
         })
     }
 
-    fn from_source(mut get: impl FnMut(&'static str) -> Result<Map, MapsError>) -> Result<Self, MapsError> {
+    fn from_source(
+        mut get: impl FnMut(&'static str) -> Result<Map, MapsError>,
+    ) -> Result<Self, MapsError> {
         fn typed<T: TryFrom<Map, Error = MapError>>(
             get: &mut impl FnMut(&'static str) -> Result<Map, MapsError>,
             name: &'static str,
@@ -176,11 +178,13 @@ impl LbMaps {
                 name: map_name::GROUP_REPORTS,
                 source,
             })?;
-        Ok(per_cpu.iter().fold(GroupReports::default(), |acc, r| GroupReports {
-            reports: acc.reports + r.reports,
-            leaves: acc.leaves + r.leaves,
-            last_report_ns: acc.last_report_ns.max(r.last_report_ns),
-        }))
+        Ok(per_cpu
+            .iter()
+            .fold(GroupReports::default(), |acc, r| GroupReports {
+                reports: acc.reports + r.reports,
+                leaves: acc.leaves + r.leaves,
+                last_report_ns: acc.last_report_ns.max(r.last_report_ns),
+            }))
     }
 
     /// All packet counters summed over CPUs.
@@ -189,13 +193,13 @@ impl LbMaps {
         Counter::ALL
             .iter()
             .map(|&c| {
-                let per_cpu = self
-                    .counters
-                    .get(&(c as u32), 0)
-                    .map_err(|source| MapsError::Map {
-                        name: map_name::COUNTERS,
-                        source,
-                    })?;
+                let per_cpu =
+                    self.counters
+                        .get(&(c as u32), 0)
+                        .map_err(|source| MapsError::Map {
+                            name: map_name::COUNTERS,
+                            source,
+                        })?;
                 Ok((c, per_cpu.iter().sum()))
             })
             .collect()
@@ -218,7 +222,8 @@ pub fn pin_all(ebpf: &Ebpf, dir: &Path) -> Result<(), MapsError> {
     for name in ALL_MAPS {
         let map = ebpf.map(name).ok_or(MapsError::Missing { name })?;
         let path = dir.join(name);
-        map.pin(&path).map_err(|source| MapsError::Pin { name, path, source })?;
+        map.pin(&path)
+            .map_err(|source| MapsError::Pin { name, path, source })?;
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `lb-user status`: a snapshot of a running instance, read from its pins.
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
-use lb_common::{GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, wire::FLAG_DRAINING};
+use lb_common::{
+    GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, wire::FLAG_DRAINING,
+};
 use serde::Serialize;
 
 use crate::{
@@ -49,10 +51,13 @@ impl StatusReport {
         backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
         let mut groups = Vec::new();
         for id in 0..MAX_GROUPS {
-            let status = maps.group_status.get(&id, 0).map_err(|source| MapsError::Map {
-                name: lb_common::map_name::GROUP_STATUS,
-                source,
-            })?;
+            let status = maps
+                .group_status
+                .get(&id, 0)
+                .map_err(|source| MapsError::Map {
+                    name: lb_common::map_name::GROUP_STATUS,
+                    source,
+                })?;
             let state = match status.state {
                 GROUP_STATE_UNUSED => continue,
                 GROUP_STATE_ALIVE => "alive",
@@ -69,7 +74,11 @@ impl StatusReport {
                     misses: maps.aging.get(key, 0).map_or(0, |a| a.misses),
                     last_seen_ms: now_ns.saturating_sub(entry.last_seen_ns) / 1_000_000,
                     weight: entry.weight,
-                    state: if entry.flags & FLAG_DRAINING != 0 { "draining" } else { "active" },
+                    state: if entry.flags & FLAG_DRAINING != 0 {
+                        "draining"
+                    } else {
+                        "active"
+                    },
                     announcements: entry.announcements,
                     sequence: entry.sequence,
                 })
@@ -128,7 +137,11 @@ impl StatusReport {
                 );
             }
         }
-        let counters: Vec<String> = self.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let counters: Vec<String> = self
+            .counters
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let _ = writeln!(out, "counters: {}", counters.join(" "));
         out
     }

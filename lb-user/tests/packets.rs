@@ -6,7 +6,10 @@ use std::net::Ipv4Addr;
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
     BackendKey, Counter,
-    wire::{AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_QUERY, IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_REPORT, igmp_v2_message},
+    wire::{
+        AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_QUERY, IGMP_V1_REPORT, IGMP_V2_LEAVE,
+        IGMP_V2_REPORT, igmp_v2_message,
+    },
 };
 use lb_user::maps::{GroupConfig, LbMaps, load_program, xdp_program};
 
@@ -134,9 +137,16 @@ enum Change {
         version: u8,
         announcements: u64,
     },
-    Removed { group: u32, addr: Ipv4Addr },
-    Report { group: u32 },
-    Leave { group: u32 },
+    Removed {
+        group: u32,
+        addr: Ipv4Addr,
+    },
+    Report {
+        group: u32,
+    },
+    Leave {
+        group: u32,
+    },
 }
 
 struct Case {
@@ -179,54 +189,105 @@ fn cases() -> Vec<Case> {
             frame: Frame::announce(BACKEND, 2000, 0, 250, 7).bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceRegistered,
-            change: Backend { group: 0, addr: BACKEND, weight: 250, flags: 0, version: 1, announcements: 1 },
+            change: Backend {
+                group: 0,
+                addr: BACKEND,
+                weight: 250,
+                flags: 0,
+                version: 1,
+                announcements: 1,
+            },
         },
         Case {
             name: "second v1 announcement refreshes and sets DRAINING",
             frame: Frame::announce(BACKEND, 2000, FLAG_DRAINING, 250, 8).bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceAccepted,
-            change: Backend { group: 0, addr: BACKEND, weight: 250, flags: FLAG_DRAINING, version: 1, announcements: 2 },
+            change: Backend {
+                group: 0,
+                addr: BACKEND,
+                weight: 250,
+                flags: FLAG_DRAINING,
+                version: 1,
+                announcements: 2,
+            },
         },
         Case {
             name: "plain payload registers the source with defaults",
             frame: plain(b"hello").bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceRegistered,
-            change: Backend { group: 0, addr: OTHER_BACKEND, weight: 100, flags: 0, version: 0, announcements: 1 },
+            change: Backend {
+                group: 0,
+                addr: OTHER_BACKEND,
+                weight: 100,
+                flags: 0,
+                version: 0,
+                announcements: 1,
+            },
         },
         Case {
             name: "empty payload registers the source with defaults",
             frame: plain(b"").bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceAccepted,
-            change: Backend { group: 0, addr: OTHER_BACKEND, weight: 100, flags: 0, version: 0, announcements: 2 },
+            change: Backend {
+                group: 0,
+                addr: OTHER_BACKEND,
+                weight: 100,
+                flags: 0,
+                version: 0,
+                announcements: 2,
+            },
         },
         Case {
             name: "magic with an unknown version is a plain announcement",
             frame: plain(&{
-                let mut p = AnnouncementV1 { flags: FLAG_LEAVING, weight: 5, sequence: 1, tag: 0 }.encode();
+                let mut p = AnnouncementV1 {
+                    flags: FLAG_LEAVING,
+                    weight: 5,
+                    sequence: 1,
+                    tag: 0,
+                }
+                .encode();
                 p[4] = 2;
                 p
             })
             .bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceAccepted,
-            change: Backend { group: 0, addr: OTHER_BACKEND, weight: 100, flags: 0, version: 0, announcements: 3 },
+            change: Backend {
+                group: 0,
+                addr: OTHER_BACKEND,
+                weight: 100,
+                flags: 0,
+                version: 0,
+                announcements: 3,
+            },
         },
         Case {
             name: "LEAVING removes at once",
             frame: Frame::announce(OTHER_BACKEND, 2000, FLAG_LEAVING, 100, 9).bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceLeaving,
-            change: Removed { group: 0, addr: OTHER_BACKEND },
+            change: Removed {
+                group: 0,
+                addr: OTHER_BACKEND,
+            },
         },
         Case {
             name: "second group's port registers in that group",
             frame: Frame::announce(BACKEND, 2001, 0, 100, 10).bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceRegistered,
-            change: Backend { group: 1, addr: BACKEND, weight: 100, flags: 0, version: 1, announcements: 1 },
+            change: Backend {
+                group: 1,
+                addr: BACKEND,
+                weight: 100,
+                flags: 0,
+                version: 1,
+                announcements: 1,
+            },
         },
         Case {
             name: "IP options before the UDP header are skipped",
@@ -235,7 +296,14 @@ fn cases() -> Vec<Case> {
                 .bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceRegistered,
-            change: Backend { group: 0, addr: OTHER_BACKEND, weight: 42, flags: 0, version: 1, announcements: 1 },
+            change: Backend {
+                group: 0,
+                addr: OTHER_BACKEND,
+                weight: 42,
+                flags: 0,
+                version: 1,
+                announcements: 1,
+            },
         },
         Case {
             name: "wrong port passes untouched",
@@ -246,7 +314,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "wrong destination passes untouched",
-            frame: Frame::udp(Ipv4Addr::new(10, 0, 0, 9), Ipv4Addr::new(10, 0, 0, 99), 2000, b"x").bytes(),
+            frame: Frame::udp(
+                Ipv4Addr::new(10, 0, 0, 9),
+                Ipv4Addr::new(10, 0, 0, 99),
+                2000,
+                b"x",
+            )
+            .bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             change: None,
@@ -289,7 +363,8 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "truncated IPv4 header",
-            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1).bytes()[..24].to_vec(),
+            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1).bytes()[..24]
+                .to_vec(),
             action: XDP_PASS,
             counter: Counter::Malformed,
             change: None,
@@ -312,14 +387,22 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "IGMPv2 report for the group",
-            frame: Frame::igmp(igmp_v2_message(IGMP_V2_REPORT, 0, GROUP.octets()).to_vec(), GROUP).bytes(),
+            frame: Frame::igmp(
+                igmp_v2_message(IGMP_V2_REPORT, 0, GROUP.octets()).to_vec(),
+                GROUP,
+            )
+            .bytes(),
             action: XDP_PASS,
             counter: Counter::IgmpReport,
             change: Report { group: 0 },
         },
         Case {
             name: "IGMPv1 report for the second group",
-            frame: Frame::igmp(igmp_v2_message(IGMP_V1_REPORT, 0, GROUP2.octets()).to_vec(), GROUP2).bytes(),
+            frame: Frame::igmp(
+                igmp_v2_message(IGMP_V1_REPORT, 0, GROUP2.octets()).to_vec(),
+                GROUP2,
+            )
+            .bytes(),
             action: XDP_PASS,
             counter: Counter::IgmpReport,
             change: Report { group: 1 },
@@ -337,21 +420,33 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "IGMPv3 leave (change to include nothing)",
-            frame: Frame::igmp(igmp_v3_report(&[(3, GROUP, 0)]), Ipv4Addr::new(224, 0, 0, 22)).bytes(),
+            frame: Frame::igmp(
+                igmp_v3_report(&[(3, GROUP, 0)]),
+                Ipv4Addr::new(224, 0, 0, 22),
+            )
+            .bytes(),
             action: XDP_PASS,
             counter: Counter::IgmpLeave,
             change: Leave { group: 0 },
         },
         Case {
             name: "IGMPv2 leave",
-            frame: Frame::igmp(igmp_v2_message(IGMP_V2_LEAVE, 0, GROUP.octets()).to_vec(), Ipv4Addr::new(224, 0, 0, 2)).bytes(),
+            frame: Frame::igmp(
+                igmp_v2_message(IGMP_V2_LEAVE, 0, GROUP.octets()).to_vec(),
+                Ipv4Addr::new(224, 0, 0, 2),
+            )
+            .bytes(),
             action: XDP_PASS,
             counter: Counter::IgmpLeave,
             change: Leave { group: 0 },
         },
         Case {
             name: "IGMPv3 report for other groups only",
-            frame: Frame::igmp(igmp_v3_report(&[(2, Ipv4Addr::new(239, 1, 1, 1), 0)]), Ipv4Addr::new(224, 0, 0, 22)).bytes(),
+            frame: Frame::igmp(
+                igmp_v3_report(&[(2, Ipv4Addr::new(239, 1, 1, 1), 0)]),
+                Ipv4Addr::new(224, 0, 0, 22),
+            )
+            .bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             change: None,
@@ -373,14 +468,19 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "IGMP query is not a report",
-            frame: Frame::igmp(igmp_v2_message(IGMP_QUERY, 10, LB.octets()).to_vec(), GROUP).bytes(),
+            frame: Frame::igmp(igmp_v2_message(IGMP_QUERY, 10, LB.octets()).to_vec(), GROUP)
+                .bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             change: None,
         },
         Case {
             name: "report for an unrelated group",
-            frame: Frame::igmp(igmp_v2_message(IGMP_V2_REPORT, 0, [239, 9, 9, 9]).to_vec(), Ipv4Addr::new(239, 9, 9, 9)).bytes(),
+            frame: Frame::igmp(
+                igmp_v2_message(IGMP_V2_REPORT, 0, [239, 9, 9, 9]).to_vec(),
+                Ipv4Addr::new(239, 9, 9, 9),
+            )
+            .bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             change: None,
@@ -394,7 +494,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "ARP passes untouched",
-            frame: Frame::udp(BACKEND, LB, 2000, b"").with(|f| f.ether_type = 0x0806).bytes(),
+            frame: Frame::udp(BACKEND, LB, 2000, b"")
+                .with(|f| f.ether_type = 0x0806)
+                .bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             change: None,
@@ -419,14 +521,23 @@ fn expected_after(before: &Snapshot, case: &Case) -> Snapshot {
         Change::Leave { group } => reports[group as usize].1 += 1,
     }
     if let Change::Removed { group, addr } = case.change {
-        backends.retain(|(k, _)| *k != BackendKey { group_id: group, addr: addr.octets() });
+        backends.retain(|(k, _)| {
+            *k != BackendKey {
+                group_id: group,
+                addr: addr.octets(),
+            }
+        });
     }
     let counters = before
         .counters
         .iter()
         .map(|&(c, n)| (c, if c == case.counter { n + 1 } else { n }))
         .collect();
-    Snapshot { backends, reports, counters }
+    Snapshot {
+        backends,
+        reports,
+        counters,
+    }
 }
 
 #[test]
@@ -435,8 +546,14 @@ fn packet_table() {
     let mut ebpf = load_program(LB, 1024).expect("load the XDP program (are you root?)");
     let mut maps = LbMaps::take(&mut ebpf).unwrap();
     maps.configure_groups(&[
-        GroupConfig { group: GROUP, port: 2000 },
-        GroupConfig { group: GROUP2, port: 2001 },
+        GroupConfig {
+            group: GROUP,
+            port: 2000,
+        },
+        GroupConfig {
+            group: GROUP2,
+            port: 2001,
+        },
     ])
     .unwrap();
     let program = xdp_program(&mut ebpf).unwrap();
@@ -451,21 +568,42 @@ fn packet_table() {
         assert_eq!(result.return_value, case.action, "{}: action", case.name);
         let after = snapshot(&maps);
         let mut expected = expected_after(&before, &case);
-        if let Change::Backend { group, addr, weight, flags, version, announcements } = case.change {
-            let key = BackendKey { group_id: group, addr: addr.octets() };
+        if let Change::Backend {
+            group,
+            addr,
+            weight,
+            flags,
+            version,
+            announcements,
+        } = case.change
+        {
+            let key = BackendKey {
+                group_id: group,
+                addr: addr.octets(),
+            };
             let (_, entry) = after
                 .backends
                 .iter()
                 .find(|(k, _)| *k == key)
                 .unwrap_or_else(|| panic!("{}: backend not in the list", case.name));
             assert_eq!(
-                (entry.weight, entry.flags, entry.version, entry.announcements, entry.mac),
+                (
+                    entry.weight,
+                    entry.flags,
+                    entry.version,
+                    entry.announcements,
+                    entry.mac
+                ),
                 (weight, flags, version, announcements, BACKEND_MAC),
                 "{}: entry",
                 case.name
             );
             let prior = before.backends.iter().find(|(k, _)| *k == key);
-            assert!(prior.is_none_or(|(_, p)| entry.last_seen_ns > p.last_seen_ns), "{}: timer restarted", case.name);
+            assert!(
+                prior.is_none_or(|(_, p)| entry.last_seen_ns > p.last_seen_ns),
+                "{}: timer restarted",
+                case.name
+            );
             expected.backends.retain(|(k, _)| *k != key);
             expected.backends.push((key, *entry));
             expected.backends.sort_by_key(|(k, _)| (k.group_id, k.addr));

@@ -29,7 +29,10 @@ pub fn bin_dir() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -59,7 +62,11 @@ pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<Output> {
 }
 
 /// Polls `probe` every `every` until it yields a value or `limit` passes.
-pub fn wait_for<T>(limit: Duration, every: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn wait_for<T>(
+    limit: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let start = Instant::now();
     loop {
         if let Some(v) = probe() {
@@ -97,8 +104,10 @@ impl Proc {
 
     /// Waits (bounded) for the process to exit; returns its exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<i32> {
-        let status = wait_for(limit, Duration::from_millis(10), || self.child.try_wait().ok().flatten())
-            .with_context(|| format!("{} did not exit within {limit:?}", self.name))?;
+        let status = wait_for(limit, Duration::from_millis(10), || {
+            self.child.try_wait().ok().flatten()
+        })
+        .with_context(|| format!("{} did not exit within {limit:?}", self.name))?;
         Ok(status.code().unwrap_or(-1))
     }
 
@@ -156,7 +165,20 @@ impl Topology {
         let br = self.bridge_ns.clone();
         sh("ip", &["netns", "add", &br])?;
         let snoop = if snooping { "1" } else { "0" };
-        sh("ip", &["-n", &br, "link", "add", "br0", "type", "bridge", "mcast_snooping", snoop])?;
+        sh(
+            "ip",
+            &[
+                "-n",
+                &br,
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                snoop,
+            ],
+        )?;
         sh("ip", &["-n", &br, "link", "set", "br0", "up"])?;
         // A /24 per topology keeps concurrent runs apart even in captures.
         let net = 100 + (id % 100) as u8;
@@ -164,10 +186,30 @@ impl Topology {
             let netns = format!("{}-h{i}", self.prefix);
             sh("ip", &["netns", "add", &netns])?;
             let port = format!("p{i}");
-            sh("ip", &["-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &br])?;
-            sh("ip", &["-n", &br, "link", "set", &port, "master", "br0", "up"])?;
+            sh(
+                "ip",
+                &[
+                    "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                    "netns", &br,
+                ],
+            )?;
+            sh(
+                "ip",
+                &["-n", &br, "link", "set", &port, "master", "br0", "up"],
+            )?;
             let addr = Ipv4Addr::new(10, net, 0, i);
-            sh("ip", &["-n", &netns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &netns,
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
             sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
             sh("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
             self.hosts.push(Host { netns, addr });
@@ -209,7 +251,12 @@ impl Topology {
     pub fn status(&self, pin_path: &Path) -> anyhow::Result<Value> {
         let out = sh(
             bin("lb-user").to_str().context("path")?,
-            &["status", "--json", "--pin-path", pin_path.to_str().context("path")?],
+            &[
+                "status",
+                "--json",
+                "--pin-path",
+                pin_path.to_str().context("path")?,
+            ],
         )?;
         Ok(serde_json::from_slice(&out.stdout)?)
     }
@@ -224,10 +271,10 @@ impl Drop for Topology {
         if let Some(bpffs) = self.bpffs.to_str() {
             let _ = sh("umount", &[bpffs]);
         }
-        if let Some(base) = self.bpffs.parent() {
-            if std::env::var_os("XDP_LB_KEEP_LOGS").is_none() {
-                let _ = fs::remove_dir_all(base);
-            }
+        if let Some(base) = self.bpffs.parent()
+            && std::env::var_os("XDP_LB_KEEP_LOGS").is_none()
+        {
+            let _ = fs::remove_dir_all(base);
         }
     }
 }
@@ -241,7 +288,11 @@ pub fn first_group(status: &Value) -> &Value {
 pub fn registered(status: &Value) -> Vec<String> {
     let mut addrs: Vec<String> = first_group(status)["backends"]
         .as_array()
-        .map(|b| b.iter().filter_map(|e| e["address"].as_str().map(str::to_owned)).collect())
+        .map(|b| {
+            b.iter()
+                .filter_map(|e| e["address"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     addrs.sort();
     addrs
@@ -250,12 +301,19 @@ pub fn registered(status: &Value) -> Vec<String> {
 impl Topology {
     /// Prints every process log of this topology (for a failing test).
     pub fn dump_logs(&self) {
-        let Ok(entries) = fs::read_dir(&self.logs) else { return };
+        let Ok(entries) = fs::read_dir(&self.logs) else {
+            return;
+        };
         for entry in entries.flatten() {
             let text = fs::read_to_string(entry.path()).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(40)..];
-            eprintln!("--- {} (last {} lines)\n{}", entry.path().display(), tail.len(), tail.join("\n"));
+            eprintln!(
+                "--- {} (last {} lines)\n{}",
+                entry.path().display(),
+                tail.len(),
+                tail.join("\n")
+            );
         }
     }
 

@@ -13,8 +13,16 @@ use lb_tests::{Proc, Topology, registered, wait_for};
 use crate::{cargo, root, setup::setup};
 
 const LB_ARGS: [&str; 10] = [
-    "--query-interval", "500ms", "--timeout", "1s", "--max-misses", "2", "--robustness", "2",
-    "--iface", "eth0",
+    "--query-interval",
+    "500ms",
+    "--timeout",
+    "1s",
+    "--max-misses",
+    "2",
+    "--robustness",
+    "2",
+    "--iface",
+    "eth0",
 ];
 
 fn banner(text: &str) {
@@ -41,7 +49,7 @@ pub fn demo() -> anyhow::Result<()> {
     for h in &topo.hosts {
         println!("  {} {}", h.netns, h.addr);
     }
-    let result = topo.run(|topo| story(topo));
+    let result = topo.run(story);
     banner("cleaning up: processes stop, namespaces and bpffs are removed");
     result
 }
@@ -51,37 +59,55 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
     let pin_str = pin.to_str().context("pin path")?.to_owned();
     let mut args = vec!["run", "--pin-path", &pin_str];
     args.extend(LB_ARGS);
-    banner(&format!("starting the LB on {} (P=500ms, T=1s, N=2)", topo.host(0).addr));
+    banner(&format!(
+        "starting the LB on {} (P=500ms, T=1s, N=2)",
+        topo.host(0).addr
+    ));
     println!("  lb-user {}", args.join(" "));
     let mut lb = topo.spawn(0, "lb", "lb-user", &args)?;
-    wait_for(Duration::from_secs(10), Duration::from_millis(50), || topo.status(&pin).ok())
-        .with_context(|| format!("the LB did not start: {}", lb.log_text()))?;
+    wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        topo.status(&pin).ok()
+    })
+    .with_context(|| format!("the LB did not start: {}", lb.log_text()))?;
 
     banner("starting backend-agent on three backends; nothing is configured on the LB");
     let started = Instant::now();
     let mut agents: Vec<Proc> = (1..=3)
         .map(|i| {
             let weight = (i * 100).to_string();
-            topo.spawn(i, &format!("agent{i}"), "backend-agent", &["--iface", "eth0", "--weight", &weight])
+            topo.spawn(
+                i,
+                &format!("agent{i}"),
+                "backend-agent",
+                &["--iface", "eth0", "--weight", &weight],
+            )
         })
         .collect::<anyhow::Result<_>>()?;
     wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
         topo.status(&pin).ok().filter(|s| registered(s).len() == 3)
     })
     .context("backends did not register")?;
-    println!("  all three registered {} ms after their agents started", started.elapsed().as_millis());
+    println!(
+        "  all three registered {} ms after their agents started",
+        started.elapsed().as_millis()
+    );
     // Let the control plane's next pass log the registrations too.
     sleep(Duration::from_millis(300));
     show_status(&pin_str)?;
 
-    banner(&format!("backend {} stops cleanly (SIGTERM): its LEAVING removes it at once", topo.host(3).addr));
+    banner(&format!(
+        "backend {} stops cleanly (SIGTERM): its LEAVING removes it at once",
+        topo.host(3).addr
+    ));
     agents[2].signal(libc::SIGTERM);
     agents[2].wait_exit(Duration::from_secs(5))?;
     sleep(Duration::from_millis(100));
     show_status(&pin_str)?;
 
     let frozen = topo.host(2).addr.to_string();
-    banner(&format!("backend {frozen} freezes (SIGSTOP): it misses heartbeats and is removed after N+1 = 3 timeouts"));
+    banner(&format!(
+        "backend {frozen} freezes (SIGSTOP): it misses heartbeats and is removed after N+1 = 3 timeouts"
+    ));
     agents[1].signal(libc::SIGSTOP);
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(6) {
@@ -97,16 +123,23 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
                 e["misses"]
             ),
             None => {
-                println!("  t={:>5} ms  {frozen}: removed", start.elapsed().as_millis());
+                println!(
+                    "  t={:>5} ms  {frozen}: removed",
+                    start.elapsed().as_millis()
+                );
                 break;
             }
         }
         sleep(Duration::from_millis(500));
     }
-    banner(&format!("backend {frozen} thaws (SIGCONT): it answers the next query and registers again"));
+    banner(&format!(
+        "backend {frozen} thaws (SIGCONT): it answers the next query and registers again"
+    ));
     agents[1].signal(libc::SIGCONT);
     wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
-        topo.status(&pin).ok().filter(|s| registered(s).contains(&frozen))
+        topo.status(&pin)
+            .ok()
+            .filter(|s| registered(s).contains(&frozen))
     })
     .context("the thawed backend did not come back")?;
     sleep(Duration::from_millis(300));
@@ -117,7 +150,9 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
         agent.signal(libc::SIGTERM);
     }
     wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
-        topo.status(&pin).ok().filter(|s| s["groups"][0]["state"] == "dead")
+        topo.status(&pin)
+            .ok()
+            .filter(|s| s["groups"][0]["state"] == "dead")
     })
     .context("the group was not declared dead")?;
     show_status(&pin_str)?;

@@ -59,14 +59,40 @@ fn cargo(args: &[&str], envs: &[(&str, &Path)]) -> anyhow::Result<()> {
 fn test() -> anyhow::Result<()> {
     setup::setup()?;
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
-    cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    // The eBPF crate is outside the workspace; rustfmt follows its modules.
+    let status = Command::new("rustfmt")
+        .args(["--check", "--edition", "2024"])
+        .arg(root().join("lb-ebpf/src/main.rs"))
+        .status()
+        .context("running rustfmt")?;
+    if !status.success() {
+        bail!("lb-ebpf is not formatted: run `rustfmt --edition 2024 lb-ebpf/src/main.rs`");
+    }
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
     cargo(&["build", "--workspace", "--bins"], &[])?;
     let bins = root().join("target/debug");
     // Unit tests and BPF_PROG_TEST_RUN packet tests.
     cargo(&["test", "--workspace", "--exclude", "lb-tests"], &[])?;
     // Network-namespace tests, one at a time, with their measurements shown.
     cargo(
-        &["test", "-p", "lb-tests", "--", "--nocapture", "--test-threads=1"],
+        &[
+            "test",
+            "-p",
+            "lb-tests",
+            "--",
+            "--nocapture",
+            "--test-threads=1",
+        ],
         &[("XDP_LB_BIN_DIR", &bins)],
     )
 }

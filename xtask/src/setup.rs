@@ -73,7 +73,13 @@ fn ebpf_toolchain(toolchain: &str) -> anyhow::Result<PathBuf> {
     }
     println!("installing toolchain {toolchain} with rust-src");
     run(Command::new("rustup").args([
-        "toolchain", "install", toolchain, "--profile", "minimal", "--component", "rust-src",
+        "toolchain",
+        "install",
+        toolchain,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
     ]))?;
     nightly_sysroot(toolchain)
 }
@@ -81,7 +87,9 @@ fn ebpf_toolchain(toolchain: &str) -> anyhow::Result<PathBuf> {
 fn cargo_bin(name: &str) -> PathBuf {
     let home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        });
     home.join("bin").join(name)
 }
 
@@ -118,7 +126,14 @@ fn bpf_linker(sysroot: &Path) -> anyhow::Result<()> {
     }
     println!("building bpf-linker {BPF_LINKER_VERSION} against {libllvm} (about a minute)");
     let status = Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--force",
+        ])
         .env("LLVM_PREFIX", &prefix)
         .status()
         .context("running cargo install bpf-linker")?;
@@ -130,10 +145,9 @@ fn bpf_linker(sysroot: &Path) -> anyhow::Result<()> {
 
 fn bpffs() -> anyhow::Result<()> {
     let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-    if mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf"))
-    {
+    if mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some(BPFFS) && l.split_whitespace().nth(2) == Some("bpf")
+    }) {
         println!("ok: bpffs mounted at {BPFFS}");
         return Ok(());
     }

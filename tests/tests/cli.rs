@@ -1,0 +1,178 @@
+//! Bad input ends with one clear `error:` line and a non-zero exit, never a panic.
+use std::process::Command;
+
+use lb_tests::bin;
+
+struct Case {
+    binary: &'static str,
+    args: &'static [&'static str],
+    /// Run as an unprivileged user.
+    unprivileged: bool,
+    expect: &'static str,
+}
+
+const fn case(binary: &'static str, args: &'static [&'static str], expect: &'static str) -> Case {
+    Case {
+        binary,
+        args,
+        unprivileged: false,
+        expect,
+    }
+}
+
+const CASES: &[Case] = &[
+    case(
+        "lb-user",
+        &["run", "--iface", "xlb-nosuchif"],
+        "does not exist",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--port", "80"],
+        "system port",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--port", "70000"],
+        "not a port number",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--group", "239.1.2"],
+        "not an IPv4 address",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--group", "10.0.0.1"],
+        "not a multicast address",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--group", "239.1.1.1:99"],
+        "system port",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--timeout", "2 fortnights"],
+        "durations like",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--query-interval", "0s"],
+        "above zero",
+    ),
+    case(
+        "lb-user",
+        &[
+            "run",
+            "--iface",
+            "lo",
+            "--query-interval",
+            "1s",
+            "--max-response-time",
+            "1s",
+        ],
+        "must be below",
+    ),
+    case(
+        "lb-user",
+        &[
+            "run",
+            "--iface",
+            "lo",
+            "--group",
+            "239.1.1.1:3000",
+            "--group",
+            "239.1.1.2:3000",
+        ],
+        "share an address or a port",
+    ),
+    case(
+        "lb-user",
+        &[
+            "run",
+            "--iface",
+            "lo",
+            "--pin-path",
+            "/tmp/xlb-not-bpffs/pins",
+        ],
+        "not on a bpf filesystem",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--bogus-flag"],
+        "unexpected argument",
+    ),
+    case(
+        "lb-user",
+        &["status", "--pin-path", "/sys/fs/bpf/xlb-no-such-instance"],
+        "is `lb-user run` running",
+    ),
+    Case {
+        binary: "lb-user",
+        args: &["run", "--iface", "lo"],
+        unprivileged: true,
+        expect: "needs root",
+    },
+    Case {
+        binary: "lb-user",
+        args: &["status"],
+        unprivileged: true,
+        expect: "needs root",
+    },
+    case(
+        "backend-agent",
+        &["--iface", "xlb-nosuchif"],
+        "does not exist",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--port", "80"],
+        "system port",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--group", "1.2.3.4"],
+        "not a multicast address",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--weight", "70000"],
+        "--weight",
+    ),
+    Case {
+        binary: "backend-agent",
+        args: &["--iface", "lo"],
+        unprivileged: true,
+        expect: "needs root",
+    },
+];
+
+#[test]
+fn bad_input_is_one_clear_line_and_a_nonzero_exit() {
+    for c in CASES {
+        let program = bin(c.binary);
+        let mut cmd = if c.unprivileged {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&program);
+            cmd
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(c.args).output().expect("run the binary");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let what = format!("{} {:?}", c.binary, c.args);
+        assert!(!out.status.success(), "{what}: exited 0");
+        assert!(!stderr.contains("panicked"), "{what}: panicked: {stderr}");
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: expected one line, got: {stderr}");
+        assert!(lines[0].starts_with("error:"), "{what}: {stderr}");
+        assert!(
+            lines[0].contains(c.expect),
+            "{what}: expected {:?} in: {stderr}",
+            c.expect
+        );
+        println!("ok: {what}: {}", lines[0]);
+    }
+}
