@@ -3,7 +3,7 @@
 //! Every map value is `#[repr(C)]` with explicit padding fields, so the kernel
 //! and userspace agree on the layout byte for byte; sizes are checked at
 //! compile time.
-#![cfg_attr(not(feature = "user"), no_std)]
+#![cfg_attr(not(any(feature = "user", test)), no_std)]
 
 #[cfg(feature = "user")]
 pub mod cli;

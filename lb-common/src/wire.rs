@@ -147,3 +147,85 @@ pub fn parse_igmp(msg: &[u8]) -> IgmpMessage {
         _ => IgmpMessage::Other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn announcement_layout_matches_spec_4_3() {
+        let a = AnnouncementV1 {
+            flags: FLAG_DRAINING,
+            weight: 0x0102,
+            sequence: 0x0102_0304_0506_0708,
+            tag: 0x1122_3344_5566_7788,
+        };
+        let bytes = a.encode();
+        assert_eq!(&bytes[..4], b"LBAN");
+        assert_eq!(bytes[4..8], [1, FLAG_DRAINING, 0x01, 0x02]);
+        assert_eq!(bytes[8..16], [1, 2, 3, 4, 5, 6, 7, 8]);
+        // The tag is in SipHash's little-endian byte order.
+        assert_eq!(
+            bytes[16..24],
+            [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
+        );
+        assert_eq!(AnnouncementV1::parse(&bytes), Some(a));
+    }
+
+    #[test]
+    fn other_payloads_are_not_v1() {
+        let good = AnnouncementV1 {
+            flags: 0,
+            weight: 1,
+            sequence: 1,
+            tag: 0,
+        }
+        .encode();
+        assert_eq!(AnnouncementV1::parse(&good[..23]), None);
+        let mut wrong_version = good;
+        wrong_version[4] = 2;
+        assert_eq!(AnnouncementV1::parse(&wrong_version), None);
+        let mut wrong_magic = good;
+        wrong_magic[0] = b'X';
+        assert_eq!(AnnouncementV1::parse(&wrong_magic), None);
+        assert_eq!(AnnouncementV1::parse(b""), None);
+    }
+
+    #[test]
+    fn igmp_messages_round_trip_with_checksum() {
+        let query = igmp_v2_message(IGMP_QUERY, 10, [10, 0, 0, 1]);
+        assert_eq!(internet_checksum(&query), 0);
+        assert_eq!(
+            parse_igmp(&query),
+            IgmpMessage::Query {
+                max_resp_code: 10,
+                group_field: [10, 0, 0, 1]
+            }
+        );
+        let report = igmp_v2_message(IGMP_V2_REPORT, 0, [239, 192, 0, 1]);
+        assert_eq!(
+            parse_igmp(&report),
+            IgmpMessage::Report {
+                group: [239, 192, 0, 1]
+            }
+        );
+        let mut corrupt = report;
+        corrupt[5] ^= 1;
+        assert_eq!(parse_igmp(&corrupt), IgmpMessage::Other);
+        assert_eq!(parse_igmp(&report[..7]), IgmpMessage::Other);
+        // A 12-byte IGMPv3 query is not the LB's query.
+        let mut v3 = [0u8; 12];
+        v3[0] = IGMP_QUERY;
+        v3[1] = 10;
+        let sum = internet_checksum(&v3);
+        v3[2..4].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(internet_checksum(&v3), 0);
+        assert_eq!(parse_igmp(&v3), IgmpMessage::Other);
+    }
+
+    #[test]
+    fn checksum_of_odd_length() {
+        assert_eq!(internet_checksum(&[0xff]), !0xff00);
+        assert_eq!(internet_checksum(&[]), 0xffff);
+    }
+}
