@@ -82,19 +82,47 @@ fn test() -> anyhow::Result<()> {
     cargo(&["build", "--workspace", "--bins"], &[])?;
     let bins = root().join("target/debug");
     // Unit tests and BPF_PROG_TEST_RUN packet tests.
-    cargo(&["test", "--workspace", "--exclude", "lb-tests"], &[])?;
+    let mut passed = cargo_test(&["--workspace", "--exclude", "lb-tests"], &[])?;
     // Network-namespace tests, one at a time, with their measurements shown.
-    cargo(
-        &[
-            "test",
-            "-p",
-            "lb-tests",
-            "--",
-            "--nocapture",
-            "--test-threads=1",
-        ],
+    passed += cargo_test(
+        &["-p", "lb-tests", "--", "--nocapture", "--test-threads=1"],
         &[("XDP_LB_BIN_DIR", &bins)],
-    )
+    )?;
+    println!("xtask: {passed} passed, 0 failed");
+    Ok(())
+}
+
+/// `cargo test --all-targets ARGS`, echoing its output; returns the number
+/// of tests that passed (cargo fails the command if any failed).
+fn cargo_test(args: &[&str], envs: &[(&str, &Path)]) -> anyhow::Result<u64> {
+    let mut full = vec!["test", "--all-targets"];
+    full.extend_from_slice(args);
+    println!("+ cargo {}", full.join(" "));
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root())
+        .args(&full)
+        .stdout(std::process::Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().context("running cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut passed = 0;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ok. ") {
+            passed += rest
+                .split_once(' ')
+                .and_then(|(n, _)| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", full.join(" "));
+    }
+    Ok(passed)
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
