@@ -18,6 +18,8 @@ const XDP_PASS: u32 = 2;
 const LB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const OTHER_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+/// A source that must not end up registered.
+const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 1);
 const GROUP2: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 2);
 const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -307,27 +309,21 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "wrong port passes untouched",
-            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2002, 0, 1, 1).bytes(),
+            frame: Frame::announce(STRANGER, 2002, 0, 1, 1).bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             change: None,
         },
         Case {
             name: "wrong destination passes untouched",
-            frame: Frame::udp(
-                Ipv4Addr::new(10, 0, 0, 9),
-                Ipv4Addr::new(10, 0, 0, 99),
-                2000,
-                b"x",
-            )
-            .bytes(),
+            frame: Frame::udp(STRANGER, Ipv4Addr::new(10, 0, 0, 99), 2000, b"x").bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             change: None,
         },
         Case {
             name: "first fragment is dropped, not registered",
-            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1)
+            frame: Frame::announce(STRANGER, 2000, 0, 1, 1)
                 .with(|f| f.frag = 0x2000)
                 .bytes(),
             action: XDP_DROP,
@@ -336,7 +332,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "UDP length beyond the IP payload is dropped",
-            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1)
+            frame: Frame::announce(STRANGER, 2000, 0, 1, 1)
                 .with(|f| f.payload[4..6].copy_from_slice(&200u16.to_be_bytes()))
                 .bytes(),
             action: XDP_DROP,
@@ -345,7 +341,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "truncated UDP header",
-            frame: Frame::udp(Ipv4Addr::new(10, 0, 0, 9), LB, 2000, b"")
+            frame: Frame::udp(STRANGER, LB, 2000, b"")
                 .with(|f| f.payload.truncate(4))
                 .bytes(),
             action: XDP_PASS,
@@ -354,7 +350,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "IP total length beyond the frame",
-            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1)
+            frame: Frame::announce(STRANGER, 2000, 0, 1, 1)
                 .with(|f| f.truncate = 10)
                 .bytes(),
             action: XDP_PASS,
@@ -363,8 +359,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "truncated IPv4 header",
-            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1).bytes()[..24]
-                .to_vec(),
+            frame: Frame::announce(STRANGER, 2000, 0, 1, 1).bytes()[..24].to_vec(),
             action: XDP_PASS,
             counter: Counter::Malformed,
             change: None,
@@ -378,7 +373,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "multicast source MAC is never registered",
-            frame: Frame::announce(Ipv4Addr::new(10, 0, 0, 9), 2000, 0, 1, 1)
+            frame: Frame::announce(STRANGER, 2000, 0, 1, 1)
                 .with(|f| f.src_mac[0] = 0x01)
                 .bytes(),
             action: XDP_DROP,

@@ -75,6 +75,22 @@ fn until(
     Ok(start.elapsed())
 }
 
+/// SIGTERM to every process at once, then each must exit 0.
+fn terminate<'a>(procs: impl Iterator<Item = &'a mut Proc>) -> anyhow::Result<()> {
+    let procs: Vec<&mut Proc> = procs.collect();
+    for p in &procs {
+        p.signal(libc::SIGTERM);
+    }
+    for p in procs {
+        ensure!(
+            p.wait_exit(Duration::from_secs(5))? == 0,
+            "{} did not exit 0",
+            p.name
+        );
+    }
+    Ok(())
+}
+
 fn ms(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -246,16 +262,7 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
 
     // 4. All agents gone: the group dies and queries stop (counted twice).
     let ended = Instant::now();
-    for agent in &agents[..2] {
-        agent.signal(libc::SIGTERM);
-    }
-    for agent in &mut agents[..2] {
-        ensure!(
-            agent.wait_exit(Duration::from_secs(5))? == 0,
-            "{} did not exit 0",
-            agent.name
-        );
-    }
+    terminate(agents[..2].iter_mut())?;
     until(
         topo,
         &pin,
@@ -355,16 +362,7 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
     );
 
     // Clean shutdown: agents leave both LBs, the LBs exit 0 and unpin.
-    for agent in more.iter().chain(std::iter::once(&agent4)) {
-        agent.signal(libc::SIGTERM);
-    }
-    for agent in more.iter_mut().chain(std::iter::once(&mut agent4)) {
-        ensure!(
-            agent.wait_exit(Duration::from_secs(5))? == 0,
-            "{} did not exit 0",
-            agent.name
-        );
-    }
+    terminate(more.iter_mut().chain(std::iter::once(&mut agent4)))?;
     until(
         topo,
         &pin2,
