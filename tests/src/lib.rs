@@ -21,11 +21,13 @@ use serde_json::Value;
 static SERIAL: Mutex<()> = Mutex::new(());
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
-/// Directory holding the project's binaries: `XDP_LB_BIN_DIR`, or the
+/// Directory holding the project's binaries: `XDP_LB_BIN_DIR` (absolute,
+/// or relative to the workspace root), or the
 /// profile directory of the running test executable.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDP_LB_BIN_DIR") {
-        return dir.into();
+        // Relative to the workspace root, wherever the test runs from.
+        return Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>
