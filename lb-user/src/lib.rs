@@ -5,3 +5,4 @@ pub mod maps;
 pub use lb_common::system;
 pub mod control;
 pub mod status;
+pub mod maglev;

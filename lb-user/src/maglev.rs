@@ -1,0 +1,209 @@
+//! Weighted Maglev consistent hashing (Eisenbud et al., NSDI 2016), free of
+//! I/O. The table maps a flow hash slot to a backend; XDP indexes it with
+//! `hash % size`. Built in userspace, swapped into XDP atomically.
+use std::net::Ipv4Addr;
+
+/// Default table size: prime, so every skip is co-prime with it.
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+/// Fewest table entries per backend for an even spread (issue 3).
+pub const MIN_ENTRIES_PER_BACKEND: u32 = 100;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MaglevError {
+    #[error("table size {size} is not a prime")]
+    NotPrime { size: u32 },
+    #[error("table size {size} gives {backends} backends fewer than {min} entries each", min = MIN_ENTRIES_PER_BACKEND)]
+    TooSmall { size: u32, backends: usize },
+}
+
+/// A backend as Maglev sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MaglevBackend {
+    pub addr: Ipv4Addr,
+    pub weight: u16,
+}
+
+/// A built lookup table: entry `i` is the backend for hash slot `i`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    entries: Vec<Option<Ipv4Addr>>,
+}
+
+fn is_prime(n: u32) -> bool {
+    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| n % d != 0)
+}
+
+/// FNV-1a over the address, finished with a splitmix64 step: stable across
+/// builds and restarts, unlike std's hasher.
+fn stable_hash(addr: Ipv4Addr, seed: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in addr.octets() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+impl MaglevTable {
+    /// Builds the table of `size` entries. Backends with weight 0 get no
+    /// entries; with no usable backend every entry is empty.
+    pub fn build(backends: &[MaglevBackend], size: u32) -> Result<Self, MaglevError> {
+        if !is_prime(size) {
+            return Err(MaglevError::NotPrime { size });
+        }
+        let mut usable: Vec<MaglevBackend> = backends.iter().copied().filter(|b| b.weight > 0).collect();
+        // The result must not depend on the order the server list was read in.
+        usable.sort();
+        usable.dedup_by_key(|b| b.addr);
+        if usable.len() as u64 * u64::from(MIN_ENTRIES_PER_BACKEND) > u64::from(size) {
+            return Err(MaglevError::TooSmall { size, backends: usable.len() });
+        }
+        let m = u64::from(size);
+        let mut entries = vec![None; size as usize];
+        if usable.is_empty() {
+            return Ok(Self { entries });
+        }
+        let max_weight = usable.iter().map(|b| u64::from(b.weight)).max().unwrap_or(1);
+        // Permutation of each backend: offset + j * skip (mod size).
+        let perms: Vec<(u64, u64)> = usable
+            .iter()
+            .map(|b| (stable_hash(b.addr, 0) % m, stable_hash(b.addr, 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1))
+            .collect();
+        let mut next = vec![0u64; usable.len()];
+        let mut credit = vec![0u64; usable.len()];
+        let mut filled = 0u64;
+        while filled < m {
+            for (i, backend) in usable.iter().enumerate() {
+                // Weighted turns: a backend takes a slot each time its
+                // accumulated weight reaches the largest weight.
+                credit[i] += u64::from(backend.weight);
+                if credit[i] < max_weight {
+                    continue;
+                }
+                credit[i] -= max_weight;
+                let (offset, skip) = perms[i];
+                loop {
+                    let slot = ((offset + next[i] * skip) % m) as usize;
+                    next[i] += 1;
+                    if entries[slot].is_none() {
+                        entries[slot] = Some(backend.addr);
+                        filled += 1;
+                        break;
+                    }
+                }
+                if filled == m {
+                    break;
+                }
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn entries(&self) -> &[Option<Ipv4Addr>] {
+        &self.entries
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn backends(weights: &[u16]) -> Vec<MaglevBackend> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| MaglevBackend {
+                addr: Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8 + 1),
+                weight,
+            })
+            .collect()
+    }
+
+    fn shares(table: &MaglevTable) -> HashMap<Ipv4Addr, f64> {
+        let mut counts = HashMap::new();
+        for addr in table.entries().iter().flatten() {
+            *counts.entry(*addr).or_insert(0.0) += 1.0;
+        }
+        counts.values_mut().for_each(|c| *c /= table.len() as f64);
+        counts
+    }
+
+    #[test]
+    fn every_entry_filled_and_share_within_one_percent_of_weight() {
+        for weights in [&[100, 100, 100][..], &[100, 200, 300], &[1, 10, 100, 1000], &[65535, 1]] {
+            let set = backends(weights);
+            let table = MaglevTable::build(&set, DEFAULT_TABLE_SIZE).unwrap();
+            assert!(table.entries().iter().all(Option::is_some));
+            let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+            let got = shares(&table);
+            for b in &set {
+                let want = f64::from(b.weight) / total;
+                let share = got.get(&b.addr).copied().unwrap_or(0.0);
+                assert!((share - want).abs() <= 0.01, "weights {weights:?}: {} has {share:.4}, want {want:.4}", b.addr);
+            }
+        }
+    }
+
+    #[test]
+    fn removing_one_of_n_moves_about_one_nth_and_little_else() {
+        for n in [3usize, 10, 100] {
+            let set = backends(&vec![100; n]);
+            let before = MaglevTable::build(&set, DEFAULT_TABLE_SIZE).unwrap();
+            let removed = set[n / 2].addr;
+            let rest: Vec<_> = set.iter().copied().filter(|b| b.addr != removed).collect();
+            let after = MaglevTable::build(&rest, DEFAULT_TABLE_SIZE).unwrap();
+            let size = before.len() as f64;
+            let moved = before.entries().iter().zip(after.entries()).filter(|(a, b)| a != b).count() as f64 / size;
+            let collateral = before
+                .entries()
+                .iter()
+                .zip(after.entries())
+                .filter(|(a, b)| a != b && **a != Some(removed))
+                .count() as f64
+                / size;
+            let expected = 1.0 / n as f64;
+            assert!((moved - expected).abs() <= 0.01 + expected * 0.1, "n={n}: moved {moved:.4}, expected about {expected:.4}");
+            // Entries of the remaining backends stay where they were (Maglev
+            // allows a little disruption; it stays under 2% of the table).
+            assert!(collateral <= 0.02, "n={n}: {collateral:.4} of the table moved between remaining backends");
+        }
+    }
+
+    #[test]
+    fn order_of_the_input_does_not_matter() {
+        let mut set = backends(&[100, 200, 300, 50]);
+        let a = MaglevTable::build(&set, 1009).unwrap();
+        set.reverse();
+        assert_eq!(a, MaglevTable::build(&set, 1009).unwrap());
+    }
+
+    #[test]
+    fn zero_weight_and_empty_sets_get_no_entries() {
+        let table = MaglevTable::build(&backends(&[0, 0]), 1009).unwrap();
+        assert!(table.entries().iter().all(Option::is_none));
+        let set = backends(&[0, 100]);
+        let table = MaglevTable::build(&set, 1009).unwrap();
+        assert!(table.entries().iter().all(|e| *e == Some(set[1].addr)));
+    }
+
+    #[test]
+    fn rejects_bad_sizes() {
+        assert_eq!(MaglevTable::build(&[], 65536), Err(MaglevError::NotPrime { size: 65536 }));
+        assert_eq!(
+            MaglevTable::build(&backends(&[1; 20]), 1009),
+            Err(MaglevError::TooSmall { size: 1009, backends: 20 })
+        );
+    }
+}
