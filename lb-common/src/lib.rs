@@ -35,6 +35,109 @@ pub mod map_name {
     pub const GROUP_STATUS: &str = "GROUP_STATUS";
     /// Per-CPU packet counters, indexed by [`crate::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// Virtual IPs (network order) -> number of services on them.
+    pub const VIPS: &str = "VIPS";
+    /// `ServiceKey -> Service`, written by lb-user.
+    pub const SERVICES: &str = "SERVICES";
+    /// Maglev lookup tables: two slots per service, backend address per entry.
+    pub const MAGLEV: &str = "MAGLEV";
+    /// Connection table (LRU): `FlowKey -> Flow`, written by XDP.
+    pub const FLOWS: &str = "FLOWS";
+}
+
+/// Most services one LB instance serves.
+pub const MAX_SERVICES: u32 = 16;
+/// Largest Maglev table; each service has two slots of this many entries.
+pub const MAX_MAGLEV_SIZE: u32 = 65537;
+/// Entries of the MAGLEV array.
+pub const MAGLEV_ENTRIES: u32 = MAX_SERVICES * 2 * MAX_MAGLEV_SIZE;
+/// Default capacity of the connection table.
+pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
+
+/// Name of the global holding the LB interface's MAC address.
+pub const GLOBAL_LB_MAC: &str = "LB_MAC";
+
+/// IP protocol numbers of the forwarded transports.
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// A service: a transport port on a virtual IP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    /// Virtual IP, network order.
+    pub vip: [u8; 4],
+    /// Port, host order.
+    pub port: u16,
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+
+/// How XDP finds a service's backends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Service {
+    /// Index of the service's two table slots in `MAGLEV`.
+    pub service_id: u32,
+    /// Group whose registered backends serve it.
+    pub group_id: u32,
+    /// Entries in use in each slot (a prime <= MAX_MAGLEV_SIZE).
+    pub table_size: u32,
+    /// The slot (0 or 1) XDP reads; lb-user fills the other, then flips this.
+    pub active_slot: u32,
+}
+const _: () = assert!(core::mem::size_of::<Service>() == 16);
+
+impl Service {
+    /// Index in `MAGLEV` of `entry` of `slot`.
+    #[inline(always)]
+    pub const fn maglev_index(&self, slot: u32, entry: u32) -> u32 {
+        (self.service_id * 2 + slot) * MAX_MAGLEV_SIZE + entry
+    }
+}
+
+/// A client flow (5-tuple), as seen arriving at the LB.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// Ports in network order, as on the wire.
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+
+/// The backend a flow is pinned to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// Backend address, network order.
+    pub backend: [u8; 4],
+    pub service_id: u32,
+    /// CLOCK_MONOTONIC ns when the flow was assigned.
+    pub created_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Flow>() == 16);
+
+/// The flow hash XDP indexes the Maglev table with. Shared so that tests
+/// can predict where a flow lands.
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey) -> u32 {
+    let addrs =
+        u64::from(u32::from_ne_bytes(key.src)) << 32 | u64::from(u32::from_ne_bytes(key.dst));
+    let rest = u64::from(u16::from_ne_bytes(key.src_port)) << 24
+        | u64::from(u16::from_ne_bytes(key.dst_port)) << 8
+        | u64::from(key.proto);
+    // splitmix64 finalizer over both words.
+    let mut h = addrs ^ rest.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)) as u32
 }
 
 /// Name of the XDP program in the object.
@@ -150,10 +253,18 @@ pub enum Counter {
     Malformed,
     /// Not for us: passed untouched.
     Ignored,
+    /// Client packet to a service sent to a backend with XDP_TX.
+    VipForwarded,
+    /// Client packet that started a new flow (Maglev pick).
+    VipNewFlow,
+    /// Client packet dropped: the service has no registered backend.
+    VipNoBackend,
+    /// Client packet to a VIP dropped: fragment, IP options or truncated.
+    VipMalformed,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 13] = [
         Counter::AnnounceAccepted,
         Counter::AnnounceRegistered,
         Counter::AnnounceLeaving,
@@ -163,6 +274,10 @@ impl Counter {
         Counter::IgmpLeave,
         Counter::Malformed,
         Counter::Ignored,
+        Counter::VipForwarded,
+        Counter::VipNewFlow,
+        Counter::VipNoBackend,
+        Counter::VipMalformed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -176,6 +291,10 @@ impl Counter {
             Counter::IgmpLeave => "igmp_leave",
             Counter::Malformed => "malformed",
             Counter::Ignored => "ignored",
+            Counter::VipForwarded => "vip_forwarded",
+            Counter::VipNewFlow => "vip_new_flow",
+            Counter::VipNoBackend => "vip_no_backend",
+            Counter::VipMalformed => "vip_malformed",
         }
     }
 }
@@ -191,4 +310,8 @@ mod pod {
     unsafe impl aya::Pod for super::AgingState {}
     unsafe impl aya::Pod for super::GroupReports {}
     unsafe impl aya::Pod for super::GroupStatus {}
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Flow {}
 }

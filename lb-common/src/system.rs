@@ -10,6 +10,12 @@ pub enum SystemError {
     NoSuchInterface { iface: String },
     #[error("interface {iface:?} has no IPv4 address; add one with `ip addr add`")]
     NoIpv4Address { iface: String },
+    #[error("cannot read the MAC address of {iface:?}: {reason}")]
+    NoMac { iface: String, reason: String },
+    #[error("`ip {args}` failed: {reason}")]
+    Ip { args: String, reason: String },
+    #[error("cannot set {path}: {reason}")]
+    Sysctl { path: String, reason: String },
     #[error(
         "{path} is not on a bpf filesystem; mount one with `mount -t bpf bpf {mount}` or pass --pin-path DIR on a bpffs"
     )]
@@ -40,6 +46,11 @@ pub fn interface_index(iface: &str) -> Result<u32, SystemError> {
 
 /// First IPv4 address of `iface`.
 pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, SystemError> {
+    interface_ipv4_net(iface).map(|(addr, _)| addr)
+}
+
+/// First IPv4 address of `iface` and its prefix length.
+pub fn interface_ipv4_net(iface: &str) -> Result<(Ipv4Addr, u8), SystemError> {
     interface_index(iface)?;
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free below.
@@ -64,7 +75,15 @@ pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, SystemError> {
         if name.to_bytes() == iface.as_bytes() && family == libc::AF_INET {
             // SAFETY: family AF_INET means the address is a sockaddr_in.
             let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            let prefix_len = if entry.ifa_netmask.is_null() {
+                32
+            } else {
+                // SAFETY: an AF_INET address has an AF_INET netmask.
+                let mask = unsafe { &*(entry.ifa_netmask as *const libc::sockaddr_in) };
+                u32::from_be(mask.sin_addr.s_addr).count_ones() as u8
+            };
+            found = Some((addr, prefix_len));
             break;
         }
     }
@@ -107,4 +126,112 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into ts.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// MAC address of `iface`.
+pub fn interface_mac(iface: &str) -> Result<[u8; 6], SystemError> {
+    let err = |reason: String| SystemError::NoMac {
+        iface: iface.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
+        .map_err(|e| err(e.to_string()))?;
+    let bytes: Vec<u8> = text
+        .trim()
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16))
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    bytes
+        .try_into()
+        .map_err(|_| err(format!("{:?} is not an Ethernet address", text.trim())))
+}
+
+fn ip(args: &[&str]) -> Result<(), SystemError> {
+    let fail = |reason: String| SystemError::Ip {
+        args: args.join(" "),
+        reason,
+    };
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    Ok(())
+}
+
+/// An address added to an interface for the life of the process; removed on
+/// drop unless it was there before.
+pub struct AddedAddress {
+    addr: Ipv4Addr,
+    iface: String,
+    owned: bool,
+}
+
+impl AddedAddress {
+    /// Adds `addr/32` to `iface` (nothing to do if it is there already).
+    pub fn add(addr: Ipv4Addr, iface: &str) -> Result<Self, SystemError> {
+        let cidr = format!("{addr}/32");
+        let present = interface_has_address(iface, addr);
+        if !present {
+            ip(&["addr", "add", &cidr, "dev", iface])?;
+        }
+        Ok(Self {
+            addr,
+            iface: iface.to_owned(),
+            owned: !present,
+        })
+    }
+}
+
+impl Drop for AddedAddress {
+    fn drop(&mut self) {
+        if self.owned {
+            let _ = ip(&[
+                "addr",
+                "del",
+                &format!("{}/32", self.addr),
+                "dev",
+                &self.iface,
+            ]);
+        }
+    }
+}
+
+fn interface_has_address(iface: &str, addr: Ipv4Addr) -> bool {
+    std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", iface])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {addr}/")))
+}
+
+/// A sysctl set for the life of the process and restored on drop.
+pub struct SysctlOverride {
+    path: String,
+    previous: String,
+}
+
+impl SysctlOverride {
+    /// Sets `/proc/sys/<key>` (written with slashes: `net/ipv4/conf/eth0/arp_ignore`).
+    pub fn set(key: &str, value: &str) -> Result<Self, SystemError> {
+        let path = format!("/proc/sys/{key}");
+        let fail = |e: std::io::Error| SystemError::Sysctl {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let previous = std::fs::read_to_string(&path)
+            .map_err(fail)?
+            .trim()
+            .to_owned();
+        std::fs::write(&path, value).map_err(fail)?;
+        Ok(Self { path, previous })
+    }
+}
+
+impl Drop for SysctlOverride {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.path, &self.previous);
+    }
 }

@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod forwarding;
 mod igmp;
 mod maps;
 mod parse;
@@ -23,6 +24,12 @@ pub(crate) struct Verdict {
 }
 
 impl Verdict {
+    pub const fn tx(counter: Counter) -> Self {
+        Self {
+            action: xdp_action::XDP_TX,
+            counter,
+        }
+    }
     pub const fn pass(counter: Counter) -> Self {
         Self {
             action: xdp_action::XDP_PASS,
@@ -54,6 +61,10 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<Verdict, ()> {
     }
     let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
     let packet = Ipv4Packet::parse(ctx, eth, ip)?;
+    // SAFETY: the value is a plain u32 that only lb-user writes.
+    if unsafe { maps::VIPS.get(&packet.dst) }.is_some() {
+        return forwarding::handle(ctx, eth.cast_mut(), &packet);
+    }
     match packet.proto {
         parse::IPPROTO_UDP => registration::handle(ctx, &packet),
         parse::IPPROTO_IGMP => igmp::handle(ctx, &packet),

@@ -1,17 +1,22 @@
 //! The program's maps. All are pinned by lb-user under its pin path.
 use aya_ebpf::{
     Global,
-    btf_maps::{Array, HashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
-    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, DEFAULT_MAX_BACKENDS, GroupReports,
-    GroupStatus, MAX_GROUPS,
+    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS,
+    Flow, FlowKey, GroupReports, GroupStatus, MAGLEV_ENTRIES, MAX_GROUPS, MAX_SERVICES, Service,
+    ServiceKey,
 };
 
 /// The LB's own unicast address (network order), set by the loader.
 #[unsafe(no_mangle)]
 pub static LB_ADDR: Global<[u8; 4]> = Global::new([0; 4]);
+
+/// MAC of the LB's interface, the source of forwarded frames; set by the loader.
+#[unsafe(no_mangle)]
+pub static LB_MAC: Global<[u8; 6]> = Global::new([0; 6]);
 
 /// The available-server list. lb-user may resize it at load time.
 #[btf_map]
@@ -43,3 +48,20 @@ pub static GROUP_STATUS: Array<GroupStatus, { MAX_GROUPS as usize }> = Array::ne
 /// Packet counters, indexed by `lb_common::Counter`.
 #[btf_map]
 pub static COUNTERS: PerCpuArray<u64, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
+
+/// Virtual IPs (network order) -> number of services on them.
+#[btf_map]
+pub static VIPS: HashMap<[u8; 4], u32, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// Services, written by lb-user.
+#[btf_map]
+pub static SERVICES: HashMap<ServiceKey, Service, { MAX_SERVICES as usize }> = HashMap::new();
+
+/// Maglev tables, two slots per service (see `Service::maglev_index`);
+/// an all-zero entry means no backend.
+#[btf_map]
+pub static MAGLEV: Array<[u8; 4], { MAGLEV_ENTRIES as usize }> = Array::new();
+
+/// Connection table: an established flow keeps its backend.
+#[btf_map]
+pub static FLOWS: LruHashMap<FlowKey, Flow, { DEFAULT_MAX_FLOWS as usize }> = LruHashMap::new();

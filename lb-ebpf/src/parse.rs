@@ -2,8 +2,7 @@
 use aya_ebpf::programs::XdpContext;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-pub const IPPROTO_IGMP: u8 = 2;
-pub const IPPROTO_UDP: u8 = 17;
+pub use lb_common::{IPPROTO_TCP, IPPROTO_UDP, wire::IPPROTO_IGMP};
 
 /// Largest IPv4 header (IHL 15).
 const MAX_IPV4_HEADER: usize = 60;
@@ -31,6 +30,8 @@ pub struct Ipv4Packet {
     pub l4_len: usize,
     /// More-fragments flag or a non-zero fragment offset.
     pub is_fragment: bool,
+    /// The header carries IP options.
+    pub has_options: bool,
 }
 
 impl Ipv4Packet {
@@ -58,6 +59,7 @@ impl Ipv4Packet {
             l4_offset: EthHdr::LEN + (header_len & MAX_IPV4_HEADER),
             l4_len: total_len - header_len,
             is_fragment: frags & 0x3fff != 0,
+            has_options: header_len > Ipv4Hdr::LEN,
         })
     }
 }

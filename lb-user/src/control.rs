@@ -8,7 +8,7 @@ use std::{
 };
 
 use lb_common::{
-    AgingState, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GroupStatus,
+    AgingState, BackendEntry, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GroupStatus,
     igmp_socket::IgmpSocket,
     wire::{IGMP_QUERY, igmp_v2_message},
 };
@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::{
     aging::{AgingParams, AgingVerdict, age},
+    forwarding::{Forwarding, Segment, ServiceConfig},
     liveness::{GroupLiveness, LivenessEvent, LivenessParams},
     maps::{GroupConfig, LbMaps, MapsError},
 };
@@ -59,6 +60,7 @@ pub struct Controller {
     socket: IgmpSocket,
     groups: Vec<Group>,
     aging: HashMap<BackendKey, AgingState>,
+    forwarding: Option<Forwarding>,
 }
 
 fn ms(ns: u64) -> u64 {
@@ -100,15 +102,39 @@ impl Controller {
             socket,
             groups,
             aging: HashMap::new(),
+            forwarding: None,
         })
     }
 
-    /// One pass: liveness and queries for every group, then aging.
+    /// Starts forwarding `services` (none: registration only).
+    pub fn serve(
+        &mut self,
+        services: &[ServiceConfig],
+        table_size: u32,
+        segment: Segment,
+    ) -> Result<(), MapsError> {
+        if !services.is_empty() {
+            self.forwarding = Some(Forwarding::new(
+                &mut self.maps,
+                services,
+                table_size,
+                segment,
+            )?);
+        }
+        Ok(())
+    }
+
+    /// One pass: liveness and queries for every group, aging, then the
+    /// forwarding tables from the backends that remain.
     pub fn step(&mut self, now_ns: u64) -> Result<(), MapsError> {
         for index in 0..self.groups.len() {
             self.step_group(index, now_ns)?;
         }
-        self.age_backends(now_ns)
+        let backends = self.age_backends(now_ns)?;
+        if let Some(forwarding) = &mut self.forwarding {
+            forwarding.sync(&mut self.maps, &backends)?;
+        }
+        Ok(())
     }
 
     fn step_group(&mut self, index: usize, now_ns: u64) -> Result<(), MapsError> {
@@ -158,9 +184,11 @@ impl Controller {
             .map_or(Ipv4Addr::UNSPECIFIED, |g| g.config.group)
     }
 
-    fn age_backends(&mut self, now_ns: u64) -> Result<(), MapsError> {
+    /// Ages every backend; returns the ones still registered.
+    fn age_backends(&mut self, now_ns: u64) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
         let backends = self.maps.backends()?;
         let mut present = HashSet::with_capacity(backends.len());
+        let mut kept = Vec::with_capacity(backends.len());
         for (key, entry) in backends {
             present.insert(key);
             let previous = self.aging.get(&key).copied();
@@ -194,6 +222,7 @@ impl Controller {
                     continue;
                 }
             };
+            kept.push((key, entry));
             if previous != Some(state) {
                 self.aging.insert(key, state);
                 self.maps
@@ -217,7 +246,7 @@ impl Controller {
             let _ = self.maps.aging.remove(&key);
             info!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING)");
         }
-        Ok(())
+        Ok(kept)
     }
 }
 

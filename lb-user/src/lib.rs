@@ -4,5 +4,6 @@ pub mod liveness;
 pub mod maps;
 pub use lb_common::system;
 pub mod control;
-pub mod status;
+pub mod forwarding;
 pub mod maglev;
+pub mod status;

@@ -30,7 +30,7 @@ pub struct MaglevTable {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 /// FNV-1a over the address, finished with a splitmix64 step: stable across
@@ -53,23 +53,36 @@ impl MaglevTable {
         if !is_prime(size) {
             return Err(MaglevError::NotPrime { size });
         }
-        let mut usable: Vec<MaglevBackend> = backends.iter().copied().filter(|b| b.weight > 0).collect();
+        let mut usable: Vec<MaglevBackend> =
+            backends.iter().copied().filter(|b| b.weight > 0).collect();
         // The result must not depend on the order the server list was read in.
         usable.sort();
         usable.dedup_by_key(|b| b.addr);
         if usable.len() as u64 * u64::from(MIN_ENTRIES_PER_BACKEND) > u64::from(size) {
-            return Err(MaglevError::TooSmall { size, backends: usable.len() });
+            return Err(MaglevError::TooSmall {
+                size,
+                backends: usable.len(),
+            });
         }
         let m = u64::from(size);
         let mut entries = vec![None; size as usize];
         if usable.is_empty() {
             return Ok(Self { entries });
         }
-        let max_weight = usable.iter().map(|b| u64::from(b.weight)).max().unwrap_or(1);
+        let max_weight = usable
+            .iter()
+            .map(|b| u64::from(b.weight))
+            .max()
+            .unwrap_or(1);
         // Permutation of each backend: offset + j * skip (mod size).
         let perms: Vec<(u64, u64)> = usable
             .iter()
-            .map(|b| (stable_hash(b.addr, 0) % m, stable_hash(b.addr, 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1))
+            .map(|b| {
+                (
+                    stable_hash(b.addr, 0) % m,
+                    stable_hash(b.addr, 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1,
+                )
+            })
             .collect();
         let mut next = vec![0u64; usable.len()];
         let mut credit = vec![0u64; usable.len()];
@@ -142,7 +155,12 @@ mod tests {
 
     #[test]
     fn every_entry_filled_and_share_within_one_percent_of_weight() {
-        for weights in [&[100, 100, 100][..], &[100, 200, 300], &[1, 10, 100, 1000], &[65535, 1]] {
+        for weights in [
+            &[100, 100, 100][..],
+            &[100, 200, 300],
+            &[1, 10, 100, 1000],
+            &[65535, 1],
+        ] {
             let set = backends(weights);
             let table = MaglevTable::build(&set, DEFAULT_TABLE_SIZE).unwrap();
             assert!(table.entries().iter().all(Option::is_some));
@@ -151,7 +169,11 @@ mod tests {
             for b in &set {
                 let want = f64::from(b.weight) / total;
                 let share = got.get(&b.addr).copied().unwrap_or(0.0);
-                assert!((share - want).abs() <= 0.01, "weights {weights:?}: {} has {share:.4}, want {want:.4}", b.addr);
+                assert!(
+                    (share - want).abs() <= 0.01,
+                    "weights {weights:?}: {} has {share:.4}, want {want:.4}",
+                    b.addr
+                );
             }
         }
     }
@@ -165,7 +187,13 @@ mod tests {
             let rest: Vec<_> = set.iter().copied().filter(|b| b.addr != removed).collect();
             let after = MaglevTable::build(&rest, DEFAULT_TABLE_SIZE).unwrap();
             let size = before.len() as f64;
-            let moved = before.entries().iter().zip(after.entries()).filter(|(a, b)| a != b).count() as f64 / size;
+            let moved = before
+                .entries()
+                .iter()
+                .zip(after.entries())
+                .filter(|(a, b)| a != b)
+                .count() as f64
+                / size;
             let collateral = before
                 .entries()
                 .iter()
@@ -174,10 +202,16 @@ mod tests {
                 .count() as f64
                 / size;
             let expected = 1.0 / n as f64;
-            assert!((moved - expected).abs() <= 0.01 + expected * 0.1, "n={n}: moved {moved:.4}, expected about {expected:.4}");
+            assert!(
+                (moved - expected).abs() <= 0.01 + expected * 0.1,
+                "n={n}: moved {moved:.4}, expected about {expected:.4}"
+            );
             // Entries of the remaining backends stay where they were (Maglev
             // allows a little disruption; it stays under 2% of the table).
-            assert!(collateral <= 0.02, "n={n}: {collateral:.4} of the table moved between remaining backends");
+            assert!(
+                collateral <= 0.02,
+                "n={n}: {collateral:.4} of the table moved between remaining backends"
+            );
         }
     }
 
@@ -200,10 +234,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_sizes() {
-        assert_eq!(MaglevTable::build(&[], 65536), Err(MaglevError::NotPrime { size: 65536 }));
+        assert_eq!(
+            MaglevTable::build(&[], 65536),
+            Err(MaglevError::NotPrime { size: 65536 })
+        );
         assert_eq!(
             MaglevTable::build(&backends(&[1; 20]), 1009),
-            Err(MaglevError::TooSmall { size: 1009, backends: 20 })
+            Err(MaglevError::TooSmall {
+                size: 1009,
+                backends: 20
+            })
         );
     }
 }

@@ -12,14 +12,16 @@ use anyhow::{Context, bail};
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_common::{
-    DEFAULT_MAX_BACKENDS,
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, IPPROTO_TCP, IPPROTO_UDP, MAX_MAGLEV_SIZE, ServiceKey,
     cli::{parse_duration, parse_group, parse_port},
     igmp_socket::IgmpSocket,
 };
 use lb_user::{
     aging::AgingParams,
     control::{ControlParams, Controller},
-    maps::{ALL_MAPS, GroupConfig, LbMaps, load_program, pin_all, xdp_program},
+    forwarding::{Segment, ServiceConfig},
+    maglev::DEFAULT_TABLE_SIZE,
+    maps::{ALL_MAPS, GroupConfig, LbMaps, LoadParams, load_program, pin_all, xdp_program},
     status::StatusReport,
     system,
 };
@@ -91,6 +93,36 @@ struct RunArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     xdp_mode: Mode,
+    /// Virtual IP of the service; lb-user puts it on the interface so the
+    /// LB answers ARP for it.
+    #[arg(long, requires = "services")]
+    vip: Option<Ipv4Addr>,
+    /// A port of the VIP to balance, `tcp:PORT` or `udp:PORT`; repeatable.
+    /// Served by the first group's backends.
+    #[arg(long = "service", value_parser = parse_service, requires = "vip")]
+    services: Vec<(u8, u16)>,
+    /// Entries of each Maglev table (a prime, at least 100 per backend).
+    #[arg(long, default_value_t = DEFAULT_TABLE_SIZE)]
+    maglev_size: u32,
+    /// Capacity of the connection table.
+    #[arg(long, default_value_t = DEFAULT_MAX_FLOWS, value_parser = clap::value_parser!(u32).range(1..))]
+    max_flows: u32,
+}
+
+fn parse_service(s: &str) -> Result<(u8, u16), String> {
+    let (proto, port) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not PROTO:PORT (tcp:80, udp:53)"))?;
+    let proto = match proto {
+        "tcp" => IPPROTO_TCP,
+        "udp" => IPPROTO_UDP,
+        _ => return Err(format!("{proto:?} is not tcp or udp")),
+    };
+    let port = match port.parse::<u16>() {
+        Ok(port) if port > 0 => port,
+        _ => return Err(format!("{port:?} is not a port number")),
+    };
+    Ok((proto, port))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -160,8 +192,28 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let groups = group_configs(&args)?;
+    if args.maglev_size > MAX_MAGLEV_SIZE {
+        bail!(
+            "--maglev-size {} is above the largest table, {MAX_MAGLEV_SIZE}",
+            args.maglev_size
+        );
+    }
+    let services: Vec<ServiceConfig> = args
+        .services
+        .iter()
+        .map(|&(proto, port)| ServiceConfig {
+            key: ServiceKey {
+                vip: args.vip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
+                port,
+                proto,
+                _pad: 0,
+            },
+            group_id: 0,
+        })
+        .collect();
     system::require_root("lb-user run")?;
-    let lb_addr = system::interface_ipv4(&args.iface)?;
+    let (lb_addr, prefix_len) = system::interface_ipv4_net(&args.iface)?;
+    let lb_mac = system::interface_mac(&args.iface)?;
     system::require_bpffs(&args.pin_path)?;
     if args.pin_path.join(lb_common::map_name::BACKENDS).exists() {
         bail!(
@@ -173,8 +225,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating the pin directory {}", args.pin_path.display()))?;
     let _pins = PinDir(args.pin_path.clone());
 
-    let mut ebpf = load_program(lb_addr, args.max_backends)
-        .context("loading the XDP program (needs a kernel with BTF and XDP support)")?;
+    let mut ebpf = load_program(LoadParams {
+        lb_addr,
+        lb_mac,
+        max_backends: args.max_backends,
+        max_flows: args.max_flows,
+    })
+    .context("loading the XDP program (needs a kernel with BTF and XDP support)")?;
     pin_all(&ebpf, &args.pin_path)?;
     let mode = match args.xdp_mode {
         Mode::Auto => XdpMode::Default,
@@ -213,7 +270,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         robustness: args.robustness,
     };
+    let segment = Segment {
+        addr: lb_addr,
+        prefix_len,
+    };
     let mut controller = Controller::new(params, maps, socket, &groups)?;
+    controller.serve(&services, args.maglev_size, segment)?;
+    // The VIP lives on the interface so that the LB answers ARP for it;
+    // XDP takes the service traffic before the stack sees it.
+    let _vip = args
+        .vip
+        .map(|vip| system::AddedAddress::add(vip, &args.iface))
+        .transpose()?;
     info!(
         iface = %args.iface, %lb_addr, pin_path = %args.pin_path.display(),
         groups = ?groups.iter().map(|g| format!("{}:{}", g.group, g.port)).collect::<Vec<_>>(),

@@ -11,15 +11,16 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use lb_common::{
-    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, Counter, GLOBAL_LB_ADDR, GroupReports,
-    GroupStatus, MAX_GROUPS, PROGRAM_NAME, map_name,
+    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, Counter, Flow, FlowKey, GLOBAL_LB_ADDR,
+    GLOBAL_LB_MAC, GroupReports, GroupStatus, MAX_GROUPS, PROGRAM_NAME, Service, ServiceKey,
+    map_name,
 };
 
 /// The XDP object, built by build.rs from the current sources.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
 
 /// Every map the program declares, in pin order.
-pub const ALL_MAPS: [&str; 7] = [
+pub const ALL_MAPS: [&str; 11] = [
     map_name::BACKENDS,
     map_name::BACKEND_AGING,
     map_name::ANNOUNCE_PORTS,
@@ -27,6 +28,10 @@ pub const ALL_MAPS: [&str; 7] = [
     map_name::GROUP_REPORTS,
     map_name::GROUP_STATUS,
     map_name::COUNTERS,
+    map_name::VIPS,
+    map_name::SERVICES,
+    map_name::MAGLEV,
+    map_name::FLOWS,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -67,13 +72,28 @@ pub struct GroupConfig {
     pub port: u16,
 }
 
-/// Loads the object for an LB at `lb_addr` and verifies the program.
-pub fn load_program(lb_addr: Ipv4Addr, max_backends: u32) -> Result<Ebpf, MapsError> {
-    let octets = lb_addr.octets();
+/// Where and how big: what the object is loaded with.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadParams {
+    /// The LB's own address: announcements go to it.
+    pub lb_addr: Ipv4Addr,
+    /// The LB interface's MAC: the source of forwarded frames.
+    pub lb_mac: [u8; 6],
+    /// Capacity of the server list.
+    pub max_backends: u32,
+    /// Capacity of the connection table.
+    pub max_flows: u32,
+}
+
+/// Loads the object and verifies the program.
+pub fn load_program(params: LoadParams) -> Result<Ebpf, MapsError> {
+    let octets = params.lb_addr.octets();
     let mut ebpf = EbpfLoader::new()
         .override_global(GLOBAL_LB_ADDR, &octets, true)
-        .map_max_entries(map_name::BACKENDS, max_backends)
-        .map_max_entries(map_name::BACKEND_AGING, max_backends)
+        .override_global(GLOBAL_LB_MAC, &params.lb_mac, true)
+        .map_max_entries(map_name::BACKENDS, params.max_backends)
+        .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
+        .map_max_entries(map_name::FLOWS, params.max_flows)
         .load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
     Ok(ebpf)
@@ -96,6 +116,10 @@ pub struct LbMaps {
     pub group_reports: PerCpuArray<MapData, GroupReports>,
     pub group_status: Array<MapData, GroupStatus>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub vips: HashMap<MapData, [u8; 4], u32>,
+    pub services: HashMap<MapData, ServiceKey, Service>,
+    pub maglev: Array<MapData, [u8; 4]>,
+    pub flows: HashMap<MapData, FlowKey, Flow>,
 }
 
 impl LbMaps {
@@ -133,6 +157,10 @@ impl LbMaps {
             group_reports: typed(&mut get, map_name::GROUP_REPORTS)?,
             group_status: typed(&mut get, map_name::GROUP_STATUS)?,
             counters: typed(&mut get, map_name::COUNTERS)?,
+            vips: typed(&mut get, map_name::VIPS)?,
+            services: typed(&mut get, map_name::SERVICES)?,
+            maglev: typed(&mut get, map_name::MAGLEV)?,
+            flows: typed(&mut get, map_name::FLOWS)?,
         })
     }
 
@@ -158,6 +186,38 @@ impl LbMaps {
             self.set_group_status(id, &status)?;
         }
         Ok(())
+    }
+
+    /// Adds or replaces a service; XDP sees the new value atomically.
+    pub fn set_service(&mut self, key: &ServiceKey, service: &Service) -> Result<(), MapsError> {
+        self.services
+            .insert(key, service, 0)
+            .map_err(|source| MapsError::Map {
+                name: map_name::SERVICES,
+                source,
+            })
+    }
+
+    /// Marks `vip` as carrying `services` services (0 removes it).
+    pub fn set_vip(&mut self, vip: Ipv4Addr, services: u32) -> Result<(), MapsError> {
+        let result = if services == 0 {
+            self.vips.remove(&vip.octets())
+        } else {
+            self.vips.insert(&vip.octets(), &services, 0)
+        };
+        result.map_err(|source| MapsError::Map {
+            name: map_name::VIPS,
+            source,
+        })
+    }
+
+    pub fn set_maglev_entry(&mut self, index: u32, backend: [u8; 4]) -> Result<(), MapsError> {
+        self.maglev
+            .set(index, &backend, 0)
+            .map_err(|source| MapsError::Map {
+                name: map_name::MAGLEV,
+                source,
+            })
     }
 
     pub fn set_group_status(&mut self, id: u32, status: &GroupStatus) -> Result<(), MapsError> {

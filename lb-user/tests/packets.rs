@@ -13,101 +13,8 @@ use lb_common::{
 };
 use lb_user::maps::{GroupConfig, LbMaps, load_program, xdp_program};
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const LB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-const OTHER_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
-/// A source that must not end up registered.
-const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
-const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 1);
-const GROUP2: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 2);
-const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-const ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0, 0];
-
-/// Builds Ethernet + IPv4 frames.
-#[derive(Clone)]
-struct Frame {
-    src_mac: [u8; 6],
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    options: Vec<u8>,
-    frag: u16,
-    payload: Vec<u8>,
-    /// Bytes cut from the end after building.
-    truncate: usize,
-    ether_type: u16,
-}
-
-impl Frame {
-    fn ip(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: Vec<u8>) -> Self {
-        Frame {
-            src_mac: BACKEND_MAC,
-            src,
-            dst,
-            proto,
-            options: vec![],
-            frag: 0,
-            payload,
-            truncate: 0,
-            ether_type: 0x0800,
-        }
-    }
-
-    fn udp(src: Ipv4Addr, dst: Ipv4Addr, port: u16, data: &[u8]) -> Self {
-        let mut udp = Vec::new();
-        udp.extend_from_slice(&40000u16.to_be_bytes());
-        udp.extend_from_slice(&port.to_be_bytes());
-        udp.extend_from_slice(&(8 + data.len() as u16).to_be_bytes());
-        udp.extend_from_slice(&[0, 0]);
-        udp.extend_from_slice(data);
-        Self::ip(17, src, dst, udp)
-    }
-
-    fn announce(src: Ipv4Addr, port: u16, flags: u8, weight: u16, sequence: u64) -> Self {
-        let payload = AnnouncementV1 {
-            flags,
-            weight,
-            sequence,
-            tag: 0,
-        }
-        .encode();
-        Self::udp(src, LB, port, &payload)
-    }
-
-    fn igmp(message: Vec<u8>, dst: Ipv4Addr) -> Self {
-        Self {
-            options: ROUTER_ALERT.to_vec(),
-            ..Self::ip(2, BACKEND, dst, message)
-        }
-    }
-
-    fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
-        f(&mut self);
-        self
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut out = vec![0x01, 0x00, 0x5e, 0, 0, 1];
-        out.extend_from_slice(&self.src_mac);
-        out.extend_from_slice(&self.ether_type.to_be_bytes());
-        let header_len = 20 + self.options.len();
-        let total = (header_len + self.payload.len()) as u16;
-        out.push(0x40 | (header_len / 4) as u8);
-        out.push(0);
-        out.extend_from_slice(&total.to_be_bytes());
-        out.extend_from_slice(&[0, 1]);
-        out.extend_from_slice(&self.frag.to_be_bytes());
-        out.extend_from_slice(&[1, self.proto, 0, 0]);
-        out.extend_from_slice(&self.src.octets());
-        out.extend_from_slice(&self.dst.octets());
-        out.extend_from_slice(&self.options);
-        out.extend_from_slice(&self.payload);
-        out.truncate(out.len() - self.truncate);
-        out
-    }
-}
+mod common;
+use common::*;
 
 /// An IGMPv3 report with the given (record type, group, sources) records.
 fn igmp_v3_report(records: &[(u8, Ipv4Addr, u16)]) -> Vec<u8> {
@@ -538,7 +445,7 @@ fn expected_after(before: &Snapshot, case: &Case) -> Snapshot {
 #[test]
 fn packet_table() {
     lb_tests_require_root();
-    let mut ebpf = load_program(LB, 1024).expect("load the XDP program (are you root?)");
+    let mut ebpf = load_program(LOAD).expect("load the XDP program (are you root?)");
     let mut maps = LbMaps::take(&mut ebpf).unwrap();
     maps.configure_groups(&[
         GroupConfig {

@@ -1,0 +1,119 @@
+//! Frame builder and constants shared by the packet tests.
+#![allow(dead_code)]
+use std::net::Ipv4Addr;
+
+use lb_common::wire::AnnouncementV1;
+use lb_user::maps::LoadParams;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+pub const LB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const OTHER_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+/// A source that must not end up registered.
+pub const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+pub const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 1);
+pub const GROUP2: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 2);
+pub const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0, 0];
+pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const LOAD: LoadParams = LoadParams {
+    lb_addr: LB,
+    lb_mac: LB_MAC,
+    max_backends: 1024,
+    max_flows: 4096,
+};
+
+/// Builds Ethernet + IPv4 frames.
+#[derive(Clone)]
+pub struct Frame {
+    pub src_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub options: Vec<u8>,
+    pub frag: u16,
+    pub payload: Vec<u8>,
+    /// Bytes cut from the end after building.
+    pub truncate: usize,
+    pub ether_type: u16,
+}
+
+impl Frame {
+    pub fn ip(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, payload: Vec<u8>) -> Self {
+        Frame {
+            src_mac: BACKEND_MAC,
+            src,
+            dst,
+            proto,
+            options: vec![],
+            frag: 0,
+            payload,
+            truncate: 0,
+            ether_type: 0x0800,
+        }
+    }
+
+    /// A TCP segment (SYN, no options) from `src:sport` to `dst:dport`.
+    pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Self {
+        let mut tcp = vec![0u8; 20];
+        tcp[..2].copy_from_slice(&sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&dport.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x02;
+        Self::ip(6, src, dst, tcp)
+    }
+
+    pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, port: u16, data: &[u8]) -> Self {
+        let mut udp = Vec::new();
+        udp.extend_from_slice(&40000u16.to_be_bytes());
+        udp.extend_from_slice(&port.to_be_bytes());
+        udp.extend_from_slice(&(8 + data.len() as u16).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(data);
+        Self::ip(17, src, dst, udp)
+    }
+
+    pub fn announce(src: Ipv4Addr, port: u16, flags: u8, weight: u16, sequence: u64) -> Self {
+        let payload = AnnouncementV1 {
+            flags,
+            weight,
+            sequence,
+            tag: 0,
+        }
+        .encode();
+        Self::udp(src, LB, port, &payload)
+    }
+
+    pub fn igmp(message: Vec<u8>, dst: Ipv4Addr) -> Self {
+        Self {
+            options: ROUTER_ALERT.to_vec(),
+            ..Self::ip(2, BACKEND, dst, message)
+        }
+    }
+
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = vec![0x01, 0x00, 0x5e, 0, 0, 1];
+        out.extend_from_slice(&self.src_mac);
+        out.extend_from_slice(&self.ether_type.to_be_bytes());
+        let header_len = 20 + self.options.len();
+        let total = (header_len + self.payload.len()) as u16;
+        out.push(0x40 | (header_len / 4) as u8);
+        out.push(0);
+        out.extend_from_slice(&total.to_be_bytes());
+        out.extend_from_slice(&[0, 1]);
+        out.extend_from_slice(&self.frag.to_be_bytes());
+        out.extend_from_slice(&[1, self.proto, 0, 0]);
+        out.extend_from_slice(&self.src.octets());
+        out.extend_from_slice(&self.dst.octets());
+        out.extend_from_slice(&self.options);
+        out.extend_from_slice(&self.payload);
+        out.truncate(out.len() - self.truncate);
+        out
+    }
+}

@@ -1,0 +1,261 @@
+//! Forwarding through BPF_PROG_TEST_RUN: VIP packets leave with XDP_TX and
+//! the chosen backend's MAC; flows keep their backend; DRAINING backends
+//! get no new flows; bad VIP packets are dropped and counted. Needs root.
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use lb_common::{
+    Counter, IPPROTO_TCP, ServiceKey,
+    wire::{FLAG_DRAINING, FLAG_LEAVING},
+};
+use lb_user::{
+    forwarding::{Forwarding, Segment, ServiceConfig},
+    maps::{GroupConfig, LbMaps, load_program, xdp_program},
+};
+
+mod common;
+use common::*;
+
+const XDP_TX: u32 = 3;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+const SEGMENT: Segment = Segment {
+    addr: LB,
+    prefix_len: 24,
+};
+
+fn backend(i: u8) -> (Ipv4Addr, [u8; 6]) {
+    (Ipv4Addr::new(10, 0, 0, 10 + i), [0x02, 0xbe, 0, 0, 0, i])
+}
+
+struct Lb {
+    program_owner: aya::Ebpf,
+    maps: LbMaps,
+    forwarding: Forwarding,
+}
+
+impl Lb {
+    fn new() -> Self {
+        let mut ebpf = load_program(LOAD).expect("load the XDP program (are you root?)");
+        let mut maps = LbMaps::take(&mut ebpf).unwrap();
+        maps.configure_groups(&[GroupConfig {
+            group: GROUP,
+            port: 2000,
+        }])
+        .unwrap();
+        let service = ServiceConfig {
+            key: ServiceKey {
+                vip: VIP.octets(),
+                port: 80,
+                proto: IPPROTO_TCP,
+                _pad: 0,
+            },
+            group_id: 0,
+        };
+        let forwarding = Forwarding::new(&mut maps, &[service], 1009, SEGMENT).unwrap();
+        Lb {
+            program_owner: ebpf,
+            maps,
+            forwarding,
+        }
+    }
+
+    fn program(&mut self) -> &mut Xdp {
+        xdp_program(&mut self.program_owner).unwrap()
+    }
+
+    /// Runs one frame; returns the action and the frame as it left.
+    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = self
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    fn announce(&mut self, i: u8, flags: u8, weight: u16) {
+        let (addr, mac) = backend(i);
+        let frame = Frame::announce(addr, 2000, flags, weight, 1)
+            .with(|f| f.src_mac = mac)
+            .bytes();
+        // Announcements are consumed.
+        assert_eq!(self.run(&frame).0, XDP_DROP);
+        // What the control loop does after each aging pass.
+        let backends = self.maps.backends().unwrap();
+        self.forwarding.sync(&mut self.maps, &backends).unwrap();
+    }
+
+    fn counter(&self, c: Counter) -> u64 {
+        self.maps
+            .counters()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| *k == c)
+            .unwrap()
+            .1
+    }
+
+    /// Sends a SYN from CLIENT:sport; returns the backend MAC it went to.
+    fn connect(&mut self, sport: u16) -> Option<[u8; 6]> {
+        let (action, out) = self.run(&Frame::tcp(CLIENT, sport, VIP, 80).bytes());
+        match action {
+            XDP_TX => {
+                assert_eq!(out[6..12], LB_MAC, "source MAC is the LB's");
+                Some(out[..6].try_into().unwrap())
+            }
+            XDP_DROP => None,
+            other => panic!("unexpected action {other}"),
+        }
+    }
+}
+
+#[test]
+fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
+    let mut lb = Lb::new();
+    // No backend yet: dropped and counted.
+    assert_eq!(lb.connect(1000), None);
+    assert_eq!(lb.counter(Counter::VipNoBackend), 1);
+
+    lb.announce(1, 0, 100);
+    lb.announce(2, 0, 100);
+    let macs = [backend(1).1, backend(2).1];
+    let first: HashMap<u16, [u8; 6]> = (2000..2200)
+        .map(|p| (p, lb.connect(p).expect("forwarded")))
+        .collect();
+    assert!(first.values().all(|m| macs.contains(m)));
+    for mac in macs {
+        let n = first.values().filter(|m| **m == mac).count();
+        assert!(
+            (60..=140).contains(&n),
+            "backend {mac:?} got {n} of 200 flows"
+        );
+    }
+    assert_eq!(lb.counter(Counter::VipNewFlow), 200);
+
+    // A third backend: old flows keep theirs, some new flows reach it.
+    lb.announce(3, 0, 100);
+    for (&port, &mac) in &first {
+        assert_eq!(lb.connect(port), Some(mac), "flow {port} moved");
+    }
+    assert_eq!(lb.counter(Counter::VipForwarded), 200);
+    let third = (3000..3200)
+        .filter(|&p| lb.connect(p) == Some(backend(3).1))
+        .count();
+    assert!(
+        third > 30,
+        "the new backend got only {third} of 200 new flows"
+    );
+
+    // DRAINING: its flows stay, it gets no new ones.
+    lb.announce(1, FLAG_DRAINING, 100);
+    for (&port, &mac) in &first {
+        assert_eq!(
+            lb.connect(port),
+            Some(mac),
+            "flow {port} moved when backend 1 drained"
+        );
+    }
+    assert!(
+        (4000..4200).all(|p| lb.connect(p) != Some(backend(1).1)),
+        "a draining backend got a new flow"
+    );
+
+    // A backend that leaves: its flows move to the others at once.
+    lb.announce(2, FLAG_LEAVING, 100);
+    for (&port, &mac) in &first {
+        let now = lb.connect(port).expect("forwarded");
+        if mac == backend(2).1 {
+            assert_ne!(
+                now,
+                backend(2).1,
+                "flow {port} still goes to a removed backend"
+            );
+        } else {
+            assert_eq!(now, mac);
+        }
+    }
+}
+
+#[test]
+fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
+    let mut lb = Lb::new();
+    lb.announce(1, 0, 100);
+    let cases: Vec<(&str, Vec<u8>, u32, Counter)> = vec![
+        (
+            "fragment to the VIP",
+            Frame::tcp(CLIENT, 1, VIP, 80)
+                .with(|f| f.frag = 0x2000)
+                .bytes(),
+            XDP_DROP,
+            Counter::VipMalformed,
+        ),
+        (
+            "later fragment to the VIP",
+            Frame::tcp(CLIENT, 1, VIP, 80)
+                .with(|f| f.frag = 0x0010)
+                .bytes(),
+            XDP_DROP,
+            Counter::VipMalformed,
+        ),
+        (
+            "IP options to the VIP",
+            Frame::tcp(CLIENT, 1, VIP, 80)
+                .with(|f| f.options = vec![1, 1, 1, 0])
+                .bytes(),
+            XDP_DROP,
+            Counter::VipMalformed,
+        ),
+        (
+            "truncated TCP header",
+            Frame::tcp(CLIENT, 1, VIP, 80)
+                .with(|f| f.payload.truncate(2))
+                .bytes(),
+            XDP_DROP,
+            Counter::VipMalformed,
+        ),
+        (
+            "another port of the VIP",
+            Frame::tcp(CLIENT, 1, VIP, 81).bytes(),
+            XDP_PASS,
+            Counter::Ignored,
+        ),
+        (
+            "UDP to a TCP service",
+            Frame::udp(CLIENT, VIP, 80, b"x").bytes(),
+            XDP_PASS,
+            Counter::Ignored,
+        ),
+        (
+            "ICMP to the VIP",
+            Frame::ip(1, CLIENT, VIP, vec![8, 0, 0, 0, 0, 0, 0, 0]).bytes(),
+            XDP_PASS,
+            Counter::Ignored,
+        ),
+        (
+            "TCP to a non-VIP address",
+            Frame::tcp(CLIENT, 1, LB, 80).bytes(),
+            XDP_PASS,
+            Counter::Ignored,
+        ),
+    ];
+    for (name, frame, action, counter) in cases {
+        let before = lb.counter(counter);
+        let flows = lb.maps.flows.keys().count();
+        let (got, out) = lb.run(&frame);
+        assert_eq!(got, action, "{name}: action");
+        assert_eq!(lb.counter(counter), before + 1, "{name}: counter");
+        assert_eq!(
+            lb.maps.flows.keys().count(),
+            flows,
+            "{name}: no flow created"
+        );
+        assert_eq!(out, frame, "{name}: frame left untouched");
+        println!("ok: {name}");
+    }
+}
