@@ -1,6 +1,7 @@
 //! backend-agent: registers this host with every LB that queries the group
 //! (SPEC 5, backend side). Answers each query with a suppressible membership
 //! report and one announcement to the LB; sends LEAVING on SIGINT/SIGTERM.
+//! SIGUSR1 switches it to DRAINING (no new flows), SIGUSR2 back.
 mod schedule;
 
 use std::{
@@ -16,7 +17,8 @@ use lb_common::{
     igmp_socket::{IgmpSocket, Received},
     system,
     wire::{
-        AnnouncementV1, DEFAULT_WEIGHT, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage, igmp_v2_message,
+        AnnouncementV1, DEFAULT_WEIGHT, FLAG_DRAINING, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage,
+        igmp_v2_message,
     },
 };
 use rand::Rng;
@@ -50,6 +52,10 @@ struct Args {
     /// TTL of the membership reports.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
     ttl: u32,
+    /// Virtual IP served through the LB (direct server return): put on the
+    /// loopback, with ARP for it left to the LB; both undone on exit.
+    #[arg(long)]
+    vip: Option<Ipv4Addr>,
 }
 
 /// Longest jitter before an announcement: spreads a large fleet's answers.
@@ -62,6 +68,8 @@ struct Agent {
     udp: UdpSocket,
     schedule: Schedule,
     last_sequence: u64,
+    /// `FLAG_DRAINING` while draining (SIGUSR1 on, SIGUSR2 off).
+    flags: u8,
 }
 
 impl Agent {
@@ -106,7 +114,7 @@ impl Agent {
                     let report = igmp_v2_message(IGMP_V2_REPORT, 0, self.args.group.octets());
                     self.igmp.get_ref().send(&report, self.args.group)
                 }
-                Due::Announce(lb) => self.announce(lb, 0),
+                Due::Announce(lb) => self.announce(lb, self.flags),
             };
             if let Err(e) = result {
                 warn!(?due, "send failed: {e}");
@@ -132,6 +140,18 @@ impl Agent {
             .map(drop)
     }
 
+    /// Switches DRAINING and tells every known LB at once.
+    fn set_draining(&mut self, draining: bool) {
+        self.flags = if draining { FLAG_DRAINING } else { 0 };
+        info!(draining, "announcing the new state to every LB");
+        let lbs: Vec<Ipv4Addr> = self.schedule.known_lbs().collect();
+        for lb in lbs {
+            if let Err(e) = self.announce(lb, self.flags) {
+                warn!(%lb, "announcing failed: {e}");
+            }
+        }
+    }
+
     fn leave(&mut self) {
         let lbs: Vec<Ipv4Addr> = self.schedule.known_lbs().collect();
         for lb in lbs {
@@ -155,8 +175,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("joining {} on {}", args.group, args.iface))?;
     let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
         .with_context(|| format!("binding a UDP socket to {local}"))?;
+    // Direct server return: the backend accepts VIP traffic on its loopback
+    // and never answers ARP for the VIP, which belongs to the LB.
+    let _vip = match args.vip {
+        Some(vip) => Some((
+            system::AddedAddress::add(vip, "lo")?,
+            system::SysctlOverride::set(&format!("net/ipv4/conf/{}/arp_ignore", args.iface), "1")?,
+            system::SysctlOverride::set(
+                &format!("net/ipv4/conf/{}/arp_announce", args.iface),
+                "2",
+            )?,
+        )),
+        None => None,
+    };
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sigusr1 =
+        signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut sigusr2 =
+        signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     info!(iface = %args.iface, %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
     let mut agent = Agent {
         args,
@@ -167,6 +204,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         udp,
         schedule: Schedule::default(),
         last_sequence: 0,
+        flags: 0,
     };
     loop {
         // With nothing pending, wake up only for packets and signals.
@@ -195,6 +233,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             _ = sleep_until(deadline) => agent.send_due(),
+            _ = sigusr1.recv() => agent.set_draining(true),
+            _ = sigusr2.recv() => agent.set_draining(false),
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }

@@ -19,14 +19,7 @@ pub fn main_with<T: clap::Parser>(body: impl FnOnce(T) -> anyhow::Result<()>) ->
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let rendered = e.render().to_string();
-            eprintln!(
-                "{}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("error: invalid arguments")
-            );
+            eprintln!("{}", first_paragraph(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -69,4 +62,18 @@ pub fn parse_group(s: &str) -> Result<Ipv4Addr, String> {
         return Err(format!("{addr} is not a multicast address (224.0.0.0/4)"));
     }
     Ok(addr)
+}
+
+/// Clap's message up to its usage lines, on one line.
+fn first_paragraph(rendered: &str) -> String {
+    let words: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+        .map(str::trim)
+        .collect();
+    if words.is_empty() {
+        "error: invalid arguments".to_owned()
+    } else {
+        words.join(" ")
+    }
 }

@@ -46,7 +46,7 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Result
         proto: packet.proto,
         _pad: [0; 3],
     };
-    let Some(mac) = pick_backend(&service, &flow_key) else {
+    let Some(mac) = pick_backend(&service, &flow_key, is_tcp_syn(ctx, packet)?) else {
         return Ok(Verdict::drop(Counter::VipNoBackend));
     };
     // SAFETY: eth was bounds-checked by the caller; XDP packets are writable.
@@ -61,13 +61,30 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Result
     }))
 }
 
+/// A TCP SYN without ACK opens a new connection, whatever an old entry for
+/// the same 5-tuple (a reused client port) says.
+#[inline(always)]
+fn is_tcp_syn(ctx: &XdpContext, packet: &Ipv4Packet) -> Result<bool, ()> {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    if packet.proto != IPPROTO_TCP {
+        return Ok(false);
+    }
+    // Offset 13 of the TCP header holds the flags.
+    let header: *const [u8; 14] = ptr_at(ctx, packet.l4_offset)?;
+    // SAFETY: ptr_at checked the bounds.
+    let flags = unsafe { (*header)[13] };
+    Ok(flags & (SYN | ACK) == SYN)
+}
+
 /// The backend MAC for a flow, and whether the flow is new. A known flow
 /// keeps its backend while that backend is registered (even DRAINING);
-/// otherwise the service's Maglev table picks one.
+/// a new connection or an unknown flow gets one from the Maglev table.
 #[inline(always)]
-fn pick_backend(service: &Service, key: &FlowKey) -> Option<([u8; 6], bool)> {
+fn pick_backend(service: &Service, key: &FlowKey, new_connection: bool) -> Option<([u8; 6], bool)> {
     // SAFETY: plain values copied out at once.
-    if let Some(flow) = unsafe { FLOWS.get(key) }.copied()
+    if !new_connection
+        && let Some(flow) = unsafe { FLOWS.get(key) }.copied()
         && let Some(mac) = backend_mac(service, flow.backend)
     {
         return Some((mac, false));

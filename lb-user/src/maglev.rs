@@ -29,8 +29,11 @@ pub struct MaglevTable {
     entries: Vec<Option<Ipv4Addr>>,
 }
 
-fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| !n.is_multiple_of(d))
+pub fn is_prime(n: u32) -> bool {
+    n >= 2
+        && (2..)
+            .take_while(|d: &u32| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// FNV-1a over the address, finished with a splitmix64 step: stable across

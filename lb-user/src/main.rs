@@ -20,7 +20,7 @@ use lb_user::{
     aging::AgingParams,
     control::{ControlParams, Controller},
     forwarding::{Segment, ServiceConfig},
-    maglev::DEFAULT_TABLE_SIZE,
+    maglev::{self, DEFAULT_TABLE_SIZE},
     maps::{ALL_MAPS, GroupConfig, LbMaps, LoadParams, load_program, pin_all, xdp_program},
     status::StatusReport,
     system,
@@ -195,6 +195,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.maglev_size > MAX_MAGLEV_SIZE {
         bail!(
             "--maglev-size {} is above the largest table, {MAX_MAGLEV_SIZE}",
+            args.maglev_size
+        );
+    }
+    if !maglev::is_prime(args.maglev_size) {
+        bail!(
+            "--maglev-size {} is not a prime (try 65537, 16381 or 4093)",
             args.maglev_size
         );
     }

@@ -14,6 +14,7 @@ use crate::{
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub groups: Vec<GroupReport>,
+    pub services: Vec<ServiceReport>,
     /// Packet counters of the XDP program, summed over CPUs.
     pub counters: BTreeMap<&'static str, u64>,
 }
@@ -29,6 +30,19 @@ pub struct GroupReport {
     pub reports: u64,
     pub leaves: u64,
     pub backends: Vec<BackendReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceReport {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    /// Group whose backends serve it.
+    pub group: Ipv4Addr,
+    pub table_size: u32,
+    /// The Maglev table slot XDP reads.
+    pub active_slot: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,12 +108,38 @@ impl StatusReport {
                 backends: members,
             });
         }
+        let mut services = Vec::new();
+        for item in maps.services.iter() {
+            let (key, service) = item.map_err(|source| MapsError::Map {
+                name: lb_common::map_name::SERVICES,
+                source,
+            })?;
+            services.push(ServiceReport {
+                vip: Ipv4Addr::from(key.vip),
+                port: key.port,
+                proto: if key.proto == lb_common::IPPROTO_TCP {
+                    "tcp"
+                } else {
+                    "udp"
+                },
+                group: groups
+                    .get(service.group_id as usize)
+                    .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
+                table_size: service.table_size,
+                active_slot: service.active_slot,
+            });
+        }
+        services.sort_by_key(|s| (s.vip, s.port, s.proto));
         let counters = maps
             .counters()?
             .into_iter()
             .map(|(c, n)| (c.name(), n))
             .collect();
-        Ok(Self { groups, counters })
+        Ok(Self {
+            groups,
+            services,
+            counters,
+        })
     }
 
     /// A table for people.
@@ -136,6 +176,13 @@ impl StatusReport {
                     b.state
                 );
             }
+        }
+        for s in &self.services {
+            let _ = writeln!(
+                out,
+                "service {}:{}/{} -> group {} (Maglev {} entries, slot {})",
+                s.vip, s.port, s.proto, s.group, s.table_size, s.active_slot
+            );
         }
         let counters: Vec<String> = self
             .counters

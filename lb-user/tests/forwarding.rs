@@ -17,6 +17,8 @@ mod common;
 use common::*;
 
 const XDP_TX: u32 = 3;
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 const SEGMENT: Segment = Segment {
@@ -103,7 +105,16 @@ impl Lb {
 
     /// Sends a SYN from CLIENT:sport; returns the backend MAC it went to.
     fn connect(&mut self, sport: u16) -> Option<[u8; 6]> {
-        let (action, out) = self.run(&Frame::tcp(CLIENT, sport, VIP, 80).bytes());
+        self.segment(sport, SYN)
+    }
+
+    /// Sends a segment of an established connection (ACK).
+    fn send(&mut self, sport: u16) -> Option<[u8; 6]> {
+        self.segment(sport, ACK)
+    }
+
+    fn segment(&mut self, sport: u16, flags: u8) -> Option<[u8; 6]> {
+        let (action, out) = self.run(&Frame::tcp(CLIENT, sport, VIP, 80, flags).bytes());
         match action {
             XDP_TX => {
                 assert_eq!(out[6..12], LB_MAC, "source MAC is the LB's");
@@ -141,9 +152,10 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
     // A third backend: old flows keep theirs, some new flows reach it.
     lb.announce(3, 0, 100);
     for (&port, &mac) in &first {
-        assert_eq!(lb.connect(port), Some(mac), "flow {port} moved");
+        assert_eq!(lb.send(port), Some(mac), "flow {port} moved");
     }
     assert_eq!(lb.counter(Counter::VipForwarded), 200);
+    assert_eq!(lb.counter(Counter::VipNewFlow), 200);
     let third = (3000..3200)
         .filter(|&p| lb.connect(p) == Some(backend(3).1))
         .count();
@@ -156,11 +168,23 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
     lb.announce(1, FLAG_DRAINING, 100);
     for (&port, &mac) in &first {
         assert_eq!(
-            lb.connect(port),
+            lb.send(port),
             Some(mac),
             "flow {port} moved when backend 1 drained"
         );
     }
+    // A SYN on a reused client port is a new connection: it never lands on
+    // the draining backend even though an old entry points there.
+    let reused: Vec<u16> = first
+        .iter()
+        .filter(|(_, m)| **m == backend(1).1)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!reused.is_empty());
+    assert!(
+        reused.iter().all(|&p| lb.connect(p) != Some(backend(1).1)),
+        "a SYN followed a stale entry"
+    );
     assert!(
         (4000..4200).all(|p| lb.connect(p) != Some(backend(1).1)),
         "a draining backend got a new flow"
@@ -169,7 +193,10 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
     // A backend that leaves: its flows move to the others at once.
     lb.announce(2, FLAG_LEAVING, 100);
     for (&port, &mac) in &first {
-        let now = lb.connect(port).expect("forwarded");
+        if mac == backend(1).1 {
+            continue; // re-pointed by the SYNs above
+        }
+        let now = lb.send(port).expect("forwarded");
         if mac == backend(2).1 {
             assert_ne!(
                 now,
@@ -189,7 +216,7 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
     let cases: Vec<(&str, Vec<u8>, u32, Counter)> = vec![
         (
             "fragment to the VIP",
-            Frame::tcp(CLIENT, 1, VIP, 80)
+            Frame::tcp(CLIENT, 1, VIP, 80, SYN)
                 .with(|f| f.frag = 0x2000)
                 .bytes(),
             XDP_DROP,
@@ -197,7 +224,7 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
         ),
         (
             "later fragment to the VIP",
-            Frame::tcp(CLIENT, 1, VIP, 80)
+            Frame::tcp(CLIENT, 1, VIP, 80, SYN)
                 .with(|f| f.frag = 0x0010)
                 .bytes(),
             XDP_DROP,
@@ -205,7 +232,7 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
         ),
         (
             "IP options to the VIP",
-            Frame::tcp(CLIENT, 1, VIP, 80)
+            Frame::tcp(CLIENT, 1, VIP, 80, SYN)
                 .with(|f| f.options = vec![1, 1, 1, 0])
                 .bytes(),
             XDP_DROP,
@@ -213,7 +240,7 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
         ),
         (
             "truncated TCP header",
-            Frame::tcp(CLIENT, 1, VIP, 80)
+            Frame::tcp(CLIENT, 1, VIP, 80, SYN)
                 .with(|f| f.payload.truncate(2))
                 .bytes(),
             XDP_DROP,
@@ -221,7 +248,7 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
         ),
         (
             "another port of the VIP",
-            Frame::tcp(CLIENT, 1, VIP, 81).bytes(),
+            Frame::tcp(CLIENT, 1, VIP, 81, SYN).bytes(),
             XDP_PASS,
             Counter::Ignored,
         ),
@@ -239,7 +266,7 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
         ),
         (
             "TCP to a non-VIP address",
-            Frame::tcp(CLIENT, 1, LB, 80).bytes(),
+            Frame::tcp(CLIENT, 1, LB, 80, SYN).bytes(),
             XDP_PASS,
             Counter::Ignored,
         ),

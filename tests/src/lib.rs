@@ -328,3 +328,15 @@ impl Topology {
         result
     }
 }
+
+impl Topology {
+    /// Runs one of the project's binaries in host `i` to completion.
+    pub fn exec(&self, i: usize, binary: &str, args: &[&str]) -> anyhow::Result<Output> {
+        let netns = self.hosts[i].netns.as_str();
+        let program = bin(binary);
+        let program = program.to_str().context("binary path")?;
+        let mut full = vec!["netns", "exec", netns, program];
+        full.extend_from_slice(args);
+        sh("ip", &full)
+    }
+}

@@ -54,13 +54,13 @@ impl Frame {
         }
     }
 
-    /// A TCP segment (SYN, no options) from `src:sport` to `dst:dport`.
-    pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Self {
+    /// A TCP segment without options, with `flags` (0x02 SYN, 0x10 ACK).
+    pub fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Self {
         let mut tcp = vec![0u8; 20];
         tcp[..2].copy_from_slice(&sport.to_be_bytes());
         tcp[2..4].copy_from_slice(&dport.to_be_bytes());
         tcp[12] = 5 << 4;
-        tcp[13] = 0x02;
+        tcp[13] = flags;
         Self::ip(6, src, dst, tcp)
     }
 

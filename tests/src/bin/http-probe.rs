@@ -1,0 +1,134 @@
+//! HTTP client for the forwarding tests; prints one JSON line.
+//!   http-probe spread ADDR:PORT COUNT   short connections, count per name
+//!   http-probe hold ADDR:PORT SECONDS   one connection, a request every 50 ms;
+//!                                       prints `first NAME` once it is known
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends one request on `stream` and returns the body.
+fn request(
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    close: bool,
+) -> std::io::Result<String> {
+    let connection = if close { "close" } else { "keep-alive" };
+    write!(
+        stream,
+        "GET / HTTP/1.1\r\nHost: vip\r\nConnection: {connection}\r\n\r\n"
+    )?;
+    let mut length = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse::<usize>().ok();
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length.unwrap_or(0)];
+    reader.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
+    let stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    let reader = BufReader::new(stream.try_clone()?);
+    Ok((stream, reader))
+}
+
+/// Longest a spread may take, whatever the count: failures are bounded.
+const SPREAD_LIMIT: Duration = Duration::from_secs(60);
+
+fn spread(addr: SocketAddr, count: u32) -> ExitCode {
+    let start = Instant::now();
+    let mut names: BTreeMap<String, u32> = BTreeMap::new();
+    let mut errors = 0u32;
+    for done in 0..count {
+        if start.elapsed() > SPREAD_LIMIT {
+            errors += count - done;
+            break;
+        }
+        match connect(addr).and_then(|(mut s, mut r)| request(&mut s, &mut r, true)) {
+            Ok(name) => *names.entry(name).or_default() += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    let names: Vec<String> = names.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+    println!("{{\"names\":{{{}}},\"errors\":{errors}}}", names.join(","));
+    ExitCode::SUCCESS
+}
+
+fn hold(addr: SocketAddr, seconds: u64) -> ExitCode {
+    let start = Instant::now();
+    let (mut stream, mut reader) = match connect(addr) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{{\"error\":\"connect: {e}\"}}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut names: Vec<String> = Vec::new();
+    let mut requests = 0u32;
+    let mut error = None;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        match request(&mut stream, &mut reader, false) {
+            Ok(name) => {
+                if names.is_empty() {
+                    println!("first {name}");
+                }
+                if names.last() != Some(&name) {
+                    names.push(name);
+                }
+                requests += 1;
+            }
+            Err(e) => {
+                error = Some(e.to_string());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let names: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    let error = error.map_or("null".to_owned(), |e| format!("\"{e}\""));
+    println!(
+        "{{\"names\":[{}],\"requests\":{requests},\"error\":{error}}}",
+        names.join(",")
+    );
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = || {
+        eprintln!("error: usage: http-probe spread|hold ADDR:PORT N");
+        ExitCode::from(2)
+    };
+    let [mode, addr, n] = args.as_slice() else {
+        return usage();
+    };
+    let (Ok(addr), Ok(n)) = (addr.parse::<SocketAddr>(), n.parse::<u32>()) else {
+        return usage();
+    };
+    match mode.as_str() {
+        "spread" => spread(addr, n),
+        "hold" => hold(addr, u64::from(n)),
+        _ => usage(),
+    }
+}

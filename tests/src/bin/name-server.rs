@@ -1,0 +1,61 @@
+//! A small HTTP/1.1 server for the forwarding tests: answers every request
+//! with its own name, keeping connections alive.
+//! Usage: name-server ADDR:PORT NAME
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{TcpListener, TcpStream},
+    process::ExitCode,
+    thread,
+};
+
+fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    loop {
+        // Read one request head; an empty read is the client closing.
+        let mut close = false;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line.to_ascii_lowercase().starts_with("connection: close") {
+                close = true;
+            }
+            if line == "\r\n" || line == "\n" {
+                break;
+            }
+        }
+        let connection = if close { "close" } else { "keep-alive" };
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{name}",
+            name.len()
+        )?;
+        writer.flush()?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [addr, name] = args.as_slice() else {
+        eprintln!("error: usage: name-server ADDR:PORT NAME");
+        return ExitCode::from(2);
+    };
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: binding {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for stream in listener.incoming().flatten() {
+        let name = name.clone();
+        thread::spawn(move || serve(stream, &name));
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,293 @@
+//! End-to-end forwarding (issue 3): a client, the LB with a VIP and three
+//! backends running HTTP servers that answer with their own name, on one
+//! bridge. Real XDP_TX, real direct server return, real TCP.
+use std::{
+    collections::BTreeMap,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use lb_tests::{Proc, Topology, first_group, wait_for};
+use serde_json::Value;
+
+const P: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(20);
+const LB: usize = 0;
+const CLIENT: usize = 4;
+/// Backend hosts and their weights.
+const BACKENDS: [(usize, u16); 3] = [(1, 100), (2, 200), (3, 300)];
+
+struct Bed<'a> {
+    topo: &'a Topology,
+    pin: std::path::PathBuf,
+    vip: String,
+    agents: BTreeMap<usize, Proc>,
+    _servers: Vec<Proc>,
+}
+
+fn name(host: usize) -> String {
+    format!("b{host}")
+}
+
+impl Bed<'_> {
+    fn start_agent(&mut self, host: usize, weight: u16) -> anyhow::Result<()> {
+        let weight = weight.to_string();
+        let agent = self.topo.spawn(
+            host,
+            &format!("agent{host}-{}", self.agents.len()),
+            "backend-agent",
+            &["--iface", "eth0", "--vip", &self.vip, "--weight", &weight],
+        )?;
+        self.agents.insert(host, agent);
+        Ok(())
+    }
+
+    fn status(&self) -> anyhow::Result<Value> {
+        self.topo.status(&self.pin)
+    }
+
+    /// Backends registered with the given state ("active" or "draining").
+    fn with_state(&self, state: &str) -> anyhow::Result<Vec<String>> {
+        let status = self.status()?;
+        Ok(first_group(&status)["backends"]
+            .as_array()
+            .map(|b| {
+                b.iter()
+                    .filter(|e| e["state"] == state)
+                    .filter_map(|e| e["address"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn wait_state(&self, want: usize, state: &str) -> anyhow::Result<()> {
+        wait_for(Duration::from_secs(5), POLL, || {
+            self.with_state(state).ok().filter(|b| b.len() == want)
+        })
+        .with_context(|| format!("{want} backends {state} not reached"))?;
+        // The control loop rebuilds the tables on its next pass.
+        sleep(P);
+        Ok(())
+    }
+
+    /// `count` short connections from the client; per-name counts and errors.
+    fn spread(&self, count: u32) -> anyhow::Result<(BTreeMap<String, u64>, u64)> {
+        let target = format!("{}:80", self.vip);
+        let out = self.topo.exec(
+            CLIENT,
+            "http-probe",
+            &["spread", &target, &count.to_string()],
+        )?;
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let names = v["names"]
+            .as_object()
+            .context("names")?
+            .iter()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+            .collect();
+        Ok((names, v["errors"].as_u64().context("errors")?))
+    }
+
+    /// A long-lived connection; returns it and the backend it landed on.
+    fn hold(&self, label: &str, seconds: u32) -> anyhow::Result<(Proc, String)> {
+        let target = format!("{}:80", self.vip);
+        let proc_ = self.topo.spawn(
+            CLIENT,
+            label,
+            "http-probe",
+            &["hold", &target, &seconds.to_string()],
+        )?;
+        let first = wait_for(Duration::from_secs(3), POLL, || {
+            proc_
+                .log_text()
+                .lines()
+                .find_map(|l| l.strip_prefix("first ").map(str::to_owned))
+        })
+        .with_context(|| format!("{label}: no answer: {}", proc_.log_text()))?;
+        Ok((proc_, first))
+    }
+}
+
+/// Waits for a hold connection to end; it must have stayed on `backend`.
+fn hold_result(mut proc_: Proc, backend: &str) -> anyhow::Result<Value> {
+    proc_.wait_exit(Duration::from_secs(15))?;
+    let text = proc_.log_text();
+    let last = text.lines().last().context("no output")?;
+    let v: Value = serde_json::from_str(last)?;
+    ensure!(
+        v["error"].is_null(),
+        "{}: connection failed: {}",
+        proc_.name,
+        v["error"]
+    );
+    ensure!(
+        v["names"] == serde_json::json!([backend]),
+        "{}: moved between backends: {}",
+        proc_.name,
+        v["names"]
+    );
+    Ok(v)
+}
+
+fn scenario(topo: &Topology) -> anyhow::Result<()> {
+    let lb_addr = topo.host(LB).addr.octets();
+    let vip = format!("{}.{}.{}.100", lb_addr[0], lb_addr[1], lb_addr[2]);
+    let pin = topo.pin_path("lb");
+    let pin_str = pin.to_str().context("pin")?.to_owned();
+    let _lb = topo.spawn(
+        LB,
+        "lb",
+        "lb-user",
+        &[
+            // Generic XDP: on a veth, native XDP_TX frames reach the peer
+            // only if the peer runs XDP itself.
+            "run",
+            "--iface",
+            "eth0",
+            "--xdp-mode",
+            "skb",
+            "--vip",
+            &vip,
+            "--service",
+            "tcp:80",
+            "--query-interval",
+            "200ms",
+            "--max-response-time",
+            "100ms",
+            "--timeout",
+            "400ms",
+            "--max-misses",
+            "3",
+            "--pin-path",
+            &pin_str,
+        ],
+    )?;
+    wait_for(Duration::from_secs(10), POLL, || topo.status(&pin).ok())
+        .context("the LB did not start")?;
+    let mut servers = Vec::new();
+    for (host, _) in BACKENDS {
+        servers.push(topo.spawn(
+            host,
+            &format!("server{host}"),
+            "name-server",
+            &["0.0.0.0:80", &name(host)],
+        )?);
+    }
+    let mut bed = Bed {
+        topo,
+        pin,
+        vip,
+        agents: BTreeMap::new(),
+        _servers: servers,
+    };
+    for (host, weight) in BACKENDS {
+        bed.start_agent(host, weight)?;
+    }
+    bed.wait_state(3, "active")?;
+
+    // 1. Short connections spread by weight (1:2:3), within +-15%.
+    let total = 3000;
+    let started = Instant::now();
+    let (names, errors) = bed.spread(total)?;
+    println!(
+        "spread of {total} connections in {} ms: {names:?}, {errors} errors",
+        started.elapsed().as_millis()
+    );
+    ensure!(errors == 0, "{errors} connections failed");
+    let weight_sum: u64 = BACKENDS.iter().map(|(_, w)| u64::from(*w)).sum();
+    for (host, weight) in BACKENDS {
+        let want = f64::from(total) * f64::from(weight) / weight_sum as f64;
+        let got = names.get(&name(host)).copied().unwrap_or(0) as f64;
+        ensure!(
+            (got - want).abs() <= 0.15 * want,
+            "{}: {got} connections, want {want:.0} +-15%",
+            name(host)
+        );
+    }
+
+    // 2. A long-lived connection survives another backend leaving and joining.
+    let (hold, on) = bed.hold("hold-churn", 4)?;
+    let (other, weight) = BACKENDS
+        .iter()
+        .copied()
+        .find(|(h, _)| name(*h) != on)
+        .context("another backend")?;
+    bed.agents
+        .get(&other)
+        .context("agent")?
+        .signal(libc::SIGTERM);
+    bed.wait_state(2, "active")?;
+    bed.start_agent(other, weight)?;
+    bed.wait_state(3, "active")?;
+    let v = hold_result(hold, &on)?;
+    println!(
+        "long-lived connection to {on} kept through {} leaving and joining: {} requests",
+        name(other),
+        v["requests"]
+    );
+
+    // 3. DRAINING keeps the open connection and gets no new ones.
+    let (hold, on) = bed.hold("hold-drain", 3)?;
+    let drained = BACKENDS
+        .iter()
+        .map(|(h, _)| *h)
+        .find(|h| name(*h) == on)
+        .context("backend")?;
+    bed.agents
+        .get(&drained)
+        .context("agent")?
+        .signal(libc::SIGUSR1);
+    bed.wait_state(1, "draining")?;
+    let (names, errors) = bed.spread(600)?;
+    println!("with {on} draining: {names:?}, {errors} errors");
+    ensure!(
+        !names.contains_key(&on),
+        "draining {on} got new connections"
+    );
+    ensure!(
+        errors == 0,
+        "{errors} connections failed while {on} drained"
+    );
+    let v = hold_result(hold, &on)?;
+    println!(
+        "open connection to draining {on} kept: {} requests",
+        v["requests"]
+    );
+    bed.agents
+        .get(&drained)
+        .context("agent")?
+        .signal(libc::SIGUSR2);
+    bed.wait_state(3, "active")?;
+
+    // 4. After a backend leaves, no new connection reaches it after one period.
+    let (gone, _) = BACKENDS[0];
+    bed.agents
+        .get(&gone)
+        .context("agent")?
+        .signal(libc::SIGTERM);
+    sleep(P);
+    let (names, errors) = bed.spread(600)?;
+    println!(
+        "one period after {} left: {names:?}, {errors} errors",
+        name(gone)
+    );
+    ensure!(
+        !names.contains_key(&name(gone)),
+        "{} got connections after leaving",
+        name(gone)
+    );
+    ensure!(
+        errors == 0,
+        "{errors} connections failed after a backend left"
+    );
+    let status = bed.status()?;
+    println!("counters: {}", status["counters"]);
+    Ok(())
+}
+
+#[test]
+fn forwarding_end_to_end() {
+    let topo = Topology::new(5, true).unwrap();
+    topo.run(scenario).unwrap();
+}
