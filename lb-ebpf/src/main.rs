@@ -72,6 +72,13 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<Verdict, ()> {
     }
 }
 
+/// Does nothing: the benchmarks' floor, the cost of running any XDP program.
+/// Never attached by lb-user.
+#[xdp]
+pub fn xdp_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
