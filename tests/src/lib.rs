@@ -225,18 +225,29 @@ impl Topology {
 
     /// Starts one of the project's binaries in host `i`.
     pub fn spawn(&self, i: usize, name: &str, binary: &str, args: &[&str]) -> anyhow::Result<Proc> {
+        self.spawn_program(i, name, bin(binary).to_str().context("binary path")?, args)
+    }
+
+    /// Starts any program (from PATH or a path) in host `i`, logging to a file.
+    pub fn spawn_program(
+        &self,
+        i: usize,
+        name: &str,
+        program: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Proc> {
         let log = self.logs.join(format!("{name}.log"));
         let file = fs::File::create(&log)?;
         let child = Command::new("ip")
             .args(["netns", "exec", &self.hosts[i].netns])
-            .arg(bin(binary))
+            .arg(program)
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
-            .with_context(|| format!("starting {binary} in {}", self.hosts[i].netns))?;
+            .with_context(|| format!("starting {program} in {}", self.hosts[i].netns))?;
         Ok(Proc {
             name: name.to_owned(),
             child,
@@ -332,9 +343,12 @@ impl Topology {
 impl Topology {
     /// Runs one of the project's binaries in host `i` to completion.
     pub fn exec(&self, i: usize, binary: &str, args: &[&str]) -> anyhow::Result<Output> {
+        self.exec_program(i, bin(binary).to_str().context("binary path")?, args)
+    }
+
+    /// Runs any program in host `i` to completion, failing if it fails.
+    pub fn exec_program(&self, i: usize, program: &str, args: &[&str]) -> anyhow::Result<Output> {
         let netns = self.hosts[i].netns.as_str();
-        let program = bin(binary);
-        let program = program.to_str().context("binary path")?;
         let mut full = vec!["netns", "exec", netns, program];
         full.extend_from_slice(args);
         sh("ip", &full)

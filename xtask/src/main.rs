@@ -1,4 +1,5 @@
 //! Developer commands: `cargo xtask setup | build-ebpf | run | test | demo`.
+mod bench;
 mod demo;
 mod setup;
 
@@ -32,6 +33,8 @@ enum Task {
     Test,
     /// Set up, then show backends registering, serving and leaving in namespaces.
     Demo,
+    /// XDP per-path costs and end-to-end comparison with HAProxy, nftables and direct.
+    Bench,
 }
 
 fn root() -> PathBuf {
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Task::Run { args } => run(&args),
         Task::Test => test(),
         Task::Demo => demo::demo(),
+        Task::Bench => bench::bench(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

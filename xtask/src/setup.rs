@@ -37,14 +37,17 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs the Debian packages of `packages` (package, command it
+/// provides) whose command is missing.
+pub fn apt_packages(packages: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, cmd)| !have(cmd))
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {
-        println!("ok: {} present", PACKAGES.map(|p| p.0).join(", "));
+        let names: Vec<&str> = packages.iter().map(|p| p.0).collect();
+        println!("ok: {} present", names.join(", "));
         return Ok(());
     }
     println!("installing Debian packages: {}", missing.join(" "));
@@ -162,7 +165,7 @@ pub fn setup() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("setup installs packages and mounts bpffs: run it as root");
     }
-    apt_packages()?;
+    apt_packages(&PACKAGES)?;
     let toolchain = ebpf_build::ebpf_toolchain()?;
     let sysroot = ebpf_toolchain(&toolchain)?;
     bpf_linker(&sysroot)?;

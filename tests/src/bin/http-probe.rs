@@ -19,10 +19,9 @@ fn request(
     close: bool,
 ) -> std::io::Result<String> {
     let connection = if close { "close" } else { "keep-alive" };
-    write!(
-        stream,
-        "GET / HTTP/1.1\r\nHost: vip\r\nConnection: {connection}\r\n\r\n"
-    )?;
+    // One write per request: split writes stall on Nagle and delayed ACKs.
+    let head = format!("GET / HTTP/1.1\r\nHost: vip\r\nConnection: {connection}\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
     let mut length = None;
     let mut line = String::new();
     loop {

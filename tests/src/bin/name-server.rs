@@ -9,6 +9,7 @@ use std::{
 };
 
 fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
     loop {
@@ -28,12 +29,12 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
             }
         }
         let connection = if close { "close" } else { "keep-alive" };
-        write!(
-            writer,
+        // One write per response: with Nagle, split writes stall on delayed ACKs.
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{name}",
             name.len()
-        )?;
-        writer.flush()?;
+        );
+        writer.write_all(response.as_bytes())?;
         if close {
             return Ok(());
         }

@@ -1,0 +1,230 @@
+//! `cargo xtask bench`: the XDP per-path costs, then requests per second and
+//! p99 latency on one namespace topology through our LB, HAProxy (mode tcp,
+//! roundrobin), nftables DNAT with numgen (kube-proxy style) and direct to
+//! one backend, all measured in the same run. Not part of the test run.
+use std::{fs, thread::sleep, time::Duration};
+
+use anyhow::{Context, bail};
+use lb_tests::{Proc, Topology, registered, wait_for};
+
+use crate::{cargo, root, setup};
+
+const LB: usize = 0;
+const BACKENDS: [usize; 3] = [1, 2, 3];
+const CLIENT: usize = 4;
+const WRK_SECONDS: &str = "5";
+const WRK_CONNECTIONS: &str = "32";
+
+struct Result {
+    name: &'static str,
+    requests_per_sec: f64,
+    p99_ms: f64,
+}
+
+/// Parses wrk's `Requests/sec:` and the 99% line of `--latency`.
+fn parse_wrk(output: &str) -> anyhow::Result<(f64, f64)> {
+    let rps = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .context("no Requests/sec in wrk's output")?
+        .trim()
+        .parse::<f64>()?;
+    let p99 = output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .context("no 99% latency in wrk's output")?
+        .trim();
+    let (number, unit) = p99.split_at(
+        p99.find(|c: char| c.is_alphabetic())
+            .context("latency unit")?,
+    );
+    let scale = match unit {
+        "us" => 0.001,
+        "ms" => 1.0,
+        "s" => 1000.0,
+        other => bail!("unknown latency unit {other:?}"),
+    };
+    Ok((rps, number.parse::<f64>()? * scale))
+}
+
+fn wrk(topo: &Topology, name: &'static str, url: &str) -> anyhow::Result<Result> {
+    let out = topo.exec_program(
+        CLIENT,
+        "wrk",
+        &[
+            "-t1",
+            "-c",
+            WRK_CONNECTIONS,
+            "-d",
+            WRK_SECONDS,
+            "--latency",
+            url,
+        ],
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Socket errors") {
+        println!(
+            "{name}: {}",
+            text.lines()
+                .find(|l| l.contains("Socket errors"))
+                .unwrap_or_default()
+        );
+    }
+    let (requests_per_sec, p99_ms) = parse_wrk(&text).with_context(|| format!("{name}: {text}"))?;
+    println!("{name:<28} {requests_per_sec:>10.0} req/s   p99 {p99_ms:>7.2} ms");
+    Ok(Result {
+        name,
+        requests_per_sec,
+        p99_ms,
+    })
+}
+
+pub fn bench() -> anyhow::Result<()> {
+    setup::setup()?;
+    setup::apt_packages(&[("haproxy", "haproxy"), ("wrk", "wrk")])?;
+    cargo(&["build", "--release", "--bins"], &[])?;
+    cargo(&["bench", "-p", "lb-user", "--bench", "xdp_paths"], &[])?;
+    // SAFETY: single-threaded at this point; lb_tests reads it when spawning.
+    unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
+    let topo = Topology::new(5, true)?;
+    topo.run(end_to_end)
+}
+
+fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
+    let lb = topo.host(LB).addr;
+    let vip = {
+        let o = lb.octets();
+        format!("{}.{}.{}.100", o[0], o[1], o[2])
+    };
+    let backend_addrs: Vec<String> = BACKENDS
+        .iter()
+        .map(|&h| topo.host(h).addr.to_string())
+        .collect();
+    let _servers: Vec<Proc> = BACKENDS
+        .iter()
+        .map(|&h| {
+            topo.spawn(
+                h,
+                &format!("server{h}"),
+                "name-server",
+                &["0.0.0.0:80", &format!("b{h}")],
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+    sleep(Duration::from_millis(300));
+    println!(
+        "\nend to end: wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, keep-alive HTTP/1.1, 3 backends"
+    );
+    let mut results = vec![wrk(
+        topo,
+        "direct to one backend",
+        &format!("http://{}/", backend_addrs[0]),
+    )?];
+
+    // Our LB: XDP with direct server return.
+    {
+        let pin = topo.pin_path("bench");
+        let pin_str = pin.to_str().context("pin")?.to_owned();
+        let _lb = topo.spawn(
+            LB,
+            "lb",
+            "lb-user",
+            &[
+                "run",
+                "--iface",
+                "eth0",
+                "--xdp-mode",
+                "skb",
+                "--vip",
+                &vip,
+                "--service",
+                "tcp:80",
+                "--pin-path",
+                &pin_str,
+            ],
+        )?;
+        let _agents: Vec<Proc> = BACKENDS
+            .iter()
+            .map(|&h| {
+                topo.spawn(
+                    h,
+                    &format!("agent{h}"),
+                    "backend-agent",
+                    &["--iface", "eth0", "--vip", &vip],
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
+        wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+            topo.status(&pin)
+                .ok()
+                .filter(|s| registered(s).len() == BACKENDS.len())
+        })
+        .context("backends did not register with the LB")?;
+        sleep(Duration::from_millis(500));
+        results.push(wrk(topo, "xdp-lb (XDP, DSR)", &format!("http://{vip}/"))?);
+    }
+
+    // HAProxy in the LB's namespace: a full proxy.
+    {
+        let servers: String = backend_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("    server b{i} {a}:80\n"))
+            .collect();
+        let config = format!(
+            "global\n    maxconn 4096\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend bench\n    bind {lb}:8080\n    default_backend backends\nbackend backends\n    balance roundrobin\n{servers}"
+        );
+        let path = topo.logs.join("haproxy.cfg");
+        fs::write(&path, config)?;
+        let _haproxy = topo.spawn_program(
+            LB,
+            "haproxy",
+            "haproxy",
+            &["-db", "-f", path.to_str().context("path")?],
+        )?;
+        sleep(Duration::from_millis(500));
+        results.push(wrk(
+            topo,
+            "HAProxy (mode tcp)",
+            &format!("http://{lb}:8080/"),
+        )?);
+    }
+
+    // nftables DNAT with numgen and masquerade, as kube-proxy does.
+    {
+        let map: Vec<String> = backend_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{i} : {a}"))
+            .collect();
+        let rules = format!(
+            "table ip xlbbench {{\n  chain pre {{ type nat hook prerouting priority -100; ip daddr {lb} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }}; }}\n  chain post {{ type nat hook postrouting priority 100; ip daddr {{ {addrs} }} tcp dport 80 masquerade; }}\n}}\n",
+            n = backend_addrs.len(),
+            map = map.join(", "),
+            addrs = backend_addrs.join(", ")
+        );
+        let path = topo.logs.join("nat.nft");
+        fs::write(&path, rules)?;
+        topo.exec_program(LB, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        topo.exec_program(LB, "nft", &["-f", path.to_str().context("path")?])?;
+        results.push(wrk(
+            topo,
+            "nftables DNAT (numgen)",
+            &format!("http://{lb}/"),
+        )?);
+    }
+
+    let direct = results[0].requests_per_sec;
+    println!("\n| path | requests/s | p99 latency | vs direct |\n|---|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {:.0} | {:.2} ms | {:.2} |",
+            r.name,
+            r.requests_per_sec,
+            r.p99_ms,
+            r.requests_per_sec / direct
+        );
+    }
+    Ok(())
+}
