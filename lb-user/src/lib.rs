@@ -3,6 +3,7 @@ pub mod aging;
 pub mod liveness;
 pub mod maps;
 pub use lb_common::system;
+pub mod config;
 pub mod control;
 pub mod forwarding;
 pub mod maglev;

@@ -12,16 +12,17 @@ use anyhow::{Context, bail};
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_common::{
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, IPPROTO_TCP, IPPROTO_UDP, MAX_MAGLEV_SIZE, ServiceKey,
-    cli::{parse_duration, parse_group, parse_port},
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_MAGLEV_SIZE,
+    cli::{parse_duration, parse_port},
     igmp_socket::IgmpSocket,
 };
 use lb_user::{
     aging::AgingParams,
+    config::{self, GroupSpec, Plan},
     control::{ControlParams, Controller},
-    forwarding::{Segment, ServiceConfig},
+    forwarding::Segment,
     maglev::{self, DEFAULT_TABLE_SIZE},
-    maps::{ALL_MAPS, GroupConfig, LbMaps, LoadParams, load_program, pin_all, xdp_program},
+    maps::{ALL_MAPS, LbMaps, LoadParams, load_program, pin_all, xdp_program},
     status::StatusReport,
     system,
 };
@@ -61,8 +62,16 @@ struct RunArgs {
     #[arg(long)]
     iface: String,
     /// Multicast group, `ADDR` or `ADDR:PORT`; repeat for several groups.
-    #[arg(long = "group", value_parser = parse_group_arg, default_value = "239.192.0.1")]
-    groups: Vec<(Ipv4Addr, Option<u16>)>,
+    #[arg(
+        long = "group",
+        default_value = "239.192.0.1",
+        conflicts_with = "config"
+    )]
+    groups: Vec<String>,
+    /// TOML file with several groups, VIPs and services (see the README);
+    /// replaces --group, --vip and --service.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Announcement port of groups given without one (>= 1024).
     #[arg(long, default_value_t = 2000, value_parser = parse_port)]
     port: u16,
@@ -95,34 +104,18 @@ struct RunArgs {
     xdp_mode: Mode,
     /// Virtual IP of the service; lb-user puts it on the interface so the
     /// LB answers ARP for it.
-    #[arg(long, requires = "services")]
+    #[arg(long, requires = "services", conflicts_with = "config")]
     vip: Option<Ipv4Addr>,
     /// A port of the VIP to balance, `tcp:PORT` or `udp:PORT`; repeatable.
     /// Served by the first group's backends.
-    #[arg(long = "service", value_parser = parse_service, requires = "vip")]
-    services: Vec<(u8, u16)>,
+    #[arg(long = "service", requires = "vip")]
+    services: Vec<String>,
     /// Entries of each Maglev table (a prime, at least 100 per backend).
     #[arg(long, default_value_t = DEFAULT_TABLE_SIZE)]
     maglev_size: u32,
     /// Capacity of the connection table.
     #[arg(long, default_value_t = DEFAULT_MAX_FLOWS, value_parser = clap::value_parser!(u32).range(1..))]
     max_flows: u32,
-}
-
-fn parse_service(s: &str) -> Result<(u8, u16), String> {
-    let (proto, port) = s
-        .split_once(':')
-        .ok_or_else(|| format!("{s:?} is not PROTO:PORT (tcp:80, udp:53)"))?;
-    let proto = match proto {
-        "tcp" => IPPROTO_TCP,
-        "udp" => IPPROTO_UDP,
-        _ => return Err(format!("{proto:?} is not tcp or udp")),
-    };
-    let port = match port.parse::<u16>() {
-        Ok(port) if port > 0 => port,
-        _ => return Err(format!("{port:?} is not a port number")),
-    };
-    Ok((proto, port))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -133,14 +126,6 @@ enum Mode {
     Driver,
     /// Generic XDP in the network stack.
     Skb,
-}
-
-fn parse_group_arg(s: &str) -> Result<(Ipv4Addr, Option<u16>), String> {
-    let (addr, port) = match s.split_once(':') {
-        Some((a, p)) => (a, Some(parse_port(p)?)),
-        None => (s, None),
-    };
-    Ok((parse_group(addr)?, port))
 }
 
 /// Removes the pins when `run` ends, however it ends.
@@ -155,29 +140,42 @@ impl Drop for PinDir {
     }
 }
 
-fn group_configs(args: &RunArgs) -> anyhow::Result<Vec<GroupConfig>> {
-    let configs: Vec<GroupConfig> = args
-        .groups
-        .iter()
-        .map(|&(group, port)| GroupConfig {
-            group,
-            port: port.unwrap_or(args.port),
-        })
-        .collect();
-    for (i, a) in configs.iter().enumerate() {
-        for b in &configs[i + 1..] {
-            if a.group == b.group || a.port == b.port {
-                bail!(
-                    "groups {}:{} and {}:{} share an address or a port; each group needs its own",
-                    a.group,
-                    a.port,
-                    b.group,
-                    b.port
-                );
-            }
+/// The groups and services to serve, from --config or the flags.
+fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
+    let specs = match &args.config {
+        Some(path) => {
+            let text =
+                fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            config::parse_file(&text).with_context(|| path.display().to_string())?
         }
-    }
-    Ok(configs)
+        None => args
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let (address, port) = match g.split_once(':') {
+                    Some((a, p)) => (
+                        a,
+                        Some(parse_port(p).map_err(|e| anyhow::anyhow!("--group {g}: {e}"))?),
+                    ),
+                    None => (g.as_str(), None),
+                };
+                // The flags' VIP and services belong to the first group.
+                let first = i == 0;
+                Ok(GroupSpec {
+                    address: address.to_owned(),
+                    port,
+                    vip: args.vip.filter(|_| first).map(|v| v.to_string()),
+                    services: if first {
+                        args.services.clone()
+                    } else {
+                        Vec::new()
+                    },
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    Ok(config::plan(&specs, args.port)?)
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -191,7 +189,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             humantime::format_duration(args.query_interval)
         );
     }
-    let groups = group_configs(&args)?;
+    let plan = plan_from_args(&args)?;
+    let groups = plan.groups.clone();
     if args.maglev_size > MAX_MAGLEV_SIZE {
         bail!(
             "--maglev-size {} is above the largest table, {MAX_MAGLEV_SIZE}",
@@ -204,19 +203,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             args.maglev_size
         );
     }
-    let services: Vec<ServiceConfig> = args
-        .services
-        .iter()
-        .map(|&(proto, port)| ServiceConfig {
-            key: ServiceKey {
-                vip: args.vip.unwrap_or(Ipv4Addr::UNSPECIFIED).octets(),
-                port,
-                proto,
-                _pad: 0,
-            },
-            group_id: 0,
-        })
-        .collect();
     system::require_root("lb-user run")?;
     let (lb_addr, prefix_len) = system::interface_ipv4_net(&args.iface)?;
     let lb_mac = system::interface_mac(&args.iface)?;
@@ -281,13 +267,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         prefix_len,
     };
     let mut controller = Controller::new(params, maps, socket, &groups)?;
-    controller.serve(&services, args.maglev_size, segment)?;
+    controller.serve(&plan.services, args.maglev_size, segment)?;
     // The VIP lives on the interface so that the LB answers ARP for it;
     // XDP takes the service traffic before the stack sees it.
-    let _vip = args
-        .vip
-        .map(|vip| system::AddedAddress::add(vip, &args.iface))
-        .transpose()?;
+    let _vips = plan
+        .vips
+        .iter()
+        .map(|&vip| system::AddedAddress::add(vip, &args.iface))
+        .collect::<Result<Vec<_>, _>>()?;
     info!(
         iface = %args.iface, %lb_addr, pin_path = %args.pin_path.display(),
         groups = ?groups.iter().map(|g| format!("{}:{}", g.group, g.port)).collect::<Vec<_>>(),

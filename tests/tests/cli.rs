@@ -110,6 +110,29 @@ const CASES: &[Case] = &[
     ),
     case(
         "lb-user",
+        &["run", "--iface", "lo", "--config", "/nonexistent/xlb.toml"],
+        "reading /nonexistent/xlb.toml",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--config", "/etc/hostname"],
+        "config file",
+    ),
+    case(
+        "lb-user",
+        &[
+            "run",
+            "--iface",
+            "lo",
+            "--config",
+            "/etc/hostname",
+            "--group",
+            "239.1.1.1",
+        ],
+        "cannot be used with",
+    ),
+    case(
+        "lb-user",
         &[
             "run",
             "--iface",

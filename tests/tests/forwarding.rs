@@ -73,7 +73,11 @@ impl Bed<'_> {
 
     /// `count` short connections from the client; per-name counts and errors.
     fn spread(&self, count: u32) -> anyhow::Result<(BTreeMap<String, u64>, u64)> {
-        let target = format!("{}:80", self.vip);
+        self.spread_to(&self.vip, count)
+    }
+
+    fn spread_to(&self, vip: &str, count: u32) -> anyhow::Result<(BTreeMap<String, u64>, u64)> {
+        let target = format!("{vip}:80");
         let out = self.topo.exec(
             CLIENT,
             "http-probe",
@@ -133,8 +137,20 @@ fn hold_result(mut proc_: Proc, backend: &str) -> anyhow::Result<Value> {
 fn scenario(topo: &Topology) -> anyhow::Result<()> {
     let lb_addr = topo.host(LB).addr.octets();
     let vip = format!("{}.{}.{}.100", lb_addr[0], lb_addr[1], lb_addr[2]);
+    let vip2 = format!("{}.{}.{}.101", lb_addr[0], lb_addr[1], lb_addr[2]);
     let pin = topo.pin_path("lb");
     let pin_str = pin.to_str().context("pin")?.to_owned();
+    // Through a config file: the service's group, and a second group with
+    // a VIP of its own that has no backend.
+    let config = topo.logs.join("lb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[group]]\naddress = \"239.192.0.1\"\nvip = \"{vip}\"\nservices = [\"tcp:80\"]\n\n\
+             [[group]]\naddress = \"239.192.0.2\"\nport = 2001\nvip = \"{vip2}\"\nservices = [\"tcp:80\"]\n"
+        ),
+    )?;
+    let config = config.to_str().context("config path")?.to_owned();
     let _lb = topo.spawn(
         LB,
         "lb",
@@ -147,10 +163,8 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
             "eth0",
             "--xdp-mode",
             "skb",
-            "--vip",
-            &vip,
-            "--service",
-            "tcp:80",
+            "--config",
+            &config,
             "--query-interval",
             "200ms",
             "--max-response-time",
@@ -281,8 +295,18 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         errors == 0,
         "{errors} connections failed after a backend left"
     );
+    // The second VIP has no backend: its connections are dropped and counted.
+    let (names, errors) = bed.spread_to(&vip2, 3)?;
+    ensure!(
+        names.is_empty() && errors == 3,
+        "the backendless VIP answered: {names:?}"
+    );
     let status = bed.status()?;
     println!("counters: {}", status["counters"]);
+    ensure!(
+        status["counters"]["vip_no_backend"].as_u64() >= Some(3),
+        "no-backend drops not counted"
+    );
     Ok(())
 }
 

@@ -1,0 +1,256 @@
+//! What one LB instance serves: groups, each with its announcement port and
+//! optionally a VIP with services. From the command line for one group, or
+//! from a TOML file for several:
+//!
+//! ```toml
+//! [[group]]
+//! address = "239.192.0.1"
+//! port = 2000
+//! vip = "10.0.0.100"
+//! services = ["tcp:80", "udp:53"]
+//! ```
+use std::net::Ipv4Addr;
+
+use lb_common::{
+    IPPROTO_TCP, IPPROTO_UDP, MAX_GROUPS, MAX_SERVICES, ServiceKey,
+    cli::{parse_group, parse_port},
+};
+use serde::Deserialize;
+
+use crate::{forwarding::ServiceConfig, maps::GroupConfig};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("config file: {0}")]
+    Syntax(String),
+    #[error("group {group}: {reason}")]
+    Group { group: String, reason: String },
+    #[error("groups {a} and {b} share an address or a port; each group needs its own")]
+    Clash { a: String, b: String },
+    #[error("at most {max} groups and {services} services per instance", max = MAX_GROUPS, services = MAX_SERVICES)]
+    TooMany,
+    #[error("no group configured")]
+    Empty,
+}
+
+/// One group as written by the operator.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub address: String,
+    pub port: Option<u16>,
+    pub vip: Option<String>,
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    group: Vec<GroupSpec>,
+}
+
+/// The validated plan of an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    pub groups: Vec<GroupConfig>,
+    pub services: Vec<ServiceConfig>,
+    /// Distinct VIPs, to put on the interface.
+    pub vips: Vec<Ipv4Addr>,
+}
+
+/// `tcp:PORT` or `udp:PORT`.
+pub fn parse_service(s: &str) -> Result<(u8, u16), String> {
+    let (proto, port) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not PROTO:PORT (tcp:80, udp:53)"))?;
+    let proto = match proto {
+        "tcp" => IPPROTO_TCP,
+        "udp" => IPPROTO_UDP,
+        _ => return Err(format!("{proto:?} is not tcp or udp")),
+    };
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok((proto, port)),
+        _ => Err(format!("{port:?} is not a port number")),
+    }
+}
+
+/// Parses a TOML config file's text.
+pub fn parse_file(text: &str) -> Result<Vec<GroupSpec>, ConfigError> {
+    let file: ConfigFile =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_owned()))?;
+    Ok(file.group)
+}
+
+/// Validates `specs`; a group without a port gets `default_port`.
+pub fn plan(specs: &[GroupSpec], default_port: u16) -> Result<Plan, ConfigError> {
+    if specs.is_empty() {
+        return Err(ConfigError::Empty);
+    }
+    let mut plan = Plan {
+        groups: Vec::new(),
+        services: Vec::new(),
+        vips: Vec::new(),
+    };
+    for (group_id, spec) in (0u32..).zip(specs) {
+        let fail = |reason: String| ConfigError::Group {
+            group: spec.address.clone(),
+            reason,
+        };
+        let group = parse_group(&spec.address).map_err(fail)?;
+        let port = parse_port(&spec.port.unwrap_or(default_port).to_string()).map_err(fail)?;
+        let vip = spec
+            .vip
+            .as_deref()
+            .map(|v| {
+                v.parse::<Ipv4Addr>()
+                    .map_err(|_| fail(format!("vip {v:?} is not an IPv4 address")))
+            })
+            .transpose()?;
+        match (vip, spec.services.is_empty()) {
+            (Some(_), true) => return Err(fail("a vip needs at least one service".into())),
+            (None, false) => return Err(fail("services need a vip".into())),
+            _ => {}
+        }
+        for service in &spec.services {
+            let (proto, service_port) = parse_service(service).map_err(fail)?;
+            let vip = vip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let key = ServiceKey {
+                vip: vip.octets(),
+                port: service_port,
+                proto,
+                _pad: 0,
+            };
+            if plan.services.iter().any(|s: &ServiceConfig| s.key == key) {
+                return Err(fail(format!("{service} on {vip} is configured twice")));
+            }
+            plan.services.push(ServiceConfig { key, group_id });
+        }
+        if let Some(vip) = vip.filter(|v| !plan.vips.contains(v)) {
+            plan.vips.push(vip);
+        }
+        plan.groups.push(GroupConfig { group, port });
+    }
+    for (i, a) in plan.groups.iter().enumerate() {
+        if let Some(b) = plan.groups[i + 1..]
+            .iter()
+            .find(|b| a.group == b.group || a.port == b.port)
+        {
+            return Err(ConfigError::Clash {
+                a: format!("{}:{}", a.group, a.port),
+                b: format!("{}:{}", b.group, b.port),
+            });
+        }
+    }
+    if plan.groups.len() > MAX_GROUPS as usize || plan.services.len() > MAX_SERVICES as usize {
+        return Err(ConfigError::TooMany);
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+        [[group]]
+        address = "239.192.0.1"
+        vip = "10.0.0.100"
+        services = ["tcp:80", "udp:53"]
+
+        [[group]]
+        address = "239.192.0.2"
+        port = 2001
+        vip = "10.0.0.101"
+        services = ["tcp:443"]
+
+        [[group]]
+        address = "239.192.0.3"
+        port = 2002
+    "#;
+
+    #[test]
+    fn a_file_with_several_groups_and_services() {
+        let plan = plan(&parse_file(FILE).unwrap(), 2000).unwrap();
+        assert_eq!(
+            plan.groups,
+            vec![
+                GroupConfig {
+                    group: Ipv4Addr::new(239, 192, 0, 1),
+                    port: 2000
+                },
+                GroupConfig {
+                    group: Ipv4Addr::new(239, 192, 0, 2),
+                    port: 2001
+                },
+                GroupConfig {
+                    group: Ipv4Addr::new(239, 192, 0, 3),
+                    port: 2002
+                },
+            ]
+        );
+        let services: Vec<(u32, [u8; 4], u16, u8)> = plan
+            .services
+            .iter()
+            .map(|s| (s.group_id, s.key.vip, s.key.port, s.key.proto))
+            .collect();
+        assert_eq!(
+            services,
+            vec![
+                (0, [10, 0, 0, 100], 80, IPPROTO_TCP),
+                (0, [10, 0, 0, 100], 53, IPPROTO_UDP),
+                (1, [10, 0, 0, 101], 443, IPPROTO_TCP),
+            ]
+        );
+        assert_eq!(
+            plan.vips,
+            vec![Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 0, 0, 101)]
+        );
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        let cases = [
+            ("[[group]]\naddress = 1", "config file"),
+            (
+                "[[group]]\naddress = \"239.1.1.1\"\ncolour = \"red\"",
+                "unknown field",
+            ),
+            (
+                "[[group]]\naddress = \"10.1.1.1\"",
+                "not a multicast address",
+            ),
+            (
+                "[[group]]\naddress = \"239.1.1.1\"\nport = 80",
+                "system port",
+            ),
+            (
+                "[[group]]\naddress = \"239.1.1.1\"\nvip = \"10.0.0.1\"",
+                "needs at least one service",
+            ),
+            (
+                "[[group]]\naddress = \"239.1.1.1\"\nservices = [\"tcp:80\"]",
+                "need a vip",
+            ),
+            (
+                "[[group]]\naddress = \"239.1.1.1\"\nvip = \"10.0.0.1\"\nservices = [\"icmp:1\"]",
+                "not tcp or udp",
+            ),
+            (
+                "[[group]]\naddress = \"239.1.1.1\"\n[[group]]\naddress = \"239.1.1.2\"",
+                "share an address or a port",
+            ),
+            ("", "no group"),
+        ];
+        for (text, want) in cases {
+            let got = match parse_file(text) {
+                Ok(specs) => plan(&specs, 2000)
+                    .map(|_| String::new())
+                    .unwrap_or_else(|e| e.to_string()),
+                Err(e) => e.to_string(),
+            };
+            assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
+        }
+    }
+}
