@@ -144,6 +144,8 @@ pub fn flow_hash(key: &FlowKey) -> u32 {
 pub const PROGRAM_NAME: &str = "xdp_lb";
 /// Name of the do-nothing program the benchmarks measure as their floor.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_floor";
+/// Name of the program that only returns XDP_TX: the forwarding benchmark's ceiling.
+pub const TX_FLOOR_PROGRAM_NAME: &str = "xdp_tx_floor";
 
 /// Name of the global holding the LB's own IPv4 address (network order bytes).
 pub const GLOBAL_LB_ADDR: &str = "LB_ADDR";

@@ -79,6 +79,13 @@ pub fn xdp_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// Sends every frame back out unchanged: the ceiling of the forwarding
+/// benchmark (generator and transmit path, no work). Never attached by lb-user.
+#[xdp]
+pub fn xdp_tx_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: the XDP per-path costs, then requests per second and
+//! `cargo xtask bench`: the XDP per-path costs and UDP forwarding rate
+//! (lb-user's benches), then requests per second and
 //! p99 latency on one namespace topology through our LB, HAProxy (mode tcp,
 //! roundrobin), nftables DNAT with numgen (kube-proxy style) and direct to
 //! one backend, all measured in the same run. Not part of the test run.
@@ -83,7 +84,18 @@ pub fn bench() -> anyhow::Result<()> {
     setup::setup()?;
     setup::apt_packages(&[("haproxy", "haproxy"), ("wrk", "wrk")])?;
     cargo(&["build", "--release", "--bins"], &[])?;
-    cargo(&["bench", "-p", "lb-user", "--bench", "xdp_paths"], &[])?;
+    cargo(
+        &[
+            "bench",
+            "-p",
+            "lb-user",
+            "--bench",
+            "xdp_paths",
+            "--bench",
+            "udp_pps",
+        ],
+        &[],
+    )?;
     // SAFETY: single-threaded at this point; lb_tests reads it when spawning.
     unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
     let topo = Topology::new(5, true)?;

@@ -1,0 +1,202 @@
+//! Packets per second forwarded for small UDP packets. The generator is the
+//! kernel itself: BPF_PROG_TEST_RUN in XDP live-frames mode injects frames
+//! into the program on a veth, and XDP_TX really transmits them to the peer.
+//! The ceiling, measured in the same run, is a program that only returns
+//! XDP_TX (generator and transmit path, no work). Needs root.
+//! Run: `cargo bench -p lb-user --bench udp_pps` (or `cargo xtask bench`).
+use std::{net::Ipv4Addr, process::Command};
+
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use lb_common::{FLOOR_PROGRAM_NAME, IPPROTO_UDP, ServiceKey, TX_FLOOR_PROGRAM_NAME, system};
+use lb_user::{
+    forwarding::{Forwarding, Segment, ServiceConfig},
+    maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
+};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::*;
+
+const PACKETS: u32 = 5_000_000;
+const BATCH: u32 = 64;
+const ROUNDS: usize = 3;
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+const INNER: &str = "XDP_LB_PPS_INNER";
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("run ip");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// Builds a namespace with a veth pair, runs the measurement inside it,
+/// and removes the namespace however that ends.
+fn main() {
+    if std::env::var_os(INNER).is_some() {
+        return inner();
+    }
+    let ns = format!("xlbpps{}", std::process::id());
+    ip(&["netns", "add", &ns]);
+    let result = std::panic::catch_unwind(|| {
+        ip(&[
+            "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ]);
+        for dev in ["eth0", "eth1", "lo"] {
+            ip(&["-n", &ns, "link", "set", dev, "up"]);
+        }
+        ip(&["-n", &ns, "addr", "add", "10.0.0.1/24", "dev", "eth0"]);
+        let exe = std::env::current_exe().expect("bench path");
+        Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(exe)
+            .env(INNER, "1")
+            .status()
+            .expect("run the measurement")
+    });
+    ip(&["netns", "del", &ns]);
+    let status = result.expect("setting up the namespace");
+    assert!(status.success(), "measurement failed: {status}");
+}
+
+/// Mean ns per packet of `PACKETS` live frames through `program` on `ifindex`.
+fn live_ns(program: &mut Xdp, frame: &[u8], ifindex: u32) -> f64 {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let ctx: Vec<u8> = [0, frame.len() as u32, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let mut samples: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let result = program
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    ctx_in: Some(&ctx),
+                    repeat: PACKETS,
+                    attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+                    ..TestRunOptions::default()
+                })
+                .expect("live-frames test run");
+            result.duration.as_nanos() as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[ROUNDS / 2]
+}
+
+fn rx_packets(dev: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{dev}/statistics/rx_packets"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn inner() {
+    let load = LoadParams {
+        lb_mac: system::interface_mac("eth0").expect("eth0 MAC"),
+        ..LOAD
+    };
+    let mut ebpf = load_program(load).expect("load the XDP program (are you root?)");
+    let mut maps = LbMaps::take(&mut ebpf).unwrap();
+    maps.configure_groups(&[GroupConfig {
+        group: GROUP,
+        port: 2000,
+    }])
+    .unwrap();
+    let service = ServiceConfig {
+        key: ServiceKey {
+            vip: VIP.octets(),
+            port: 5000,
+            proto: IPPROTO_UDP,
+            _pad: 0,
+        },
+        group_id: 0,
+    };
+    let mut forwarding = Forwarding::new(
+        &mut maps,
+        &[service],
+        65537,
+        Segment {
+            addr: LB,
+            prefix_len: 24,
+        },
+    )
+    .unwrap();
+    for i in 0..3u8 {
+        let frame = Frame::announce(Ipv4Addr::new(10, 0, 0, 10 + i), 2000, 0, 100, 1)
+            .with(|f| f.src_mac = [2, 0xbe, 0, 0, 0, i])
+            .bytes();
+        xdp_program(&mut ebpf)
+            .unwrap()
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+    }
+    let backends = maps.backends().unwrap();
+    forwarding.sync(&mut maps, &backends).unwrap();
+
+    // A veth delivers XDP_TX frames to its peer only if the peer runs XDP.
+    let floor: &mut Xdp = ebpf
+        .program_mut(FLOOR_PROGRAM_NAME)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    floor.load().unwrap();
+    floor
+        .attach(system::interface_index("eth1").unwrap(), XdpMode::Driver)
+        .expect("attach the floor to eth1");
+    let ifindex = system::interface_index("eth0").unwrap();
+    // 64-byte frame: Ethernet, IPv4, UDP, 18 bytes of payload.
+    let frame = Frame::udp(CLIENT, VIP, 5000, &[0; 18]).bytes();
+
+    let tx_floor: &mut Xdp = ebpf
+        .program_mut(TX_FLOOR_PROGRAM_NAME)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tx_floor.load().unwrap();
+    let before = rx_packets("eth1");
+    let ceiling = live_ns(tx_floor, &frame, ifindex);
+    let ceiling_delivered = rx_packets("eth1") - before;
+    let before = rx_packets("eth1");
+    let lb = live_ns(xdp_program(&mut ebpf).unwrap(), &frame, ifindex);
+    let lb_delivered = rx_packets("eth1") - before;
+    let forwarded = maps.counters().unwrap();
+    let forwarded: u64 = forwarded
+        .iter()
+        .filter(|(c, _)| {
+            matches!(
+                c,
+                lb_common::Counter::VipForwarded | lb_common::Counter::VipNewFlow
+            )
+        })
+        .map(|(_, n)| n)
+        .sum();
+
+    println!(
+        "UDP forwarding, {}-byte frames (without FCS), XDP live frames (batch {BATCH}), median of {ROUNDS} x {PACKETS}",
+        frame.len()
+    );
+    println!(
+        "{:<34} {:>8} {:>10} {:>9} {:>12}",
+        "program", "ns/pkt", "Mpps", "x ceiling", "delivered"
+    );
+    println!(
+        "{:<34} {:>8.1} {:>10.2} {:>9.2} {:>12}",
+        "XDP_TX only (ceiling)",
+        ceiling,
+        1e3 / ceiling,
+        1.0,
+        ceiling_delivered
+    );
+    println!(
+        "{:<34} {:>8.1} {:>10.2} {:>9.2} {:>12}",
+        "xdp-lb forward (flow-table hit)",
+        lb,
+        1e3 / lb,
+        ceiling / lb,
+        lb_delivered
+    );
+    println!("xdp-lb counted {forwarded} packets forwarded");
+}
