@@ -4,14 +4,11 @@
 //! The ceiling, measured in the same run, is a program that only returns
 //! XDP_TX (generator and transmit path, no work). Needs root.
 //! Run: `cargo bench -p lb-user --bench udp_pps` (or `cargo xtask bench`).
-use std::{net::Ipv4Addr, process::Command};
+use std::process::Command;
 
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use lb_common::{FLOOR_PROGRAM_NAME, IPPROTO_UDP, ServiceKey, TX_FLOOR_PROGRAM_NAME, system};
-use lb_user::{
-    forwarding::{Forwarding, Segment, ServiceConfig},
-    maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
-};
+use lb_user::maps::LoadParams;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -20,8 +17,6 @@ use common::*;
 const PACKETS: u32 = 5_000_000;
 const BATCH: u32 = 64;
 const ROUNDS: usize = 3;
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 const INNER: &str = "XDP_LB_PPS_INNER";
 
 fn ip(args: &[&str]) {
@@ -95,74 +90,32 @@ fn inner() {
         lb_mac: system::interface_mac("eth0").expect("eth0 MAC"),
         ..LOAD
     };
-    let mut ebpf = load_program(load).expect("load the XDP program (are you root?)");
-    let mut maps = LbMaps::take(&mut ebpf).unwrap();
-    maps.configure_groups(&[GroupConfig {
-        group: GROUP,
-        port: 2000,
-    }])
-    .unwrap();
-    let service = ServiceConfig {
-        key: ServiceKey {
-            vip: VIP.octets(),
-            port: 5000,
-            proto: IPPROTO_UDP,
-            _pad: 0,
-        },
-        group_id: 0,
+    let service = ServiceKey {
+        vip: VIP.octets(),
+        port: 5000,
+        proto: IPPROTO_UDP,
+        _pad: 0,
     };
-    let mut forwarding = Forwarding::new(
-        &mut maps,
-        &[service],
-        65537,
-        Segment {
-            addr: LB,
-            prefix_len: 24,
-        },
-    )
-    .unwrap();
-    for i in 0..3u8 {
-        let frame = Frame::announce(Ipv4Addr::new(10, 0, 0, 10 + i), 2000, 0, 100, 1)
-            .with(|f| f.src_mac = [2, 0xbe, 0, 0, 0, i])
-            .bytes();
-        xdp_program(&mut ebpf)
-            .unwrap()
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                ..TestRunOptions::default()
-            })
-            .unwrap();
+    let mut lb = TestLb::new(load, service, 65537);
+    for i in 0..3 {
+        lb.announce(i, 0, 100);
     }
-    let backends = maps.backends().unwrap();
-    forwarding.sync(&mut maps, &backends).unwrap();
 
     // A veth delivers XDP_TX frames to its peer only if the peer runs XDP.
-    let floor: &mut Xdp = ebpf
-        .program_mut(FLOOR_PROGRAM_NAME)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    floor.load().unwrap();
-    floor
+    lb.extra_program(FLOOR_PROGRAM_NAME)
         .attach(system::interface_index("eth1").unwrap(), XdpMode::Driver)
         .expect("attach the floor to eth1");
     let ifindex = system::interface_index("eth0").unwrap();
-    // 64-byte frame: Ethernet, IPv4, UDP, 18 bytes of payload.
+    // 60-byte frame (64 on the wire): Ethernet, IPv4, UDP, 18 bytes of payload.
     let frame = Frame::udp(CLIENT, VIP, 5000, &[0; 18]).bytes();
 
-    let tx_floor: &mut Xdp = ebpf
-        .program_mut(TX_FLOOR_PROGRAM_NAME)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    tx_floor.load().unwrap();
     let before = rx_packets("eth1");
-    let ceiling = live_ns(tx_floor, &frame, ifindex);
+    let ceiling = live_ns(lb.extra_program(TX_FLOOR_PROGRAM_NAME), &frame, ifindex);
     let ceiling_delivered = rx_packets("eth1") - before;
     let before = rx_packets("eth1");
-    let lb = live_ns(xdp_program(&mut ebpf).unwrap(), &frame, ifindex);
+    let lb_ns = live_ns(lb.program(), &frame, ifindex);
     let lb_delivered = rx_packets("eth1") - before;
-    let forwarded = maps.counters().unwrap();
+    let forwarded = lb.maps.counters().unwrap();
     let forwarded: u64 = forwarded
         .iter()
         .filter(|(c, _)| {
@@ -193,9 +146,9 @@ fn inner() {
     println!(
         "{:<34} {:>8.1} {:>10.2} {:>9.2} {:>12}",
         "xdp-lb forward (flow-table hit)",
-        lb,
-        1e3 / lb,
-        ceiling / lb,
+        lb_ns,
+        1e3 / lb_ns,
+        ceiling / lb_ns,
         lb_delivered
     );
     println!("xdp-lb counted {forwarded} packets forwarded");

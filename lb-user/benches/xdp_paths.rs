@@ -9,10 +9,6 @@ use lb_common::{
     FLOOR_PROGRAM_NAME, IPPROTO_TCP, ServiceKey,
     wire::{IGMP_V2_REPORT, igmp_v2_message},
 };
-use lb_user::{
-    forwarding::{Forwarding, Segment, ServiceConfig},
-    maps::{GroupConfig, LbMaps, load_program, xdp_program},
-};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -21,8 +17,6 @@ use common::*;
 const REPEAT: u32 = 2_000_000;
 /// Rounds per path; the median is reported, against the noise of a shared machine.
 const ROUNDS: usize = 5;
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 
 fn run(program: &mut Xdp, frame: &[u8], repeat: u32) -> Duration {
     program
@@ -44,49 +38,20 @@ fn median_ns(program: &mut Xdp, frame: &[u8]) -> f64 {
 }
 
 fn main() {
-    let mut ebpf = load_program(LOAD).expect("load the XDP program (are you root?)");
-    let mut maps = LbMaps::take(&mut ebpf).unwrap();
-    maps.configure_groups(&[GroupConfig {
-        group: GROUP,
-        port: 2000,
-    }])
-    .unwrap();
-    let service = ServiceConfig {
-        key: ServiceKey {
-            vip: VIP.octets(),
-            port: 80,
-            proto: IPPROTO_TCP,
-            _pad: 0,
-        },
-        group_id: 0,
+    let service = ServiceKey {
+        vip: VIP.octets(),
+        port: 80,
+        proto: IPPROTO_TCP,
+        _pad: 0,
     };
-    let mut forwarding = Forwarding::new(
-        &mut maps,
-        &[service],
-        65537,
-        Segment {
-            addr: LB,
-            prefix_len: 24,
-        },
-    )
-    .unwrap();
+    let mut lb = TestLb::new(LOAD, service, 65537);
     // Three registered backends and a built table, as in production.
-    for i in 0..3u8 {
-        let addr = Ipv4Addr::new(10, 0, 0, 10 + i);
-        let frame = Frame::announce(addr, 2000, 0, 100, 1)
-            .with(|f| f.src_mac = [2, 0xbe, 0, 0, 0, i])
-            .bytes();
-        run(xdp_program(&mut ebpf).unwrap(), &frame, 1);
+    for i in 0..3 {
+        lb.announce(i, 0, 100);
     }
-    let backends = maps.backends().unwrap();
-    forwarding.sync(&mut maps, &backends).unwrap();
     let established = Frame::tcp(CLIENT, 40000, VIP, 80, 0x10).bytes();
     // Records the flow so that the ACKs below hit the connection table.
-    run(
-        xdp_program(&mut ebpf).unwrap(),
-        &Frame::tcp(CLIENT, 40000, VIP, 80, 0x02).bytes(),
-        1,
-    );
+    lb.run(&Frame::tcp(CLIENT, 40000, VIP, 80, 0x02).bytes());
 
     let paths: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -113,22 +78,14 @@ fn main() {
             Frame::tcp(CLIENT, 40001, VIP, 80, 0x02).bytes(),
         ),
     ];
-    let floor = {
-        let program: &mut Xdp = ebpf
-            .program_mut(FLOOR_PROGRAM_NAME)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        program.load().unwrap();
-        median_ns(program, &paths[0].1)
-    };
+    let floor = median_ns(lb.extra_program(FLOOR_PROGRAM_NAME), &paths[0].1);
     println!("XDP per-packet cost, BPF_PROG_TEST_RUN, median of {ROUNDS} x {REPEAT} runs");
     println!("{:<34} {:>9} {:>9}", "path", "ns/pkt", "x floor");
     println!(
         "{:<34} {:>9.1} {:>9.2}",
         "empty XDP program (floor)", floor, 1.0
     );
-    let program = xdp_program(&mut ebpf).unwrap();
+    let program = lb.program();
     for (name, frame) in &paths {
         let ns = median_ns(program, frame);
         println!("{name:<34} {ns:>9.1} {:>9.2}", ns / floor);

@@ -1,16 +1,11 @@
 //! Forwarding through BPF_PROG_TEST_RUN: VIP packets leave with XDP_TX and
 //! the chosen backend's MAC; flows keep their backend; DRAINING backends
 //! get no new flows; bad VIP packets are dropped and counted. Needs root.
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::collections::HashMap;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{
     Counter, IPPROTO_TCP, ServiceKey,
     wire::{FLAG_DRAINING, FLAG_LEAVING},
-};
-use lb_user::{
-    forwarding::{Forwarding, Segment, ServiceConfig},
-    maps::{GroupConfig, LbMaps, load_program, xdp_program},
 };
 
 mod common;
@@ -19,90 +14,16 @@ use common::*;
 const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
-const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
-const SEGMENT: Segment = Segment {
-    addr: LB,
-    prefix_len: 24,
-};
-
-fn backend(i: u8) -> (Ipv4Addr, [u8; 6]) {
-    (Ipv4Addr::new(10, 0, 0, 10 + i), [0x02, 0xbe, 0, 0, 0, i])
+fn tcp_service() -> ServiceKey {
+    ServiceKey {
+        vip: VIP.octets(),
+        port: 80,
+        proto: IPPROTO_TCP,
+        _pad: 0,
+    }
 }
 
-struct Lb {
-    program_owner: aya::Ebpf,
-    maps: LbMaps,
-    forwarding: Forwarding,
-}
-
-impl Lb {
-    fn new() -> Self {
-        let mut ebpf = load_program(LOAD).expect("load the XDP program (are you root?)");
-        let mut maps = LbMaps::take(&mut ebpf).unwrap();
-        maps.configure_groups(&[GroupConfig {
-            group: GROUP,
-            port: 2000,
-        }])
-        .unwrap();
-        let service = ServiceConfig {
-            key: ServiceKey {
-                vip: VIP.octets(),
-                port: 80,
-                proto: IPPROTO_TCP,
-                _pad: 0,
-            },
-            group_id: 0,
-        };
-        let forwarding = Forwarding::new(&mut maps, &[service], 1009, SEGMENT).unwrap();
-        Lb {
-            program_owner: ebpf,
-            maps,
-            forwarding,
-        }
-    }
-
-    fn program(&mut self) -> &mut Xdp {
-        xdp_program(&mut self.program_owner).unwrap()
-    }
-
-    /// Runs one frame; returns the action and the frame as it left.
-    fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = self
-            .program()
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..TestRunOptions::default()
-            })
-            .unwrap();
-        out.truncate(result.data_size_out as usize);
-        (result.return_value, out)
-    }
-
-    fn announce(&mut self, i: u8, flags: u8, weight: u16) {
-        let (addr, mac) = backend(i);
-        let frame = Frame::announce(addr, 2000, flags, weight, 1)
-            .with(|f| f.src_mac = mac)
-            .bytes();
-        // Announcements are consumed.
-        assert_eq!(self.run(&frame).0, XDP_DROP);
-        // What the control loop does after each aging pass.
-        let backends = self.maps.backends().unwrap();
-        self.forwarding.sync(&mut self.maps, &backends).unwrap();
-    }
-
-    fn counter(&self, c: Counter) -> u64 {
-        self.maps
-            .counters()
-            .unwrap()
-            .into_iter()
-            .find(|(k, _)| *k == c)
-            .unwrap()
-            .1
-    }
-
+impl TestLb {
     /// Sends a SYN from CLIENT:sport; returns the backend MAC it went to.
     fn connect(&mut self, sport: u16) -> Option<[u8; 6]> {
         self.segment(sport, SYN)
@@ -128,7 +49,7 @@ impl Lb {
 
 #[test]
 fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
-    let mut lb = Lb::new();
+    let mut lb = TestLb::new(LOAD, tcp_service(), 1009);
     // No backend yet: dropped and counted.
     assert_eq!(lb.connect(1000), None);
     assert_eq!(lb.counter(Counter::VipNoBackend), 1);
@@ -211,7 +132,7 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
 
 #[test]
 fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
-    let mut lb = Lb::new();
+    let mut lb = TestLb::new(LOAD, tcp_service(), 1009);
     lb.announce(1, 0, 100);
     let cases: Vec<(&str, Vec<u8>, u32, Counter)> = vec![
         (

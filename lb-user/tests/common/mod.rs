@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 use std::net::Ipv4Addr;
 
-use lb_common::wire::AnnouncementV1;
-use lb_user::maps::LoadParams;
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use lb_common::{Counter, ServiceKey, wire::AnnouncementV1};
+use lb_user::{
+    forwarding::{Forwarding, Segment, ServiceConfig},
+    maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
+};
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -115,5 +119,97 @@ impl Frame {
         out.extend_from_slice(&self.payload);
         out.truncate(out.len() - self.truncate);
         out
+    }
+}
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+
+/// Backend `i`: its address and MAC.
+pub fn backend(i: u8) -> (Ipv4Addr, [u8; 6]) {
+    (Ipv4Addr::new(10, 0, 0, 10 + i), [0x02, 0xbe, 0, 0, 0, i])
+}
+
+/// The loaded program with one group (GROUP, port 2000) serving one
+/// service, driven the way the control loop drives it.
+pub struct TestLb {
+    pub ebpf: aya::Ebpf,
+    pub maps: LbMaps,
+    pub forwarding: Forwarding,
+}
+
+impl TestLb {
+    pub fn new(load: LoadParams, service: ServiceKey, table_size: u32) -> Self {
+        let mut ebpf = load_program(load).expect("load the XDP program (are you root?)");
+        let mut maps = LbMaps::take(&mut ebpf).unwrap();
+        maps.configure_groups(&[GroupConfig {
+            group: GROUP,
+            port: 2000,
+        }])
+        .unwrap();
+        let service = ServiceConfig {
+            key: service,
+            group_id: 0,
+        };
+        let segment = Segment {
+            addr: LB,
+            prefix_len: 24,
+        };
+        let forwarding = Forwarding::new(&mut maps, &[service], table_size, segment).unwrap();
+        TestLb {
+            ebpf,
+            maps,
+            forwarding,
+        }
+    }
+
+    pub fn program(&mut self) -> &mut Xdp {
+        xdp_program(&mut self.ebpf).unwrap()
+    }
+
+    /// Runs one frame; returns the action and the frame as it left.
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = self
+            .program()
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .unwrap();
+        out.truncate(result.data_size_out as usize);
+        (result.return_value, out)
+    }
+
+    /// Backend `i` announces itself; the tables are rebuilt as after an aging pass.
+    pub fn announce(&mut self, i: u8, flags: u8, weight: u16) {
+        let (addr, mac) = backend(i);
+        let frame = Frame::announce(addr, 2000, flags, weight, 1)
+            .with(|f| f.src_mac = mac)
+            .bytes();
+        // Announcements are consumed.
+        assert_eq!(self.run(&frame).0, XDP_DROP);
+        let backends = self.maps.backends().unwrap();
+        self.forwarding.sync(&mut self.maps, &backends).unwrap();
+    }
+
+    /// Another program of the object (the benchmarks' floors), loaded on first use.
+    pub fn extra_program(&mut self, name: &str) -> &mut Xdp {
+        let program: &mut Xdp = self.ebpf.program_mut(name).unwrap().try_into().unwrap();
+        if program.fd().is_err() {
+            program.load().unwrap();
+        }
+        program
+    }
+
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.maps
+            .counters()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| *k == c)
+            .unwrap()
+            .1
     }
 }
