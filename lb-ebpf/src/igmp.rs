@@ -3,7 +3,7 @@
 //! LB's kernel and other listeners see them unchanged.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    Counter,
+    BackendKey, Counter,
     wire::{
         IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_LEN, IGMP_V2_REPORT, IGMP_V3_CHANGE_TO_INCLUDE,
         IGMP_V3_REPORT,
@@ -12,7 +12,7 @@ use lb_common::{
 
 use crate::{
     Verdict,
-    maps::{GROUP_ADDRS, GROUP_REPORTS},
+    maps::{BACKENDS, GROUP_ADDRS, GROUP_REPORTS},
     parse::{Ipv4Packet, ptr_at},
 };
 
@@ -46,8 +46,8 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Result<Verdict, ()> {
     let msg = unsafe { &*msg };
     let group = [msg[4], msg[5], msg[6], msg[7]];
     let counter = match msg[0] {
-        IGMP_V1_REPORT | IGMP_V2_REPORT => record(group, Membership::Report),
-        IGMP_V2_LEAVE => record(group, Membership::Leave),
+        IGMP_V1_REPORT | IGMP_V2_REPORT => record(packet.src, group, Membership::Report),
+        IGMP_V2_LEAVE => record(packet.src, group, Membership::Leave),
         IGMP_V3_REPORT => v3_report(ctx, packet, u16::from_be_bytes([msg[6], msg[7]]))?,
         _ => None,
     };
@@ -76,7 +76,7 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> Result<Opti
         } else {
             Membership::Report
         };
-        if let Some(counter) = record(rec.group, membership) {
+        if let Some(counter) = record(packet.src, rec.group, membership) {
             return Ok(Some(counter));
         }
         offset += core::mem::size_of::<V3Record>()
@@ -86,9 +86,11 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> Result<Opti
     Ok(None)
 }
 
-/// Records a report or leave for `group` if it is one of ours.
+/// Records a report or leave for `group` if it is one of ours. A leave
+/// also removes its sender if that is a registered backend: its kernel
+/// leaves the group when the agent's socket closes, even after SIGKILL.
 #[inline(always)]
-fn record(group: [u8; 4], membership: Membership) -> Option<Counter> {
+fn record(source: [u8; 4], group: [u8; 4], membership: Membership) -> Option<Counter> {
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let group_id = *unsafe { GROUP_ADDRS.get(&group) }?;
     let stats = GROUP_REPORTS.get_ptr_mut(group_id)?;
@@ -103,6 +105,11 @@ fn record(group: [u8; 4], membership: Membership) -> Option<Counter> {
         }
         Membership::Leave => {
             stats.leaves += 1;
+            // Not registered is fine: the leave is only counted.
+            let _ = BACKENDS.remove(&BackendKey {
+                group_id,
+                addr: source,
+            });
             Counter::IgmpLeave
         }
     })

@@ -244,7 +244,7 @@ impl Controller {
         for key in left {
             self.aging.remove(&key);
             let _ = self.maps.aging.remove(&key);
-            info!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING)");
+            info!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING announcement or IGMP leave)");
         }
         Ok(kept)
     }

@@ -53,8 +53,10 @@ enum Change {
     Report {
         group: u32,
     },
+    /// A leave counted for `group`; its sender, a registered backend, removed.
     Leave {
         group: u32,
+        removes: Ipv4Addr,
     },
 }
 
@@ -321,18 +323,22 @@ fn cases() -> Vec<Case> {
             change: Report { group: 0 },
         },
         Case {
-            name: "IGMPv3 leave (change to include nothing)",
+            name: "IGMPv3 leave (change to include nothing) removes its sender",
             frame: Frame::igmp(
                 igmp_v3_report(&[(3, GROUP, 0)]),
                 Ipv4Addr::new(224, 0, 0, 22),
             )
+            .with(|f| f.src = OTHER_BACKEND)
             .bytes(),
             action: XDP_PASS,
             counter: Counter::IgmpLeave,
-            change: Leave { group: 0 },
+            change: Leave {
+                group: 0,
+                removes: OTHER_BACKEND,
+            },
         },
         Case {
-            name: "IGMPv2 leave",
+            name: "IGMPv2 leave removes its sender from that group only",
             frame: Frame::igmp(
                 igmp_v2_message(IGMP_V2_LEAVE, 0, GROUP.octets()).to_vec(),
                 Ipv4Addr::new(224, 0, 0, 2),
@@ -340,7 +346,10 @@ fn cases() -> Vec<Case> {
             .bytes(),
             action: XDP_PASS,
             counter: Counter::IgmpLeave,
-            change: Leave { group: 0 },
+            change: Leave {
+                group: 0,
+                removes: BACKEND,
+            },
         },
         Case {
             name: "IGMPv3 report for other groups only",
@@ -416,19 +425,27 @@ fn cases() -> Vec<Case> {
 fn expected_after(before: &Snapshot, case: &Case) -> Snapshot {
     let mut backends = before.backends.clone();
     let mut reports = before.reports.clone();
+    let mut remove = |group: u32, addr: Ipv4Addr| {
+        let key = BackendKey {
+            group_id: group,
+            addr: addr.octets(),
+        };
+        assert!(
+            backends.iter().any(|(k, _)| *k == key),
+            "{}: {addr} should be registered before",
+            case.name
+        );
+        backends.retain(|(k, _)| *k != key);
+    };
     match case.change {
-        Change::None => {}
-        Change::Backend { .. } | Change::Removed { .. } => {} // checked field by field below
+        // Checked field by field by the caller.
+        Change::None | Change::Backend { .. } => {}
+        Change::Removed { group, addr } => remove(group, addr),
         Change::Report { group } => reports[group as usize].0 += 1,
-        Change::Leave { group } => reports[group as usize].1 += 1,
-    }
-    if let Change::Removed { group, addr } = case.change {
-        backends.retain(|(k, _)| {
-            *k != BackendKey {
-                group_id: group,
-                addr: addr.octets(),
-            }
-        });
+        Change::Leave { group, removes } => {
+            reports[group as usize].1 += 1;
+            remove(group, removes);
+        }
     }
     let counters = before
         .counters
