@@ -103,7 +103,8 @@ pub fn build(target_dir: &Path) -> Result<PathBuf, BuildError> {
     // BTF makes `bpftool map dump` show field names.
     cmd.env(
         "CARGO_ENCODED_RUSTFLAGS",
-        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        // Warnings fail the build: nothing else lints the eBPF crate.
+        "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Dwarnings",
     );
     let status = cmd.status().map_err(|e| BuildError::Spawn {
         program: "rustup".into(),

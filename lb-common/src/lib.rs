@@ -43,7 +43,15 @@ pub mod map_name {
     pub const MAGLEV: &str = "MAGLEV";
     /// Connection table (LRU): `FlowKey -> Flow`, written by XDP.
     pub const FLOWS: &str = "FLOWS";
+    /// Source prefixes allowed to announce (LPM trie), written by lb-user.
+    pub const ANNOUNCE_ALLOW: &str = "ANNOUNCE_ALLOW";
 }
+
+/// Most `--allow` prefixes.
+pub const MAX_ALLOW_PREFIXES: u32 = 1024;
+
+/// Name of the global that turns the source allowlist on (1) or off (0).
+pub const GLOBAL_ALLOWLIST_ON: &str = "ALLOWLIST_ON";
 
 /// Most services one LB instance serves.
 pub const MAX_SERVICES: u32 = 16;
@@ -249,6 +257,8 @@ pub enum Counter {
     AnnounceTableFull,
     /// Announcement dropped: source address or MAC not a unicast host.
     AnnounceBadSource,
+    /// Announcement dropped: source not in the `--allow` prefixes.
+    AnnounceNotAllowed,
     /// IGMP membership report for a configured group.
     IgmpReport,
     /// IGMP leave for a configured group.
@@ -268,12 +278,13 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 14] = [
         Counter::AnnounceAccepted,
         Counter::AnnounceRegistered,
         Counter::AnnounceLeaving,
         Counter::AnnounceTableFull,
         Counter::AnnounceBadSource,
+        Counter::AnnounceNotAllowed,
         Counter::IgmpReport,
         Counter::IgmpLeave,
         Counter::Malformed,
@@ -291,6 +302,7 @@ impl Counter {
             Counter::AnnounceLeaving => "announce_leaving",
             Counter::AnnounceTableFull => "announce_table_full",
             Counter::AnnounceBadSource => "announce_bad_source",
+            Counter::AnnounceNotAllowed => "announce_not_allowed",
             Counter::IgmpReport => "igmp_report",
             Counter::IgmpLeave => "igmp_leave",
             Counter::Malformed => "malformed",

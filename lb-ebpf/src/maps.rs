@@ -1,13 +1,13 @@
 //! The program's maps. All are pinned by lb-user under its pin path.
 use aya_ebpf::{
     Global,
-    btf_maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use lb_common::{
     AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS,
-    Flow, FlowKey, GroupReports, GroupStatus, MAGLEV_ENTRIES, MAX_GROUPS, MAX_SERVICES, Service,
-    ServiceKey,
+    Flow, FlowKey, GroupReports, GroupStatus, MAGLEV_ENTRIES, MAX_ALLOW_PREFIXES, MAX_GROUPS,
+    MAX_SERVICES, Service, ServiceKey,
 };
 
 /// The LB's own unicast address (network order), set by the loader.
@@ -17,6 +17,14 @@ pub static LB_ADDR: Global<[u8; 4]> = Global::new([0; 4]);
 /// MAC of the LB's interface, the source of forwarded frames; set by the loader.
 #[unsafe(no_mangle)]
 pub static LB_MAC: Global<[u8; 6]> = Global::new([0; 6]);
+
+/// 1 when only sources in ANNOUNCE_ALLOW may announce; set by the loader.
+#[unsafe(no_mangle)]
+pub static ALLOWLIST_ON: Global<u8> = Global::new(0);
+
+/// Source prefixes allowed to announce (network-order address, prefix length).
+#[btf_map]
+pub static ANNOUNCE_ALLOW: LpmTrie<[u8; 4], u8, { MAX_ALLOW_PREFIXES as usize }> = LpmTrie::new();
 
 /// The available-server list. lb-user may resize it at load time.
 #[btf_map]

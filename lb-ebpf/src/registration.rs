@@ -1,5 +1,6 @@
 //! Announcements (SPEC 4.3, 5.2, 5.5): insert or refresh a backend in the
 //! server list, or remove it at once when it is LEAVING.
+use aya_ebpf::btf_maps::lpm_trie::Key;
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use lb_common::{
     BackendEntry, BackendKey, Counter,
@@ -12,7 +13,7 @@ use network_types::udp::UdpHdr;
 
 use crate::{
     Verdict,
-    maps::{ANNOUNCE_PORTS, BACKENDS, LB_ADDR},
+    maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
 };
 
@@ -59,6 +60,9 @@ pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Resu
     }
     if !is_unicast_host(packet.src) || packet.eth_src[0] & 1 != 0 {
         return Ok(Verdict::drop(Counter::AnnounceBadSource));
+    }
+    if ALLOWLIST_ON.load() != 0 && ANNOUNCE_ALLOW.get(&Key::new(32, packet.src)).is_none() {
+        return Ok(Verdict::drop(Counter::AnnounceNotAllowed));
     }
     let payload = read_payload(ctx, packet.l4_offset + UdpHdr::LEN, udp_len - UdpHdr::LEN);
     let key = BackendKey {

@@ -76,6 +76,26 @@ pub fn parse_service(s: &str) -> Result<(u8, u16), String> {
     }
 }
 
+/// `ADDR/LEN` (or a bare address, /32), with no host bits set.
+pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let len: u8 = match len.parse() {
+        Ok(len) if len <= 32 => len,
+        _ => return Err(format!("{len:?} is not a prefix length (0..=32)")),
+    };
+    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    if u32::from(addr) & !mask != 0 {
+        return Err(format!(
+            "{s} has host bits set; did you mean {}/{len}?",
+            Ipv4Addr::from(u32::from(addr) & mask)
+        ));
+    }
+    Ok((addr, len))
+}
+
 /// Parses a TOML config file's text.
 pub fn parse_file(text: &str) -> Result<Vec<GroupSpec>, ConfigError> {
     let file: ConfigFile =
@@ -169,6 +189,31 @@ mod tests {
         address = "239.192.0.3"
         port = 2002
     "#;
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.0.0.0/8"),
+            Ok((Ipv4Addr::new(10, 0, 0, 0), 8))
+        );
+        assert_eq!(parse_cidr("10.1.2.3"), Ok((Ipv4Addr::new(10, 1, 2, 3), 32)));
+        assert_eq!(parse_cidr("0.0.0.0/0"), Ok((Ipv4Addr::UNSPECIFIED, 0)));
+        assert!(
+            parse_cidr("10.0.0.1/8")
+                .unwrap_err()
+                .contains("did you mean 10.0.0.0/8")
+        );
+        assert!(
+            parse_cidr("10.0.0.0/33")
+                .unwrap_err()
+                .contains("prefix length")
+        );
+        assert!(
+            parse_cidr("10.0.0/8")
+                .unwrap_err()
+                .contains("not an IPv4 address")
+        );
+    }
 
     #[test]
     fn a_file_with_several_groups_and_services() {

@@ -113,6 +113,10 @@ struct RunArgs {
     /// Entries of each Maglev table (a prime, at least 100 per backend).
     #[arg(long, default_value_t = DEFAULT_TABLE_SIZE)]
     maglev_size: u32,
+    /// Only sources in this prefix (`ADDR/LEN`) may announce; repeatable.
+    /// Without it, any source may.
+    #[arg(long, value_parser = config::parse_cidr)]
+    allow: Vec<(Ipv4Addr, u8)>,
     /// Capacity of the connection table.
     #[arg(long, default_value_t = DEFAULT_MAX_FLOWS, value_parser = clap::value_parser!(u32).range(1..))]
     max_flows: u32,
@@ -222,6 +226,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         lb_mac,
         max_backends: args.max_backends,
         max_flows: args.max_flows,
+        allowlist_on: !args.allow.is_empty(),
     })
     .context("loading the XDP program (needs a kernel with BTF and XDP support)")?;
     pin_all(&ebpf, &args.pin_path)?;
@@ -239,7 +244,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 args.iface
             )
         })?;
-    let maps = LbMaps::take(&mut ebpf)?;
+    let mut maps = LbMaps::take(&mut ebpf)?;
+    for &(prefix, len) in &args.allow {
+        maps.allow(prefix, len)?;
+    }
     let socket = IgmpSocket::open(&args.iface, lb_addr, args.ttl)
         .context("opening the raw IGMP socket for queries")?;
     for g in &groups {

@@ -7,20 +7,23 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{
+        Array, HashMap, Map, MapData, MapError, PerCpuArray,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{ProgramError, Xdp},
 };
 use lb_common::{
-    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, Counter, Flow, FlowKey, GLOBAL_LB_ADDR,
-    GLOBAL_LB_MAC, GroupReports, GroupStatus, MAX_GROUPS, PROGRAM_NAME, Service, ServiceKey,
-    map_name,
+    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, Counter, Flow, FlowKey,
+    GLOBAL_ALLOWLIST_ON, GLOBAL_LB_ADDR, GLOBAL_LB_MAC, GroupReports, GroupStatus, MAX_GROUPS,
+    PROGRAM_NAME, Service, ServiceKey, map_name,
 };
 
 /// The XDP object, built by build.rs from the current sources.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
 
 /// Every map the program declares, in pin order.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 12] = [
     map_name::BACKENDS,
     map_name::BACKEND_AGING,
     map_name::ANNOUNCE_PORTS,
@@ -32,6 +35,7 @@ pub const ALL_MAPS: [&str; 11] = [
     map_name::SERVICES,
     map_name::MAGLEV,
     map_name::FLOWS,
+    map_name::ANNOUNCE_ALLOW,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,8 @@ pub struct LoadParams {
     pub max_backends: u32,
     /// Capacity of the connection table.
     pub max_flows: u32,
+    /// Only sources in the allowlist (`LbMaps::allow`) may announce.
+    pub allowlist_on: bool,
 }
 
 /// Loads the object and verifies the program.
@@ -91,6 +97,7 @@ pub fn load_program(params: LoadParams) -> Result<Ebpf, MapsError> {
     let mut ebpf = EbpfLoader::new()
         .override_global(GLOBAL_LB_ADDR, &octets, true)
         .override_global(GLOBAL_LB_MAC, &params.lb_mac, true)
+        .override_global(GLOBAL_ALLOWLIST_ON, &u8::from(params.allowlist_on), true)
         .map_max_entries(map_name::BACKENDS, params.max_backends)
         .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
         .map_max_entries(map_name::FLOWS, params.max_flows)
@@ -120,6 +127,7 @@ pub struct LbMaps {
     pub services: HashMap<MapData, ServiceKey, Service>,
     pub maglev: Array<MapData, [u8; 4]>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
+    pub announce_allow: LpmTrie<MapData, [u8; 4], u8>,
 }
 
 impl LbMaps {
@@ -161,6 +169,7 @@ impl LbMaps {
             services: typed(&mut get, map_name::SERVICES)?,
             maglev: typed(&mut get, map_name::MAGLEV)?,
             flows: typed(&mut get, map_name::FLOWS)?,
+            announce_allow: typed(&mut get, map_name::ANNOUNCE_ALLOW)?,
         })
     }
 
@@ -186,6 +195,16 @@ impl LbMaps {
             self.set_group_status(id, &status)?;
         }
         Ok(())
+    }
+
+    /// Lets sources in `prefix/len` announce (with the allowlist on).
+    pub fn allow(&mut self, prefix: Ipv4Addr, len: u8) -> Result<(), MapsError> {
+        self.announce_allow
+            .insert(&Key::new(u32::from(len), prefix.octets()), &1, 0)
+            .map_err(|source| MapsError::Map {
+                name: map_name::ANNOUNCE_ALLOW,
+                source,
+            })
     }
 
     /// Adds or replaces a service; XDP sees the new value atomically.

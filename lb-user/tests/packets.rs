@@ -11,7 +11,7 @@ use lb_common::{
         IGMP_V2_REPORT, igmp_v2_message,
     },
 };
-use lb_user::maps::{GroupConfig, LbMaps, load_program, xdp_program};
+use lb_user::maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program};
 
 mod common;
 use common::*;
@@ -530,6 +530,48 @@ fn packet_table() {
         assert_eq!(after, expected, "{}: maps", case.name);
         println!("ok: {}", case.name);
     }
+}
+
+#[test]
+fn allowlist_drops_announcements_from_other_sources() {
+    lb_tests_require_root();
+    let mut lb = TestLb::new(
+        LoadParams {
+            allowlist_on: true,
+            ..LOAD
+        },
+        lb_common::ServiceKey {
+            vip: VIP.octets(),
+            port: 80,
+            proto: lb_common::IPPROTO_TCP,
+            _pad: 0,
+        },
+        1009,
+    );
+    lb.maps.allow(Ipv4Addr::new(10, 0, 0, 0), 29).unwrap();
+    // Inside 10.0.0.0/29: registered.
+    let frame = Frame::announce(BACKEND, 2000, 0, 100, 1).bytes();
+    assert_eq!(lb.run(&frame).0, XDP_DROP);
+    assert_eq!(lb.counter(Counter::AnnounceRegistered), 1);
+    // Outside, even plain payloads: dropped, counted, not registered.
+    for (src, payload) in [
+        (STRANGER, &b"hello"[..]),
+        (Ipv4Addr::new(10, 9, 9, 9), &b""[..]),
+    ] {
+        assert_eq!(
+            lb.run(&Frame::udp(src, LB, 2000, payload).bytes()).0,
+            XDP_DROP
+        );
+    }
+    assert_eq!(lb.counter(Counter::AnnounceNotAllowed), 2);
+    let registered: Vec<[u8; 4]> = lb
+        .maps
+        .backends()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| k.addr)
+        .collect();
+    assert_eq!(registered, vec![BACKEND.octets()]);
 }
 
 fn lb_tests_require_root() {

@@ -26,6 +26,7 @@ pub const LOAD: LoadParams = LoadParams {
     lb_mac: LB_MAC,
     max_backends: 1024,
     max_flows: 4096,
+    allowlist_on: false,
 };
 
 /// Builds Ethernet + IPv4 frames.
