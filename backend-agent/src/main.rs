@@ -13,7 +13,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use lb_common::{
-    cli::{parse_group, parse_port},
+    cli::{parse_group, parse_port, read_key_file},
     igmp_socket::{IgmpSocket, Received},
     system,
     wire::{
@@ -52,6 +52,10 @@ struct Args {
     /// TTL of the membership reports.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
     ttl: u32,
+    /// SipHash key (32 hex digits) shared with the LB; announcements are
+    /// tagged with it. Without one they carry a zero tag.
+    #[arg(long)]
+    key_file: Option<std::path::PathBuf>,
     /// Virtual IP served through the LB (direct server return): put on the
     /// loopback, with ARP for it left to the LB; both undone on exit.
     #[arg(long)]
@@ -70,6 +74,7 @@ struct Agent {
     last_sequence: u64,
     /// `FLAG_DRAINING` while draining (SIGUSR1 on, SIGUSR2 off).
     flags: u8,
+    key: Option<[u8; 16]>,
 }
 
 impl Agent {
@@ -128,13 +133,16 @@ impl Agent {
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         // Strictly increasing even if the clock steps back.
         self.last_sequence = now.max(self.last_sequence + 1);
-        let payload = AnnouncementV1 {
+        let announcement = AnnouncementV1 {
             flags,
             weight: self.args.weight,
             sequence: self.last_sequence,
             tag: 0,
-        }
-        .encode();
+        };
+        let payload = match &self.key {
+            Some(key) => announcement.encode_tagged(key, self.local.octets(), lb.octets()),
+            None => announcement.encode(),
+        };
         self.udp
             .send_to(&payload, SocketAddrV4::new(lb, self.args.port))
             .map(drop)
@@ -167,6 +175,12 @@ impl Agent {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let key = args
+        .key_file
+        .as_deref()
+        .map(read_key_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     system::require_root("backend-agent")?;
     let local = system::interface_ipv4(&args.iface)?;
     let igmp =
@@ -205,6 +219,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         schedule: Schedule::default(),
         last_sequence: 0,
         flags: 0,
+        key,
     };
     loop {
         // With nothing pending, wake up only for packets and signals.

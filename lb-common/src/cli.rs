@@ -53,6 +53,29 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
     Ok(port)
 }
 
+/// Reads a key file: 32 hexadecimal digits (a 128-bit SipHash key),
+/// surrounding whitespace allowed.
+pub fn read_key_file(path: &std::path::Path) -> Result<[u8; 16], String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("reading key file {}: {e}", path.display()))?;
+    parse_key(text.trim()).map_err(|e| format!("key file {}: {e}", path.display()))
+}
+
+/// 32 hexadecimal digits to a 128-bit key.
+pub fn parse_key(hex: &str) -> Result<[u8; 16], String> {
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "expected 32 hexadecimal digits, found {} characters",
+            hex.chars().count()
+        ));
+    }
+    let mut key = [0u8; 16];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(key)
+}
+
 /// A multicast group address.
 pub fn parse_group(s: &str) -> Result<Ipv4Addr, String> {
     let addr: Ipv4Addr = s
@@ -75,5 +98,27 @@ fn first_paragraph(rendered: &str) -> String {
         "error: invalid arguments".to_owned()
     } else {
         words.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_32_hex_digits() {
+        assert_eq!(
+            parse_key("000102030405060708090a0b0c0d0e0F"),
+            Ok([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        for bad in [
+            "",
+            "0011",
+            "000102030405060708090a0b0c0d0e0g",
+            "000102030405060708090a0b0c0d0e0f00",
+            "é00102030405060708090a0b0c0d0e0f",
+        ] {
+            assert!(parse_key(bad).is_err(), "{bad:?}");
+        }
     }
 }

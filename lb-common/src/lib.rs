@@ -9,6 +9,7 @@
 pub mod cli;
 #[cfg(feature = "user")]
 pub mod igmp_socket;
+pub mod siphash;
 #[cfg(feature = "user")]
 pub mod system;
 pub mod wire;
@@ -45,7 +46,42 @@ pub mod map_name {
     pub const FLOWS: &str = "FLOWS";
     /// Source prefixes allowed to announce (LPM trie), written by lb-user.
     pub const ANNOUNCE_ALLOW: &str = "ANNOUNCE_ALLOW";
+    /// Up to two SipHash keys (`AuthKey`), written by lb-user.
+    pub const AUTH_KEYS: &str = "AUTH_KEYS";
+    /// The wall clock as XDP sees it (`AuthClock`), kept current by lb-user.
+    pub const AUTH_CLOCK: &str = "AUTH_CLOCK";
+    /// Last accepted sequence per backend (LRU), written by XDP; outlives
+    /// removal so that a replayed announcement cannot bring a backend back.
+    pub const LAST_SEQUENCE: &str = "LAST_SEQUENCE";
 }
+
+/// Name of the global that requires authenticated announcements (1) or not (0).
+pub const GLOBAL_AUTH_ON: &str = "AUTH_ON";
+
+/// Keys accepted at once (rotation without downtime).
+pub const MAX_AUTH_KEYS: u32 = 2;
+
+/// One announcement key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AuthKey {
+    pub key: [u8; 16],
+    /// 1 if this slot holds a key.
+    pub active: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<AuthKey>() == 24);
+
+/// What XDP needs to judge an announcement's timestamp.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AuthClock {
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in ns (wrapping).
+    pub wall_offset_ns: u64,
+    /// Largest accepted distance between a sequence and the LB's clock.
+    pub max_skew_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<AuthClock>() == 16);
 
 /// Most `--allow` prefixes.
 pub const MAX_ALLOW_PREFIXES: u32 = 1024;
@@ -259,6 +295,14 @@ pub enum Counter {
     AnnounceBadSource,
     /// Announcement dropped: source not in the `--allow` prefixes.
     AnnounceNotAllowed,
+    /// Announcement dropped: a key is set and it is not a whole v1 payload.
+    AuthMissing,
+    /// Announcement dropped: the tag matches no key.
+    AuthBadTag,
+    /// Announcement dropped: its sequence is not above the last accepted one.
+    AuthReplay,
+    /// Announcement dropped: its sequence is outside the allowed clock skew.
+    AuthStale,
     /// IGMP membership report for a configured group.
     IgmpReport,
     /// IGMP leave for a configured group.
@@ -278,13 +322,17 @@ pub enum Counter {
 }
 
 impl Counter {
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 18] = [
         Counter::AnnounceAccepted,
         Counter::AnnounceRegistered,
         Counter::AnnounceLeaving,
         Counter::AnnounceTableFull,
         Counter::AnnounceBadSource,
         Counter::AnnounceNotAllowed,
+        Counter::AuthMissing,
+        Counter::AuthBadTag,
+        Counter::AuthReplay,
+        Counter::AuthStale,
         Counter::IgmpReport,
         Counter::IgmpLeave,
         Counter::Malformed,
@@ -303,6 +351,10 @@ impl Counter {
             Counter::AnnounceTableFull => "announce_table_full",
             Counter::AnnounceBadSource => "announce_bad_source",
             Counter::AnnounceNotAllowed => "announce_not_allowed",
+            Counter::AuthMissing => "auth_missing",
+            Counter::AuthBadTag => "auth_bad_tag",
+            Counter::AuthReplay => "auth_replay",
+            Counter::AuthStale => "auth_stale",
             Counter::IgmpReport => "igmp_report",
             Counter::IgmpLeave => "igmp_leave",
             Counter::Malformed => "malformed",
@@ -330,4 +382,6 @@ mod pod {
     unsafe impl aya::Pod for super::Service {}
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::AuthKey {}
+    unsafe impl aya::Pod for super::AuthClock {}
 }

@@ -57,6 +57,22 @@ impl AnnouncementV1 {
         out
     }
 
+    /// Encodes with the tag computed under `key` for an announcement from
+    /// `src` to the LB at `lb` (SPEC 4.3); the `tag` field is ignored.
+    pub fn encode_tagged(
+        &self,
+        key: &[u8; 16],
+        src: [u8; 4],
+        lb: [u8; 4],
+    ) -> [u8; ANNOUNCE_V1_LEN] {
+        let mut out = self.encode();
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&out[..ANNOUNCE_OFF_TAG]);
+        let tag = crate::siphash::siphash24(key, &crate::siphash::tagged_message(src, lb, &head));
+        out[ANNOUNCE_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
+        out
+    }
+
     /// Parses a v1 payload; `None` for anything else (which, without a key,
     /// still registers its source as a plain announcement).
     pub fn parse(payload: &[u8]) -> Option<Self> {

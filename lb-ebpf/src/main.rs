@@ -4,6 +4,7 @@
 #![no_std]
 #![no_main]
 
+mod auth;
 mod forwarding;
 mod igmp;
 mod maps;

@@ -5,9 +5,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use lb_common::{
-    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS,
-    Flow, FlowKey, GroupReports, GroupStatus, MAGLEV_ENTRIES, MAX_ALLOW_PREFIXES, MAX_GROUPS,
-    MAX_SERVICES, Service, ServiceKey,
+    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, COUNTER_SLOTS, DEFAULT_MAX_BACKENDS,
+    DEFAULT_MAX_FLOWS, Flow, FlowKey, GroupReports, GroupStatus, MAGLEV_ENTRIES,
+    MAX_ALLOW_PREFIXES, MAX_AUTH_KEYS, MAX_GROUPS, MAX_SERVICES, Service, ServiceKey,
 };
 
 /// The LB's own unicast address (network order), set by the loader.
@@ -17,6 +17,23 @@ pub static LB_ADDR: Global<[u8; 4]> = Global::new([0; 4]);
 /// MAC of the LB's interface, the source of forwarded frames; set by the loader.
 #[unsafe(no_mangle)]
 pub static LB_MAC: Global<[u8; 6]> = Global::new([0; 6]);
+
+/// 1 when announcements must carry a valid tag; set by the loader.
+#[unsafe(no_mangle)]
+pub static AUTH_ON: Global<u8> = Global::new(0);
+
+/// Announcement keys (SPEC 4.3), written by lb-user.
+#[btf_map]
+pub static AUTH_KEYS: Array<AuthKey, { MAX_AUTH_KEYS as usize }> = Array::new();
+
+/// Wall-clock offset and allowed skew, kept current by lb-user.
+#[btf_map]
+pub static AUTH_CLOCK: Array<AuthClock, 1> = Array::new();
+
+/// Last accepted sequence per backend, kept after the backend is removed.
+#[btf_map]
+pub static LAST_SEQUENCE: LruHashMap<BackendKey, u64, { 2 * DEFAULT_MAX_BACKENDS as usize }> =
+    LruHashMap::new();
 
 /// 1 when only sources in ANNOUNCE_ALLOW may announce; set by the loader.
 #[unsafe(no_mangle)]

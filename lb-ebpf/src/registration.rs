@@ -12,8 +12,8 @@ use lb_common::{
 use network_types::udp::UdpHdr;
 
 use crate::{
-    Verdict,
-    maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, BACKENDS, LB_ADDR},
+    Verdict, auth,
+    maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
 };
 
@@ -64,11 +64,20 @@ pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Resu
     if ALLOWLIST_ON.load() != 0 && ANNOUNCE_ALLOW.get(&Key::new(32, packet.src)).is_none() {
         return Ok(Verdict::drop(Counter::AnnounceNotAllowed));
     }
-    let payload = read_payload(ctx, packet.l4_offset + UdpHdr::LEN, udp_len - UdpHdr::LEN);
+    let v1 = read_v1(ctx, packet.l4_offset + UdpHdr::LEN, udp_len - UdpHdr::LEN);
     let key = BackendKey {
         group_id,
         addr: packet.src,
     };
+    if AUTH_ON.load() != 0 {
+        let Some(bytes) = v1 else {
+            return Ok(Verdict::drop(Counter::AuthMissing));
+        };
+        if let Err(reject) = auth::verify(&key, bytes) {
+            return Ok(Verdict::drop(reject));
+        }
+    }
+    let payload = Payload::from_v1(v1);
     if payload.flags & FLAG_LEAVING != 0 {
         return Ok(match BACKENDS.remove(&key) {
             Ok(()) => Verdict::drop(Counter::AnnounceLeaving),
@@ -98,28 +107,42 @@ pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Resu
     }))
 }
 
-/// A v1 payload sets flags, weight and sequence; any other payload registers
-/// the source with defaults, as in the original method.
+/// The 24 bytes of a v1 payload (magic, version 1, whole), if it is one.
 #[inline(always)]
-fn read_payload(ctx: &aya_ebpf::programs::XdpContext, offset: usize, len: usize) -> Payload {
+fn read_v1<'a>(
+    ctx: &'a aya_ebpf::programs::XdpContext,
+    offset: usize,
+    len: usize,
+) -> Option<&'a [u8; ANNOUNCE_V1_LEN]> {
     if len < ANNOUNCE_V1_LEN {
-        return Payload::PLAIN;
+        return None;
     }
-    let Ok(bytes) = ptr_at::<[u8; ANNOUNCE_V1_LEN]>(ctx, offset) else {
-        return Payload::PLAIN;
-    };
+    let bytes = ptr_at::<[u8; ANNOUNCE_V1_LEN]>(ctx, offset).ok()?;
     // SAFETY: ptr_at checked the bounds.
     let bytes = unsafe { &*bytes };
-    if bytes[..4] != ANNOUNCE_MAGIC || bytes[ANNOUNCE_OFF_VERSION] != ANNOUNCE_VERSION {
-        return Payload::PLAIN;
-    }
-    let mut sequence = [0u8; 8];
-    sequence.copy_from_slice(&bytes[ANNOUNCE_OFF_SEQUENCE..ANNOUNCE_OFF_SEQUENCE + 8]);
-    Payload {
-        flags: bytes[ANNOUNCE_OFF_FLAGS],
-        weight: u16::from_be_bytes([bytes[ANNOUNCE_OFF_WEIGHT], bytes[ANNOUNCE_OFF_WEIGHT + 1]]),
-        sequence: u64::from_be_bytes(sequence),
-        version: ANNOUNCE_VERSION,
+    (bytes[..4] == ANNOUNCE_MAGIC && bytes[ANNOUNCE_OFF_VERSION] == ANNOUNCE_VERSION)
+        .then_some(bytes)
+}
+
+impl Payload {
+    /// A v1 payload sets flags, weight and sequence; any other payload
+    /// registers the source with defaults, as in the original method.
+    #[inline(always)]
+    fn from_v1(v1: Option<&[u8; ANNOUNCE_V1_LEN]>) -> Self {
+        let Some(bytes) = v1 else {
+            return Payload::PLAIN;
+        };
+        let mut sequence = [0u8; 8];
+        sequence.copy_from_slice(&bytes[ANNOUNCE_OFF_SEQUENCE..ANNOUNCE_OFF_SEQUENCE + 8]);
+        Payload {
+            flags: bytes[ANNOUNCE_OFF_FLAGS],
+            weight: u16::from_be_bytes([
+                bytes[ANNOUNCE_OFF_WEIGHT],
+                bytes[ANNOUNCE_OFF_WEIGHT + 1],
+            ]),
+            sequence: u64::from_be_bytes(sequence),
+            version: ANNOUNCE_VERSION,
+        }
     }
 }
 

@@ -8,8 +8,10 @@ use std::{
 };
 
 use lb_common::{
-    AgingState, BackendEntry, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GroupStatus,
+    AgingState, AuthClock, BackendEntry, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
+    GroupStatus,
     igmp_socket::IgmpSocket,
+    system,
     wire::{IGMP_QUERY, igmp_v2_message},
 };
 use tracing::{info, warn};
@@ -29,6 +31,9 @@ pub struct ControlParams {
     pub max_response_time: Duration,
     pub aging: AgingParams,
     pub robustness: u32,
+    /// Allowed distance of an authenticated announcement's sequence from
+    /// the LB's wall clock.
+    pub max_clock_skew: Duration,
 }
 
 impl ControlParams {
@@ -96,14 +101,26 @@ impl Controller {
                 })
             })
             .collect::<Result<_, MapsError>>()?;
-        Ok(Self {
+        let mut controller = Self {
             params,
             maps,
             socket,
             groups,
             aging: HashMap::new(),
             forwarding: None,
-        })
+        };
+        controller.update_clock()?;
+        Ok(controller)
+    }
+
+    /// Keeps XDP's notion of wall-clock time current (it only has the
+    /// monotonic clock), for the freshness check of authenticated announcements.
+    fn update_clock(&mut self) -> Result<(), MapsError> {
+        let clock = AuthClock {
+            wall_offset_ns: system::realtime_ns().wrapping_sub(system::monotonic_ns()),
+            max_skew_ns: u64::try_from(self.params.max_clock_skew.as_nanos()).unwrap_or(u64::MAX),
+        };
+        self.maps.set_clock(&clock)
     }
 
     /// Starts forwarding `services` (none: registration only).
@@ -127,6 +144,7 @@ impl Controller {
     /// One pass: liveness and queries for every group, aging, then the
     /// forwarding tables from the backends that remain.
     pub fn step(&mut self, now_ns: u64) -> Result<(), MapsError> {
+        self.update_clock()?;
         for index in 0..self.groups.len() {
             self.step_group(index, now_ns)?;
         }

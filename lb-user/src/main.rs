@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_common::{
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_MAGLEV_SIZE,
-    cli::{parse_duration, parse_port},
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_AUTH_KEYS, MAX_MAGLEV_SIZE,
+    cli::{parse_duration, parse_port, read_key_file},
     igmp_socket::IgmpSocket,
 };
 use lb_user::{
@@ -44,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Attach the XDP program to an interface and run the control plane.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the registered backends of a running instance.
     Status {
         /// Directory on a bpffs where `run` pinned its maps.
@@ -113,6 +113,14 @@ struct RunArgs {
     /// Entries of each Maglev table (a prime, at least 100 per backend).
     #[arg(long, default_value_t = DEFAULT_TABLE_SIZE)]
     maglev_size: u32,
+    /// SipHash key (32 hex digits) that announcements must be tagged with;
+    /// give two during a key rotation. Without one, any announcement counts.
+    #[arg(long = "key-file")]
+    key_files: Vec<PathBuf>,
+    /// Largest accepted distance between an announcement's sequence (the
+    /// backend's clock) and the LB's clock, with a key set.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    max_clock_skew: Duration,
     /// Only sources in this prefix (`ADDR/LEN`) may announce; repeatable.
     /// Without it, any source may.
     #[arg(long, value_parser = config::parse_cidr)]
@@ -194,6 +202,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let plan = plan_from_args(&args)?;
+    if args.key_files.len() > MAX_AUTH_KEYS as usize {
+        bail!("at most {MAX_AUTH_KEYS} --key-file (the current key and the next)");
+    }
+    let keys: Vec<[u8; 16]> = args
+        .key_files
+        .iter()
+        .map(|path| read_key_file(path).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<_>>()?;
     let groups = plan.groups.clone();
     if args.maglev_size > MAX_MAGLEV_SIZE {
         bail!(
@@ -227,6 +243,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         max_backends: args.max_backends,
         max_flows: args.max_flows,
         allowlist_on: !args.allow.is_empty(),
+        auth_on: !keys.is_empty(),
     })
     .context("loading the XDP program (needs a kernel with BTF and XDP support)")?;
     pin_all(&ebpf, &args.pin_path)?;
@@ -245,6 +262,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         })?;
     let mut maps = LbMaps::take(&mut ebpf)?;
+    maps.set_keys(&keys)?;
     for &(prefix, len) in &args.allow {
         maps.allow(prefix, len)?;
     }
@@ -269,6 +287,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             max_misses: args.max_misses,
         },
         robustness: args.robustness,
+        max_clock_skew: args.max_clock_skew,
     };
     let segment = Segment {
         addr: lb_addr,
@@ -329,7 +348,7 @@ fn status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     lb_common::cli::main_with(|cli: Cli| match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Status { pin_path, json } => status(&pin_path, json),
     })
 }

@@ -14,16 +14,16 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use lb_common::{
-    AgingState, BackendEntry, BackendKey, COUNTER_SLOTS, Counter, Flow, FlowKey,
-    GLOBAL_ALLOWLIST_ON, GLOBAL_LB_ADDR, GLOBAL_LB_MAC, GroupReports, GroupStatus, MAX_GROUPS,
-    PROGRAM_NAME, Service, ServiceKey, map_name,
+    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, COUNTER_SLOTS, Counter, Flow,
+    FlowKey, GLOBAL_ALLOWLIST_ON, GLOBAL_AUTH_ON, GLOBAL_LB_ADDR, GLOBAL_LB_MAC, GroupReports,
+    GroupStatus, MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service, ServiceKey, map_name,
 };
 
 /// The XDP object, built by build.rs from the current sources.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
 
 /// Every map the program declares, in pin order.
-pub const ALL_MAPS: [&str; 12] = [
+pub const ALL_MAPS: [&str; 15] = [
     map_name::BACKENDS,
     map_name::BACKEND_AGING,
     map_name::ANNOUNCE_PORTS,
@@ -36,6 +36,9 @@ pub const ALL_MAPS: [&str; 12] = [
     map_name::MAGLEV,
     map_name::FLOWS,
     map_name::ANNOUNCE_ALLOW,
+    map_name::AUTH_KEYS,
+    map_name::AUTH_CLOCK,
+    map_name::LAST_SEQUENCE,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,8 @@ pub enum MapsError {
     },
     #[error("at most {max} groups per instance", max = MAX_GROUPS)]
     TooManyGroups,
+    #[error("at most {max} keys at once", max = MAX_AUTH_KEYS)]
+    TooManyKeys,
 }
 
 /// One configured group: the multicast address and its announcement port.
@@ -89,6 +94,8 @@ pub struct LoadParams {
     pub max_flows: u32,
     /// Only sources in the allowlist (`LbMaps::allow`) may announce.
     pub allowlist_on: bool,
+    /// Announcements must carry a tag under a key of `LbMaps::set_keys`.
+    pub auth_on: bool,
 }
 
 /// Loads the object and verifies the program.
@@ -98,6 +105,11 @@ pub fn load_program(params: LoadParams) -> Result<Ebpf, MapsError> {
         .override_global(GLOBAL_LB_ADDR, &octets, true)
         .override_global(GLOBAL_LB_MAC, &params.lb_mac, true)
         .override_global(GLOBAL_ALLOWLIST_ON, &u8::from(params.allowlist_on), true)
+        .override_global(GLOBAL_AUTH_ON, &u8::from(params.auth_on), true)
+        .map_max_entries(
+            map_name::LAST_SEQUENCE,
+            params.max_backends.saturating_mul(2),
+        )
         .map_max_entries(map_name::BACKENDS, params.max_backends)
         .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
         .map_max_entries(map_name::FLOWS, params.max_flows)
@@ -128,6 +140,9 @@ pub struct LbMaps {
     pub maglev: Array<MapData, [u8; 4]>,
     pub flows: HashMap<MapData, FlowKey, Flow>,
     pub announce_allow: LpmTrie<MapData, [u8; 4], u8>,
+    pub auth_keys: Array<MapData, AuthKey>,
+    pub auth_clock: Array<MapData, AuthClock>,
+    pub last_sequence: HashMap<MapData, BackendKey, u64>,
 }
 
 impl LbMaps {
@@ -170,6 +185,9 @@ impl LbMaps {
             maglev: typed(&mut get, map_name::MAGLEV)?,
             flows: typed(&mut get, map_name::FLOWS)?,
             announce_allow: typed(&mut get, map_name::ANNOUNCE_ALLOW)?,
+            auth_keys: typed(&mut get, map_name::AUTH_KEYS)?,
+            auth_clock: typed(&mut get, map_name::AUTH_CLOCK)?,
+            last_sequence: typed(&mut get, map_name::LAST_SEQUENCE)?,
         })
     }
 
@@ -195,6 +213,39 @@ impl LbMaps {
             self.set_group_status(id, &status)?;
         }
         Ok(())
+    }
+
+    /// Installs the announcement keys (at most two: the current and the next).
+    pub fn set_keys(&mut self, keys: &[[u8; 16]]) -> Result<(), MapsError> {
+        if keys.len() > MAX_AUTH_KEYS as usize {
+            return Err(MapsError::TooManyKeys);
+        }
+        for slot in 0..MAX_AUTH_KEYS {
+            let key = keys
+                .get(slot as usize)
+                .map_or(AuthKey::default(), |&key| AuthKey {
+                    key,
+                    active: 1,
+                    _pad: 0,
+                });
+            self.auth_keys
+                .set(slot, &key, 0)
+                .map_err(|source| MapsError::Map {
+                    name: map_name::AUTH_KEYS,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Tells XDP the wall clock (as an offset from the monotonic clock).
+    pub fn set_clock(&mut self, clock: &AuthClock) -> Result<(), MapsError> {
+        self.auth_clock
+            .set(0, clock, 0)
+            .map_err(|source| MapsError::Map {
+                name: map_name::AUTH_CLOCK,
+                source,
+            })
     }
 
     /// Lets sources in `prefix/len` announce (with the allowlist on).

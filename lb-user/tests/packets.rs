@@ -574,6 +574,192 @@ fn allowlist_drops_announcements_from_other_sources() {
     assert_eq!(registered, vec![BACKEND.octets()]);
 }
 
+#[test]
+fn authenticated_announcements() {
+    lb_tests_require_root();
+    const K1: [u8; 16] = [1; 16];
+    const K2: [u8; 16] = [2; 16];
+    const SECOND: u64 = 1_000_000_000;
+    let mut lb = TestLb::new(
+        LoadParams {
+            auth_on: true,
+            ..LOAD
+        },
+        lb_common::ServiceKey {
+            vip: VIP.octets(),
+            port: 80,
+            proto: lb_common::IPPROTO_TCP,
+            _pad: 0,
+        },
+        1009,
+    );
+    lb.maps.set_keys(&[K1]).unwrap();
+    let clock = |lb: &mut TestLb| {
+        let offset =
+            lb_common::system::realtime_ns().wrapping_sub(lb_common::system::monotonic_ns());
+        lb.maps
+            .set_clock(&lb_common::AuthClock {
+                wall_offset_ns: offset,
+                max_skew_ns: 30 * SECOND,
+            })
+            .unwrap();
+    };
+    clock(&mut lb);
+    let now = lb_common::system::realtime_ns();
+    // An announcement from `src`, tagged under `key` as if sent by `signer`.
+    let tagged = |src: Ipv4Addr, signer: Ipv4Addr, key: &[u8; 16], flags: u8, sequence: u64| {
+        let payload = AnnouncementV1 {
+            flags,
+            weight: 100,
+            sequence,
+            tag: 0,
+        }
+        .encode_tagged(key, signer.octets(), LB.octets());
+        Frame::udp(src, LB, 2000, &payload).bytes()
+    };
+    let valid = tagged(BACKEND, BACKEND, &K1, 0, now);
+    let mut flipped = valid.clone();
+    let weight_at = valid.len() - 24 + 7;
+    flipped[weight_at] ^= 1;
+    let registered = |lb: &TestLb| -> Vec<Ipv4Addr> {
+        lb.maps
+            .backends()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| Ipv4Addr::from(k.addr))
+            .collect()
+    };
+    let cases: Vec<(&str, Option<&[[u8; 16]]>, Vec<u8>, Counter, Vec<Ipv4Addr>)> = vec![
+        (
+            "valid tag registers",
+            None,
+            valid.clone(),
+            Counter::AnnounceRegistered,
+            vec![BACKEND],
+        ),
+        (
+            "the same announcement again is a replay",
+            None,
+            valid.clone(),
+            Counter::AuthReplay,
+            vec![BACKEND],
+        ),
+        (
+            "a lower sequence is a replay",
+            None,
+            tagged(BACKEND, BACKEND, &K1, 0, now - 1),
+            Counter::AuthReplay,
+            vec![BACKEND],
+        ),
+        (
+            "wrong key",
+            None,
+            tagged(BACKEND, BACKEND, &K2, 0, now + 1),
+            Counter::AuthBadTag,
+            vec![BACKEND],
+        ),
+        (
+            "flipped bit",
+            None,
+            flipped,
+            Counter::AuthBadTag,
+            vec![BACKEND],
+        ),
+        (
+            "tag made for another source",
+            None,
+            tagged(OTHER_BACKEND, BACKEND, &K1, 0, now + 1),
+            Counter::AuthBadTag,
+            vec![BACKEND],
+        ),
+        (
+            "stale timestamp",
+            None,
+            tagged(OTHER_BACKEND, OTHER_BACKEND, &K1, 0, now - 60 * SECOND),
+            Counter::AuthStale,
+            vec![BACKEND],
+        ),
+        (
+            "timestamp from the future",
+            None,
+            tagged(OTHER_BACKEND, OTHER_BACKEND, &K1, 0, now + 60 * SECOND),
+            Counter::AuthStale,
+            vec![BACKEND],
+        ),
+        (
+            "truncated payload",
+            None,
+            Frame::udp(
+                OTHER_BACKEND,
+                LB,
+                2000,
+                &valid[valid.len() - 24..valid.len() - 1],
+            )
+            .bytes(),
+            Counter::AuthMissing,
+            vec![BACKEND],
+        ),
+        (
+            "plain payload",
+            None,
+            Frame::udp(OTHER_BACKEND, LB, 2000, b"hello").bytes(),
+            Counter::AuthMissing,
+            vec![BACKEND],
+        ),
+        (
+            "second key accepted during rotation",
+            Some(&[K1, K2]),
+            tagged(OTHER_BACKEND, OTHER_BACKEND, &K2, 0, now + 2),
+            Counter::AnnounceRegistered,
+            vec![BACKEND, OTHER_BACKEND],
+        ),
+        (
+            "first key still accepted",
+            None,
+            tagged(BACKEND, BACKEND, &K1, 0, now + 3),
+            Counter::AnnounceAccepted,
+            vec![BACKEND, OTHER_BACKEND],
+        ),
+        (
+            "old key dropped after rotation",
+            Some(&[K2]),
+            tagged(BACKEND, BACKEND, &K1, 0, now + 4),
+            Counter::AuthBadTag,
+            vec![BACKEND, OTHER_BACKEND],
+        ),
+        (
+            "authenticated LEAVING removes",
+            None,
+            tagged(OTHER_BACKEND, OTHER_BACKEND, &K2, FLAG_LEAVING, now + 5),
+            Counter::AnnounceLeaving,
+            vec![BACKEND],
+        ),
+        (
+            "a replay cannot bring a removed backend back",
+            None,
+            tagged(OTHER_BACKEND, OTHER_BACKEND, &K2, 0, now + 2),
+            Counter::AuthReplay,
+            vec![BACKEND],
+        ),
+    ];
+    for (name, keys, frame, counter, after) in cases {
+        if let Some(keys) = keys {
+            lb.maps.set_keys(keys).unwrap();
+        }
+        let before = lb.counter(counter);
+        assert_eq!(lb.run(&frame).0, XDP_DROP, "{name}: action");
+        assert_eq!(
+            lb.counter(counter),
+            before + 1,
+            "{name}: counter {counter:?}"
+        );
+        let mut got = registered(&lb);
+        got.sort();
+        assert_eq!(got, after, "{name}: registered backends");
+        println!("ok: {name}");
+    }
+}
+
 fn lb_tests_require_root() {
     lb_user::system::require_root("the packet tests").expect("run the packet tests as root");
 }

@@ -27,6 +27,7 @@ pub const LOAD: LoadParams = LoadParams {
     max_backends: 1024,
     max_flows: 4096,
     allowlist_on: false,
+    auth_on: false,
 };
 
 /// Builds Ethernet + IPv4 frames.
