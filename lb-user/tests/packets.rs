@@ -629,7 +629,15 @@ fn authenticated_announcements() {
             .map(|(k, _)| Ipv4Addr::from(k.addr))
             .collect()
     };
-    let cases: Vec<(&str, Option<&[[u8; 16]]>, Vec<u8>, Counter, Vec<Ipv4Addr>)> = vec![
+    // (name, keys to install first, frame, counter that moves, registered after)
+    type AuthCase<'a> = (
+        &'a str,
+        Option<&'a [[u8; 16]]>,
+        Vec<u8>,
+        Counter,
+        Vec<Ipv4Addr>,
+    );
+    let cases: Vec<AuthCase> = vec![
         (
             "valid tag registers",
             None,
