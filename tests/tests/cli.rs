@@ -100,6 +100,26 @@ const CASES: &[Case] = &[
     ),
     case(
         "lb-user",
+        &["run", "--iface", "lo", "--key-file", "/etc/hostname"],
+        "expected 32 hexadecimal digits",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--key-file", "/nonexistent/k"],
+        "reading key file",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--allow", "10.0.0.1/8"],
+        "host bits",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--key-file", "/etc/hostname"],
+        "expected 32 hexadecimal digits",
+    ),
+    case(
+        "lb-user",
         &["run", "--iface", "lo", "--bogus-flag"],
         "unexpected argument",
     ),

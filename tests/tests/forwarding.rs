@@ -23,6 +23,7 @@ struct Bed<'a> {
     pin: std::path::PathBuf,
     vip: String,
     agents: BTreeMap<usize, Proc>,
+    key: String,
     _servers: Vec<Proc>,
 }
 
@@ -37,7 +38,16 @@ impl Bed<'_> {
             host,
             &format!("agent{host}-{}", self.agents.len()),
             "backend-agent",
-            &["--iface", "eth0", "--vip", &self.vip, "--weight", &weight],
+            &[
+                "--iface",
+                "eth0",
+                "--vip",
+                &self.vip,
+                "--weight",
+                &weight,
+                "--key-file",
+                &self.key,
+            ],
         )?;
         self.agents.insert(host, agent);
         Ok(())
@@ -151,6 +161,11 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         ),
     )?;
     let config = config.to_str().context("config path")?.to_owned();
+    // Announcements are authenticated: the agents only register if XDP
+    // accepts their tags.
+    let key = topo.logs.join("announce.key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff\n")?;
+    let key = key.to_str().context("key path")?.to_owned();
     let _lb = topo.spawn(
         LB,
         "lb",
@@ -165,6 +180,8 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
             "skb",
             "--config",
             &config,
+            "--key-file",
+            &key,
             "--query-interval",
             "200ms",
             "--max-response-time",
@@ -193,6 +210,7 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         pin,
         vip,
         agents: BTreeMap::new(),
+        key,
         _servers: servers,
     };
     for (host, weight) in BACKENDS {
@@ -307,6 +325,12 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         status["counters"]["vip_no_backend"].as_u64() >= Some(3),
         "no-backend drops not counted"
     );
+    for reject in ["auth_bad_tag", "auth_replay", "auth_stale", "auth_missing"] {
+        ensure!(
+            status["counters"][reject] == 0,
+            "an agent's announcement was rejected: {reject}"
+        );
+    }
     Ok(())
 }
 
