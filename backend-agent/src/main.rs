@@ -193,7 +193,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // and never answers ARP for the VIP, which belongs to the LB.
     let _vip = match args.vip {
         Some(vip) => Some((
-            system::AddedAddress::add(vip, "lo")?,
+            system::AddedAddress::add(vip, "lo", false)?,
             system::SysctlOverride::set(&format!("net/ipv4/conf/{}/arp_ignore", args.iface), "1")?,
             system::SysctlOverride::set(
                 &format!("net/ipv4/conf/{}/arp_announce", args.iface),

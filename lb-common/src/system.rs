@@ -181,7 +181,9 @@ pub struct AddedAddress {
 
 impl AddedAddress {
     /// Adds `addr/32` to `iface` (nothing to do if it is there already).
-    pub fn add(addr: Ipv4Addr, iface: &str) -> Result<Self, SystemError> {
+    /// With `take_over`, an address already there (left by a killed
+    /// predecessor) is removed on drop too.
+    pub fn add(addr: Ipv4Addr, iface: &str, take_over: bool) -> Result<Self, SystemError> {
         let cidr = format!("{addr}/32");
         let present = interface_has_address(iface, addr);
         if !present {
@@ -190,7 +192,7 @@ impl AddedAddress {
         Ok(Self {
             addr,
             iface: iface.to_owned(),
-            owned: !present,
+            owned: !present || take_over,
         })
     }
 }

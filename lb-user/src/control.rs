@@ -101,12 +101,28 @@ impl Controller {
                 })
             })
             .collect::<Result<_, MapsError>>()?;
+        // An adopted instance's backends keep their aging state: they are
+        // neither registered again nor given a fresh timer.
+        let aging: HashMap<BackendKey, AgingState> = maps
+            .aging
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| MapsError::Map {
+                name: lb_common::map_name::BACKEND_AGING,
+                source,
+            })?;
+        if !aging.is_empty() {
+            info!(
+                backends = aging.len(),
+                "kept the registered backends of the earlier instance"
+            );
+        }
         let mut controller = Self {
             params,
             maps,
             socket,
             groups,
-            aging: HashMap::new(),
+            aging,
             forwarding: None,
         };
         controller.update_clock()?;

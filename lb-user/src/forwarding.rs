@@ -93,20 +93,35 @@ impl Forwarding {
     ) -> Result<Self, MapsError> {
         let mut services = Vec::with_capacity(configs.len());
         for (service_id, config) in (0u32..).zip(configs) {
-            let service = Service {
+            let fresh = Service {
                 service_id,
                 group_id: config.group_id,
                 table_size,
                 active_slot: 0,
             };
-            maps.set_service(&config.key, &service)?;
+            let mut slots = [
+                vec![[0; 4]; table_size as usize],
+                vec![[0; 4]; table_size as usize],
+            ];
+            // A table left by a killed instance keeps serving until the first
+            // rebuild replaces it, so forwarding has no gap.
+            let service = match maps.services.get(&config.key, 0) {
+                Ok(kept) if kept.service_id == service_id && kept.table_size == table_size => {
+                    let active = kept.active_slot & 1;
+                    for (entry, value) in (0u32..).zip(slots[active as usize].iter_mut()) {
+                        *value = maps.maglev_entry(kept.maglev_index(active, entry))?;
+                    }
+                    kept
+                }
+                _ => {
+                    maps.set_service(&config.key, &fresh)?;
+                    fresh
+                }
+            };
             services.push(ServiceState {
                 config: *config,
                 service,
-                slots: [
-                    vec![[0; 4]; table_size as usize],
-                    vec![[0; 4]; table_size as usize],
-                ],
+                slots,
                 built_from: None,
             });
         }

@@ -6,5 +6,6 @@ pub use lb_common::system;
 pub mod config;
 pub mod control;
 pub mod forwarding;
+pub mod instance;
 pub mod maglev;
 pub mod status;

@@ -21,8 +21,9 @@ use lb_user::{
     config::{self, GroupSpec, Plan},
     control::{ControlParams, Controller},
     forwarding::Segment,
+    instance::{self, InstanceLock},
     maglev::{self, DEFAULT_TABLE_SIZE},
-    maps::{ALL_MAPS, LbMaps, LoadParams, load_program, pin_all, xdp_program},
+    maps::{LbMaps, LoadParams, load_program, xdp_program},
     status::StatusReport,
     system,
 };
@@ -45,6 +46,13 @@ struct Cli {
 enum Command {
     /// Attach the XDP program to an interface and run the control plane.
     Run(Box<RunArgs>),
+    /// Detach the XDP program and remove every pin of an instance that is
+    /// not running (one killed with SIGKILL keeps forwarding until this).
+    Stop {
+        /// Directory on a bpffs where `run` pinned its maps.
+        #[arg(long, default_value = DEFAULT_PIN_PATH)]
+        pin_path: PathBuf,
+    },
     /// Show the registered backends of a running instance.
     Status {
         /// Directory on a bpffs where `run` pinned its maps.
@@ -140,15 +148,19 @@ enum Mode {
     Skb,
 }
 
-/// Removes the pins when `run` ends, however it ends.
-struct PinDir(PathBuf);
+/// Removes the instance's pins (detaching XDP) when `run` ends, if armed:
+/// from the start for a new instance, once running for an adopted one, so
+/// that a failed takeover leaves the surviving data path alone.
+struct PinGuard {
+    dir: PathBuf,
+    armed: bool,
+}
 
-impl Drop for PinDir {
+impl Drop for PinGuard {
     fn drop(&mut self) {
-        for name in ALL_MAPS {
-            let _ = fs::remove_file(self.0.join(name));
+        if self.armed {
+            instance::remove_pins(&self.dir);
         }
-        let _ = fs::remove_dir(&self.0);
     }
 }
 
@@ -227,15 +239,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let (lb_addr, prefix_len) = system::interface_ipv4_net(&args.iface)?;
     let lb_mac = system::interface_mac(&args.iface)?;
     system::require_bpffs(&args.pin_path)?;
-    if args.pin_path.join(lb_common::map_name::BACKENDS).exists() {
-        bail!(
-            "{} already holds the maps of an LB instance: stop that `lb-user run`, or if it was killed, remove the directory",
-            args.pin_path.display()
-        );
-    }
+    let _lock = InstanceLock::acquire(&args.pin_path)?;
     fs::create_dir_all(&args.pin_path)
         .with_context(|| format!("creating the pin directory {}", args.pin_path.display()))?;
-    let _pins = PinDir(args.pin_path.clone());
+    // A link left behind means a killed instance whose XDP still forwards.
+    let adopting = args.pin_path.join(instance::LINK_PIN).exists();
+    let mut pins = PinGuard {
+        dir: args.pin_path.clone(),
+        armed: !adopting,
+    };
 
     let mut ebpf = load_program(LoadParams {
         lb_addr,
@@ -244,23 +256,27 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         max_flows: args.max_flows,
         allowlist_on: !args.allow.is_empty(),
         auth_on: !keys.is_empty(),
-    })
-    .context("loading the XDP program (needs a kernel with BTF and XDP support)")?;
-    pin_all(&ebpf, &args.pin_path)?;
+    }, Some(&args.pin_path))
+    .with_context(|| {
+        format!(
+            "loading the XDP program with its maps pinned at {dir} (if they were left by an instance with \
+             other flags or an older build, restart with its flags or remove it with `lb-user stop --pin-path {dir}`)",
+            dir = args.pin_path.display()
+        )
+    })?;
     let mode = match args.xdp_mode {
         Mode::Auto => XdpMode::Default,
         Mode::Driver => XdpMode::Driver,
         Mode::Skb => XdpMode::Skb,
     };
     let ifindex = system::interface_index(&args.iface)?;
-    xdp_program(&mut ebpf)?
-        .attach(ifindex, mode)
-        .with_context(|| {
-            format!(
-                "attaching XDP to {}; another XDP program may be attached, or try --xdp-mode skb",
-                args.iface
-            )
-        })?;
+    let attachment =
+        instance::attach_or_adopt(xdp_program(&mut ebpf)?, ifindex, mode, &args.pin_path)
+            .with_context(|| format!("attaching XDP to {}", args.iface))?;
+    pins.armed = true;
+    if attachment.adopted {
+        info!(pin_path = %args.pin_path.display(), "took over the XDP program and maps left by an earlier instance");
+    }
     let mut maps = LbMaps::take(&mut ebpf)?;
     maps.set_keys(&keys)?;
     for &(prefix, len) in &args.allow {
@@ -300,7 +316,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let _vips = plan
         .vips
         .iter()
-        .map(|&vip| system::AddedAddress::add(vip, &args.iface))
+        .map(|&vip| system::AddedAddress::add(vip, &args.iface, attachment.adopted))
         .collect::<Result<Vec<_>, _>>()?;
     info!(
         iface = %args.iface, %lb_addr, pin_path = %args.pin_path.display(),
@@ -334,6 +350,21 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn stop(pin_path: &Path) -> anyhow::Result<()> {
+    system::require_root("lb-user stop")?;
+    let _lock = InstanceLock::acquire(pin_path)?;
+    let removed = instance::remove_pins(pin_path);
+    if removed.is_empty() {
+        bail!("nothing is pinned at {}", pin_path.display());
+    }
+    println!(
+        "removed {} pins from {}; XDP detached",
+        removed.len(),
+        pin_path.display()
+    );
+    Ok(())
+}
+
 fn status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
     system::require_root("lb-user status")?;
     let maps = LbMaps::open_pinned(pin_path)?;
@@ -350,5 +381,6 @@ fn main() -> ExitCode {
     lb_common::cli::main_with(|cli: Cli| match cli.command {
         Command::Run(args) => run(*args),
         Command::Status { pin_path, json } => status(&pin_path, json),
+        Command::Stop { pin_path } => stop(&pin_path),
     })
 }

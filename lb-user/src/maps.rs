@@ -43,9 +43,9 @@ pub const ALL_MAPS: [&str; 15] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
-    #[error("loading the XDP object failed: {0}")]
+    #[error("loading the XDP object failed")]
     Load(#[from] aya::EbpfError),
-    #[error("the XDP program was rejected: {0}")]
+    #[error("the XDP program was rejected")]
     Program(#[from] ProgramError),
     #[error("the XDP object has no map {name}")]
     Missing { name: &'static str },
@@ -98,10 +98,19 @@ pub struct LoadParams {
     pub auth_on: bool,
 }
 
-/// Loads the object and verifies the program.
-pub fn load_program(params: LoadParams) -> Result<Ebpf, MapsError> {
+/// Loads the object and verifies the program. With `pin_dir`, every map
+/// is pinned there, or, if a map of that name is pinned there already (a
+/// killed instance's), that map is reused; a pinned map whose layout differs
+/// from this build's is an error, never misread.
+pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, MapsError> {
     let octets = params.lb_addr.octets();
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(dir) = pin_dir {
+        for name in ALL_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader
         .override_global(GLOBAL_LB_ADDR, &octets, true)
         .override_global(GLOBAL_LB_MAC, &params.lb_mac, true)
         .override_global(GLOBAL_ALLOWLIST_ON, &u8::from(params.allowlist_on), true)
@@ -281,6 +290,13 @@ impl LbMaps {
         })
     }
 
+    pub fn maglev_entry(&self, index: u32) -> Result<[u8; 4], MapsError> {
+        self.maglev.get(&index, 0).map_err(|source| MapsError::Map {
+            name: map_name::MAGLEV,
+            source,
+        })
+    }
+
     pub fn set_maglev_entry(&mut self, index: u32, backend: [u8; 4]) -> Result<(), MapsError> {
         self.maglev
             .set(index, &backend, 0)
@@ -345,15 +361,4 @@ impl LbMaps {
                 source,
             })
     }
-}
-
-/// Pins every map of `ebpf` under `dir`.
-pub fn pin_all(ebpf: &Ebpf, dir: &Path) -> Result<(), MapsError> {
-    for name in ALL_MAPS {
-        let map = ebpf.map(name).ok_or(MapsError::Missing { name })?;
-        let path = dir.join(name);
-        map.pin(&path)
-            .map_err(|source| MapsError::Pin { name, path, source })?;
-    }
-    Ok(())
 }

@@ -64,7 +64,8 @@ fn mutate(rng: &mut Rng, mut frame: Vec<u8>) -> Vec<u8> {
         // Cut it short, down to the Ethernet header: the kernel runs XDP on
         // nothing shorter (and BPF_PROG_TEST_RUN refuses it).
         2 => {
-            let len = ETH_HLEN + rng.below(frame.len().saturating_sub(ETH_HLEN) as u64 + 1) as usize;
+            let len =
+                ETH_HLEN + rng.below(frame.len().saturating_sub(ETH_HLEN) as u64 + 1) as usize;
             frame.truncate(len);
         }
         // Leave it whole.
@@ -79,7 +80,9 @@ fn random_source(rng: &mut Rng) -> Ipv4Addr {
 
 fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
     match rng.below(10) {
-        0 | 1 => (0..ETH_HLEN as u64 + rng.below(200)).map(|_| rng.byte()).collect(),
+        0 | 1 => (0..ETH_HLEN as u64 + rng.below(200))
+            .map(|_| rng.byte())
+            .collect(),
         2..=4 => {
             let src = random_source(rng);
             let flags = if rng.below(8) == 0 { FLAG_LEAVING } else { 0 };

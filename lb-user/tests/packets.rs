@@ -462,7 +462,7 @@ fn expected_after(before: &Snapshot, case: &Case) -> Snapshot {
 #[test]
 fn packet_table() {
     lb_tests_require_root();
-    let mut ebpf = load_program(LOAD).expect("load the XDP program (are you root?)");
+    let mut ebpf = load_program(LOAD, None).expect("load the XDP program (are you root?)");
     let mut maps = LbMaps::take(&mut ebpf).unwrap();
     maps.configure_groups(&[
         GroupConfig {

@@ -166,34 +166,30 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
     let key = topo.logs.join("announce.key");
     std::fs::write(&key, "00112233445566778899aabbccddeeff\n")?;
     let key = key.to_str().context("key path")?.to_owned();
-    let _lb = topo.spawn(
-        LB,
-        "lb",
-        "lb-user",
-        &[
-            // Generic XDP: on a veth, native XDP_TX frames reach the peer
-            // only if the peer runs XDP itself.
-            "run",
-            "--iface",
-            "eth0",
-            "--xdp-mode",
-            "skb",
-            "--config",
-            &config,
-            "--key-file",
-            &key,
-            "--query-interval",
-            "200ms",
-            "--max-response-time",
-            "100ms",
-            "--timeout",
-            "400ms",
-            "--max-misses",
-            "3",
-            "--pin-path",
-            &pin_str,
-        ],
-    )?;
+    let lb_args = [
+        // Generic XDP: on a veth, native XDP_TX frames reach the peer
+        // only if the peer runs XDP itself.
+        "run",
+        "--iface",
+        "eth0",
+        "--xdp-mode",
+        "skb",
+        "--config",
+        &config,
+        "--key-file",
+        &key,
+        "--query-interval",
+        "200ms",
+        "--max-response-time",
+        "100ms",
+        "--timeout",
+        "400ms",
+        "--max-misses",
+        "3",
+        "--pin-path",
+        &pin_str,
+    ];
+    let lb = topo.spawn(LB, "lb", "lb-user", &lb_args)?;
     wait_for(Duration::from_secs(10), POLL, || topo.status(&pin).ok())
         .context("the LB did not start")?;
     let mut servers = Vec::new();
@@ -210,7 +206,7 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         pin,
         vip,
         agents: BTreeMap::new(),
-        key,
+        key: key.clone(),
         _servers: servers,
     };
     for (host, weight) in BACKENDS {
@@ -331,6 +327,72 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
             "an agent's announcement was rejected: {reject}"
         );
     }
+    restart(&bed, lb, &lb_args)
+}
+
+/// Restart without loss: SIGKILL the control plane while a connection is
+/// open. XDP keeps forwarding from its pinned link and maps; a new lb-user
+/// takes both over without a re-registration. Then a layout mismatch is
+/// refused, and `stop` removes everything.
+fn restart(bed: &Bed, mut lb: Proc, lb_args: &[&str]) -> anyhow::Result<()> {
+    let topo = bed.topo;
+    let before = bed.status()?;
+    let registrations = before["counters"]["announce_registered"].as_u64();
+    let active = bed.with_state("active")?;
+    let (hold, on) = bed.hold("hold-restart", 3)?;
+    sleep(Duration::from_millis(300));
+    lb.signal(libc::SIGKILL);
+    lb.wait_exit(Duration::from_secs(5))?;
+    let (names, errors) = bed.spread(300)?;
+    println!("with the control plane killed: {names:?}, {errors} errors");
+    ensure!(
+        errors == 0 && !names.is_empty(),
+        "forwarding stopped with the control plane"
+    );
+    let mut lb = topo.spawn(LB, "lb-restarted", "lb-user", lb_args)?;
+    wait_for(Duration::from_secs(10), POLL, || {
+        lb.log_text()
+            .contains("load balancer running")
+            .then_some(())
+    })
+    .with_context(|| format!("the restarted LB did not come up: {}", lb.log_text()))?;
+    ensure!(
+        lb.log_text().contains("took over"),
+        "the restarted LB did not adopt: {}",
+        lb.log_text()
+    );
+    let v = hold_result(hold, &on)?;
+    let after = bed.status()?;
+    println!(
+        "across SIGKILL and restart: connection kept ({} requests), longest gap between answers {} ms, \
+         registrations counted before {registrations:?}, after {}",
+        v["requests"], v["max_gap_ms"], after["counters"]["announce_registered"]
+    );
+    ensure!(
+        after["counters"]["announce_registered"].as_u64() == registrations,
+        "backends registered again after the restart"
+    );
+    ensure!(
+        bed.with_state("active")? == active,
+        "registrations lost in the restart"
+    );
+
+    lb.signal(libc::SIGKILL);
+    lb.wait_exit(Duration::from_secs(5))?;
+    let mut other = lb_args.to_vec();
+    other.extend(["--max-backends", "1000"]);
+    let err = topo
+        .exec(LB, "lb-user", &other)
+        .err()
+        .context("a mismatched layout was accepted")?;
+    println!("mismatched restart refused: {err}");
+    ensure!(
+        err.to_string().contains("max_entries") && err.to_string().contains("lb-user stop"),
+        "unclear error: {err}"
+    );
+    let pin = bed.pin.to_str().context("pin")?;
+    topo.exec(LB, "lb-user", &["stop", "--pin-path", pin])?;
+    ensure!(!bed.pin.exists(), "stop left pins behind");
     Ok(())
 }
 

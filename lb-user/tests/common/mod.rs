@@ -142,7 +142,7 @@ pub struct TestLb {
 
 impl TestLb {
     pub fn new(load: LoadParams, service: ServiceKey, table_size: u32) -> Self {
-        let mut ebpf = load_program(load).expect("load the XDP program (are you root?)");
+        let mut ebpf = load_program(load, None).expect("load the XDP program (are you root?)");
         let mut maps = LbMaps::take(&mut ebpf).unwrap();
         maps.configure_groups(&[GroupConfig {
             group: GROUP,

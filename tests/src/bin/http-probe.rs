@@ -85,6 +85,9 @@ fn hold(addr: SocketAddr, seconds: u64) -> ExitCode {
     };
     let mut names: Vec<String> = Vec::new();
     let mut requests = 0u32;
+    // Longest time between two answers: a forwarding gap shows here.
+    let mut last_answer = Instant::now();
+    let mut max_gap = Duration::ZERO;
     let mut error = None;
     while start.elapsed() < Duration::from_secs(seconds) {
         match request(&mut stream, &mut reader, false) {
@@ -96,6 +99,8 @@ fn hold(addr: SocketAddr, seconds: u64) -> ExitCode {
                     names.push(name);
                 }
                 requests += 1;
+                max_gap = max_gap.max(last_answer.elapsed());
+                last_answer = Instant::now();
             }
             Err(e) => {
                 error = Some(e.to_string());
@@ -107,8 +112,9 @@ fn hold(addr: SocketAddr, seconds: u64) -> ExitCode {
     let names: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
     let error = error.map_or("null".to_owned(), |e| format!("\"{e}\""));
     println!(
-        "{{\"names\":[{}],\"requests\":{requests},\"error\":{error}}}",
-        names.join(",")
+        "{{\"names\":[{}],\"requests\":{requests},\"max_gap_ms\":{},\"error\":{error}}}",
+        names.join(","),
+        max_gap.as_millis()
     );
     ExitCode::SUCCESS
 }

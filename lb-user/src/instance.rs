@@ -1,0 +1,147 @@
+//! One LB instance per pin directory: its lock, its pins (maps and the XDP
+//! link), and how a new `run` adopts what a killed one left attached.
+use std::{
+    fs,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::{
+    Xdp, XdpMode,
+    links::{FdLink, PinnedLink},
+    xdp::XdpLink,
+};
+
+use crate::maps::ALL_MAPS;
+
+/// Name of the pinned XDP link in the pin directory.
+pub const LINK_PIN: &str = "LINK";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("another `lb-user run` uses {dir}; stop it first")]
+    Busy { dir: PathBuf },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Program {
+        what: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("pinned link {path}: {reason}")]
+    Link { path: PathBuf, reason: String },
+}
+
+/// Held while an instance runs on a pin directory: a second `run` or a
+/// `stop` on the same directory fails instead of fighting over the maps.
+pub struct InstanceLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        // Unlinked while still locked: whoever opens the path next makes a
+        // new file, and nobody is left waiting on this one.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl InstanceLock {
+    pub fn acquire(pin_dir: &Path) -> Result<Self, InstanceError> {
+        // bpffs holds no regular files: the lock lives under /run.
+        let lock_dir = Path::new("/run/xdp-lb");
+        let name = pin_dir.to_string_lossy().replace('/', "%");
+        let path = lock_dir.join(format!("{name}.lock"));
+        let lock_err = |source| InstanceError::Lock {
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(lock_dir).map_err(lock_err)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_err)?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(InstanceError::Busy {
+                dir: pin_dir.to_owned(),
+            });
+        }
+        Ok(Self { _file: file, path })
+    }
+}
+
+/// Removes every pin of an instance: the link first (which detaches XDP
+/// once no process holds it), then the maps and the directory. Returns the
+/// names removed.
+pub fn remove_pins(dir: &Path) -> Vec<&'static str> {
+    let removed = std::iter::once(LINK_PIN)
+        .chain(ALL_MAPS)
+        .filter(|name| fs::remove_file(dir.join(name)).is_ok())
+        .collect();
+    let _ = fs::remove_dir(dir);
+    removed
+}
+
+/// The XDP program attached through a pinned link, so that it stays
+/// attached and forwarding if the control plane is killed.
+pub struct Attachment {
+    /// True if a link left by an earlier instance was taken over.
+    pub adopted: bool,
+}
+
+/// Attaches `program` to `ifindex` through a new pinned link, or, if a
+/// killed instance left one at `dir`, swaps `program` into that link
+/// atomically: packets never meet a detached interface.
+pub fn attach_or_adopt(
+    program: &mut Xdp,
+    ifindex: u32,
+    mode: XdpMode,
+    dir: &Path,
+) -> Result<Attachment, InstanceError> {
+    let path = dir.join(LINK_PIN);
+    let link_err = |reason: String| InstanceError::Link {
+        path: path.clone(),
+        reason,
+    };
+    if path.exists() {
+        let pinned = PinnedLink::from_pin(&path).map_err(|e| link_err(e.to_string()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
+        program
+            .attach_to_link(link)
+            .map_err(|source| InstanceError::Program {
+                what: "replacing the program in the pinned link".into(),
+                source,
+            })?;
+        return Ok(Attachment { adopted: true });
+    }
+    let id = program
+        .attach(ifindex, mode)
+        .map_err(|source| InstanceError::Program {
+            what: "attaching XDP (another XDP program may be attached; or try --xdp-mode skb)"
+                .into(),
+            source,
+        })?;
+    let link = program
+        .take_link(id)
+        .map_err(|source| InstanceError::Program {
+            what: "taking the XDP link".into(),
+            source,
+        })?;
+    let fd_link = FdLink::try_from(link).map_err(|e| {
+        link_err(format!(
+            "not a bpf_link ({e}); the kernel is too old to keep XDP attached across restarts"
+        ))
+    })?;
+    // The program stays attached as long as this pin exists.
+    fd_link.pin(&path).map_err(|e| link_err(e.to_string()))?;
+    Ok(Attachment { adopted: false })
+}
