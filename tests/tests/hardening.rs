@@ -1,0 +1,287 @@
+//! Hardening on a real bridge (issue 4): random loss of announcements does
+//! not cause false removals, and a flood of spoofed announcements registers
+//! nothing while the real backends stay registered and forwarding goes on.
+use std::{
+    collections::BTreeSet,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use lb_tests::{Proc, Topology, first_group, registered, wait_for};
+use serde_json::Value;
+
+const LB: usize = 0;
+const BACKENDS: [usize; 3] = [1, 2, 3];
+const CLIENT: usize = 4;
+const POLL: Duration = Duration::from_millis(20);
+
+fn start_lb(
+    topo: &Topology,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Proc, std::path::PathBuf)> {
+    let pin = topo.pin_path(name);
+    let pin_str = pin.to_str().context("pin")?.to_owned();
+    let mut args = vec![
+        "run",
+        "--iface",
+        "eth0",
+        "--xdp-mode",
+        "skb",
+        "--pin-path",
+        &pin_str,
+    ];
+    args.extend_from_slice(extra);
+    let lb = topo.spawn(LB, name, "lb-user", &args)?;
+    wait_for(Duration::from_secs(10), POLL, || topo.status(&pin).ok())
+        .with_context(|| format!("{name} did not start: {}", lb.log_text()))?;
+    Ok((lb, pin))
+}
+
+fn backend_addrs(topo: &Topology) -> Vec<String> {
+    let mut v: Vec<String> = BACKENDS
+        .iter()
+        .map(|&h| topo.host(h).addr.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn counter(status: &Value, name: &str) -> u64 {
+    status["counters"][name].as_u64().unwrap_or(0)
+}
+
+fn lossy(topo: &Topology) -> anyhow::Result<()> {
+    // Default ratios (T = 2 P, N = 10) at P = 100 ms: 200 periods in 20 s.
+    let period = Duration::from_millis(100);
+    let (_lb, pin) = start_lb(
+        topo,
+        "lossy",
+        &[
+            "--query-interval",
+            "100ms",
+            "--max-response-time",
+            "50ms",
+            "--timeout",
+            "200ms",
+            "--max-misses",
+            "10",
+        ],
+    )?;
+    let _agents: Vec<Proc> = BACKENDS
+        .iter()
+        .map(|&h| {
+            topo.spawn(
+                h,
+                &format!("agent{h}"),
+                "backend-agent",
+                &["--iface", "eth0"],
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let want = backend_addrs(topo);
+    wait_for(Duration::from_secs(5), POLL, || {
+        topo.status(&pin).ok().filter(|s| registered(s) == want)
+    })
+    .context("backends did not register")?;
+    // 30% of announcements dropped at random by the bridge.
+    let rules = topo.logs.join("loss.nft");
+    std::fs::write(
+        &rules,
+        "table bridge xlbloss {\n  chain forward {\n    type filter hook forward priority 0;\n    udp dport 2000 numgen random mod 100 < 30 counter drop;\n  }\n}\n",
+    )?;
+    lb_tests::sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &topo.bridge_ns,
+            "nft",
+            "-f",
+            rules.to_str().context("path")?,
+        ],
+    )?;
+    let start = Instant::now();
+    let registrations = counter(&topo.status(&pin)?, "announce_registered");
+    let mut false_removals = BTreeSet::new();
+    let mut polls = 0;
+    while start.elapsed() < period * 200 {
+        let status = topo.status(&pin)?;
+        for addr in &want {
+            if !registered(&status).contains(addr) {
+                false_removals.insert(addr.clone());
+            }
+        }
+        polls += 1;
+        sleep(Duration::from_millis(50));
+    }
+    let status = topo.status(&pin)?;
+    let out = lb_tests::sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &topo.bridge_ns,
+            "nft",
+            "list",
+            "table",
+            "bridge",
+            "xlbloss",
+        ],
+    )?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let dropped: u64 = listing
+        .split("packets ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("nft counter")?;
+    let accepted = counter(&status, "announce_accepted");
+    let re_registered = counter(&status, "announce_registered") - registrations;
+    println!(
+        "30% announcement loss over 200 periods: {dropped} announcements dropped, {accepted} accepted, \
+         {} backends missing at some poll ({polls} polls), {re_registered} re-registrations",
+        false_removals.len()
+    );
+    ensure!(dropped > 0, "the loss rule dropped nothing");
+    ensure!(
+        false_removals.is_empty() && re_registered == 0,
+        "false removals under loss: {false_removals:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn random_loss_causes_no_false_removal() {
+    let topo = Topology::new(3 + 1, true).unwrap();
+    topo.run(lossy).unwrap();
+}
+
+/// One phase of the flood test: an LB protected by `protection`, agents
+/// started with `agent_extra`, a flood from sources outside the backends.
+fn flood_phase(
+    topo: &Topology,
+    name: &str,
+    protection: &[&str],
+    agent_extra: &[&str],
+    reject: &str,
+) -> anyhow::Result<()> {
+    let lb_addr = topo.host(LB).addr.octets();
+    let vip = format!("{}.{}.{}.100", lb_addr[0], lb_addr[1], lb_addr[2]);
+    let mut extra = vec![
+        "--vip",
+        &vip,
+        "--service",
+        "tcp:80",
+        "--query-interval",
+        "200ms",
+    ];
+    extra.extend_from_slice(protection);
+    let (mut lb, pin) = start_lb(topo, name, &extra)?;
+    let mut procs = Vec::new();
+    for &h in &BACKENDS {
+        procs.push(topo.spawn(
+            h,
+            &format!("{name}-server{h}"),
+            "name-server",
+            &["0.0.0.0:80", &format!("b{h}")],
+        )?);
+        let mut args = vec!["--iface", "eth0", "--vip", &vip];
+        args.extend_from_slice(agent_extra);
+        procs.push(topo.spawn(h, &format!("{name}-agent{h}"), "backend-agent", &args)?);
+    }
+    let want = backend_addrs(topo);
+    wait_for(Duration::from_secs(5), POLL, || {
+        topo.status(&pin).ok().filter(|s| registered(s) == want)
+    })
+    .context("backends did not register")?;
+    sleep(Duration::from_millis(300));
+    let before = topo.status(&pin)?;
+    let target = format!("{vip}:80");
+    let hold = topo.spawn(
+        CLIENT,
+        &format!("{name}-hold"),
+        "http-probe",
+        &["hold", &target, "4"],
+    )?;
+    // Sources from the upper half of 10.x.0.0/16: never a backend's address.
+    let flood_prefix = format!("{}.{}.128.0/17", lb_addr[0], lb_addr[1]);
+    let lb_str = topo.host(LB).addr.to_string();
+    let out = topo.exec(CLIENT, "flood", &[&lb_str, "2000", "3", &flood_prefix])?;
+    let flood: Value = serde_json::from_slice(&out.stdout)?;
+    let (names, errors) = {
+        let out = topo.exec(CLIENT, "http-probe", &["spread", &target, "200"])?;
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        (v["names"].clone(), v["errors"].as_u64().unwrap_or(u64::MAX))
+    };
+    let mut hold = hold;
+    hold.wait_exit(Duration::from_secs(15))?;
+    let held: Value = serde_json::from_str(hold.log_text().lines().last().context("hold output")?)?;
+    let after = topo.status(&pin)?;
+    let rejected = counter(&after, reject) - counter(&before, reject);
+    println!(
+        "[{name}] flood of {} spoofed announcements at {} pps: {rejected} rejected as {reject}, registered after: {:?}; \
+         connections meanwhile: {names}, {errors} errors; long-lived connection {}",
+        flood["sent"],
+        flood["pps"],
+        registered(&after),
+        if held["error"].is_null() {
+            "kept"
+        } else {
+            "broken"
+        }
+    );
+    ensure!(
+        registered(&after) == want,
+        "the flood changed the server list: {:?}",
+        registered(&after)
+    );
+    ensure!(
+        counter(&after, "announce_registered") == counter(&before, "announce_registered"),
+        "a spoofed source registered"
+    );
+    ensure!(rejected > 0, "no flood packet reached XDP");
+    ensure!(
+        errors == 0 && held["error"].is_null(),
+        "forwarding suffered during the flood"
+    );
+    ensure!(
+        first_group(&after)["state"] == "alive",
+        "the group died during the flood"
+    );
+    lb.signal(libc::SIGTERM);
+    lb.wait_exit(Duration::from_secs(5))?;
+    for p in &procs {
+        p.signal(libc::SIGTERM);
+    }
+    Ok(())
+}
+
+fn flood(topo: &Topology) -> anyhow::Result<()> {
+    let allow: Vec<String> = backend_addrs(topo)
+        .iter()
+        .map(|a| format!("{a}/32"))
+        .collect();
+    let mut protection = Vec::new();
+    for a in &allow {
+        protection.extend(["--allow", a.as_str()]);
+    }
+    flood_phase(topo, "allowlist", &protection, &[], "announce_not_allowed")?;
+    let key = topo.logs.join("flood.key");
+    std::fs::write(&key, "f0e1d2c3b4a5968778695a4b3c2d1e0f\n")?;
+    let key = key.to_str().context("key path")?;
+    flood_phase(
+        topo,
+        "key",
+        &["--key-file", key],
+        &["--key-file", key],
+        "auth_bad_tag",
+    )
+}
+
+#[test]
+fn spoofed_flood_registers_nothing() {
+    let topo = Topology::new(5, true).unwrap();
+    topo.run(flood).unwrap();
+}
