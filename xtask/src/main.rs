@@ -1,6 +1,7 @@
 //! Developer commands: `cargo xtask setup | build-ebpf | run | test | demo`.
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 
 use std::{
@@ -35,6 +36,14 @@ enum Task {
     Demo,
     /// XDP per-path costs and end-to-end comparison with HAProxy, nftables and direct.
     Bench,
+    /// Fuzz the userspace parsers with cargo-fuzz (all targets by default).
+    Fuzz {
+        /// One of: igmp, announcement, key_file, config.
+        target: Option<String>,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 30)]
+        seconds: u32,
+    },
 }
 
 fn root() -> PathBuf {
@@ -151,6 +160,7 @@ fn main() -> ExitCode {
         Task::Test => test(),
         Task::Demo => demo::demo(),
         Task::Bench => bench::bench(),
+        Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

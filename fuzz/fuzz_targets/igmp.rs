@@ -1,0 +1,19 @@
+//! IGMP parsers: an IGMP message, and an IPv4 packet as a raw socket delivers it.
+#![no_main]
+use lb_common::{
+    igmp_socket::parse_ip_igmp,
+    wire::{IgmpMessage, internet_checksum, parse_igmp},
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match parse_igmp(data) {
+        // Only a whole message with a valid checksum is believed.
+        IgmpMessage::Query { .. } | IgmpMessage::Report { .. } => assert_eq!(internet_checksum(data), 0),
+        IgmpMessage::Other => {}
+    }
+    if let Some(received) = parse_ip_igmp(data) {
+        assert_eq!(data[9], 2, "not IGMP");
+        let _ = received;
+    }
+});
