@@ -89,6 +89,7 @@ impl Agent {
                     // An ordinary group-specific query: the kernel answers it.
                     return;
                 }
+                self.follow_local_address();
                 let max_resp = Duration::from_millis(u64::from(max_resp_code) * 100);
                 let mut rng = rand::rng();
                 let report_delay = rng.random_range(Duration::ZERO..=max_resp);
@@ -148,6 +149,26 @@ impl Agent {
             .map(drop)
     }
 
+    /// The interface's address may have changed (DHCP, an operator): the
+    /// announcements must come from the current one, or the LB would
+    /// register a stale address.
+    fn follow_local_address(&mut self) {
+        let Ok(current) = system::interface_ipv4(&self.args.iface) else {
+            return;
+        };
+        if current == self.local {
+            return;
+        }
+        match UdpSocket::bind(SocketAddrV4::new(current, 0)) {
+            Ok(udp) => {
+                info!(old = %self.local, new = %current, "interface address changed; announcing from the new one");
+                self.udp = udp;
+                self.local = current;
+            }
+            Err(e) => warn!(%current, "cannot bind to the new interface address: {e}"),
+        }
+    }
+
     /// Switches DRAINING and tells every known LB at once.
     fn set_draining(&mut self, draining: bool) {
         self.flags = if draining { FLAG_DRAINING } else { 0 };
@@ -168,7 +189,7 @@ impl Agent {
                 Err(e) => warn!(%lb, "sending LEAVING failed: {e}"),
             }
         }
-        if let Err(e) = self.igmp.get_ref().leave(self.args.group, self.local) {
+        if let Err(e) = self.igmp.get_ref().leave(self.args.group) {
             warn!("leaving the group failed: {e}");
         }
     }
@@ -183,9 +204,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     system::require_root("backend-agent")?;
     let local = system::interface_ipv4(&args.iface)?;
-    let igmp =
-        IgmpSocket::open(&args.iface, local, args.ttl).context("opening the raw IGMP socket")?;
-    igmp.join(args.group, local)
+    let igmp = IgmpSocket::open(&args.iface, system::interface_index(&args.iface)?, args.ttl)
+        .context("opening the raw IGMP socket")?;
+    igmp.join(args.group)
         .with_context(|| format!("joining {} on {}", args.group, args.iface))?;
     let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
         .with_context(|| format!("binding a UDP socket to {local}"))?;

@@ -4,7 +4,9 @@ use lb_common::cli::parse_key;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(key) = parse_key(text) {
         let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, text.to_ascii_lowercase());

@@ -8,13 +8,14 @@ use std::{
     os::fd::AsRawFd,
 };
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 
 use crate::wire::{IP_ROUTER_ALERT, IPPROTO_IGMP, IgmpMessage, parse_igmp};
 
 /// A raw IGMP socket bound to one interface.
 pub struct IgmpSocket {
     socket: Socket,
+    ifindex: u32,
 }
 
 /// An IGMP message received on the socket, with its IP source.
@@ -26,32 +27,36 @@ pub struct Received {
 }
 
 impl IgmpSocket {
-    /// Opens the socket on `iface` (whose address is `local`), sending with
-    /// `ttl` and the Router Alert option, without looping back its own messages.
-    pub fn open(iface: &str, local: Ipv4Addr, ttl: u32) -> io::Result<Self> {
+    /// Opens the socket on the interface with index `ifindex` (named
+    /// `iface`), sending with `ttl` and the Router Alert option, without
+    /// looping back its own messages. The interface is named by index, not
+    /// address, so that an address change does not break the socket.
+    pub fn open(iface: &str, ifindex: u32, ttl: u32) -> io::Result<Self> {
         let socket = Socket::new(
             Domain::IPV4,
             Type::RAW,
             Some(Protocol::from(i32::from(IPPROTO_IGMP))),
         )?;
         socket.bind_device(Some(iface.as_bytes()))?;
-        socket.set_multicast_if_v4(&local)?;
+        set_multicast_ifindex(&socket, ifindex)?;
         socket.set_multicast_ttl_v4(ttl)?;
         socket.set_multicast_loop_v4(false)?;
         socket.set_nonblocking(true)?;
         set_ip_options(&socket, &IP_ROUTER_ALERT)?;
-        Ok(Self { socket })
+        Ok(Self { socket, ifindex })
     }
 
-    /// Joins `group` on the interface whose address is `local`; the kernel
-    /// leaves it when the socket closes.
-    pub fn join(&self, group: Ipv4Addr, local: Ipv4Addr) -> io::Result<()> {
-        self.socket.join_multicast_v4(&group, &local)
+    /// Joins `group` on the socket's interface; the kernel leaves it when
+    /// the socket closes.
+    pub fn join(&self, group: Ipv4Addr) -> io::Result<()> {
+        self.socket
+            .join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(self.ifindex))
     }
 
     /// Leaves `group` (the kernel then sends its leave report).
-    pub fn leave(&self, group: Ipv4Addr, local: Ipv4Addr) -> io::Result<()> {
-        self.socket.leave_multicast_v4(&group, &local)
+    pub fn leave(&self, group: Ipv4Addr) -> io::Result<()> {
+        self.socket
+            .leave_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(self.ifindex))
     }
 
     /// Sends an 8-byte IGMP message to `destination`.
@@ -89,6 +94,28 @@ pub fn parse_ip_igmp(packet: &[u8]) -> Option<Received> {
         destination: addr(16),
         message: parse_igmp(&packet[header_len..]),
     })
+}
+
+fn set_multicast_ifindex(socket: &Socket, ifindex: u32) -> io::Result<()> {
+    let mreqn = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: the pointer and length describe `mreqn`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&raw const mreqn).cast(),
+            std::mem::size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_ip_options(socket: &Socket, options: &[u8]) -> io::Result<()> {

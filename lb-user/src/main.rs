@@ -282,16 +282,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     for &(prefix, len) in &args.allow {
         maps.allow(prefix, len)?;
     }
-    let socket = IgmpSocket::open(&args.iface, lb_addr, args.ttl)
+    let socket = IgmpSocket::open(&args.iface, ifindex, args.ttl)
         .context("opening the raw IGMP socket for queries")?;
     for g in &groups {
         // Joining makes the NIC accept the group's reports; 224.0.0.22 carries IGMPv3 reports.
         socket
-            .join(g.group, lb_addr)
+            .join(g.group)
             .with_context(|| format!("joining group {} on {}", g.group, args.iface))?;
     }
     socket
-        .join(Ipv4Addr::new(224, 0, 0, 22), lb_addr)
+        .join(Ipv4Addr::new(224, 0, 0, 22))
         .context("joining 224.0.0.22 for IGMPv3 reports")?;
 
     let params = ControlParams {

@@ -285,3 +285,130 @@ fn spoofed_flood_registers_nothing() {
     let topo = Topology::new(5, true).unwrap();
     topo.run(flood).unwrap();
 }
+
+/// The agent recovers without a restart: its interface goes down and up,
+/// its address changes, and its LB is replaced by one at another address.
+fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
+    let fast = [
+        "--query-interval",
+        "200ms",
+        "--max-response-time",
+        "100ms",
+        "--timeout",
+        "400ms",
+        "--max-misses",
+        "3",
+    ];
+    let (mut lb, pin) = start_lb(topo, "first", &fast)?;
+    // The agent starts before anything queries it, and keeps running throughout.
+    let mut agent = topo.spawn(1, "agent", "backend-agent", &["--iface", "eth0"])?;
+    let netns = topo.host(1).netns.clone();
+    let addr = topo.host(1).addr.to_string();
+    let has = |pin: &std::path::Path, a: &str| {
+        topo.status(pin)
+            .ok()
+            .filter(|s| registered(s).contains(&a.to_owned()))
+    };
+    wait_for(Duration::from_secs(3), POLL, || has(&pin, &addr)).context("first registration")?;
+
+    // Interface down long enough to be removed, then up again.
+    lb_tests::sh("ip", &["-n", &netns, "link", "set", "eth0", "down"])?;
+    wait_for(Duration::from_secs(5), POLL, || {
+        topo.status(&pin)
+            .ok()
+            .filter(|s| !registered(s).contains(&addr))
+    })
+    .context("the agent behind a down interface was not removed")?;
+    let up = Instant::now();
+    lb_tests::sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
+    wait_for(Duration::from_secs(5), POLL, || has(&pin, &addr))
+        .context("no registration after the interface came up")?;
+    println!(
+        "interface down and up: registered again {} ms after up",
+        up.elapsed().as_millis()
+    );
+
+    // The backend's address changes: the LB sees the new one, and the old
+    // one ages out.
+    let o = topo.host(1).addr.octets();
+    let new_addr = format!("{}.{}.{}.{}", o[0], o[1], o[2], 50);
+    // Keep the new address when the old primary one goes.
+    lb_tests::sh(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.eth0.promote_secondaries=1",
+        ],
+    )?;
+    lb_tests::sh(
+        "ip",
+        &[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{new_addr}/24"),
+            "dev",
+            "eth0",
+        ],
+    )?;
+    lb_tests::sh(
+        "ip",
+        &[
+            "-n",
+            &netns,
+            "addr",
+            "del",
+            &format!("{addr}/24"),
+            "dev",
+            "eth0",
+        ],
+    )?;
+    let changed = Instant::now();
+    wait_for(Duration::from_secs(5), POLL, || {
+        topo.status(&pin)
+            .ok()
+            .filter(|s| registered(s) == vec![new_addr.clone()])
+    })
+    .context("the new address did not replace the old one")?;
+    println!(
+        "address change: only the new address registered after {} ms",
+        changed.elapsed().as_millis()
+    );
+
+    // A new LB at another address replaces the first.
+    lb.signal(libc::SIGTERM);
+    lb.wait_exit(Duration::from_secs(5))?;
+    let pin2 = topo.pin_path("second");
+    let pin2_str = pin2.to_str().context("pin")?.to_owned();
+    let mut args = vec![
+        "run",
+        "--iface",
+        "eth0",
+        "--xdp-mode",
+        "skb",
+        "--pin-path",
+        &pin2_str,
+    ];
+    args.extend_from_slice(&fast);
+    let replaced = Instant::now();
+    let _lb2 = topo.spawn(2, "second", "lb-user", &args)?;
+    wait_for(Duration::from_secs(5), POLL, || has(&pin2, &new_addr))
+        .context("the agent did not find the new LB")?;
+    println!(
+        "LB replaced at another address: registered {} ms after it started",
+        replaced.elapsed().as_millis()
+    );
+    ensure!(agent.wait_exit(Duration::ZERO).is_err(), "the agent exited");
+    Ok(())
+}
+
+#[test]
+fn agent_recovers_without_restart() {
+    let topo = Topology::new(3, true).unwrap();
+    topo.run(agent_recovers).unwrap();
+}

@@ -28,7 +28,10 @@ pub fn fuzz(target: Option<&str>, seconds: u32) -> anyhow::Result<()> {
     }
     let targets: Vec<&str> = match target {
         Some(t) if TARGETS.contains(&t) => vec![t],
-        Some(t) => bail!("no fuzz target {t:?}; the targets are {}", TARGETS.join(", ")),
+        Some(t) => bail!(
+            "no fuzz target {t:?}; the targets are {}",
+            TARGETS.join(", ")
+        ),
         None => TARGETS.to_vec(),
     };
     for target in targets {
@@ -37,11 +40,19 @@ pub fn fuzz(target: Option<&str>, seconds: u32) -> anyhow::Result<()> {
         let status = Command::new("cargo")
             .current_dir(root())
             .arg(format!("+{toolchain}"))
-            .args(["fuzz", "run", target, "--", &format!("-max_total_time={seconds}")])
+            .args([
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={seconds}"),
+            ])
             .status()
             .context("running cargo fuzz")?;
         if !status.success() {
-            bail!("fuzz target {target} failed ({status}); the crashing input is under fuzz/artifacts/{target}");
+            bail!(
+                "fuzz target {target} failed ({status}); the crashing input is under fuzz/artifacts/{target}"
+            );
         }
     }
     Ok(())

@@ -71,14 +71,25 @@ fn cargo(args: &[&str], envs: &[(&str, &Path)]) -> anyhow::Result<()> {
 fn test() -> anyhow::Result<()> {
     setup::setup()?;
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
-    // The eBPF crate is outside the workspace; rustfmt follows its modules.
+    // The eBPF and fuzz crates are outside the workspace; rustfmt follows
+    // the modules of each file it is given.
+    let outside = [
+        "lb-ebpf/src/main.rs",
+        "fuzz/fuzz_targets/igmp.rs",
+        "fuzz/fuzz_targets/announcement.rs",
+        "fuzz/fuzz_targets/key_file.rs",
+        "fuzz/fuzz_targets/config.rs",
+    ];
     let status = Command::new("rustfmt")
         .args(["--check", "--edition", "2024"])
-        .arg(root().join("lb-ebpf/src/main.rs"))
+        .args(outside.map(|f| root().join(f)))
         .status()
         .context("running rustfmt")?;
     if !status.success() {
-        bail!("lb-ebpf is not formatted: run `rustfmt --edition 2024 lb-ebpf/src/main.rs`");
+        bail!(
+            "not formatted: run `rustfmt --edition 2024 {}`",
+            outside.join(" ")
+        );
     }
     cargo(
         &[
