@@ -768,6 +768,45 @@ fn authenticated_announcements() {
     }
 }
 
+#[test]
+fn a_full_server_list_rejects_newcomers_and_keeps_its_backends() {
+    lb_tests_require_root();
+    let mut lb = TestLb::new(
+        LoadParams {
+            max_backends: 2,
+            ..LOAD
+        },
+        lb_common::ServiceKey {
+            vip: VIP.octets(),
+            port: 80,
+            proto: lb_common::IPPROTO_TCP,
+            _pad: 0,
+        },
+        1009,
+    );
+    for i in 1..=2 {
+        lb.announce(i, 0, 100);
+    }
+    // Strangers find the list full: dropped, counted, nobody evicted.
+    for last in 100..110 {
+        let frame = Frame::announce(Ipv4Addr::new(10, 0, 0, last), 2000, 0, 100, 1).bytes();
+        assert_eq!(lb.run(&frame).0, XDP_DROP);
+    }
+    assert_eq!(lb.counter(Counter::AnnounceTableFull), 10);
+    let mut registered: Vec<Ipv4Addr> = lb
+        .maps
+        .backends()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| Ipv4Addr::from(k.addr))
+        .collect();
+    registered.sort();
+    assert_eq!(registered, vec![backend(1).0, backend(2).0]);
+    // A registered backend still refreshes.
+    lb.announce(1, 0, 100);
+    assert_eq!(lb.counter(Counter::AnnounceAccepted), 1);
+}
+
 fn lb_tests_require_root() {
     lb_user::system::require_root("the packet tests").expect("run the packet tests as root");
 }
