@@ -275,6 +275,42 @@ impl Topology {
     }
 }
 
+/// The fast protocol timers the tests run with: P = 200 ms, max response
+/// 100 ms, T = 400 ms, N = 3.
+pub const FAST_TIMERS: [&str; 8] = [
+    "--query-interval",
+    "200ms",
+    "--max-response-time",
+    "100ms",
+    "--timeout",
+    "400ms",
+    "--max-misses",
+    "3",
+];
+
+impl Topology {
+    /// Starts `lb-user run --iface eth0` with `extra` arguments on host `i`,
+    /// its maps pinned under this topology's bpffs as `name`; returns once
+    /// its status answers.
+    pub fn start_lb(
+        &self,
+        i: usize,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<(Proc, PathBuf)> {
+        let pin = self.pin_path(name);
+        let pin_str = pin.to_str().context("pin path")?.to_owned();
+        let mut args = vec!["run", "--iface", "eth0", "--pin-path", &pin_str];
+        args.extend_from_slice(extra);
+        let lb = self.spawn(i, name, "lb-user", &args)?;
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.status(&pin).ok()
+        })
+        .with_context(|| format!("{name} did not come up: {}", lb.log_text()))?;
+        Ok((lb, pin))
+    }
+}
+
 impl Drop for Topology {
     fn drop(&mut self) {
         for host in &self.hosts {

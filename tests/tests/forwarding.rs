@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use lb_tests::{Proc, Topology, first_group, wait_for};
+use lb_tests::{FAST_TIMERS, Proc, Topology, first_group, wait_for};
 use serde_json::Value;
 
 const P: Duration = Duration::from_millis(200);
@@ -166,29 +166,24 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
     let key = topo.logs.join("announce.key");
     std::fs::write(&key, "00112233445566778899aabbccddeeff\n")?;
     let key = key.to_str().context("key path")?.to_owned();
-    let lb_args = [
+    let lb_args: Vec<&str> = [
         // Generic XDP: on a veth, native XDP_TX frames reach the peer
         // only if the peer runs XDP itself.
-        "run",
-        "--iface",
-        "eth0",
-        "--xdp-mode",
-        "skb",
-        "--config",
-        &config,
-        "--key-file",
-        &key,
-        "--query-interval",
-        "200ms",
-        "--max-response-time",
-        "100ms",
-        "--timeout",
-        "400ms",
-        "--max-misses",
-        "3",
-        "--pin-path",
-        &pin_str,
-    ];
+        &[
+            "run",
+            "--iface",
+            "eth0",
+            "--xdp-mode",
+            "skb",
+            "--config",
+            &config,
+            "--key-file",
+            &key,
+        ][..],
+        &FAST_TIMERS,
+        &["--pin-path", &pin_str],
+    ]
+    .concat();
     let lb = topo.spawn(LB, "lb", "lb-user", &lb_args)?;
     wait_for(Duration::from_secs(10), POLL, || topo.status(&pin).ok())
         .context("the LB did not start")?;

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use lb_tests::{Proc, Topology, first_group, registered, wait_for};
+use lb_tests::{FAST_TIMERS, Proc, Topology, first_group, registered, wait_for};
 use serde_json::Value;
 
 const LB: usize = 0;
@@ -16,27 +16,13 @@ const BACKENDS: [usize; 3] = [1, 2, 3];
 const CLIENT: usize = 4;
 const POLL: Duration = Duration::from_millis(20);
 
+/// An LB on host LB with generic XDP (XDP_TX on a veth needs it).
 fn start_lb(
     topo: &Topology,
     name: &str,
     extra: &[&str],
 ) -> anyhow::Result<(Proc, std::path::PathBuf)> {
-    let pin = topo.pin_path(name);
-    let pin_str = pin.to_str().context("pin")?.to_owned();
-    let mut args = vec![
-        "run",
-        "--iface",
-        "eth0",
-        "--xdp-mode",
-        "skb",
-        "--pin-path",
-        &pin_str,
-    ];
-    args.extend_from_slice(extra);
-    let lb = topo.spawn(LB, name, "lb-user", &args)?;
-    wait_for(Duration::from_secs(10), POLL, || topo.status(&pin).ok())
-        .with_context(|| format!("{name} did not start: {}", lb.log_text()))?;
-    Ok((lb, pin))
+    topo.start_lb(LB, name, &[&["--xdp-mode", "skb"], extra].concat())
 }
 
 fn backend_addrs(topo: &Topology) -> Vec<String> {
@@ -289,17 +275,7 @@ fn spoofed_flood_registers_nothing() {
 /// The agent recovers without a restart: its interface goes down and up,
 /// its address changes, and its LB is replaced by one at another address.
 fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
-    let fast = [
-        "--query-interval",
-        "200ms",
-        "--max-response-time",
-        "100ms",
-        "--timeout",
-        "400ms",
-        "--max-misses",
-        "3",
-    ];
-    let (mut lb, pin) = start_lb(topo, "first", &fast)?;
+    let (mut lb, pin) = start_lb(topo, "first", &FAST_TIMERS)?;
     // The agent starts before anything queries it, and keeps running throughout.
     let mut agent = topo.spawn(1, "agent", "backend-agent", &["--iface", "eth0"])?;
     let netns = topo.host(1).netns.clone();
@@ -383,20 +359,12 @@ fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
     // A new LB at another address replaces the first.
     lb.signal(libc::SIGTERM);
     lb.wait_exit(Duration::from_secs(5))?;
-    let pin2 = topo.pin_path("second");
-    let pin2_str = pin2.to_str().context("pin")?.to_owned();
-    let mut args = vec![
-        "run",
-        "--iface",
-        "eth0",
-        "--xdp-mode",
-        "skb",
-        "--pin-path",
-        &pin2_str,
-    ];
-    args.extend_from_slice(&fast);
     let replaced = Instant::now();
-    let _lb2 = topo.spawn(2, "second", "lb-user", &args)?;
+    let (_lb2, pin2) = topo.start_lb(
+        2,
+        "second",
+        &[&["--xdp-mode", "skb"], &FAST_TIMERS[..]].concat(),
+    )?;
     wait_for(Duration::from_secs(5), POLL, || has(&pin2, &new_addr))
         .context("the agent did not find the new LB")?;
     println!(

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use lb_tests::{Proc, Topology, first_group, registered, wait_for};
+use lb_tests::{FAST_TIMERS, Proc, Topology, first_group, registered, wait_for};
 
 const P: Duration = Duration::from_millis(200);
 const T: Duration = Duration::from_millis(400);
@@ -15,41 +15,14 @@ const N: u32 = 3;
 const R: u32 = 2;
 const POLL: Duration = Duration::from_millis(20);
 
-fn lb_args(iface_pin: &str) -> Vec<String> {
-    [
-        "run",
-        "--iface",
-        "eth0",
-        "--query-interval",
-        "200ms",
-        "--max-response-time",
-        "100ms",
-        "--timeout",
-        "400ms",
-        "--max-misses",
-        "3",
-        "--robustness",
-        "2",
-        "--pin-path",
-        iface_pin,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 fn start_lb(
     topo: &Topology,
     host: usize,
     name: &str,
 ) -> anyhow::Result<(Proc, std::path::PathBuf)> {
-    let pin = topo.pin_path(name);
-    let args = lb_args(pin.to_str().context("pin path")?);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let lb = topo.spawn(host, name, "lb-user", &args)?;
-    let ready = wait_for(Duration::from_secs(10), POLL, || topo.status(&pin).ok());
-    ensure!(ready.is_some(), "{name} did not come up: {}", lb.log_text());
-    Ok((lb, pin))
+    let mut extra = FAST_TIMERS.to_vec();
+    extra.extend(["--robustness", "2"]);
+    topo.start_lb(host, name, &extra)
 }
 
 fn start_agent(topo: &Topology, host: usize, name: &str) -> anyhow::Result<Proc> {
