@@ -44,8 +44,8 @@ pub fn demo() -> anyhow::Result<()> {
     // SAFETY: single-threaded at this point; lb_tests reads it when spawning.
     unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
 
-    banner("building a bridge with 4 hosts in network namespaces");
-    let topo = Topology::new(4, true)?;
+    banner("building a bridge with 5 hosts in network namespaces: LB, three backends, a client");
+    let topo = Topology::new(5, true)?;
     for h in &topo.hosts {
         println!("  {} {}", h.netns, h.addr);
     }
@@ -54,10 +54,40 @@ pub fn demo() -> anyhow::Result<()> {
     result
 }
 
+/// The client's host.
+const CLIENT: usize = 4;
+
+/// 300 short HTTP connections from the client to the VIP; prints who answered.
+fn serve(topo: &Topology, vip: &str) -> anyhow::Result<()> {
+    let out = topo.exec(
+        CLIENT,
+        "http-probe",
+        &["spread", &format!("{vip}:80"), "300"],
+    )?;
+    println!(
+        "  client -> {vip}:80, 300 connections, answered by: {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    Ok(())
+}
+
 fn story(topo: &Topology) -> anyhow::Result<()> {
     let pin = topo.pin_path("lb");
     let pin_str = pin.to_str().context("pin path")?.to_owned();
-    let mut args = vec!["run", "--pin-path", &pin_str];
+    let o = topo.host(0).addr.octets();
+    let vip = format!("{}.{}.{}.100", o[0], o[1], o[2]);
+    // Generic XDP: on a veth, native XDP_TX needs XDP on the peer too.
+    let mut args = vec![
+        "run",
+        "--pin-path",
+        &pin_str,
+        "--xdp-mode",
+        "skb",
+        "--vip",
+        &vip,
+        "--service",
+        "tcp:80",
+    ];
     args.extend(LB_ARGS);
     banner(&format!(
         "starting the LB on {} (P=500ms, T=1s, N=2)",
@@ -70,7 +100,19 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
     })
     .with_context(|| format!("the LB did not start: {}", lb.log_text()))?;
 
-    banner("starting backend-agent on three backends; nothing is configured on the LB");
+    let _servers: Vec<Proc> = (1..=3)
+        .map(|i| {
+            topo.spawn(
+                i,
+                &format!("server{i}"),
+                "name-server",
+                &["0.0.0.0:80", &format!("b{i}")],
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+    banner(
+        "starting backend-agent (weights 100, 200, 300) on three backends; nothing is configured on the LB",
+    );
     let started = Instant::now();
     let mut agents: Vec<Proc> = (1..=3)
         .map(|i| {
@@ -79,7 +121,7 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
                 i,
                 &format!("agent{i}"),
                 "backend-agent",
-                &["--iface", "eth0", "--weight", &weight],
+                &["--iface", "eth0", "--weight", &weight, "--vip", &vip],
             )
         })
         .collect::<anyhow::Result<_>>()?;
@@ -94,6 +136,10 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
     // Let the control plane's next pass log the registrations too.
     sleep(Duration::from_millis(300));
     show_status(&pin_str)?;
+    banner(
+        "serving: XDP spreads the client's connections by weight (Maglev, direct server return)",
+    );
+    serve(topo, &vip)?;
 
     banner(&format!(
         "backend {} stops cleanly (SIGTERM): its LEAVING removes it at once",
@@ -101,8 +147,9 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
     ));
     agents[2].signal(libc::SIGTERM);
     agents[2].wait_exit(Duration::from_secs(5))?;
-    sleep(Duration::from_millis(100));
+    sleep(Duration::from_millis(200));
     show_status(&pin_str)?;
+    serve(topo, &vip)?;
 
     let frozen = topo.host(2).addr.to_string();
     banner(&format!(
