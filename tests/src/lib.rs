@@ -223,6 +223,17 @@ impl Topology {
         &self.hosts[i]
     }
 
+    /// An address on the hosts' /24 that no host has (hosts end in 1..=N):
+    /// for VIPs and moved addresses.
+    pub fn segment_address(&self, last: u8) -> Ipv4Addr {
+        assert!(
+            usize::from(last) > self.hosts.len(),
+            "{last} is a host's address"
+        );
+        let o = self.hosts[0].addr.octets();
+        Ipv4Addr::new(o[0], o[1], o[2], last)
+    }
+
     /// Starts one of the project's binaries in host `i`.
     pub fn spawn(&self, i: usize, name: &str, binary: &str, args: &[&str]) -> anyhow::Result<Proc> {
         self.spawn_program(i, name, bin(binary).to_str().context("binary path")?, args)

@@ -145,9 +145,8 @@ fn hold_result(mut proc_: Proc, backend: &str) -> anyhow::Result<Value> {
 }
 
 fn scenario(topo: &Topology) -> anyhow::Result<()> {
-    let lb_addr = topo.host(LB).addr.octets();
-    let vip = format!("{}.{}.{}.100", lb_addr[0], lb_addr[1], lb_addr[2]);
-    let vip2 = format!("{}.{}.{}.101", lb_addr[0], lb_addr[1], lb_addr[2]);
+    let vip = topo.segment_address(100).to_string();
+    let vip2 = topo.segment_address(101).to_string();
     let pin = topo.pin_path("lb");
     let pin_str = pin.to_str().context("pin")?.to_owned();
     // Through a config file: the service's group, and a second group with

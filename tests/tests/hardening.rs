@@ -154,7 +154,7 @@ fn flood_phase(
     reject: &str,
 ) -> anyhow::Result<()> {
     let lb_addr = topo.host(LB).addr.octets();
-    let vip = format!("{}.{}.{}.100", lb_addr[0], lb_addr[1], lb_addr[2]);
+    let vip = topo.segment_address(100).to_string();
     let mut extra = vec![
         "--vip",
         &vip,
@@ -306,8 +306,7 @@ fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
 
     // The backend's address changes: the LB sees the new one, and the old
     // one ages out.
-    let o = topo.host(1).addr.octets();
-    let new_addr = format!("{}.{}.{}.{}", o[0], o[1], o[2], 50);
+    let new_addr = topo.segment_address(50).to_string();
     // Keep the new address when the old primary one goes.
     lb_tests::sh(
         "ip",

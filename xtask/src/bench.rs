@@ -104,10 +104,7 @@ pub fn bench() -> anyhow::Result<()> {
 
 fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
     let lb = topo.host(LB).addr;
-    let vip = {
-        let o = lb.octets();
-        format!("{}.{}.{}.100", o[0], o[1], o[2])
-    };
+    let vip = topo.segment_address(100).to_string();
     let backend_addrs: Vec<String> = BACKENDS
         .iter()
         .map(|&h| topo.host(h).addr.to_string())
@@ -135,25 +132,10 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
 
     // Our LB: XDP with direct server return.
     {
-        let pin = topo.pin_path("bench");
-        let pin_str = pin.to_str().context("pin")?.to_owned();
-        let _lb = topo.spawn(
+        let (_lb, pin) = topo.start_lb(
             LB,
-            "lb",
-            "lb-user",
-            &[
-                "run",
-                "--iface",
-                "eth0",
-                "--xdp-mode",
-                "skb",
-                "--vip",
-                &vip,
-                "--service",
-                "tcp:80",
-                "--pin-path",
-                &pin_str,
-            ],
+            "bench",
+            &["--xdp-mode", "skb", "--vip", &vip, "--service", "tcp:80"],
         )?;
         let _agents: Vec<Proc> = BACKENDS
             .iter()

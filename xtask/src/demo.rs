@@ -12,7 +12,7 @@ use lb_tests::{Proc, Topology, registered, wait_for};
 
 use crate::{cargo, root, setup::setup};
 
-const LB_ARGS: [&str; 10] = [
+const LB_ARGS: [&str; 8] = [
     "--query-interval",
     "500ms",
     "--timeout",
@@ -21,8 +21,6 @@ const LB_ARGS: [&str; 10] = [
     "2",
     "--robustness",
     "2",
-    "--iface",
-    "eth0",
 ];
 
 fn banner(text: &str) {
@@ -72,33 +70,20 @@ fn serve(topo: &Topology, vip: &str) -> anyhow::Result<()> {
 }
 
 fn story(topo: &Topology) -> anyhow::Result<()> {
-    let pin = topo.pin_path("lb");
-    let pin_str = pin.to_str().context("pin path")?.to_owned();
-    let o = topo.host(0).addr.octets();
-    let vip = format!("{}.{}.{}.100", o[0], o[1], o[2]);
+    let vip = topo.segment_address(100).to_string();
     // Generic XDP: on a veth, native XDP_TX needs XDP on the peer too.
-    let mut args = vec![
-        "run",
-        "--pin-path",
-        &pin_str,
-        "--xdp-mode",
-        "skb",
-        "--vip",
-        &vip,
-        "--service",
-        "tcp:80",
-    ];
+    let mut args = vec!["--xdp-mode", "skb", "--vip", &vip, "--service", "tcp:80"];
     args.extend(LB_ARGS);
     banner(&format!(
         "starting the LB on {} (P=500ms, T=1s, N=2)",
         topo.host(0).addr
     ));
-    println!("  lb-user {}", args.join(" "));
-    let mut lb = topo.spawn(0, "lb", "lb-user", &args)?;
-    wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-        topo.status(&pin).ok()
-    })
-    .with_context(|| format!("the LB did not start: {}", lb.log_text()))?;
+    println!(
+        "  lb-user run --iface eth0 --pin-path ... {}",
+        args.join(" ")
+    );
+    let (mut lb, pin) = topo.start_lb(0, "lb", &args)?;
+    let pin_str = pin.to_str().context("pin path")?.to_owned();
 
     let _servers: Vec<Proc> = (1..=3)
         .map(|i| {
