@@ -27,11 +27,11 @@ impl fmt::Display for BuildError {
             }
             BuildError::Spawn { program, reason } => write!(
                 f,
-                "cannot run {program}: {reason}; run `cargo xtask setup` to install the toolchain"
+                "cannot run {program}: {reason}; run `./xtask.sh setup` to install the toolchain"
             ),
             BuildError::Failed { status } => write!(
                 f,
-                "building lb-ebpf failed ({status}); if bpf-linker or the nightly is missing, run `cargo xtask setup`"
+                "building lb-ebpf failed ({status}); if bpf-linker or the nightly is missing, run `./xtask.sh setup`"
             ),
         }
     }

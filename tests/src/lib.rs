@@ -41,7 +41,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.exists(),
-        "{} is missing: build it first (`cargo build --bins`, or run `cargo xtask test`)",
+        "{} is missing: build it first (`cargo build --bins`, or run `./xtask.sh test`)",
         path.display()
     );
     path
