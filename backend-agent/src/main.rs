@@ -12,14 +12,14 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use lb_common::{
+use lb_common::wire::{
+    AnnouncementV1, DEFAULT_WEIGHT, FLAG_DRAINING, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage,
+    igmp_v2_message,
+};
+use lb_host::{
     cli::{parse_group, parse_port, read_key_file},
     igmp_socket::{IgmpSocket, Received},
     system,
-    wire::{
-        AnnouncementV1, DEFAULT_WEIGHT, FLAG_DRAINING, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage,
-        igmp_v2_message,
-    },
 };
 use rand::Rng;
 use tokio::{
@@ -281,7 +281,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    lb_common::cli::main_with(|args: Args| {
+    lb_host::cli::main_with(|args: Args| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -12,7 +12,7 @@ use std::{
 pub enum BuildError {
     Toolchain { path: PathBuf, reason: String },
     Spawn { program: String, reason: String },
-    Failed { status: String },
+    Failed { subcommand: String, status: String },
 }
 
 impl fmt::Display for BuildError {
@@ -29,9 +29,9 @@ impl fmt::Display for BuildError {
                 f,
                 "cannot run {program}: {reason}; run `./xtask.sh setup` to install the toolchain"
             ),
-            BuildError::Failed { status } => write!(
+            BuildError::Failed { subcommand, status } => write!(
                 f,
-                "building lb-ebpf failed ({status}); if bpf-linker or the nightly is missing, run `./xtask.sh setup`"
+                "cargo {subcommand} of lb-ebpf failed ({status}); if bpf-linker or the nightly is missing, run `./xtask.sh setup`"
             ),
         }
     }
@@ -79,10 +79,27 @@ pub fn ebpf_toolchain() -> Result<String, BuildError> {
 
 /// Builds the object with BTF into `target_dir` and returns its path.
 pub fn build(target_dir: &Path) -> Result<PathBuf, BuildError> {
+    // BTF makes `bpftool map dump` show field names.
+    run_cargo(
+        "build",
+        target_dir,
+        "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Dwarnings",
+    )?;
+    Ok(target_dir.join("bpfel-unknown-none/release/lb-ebpf"))
+}
+
+/// Runs clippy on the eBPF crate for its BPF target, warnings as errors.
+pub fn clippy(target_dir: &Path) -> Result<(), BuildError> {
+    run_cargo("clippy", target_dir, "-Dwarnings")
+}
+
+/// `cargo <subcommand>` of the eBPF crate with its nightly, for
+/// bpfel-unknown-none, with `rustflags` (`\x1f`-separated).
+fn run_cargo(subcommand: &str, target_dir: &Path, rustflags: &str) -> Result<(), BuildError> {
     let toolchain = ebpf_toolchain()?;
     let mut cmd = Command::new("rustup");
     cmd.current_dir(ebpf_crate_dir())
-        .args(["run", &toolchain, "cargo", "build", "--release"])
+        .args(["run", &toolchain, "cargo", subcommand, "--release"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(target_dir);
@@ -100,20 +117,17 @@ pub fn build(target_dir: &Path) -> Result<PathBuf, BuildError> {
             cmd.env_remove(key.as_ref());
         }
     }
-    // BTF makes `bpftool map dump` show field names.
-    cmd.env(
-        "CARGO_ENCODED_RUSTFLAGS",
-        // Warnings fail the build: nothing else lints the eBPF crate.
-        "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Dwarnings",
-    );
+    // Warnings fail the build: the eBPF crate is held to the same bar.
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags);
     let status = cmd.status().map_err(|e| BuildError::Spawn {
         program: "rustup".into(),
         reason: e.to_string(),
     })?;
     if !status.success() {
         return Err(BuildError::Failed {
+            subcommand: subcommand.to_owned(),
             status: status.to_string(),
         });
     }
-    Ok(target_dir.join("bpfel-unknown-none/release/lb-ebpf"))
+    Ok(())
 }

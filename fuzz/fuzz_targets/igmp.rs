@@ -1,9 +1,7 @@
 //! IGMP parsers: an IGMP message, and an IPv4 packet as a raw socket delivers it.
 #![no_main]
-use lb_common::{
-    igmp_socket::parse_ip_igmp,
-    wire::{IgmpMessage, internet_checksum, parse_igmp},
-};
+use lb_common::wire::{IgmpMessage, internet_checksum, parse_igmp};
+use lb_host::igmp_socket::parse_ip_igmp;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 //! The key-file parser: accepts exactly 32 hex digits, and they round-trip.
 #![no_main]
-use lb_common::cli::parse_key;
+use lb_host::cli::parse_key;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

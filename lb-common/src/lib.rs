@@ -3,15 +3,9 @@
 //! Every map value is `#[repr(C)]` with explicit padding fields, so the kernel
 //! and userspace agree on the layout byte for byte; sizes are checked at
 //! compile time.
-#![cfg_attr(not(any(feature = "user", test)), no_std)]
+#![cfg_attr(not(test), no_std)]
 
-#[cfg(feature = "user")]
-pub mod cli;
-#[cfg(feature = "user")]
-pub mod igmp_socket;
 pub mod siphash;
-#[cfg(feature = "user")]
-pub mod system;
 pub mod wire;
 
 /// Most groups one LB instance serves.
@@ -20,43 +14,95 @@ pub const MAX_GROUPS: u32 = 16;
 /// Default capacity of the server list.
 pub const DEFAULT_MAX_BACKENDS: u32 = 65536;
 
-/// Names under which the maps are pinned (also their names in BTF).
-pub mod map_name {
-    /// The available-server list: `BackendKey -> BackendEntry`, written by XDP.
-    pub const BACKENDS: &str = "BACKENDS";
-    /// Aging state of each backend: `BackendKey -> AgingState`, written by lb-user.
-    pub const BACKEND_AGING: &str = "BACKEND_AGING";
-    /// Announcement port (host order) -> group id.
-    pub const ANNOUNCE_PORTS: &str = "ANNOUNCE_PORTS";
-    /// Group address -> group id.
-    pub const GROUP_ADDRS: &str = "GROUP_ADDRS";
-    /// Per-CPU IGMP report statistics, indexed by group id, written by XDP.
-    pub const GROUP_REPORTS: &str = "GROUP_REPORTS";
-    /// Group configuration and liveness, indexed by group id, written by lb-user.
-    pub const GROUP_STATUS: &str = "GROUP_STATUS";
-    /// Per-CPU packet counters, indexed by [`crate::Counter`].
-    pub const COUNTERS: &str = "COUNTERS";
-    /// Virtual IPs (network order) -> number of services on them.
-    pub const VIPS: &str = "VIPS";
-    /// `ServiceKey -> Service`, written by lb-user.
-    pub const SERVICES: &str = "SERVICES";
-    /// Maglev lookup tables: two slots per service, backend address per entry.
-    pub const MAGLEV: &str = "MAGLEV";
-    /// Connection table (LRU): `FlowKey -> Flow`, written by XDP.
-    pub const FLOWS: &str = "FLOWS";
-    /// Source prefixes allowed to announce (LPM trie), written by lb-user.
-    pub const ANNOUNCE_ALLOW: &str = "ANNOUNCE_ALLOW";
-    /// Up to two SipHash keys (`AuthKey`), written by lb-user.
-    pub const AUTH_KEYS: &str = "AUTH_KEYS";
-    /// The wall clock as XDP sees it (`AuthClock`), kept current by lb-user.
-    pub const AUTH_CLOCK: &str = "AUTH_CLOCK";
-    /// Last accepted sequence per backend (LRU), written by XDP; outlives
-    /// removal so that a replayed announcement cannot bring a backend back.
-    pub const LAST_SEQUENCE: &str = "LAST_SEQUENCE";
+/// Every map of the XDP program, declared once: `$callback!` receives the
+/// whole table. lb-ebpf turns it into the `#[btf_map]` statics, lb-user into
+/// `LbMaps` (typed handles, pinning, adoption), and [`map_name`] holds the
+/// names. A map added here is pinned and adopted with no other change.
+///
+/// Each row: `NAME / field: Kind<Key, Value>[default capacity];`, where
+/// `Kind` is an `aya_ebpf::btf_maps` type, `NAME` the map's name in BTF and
+/// under the pin path, and `field` its handle in `LbMaps`. Arrays take no key
+/// (their key is a `u32` index).
+#[macro_export]
+macro_rules! program_maps {
+    ($callback:ident) => {
+        $callback! {
+            /// The available-server list, written by XDP.
+            BACKENDS / backends: HashMap<$crate::BackendKey, $crate::BackendEntry>[$crate::DEFAULT_MAX_BACKENDS];
+            /// Aging state of each backend, written by lb-user only; declared
+            /// here so that it is created and pinned with BTF beside the list.
+            BACKEND_AGING / aging: HashMap<$crate::BackendKey, $crate::AgingState>[$crate::DEFAULT_MAX_BACKENDS];
+            /// Announcement port (host order) -> group id.
+            ANNOUNCE_PORTS / announce_ports: HashMap<u16, u32>[$crate::MAX_GROUPS];
+            /// Group address (network order) -> group id.
+            GROUP_ADDRS / group_addrs: HashMap<[u8; 4], u32>[$crate::MAX_GROUPS];
+            /// IGMP report statistics per group (per CPU), written by XDP.
+            GROUP_REPORTS / group_reports: PerCpuArray<$crate::GroupReports>[$crate::MAX_GROUPS];
+            /// Group configuration and liveness, written by lb-user only.
+            GROUP_STATUS / group_status: Array<$crate::GroupStatus>[$crate::MAX_GROUPS];
+            /// Packet counters (per CPU), indexed by [`Counter`]($crate::Counter).
+            COUNTERS / counters: PerCpuArray<u64>[$crate::Counter::ALL.len() as u32];
+            /// Virtual IPs (network order) -> number of services on them.
+            VIPS / vips: HashMap<[u8; 4], u32>[$crate::MAX_SERVICES];
+            /// Services, written by lb-user.
+            SERVICES / services: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
+            /// Maglev tables, two slots per service (see `Service::maglev_index`);
+            /// an all-zero entry means no backend.
+            MAGLEV / maglev: Array<[u8; 4]>[$crate::MAGLEV_ENTRIES];
+            /// Connection table (LRU): an established flow keeps its backend.
+            FLOWS / flows: LruHashMap<$crate::FlowKey, $crate::Flow>[$crate::DEFAULT_MAX_FLOWS];
+            /// Source prefixes allowed to announce (network-order address, prefix length).
+            ANNOUNCE_ALLOW / announce_allow: LpmTrie<[u8; 4], u8>[$crate::MAX_ALLOW_PREFIXES];
+            /// Announcement keys (SPEC 4.3), written by lb-user.
+            AUTH_KEYS / auth_keys: Array<$crate::AuthKey>[$crate::MAX_AUTH_KEYS];
+            /// Wall-clock offset and allowed skew, kept current by lb-user.
+            AUTH_CLOCK / auth_clock: Array<$crate::AuthClock>[1];
+            /// Last accepted sequence per backend (LRU), written by XDP; outlives
+            /// removal so that a replayed announcement cannot bring a backend back.
+            LAST_SEQUENCE / last_sequence: LruHashMap<$crate::BackendKey, u64>[2 * $crate::DEFAULT_MAX_BACKENDS];
+        }
+    };
 }
 
-/// Name of the global that requires authenticated announcements (1) or not (0).
-pub const GLOBAL_AUTH_ON: &str = "AUTH_ON";
+/// The globals of the XDP program that the loader sets, declared once
+/// like [`program_maps!`]: `NAME: Type = default;`.
+#[macro_export]
+macro_rules! program_globals {
+    ($callback:ident) => {
+        $callback! {
+            /// The LB's own unicast address (network order): announcements go to it.
+            LB_ADDR: [u8; 4] = [0; 4];
+            /// MAC of the LB's interface, the source of forwarded frames.
+            LB_MAC: [u8; 6] = [0; 6];
+            /// 1 when announcements must carry a valid tag.
+            AUTH_ON: u8 = 0;
+            /// 1 when only sources in ANNOUNCE_ALLOW may announce.
+            ALLOWLIST_ON: u8 = 0;
+        }
+    };
+}
+
+/// The name of each global in [`program_globals!`].
+pub mod global_name {
+    macro_rules! names {
+        ($( $(#[$doc:meta])* $name:ident : $ty:ty = $default:expr; )*) => {
+            $( $(#[$doc])* pub const $name: &str = stringify!($name); )*
+        };
+    }
+    crate::program_globals!(names);
+}
+
+/// The name of each map in [`program_maps!`]: in BTF and under the pin path.
+pub mod map_name {
+    macro_rules! names {
+        ($( $(#[$doc:meta])* $name:ident / $field:ident : $kind:ident <$($ty:ty),+> [$cap:expr]; )*) => {
+            $( $(#[$doc])* pub const $name: &str = stringify!($name); )*
+            /// Every map, in declaration order.
+            pub const ALL: &[&str] = &[$($name),*];
+        };
+    }
+    crate::program_maps!(names);
+}
 
 /// Keys accepted at once (rotation without downtime).
 pub const MAX_AUTH_KEYS: u32 = 2;
@@ -86,9 +132,6 @@ const _: () = assert!(core::mem::size_of::<AuthClock>() == 16);
 /// Most `--allow` prefixes.
 pub const MAX_ALLOW_PREFIXES: u32 = 1024;
 
-/// Name of the global that turns the source allowlist on (1) or off (0).
-pub const GLOBAL_ALLOWLIST_ON: &str = "ALLOWLIST_ON";
-
 /// Most services one LB instance serves.
 pub const MAX_SERVICES: u32 = 16;
 /// Largest Maglev table; each service has two slots of this many entries.
@@ -97,9 +140,6 @@ pub const MAX_MAGLEV_SIZE: u32 = 65537;
 pub const MAGLEV_ENTRIES: u32 = MAX_SERVICES * 2 * MAX_MAGLEV_SIZE;
 /// Default capacity of the connection table.
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
-
-/// Name of the global holding the LB interface's MAC address.
-pub const GLOBAL_LB_MAC: &str = "LB_MAC";
 
 /// IP protocol numbers of the forwarded transports.
 pub const IPPROTO_TCP: u8 = 6;
@@ -191,9 +231,6 @@ pub const FLOOR_PROGRAM_NAME: &str = "xdp_floor";
 /// Name of the program that only returns XDP_TX: the forwarding benchmark's ceiling.
 pub const TX_FLOOR_PROGRAM_NAME: &str = "xdp_tx_floor";
 
-/// Name of the global holding the LB's own IPv4 address (network order bytes).
-pub const GLOBAL_LB_ADDR: &str = "LB_ADDR";
-
 /// Key of the server list: one backend in one group.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -279,109 +316,152 @@ pub struct GroupStatus {
 }
 const _: () = assert!(core::mem::size_of::<GroupStatus>() == 32);
 
-/// Packet counters, one slot each in the per-CPU `COUNTERS` array.
+/// What the program does with a packet: the XDP action it returns.
+/// lb-ebpf checks these values against the kernel's at compile time.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    /// Announcement accepted (new or refresh).
-    AnnounceAccepted = 0,
-    /// Announcement that inserted a new backend.
-    AnnounceRegistered,
-    /// Announcement with LEAVING that removed a backend.
-    AnnounceLeaving,
-    /// Announcement dropped: the server list is full.
-    AnnounceTableFull,
-    /// Announcement dropped: source address or MAC not a unicast host.
-    AnnounceBadSource,
-    /// Announcement dropped: source not in the `--allow` prefixes.
-    AnnounceNotAllowed,
-    /// Announcement dropped: a key is set and it is not a whole v1 payload.
-    AuthMissing,
-    /// Announcement dropped: the tag matches no key.
-    AuthBadTag,
-    /// Announcement dropped: its sequence is not above the last accepted one.
-    AuthReplay,
-    /// Announcement dropped: its sequence is outside the allowed clock skew.
-    AuthStale,
-    /// IGMP membership report for a configured group.
-    IgmpReport,
-    /// IGMP leave for a configured group.
-    IgmpLeave,
-    /// Truncated or inconsistent headers, fragments to the announcement port.
-    Malformed,
-    /// Not for us: passed untouched.
-    Ignored,
-    /// Client packet to a service sent to a backend with XDP_TX.
-    VipForwarded,
-    /// Client packet that started a new flow (Maglev pick).
-    VipNewFlow,
-    /// Client packet dropped: the service has no registered backend.
-    VipNoBackend,
-    /// Client packet to a VIP dropped: fragment, IP options or truncated.
-    VipMalformed,
+pub enum Action {
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
 }
 
-impl Counter {
-    pub const ALL: [Counter; 18] = [
-        Counter::AnnounceAccepted,
-        Counter::AnnounceRegistered,
-        Counter::AnnounceLeaving,
-        Counter::AnnounceTableFull,
-        Counter::AnnounceBadSource,
-        Counter::AnnounceNotAllowed,
-        Counter::AuthMissing,
-        Counter::AuthBadTag,
-        Counter::AuthReplay,
-        Counter::AuthStale,
-        Counter::IgmpReport,
-        Counter::IgmpLeave,
-        Counter::Malformed,
-        Counter::Ignored,
-        Counter::VipForwarded,
-        Counter::VipNewFlow,
-        Counter::VipNoBackend,
-        Counter::VipMalformed,
-    ];
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Drop, Action::Pass, Action::Tx];
 
     pub const fn name(self) -> &'static str {
         match self {
-            Counter::AnnounceAccepted => "announce_accepted",
-            Counter::AnnounceRegistered => "announce_registered",
-            Counter::AnnounceLeaving => "announce_leaving",
-            Counter::AnnounceTableFull => "announce_table_full",
-            Counter::AnnounceBadSource => "announce_bad_source",
-            Counter::AnnounceNotAllowed => "announce_not_allowed",
-            Counter::AuthMissing => "auth_missing",
-            Counter::AuthBadTag => "auth_bad_tag",
-            Counter::AuthReplay => "auth_replay",
-            Counter::AuthStale => "auth_stale",
-            Counter::IgmpReport => "igmp_report",
-            Counter::IgmpLeave => "igmp_leave",
-            Counter::Malformed => "malformed",
-            Counter::Ignored => "ignored",
-            Counter::VipForwarded => "vip_forwarded",
-            Counter::VipNewFlow => "vip_new_flow",
-            Counter::VipNoBackend => "vip_no_backend",
-            Counter::VipMalformed => "vip_malformed",
+            Action::Drop => "drop",
+            Action::Pass => "pass",
+            Action::Tx => "tx",
         }
     }
 }
 
-/// Number of slots in `COUNTERS`.
-pub const COUNTER_SLOTS: u32 = Counter::ALL.len() as u32;
+/// Declares the packet counters once: the enum, [`Counter::ALL`], each
+/// counter's name and the action it ends in all come from one table.
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal => $action:ident, )*) => {
+        /// Why the program did what it did with a packet: every packet moves
+        /// exactly one counter, and each counter belongs to one [`Action`], so
+        /// the totals per action follow from the counters.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Counter {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Counter {
+            /// Every counter, in slot order.
+            pub const ALL: &[Counter] = &[$(Counter::$variant),*];
+
+            /// The counter's name in `status` and the README.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Counter::$variant => $name,)*
+                }
+            }
+
+            /// The XDP action of every packet counted here.
+            #[inline(always)]
+            pub const fn action(self) -> Action {
+                match self {
+                    $(Counter::$variant => Action::$action,)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Announcement accepted (a refresh, or a LEAVING for no registered backend).
+    AnnounceAccepted = "announce_accepted" => Drop,
+    /// Announcement that inserted a new backend.
+    AnnounceRegistered = "announce_registered" => Drop,
+    /// Announcement with LEAVING that removed a backend.
+    AnnounceLeaving = "announce_leaving" => Drop,
+    /// Announcement dropped: the server list is full.
+    AnnounceTableFull = "announce_table_full" => Drop,
+    /// Announcement dropped: source address or MAC not a unicast host.
+    AnnounceBadSource = "announce_bad_source" => Drop,
+    /// Announcement dropped: source not in the `--allow` prefixes.
+    AnnounceNotAllowed = "announce_not_allowed" => Drop,
+    /// Announcement dropped: a fragment, or a UDP length that does not fit.
+    AnnounceMalformed = "announce_malformed" => Drop,
+    /// Announcement dropped: a key is set and it is not a whole v1 payload.
+    AuthMissing = "auth_missing" => Drop,
+    /// Announcement dropped: the tag matches no key.
+    AuthBadTag = "auth_bad_tag" => Drop,
+    /// Announcement dropped: its sequence is not above the last accepted one.
+    AuthReplay = "auth_replay" => Drop,
+    /// Announcement dropped: its sequence is outside the allowed clock skew.
+    AuthStale = "auth_stale" => Drop,
+    /// IGMP membership report for a configured group, passed on.
+    IgmpReport = "igmp_report" => Pass,
+    /// IGMP leave for a configured group, passed on.
+    IgmpLeave = "igmp_leave" => Pass,
+    /// Truncated or inconsistent Ethernet, IPv4, UDP or IGMP header: left
+    /// to the kernel, which drops it; nothing is registered from it.
+    Malformed = "malformed" => Pass,
+    /// Not for us: passed untouched.
+    Ignored = "ignored" => Pass,
+    /// Client packet of a known flow sent to its backend.
+    VipForwarded = "vip_forwarded" => Tx,
+    /// Client packet that started a new flow (Maglev pick), sent to its backend.
+    VipNewFlow = "vip_new_flow" => Tx,
+    /// Client packet dropped: the service has no registered backend.
+    VipNoBackend = "vip_no_backend" => Drop,
+    /// Client packet to a VIP service dropped: fragment, IP options or a
+    /// truncated TCP or UDP header.
+    VipMalformed = "vip_malformed" => Drop,
+}
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all are repr(C) plain integers and byte arrays without implicit padding.
-    unsafe impl aya::Pod for super::BackendKey {}
-    unsafe impl aya::Pod for super::BackendEntry {}
-    unsafe impl aya::Pod for super::AgingState {}
-    unsafe impl aya::Pod for super::GroupReports {}
-    unsafe impl aya::Pod for super::GroupStatus {}
-    unsafe impl aya::Pod for super::ServiceKey {}
-    unsafe impl aya::Pod for super::Service {}
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::Flow {}
-    unsafe impl aya::Pod for super::AuthKey {}
-    unsafe impl aya::Pod for super::AuthClock {}
+    macro_rules! pod {
+        ($($ty:ident),*) => {
+            $(
+                // SAFETY: a repr(C) struct of plain integers and byte arrays
+                // whose padding is explicit (size asserted above).
+                unsafe impl aya::Pod for super::$ty {}
+            )*
+        };
+    }
+    pod!(
+        BackendKey,
+        BackendEntry,
+        AgingState,
+        GroupReports,
+        GroupStatus,
+        ServiceKey,
+        Service,
+        FlowKey,
+        Flow,
+        AuthKey,
+        AuthClock
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_fill_their_slots_in_order_with_unique_names() {
+        for (slot, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as usize, slot, "{}", counter.name());
+        }
+        let mut names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len(), "duplicate counter name");
+    }
+
+    #[test]
+    fn map_names_are_unique() {
+        let mut names = map_name::ALL.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), map_name::ALL.len());
+    }
 }

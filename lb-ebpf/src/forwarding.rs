@@ -3,10 +3,9 @@
 //! (which holds the VIP on its loopback) answers the client directly.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{BackendKey, Counter, Flow, FlowKey, Service, ServiceKey, flow_hash};
-use network_types::eth::EthHdr;
+use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
-    Verdict,
     maps::{BACKENDS, FLOWS, LB_MAC, MAGLEV, SERVICES},
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
 };
@@ -14,20 +13,19 @@ use crate::{
 const BPF_ANY: u64 = 0;
 
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Result<Verdict, ()> {
+pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Counter {
     if packet.proto != IPPROTO_TCP && packet.proto != IPPROTO_UDP {
         // ICMP and the rest: the LB's own stack answers for the VIP.
-        return Ok(Verdict::pass(Counter::Ignored));
+        return Counter::Ignored;
     }
     // Only whole, option-free datagrams can be hashed on their ports.
     if packet.is_fragment || packet.has_options {
-        return Ok(Verdict::drop(Counter::VipMalformed));
+        return Counter::VipMalformed;
     }
-    let Ok(ports) = ptr_at::<[[u8; 2]; 2]>(ctx, packet.l4_offset) else {
-        return Ok(Verdict::drop(Counter::VipMalformed));
+    let Some((ports, new_connection)) = transport(ctx, packet) else {
+        return Counter::VipMalformed;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let [src_port, dst_port] = unsafe { *ports };
+    let [src_port, dst_port] = ports;
     let service_key = ServiceKey {
         vip: packet.dst,
         port: u16::from_be_bytes(dst_port),
@@ -36,7 +34,7 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Result
     };
     // SAFETY: plain value written only by lb-user; copied out at once.
     let Some(service) = (unsafe { SERVICES.get(&service_key) }).copied() else {
-        return Ok(Verdict::pass(Counter::Ignored));
+        return Counter::Ignored;
     };
     let flow_key = FlowKey {
         src: packet.src,
@@ -46,35 +44,44 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Result
         proto: packet.proto,
         _pad: [0; 3],
     };
-    let Some(mac) = pick_backend(&service, &flow_key, is_tcp_syn(ctx, packet)?) else {
-        return Ok(Verdict::drop(Counter::VipNoBackend));
+    let Some((mac, new_flow)) = pick_backend(&service, &flow_key, new_connection) else {
+        return Counter::VipNoBackend;
     };
     // SAFETY: eth was bounds-checked by the caller; XDP packets are writable.
     unsafe {
-        (*eth).dst_addr = mac.0;
+        (*eth).dst_addr = mac;
         (*eth).src_addr = LB_MAC.load();
     }
-    Ok(Verdict::tx(if mac.1 {
+    if new_flow {
         Counter::VipNewFlow
     } else {
         Counter::VipForwarded
-    }))
+    }
 }
 
-/// A TCP SYN without ACK opens a new connection, whatever an old entry for
-/// the same 5-tuple (a reused client port) says.
+/// The ports of a TCP or UDP packet and whether it opens a new connection
+/// (a TCP SYN without ACK, whatever an old entry for the same 5-tuple, a
+/// reused client port, says); `None` if the whole transport header is not
+/// there (a TCP header shorter than 20 bytes, a UDP header shorter than 8).
 #[inline(always)]
-fn is_tcp_syn(ctx: &XdpContext, packet: &Ipv4Packet) -> Result<bool, ()> {
-    const SYN: u8 = 0x02;
-    const ACK: u8 = 0x10;
-    if packet.proto != IPPROTO_TCP {
-        return Ok(false);
+fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], bool)> {
+    if packet.proto == IPPROTO_TCP {
+        if packet.l4_len < TcpHdr::LEN {
+            return None;
+        }
+        let tcp = ptr_at::<TcpHdr>(ctx, packet.l4_offset)?;
+        // SAFETY: ptr_at checked the bounds.
+        let tcp = unsafe { &*tcp };
+        Some(([tcp.source, tcp.dest], tcp.syn() != 0 && tcp.ack() == 0))
+    } else {
+        if packet.l4_len < UdpHdr::LEN {
+            return None;
+        }
+        let udp = ptr_at::<UdpHdr>(ctx, packet.l4_offset)?;
+        // SAFETY: ptr_at checked the bounds.
+        let udp = unsafe { &*udp };
+        Some(([udp.src, udp.dst], false))
     }
-    // Offset 13 of the TCP header holds the flags.
-    let header: *const [u8; 14] = ptr_at(ctx, packet.l4_offset)?;
-    // SAFETY: ptr_at checked the bounds.
-    let flags = unsafe { (*header)[13] };
-    Ok(flags & (SYN | ACK) == SYN)
 }
 
 /// The backend MAC for a flow, and whether the flow is new. A known flow
@@ -82,8 +89,8 @@ fn is_tcp_syn(ctx: &XdpContext, packet: &Ipv4Packet) -> Result<bool, ()> {
 /// a new connection or an unknown flow gets one from the Maglev table.
 #[inline(always)]
 fn pick_backend(service: &Service, key: &FlowKey, new_connection: bool) -> Option<([u8; 6], bool)> {
-    // SAFETY: plain values copied out at once.
     if !new_connection
+        // SAFETY: a plain value copied out at once.
         && let Some(flow) = unsafe { FLOWS.get(key) }.copied()
         && let Some(mac) = backend_mac(service, flow.backend)
     {

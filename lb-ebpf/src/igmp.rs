@@ -11,7 +11,6 @@ use lb_common::{
 };
 
 use crate::{
-    Verdict,
     maps::{BACKENDS, GROUP_ADDRS, GROUP_REPORTS},
     parse::{Ipv4Packet, ptr_at},
 };
@@ -37,37 +36,54 @@ enum Membership {
 }
 
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Result<Verdict, ()> {
+pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     if packet.is_fragment || packet.l4_len < IGMP_V2_LEN {
-        return Ok(Verdict::pass(Counter::Malformed));
+        return Counter::Malformed;
     }
-    let msg: *const [u8; IGMP_V2_LEN] = ptr_at(ctx, packet.l4_offset)?;
+    let Some(msg) = ptr_at::<[u8; IGMP_V2_LEN]>(ctx, packet.l4_offset) else {
+        return Counter::Malformed;
+    };
     // SAFETY: ptr_at checked the bounds.
     let msg = unsafe { &*msg };
     let group = [msg[4], msg[5], msg[6], msg[7]];
-    let counter = match msg[0] {
+    let recorded = match msg[0] {
         IGMP_V1_REPORT | IGMP_V2_REPORT => record(packet.src, group, Membership::Report),
         IGMP_V2_LEAVE => record(packet.src, group, Membership::Leave),
-        IGMP_V3_REPORT => v3_report(ctx, packet, u16::from_be_bytes([msg[6], msg[7]]))?,
+        IGMP_V3_REPORT => match v3_report(ctx, packet, u16::from_be_bytes([msg[6], msg[7]])) {
+            V3Report::Recorded(counter) => Some(counter),
+            V3Report::NoGroupOfOurs => None,
+            V3Report::Truncated => return Counter::Malformed,
+        },
         _ => None,
     };
-    Ok(Verdict::pass(counter.unwrap_or(Counter::Ignored)))
+    recorded.unwrap_or(Counter::Ignored)
+}
+
+/// What an IGMPv3 report held for us.
+enum V3Report {
+    /// A record for a configured group, counted.
+    Recorded(Counter),
+    NoGroupOfOurs,
+    /// A record that the message claims but does not hold.
+    Truncated,
 }
 
 /// Walks the group records of an IGMPv3 report; the first record for a
 /// configured group decides.
 #[inline(always)]
-fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> Result<Option<Counter>, ()> {
+fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> V3Report {
     let end = packet.l4_offset + packet.l4_len;
     let mut offset = packet.l4_offset + IGMP_V2_LEN;
     for index in 0..MAX_V3_RECORDS {
         if index >= records || offset > MAX_RECORD_OFFSET {
             break;
         }
-        if offset + core::mem::size_of::<V3Record>() > end {
-            return Err(());
+        if offset + size_of::<V3Record>() > end {
+            return V3Report::Truncated;
         }
-        let rec: *const V3Record = ptr_at(ctx, offset)?;
+        let Some(rec) = ptr_at::<V3Record>(ctx, offset) else {
+            return V3Report::Truncated;
+        };
         // SAFETY: ptr_at checked the bounds.
         let rec = unsafe { &*rec };
         let sources = u16::from_be_bytes(rec.sources);
@@ -77,13 +93,11 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> Result<Opti
             Membership::Report
         };
         if let Some(counter) = record(packet.src, rec.group, membership) {
-            return Ok(Some(counter));
+            return V3Report::Recorded(counter);
         }
-        offset += core::mem::size_of::<V3Record>()
-            + usize::from(sources) * 4
-            + usize::from(rec.aux_words) * 4;
+        offset += size_of::<V3Record>() + usize::from(sources) * 4 + usize::from(rec.aux_words) * 4;
     }
-    Ok(None)
+    V3Report::NoGroupOfOurs
 }
 
 /// Records a report or leave for `group` if it is one of ours. A leave

@@ -13,55 +13,38 @@ mod registration;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::Counter;
+use lb_common::{Action, Counter};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::parse::{Ipv4Packet, ptr_at};
 
-/// What the program does with a packet it finished parsing.
-pub(crate) struct Verdict {
-    pub action: u32,
-    pub counter: Counter,
-}
+// lb-common numbers the actions the way the kernel does.
+const _: () = assert!(Action::Drop as u32 == xdp_action::XDP_DROP);
+const _: () = assert!(Action::Pass as u32 == xdp_action::XDP_PASS);
+const _: () = assert!(Action::Tx as u32 == xdp_action::XDP_TX);
 
-impl Verdict {
-    pub const fn tx(counter: Counter) -> Self {
-        Self {
-            action: xdp_action::XDP_TX,
-            counter,
-        }
-    }
-    pub const fn pass(counter: Counter) -> Self {
-        Self {
-            action: xdp_action::XDP_PASS,
-            counter,
-        }
-    }
-    pub const fn drop(counter: Counter) -> Self {
-        Self {
-            action: xdp_action::XDP_DROP,
-            counter,
-        }
-    }
-}
-
+/// Every packet ends in exactly one counter, and the counter's declaration
+/// in lb-common fixes the action: parse -> classify -> act, then count.
 #[xdp]
 pub fn xdp_lb(ctx: XdpContext) -> u32 {
-    // A header too short to hold what it announces is counted and left to
-    // the kernel, which drops it; nothing is registered from it.
-    let verdict = try_xdp_lb(&ctx).unwrap_or(Verdict::pass(Counter::Malformed));
-    stats::count(verdict.counter);
-    verdict.action
+    let outcome = classify(&ctx);
+    stats::count(outcome);
+    outcome.action() as u32
 }
 
-fn try_xdp_lb(ctx: &XdpContext) -> Result<Verdict, ()> {
-    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+fn classify(ctx: &XdpContext) -> Counter {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Counter::Malformed;
+    };
     // SAFETY: ptr_at checked that the header lies inside the packet.
     if unsafe { (*eth).ether_type } != (0x0800u16).to_be() {
-        return Ok(Verdict::pass(Counter::Ignored));
+        return Counter::Ignored;
     }
-    let ip: *const Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
-    let packet = Ipv4Packet::parse(ctx, eth, ip)?;
+    let Some(packet) =
+        ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN).and_then(|ip| Ipv4Packet::parse(ctx, eth, ip))
+    else {
+        return Counter::Malformed;
+    };
     // SAFETY: the value is a plain u32 that only lb-user writes.
     if unsafe { maps::VIPS.get(&packet.dst) }.is_some() {
         return forwarding::handle(ctx, eth.cast_mut(), &packet);
@@ -69,7 +52,7 @@ fn try_xdp_lb(ctx: &XdpContext) -> Result<Verdict, ()> {
     match packet.proto {
         parse::IPPROTO_UDP => registration::handle(ctx, &packet),
         parse::IPPROTO_IGMP => igmp::handle(ctx, &packet),
-        _ => Ok(Verdict::pass(Counter::Ignored)),
+        _ => Counter::Ignored,
     }
 }
 

@@ -7,15 +7,17 @@ pub use lb_common::{IPPROTO_TCP, IPPROTO_UDP, wire::IPPROTO_IGMP};
 /// Largest IPv4 header (IHL 15).
 const MAX_IPV4_HEADER: usize = 60;
 
-/// Returns a pointer to a `T` at `offset`, or `Err` if it does not fit in the packet.
+/// Returns a pointer to a `T` at `offset`, or `None` if it does not fit in
+/// the packet. The one bounds check every packet access goes through; the
+/// caller names the outcome of a packet too short for it.
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, ()> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*const T> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + offset + core::mem::size_of::<T>() > end {
-        return Err(());
+    if start + offset + size_of::<T>() > end {
+        return None;
     }
-    Ok((start + offset) as *const T)
+    Some((start + offset) as *const T)
 }
 
 /// The parts of an IPv4 packet the program uses, read once.
@@ -35,21 +37,22 @@ pub struct Ipv4Packet {
 }
 
 impl Ipv4Packet {
+    /// `None` for a header that is not IPv4, too short, or longer than the frame.
     #[inline(always)]
-    pub fn parse(ctx: &XdpContext, eth: *const EthHdr, ip: *const Ipv4Hdr) -> Result<Self, ()> {
+    pub fn parse(ctx: &XdpContext, eth: *const EthHdr, ip: *const Ipv4Hdr) -> Option<Self> {
         // SAFETY: both pointers come from ptr_at.
         let (eth, ip) = unsafe { (&*eth, &*ip) };
         let header_len = usize::from(ip.vihl & 0x0f) * 4;
         if ip.vihl >> 4 != 4 || header_len < Ipv4Hdr::LEN {
-            return Err(());
+            return None;
         }
         let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
         let available = ctx.data_end() - ctx.data() - EthHdr::LEN;
         if total_len < header_len || total_len > available {
-            return Err(());
+            return None;
         }
         let frags = u16::from_be_bytes(ip.frags);
-        Ok(Self {
+        Some(Self {
             eth_src: eth.src_addr,
             src: ip.src_addr,
             dst: ip.dst_addr,

@@ -12,7 +12,7 @@ use lb_common::{
 use network_types::udp::UdpHdr;
 
 use crate::{
-    Verdict, auth,
+    auth,
     maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
 };
@@ -38,31 +38,33 @@ impl Payload {
 }
 
 #[inline(always)]
-pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Result<Verdict, ()> {
-    let udp: *const UdpHdr = ptr_at(ctx, packet.l4_offset)?;
+pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Counter {
+    let Some(udp) = ptr_at::<UdpHdr>(ctx, packet.l4_offset) else {
+        return Counter::Malformed;
+    };
     // SAFETY: ptr_at checked the bounds.
     let udp = unsafe { &*udp };
     let port = u16::from_be_bytes(udp.dst);
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let Some(&group_id) = (unsafe { ANNOUNCE_PORTS.get(&port) }) else {
-        return Ok(Verdict::pass(Counter::Ignored));
+        return Counter::Ignored;
     };
     if packet.dst != LB_ADDR.load() {
-        return Ok(Verdict::pass(Counter::Ignored));
+        return Counter::Ignored;
     }
     // A fragment cannot be checked whole: it registers nothing.
     if packet.is_fragment {
-        return Ok(Verdict::drop(Counter::Malformed));
+        return Counter::AnnounceMalformed;
     }
     let udp_len = usize::from(u16::from_be_bytes(udp.len));
     if udp_len < UdpHdr::LEN || udp_len > packet.l4_len {
-        return Ok(Verdict::drop(Counter::Malformed));
+        return Counter::AnnounceMalformed;
     }
     if !is_unicast_host(packet.src) || packet.eth_src[0] & 1 != 0 {
-        return Ok(Verdict::drop(Counter::AnnounceBadSource));
+        return Counter::AnnounceBadSource;
     }
     if ALLOWLIST_ON.load() != 0 && ANNOUNCE_ALLOW.get(&Key::new(32, packet.src)).is_none() {
-        return Ok(Verdict::drop(Counter::AnnounceNotAllowed));
+        return Counter::AnnounceNotAllowed;
     }
     let v1 = read_v1(ctx, packet.l4_offset + UdpHdr::LEN, udp_len - UdpHdr::LEN);
     let key = BackendKey {
@@ -71,19 +73,19 @@ pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Resu
     };
     if AUTH_ON.load() != 0 {
         let Some(bytes) = v1 else {
-            return Ok(Verdict::drop(Counter::AuthMissing));
+            return Counter::AuthMissing;
         };
         if let Err(reject) = auth::verify(&key, bytes) {
-            return Ok(Verdict::drop(reject));
+            return reject;
         }
     }
     let payload = Payload::from_v1(v1);
     if payload.flags & FLAG_LEAVING != 0 {
-        return Ok(match BACKENDS.remove(&key) {
-            Ok(()) => Verdict::drop(Counter::AnnounceLeaving),
+        return match BACKENDS.remove(&key) {
+            Ok(()) => Counter::AnnounceLeaving,
             // Not registered: nothing to remove, but the message was valid.
-            Err(_) => Verdict::drop(Counter::AnnounceAccepted),
-        });
+            Err(_) => Counter::AnnounceAccepted,
+        };
     }
     // SAFETY: read-only copy of a plain value.
     let previous = unsafe { BACKENDS.get(&key) }.map(|e| e.announcements);
@@ -99,25 +101,25 @@ pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Resu
         _pad: [0; 6],
     };
     if BACKENDS.insert(&key, &entry, BPF_ANY).is_err() {
-        return Ok(Verdict::drop(Counter::AnnounceTableFull));
+        return Counter::AnnounceTableFull;
     }
-    Ok(Verdict::drop(match previous {
+    match previous {
         Some(_) => Counter::AnnounceAccepted,
         None => Counter::AnnounceRegistered,
-    }))
+    }
 }
 
 /// The 24 bytes of a v1 payload (magic, version 1, whole), if it is one.
 #[inline(always)]
-fn read_v1<'a>(
-    ctx: &'a aya_ebpf::programs::XdpContext,
+fn read_v1(
+    ctx: &aya_ebpf::programs::XdpContext,
     offset: usize,
     len: usize,
-) -> Option<&'a [u8; ANNOUNCE_V1_LEN]> {
+) -> Option<&[u8; ANNOUNCE_V1_LEN]> {
     if len < ANNOUNCE_V1_LEN {
         return None;
     }
-    let bytes = ptr_at::<[u8; ANNOUNCE_V1_LEN]>(ctx, offset).ok()?;
+    let bytes = ptr_at::<[u8; ANNOUNCE_V1_LEN]>(ctx, offset)?;
     // SAFETY: ptr_at checked the bounds.
     let bytes = unsafe { &*bytes };
     (bytes[..4] == ANNOUNCE_MAGIC && bytes[ANNOUNCE_OFF_VERSION] == ANNOUNCE_VERSION)

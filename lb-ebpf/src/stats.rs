@@ -1,4 +1,6 @@
 //! Per-CPU counters: no atomics and no contention on the per-packet path.
+//! The totals per XDP action are derived from them in userspace, at no
+//! per-packet cost.
 use lb_common::Counter;
 
 use crate::maps::COUNTERS;

@@ -7,11 +7,12 @@
 use std::process::Command;
 
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
-use lb_common::{FLOOR_PROGRAM_NAME, IPPROTO_UDP, ServiceKey, TX_FLOOR_PROGRAM_NAME, system};
+use lb_common::{FLOOR_PROGRAM_NAME, IPPROTO_UDP, ServiceKey, TX_FLOOR_PROGRAM_NAME};
+use lb_host::system;
 use lb_user::maps::LoadParams;
 
 #[path = "../tests/common/mod.rs"]
-mod common;
+pub mod common;
 use common::*;
 
 const PACKETS: u32 = 5_000_000;

@@ -11,7 +11,7 @@ use lb_common::{
 };
 
 #[path = "../tests/common/mod.rs"]
-mod common;
+pub mod common;
 use common::*;
 
 const REPEAT: u32 = 2_000_000;

@@ -11,10 +11,8 @@
 //! ```
 use std::net::Ipv4Addr;
 
-use lb_common::{
-    IPPROTO_TCP, IPPROTO_UDP, MAX_GROUPS, MAX_SERVICES, ServiceKey,
-    cli::{parse_group, parse_port},
-};
+use lb_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_GROUPS, MAX_SERVICES, ServiceKey};
+use lb_host::cli::{parse_group, parse_port};
 use serde::Deserialize;
 
 use crate::{forwarding::ServiceConfig, maps::GroupConfig};

@@ -10,10 +10,9 @@ use std::{
 use lb_common::{
     AgingState, AuthClock, BackendEntry, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
     GroupStatus,
-    igmp_socket::IgmpSocket,
-    system,
     wire::{IGMP_QUERY, igmp_v2_message},
 };
+use lb_host::{igmp_socket::IgmpSocket, system};
 use tracing::{info, warn};
 
 use crate::{
@@ -103,14 +102,7 @@ impl Controller {
             .collect::<Result<_, MapsError>>()?;
         // An adopted instance's backends keep their aging state: they are
         // neither registered again nor given a fresh timer.
-        let aging: HashMap<BackendKey, AgingState> = maps
-            .aging
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(|source| MapsError::Map {
-                name: lb_common::map_name::BACKEND_AGING,
-                source,
-            })?;
+        let aging: HashMap<BackendKey, AgingState> = maps.aging_states()?.into_iter().collect();
         if !aging.is_empty() {
             info!(
                 backends = aging.len(),
@@ -239,13 +231,11 @@ impl Controller {
                 AgingVerdict::Keep(state) => state,
                 AgingVerdict::Remove { misses } => {
                     // Re-read: an announcement that arrived since the snapshot wins.
-                    let current = self.maps.backends.get(&key, 0).ok();
+                    let current = self.maps.backend(&key)?;
                     if current.is_some_and(|c| c.last_seen_ns != entry.last_seen_ns) {
                         continue;
                     }
-                    // Already gone (LEAVING raced us) is fine.
-                    let _ = self.maps.backends.remove(&key);
-                    let _ = self.maps.aging.remove(&key);
+                    self.maps.remove_backend(&key)?;
                     self.aging.remove(&key);
                     present.remove(&key);
                     warn!(
@@ -259,13 +249,7 @@ impl Controller {
             kept.push((key, entry));
             if previous != Some(state) {
                 self.aging.insert(key, state);
-                self.maps
-                    .aging
-                    .insert(&key, &state, 0)
-                    .map_err(|source| MapsError::Map {
-                        name: lb_common::map_name::BACKEND_AGING,
-                        source,
-                    })?;
+                self.maps.set_aging_state(&key, &state)?;
             }
         }
         // Entries that XDP removed (LEAVING) since the last pass.
@@ -277,7 +261,7 @@ impl Controller {
             .collect();
         for key in left {
             self.aging.remove(&key);
-            let _ = self.maps.aging.remove(&key);
+            self.maps.remove_aging(&key)?;
             info!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING announcement or IGMP leave)");
         }
         Ok(kept)

@@ -105,8 +105,8 @@ impl Forwarding {
             ];
             // A table left by a killed instance keeps serving until the first
             // rebuild replaces it, so forwarding has no gap.
-            let service = match maps.services.get(&config.key, 0) {
-                Ok(kept) if kept.service_id == service_id && kept.table_size == table_size => {
+            let service = match maps.service(&config.key)? {
+                Some(kept) if kept.service_id == service_id && kept.table_size == table_size => {
                     let active = kept.active_slot & 1;
                     for (entry, value) in (0u32..).zip(slots[active as usize].iter_mut()) {
                         *value = maps.maglev_entry(kept.maglev_index(active, entry))?;

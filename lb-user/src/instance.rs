@@ -84,7 +84,7 @@ impl InstanceLock {
 /// names removed.
 pub fn remove_pins(dir: &Path) -> Vec<&'static str> {
     let removed = std::iter::once(LINK_PIN)
-        .chain(ALL_MAPS)
+        .chain(ALL_MAPS.iter().copied())
         .filter(|name| fs::remove_file(dir.join(name)).is_ok())
         .collect();
     let _ = fs::remove_dir(dir);

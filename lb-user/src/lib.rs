@@ -2,7 +2,7 @@
 pub mod aging;
 pub mod liveness;
 pub mod maps;
-pub use lb_common::system;
+pub use lb_host::system;
 pub mod config;
 pub mod control;
 pub mod forwarding;

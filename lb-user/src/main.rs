@@ -11,8 +11,8 @@ use std::{
 use anyhow::{Context, bail};
 use aya::programs::XdpMode;
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_common::{
-    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_AUTH_KEYS, MAX_MAGLEV_SIZE,
+use lb_common::{DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_AUTH_KEYS, MAX_MAGLEV_SIZE};
+use lb_host::{
     cli::{parse_duration, parse_port, read_key_file},
     igmp_socket::IgmpSocket,
 };
@@ -378,7 +378,7 @@ fn status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    lb_common::cli::main_with(|cli: Cli| match cli.command {
+    lb_host::cli::main_with(|cli: Cli| match cli.command {
         Command::Run(args) => run(*args),
         Command::Status { pin_path, json } => status(&pin_path, json),
         Command::Stop { pin_path } => stop(&pin_path),

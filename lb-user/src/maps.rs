@@ -7,39 +7,20 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{
-        Array, HashMap, Map, MapData, MapError, PerCpuArray,
-        lpm_trie::{Key, LpmTrie},
-    },
+    maps::{Map, MapData, MapError, lpm_trie::Key},
     programs::{ProgramError, Xdp},
 };
 use lb_common::{
-    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, COUNTER_SLOTS, Counter, Flow,
-    FlowKey, GLOBAL_ALLOWLIST_ON, GLOBAL_AUTH_ON, GLOBAL_LB_ADDR, GLOBAL_LB_MAC, GroupReports,
-    GroupStatus, MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service, ServiceKey, map_name,
+    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, GroupReports, GroupStatus,
+    MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service, ServiceKey, global_name, map_name,
 };
 
 /// The XDP object, built by build.rs from the current sources.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
 
-/// Every map the program declares, in pin order.
-pub const ALL_MAPS: [&str; 15] = [
-    map_name::BACKENDS,
-    map_name::BACKEND_AGING,
-    map_name::ANNOUNCE_PORTS,
-    map_name::GROUP_ADDRS,
-    map_name::GROUP_REPORTS,
-    map_name::GROUP_STATUS,
-    map_name::COUNTERS,
-    map_name::VIPS,
-    map_name::SERVICES,
-    map_name::MAGLEV,
-    map_name::FLOWS,
-    map_name::ANNOUNCE_ALLOW,
-    map_name::AUTH_KEYS,
-    map_name::AUTH_CLOCK,
-    map_name::LAST_SEQUENCE,
-];
+/// Every map the program declares (`lb_common::program_maps!`): all are
+/// pinned, and adopted by the next `run`.
+pub const ALL_MAPS: &[&str] = map_name::ALL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MapsError {
@@ -106,15 +87,19 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
     let octets = params.lb_addr.octets();
     let mut loader = EbpfLoader::new();
     if let Some(dir) = pin_dir {
-        for name in ALL_MAPS {
+        for &name in ALL_MAPS {
             loader.map_pin_path(name, dir.join(name));
         }
     }
     let mut ebpf = loader
-        .override_global(GLOBAL_LB_ADDR, &octets, true)
-        .override_global(GLOBAL_LB_MAC, &params.lb_mac, true)
-        .override_global(GLOBAL_ALLOWLIST_ON, &u8::from(params.allowlist_on), true)
-        .override_global(GLOBAL_AUTH_ON, &u8::from(params.auth_on), true)
+        .override_global(global_name::LB_ADDR, &octets, true)
+        .override_global(global_name::LB_MAC, &params.lb_mac, true)
+        .override_global(
+            global_name::ALLOWLIST_ON,
+            &u8::from(params.allowlist_on),
+            true,
+        )
+        .override_global(global_name::AUTH_ON, &u8::from(params.auth_on), true)
         .map_max_entries(
             map_name::LAST_SEQUENCE,
             params.max_backends.saturating_mul(2),
@@ -131,27 +116,64 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
 pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MapsError> {
     let program = ebpf
         .program_mut(PROGRAM_NAME)
-        .ok_or(MapsError::Missing { name: "xdp_lb" })?;
+        .ok_or(MapsError::Missing { name: PROGRAM_NAME })?;
     Ok(program.try_into()?)
 }
 
-/// Typed handles on all maps.
-pub struct LbMaps {
-    pub backends: HashMap<MapData, BackendKey, BackendEntry>,
-    pub aging: HashMap<MapData, BackendKey, AgingState>,
-    pub announce_ports: HashMap<MapData, u16, u32>,
-    pub group_addrs: HashMap<MapData, [u8; 4], u32>,
-    pub group_reports: PerCpuArray<MapData, GroupReports>,
-    pub group_status: Array<MapData, GroupStatus>,
-    pub counters: PerCpuArray<MapData, u64>,
-    pub vips: HashMap<MapData, [u8; 4], u32>,
-    pub services: HashMap<MapData, ServiceKey, Service>,
-    pub maglev: Array<MapData, [u8; 4]>,
-    pub flows: HashMap<MapData, FlowKey, Flow>,
-    pub announce_allow: LpmTrie<MapData, [u8; 4], u8>,
-    pub auth_keys: Array<MapData, AuthKey>,
-    pub auth_clock: Array<MapData, AuthClock>,
-    pub last_sequence: HashMap<MapData, BackendKey, u64>,
+/// The userspace type of each kind of map in `lb_common::program_maps!`.
+mod kind {
+    use aya::maps::{self, MapData};
+    pub type HashMap<K, V> = maps::HashMap<MapData, K, V>;
+    pub type LruHashMap<K, V> = maps::HashMap<MapData, K, V>;
+    pub type Array<V> = maps::Array<MapData, V>;
+    pub type PerCpuArray<V> = maps::PerCpuArray<MapData, V>;
+    pub type LpmTrie<K, V> = maps::lpm_trie::LpmTrie<MapData, K, V>;
+}
+
+/// Turns `lb_common::program_maps!` into `LbMaps`: one private typed
+/// handle per map, all taken from one source (a load or the pins).
+macro_rules! lb_maps {
+    ($( $(#[$doc:meta])* $name:ident / $field:ident : $kind:ident <$($ty:ty),+> [$cap:expr]; )*) => {
+        /// Typed handles on all maps; every read and write goes through
+        /// the methods below.
+        pub struct LbMaps {
+            $( $(#[$doc])* $field: kind::$kind<$($ty),+>, )*
+        }
+
+        impl LbMaps {
+            fn from_source(
+                mut get: impl FnMut(&'static str) -> Result<Map, MapsError>,
+            ) -> Result<Self, MapsError> {
+                Ok(Self {
+                    $( $field: get(map_name::$name)?.try_into().map_err(map_err(map_name::$name))?, )*
+                })
+            }
+        }
+    };
+}
+lb_common::program_maps!(lb_maps);
+
+/// The one way a map error becomes a `MapsError`: it names the map.
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, source }
+}
+
+/// `Ok(None)` for a key that is not there; every other error stays one.
+fn found<T>(result: Result<T, MapError>, name: &'static str) -> Result<Option<T>, MapsError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
+/// A delete that finds nothing to delete is fine (XDP, or a LEAVING that
+/// raced us, removed it first); every other error is one.
+fn removed(result: Result<(), MapError>, name: &'static str) -> Result<(), MapsError> {
+    match result {
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other.map_err(map_err(name)),
+    }
 }
 
 impl LbMaps {
@@ -168,35 +190,7 @@ impl LbMaps {
                 path: path.clone(),
                 source,
             })?;
-            Map::from_map_data(data).map_err(|source| MapsError::Map { name, source })
-        })
-    }
-
-    fn from_source(
-        mut get: impl FnMut(&'static str) -> Result<Map, MapsError>,
-    ) -> Result<Self, MapsError> {
-        fn typed<T: TryFrom<Map, Error = MapError>>(
-            get: &mut impl FnMut(&'static str) -> Result<Map, MapsError>,
-            name: &'static str,
-        ) -> Result<T, MapsError> {
-            T::try_from(get(name)?).map_err(|source| MapsError::Map { name, source })
-        }
-        Ok(Self {
-            backends: typed(&mut get, map_name::BACKENDS)?,
-            aging: typed(&mut get, map_name::BACKEND_AGING)?,
-            announce_ports: typed(&mut get, map_name::ANNOUNCE_PORTS)?,
-            group_addrs: typed(&mut get, map_name::GROUP_ADDRS)?,
-            group_reports: typed(&mut get, map_name::GROUP_REPORTS)?,
-            group_status: typed(&mut get, map_name::GROUP_STATUS)?,
-            counters: typed(&mut get, map_name::COUNTERS)?,
-            vips: typed(&mut get, map_name::VIPS)?,
-            services: typed(&mut get, map_name::SERVICES)?,
-            maglev: typed(&mut get, map_name::MAGLEV)?,
-            flows: typed(&mut get, map_name::FLOWS)?,
-            announce_allow: typed(&mut get, map_name::ANNOUNCE_ALLOW)?,
-            auth_keys: typed(&mut get, map_name::AUTH_KEYS)?,
-            auth_clock: typed(&mut get, map_name::AUTH_CLOCK)?,
-            last_sequence: typed(&mut get, map_name::LAST_SEQUENCE)?,
+            Map::from_map_data(data).map_err(map_err(name))
         })
     }
 
@@ -205,14 +199,13 @@ impl LbMaps {
         if groups.len() > MAX_GROUPS as usize {
             return Err(MapsError::TooManyGroups);
         }
-        let err = |name| move |source| MapsError::Map { name, source };
         for (id, g) in (0u32..).zip(groups) {
             self.announce_ports
                 .insert(&g.port, &id, 0)
-                .map_err(err(map_name::ANNOUNCE_PORTS))?;
+                .map_err(map_err(map_name::ANNOUNCE_PORTS))?;
             self.group_addrs
                 .insert(&g.group.octets(), &id, 0)
-                .map_err(err(map_name::GROUP_ADDRS))?;
+                .map_err(map_err(map_name::GROUP_ADDRS))?;
             let status = GroupStatus {
                 group_addr: g.group.octets(),
                 port: g.port,
@@ -239,10 +232,7 @@ impl LbMaps {
                 });
             self.auth_keys
                 .set(slot, &key, 0)
-                .map_err(|source| MapsError::Map {
-                    name: map_name::AUTH_KEYS,
-                    source,
-                })?;
+                .map_err(map_err(map_name::AUTH_KEYS))?;
         }
         Ok(())
     }
@@ -251,68 +241,68 @@ impl LbMaps {
     pub fn set_clock(&mut self, clock: &AuthClock) -> Result<(), MapsError> {
         self.auth_clock
             .set(0, clock, 0)
-            .map_err(|source| MapsError::Map {
-                name: map_name::AUTH_CLOCK,
-                source,
-            })
+            .map_err(map_err(map_name::AUTH_CLOCK))
     }
 
     /// Lets sources in `prefix/len` announce (with the allowlist on).
     pub fn allow(&mut self, prefix: Ipv4Addr, len: u8) -> Result<(), MapsError> {
         self.announce_allow
             .insert(&Key::new(u32::from(len), prefix.octets()), &1, 0)
-            .map_err(|source| MapsError::Map {
-                name: map_name::ANNOUNCE_ALLOW,
-                source,
-            })
+            .map_err(map_err(map_name::ANNOUNCE_ALLOW))
+    }
+
+    /// A configured service, if XDP has it (one left by a killed instance).
+    pub fn service(&self, key: &ServiceKey) -> Result<Option<Service>, MapsError> {
+        found(self.services.get(key, 0), map_name::SERVICES)
+    }
+
+    /// Every configured service.
+    pub fn services(&self) -> Result<Vec<(ServiceKey, Service)>, MapsError> {
+        self.services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map_name::SERVICES))
     }
 
     /// Adds or replaces a service; XDP sees the new value atomically.
     pub fn set_service(&mut self, key: &ServiceKey, service: &Service) -> Result<(), MapsError> {
         self.services
             .insert(key, service, 0)
-            .map_err(|source| MapsError::Map {
-                name: map_name::SERVICES,
-                source,
-            })
+            .map_err(map_err(map_name::SERVICES))
     }
 
     /// Marks `vip` as carrying `services` services (0 removes it).
     pub fn set_vip(&mut self, vip: Ipv4Addr, services: u32) -> Result<(), MapsError> {
-        let result = if services == 0 {
-            self.vips.remove(&vip.octets())
-        } else {
-            self.vips.insert(&vip.octets(), &services, 0)
-        };
-        result.map_err(|source| MapsError::Map {
-            name: map_name::VIPS,
-            source,
-        })
+        if services == 0 {
+            return removed(self.vips.remove(&vip.octets()), map_name::VIPS);
+        }
+        self.vips
+            .insert(&vip.octets(), &services, 0)
+            .map_err(map_err(map_name::VIPS))
     }
 
     pub fn maglev_entry(&self, index: u32) -> Result<[u8; 4], MapsError> {
-        self.maglev.get(&index, 0).map_err(|source| MapsError::Map {
-            name: map_name::MAGLEV,
-            source,
-        })
+        self.maglev
+            .get(&index, 0)
+            .map_err(map_err(map_name::MAGLEV))
     }
 
     pub fn set_maglev_entry(&mut self, index: u32, backend: [u8; 4]) -> Result<(), MapsError> {
         self.maglev
             .set(index, &backend, 0)
-            .map_err(|source| MapsError::Map {
-                name: map_name::MAGLEV,
-                source,
-            })
+            .map_err(map_err(map_name::MAGLEV))
+    }
+
+    pub fn group_status(&self, id: u32) -> Result<GroupStatus, MapsError> {
+        self.group_status
+            .get(&id, 0)
+            .map_err(map_err(map_name::GROUP_STATUS))
     }
 
     pub fn set_group_status(&mut self, id: u32, status: &GroupStatus) -> Result<(), MapsError> {
         self.group_status
             .set(id, status, 0)
-            .map_err(|source| MapsError::Map {
-                name: map_name::GROUP_STATUS,
-                source,
-            })
+            .map_err(map_err(map_name::GROUP_STATUS))
     }
 
     /// A group's IGMP statistics summed over CPUs; the newest report time.
@@ -320,10 +310,7 @@ impl LbMaps {
         let per_cpu = self
             .group_reports
             .get(&id, 0)
-            .map_err(|source| MapsError::Map {
-                name: map_name::GROUP_REPORTS,
-                source,
-            })?;
+            .map_err(map_err(map_name::GROUP_REPORTS))?;
         Ok(per_cpu
             .iter()
             .fold(GroupReports::default(), |acc, r| GroupReports {
@@ -335,17 +322,13 @@ impl LbMaps {
 
     /// All packet counters summed over CPUs.
     pub fn counters(&self) -> Result<Vec<(Counter, u64)>, MapsError> {
-        debug_assert_eq!(Counter::ALL.len(), COUNTER_SLOTS as usize);
         Counter::ALL
             .iter()
             .map(|&c| {
-                let per_cpu =
-                    self.counters
-                        .get(&(c as u32), 0)
-                        .map_err(|source| MapsError::Map {
-                            name: map_name::COUNTERS,
-                            source,
-                        })?;
+                let per_cpu = self
+                    .counters
+                    .get(&(c as u32), 0)
+                    .map_err(map_err(map_name::COUNTERS))?;
                 Ok((c, per_cpu.iter().sum()))
             })
             .collect()
@@ -356,9 +339,53 @@ impl LbMaps {
         self.backends
             .iter()
             .collect::<Result<_, _>>()
-            .map_err(|source| MapsError::Map {
-                name: map_name::BACKENDS,
-                source,
-            })
+            .map_err(map_err(map_name::BACKENDS))
+    }
+
+    /// One backend of the server list, as XDP last wrote it.
+    pub fn backend(&self, key: &BackendKey) -> Result<Option<BackendEntry>, MapsError> {
+        found(self.backends.get(key, 0), map_name::BACKENDS)
+    }
+
+    /// Removes a backend and its aging state.
+    pub fn remove_backend(&mut self, key: &BackendKey) -> Result<(), MapsError> {
+        removed(self.backends.remove(key), map_name::BACKENDS)?;
+        self.remove_aging(key)
+    }
+
+    /// The aging state of every backend (kept across restarts).
+    pub fn aging_states(&self) -> Result<Vec<(BackendKey, AgingState)>, MapsError> {
+        self.aging
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map_name::BACKEND_AGING))
+    }
+
+    pub fn aging_state(&self, key: &BackendKey) -> Result<Option<AgingState>, MapsError> {
+        found(self.aging.get(key, 0), map_name::BACKEND_AGING)
+    }
+
+    pub fn set_aging_state(
+        &mut self,
+        key: &BackendKey,
+        state: &AgingState,
+    ) -> Result<(), MapsError> {
+        self.aging
+            .insert(key, state, 0)
+            .map_err(map_err(map_name::BACKEND_AGING))
+    }
+
+    pub fn remove_aging(&mut self, key: &BackendKey) -> Result<(), MapsError> {
+        removed(self.aging.remove(key), map_name::BACKEND_AGING)
+    }
+
+    /// The last accepted sequence of a source, kept after it is removed.
+    pub fn last_sequence(&self, key: &BackendKey) -> Result<Option<u64>, MapsError> {
+        found(self.last_sequence.get(key, 0), map_name::LAST_SEQUENCE)
+    }
+
+    /// Flows in the connection table.
+    pub fn flow_count(&self) -> usize {
+        self.flows.keys().count()
     }
 }

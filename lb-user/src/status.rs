@@ -2,29 +2,34 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use lb_common::{
-    GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, wire::FLAG_DRAINING,
+    Action, BackendEntry, BackendKey, Counter, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
+    GROUP_STATE_UNUSED, MAX_GROUPS, wire::FLAG_DRAINING,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     control::format_mac,
     maps::{LbMaps, MapsError},
 };
 
-#[derive(Debug, Serialize)]
+/// What `status --json` prints; the tests read it back with the same type.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StatusReport {
     pub groups: Vec<GroupReport>,
     pub services: Vec<ServiceReport>,
-    /// Packet counters of the XDP program, summed over CPUs.
-    pub counters: BTreeMap<&'static str, u64>,
+    /// Packet counters of the XDP program by reason, summed over CPUs.
+    pub counters: BTreeMap<String, u64>,
+    /// Packets per XDP action (`drop`, `pass`, `tx`): the counters summed
+    /// by the action each belongs to.
+    pub actions: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct GroupReport {
     pub group: Ipv4Addr,
     pub port: u16,
     /// `alive` or `dead`.
-    pub state: &'static str,
+    pub state: String,
     pub silent_periods: u32,
     pub queries_sent: u64,
     pub reports: u64,
@@ -32,12 +37,12 @@ pub struct GroupReport {
     pub backends: Vec<BackendReport>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ServiceReport {
     pub vip: Ipv4Addr,
     pub port: u16,
     /// `tcp` or `udp`.
-    pub proto: &'static str,
+    pub proto: String,
     /// Group whose backends serve it.
     pub group: Ipv4Addr,
     pub table_size: u32,
@@ -45,7 +50,7 @@ pub struct ServiceReport {
     pub active_slot: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BackendReport {
     pub address: Ipv4Addr,
     pub mac: String,
@@ -53,9 +58,59 @@ pub struct BackendReport {
     pub last_seen_ms: u64,
     pub weight: u16,
     /// `active` or `draining`.
-    pub state: &'static str,
+    pub state: String,
     pub announcements: u64,
     pub sequence: u64,
+}
+
+/// A counter or action that a report does not have: a reader that expects
+/// a name the program no longer counts fails instead of reading zero.
+#[derive(Debug, thiserror::Error)]
+#[error("status has no {kind} {name:?} (it has: {known})")]
+pub struct UnknownName {
+    kind: &'static str,
+    name: String,
+    known: String,
+}
+
+fn lookup(map: &BTreeMap<String, u64>, kind: &'static str, name: &str) -> Result<u64, UnknownName> {
+    map.get(name).copied().ok_or_else(|| UnknownName {
+        kind,
+        name: name.to_owned(),
+        known: map.keys().cloned().collect::<Vec<_>>().join(", "),
+    })
+}
+
+impl StatusReport {
+    /// The value of `counter`.
+    pub fn counter(&self, counter: Counter) -> Result<u64, UnknownName> {
+        lookup(&self.counters, "counter", counter.name())
+    }
+
+    /// Packets that ended in `action`.
+    pub fn action(&self, action: Action) -> Result<u64, UnknownName> {
+        lookup(&self.actions, "action", action.name())
+    }
+}
+
+impl BackendReport {
+    fn new(key: &BackendKey, entry: &BackendEntry, misses: u32, now_ns: u64) -> Self {
+        Self {
+            address: Ipv4Addr::from(key.addr),
+            mac: format_mac(entry.mac),
+            misses,
+            last_seen_ms: now_ns.saturating_sub(entry.last_seen_ns) / 1_000_000,
+            weight: entry.weight,
+            state: if entry.flags & FLAG_DRAINING != 0 {
+                "draining"
+            } else {
+                "active"
+            }
+            .to_owned(),
+            announcements: entry.announcements,
+            sequence: entry.sequence,
+        }
+    }
 }
 
 impl StatusReport {
@@ -65,13 +120,7 @@ impl StatusReport {
         backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
         let mut groups = Vec::new();
         for id in 0..MAX_GROUPS {
-            let status = maps
-                .group_status
-                .get(&id, 0)
-                .map_err(|source| MapsError::Map {
-                    name: lb_common::map_name::GROUP_STATUS,
-                    source,
-                })?;
+            let status = maps.group_status(id)?;
             let state = match status.state {
                 GROUP_STATE_UNUSED => continue,
                 GROUP_STATE_ALIVE => "alive",
@@ -79,28 +128,15 @@ impl StatusReport {
                 _ => "unknown",
             };
             let reports = maps.group_reports(id)?;
-            let members = backends
-                .iter()
-                .filter(|(k, _)| k.group_id == id)
-                .map(|(key, entry)| BackendReport {
-                    address: Ipv4Addr::from(key.addr),
-                    mac: format_mac(entry.mac),
-                    misses: maps.aging.get(key, 0).map_or(0, |a| a.misses),
-                    last_seen_ms: now_ns.saturating_sub(entry.last_seen_ns) / 1_000_000,
-                    weight: entry.weight,
-                    state: if entry.flags & FLAG_DRAINING != 0 {
-                        "draining"
-                    } else {
-                        "active"
-                    },
-                    announcements: entry.announcements,
-                    sequence: entry.sequence,
-                })
-                .collect();
+            let mut members = Vec::new();
+            for (key, entry) in backends.iter().filter(|(k, _)| k.group_id == id) {
+                let misses = maps.aging_state(key)?.map_or(0, |a| a.misses);
+                members.push(BackendReport::new(key, entry, misses, now_ns));
+            }
             groups.push(GroupReport {
                 group: Ipv4Addr::from(status.group_addr),
                 port: status.port,
-                state,
+                state: state.to_owned(),
                 silent_periods: status.silent_periods,
                 queries_sent: status.queries_sent,
                 reports: reports.reports,
@@ -109,11 +145,7 @@ impl StatusReport {
             });
         }
         let mut services = Vec::new();
-        for item in maps.services.iter() {
-            let (key, service) = item.map_err(|source| MapsError::Map {
-                name: lb_common::map_name::SERVICES,
-                source,
-            })?;
+        for (key, service) in maps.services()? {
             services.push(ServiceReport {
                 vip: Ipv4Addr::from(key.vip),
                 port: key.port,
@@ -121,7 +153,8 @@ impl StatusReport {
                     "tcp"
                 } else {
                     "udp"
-                },
+                }
+                .to_owned(),
                 group: groups
                     .get(service.group_id as usize)
                     .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
@@ -129,16 +162,28 @@ impl StatusReport {
                 active_slot: service.active_slot,
             });
         }
-        services.sort_by_key(|s| (s.vip, s.port, s.proto));
-        let counters = maps
-            .counters()?
-            .into_iter()
-            .map(|(c, n)| (c.name(), n))
+        services.sort_by(|a, b| (a.vip, a.port, &a.proto).cmp(&(b.vip, b.port, &b.proto)));
+        let by_reason = maps.counters()?;
+        let counters = by_reason
+            .iter()
+            .map(|(c, n)| (c.name().to_owned(), *n))
+            .collect();
+        let actions = Action::ALL
+            .iter()
+            .map(|&a| {
+                let total = by_reason
+                    .iter()
+                    .filter(|(c, _)| c.action() == a)
+                    .map(|(_, n)| n)
+                    .sum();
+                (a.name().to_owned(), total)
+            })
             .collect();
         Ok(Self {
             groups,
             services,
             counters,
+            actions,
         })
     }
 
@@ -190,6 +235,12 @@ impl StatusReport {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let _ = writeln!(out, "counters: {}", counters.join(" "));
+        let actions: Vec<String> = self
+            .actions
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "actions: {}", actions.join(" "));
         out
     }
 }

@@ -8,7 +8,7 @@ use lb_common::{
     wire::{FLAG_DRAINING, FLAG_LEAVING},
 };
 
-mod common;
+pub mod common;
 use common::*;
 
 const XDP_TX: u32 = 3;
@@ -160,9 +160,49 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
             Counter::VipMalformed,
         ),
         (
-            "truncated TCP header",
+            "TCP header of 2 bytes",
             Frame::tcp(CLIENT, 1, VIP, 80, SYN)
                 .with(|f| f.payload.truncate(2))
+                .bytes(),
+            XDP_DROP,
+            Counter::VipMalformed,
+        ),
+        (
+            "TCP header of 8 bytes (ports, no flags)",
+            Frame::tcp(CLIENT, 1, VIP, 80, SYN)
+                .with(|f| f.payload.truncate(8))
+                .bytes(),
+            XDP_DROP,
+            Counter::VipMalformed,
+        ),
+        (
+            "TCP header of 13 bytes (one short of the flags)",
+            Frame::tcp(CLIENT, 1, VIP, 80, SYN)
+                .with(|f| f.payload.truncate(13))
+                .bytes(),
+            XDP_DROP,
+            Counter::VipMalformed,
+        ),
+        (
+            "TCP header of 19 bytes",
+            Frame::tcp(CLIENT, 1, VIP, 80, ACK)
+                .with(|f| f.payload.truncate(19))
+                .bytes(),
+            XDP_DROP,
+            Counter::VipMalformed,
+        ),
+        (
+            "TCP header cut by the frame, not by the IP length",
+            Frame::tcp(CLIENT, 1, VIP, 80, SYN)
+                .with(|f| f.truncate = 7)
+                .bytes(),
+            XDP_PASS,
+            Counter::Malformed,
+        ),
+        (
+            "UDP header of 4 bytes to the VIP",
+            Frame::udp(CLIENT, VIP, 80, b"")
+                .with(|f| f.payload.truncate(4))
                 .bytes(),
             XDP_DROP,
             Counter::VipMalformed,
@@ -194,15 +234,11 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
     ];
     for (name, frame, action, counter) in cases {
         let before = lb.counter(counter);
-        let flows = lb.maps.flows.keys().count();
+        let flows = lb.maps.flow_count();
         let (got, out) = lb.run(&frame);
         assert_eq!(got, action, "{name}: action");
         assert_eq!(lb.counter(counter), before + 1, "{name}: counter");
-        assert_eq!(
-            lb.maps.flows.keys().count(),
-            flows,
-            "{name}: no flow created"
-        );
+        assert_eq!(lb.maps.flow_count(), flows, "{name}: no flow created");
         assert_eq!(out, frame, "{name}: frame left untouched");
         println!("ok: {name}");
     }

@@ -11,7 +11,7 @@ use lb_common::{
 };
 use lb_user::maps::LoadParams;
 
-mod common;
+pub mod common;
 use common::*;
 
 const PACKETS: usize = 100_000;
@@ -144,14 +144,14 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         1009,
     );
     lb.maps.set_keys(&[KEY]).unwrap();
-    let offset = lb_common::system::realtime_ns().wrapping_sub(lb_common::system::monotonic_ns());
+    let offset = lb_host::system::realtime_ns().wrapping_sub(lb_host::system::monotonic_ns());
     lb.maps
         .set_clock(&lb_common::AuthClock {
             wall_offset_ns: offset,
             max_skew_ns: 30 * SECOND,
         })
         .unwrap();
-    let now = lb_common::system::realtime_ns();
+    let now = lb_host::system::realtime_ns();
     let counters_before: u64 = lb.maps.counters().unwrap().iter().map(|(_, n)| n).sum();
 
     let mut rng = Rng(0x5eed_1234_abcd_ef01);

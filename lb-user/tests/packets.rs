@@ -13,7 +13,7 @@ use lb_common::{
 };
 use lb_user::maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program};
 
-mod common;
+pub mod common;
 use common::*;
 
 /// An IGMPv3 report with the given (record type, group, sources) records.
@@ -236,7 +236,7 @@ fn cases() -> Vec<Case> {
                 .with(|f| f.frag = 0x2000)
                 .bytes(),
             action: XDP_DROP,
-            counter: Counter::Malformed,
+            counter: Counter::AnnounceMalformed,
             change: None,
         },
         Case {
@@ -245,7 +245,7 @@ fn cases() -> Vec<Case> {
                 .with(|f| f.payload[4..6].copy_from_slice(&200u16.to_be_bytes()))
                 .bytes(),
             action: XDP_DROP,
-            counter: Counter::Malformed,
+            counter: Counter::AnnounceMalformed,
             change: None,
         },
         Case {
@@ -595,8 +595,7 @@ fn authenticated_announcements() {
     );
     lb.maps.set_keys(&[K1]).unwrap();
     let clock = |lb: &mut TestLb| {
-        let offset =
-            lb_common::system::realtime_ns().wrapping_sub(lb_common::system::monotonic_ns());
+        let offset = lb_host::system::realtime_ns().wrapping_sub(lb_host::system::monotonic_ns());
         lb.maps
             .set_clock(&lb_common::AuthClock {
                 wall_offset_ns: offset,
@@ -605,7 +604,7 @@ fn authenticated_announcements() {
             .unwrap();
     };
     clock(&mut lb);
-    let now = lb_common::system::realtime_ns();
+    let now = lb_host::system::realtime_ns();
     // An announcement from `src`, tagged under `key` as if sent by `signer`.
     let tagged = |src: Ipv4Addr, signer: Ipv4Addr, key: &[u8; 16], flags: u8, sequence: u64| {
         let payload = AnnouncementV1 {
@@ -766,6 +765,15 @@ fn authenticated_announcements() {
         assert_eq!(got, after, "{name}: registered backends");
         println!("ok: {name}");
     }
+    let removed = BackendKey {
+        group_id: 0,
+        addr: OTHER_BACKEND.octets(),
+    };
+    assert_eq!(
+        lb.maps.last_sequence(&removed).unwrap(),
+        Some(now + 5),
+        "the LEAVING's sequence outlives the backend"
+    );
 }
 
 #[test]

@@ -102,6 +102,8 @@ fn test() -> anyhow::Result<()> {
         ],
         &[],
     )?;
+    println!("+ clippy of lb-ebpf for bpfel-unknown-none");
+    ebpf_build::clippy(&root().join("target/ebpf"))?;
     cargo(&["build", "--workspace", "--bins"], &[])?;
     let bins = root().join("target/debug");
     // Unit tests and BPF_PROG_TEST_RUN packet tests.

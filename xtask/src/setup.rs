@@ -69,21 +69,20 @@ fn ebpf_toolchain(toolchain: &str) -> anyhow::Result<PathBuf> {
     let installed = listed.lines().any(|l| l.starts_with(toolchain));
     if installed {
         let sysroot = nightly_sysroot(toolchain)?;
-        if sysroot.join("lib/rustlib/src/rust/library/core").exists() {
-            println!("ok: toolchain {toolchain} with rust-src present");
+        let has_clippy = sysroot.join("bin/cargo-clippy").exists();
+        if sysroot.join("lib/rustlib/src/rust/library/core").exists() && has_clippy {
+            println!("ok: toolchain {toolchain} with rust-src and clippy present");
             return Ok(sysroot);
         }
     }
-    println!("installing toolchain {toolchain} with rust-src");
-    run(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        toolchain,
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]))?;
+    // With no toolchain named, rustup installs what the crate's
+    // rust-toolchain.toml names, components included.
+    println!("installing toolchain {toolchain} with rust-src and clippy");
+    run(Command::new("rustup")
+        .current_dir(ebpf_build::ebpf_crate_dir())
+        // Set by the rustup proxy that started this xtask: it would win.
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .args(["toolchain", "install"]))?;
     nightly_sysroot(toolchain)
 }
 

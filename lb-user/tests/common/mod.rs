@@ -1,5 +1,4 @@
 //! Frame builder and constants shared by the packet tests.
-#![allow(dead_code)]
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};

@@ -10,7 +10,7 @@ use std::{
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 
-use crate::wire::{IP_ROUTER_ALERT, IPPROTO_IGMP, IgmpMessage, parse_igmp};
+use lb_common::wire::{IP_ROUTER_ALERT, IPPROTO_IGMP, IgmpMessage, parse_igmp};
 
 /// A raw IGMP socket bound to one interface.
 pub struct IgmpSocket {

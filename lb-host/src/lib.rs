@@ -1,0 +1,6 @@
+//! What only the binaries need, beside the kernel/user contract in
+//! `lb-common`: the shared `main` and CLI parsers, the raw IGMP socket, and
+//! facts about the host (privileges, interfaces, bpffs, clocks).
+pub mod cli;
+pub mod igmp_socket;
+pub mod system;
