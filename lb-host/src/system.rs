@@ -44,6 +44,52 @@ pub fn interface_index(iface: &str) -> Result<u32, SystemError> {
     }
 }
 
+/// Name of the kernel driver behind `iface` (`veth`, `virtio_net`, ...),
+/// as `ethtool -i` shows it; `None` if the driver does not say.
+pub fn interface_driver(iface: &str) -> Result<Option<String>, SystemError> {
+    /// `struct ethtool_drvinfo` of linux/ethtool.h.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    interface_index(iface)?;
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
+    // SAFETY: an all-zero ifreq is valid; the name is copied in below.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request
+        .ifr_name
+        .iter_mut()
+        .zip(iface.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *dst = src as libc::c_char;
+    }
+    request.ifr_ifru.ifru_data = (&raw mut info).cast();
+    // SAFETY: socket has no memory preconditions; the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Ok(None);
+    }
+    // SAFETY: SIOCETHTOOL reads the request and writes at most
+    // size_of::<DrvInfo>() bytes into `info`, which outlives the call.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCETHTOOL, &raw mut request) };
+    // SAFETY: fd is ours and not used after this.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Ok(None);
+    }
+    let len = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    Ok(Some(
+        String::from_utf8_lossy(&info.driver[..len]).into_owned(),
+    ))
+}
+
 /// First IPv4 address of `iface`.
 pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, SystemError> {
     interface_ipv4_net(iface).map(|(addr, _)| addr)

@@ -145,3 +145,76 @@ pub fn attach_or_adopt(
     fd_link.pin(&path).map_err(|e| link_err(e.to_string()))?;
     Ok(Attachment { adopted: false })
 }
+
+/// `--xdp-mode` as given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// A mode that forwards on this interface: generic on a veth, else the
+    /// kernel's choice (native where the driver supports it).
+    Auto,
+    /// Native (driver) XDP.
+    Driver,
+    /// Generic XDP in the network stack.
+    Skb,
+}
+
+/// The attach mode for an interface, and why, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModeChoice {
+    pub mode: XdpMode,
+    pub why: &'static str,
+    /// The choice will not forward: say so as a warning.
+    pub forwarding_lost: bool,
+}
+
+/// Picks the attach mode for `--xdp-mode` on an interface whose kernel
+/// driver is `driver`. On a veth, native-mode XDP_TX frames are lost unless
+/// the peer runs an XDP program, while generic mode delivers them.
+pub fn choose_mode(requested: ModeArg, driver: Option<&str>) -> ModeChoice {
+    let veth = driver == Some("veth");
+    let (mode, why, forwarding_lost) = match requested {
+        ModeArg::Auto if veth => (
+            XdpMode::Skb,
+            "generic (skb) mode on a veth: native XDP_TX frames reach the peer only if it runs XDP",
+            false,
+        ),
+        ModeArg::Auto => (
+            XdpMode::Default,
+            "the kernel's choice: native where the driver supports it, generic otherwise",
+            false,
+        ),
+        ModeArg::Driver if veth => (
+            XdpMode::Driver,
+            "native mode on a veth: forwarded frames (XDP_TX) are lost unless the peer runs an \
+             XDP program; use --xdp-mode auto or skb",
+            true,
+        ),
+        ModeArg::Driver => (XdpMode::Driver, "native mode, as asked", false),
+        ModeArg::Skb => (XdpMode::Skb, "generic (skb) mode, as asked", false),
+    };
+    ModeChoice {
+        mode,
+        why,
+        forwarding_lost,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_forwards_on_a_veth_and_driver_there_is_a_warning() {
+        assert_eq!(choose_mode(ModeArg::Auto, Some("veth")).mode, XdpMode::Skb);
+        assert_eq!(
+            choose_mode(ModeArg::Auto, Some("virtio_net")).mode,
+            XdpMode::Default
+        );
+        assert_eq!(choose_mode(ModeArg::Auto, None).mode, XdpMode::Default);
+        let driver_on_veth = choose_mode(ModeArg::Driver, Some("veth"));
+        assert_eq!(driver_on_veth.mode, XdpMode::Driver);
+        assert!(driver_on_veth.forwarding_lost);
+        assert!(!choose_mode(ModeArg::Driver, Some("ixgbe")).forwarding_lost);
+        assert_eq!(choose_mode(ModeArg::Skb, Some("ixgbe")).mode, XdpMode::Skb);
+    }
+}

@@ -9,8 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use aya::programs::XdpMode;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use lb_common::{DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_AUTH_KEYS, MAX_MAGLEV_SIZE};
 use lb_host::{
     cli::{parse_duration, parse_port, read_key_file},
@@ -21,14 +20,14 @@ use lb_user::{
     config::{self, GroupSpec, Plan},
     control::{ControlParams, Controller},
     forwarding::Segment,
-    instance::{self, InstanceLock},
+    instance::{self, InstanceLock, ModeArg},
     maglev::{self, DEFAULT_TABLE_SIZE},
-    maps::{LbMaps, LoadParams, load_program, xdp_program},
+    maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
     status::StatusReport,
     system,
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-lb";
 
@@ -108,8 +107,8 @@ struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_BACKENDS, value_parser = clap::value_parser!(u32).range(1..))]
     max_backends: u32,
     /// XDP attach mode.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    xdp_mode: Mode,
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    xdp_mode: ModeArg,
     /// Virtual IP of the service; lb-user puts it on the interface so the
     /// LB answers ARP for it.
     #[arg(long, requires = "services", conflicts_with = "config")]
@@ -136,16 +135,6 @@ struct RunArgs {
     /// Capacity of the connection table.
     #[arg(long, default_value_t = DEFAULT_MAX_FLOWS, value_parser = clap::value_parser!(u32).range(1..))]
     max_flows: u32,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    /// Let the kernel choose (native if the driver supports it).
-    Auto,
-    /// Native (driver) XDP.
-    Driver,
-    /// Generic XDP in the network stack.
-    Skb,
 }
 
 /// Removes the instance's pins (detaching XDP) when `run` ends, if armed:
@@ -202,7 +191,15 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
     Ok(config::plan(&specs, args.port)?)
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+/// What `run` was asked to do, checked before anything is touched.
+struct Settings {
+    plan: Plan,
+    keys: Vec<[u8; 16]>,
+    control: ControlParams,
+}
+
+/// Checks the flags that need no privileges and no system state.
+fn validate(args: &RunArgs) -> anyhow::Result<Settings> {
     let max_response_time = args
         .max_response_time
         .unwrap_or_else(|| Duration::from_secs(1).min(args.query_interval / 2));
@@ -213,16 +210,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             humantime::format_duration(args.query_interval)
         );
     }
-    let plan = plan_from_args(&args)?;
+    let plan = plan_from_args(args)?;
     if args.key_files.len() > MAX_AUTH_KEYS as usize {
         bail!("at most {MAX_AUTH_KEYS} --key-file (the current key and the next)");
     }
-    let keys: Vec<[u8; 16]> = args
+    let keys = args
         .key_files
         .iter()
         .map(|path| read_key_file(path).map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<_>>()?;
-    let groups = plan.groups.clone();
     if args.maglev_size > MAX_MAGLEV_SIZE {
         bail!(
             "--maglev-size {} is above the largest table, {MAX_MAGLEV_SIZE}",
@@ -235,67 +231,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             args.maglev_size
         );
     }
-    system::require_root("lb-user run")?;
-    let (lb_addr, prefix_len) = system::interface_ipv4_net(&args.iface)?;
-    let lb_mac = system::interface_mac(&args.iface)?;
-    system::require_bpffs(&args.pin_path)?;
-    let _lock = InstanceLock::acquire(&args.pin_path)?;
-    fs::create_dir_all(&args.pin_path)
-        .with_context(|| format!("creating the pin directory {}", args.pin_path.display()))?;
-    // A link left behind means a killed instance whose XDP still forwards.
-    let adopting = args.pin_path.join(instance::LINK_PIN).exists();
-    let mut pins = PinGuard {
-        dir: args.pin_path.clone(),
-        armed: !adopting,
-    };
-
-    let mut ebpf = load_program(LoadParams {
-        lb_addr,
-        lb_mac,
-        max_backends: args.max_backends,
-        max_flows: args.max_flows,
-        allowlist_on: !args.allow.is_empty(),
-        auth_on: !keys.is_empty(),
-    }, Some(&args.pin_path))
-    .with_context(|| {
-        format!(
-            "loading the XDP program with its maps pinned at {dir} (if they were left by an instance with \
-             other flags or an older build, restart with its flags or remove it with `lb-user stop --pin-path {dir}`)",
-            dir = args.pin_path.display()
-        )
-    })?;
-    let mode = match args.xdp_mode {
-        Mode::Auto => XdpMode::Default,
-        Mode::Driver => XdpMode::Driver,
-        Mode::Skb => XdpMode::Skb,
-    };
-    let ifindex = system::interface_index(&args.iface)?;
-    let attachment =
-        instance::attach_or_adopt(xdp_program(&mut ebpf)?, ifindex, mode, &args.pin_path)
-            .with_context(|| format!("attaching XDP to {}", args.iface))?;
-    pins.armed = true;
-    if attachment.adopted {
-        info!(pin_path = %args.pin_path.display(), "took over the XDP program and maps left by an earlier instance");
-    }
-    let mut maps = LbMaps::take(&mut ebpf)?;
-    maps.set_keys(&keys)?;
-    for &(prefix, len) in &args.allow {
-        maps.allow(prefix, len)?;
-    }
-    let socket = IgmpSocket::open(&args.iface, ifindex, args.ttl)
-        .context("opening the raw IGMP socket for queries")?;
-    for g in &groups {
-        // Joining makes the NIC accept the group's reports; 224.0.0.22 carries IGMPv3 reports.
-        socket
-            .join(g.group)
-            .with_context(|| format!("joining group {} on {}", g.group, args.iface))?;
-    }
-    socket
-        .join(Ipv4Addr::new(224, 0, 0, 22))
-        .context("joining 224.0.0.22 for IGMPv3 reports")?;
-
-    let params = ControlParams {
-        lb_addr,
+    let control = ControlParams {
+        // Filled in by `start` from the interface.
+        lb_addr: Ipv4Addr::UNSPECIFIED,
         query_interval: args.query_interval,
         max_response_time,
         aging: AgingParams {
@@ -305,15 +243,100 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         robustness: args.robustness,
         max_clock_skew: args.max_clock_skew,
     };
+    Ok(Settings {
+        plan,
+        keys,
+        control,
+    })
+}
+
+/// A started instance: XDP attached, maps pinned, control plane ready.
+struct Running {
+    controller: Controller,
+    tick: Duration,
+    /// The loaded object: its program stays referenced while we run.
+    _ebpf: aya::Ebpf,
+    /// Held for the life of the instance, released in reverse order.
+    _vips: Vec<system::AddedAddress>,
+    _pins: PinGuard,
+    _lock: InstanceLock,
+}
+
+/// Attaches (or adopts) the program, fills its maps and opens the query socket.
+fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
+    system::require_root("lb-user run")?;
+    let (lb_addr, prefix_len) = system::interface_ipv4_net(&args.iface)?;
+    let lb_mac = system::interface_mac(&args.iface)?;
+    let ifindex = system::interface_index(&args.iface)?;
+    system::require_bpffs(&args.pin_path)?;
+    let lock = InstanceLock::acquire(&args.pin_path)?;
+    fs::create_dir_all(&args.pin_path)
+        .with_context(|| format!("creating the pin directory {}", args.pin_path.display()))?;
+    // A link left behind means a killed instance whose XDP still forwards.
+    let adopting = args.pin_path.join(instance::LINK_PIN).exists();
+    let mut pins = PinGuard {
+        dir: args.pin_path.clone(),
+        armed: !adopting,
+    };
+    let mut ebpf = load_program(
+        LoadParams {
+            lb_addr,
+            lb_mac,
+            max_backends: args.max_backends,
+            max_flows: args.max_flows,
+            allowlist_on: !args.allow.is_empty(),
+            auth_on: !settings.keys.is_empty(),
+        },
+        Some(&args.pin_path),
+    )
+    .with_context(|| {
+        format!(
+            "loading the XDP program with its maps pinned at {dir} (if they were left by an instance with \
+             other flags or an older build, restart with its flags or remove it with `lb-user stop --pin-path {dir}`)",
+            dir = args.pin_path.display()
+        )
+    })?;
+    let choice = instance::choose_mode(
+        args.xdp_mode,
+        system::interface_driver(&args.iface)?.as_deref(),
+    );
+    if choice.forwarding_lost {
+        warn!(iface = %args.iface, "XDP mode: {}", choice.why);
+    } else if !adopting {
+        info!(iface = %args.iface, mode = ?choice.mode, "XDP mode: {}", choice.why);
+    }
+    let attachment = instance::attach_or_adopt(
+        xdp_program(&mut ebpf)?,
+        ifindex,
+        choice.mode,
+        &args.pin_path,
+    )
+    .with_context(|| format!("attaching XDP to {}", args.iface))?;
+    pins.armed = true;
+    if attachment.adopted {
+        info!(pin_path = %args.pin_path.display(), "took over the XDP program and maps left by an earlier instance (its attach mode stays)");
+    }
+    let mut maps = LbMaps::take(&mut ebpf)?;
+    maps.set_keys(&settings.keys)?;
+    for &(prefix, len) in &args.allow {
+        maps.allow(prefix, len)?;
+    }
+    let groups = &settings.plan.groups;
+    let socket = open_query_socket(&args.iface, ifindex, args.ttl, groups)?;
+    let params = ControlParams {
+        lb_addr,
+        ..settings.control
+    };
     let segment = Segment {
         addr: lb_addr,
         prefix_len,
     };
-    let mut controller = Controller::new(params, maps, socket, &groups)?;
-    controller.serve(&plan.services, args.maglev_size, segment)?;
+    let mut controller = Controller::new(params, maps, socket, groups)?;
+    controller.serve(&settings.plan.services, args.maglev_size, segment)?;
     // The VIP lives on the interface so that the LB answers ARP for it;
     // XDP takes the service traffic before the stack sees it.
-    let _vips = plan
+    let vips = settings
+        .plan
         .vips
         .iter()
         .map(|&vip| system::AddedAddress::add(vip, &args.iface, attachment.adopted))
@@ -326,6 +349,39 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         max_misses = args.max_misses, robustness = args.robustness,
         "load balancer running"
     );
+    Ok(Running {
+        controller,
+        tick: params.tick(),
+        _ebpf: ebpf,
+        _vips: vips,
+        _pins: pins,
+        _lock: lock,
+    })
+}
+
+/// The raw IGMP socket the queries leave from, joined to every group (so
+/// the NIC accepts their reports) and to 224.0.0.22 (IGMPv3 reports).
+fn open_query_socket(
+    iface: &str,
+    ifindex: u32,
+    ttl: u32,
+    groups: &[GroupConfig],
+) -> anyhow::Result<IgmpSocket> {
+    let socket =
+        IgmpSocket::open(iface, ifindex, ttl).context("opening the raw IGMP socket for queries")?;
+    for g in groups {
+        socket
+            .join(g.group)
+            .with_context(|| format!("joining group {} on {iface}", g.group))?;
+    }
+    socket
+        .join(Ipv4Addr::new(224, 0, 0, 22))
+        .context("joining 224.0.0.22 for IGMPv3 reports")?;
+    Ok(socket)
+}
+
+/// Runs the control loop until SIGINT or SIGTERM.
+fn serve(mut running: Running) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -335,11 +391,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut sigint =
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut tick = tokio::time::interval(params.tick());
+        let mut tick = tokio::time::interval(running.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = tick.tick() => controller.step(system::monotonic_ns())?,
+                _ = tick.tick() => running.controller.step(system::monotonic_ns())?,
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
             }
@@ -348,6 +404,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })?;
     info!("stopping: detaching XDP and removing the pins");
     Ok(())
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let settings = validate(args)?;
+    serve(start(args, settings)?)
 }
 
 fn stop(pin_path: &Path) -> anyhow::Result<()> {
@@ -379,7 +440,7 @@ fn status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     lb_host::cli::main_with(|cli: Cli| match cli.command {
-        Command::Run(args) => run(*args),
+        Command::Run(args) => run(&args),
         Command::Status { pin_path, json } => status(&pin_path, json),
         Command::Stop { pin_path } => stop(&pin_path),
     })

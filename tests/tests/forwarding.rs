@@ -166,14 +166,11 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
     std::fs::write(&key, "00112233445566778899aabbccddeeff\n")?;
     let key = key.to_str().context("key path")?.to_owned();
     let lb_args: Vec<&str> = [
-        // Generic XDP: on a veth, native XDP_TX frames reach the peer
-        // only if the peer runs XDP itself.
+        // The default --xdp-mode (auto) must forward on this veth.
         &[
             "run",
             "--iface",
             "eth0",
-            "--xdp-mode",
-            "skb",
             "--config",
             &config,
             "--key-file",

@@ -22,7 +22,7 @@ fn start_lb(
     name: &str,
     extra: &[&str],
 ) -> anyhow::Result<(Proc, std::path::PathBuf)> {
-    topo.start_lb(LB, name, &[&["--xdp-mode", "skb"], extra].concat())
+    topo.start_lb(LB, name, extra)
 }
 
 fn backend_addrs(topo: &Topology) -> Vec<String> {
@@ -359,11 +359,7 @@ fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
     lb.signal(libc::SIGTERM);
     lb.wait_exit(Duration::from_secs(5))?;
     let replaced = Instant::now();
-    let (_lb2, pin2) = topo.start_lb(
-        2,
-        "second",
-        &[&["--xdp-mode", "skb"], &FAST_TIMERS[..]].concat(),
-    )?;
+    let (_lb2, pin2) = topo.start_lb(2, "second", &FAST_TIMERS)?;
     wait_for(Duration::from_secs(5), POLL, || has(&pin2, &new_addr))
         .context("the agent did not find the new LB")?;
     println!(

@@ -132,11 +132,7 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
 
     // Our LB: XDP with direct server return.
     {
-        let (_lb, pin) = topo.start_lb(
-            LB,
-            "bench",
-            &["--xdp-mode", "skb", "--vip", &vip, "--service", "tcp:80"],
-        )?;
+        let (_lb, pin) = topo.start_lb(LB, "bench", &["--vip", &vip, "--service", "tcp:80"])?;
         let _agents: Vec<Proc> = BACKENDS
             .iter()
             .map(|&h| {

@@ -71,8 +71,7 @@ fn serve(topo: &Topology, vip: &str) -> anyhow::Result<()> {
 
 fn story(topo: &Topology) -> anyhow::Result<()> {
     let vip = topo.segment_address(100).to_string();
-    // Generic XDP: on a veth, native XDP_TX needs XDP on the peer too.
-    let mut args = vec!["--xdp-mode", "skb", "--vip", &vip, "--service", "tcp:80"];
+    let mut args = vec!["--vip", &vip, "--service", "tcp:80"];
     args.extend(LB_ARGS);
     banner(&format!(
         "starting the LB on {} (P=500ms, T=1s, N=2)",
