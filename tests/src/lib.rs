@@ -15,7 +15,8 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use serde_json::Value;
+pub use lb_common::Counter;
+pub use lb_user::status::{GroupReport, StatusReport};
 
 /// Topologies are built one at a time: timing assertions need the CPUs.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -266,13 +267,20 @@ impl Topology {
         })
     }
 
+    /// The status of the instance at `pin_path` once it has configured its
+    /// groups (its maps are pinned, and answer, a moment before).
+    pub fn configured_status(&self, pin_path: &Path) -> Option<StatusReport> {
+        self.status(pin_path).ok().filter(|s| !s.groups.is_empty())
+    }
+
     /// Pin path of an LB instance named `name`.
     pub fn pin_path(&self, name: &str) -> PathBuf {
         self.bpffs.join(name)
     }
 
-    /// `lb-user status --json` of the instance pinned at `pin_path`.
-    pub fn status(&self, pin_path: &Path) -> anyhow::Result<Value> {
+    /// `lb-user status --json` of the instance pinned at `pin_path`, read
+    /// into the type that printed it.
+    pub fn status(&self, pin_path: &Path) -> anyhow::Result<StatusReport> {
         let out = sh(
             bin("lb-user").to_str().context("path")?,
             &[
@@ -315,7 +323,7 @@ impl Topology {
         args.extend_from_slice(extra);
         let lb = self.spawn(i, name, "lb-user", &args)?;
         wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-            self.status(&pin).ok()
+            self.configured_status(&pin)
         })
         .with_context(|| format!("{name} did not come up: {}", lb.log_text()))?;
         Ok((lb, pin))
@@ -339,23 +347,30 @@ impl Drop for Topology {
     }
 }
 
-/// The first group of a status report.
-pub fn first_group(status: &Value) -> &Value {
-    &status["groups"][0]
+/// The first group of a status report (a report without one is an error
+/// of the LB, not a group without backends).
+pub fn first_group(status: &StatusReport) -> &GroupReport {
+    status
+        .groups
+        .first()
+        .expect("status lists the configured group")
 }
 
-/// Addresses registered in the first group.
-pub fn registered(status: &Value) -> Vec<String> {
-    let mut addrs: Vec<String> = first_group(status)["backends"]
-        .as_array()
-        .map(|b| {
-            b.iter()
-                .filter_map(|e| e["address"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+/// Addresses registered in the first group, sorted.
+pub fn registered(status: &StatusReport) -> Vec<String> {
+    let mut addrs: Vec<String> = first_group(status)
+        .backends
+        .iter()
+        .map(|b| b.address.to_string())
+        .collect();
     addrs.sort();
     addrs
+}
+
+/// The value of `counter` in a status report; an error if the report has
+/// no such counter (renamed or removed), never a silent zero.
+pub fn counter(status: &StatusReport, counter: Counter) -> anyhow::Result<u64> {
+    Ok(status.counter(counter)?)
 }
 
 impl Topology {

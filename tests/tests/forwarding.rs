@@ -8,7 +8,9 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use lb_tests::{FAST_TIMERS, Proc, Topology, first_group, wait_for};
+use lb_tests::{
+    Counter, FAST_TIMERS, Proc, StatusReport, Topology, counter, first_group, wait_for,
+};
 use serde_json::Value;
 
 const P: Duration = Duration::from_millis(200);
@@ -53,22 +55,19 @@ impl Bed<'_> {
         Ok(())
     }
 
-    fn status(&self) -> anyhow::Result<Value> {
+    fn status(&self) -> anyhow::Result<StatusReport> {
         self.topo.status(&self.pin)
     }
 
     /// Backends registered with the given state ("active" or "draining").
     fn with_state(&self, state: &str) -> anyhow::Result<Vec<String>> {
         let status = self.status()?;
-        Ok(first_group(&status)["backends"]
-            .as_array()
-            .map(|b| {
-                b.iter()
-                    .filter(|e| e["state"] == state)
-                    .filter_map(|e| e["address"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(first_group(&status)
+            .backends
+            .iter()
+            .filter(|b| b.state == state)
+            .map(|b| b.address.to_string())
+            .collect())
     }
 
     fn wait_state(&self, want: usize, state: &str) -> anyhow::Result<()> {
@@ -181,7 +180,7 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
     ]
     .concat();
     let lb = topo.spawn(LB, "lb", "lb-user", &lb_args)?;
-    wait_for(Duration::from_secs(10), POLL, || topo.status(&pin).ok())
+    wait_for(Duration::from_secs(10), POLL, || topo.configured_status(&pin))
         .context("the LB did not start")?;
     let mut servers = Vec::new();
     for (host, _) in BACKENDS {
@@ -307,15 +306,20 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         "the backendless VIP answered: {names:?}"
     );
     let status = bed.status()?;
-    println!("counters: {}", status["counters"]);
+    println!("counters: {:?}", status.counters);
     ensure!(
-        status["counters"]["vip_no_backend"].as_u64() >= Some(3),
+        counter(&status, Counter::VipNoBackend)? >= 3,
         "no-backend drops not counted"
     );
-    for reject in ["auth_bad_tag", "auth_replay", "auth_stale", "auth_missing"] {
+    for reject in [
+        Counter::AuthBadTag,
+        Counter::AuthReplay,
+        Counter::AuthStale,
+        Counter::AuthMissing,
+    ] {
         ensure!(
-            status["counters"][reject] == 0,
-            "an agent's announcement was rejected: {reject}"
+            counter(&status, reject)? == 0,
+            "an agent's announcement was rejected: {reject:?}"
         );
     }
     restart(&bed, lb, &lb_args)
@@ -328,7 +332,7 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
 fn restart(bed: &Bed, mut lb: Proc, lb_args: &[&str]) -> anyhow::Result<()> {
     let topo = bed.topo;
     let before = bed.status()?;
-    let registrations = before["counters"]["announce_registered"].as_u64();
+    let registrations = counter(&before, Counter::AnnounceRegistered)?;
     let active = bed.with_state("active")?;
     let (hold, on) = bed.hold("hold-restart", 3)?;
     sleep(Duration::from_millis(300));
@@ -356,11 +360,13 @@ fn restart(bed: &Bed, mut lb: Proc, lb_args: &[&str]) -> anyhow::Result<()> {
     let after = bed.status()?;
     println!(
         "across SIGKILL and restart: connection kept ({} requests), longest gap between answers {} ms, \
-         registrations counted before {registrations:?}, after {}",
-        v["requests"], v["max_gap_ms"], after["counters"]["announce_registered"]
+         registrations counted before {registrations}, after {}",
+        v["requests"],
+        v["max_gap_ms"],
+        counter(&after, Counter::AnnounceRegistered)?
     );
     ensure!(
-        after["counters"]["announce_registered"].as_u64() == registrations,
+        counter(&after, Counter::AnnounceRegistered)? == registrations,
         "backends registered again after the restart"
     );
     ensure!(

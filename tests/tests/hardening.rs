@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use lb_tests::{FAST_TIMERS, Proc, Topology, first_group, registered, wait_for};
+use lb_tests::{Counter, FAST_TIMERS, Proc, Topology, counter, first_group, registered, wait_for};
 use serde_json::Value;
 
 const LB: usize = 0;
@@ -32,10 +32,6 @@ fn backend_addrs(topo: &Topology) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn counter(status: &Value, name: &str) -> u64 {
-    status["counters"][name].as_u64().unwrap_or(0)
 }
 
 fn lossy(topo: &Topology) -> anyhow::Result<()> {
@@ -89,7 +85,7 @@ fn lossy(topo: &Topology) -> anyhow::Result<()> {
         ],
     )?;
     let start = Instant::now();
-    let registrations = counter(&topo.status(&pin)?, "announce_registered");
+    let registrations = counter(&topo.status(&pin)?, Counter::AnnounceRegistered)?;
     let mut false_removals = BTreeSet::new();
     let mut polls = 0;
     while start.elapsed() < period * 200 {
@@ -123,8 +119,8 @@ fn lossy(topo: &Topology) -> anyhow::Result<()> {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .context("nft counter")?;
-    let accepted = counter(&status, "announce_accepted");
-    let re_registered = counter(&status, "announce_registered") - registrations;
+    let accepted = counter(&status, Counter::AnnounceAccepted)?;
+    let re_registered = counter(&status, Counter::AnnounceRegistered)? - registrations;
     println!(
         "30% announcement loss over 200 periods: {dropped} announcements dropped, {accepted} accepted, \
          {} backends missing at some poll ({polls} polls), {re_registered} re-registrations",
@@ -151,7 +147,7 @@ fn flood_phase(
     name: &str,
     protection: &[&str],
     agent_extra: &[&str],
-    reject: &str,
+    reject: Counter,
 ) -> anyhow::Result<()> {
     let lb_addr = topo.host(LB).addr.octets();
     let vip = topo.segment_address(100).to_string();
@@ -205,12 +201,13 @@ fn flood_phase(
     hold.wait_exit(Duration::from_secs(15))?;
     let held: Value = serde_json::from_str(hold.log_text().lines().last().context("hold output")?)?;
     let after = topo.status(&pin)?;
-    let rejected = counter(&after, reject) - counter(&before, reject);
+    let rejected = counter(&after, reject)? - counter(&before, reject)?;
     println!(
-        "[{name}] flood of {} spoofed announcements at {} pps: {rejected} rejected as {reject}, registered after: {:?}; \
+        "[{name}] flood of {} spoofed announcements at {} pps: {rejected} rejected as {}, registered after: {:?}; \
          connections meanwhile: {names}, {errors} errors; long-lived connection {}",
         flood["sent"],
         flood["pps"],
+        reject.name(),
         registered(&after),
         if held["error"].is_null() {
             "kept"
@@ -224,7 +221,8 @@ fn flood_phase(
         registered(&after)
     );
     ensure!(
-        counter(&after, "announce_registered") == counter(&before, "announce_registered"),
+        counter(&after, Counter::AnnounceRegistered)?
+            == counter(&before, Counter::AnnounceRegistered)?,
         "a spoofed source registered"
     );
     ensure!(rejected > 0, "no flood packet reached XDP");
@@ -233,7 +231,7 @@ fn flood_phase(
         "forwarding suffered during the flood"
     );
     ensure!(
-        first_group(&after)["state"] == "alive",
+        first_group(&after).state == "alive",
         "the group died during the flood"
     );
     lb.signal(libc::SIGTERM);
@@ -253,7 +251,13 @@ fn flood(topo: &Topology) -> anyhow::Result<()> {
     for a in &allow {
         protection.extend(["--allow", a.as_str()]);
     }
-    flood_phase(topo, "allowlist", &protection, &[], "announce_not_allowed")?;
+    flood_phase(
+        topo,
+        "allowlist",
+        &protection,
+        &[],
+        Counter::AnnounceNotAllowed,
+    )?;
     let key = topo.logs.join("flood.key");
     std::fs::write(&key, "f0e1d2c3b4a5968778695a4b3c2d1e0f\n")?;
     let key = key.to_str().context("key path")?;
@@ -262,7 +266,7 @@ fn flood(topo: &Topology) -> anyhow::Result<()> {
         "key",
         &["--key-file", key],
         &["--key-file", key],
-        "auth_bad_tag",
+        Counter::AuthBadTag,
     )
 }
 

@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use lb_tests::{FAST_TIMERS, Proc, Topology, first_group, registered, wait_for};
+use lb_tests::{FAST_TIMERS, Proc, StatusReport, Topology, first_group, registered, wait_for};
 
 const P: Duration = Duration::from_millis(200);
 const T: Duration = Duration::from_millis(400);
@@ -40,7 +40,7 @@ fn until(
     pin: &std::path::Path,
     limit: Duration,
     what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
+    pred: impl Fn(&StatusReport) -> bool,
 ) -> anyhow::Result<Duration> {
     let start = Instant::now();
     wait_for(limit, POLL, || topo.status(pin).ok().filter(|s| pred(s)))
@@ -155,15 +155,14 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
     let removal_limit = T * (N + 1) + P + Duration::from_millis(300);
     let removed_after = loop {
         let s = topo.status(&pin)?;
-        let backends = first_group(&s)["backends"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let a2_entry = backends.iter().find(|b| b["address"] == a2.as_str());
+        let a2_entry = first_group(&s)
+            .backends
+            .iter()
+            .find(|b| b.address.to_string() == a2);
         let Some(a2_entry) = a2_entry else {
             bail!("thawed agent2 was removed")
         };
-        a2_max_misses = a2_max_misses.max(a2_entry["misses"].as_u64().unwrap_or(0));
+        a2_max_misses = a2_max_misses.max(a2_entry.misses);
         if !thawed && frozen.elapsed() >= 2 * T {
             agents[1].signal(libc::SIGCONT);
             thawed = true;
@@ -248,7 +247,7 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
         &pin,
         (R + 2) * P + Duration::from_secs(1),
         "group declared dead",
-        |s| first_group(s)["state"] == "dead",
+        |s| first_group(s).state == "dead",
     )?;
     println!(
         "[{mode}] group dead {} ms after the last agent left (R = {R}, P = {} ms)",
@@ -256,13 +255,9 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
         ms(P)
     );
     let _ = dead;
-    let sent_at_death = first_group(&topo.status(&pin)?)["queries_sent"]
-        .as_u64()
-        .context("queries_sent")?;
+    let sent_at_death = first_group(&topo.status(&pin)?).queries_sent;
     let on_wire = queries_on_wire(topo, "p1", 5 * P)?;
-    let sent_later = first_group(&topo.status(&pin)?)["queries_sent"]
-        .as_u64()
-        .context("queries_sent")?;
+    let sent_later = first_group(&topo.status(&pin)?).queries_sent;
     println!(
         "[{mode}] while dead for 5 P: {} queries counted by the LB, {on_wire} seen on the wire",
         sent_later - sent_at_death
@@ -281,7 +276,7 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
         &pin,
         2 * P + Duration::from_secs(2),
         "registration after revival",
-        |s| registered(s).contains(&a4) && first_group(s)["state"] == "alive",
+        |s| registered(s).contains(&a4) && first_group(s).state == "alive",
     )?;
     println!(
         "[{mode}] new agent revived the group and registered {} ms after start",

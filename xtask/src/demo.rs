@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use lb_tests::{Proc, Topology, registered, wait_for};
+use lb_tests::{Proc, Topology, first_group, registered, wait_for};
 
 use crate::{cargo, root, setup::setup};
 
@@ -143,15 +143,16 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(6) {
         let status = topo.status(&pin)?;
-        let entry = status["groups"][0]["backends"]
-            .as_array()
-            .and_then(|b| b.iter().find(|e| e["address"] == frozen.as_str()).cloned());
+        let entry = first_group(&status)
+            .backends
+            .iter()
+            .find(|b| b.address.to_string() == frozen);
         match entry {
             Some(e) => println!(
                 "  t={:>5} ms  {frozen}: last seen {} ms ago, misses {}",
                 start.elapsed().as_millis(),
-                e["last_seen_ms"],
-                e["misses"]
+                e.last_seen_ms,
+                e.misses
             ),
             None => {
                 println!(
@@ -183,7 +184,7 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
     wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
         topo.status(&pin)
             .ok()
-            .filter(|s| s["groups"][0]["state"] == "dead")
+            .filter(|s| first_group(s).state == "dead")
     })
     .context("the group was not declared dead")?;
     show_status(&pin_str)?;
