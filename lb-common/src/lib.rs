@@ -60,6 +60,8 @@ macro_rules! program_maps {
             /// Last accepted sequence per backend (LRU), written by XDP; outlives
             /// removal so that a replayed announcement cannot bring a backend back.
             LAST_SEQUENCE / last_sequence: LruHashMap<$crate::BackendKey, u64>[2 * $crate::DEFAULT_MAX_BACKENDS];
+            /// Per-CPU rate limit of the data path's log records.
+            LOG_BUDGET / log_budget: PerCpuArray<$crate::LogBudget>[1];
         }
     };
 }
@@ -290,6 +292,18 @@ pub struct GroupReports {
 }
 const _: () = assert!(core::mem::size_of::<GroupReports>() == 24);
 
+/// How many log records XDP wrote on one CPU in the current one-second
+/// window, and how many it held back (see lb-ebpf's `events`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LogBudget {
+    /// CLOCK_MONOTONIC ns when the window opened.
+    pub window_start_ns: u64,
+    pub written: u32,
+    pub suppressed: u32,
+}
+const _: () = assert!(core::mem::size_of::<LogBudget>() == 16);
+
 /// Group liveness as published by lb-user for `status`.
 pub const GROUP_STATE_UNUSED: u8 = 0;
 pub const GROUP_STATE_ALIVE: u8 = 1;
@@ -438,7 +452,8 @@ mod pod {
         FlowKey,
         Flow,
         AuthKey,
-        AuthClock
+        AuthClock,
+        LogBudget
     );
 }
 

@@ -11,6 +11,7 @@ use lb_common::{
 };
 
 use crate::{
+    events,
     maps::{BACKENDS, GROUP_ADDRS, GROUP_REPORTS},
     parse::{Ipv4Packet, ptr_at},
 };
@@ -47,8 +48,8 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     let msg = unsafe { &*msg };
     let group = [msg[4], msg[5], msg[6], msg[7]];
     let recorded = match msg[0] {
-        IGMP_V1_REPORT | IGMP_V2_REPORT => record(packet.src, group, Membership::Report),
-        IGMP_V2_LEAVE => record(packet.src, group, Membership::Leave),
+        IGMP_V1_REPORT | IGMP_V2_REPORT => record(ctx, packet.src, group, Membership::Report),
+        IGMP_V2_LEAVE => record(ctx, packet.src, group, Membership::Leave),
         IGMP_V3_REPORT => match v3_report(ctx, packet, u16::from_be_bytes([msg[6], msg[7]])) {
             V3Report::Recorded(counter) => Some(counter),
             V3Report::NoGroupOfOurs => None,
@@ -92,7 +93,7 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> V3Report {
         } else {
             Membership::Report
         };
-        if let Some(counter) = record(packet.src, rec.group, membership) {
+        if let Some(counter) = record(ctx, packet.src, rec.group, membership) {
             return V3Report::Recorded(counter);
         }
         offset += size_of::<V3Record>() + usize::from(sources) * 4 + usize::from(rec.aux_words) * 4;
@@ -104,7 +105,12 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> V3Report {
 /// also removes its sender if that is a registered backend: its kernel
 /// leaves the group when the agent's socket closes, even after SIGKILL.
 #[inline(always)]
-fn record(source: [u8; 4], group: [u8; 4], membership: Membership) -> Option<Counter> {
+fn record(
+    ctx: &XdpContext,
+    source: [u8; 4],
+    group: [u8; 4],
+    membership: Membership,
+) -> Option<Counter> {
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let group_id = *unsafe { GROUP_ADDRS.get(&group) }?;
     let stats = GROUP_REPORTS.get_ptr_mut(group_id)?;
@@ -119,11 +125,14 @@ fn record(source: [u8; 4], group: [u8; 4], membership: Membership) -> Option<Cou
         }
         Membership::Leave => {
             stats.leaves += 1;
-            // Not registered is fine: the leave is only counted.
-            let _ = BACKENDS.remove(&BackendKey {
+            let key = BackendKey {
                 group_id,
                 addr: source,
-            });
+            };
+            // Not registered is fine: the leave is only counted.
+            if BACKENDS.remove(&key).is_ok() {
+                events::removed(ctx, &key, "IGMP leave");
+            }
             Counter::IgmpLeave
         }
     })

@@ -5,6 +5,7 @@
 #![no_main]
 
 mod auth;
+mod events;
 mod forwarding;
 mod igmp;
 mod maps;

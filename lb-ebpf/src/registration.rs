@@ -1,7 +1,7 @@
 //! Announcements (SPEC 4.3, 5.2, 5.5): insert or refresh a backend in the
 //! server list, or remove it at once when it is LEAVING.
 use aya_ebpf::btf_maps::lpm_trie::Key;
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     BackendEntry, BackendKey, Counter,
     wire::{
@@ -12,7 +12,7 @@ use lb_common::{
 use network_types::udp::UdpHdr;
 
 use crate::{
-    auth,
+    auth, events,
     maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
 };
@@ -38,7 +38,7 @@ impl Payload {
 }
 
 #[inline(always)]
-pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Counter {
+pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     let Some(udp) = ptr_at::<UdpHdr>(ctx, packet.l4_offset) else {
         return Counter::Malformed;
     };
@@ -82,7 +82,10 @@ pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Coun
     let payload = Payload::from_v1(v1);
     if payload.flags & FLAG_LEAVING != 0 {
         return match BACKENDS.remove(&key) {
-            Ok(()) => Counter::AnnounceLeaving,
+            Ok(()) => {
+                events::removed(ctx, &key, "LEAVING announcement");
+                Counter::AnnounceLeaving
+            }
             // Not registered: nothing to remove, but the message was valid.
             Err(_) => Counter::AnnounceAccepted,
         };
@@ -101,21 +104,21 @@ pub fn handle(ctx: &aya_ebpf::programs::XdpContext, packet: &Ipv4Packet) -> Coun
         _pad: [0; 6],
     };
     if BACKENDS.insert(&key, &entry, BPF_ANY).is_err() {
+        events::table_full(ctx, &key);
         return Counter::AnnounceTableFull;
     }
     match previous {
         Some(_) => Counter::AnnounceAccepted,
-        None => Counter::AnnounceRegistered,
+        None => {
+            events::registered(ctx, &key, entry.mac, entry.weight);
+            Counter::AnnounceRegistered
+        }
     }
 }
 
 /// The 24 bytes of a v1 payload (magic, version 1, whole), if it is one.
 #[inline(always)]
-fn read_v1(
-    ctx: &aya_ebpf::programs::XdpContext,
-    offset: usize,
-    len: usize,
-) -> Option<&[u8; ANNOUNCE_V1_LEN]> {
+fn read_v1(ctx: &XdpContext, offset: usize, len: usize) -> Option<&[u8; ANNOUNCE_V1_LEN]> {
     if len < ANNOUNCE_V1_LEN {
         return None;
     }

@@ -1,12 +1,16 @@
 //! Per-packet cost of each XDP path through BPF_PROG_TEST_RUN, next to an
 //! empty XDP program measured in the same run (the floor). The kernel times
-//! `REPEAT` runs of one frame and reports the mean. Needs root.
+//! `REPEAT` runs of one frame and reports the mean. A registration changes
+//! the map (a repeat would only refresh), so that path runs each of
+//! `REGISTRATIONS` new sources once, with its log record written and with
+//! it held back by the rate limit, and reports the median of the kernel's
+//! per-run times, next to the floor measured the same way. Needs root.
 //! Run: `cargo bench -p lb-user --bench xdp_paths` (or `cargo xtask bench`).
 use std::{net::Ipv4Addr, time::Duration};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{
-    FLOOR_PROGRAM_NAME, IPPROTO_TCP, ServiceKey,
+    FLOOR_PROGRAM_NAME, IPPROTO_TCP, LogBudget, ServiceKey,
     wire::{IGMP_V2_REPORT, igmp_v2_message},
 };
 
@@ -35,6 +39,80 @@ fn median_ns(program: &mut Xdp, frame: &[u8]) -> f64 {
         .collect();
     samples.sort_by(f64::total_cmp);
     samples[ROUNDS / 2]
+}
+
+/// New sources registered, one run each, per variant of the registration path.
+const REGISTRATIONS: u16 = 2000;
+
+/// Drops the records: the benchmark only keeps the log ring from filling
+/// (a full ring makes writing a record cheaper than it is).
+struct Discard;
+
+impl log::Log for Discard {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        false
+    }
+    fn log(&self, _: &log::Record<'_>) {}
+    fn flush(&self) {}
+}
+
+/// Median kernel time of one run of each frame (each once).
+fn median_single_ns(program: &mut Xdp, frames: &[Vec<u8>], mut before: impl FnMut()) -> f64 {
+    let mut samples: Vec<f64> = frames
+        .iter()
+        .map(|frame| {
+            before();
+            run(program, frame, 1).as_nanos() as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Registration of a new backend, with and without its log record.
+fn registration_rows(lb: &mut TestLb) -> Vec<(&'static str, f64, f64)> {
+    let mut logger = aya_log::EbpfLogger::init_with_logger(&mut lb.ebpf, Discard)
+        .expect("the program's log ring");
+    let frames: Vec<Vec<u8>> = (0..REGISTRATIONS)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            Frame::announce(Ipv4Addr::new(10, 1, hi, lo.max(1)), 2000, 0, 100, 1)
+                .with(|f| f.src_mac = [2, 0xbf, 0, 0, hi, lo])
+                .bytes()
+        })
+        .collect();
+    let floor = median_single_ns(lb.extra_program(FLOOR_PROGRAM_NAME), &frames, || {});
+    let mut rows = vec![("empty XDP program, one run each", floor, floor)];
+    let budgets = [
+        ("registration, log record written", LogBudget::default()),
+        (
+            "registration, log record held back",
+            // A window that opened now and is spent: the record is skipped.
+            LogBudget {
+                window_start_ns: lb_host::system::monotonic_ns(),
+                written: u32::MAX,
+                suppressed: 0,
+            },
+        ),
+    ];
+    for (name, budget) in budgets {
+        let mut ran = 0u32;
+        let program = lb_user::maps::xdp_program(&mut lb.ebpf).unwrap();
+        let ns = median_single_ns(program, &frames, || {
+            lb.maps.set_log_budget(budget).unwrap();
+            ran += 1;
+            if ran.is_multiple_of(256) {
+                logger.flush();
+            }
+        });
+        let registered = lb.maps.backends().unwrap();
+        for (key, _) in registered.iter().filter(|(k, _)| k.addr[1] == 1) {
+            lb.maps.remove_backend(key).unwrap();
+        }
+        logger.flush();
+        rows.push((name, ns, floor));
+    }
+    rows
 }
 
 fn main() {
@@ -88,6 +166,14 @@ fn main() {
     let program = lb.program();
     for (name, frame) in &paths {
         let ns = median_ns(program, frame);
+        println!("{name:<34} {ns:>9.1} {:>9.2}", ns / floor);
+    }
+    println!();
+    println!(
+        "registration of a new backend, BPF_PROG_TEST_RUN, median of {REGISTRATIONS} single runs"
+    );
+    println!("{:<34} {:>9} {:>9}", "path", "ns/pkt", "x floor");
+    for (name, ns, floor) in registration_rows(&mut lb) {
         println!("{name:<34} {ns:>9.1} {:>9.2}", ns / floor);
     }
 }

@@ -13,7 +13,7 @@ use lb_common::{
     wire::{IGMP_QUERY, igmp_v2_message},
 };
 use lb_host::{igmp_socket::IgmpSocket, system};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     aging::{AgingParams, AgingVerdict, age},
@@ -222,7 +222,8 @@ impl Controller {
             let group = self.group_addr(key.group_id);
             let state = match age(previous, entry.last_seen_ns, now_ns, self.params.aging) {
                 AgingVerdict::Registered(state) => {
-                    info!(
+                    // XDP logged the registration when it happened.
+                    debug!(
                         backend = %addr, %group, weight = entry.weight, flags = entry.flags,
                         mac = %format_mac(entry.mac), "backend registered"
                     );
@@ -262,7 +263,8 @@ impl Controller {
         for key in left {
             self.aging.remove(&key);
             self.maps.remove_aging(&key)?;
-            info!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING announcement or IGMP leave)");
+            // XDP logged the removal, and why, when it happened.
+            debug!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING announcement or IGMP leave)");
         }
         Ok(kept)
     }

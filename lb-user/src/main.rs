@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use aya_log::EbpfLogger;
 use clap::{Parser, Subcommand};
 use lb_common::{DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_AUTH_KEYS, MAX_MAGLEV_SIZE};
 use lb_host::{
@@ -26,7 +27,10 @@ use lb_user::{
     status::StatusReport,
     system,
 };
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
 use tracing::{info, warn};
 
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/xdp-lb";
@@ -254,6 +258,8 @@ fn validate(args: &RunArgs) -> anyhow::Result<Settings> {
 struct Running {
     controller: Controller,
     tick: Duration,
+    /// Reads the records XDP logs (registrations, removals, a full list).
+    xdp_log: EbpfLogger<&'static dyn log::Log>,
     /// The loaded object: its program stays referenced while we run.
     _ebpf: aya::Ebpf,
     /// Held for the life of the instance, released in reverse order.
@@ -316,6 +322,8 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     if attachment.adopted {
         info!(pin_path = %args.pin_path.display(), "took over the XDP program and maps left by an earlier instance (its attach mode stays)");
     }
+    // Records go through the `log` facade into this process's tracing output.
+    let xdp_log = EbpfLogger::init(&mut ebpf).context("reading the XDP program's log ring")?;
     let mut maps = LbMaps::take(&mut ebpf)?;
     maps.set_keys(&settings.keys)?;
     for &(prefix, len) in &args.allow {
@@ -352,6 +360,7 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     Ok(Running {
         controller,
         tick: params.tick(),
+        xdp_log,
         _ebpf: ebpf,
         _vips: vips,
         _pins: pins,
@@ -380,8 +389,15 @@ fn open_query_socket(
     Ok(socket)
 }
 
-/// Runs the control loop until SIGINT or SIGTERM.
-fn serve(mut running: Running) -> anyhow::Result<()> {
+/// Runs the control loop until SIGINT or SIGTERM, and forwards XDP's log
+/// records as they arrive.
+fn serve(running: Running) -> anyhow::Result<()> {
+    let Running {
+        mut controller,
+        tick,
+        xdp_log,
+        ..
+    } = running;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -391,15 +407,28 @@ fn serve(mut running: Running) -> anyhow::Result<()> {
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut sigint =
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut tick = tokio::time::interval(running.tick);
+        // SAFETY: the logger owns its ring's fd and never closes or replaces
+        // it while registered; flushing only reads from it.
+        let mut xdp_log = unsafe { AsyncFd::register_with_interest(xdp_log, Interest::READABLE) }
+            .context("watching the XDP program's log ring")?;
+        let mut tick = tokio::time::interval(tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = tick.tick() => running.controller.step(system::monotonic_ns())?,
+                _ = tick.tick() => controller.step(system::monotonic_ns())?,
+                ready = xdp_log.readable_mut() => {
+                    let mut guard = ready.context("reading the XDP program's log ring")?;
+                    // Cleared before draining: a record written meanwhile
+                    // wakes us again instead of waiting for the next one.
+                    guard.clear_ready();
+                    guard.get_inner_mut().flush();
+                }
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
             }
         }
+        // Records written since the last wake-up.
+        xdp_log.get_mut().flush();
         anyhow::Ok(())
     })?;
     info!("stopping: detaching XDP and removing the pins");

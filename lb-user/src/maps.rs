@@ -7,12 +7,12 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Map, MapData, MapError, lpm_trie::Key},
+    maps::{Map, MapData, MapError, PerCpuValues, lpm_trie::Key},
     programs::{ProgramError, Xdp},
 };
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, GroupReports, GroupStatus,
-    MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service, ServiceKey, global_name, map_name,
+    LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service, ServiceKey, global_name, map_name,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -53,6 +53,8 @@ pub enum MapsError {
     TooManyGroups,
     #[error("at most {max} keys at once", max = MAX_AUTH_KEYS)]
     TooManyKeys,
+    #[error("cannot count the possible CPUs: {0}")]
+    Cpus(std::io::Error),
 }
 
 /// One configured group: the multicast address and its announcement port.
@@ -382,6 +384,17 @@ impl LbMaps {
     /// The last accepted sequence of a source, kept after it is removed.
     pub fn last_sequence(&self, key: &BackendKey) -> Result<Option<u64>, MapsError> {
         found(self.last_sequence.get(key, 0), map_name::LAST_SEQUENCE)
+    }
+
+    /// Sets the log rate limit of every CPU (the benchmark measures the
+    /// registration path with its log record written and held back).
+    pub fn set_log_budget(&mut self, budget: LogBudget) -> Result<(), MapsError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
+        let values =
+            PerCpuValues::try_from(vec![budget; cpus.get() as usize]).map_err(MapsError::Cpus)?;
+        self.log_budget
+            .set(0, values, 0)
+            .map_err(map_err(map_name::LOG_BUDGET))
     }
 
     /// Flows in the connection table.

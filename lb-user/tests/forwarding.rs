@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use lb_common::{
-    Counter, IPPROTO_TCP, ServiceKey,
+    Counter, FlowKey, IPPROTO_TCP, ServiceKey, flow_hash,
     wire::{FLAG_DRAINING, FLAG_LEAVING},
 };
 
@@ -34,17 +34,72 @@ impl TestLb {
         self.segment(sport, ACK)
     }
 
+    /// Runs one segment and checks the whole frame that leaves: the input
+    /// with the chosen backend's MAC as destination and the LB's as source,
+    /// every other byte untouched. A new connection must land where the
+    /// active Maglev table says.
     fn segment(&mut self, sport: u16, flags: u8) -> Option<[u8; 6]> {
-        let (action, out) = self.run(&Frame::tcp(CLIENT, sport, VIP, 80, flags).bytes());
+        let frame = Frame::tcp(CLIENT, sport, VIP, 80, flags).bytes();
+        let predicted = (flags == SYN).then(|| self.maglev_pick(sport));
+        let (action, out) = self.run(&frame);
         match action {
             XDP_TX => {
-                assert_eq!(out[6..12], LB_MAC, "source MAC is the LB's");
-                Some(out[..6].try_into().unwrap())
+                let mac: [u8; 6] = out[..6].try_into().unwrap();
+                assert!(
+                    self.backend_macs().contains(&mac),
+                    "port {sport}: sent to {mac:02x?}, not a registered backend"
+                );
+                if let Some(predicted) = predicted {
+                    assert_eq!(Some(mac), predicted, "port {sport}: not the Maglev pick");
+                }
+                assert_eq!(out, forwarded(&frame, mac), "port {sport}: output frame");
+                Some(mac)
             }
             XDP_DROP => None,
             other => panic!("unexpected action {other}"),
         }
     }
+
+    fn backend_macs(&self) -> Vec<[u8; 6]> {
+        self.maps
+            .backends()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.mac)
+            .collect()
+    }
+
+    /// The backend MAC the active Maglev table gives CLIENT:sport -> VIP:80.
+    fn maglev_pick(&self, sport: u16) -> Option<[u8; 6]> {
+        let service = self.maps.service(&tcp_service()).unwrap()?;
+        let key = FlowKey {
+            src: CLIENT.octets(),
+            dst: VIP.octets(),
+            src_port: sport.to_be_bytes(),
+            dst_port: 80u16.to_be_bytes(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let entry = flow_hash(&key) % service.table_size;
+        let addr = self
+            .maps
+            .maglev_entry(service.maglev_index(service.active_slot & 1, entry))
+            .unwrap();
+        self.maps
+            .backends()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| k.addr == addr)
+            .map(|(_, e)| e.mac)
+    }
+}
+
+/// `frame` as XDP sends it to the backend with `mac` (layer-2 DSR).
+fn forwarded(frame: &[u8], mac: [u8; 6]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[..6].copy_from_slice(&mac);
+    out[6..12].copy_from_slice(&LB_MAC);
+    out
 }
 
 #[test]

@@ -14,9 +14,10 @@ pub mod common;
 use common::LOAD;
 
 /// Maps that belong to one load and are never pinned: the sections that
-/// hold the globals the loader sets (`.rodata`, `.bss`, `.data`).
+/// hold the globals the loader sets (`.rodata`, `.bss`, `.data`), and
+/// aya-log's ring, which the process that loaded the program reads.
 fn per_load(name: &str) -> bool {
-    name.starts_with('.')
+    name.starts_with('.') || name == "AYA_LOGS"
 }
 
 fn data(map: &Map) -> &MapData {

@@ -180,8 +180,10 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
     ]
     .concat();
     let lb = topo.spawn(LB, "lb", "lb-user", &lb_args)?;
-    wait_for(Duration::from_secs(10), POLL, || topo.configured_status(&pin))
-        .context("the LB did not start")?;
+    wait_for(Duration::from_secs(10), POLL, || {
+        topo.configured_status(&pin)
+    })
+    .context("the LB did not start")?;
     let mut servers = Vec::new();
     for (host, _) in BACKENDS {
         servers.push(topo.spawn(
