@@ -1,6 +1,8 @@
 //! End-to-end registration (SPEC 5) on a bridge: one LB, three agents, the
 //! real XDP program, real IGMP; with the bridge's IGMP snooping on and off.
-//! Prints the measured registration and removal latencies.
+//! Each behaviour is its own test on a topology of its own, after the same
+//! start (three agents register within 2 P), so that one failure does not
+//! hide the others. Prints the measured registration and removal latencies.
 use std::{
     process::Command,
     time::{Duration, Instant},
@@ -104,57 +106,104 @@ fn queries_on_wire(topo: &Topology, port: &str, window: Duration) -> anyhow::Res
     Ok(seen.len())
 }
 
-fn scenario(snooping: bool) -> anyhow::Result<()> {
-    let topo = Topology::new(6, snooping)?;
-    topo.run(|topo| scenario_on(topo, snooping))
+/// A bridge with the LB on host 0 and three registered agents on hosts 1..=3
+/// (hosts 4 and 5 are free for a late agent and a second LB).
+struct Bed<'a> {
+    topo: &'a Topology,
+    mode: &'static str,
+    lb: Proc,
+    pin: std::path::PathBuf,
+    agents: Vec<Proc>,
 }
 
-fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
-    let mode = if snooping {
-        "snooping on"
-    } else {
-        "snooping off"
-    };
-    let addr = |i: usize| topo.host(i).addr.to_string();
-    let (mut lb, pin) = start_lb(topo, 0, "lb1")?;
+impl Bed<'_> {
+    fn addr(&self, i: usize) -> String {
+        self.topo.host(i).addr.to_string()
+    }
 
-    // 1. Three agents register within 2 P of their start.
-    let started = Instant::now();
-    let mut agents: Vec<Proc> = (1..=3)
-        .map(|i| start_agent(topo, i, &format!("agent{i}")))
-        .collect::<anyhow::Result<_>>()?;
-    let mut latencies = Vec::new();
-    for i in 1..=3 {
-        let a = addr(i);
-        until(
+    fn until(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&StatusReport) -> bool,
+    ) -> anyhow::Result<Duration> {
+        until(self.topo, &self.pin, limit, what, pred)
+    }
+
+    /// The LB's log has a line from XDP's log ring containing `text`.
+    fn xdp_logged(&self, text: &str) -> anyhow::Result<()> {
+        wait_for(Duration::from_secs(2), POLL, || {
+            self.lb
+                .log_text()
+                .lines()
+                .any(|l| l.contains("lb_ebpf") && l.contains(text))
+                .then_some(())
+        })
+        .with_context(|| format!("no XDP log record {text:?} in the LB's log"))
+    }
+}
+
+/// Builds the topology, starts the LB and three agents, and checks that
+/// they register within 2 P of their start (and that XDP logged each).
+fn with_registered(
+    snooping: bool,
+    body: impl FnOnce(&mut Bed<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let topo = Topology::new(6, snooping)?;
+    topo.run(|topo| {
+        let mode = if snooping {
+            "snooping on"
+        } else {
+            "snooping off"
+        };
+        let (lb, pin) = start_lb(topo, 0, "lb1")?;
+        let started = Instant::now();
+        let agents: Vec<Proc> = (1..=3)
+            .map(|i| start_agent(topo, i, &format!("agent{i}")))
+            .collect::<anyhow::Result<_>>()?;
+        let mut bed = Bed {
             topo,
-            &pin,
-            2 * P + Duration::from_secs(2),
-            "registration",
-            |s| registered(s).contains(&a),
-        )?;
-        latencies.push(ms(started.elapsed()));
-    }
-    println!("[{mode}] registration latency after agent start (ms): {latencies:?}");
-    for (i, l) in latencies.iter().enumerate() {
-        ensure!(
-            *l <= ms(2 * P),
-            "agent{} registered after {l} ms, more than 2 P",
-            i + 1
-        );
-    }
+            mode,
+            lb,
+            pin,
+            agents,
+        };
+        let mut latencies = Vec::new();
+        for i in 1..=3 {
+            let a = bed.addr(i);
+            bed.until(2 * P + Duration::from_secs(2), "registration", |s| {
+                registered(s).contains(&a)
+            })?;
+            latencies.push(ms(started.elapsed()));
+        }
+        println!("[{mode}] registration latency after agent start (ms): {latencies:?}");
+        for (i, l) in latencies.iter().enumerate() {
+            ensure!(
+                *l <= ms(2 * P),
+                "agent{} registered after {l} ms, more than 2 P",
+                i + 1
+            );
+        }
+        for i in 1..=3 {
+            bed.xdp_logged(&format!("backend {} registered in group", bed.addr(i)))?;
+        }
+        body(&mut bed)
+    })
+}
 
-    // 2. SIGSTOP: agent1 frozen for good is removed after its misses run out,
-    //    not before; agent2 frozen for 2 T and thawed is never removed.
+/// SIGSTOP: agent1 frozen for good is removed after its misses run out,
+/// not before; agent2 frozen for 2 T and thawed is never removed.
+fn frozen_agent_removed_thawed_agent_kept(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let mode = bed.mode;
     let frozen = Instant::now();
-    agents[0].signal(libc::SIGSTOP);
-    agents[1].signal(libc::SIGSTOP);
-    let (a1, a2) = (addr(1), addr(2));
+    bed.agents[0].signal(libc::SIGSTOP);
+    bed.agents[1].signal(libc::SIGSTOP);
+    let (a1, a2) = (bed.addr(1), bed.addr(2));
     let mut thawed = false;
     let mut a2_max_misses = 0;
     let removal_limit = T * (N + 1) + P + Duration::from_millis(300);
     let removed_after = loop {
-        let s = topo.status(&pin)?;
+        let s = bed.topo.status(&bed.pin)?;
         let a2_entry = first_group(&s)
             .backends
             .iter()
@@ -164,7 +213,7 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
         };
         a2_max_misses = a2_max_misses.max(a2_entry.misses);
         if !thawed && frozen.elapsed() >= 2 * T {
-            agents[1].signal(libc::SIGCONT);
+            bed.agents[1].signal(libc::SIGCONT);
             thawed = true;
         }
         if !registered(&s).contains(&a1) {
@@ -197,15 +246,13 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
     let watch = Instant::now();
     while watch.elapsed() < T * (N + 1) {
         ensure!(
-            registered(&topo.status(&pin)?).contains(&a2),
+            registered(&bed.topo.status(&bed.pin)?).contains(&a2),
             "thawed agent2 was removed"
         );
         std::thread::sleep(POLL);
     }
-    agents[0].signal(libc::SIGCONT);
-    let back = until(
-        topo,
-        &pin,
+    bed.agents[0].signal(libc::SIGCONT);
+    let back = bed.until(
         2 * P + Duration::from_secs(1),
         "re-registration after SIGCONT",
         |s| registered(s).contains(&a1),
@@ -214,37 +261,40 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
         "[{mode}] thawed agent1 re-registered {} ms after SIGCONT",
         ms(back)
     );
+    Ok(())
+}
 
-    // 3. SIGTERM: removed within one P, agent exits 0.
-    let a3 = addr(3);
-    agents[2].signal(libc::SIGTERM);
-    let gone = until(
-        topo,
-        &pin,
-        P + Duration::from_secs(1),
-        "removal after SIGTERM",
-        |s| !registered(s).contains(&a3),
-    )?;
-    println!("[{mode}] agent3 removed {} ms after SIGTERM", ms(gone));
+/// SIGTERM: removed within one P by its LEAVING (logged by XDP), exits 0.
+fn terminated_agent_removed_within_one_period(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let a3 = bed.addr(3);
+    bed.agents[2].signal(libc::SIGTERM);
+    let gone = bed.until(P + Duration::from_secs(1), "removal after SIGTERM", |s| {
+        !registered(s).contains(&a3)
+    })?;
+    println!(
+        "[{}] agent3 removed {} ms after SIGTERM",
+        bed.mode,
+        ms(gone)
+    );
     ensure!(gone <= P, "agent3 removed after {gone:?}, more than one P");
     ensure!(
-        agents[2].wait_exit(Duration::from_secs(5))? == 0,
+        bed.agents[2].wait_exit(Duration::from_secs(5))? == 0,
         "agent3 did not exit 0"
     );
+    bed.xdp_logged(&format!("backend {a3} removed from group"))?;
+    bed.xdp_logged("LEAVING announcement")
+}
 
-    // 4. All agents gone: the group dies and queries stop (counted twice).
+/// All agents gone: the group dies and queries stop (counted by the LB and
+/// on the wire); a new agent revives it and registers within 2 P.
+fn group_dies_and_a_new_agent_revives_it(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let mode = bed.mode;
     let ended = Instant::now();
-    terminate(agents[..2].iter_mut())?;
-    until(
-        topo,
-        &pin,
-        Duration::from_secs(2),
-        "every backend removed",
-        |s| registered(s).is_empty(),
-    )?;
-    let dead = until(
-        topo,
-        &pin,
+    terminate(bed.agents.iter_mut())?;
+    bed.until(Duration::from_secs(2), "every backend removed", |s| {
+        registered(s).is_empty()
+    })?;
+    bed.until(
         (R + 2) * P + Duration::from_secs(1),
         "group declared dead",
         |s| first_group(s).state == "dead",
@@ -254,10 +304,9 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
         ms(ended.elapsed()),
         ms(P)
     );
-    let _ = dead;
-    let sent_at_death = first_group(&topo.status(&pin)?).queries_sent;
-    let on_wire = queries_on_wire(topo, "p1", 5 * P)?;
-    let sent_later = first_group(&topo.status(&pin)?).queries_sent;
+    let sent_at_death = first_group(&bed.topo.status(&bed.pin)?).queries_sent;
+    let on_wire = queries_on_wire(bed.topo, "p1", 5 * P)?;
+    let sent_later = first_group(&bed.topo.status(&bed.pin)?).queries_sent;
     println!(
         "[{mode}] while dead for 5 P: {} queries counted by the LB, {on_wire} seen on the wire",
         sent_later - sent_at_death
@@ -267,13 +316,9 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
         "queries went on while the group was dead"
     );
 
-    // 5. A new agent revives the group and registers within 2 P.
-    let revive = Instant::now();
-    let mut agent4 = start_agent(topo, 4, "agent4")?;
-    let a4 = addr(4);
-    let reg = until(
-        topo,
-        &pin,
+    let _agent4 = start_agent(bed.topo, 4, "agent4")?;
+    let a4 = bed.addr(4);
+    let reg = bed.until(
         2 * P + Duration::from_secs(2),
         "registration after revival",
         |s| registered(s).contains(&a4) && first_group(s).state == "alive",
@@ -286,59 +331,52 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
         reg <= 2 * P,
         "revival registration took {reg:?}, more than 2 P"
     );
-    let revived_on_wire = queries_on_wire(topo, "p1", 5 * P)?;
+    let revived_on_wire = queries_on_wire(bed.topo, "p1", 5 * P)?;
     ensure!(
         revived_on_wire >= 3,
         "only {revived_on_wire} queries on the wire in 5 P after revival"
     );
-    let _ = revive;
+    Ok(())
+}
 
-    // 6. A second LB on the same bridge registers the same backends.
-    let mut more: Vec<Proc> = (1..=2)
-        .map(|i| start_agent(topo, i, &format!("agent{i}b")))
-        .collect::<anyhow::Result<_>>()?;
+/// A second LB on the same bridge registers the same backends; on a clean
+/// shutdown the agents leave both LBs, and the LBs exit 0 and unpin.
+fn second_lb_registers_the_same_backends(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     let want = {
-        let mut v = vec![addr(1), addr(2), addr(4)];
+        let mut v = vec![bed.addr(1), bed.addr(2), bed.addr(3)];
         v.sort();
         v
     };
-    until(
-        topo,
-        &pin,
-        Duration::from_secs(2),
-        "lb1 sees three backends",
-        |s| registered(s) == want,
-    )?;
     let lb2_start = Instant::now();
-    let (mut lb2, pin2) = start_lb(topo, 5, "lb2")?;
+    let (mut lb2, pin2) = start_lb(bed.topo, 5, "lb2")?;
     let both = until(
-        topo,
+        bed.topo,
         &pin2,
         2 * P + Duration::from_secs(2),
         "lb2 registers the same backends",
         |s| registered(s) == want,
     )?;
     println!(
-        "[{mode}] second LB registered all three backends {} ms after its status came up ({} ms after start)",
+        "[{}] second LB registered all three backends {} ms after its status came up ({} ms after start)",
+        bed.mode,
         ms(both),
         ms(lb2_start.elapsed())
     );
     ensure!(both <= 2 * P, "second LB took {both:?}");
     ensure!(
-        registered(&topo.status(&pin)?) == want,
+        registered(&bed.topo.status(&bed.pin)?) == want,
         "lb1 lost backends when lb2 started"
     );
 
-    // Clean shutdown: agents leave both LBs, the LBs exit 0 and unpin.
-    terminate(more.iter_mut().chain(std::iter::once(&mut agent4)))?;
+    terminate(bed.agents.iter_mut())?;
     until(
-        topo,
+        bed.topo,
         &pin2,
         P + Duration::from_secs(1),
         "lb2 empty after LEAVING",
         |s| registered(s).is_empty(),
     )?;
-    for (proc_, pin) in [(&mut lb, &pin), (&mut lb2, &pin2)] {
+    for (proc_, pin) in [(&mut bed.lb, &bed.pin), (&mut lb2, &pin2)] {
         proc_.signal(libc::SIGTERM);
         ensure!(
             proc_.wait_exit(Duration::from_secs(5))? == 0,
@@ -350,12 +388,31 @@ fn scenario_on(topo: &Topology, snooping: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn registration_with_snooping() {
-    scenario(true).unwrap();
+/// One test per behaviour and snooping mode.
+macro_rules! registration_tests {
+    ($($behaviour:ident),* $(,)?) => {
+        mod snooping_on {
+            $(
+                #[test]
+                fn $behaviour() {
+                    super::with_registered(true, super::$behaviour).unwrap();
+                }
+            )*
+        }
+        mod snooping_off {
+            $(
+                #[test]
+                fn $behaviour() {
+                    super::with_registered(false, super::$behaviour).unwrap();
+                }
+            )*
+        }
+    };
 }
 
-#[test]
-fn registration_without_snooping() {
-    scenario(false).unwrap();
-}
+registration_tests!(
+    frozen_agent_removed_thawed_agent_kept,
+    terminated_agent_removed_within_one_period,
+    group_dies_and_a_new_agent_revives_it,
+    second_lb_registers_the_same_backends,
+);
