@@ -23,7 +23,12 @@ const BACKENDS: [(usize, u16); 3] = [(1, 100), (2, 200), (3, 300)];
 struct Bed<'a> {
     topo: &'a Topology,
     pin: std::path::PathBuf,
+    /// The LB and the arguments it was started with (for a restart).
+    lb: Proc,
+    lb_args: Vec<String>,
     vip: String,
+    /// A second VIP, of a group that has no backend.
+    vip2: String,
     agents: BTreeMap<usize, Proc>,
     key: String,
     _servers: Vec<Proc>,
@@ -143,7 +148,10 @@ fn hold_result(mut proc_: Proc, backend: &str) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-fn scenario(topo: &Topology) -> anyhow::Result<()> {
+/// The LB serving a VIP (from a config file, with a second, backendless
+/// group and VIP), authenticated announcements, and three backends with
+/// weights 1:2:3 running the test HTTP server, all registered and active.
+fn serving(topo: &Topology) -> anyhow::Result<Bed<'_>> {
     let vip = topo.segment_address(100).to_string();
     let vip2 = topo.segment_address(101).to_string();
     let pin = topo.pin_path("lb");
@@ -164,7 +172,7 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
     let key = topo.logs.join("announce.key");
     std::fs::write(&key, "00112233445566778899aabbccddeeff\n")?;
     let key = key.to_str().context("key path")?.to_owned();
-    let lb_args: Vec<&str> = [
+    let lb_args: Vec<String> = [
         // The default --xdp-mode (auto) must forward on this veth.
         &[
             "run",
@@ -178,12 +186,23 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         &FAST_TIMERS,
         &["--pin-path", &pin_str],
     ]
-    .concat();
-    let lb = topo.spawn(LB, "lb", "lb-user", &lb_args)?;
+    .concat()
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let args: Vec<&str> = lb_args.iter().map(String::as_str).collect();
+    let lb = topo.spawn(LB, "lb", "lb-user", &args)?;
     wait_for(Duration::from_secs(10), POLL, || {
         topo.configured_status(&pin)
     })
     .context("the LB did not start")?;
+    // The default --xdp-mode picks a mode that forwards here, and says so.
+    ensure!(
+        lb.log_text()
+            .contains("XDP mode: generic (skb) mode on a veth"),
+        "the LB did not log its XDP mode: {}",
+        lb.log_text()
+    );
     let mut servers = Vec::new();
     for (host, _) in BACKENDS {
         servers.push(topo.spawn(
@@ -196,7 +215,10 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
     let mut bed = Bed {
         topo,
         pin,
+        lb,
+        lb_args,
         vip,
+        vip2,
         agents: BTreeMap::new(),
         key: key.clone(),
         _servers: servers,
@@ -205,8 +227,13 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         bed.start_agent(host, weight)?;
     }
     bed.wait_state(3, "active")?;
+    Ok(bed)
+}
 
-    // 1. Short connections spread by weight (1:2:3), within +-15%.
+/// Short connections spread by weight (1:2:3), within +-15%; the
+/// backendless VIP's connections are dropped and counted; no agent's
+/// announcement was rejected.
+fn spread_follows_the_weights(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     let total = 3000;
     let started = Instant::now();
     let (names, errors) = bed.spread(total)?;
@@ -226,7 +253,34 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         );
     }
 
-    // 2. A long-lived connection survives another backend leaving and joining.
+    // The second VIP has no backend: its connections are dropped and counted.
+    let (names, errors) = bed.spread_to(&bed.vip2, 3)?;
+    ensure!(
+        names.is_empty() && errors == 3,
+        "the backendless VIP answered: {names:?}"
+    );
+    let status = bed.status()?;
+    println!("counters: {:?}", status.counters);
+    ensure!(
+        counter(&status, Counter::VipNoBackend)? >= 3,
+        "no-backend drops not counted"
+    );
+    for reject in [
+        Counter::AuthBadTag,
+        Counter::AuthReplay,
+        Counter::AuthStale,
+        Counter::AuthMissing,
+    ] {
+        ensure!(
+            counter(&status, reject)? == 0,
+            "an agent's announcement was rejected: {reject:?}"
+        );
+    }
+    Ok(())
+}
+
+/// A long-lived connection survives another backend leaving and joining.
+fn long_lived_connection_survives_churn(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     let (hold, on) = bed.hold("hold-churn", 4)?;
     let (other, weight) = BACKENDS
         .iter()
@@ -246,8 +300,11 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         name(other),
         v["requests"]
     );
+    Ok(())
+}
 
-    // 3. DRAINING keeps the open connection and gets no new ones.
+/// DRAINING keeps the open connection and gets no new ones.
+fn draining_keeps_open_connections_and_gets_no_new_ones(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     let (hold, on) = bed.hold("hold-drain", 3)?;
     let drained = BACKENDS
         .iter()
@@ -279,8 +336,11 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         .context("agent")?
         .signal(libc::SIGUSR2);
     bed.wait_state(3, "active")?;
+    Ok(())
+}
 
-    // 4. After a backend leaves, no new connection reaches it after one period.
+/// After a backend leaves, no new connection reaches it after one period.
+fn left_backend_gets_no_connection_after_one_period(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     let (gone, _) = BACKENDS[0];
     bed.agents
         .get(&gone)
@@ -301,52 +361,30 @@ fn scenario(topo: &Topology) -> anyhow::Result<()> {
         errors == 0,
         "{errors} connections failed after a backend left"
     );
-    // The second VIP has no backend: its connections are dropped and counted.
-    let (names, errors) = bed.spread_to(&vip2, 3)?;
-    ensure!(
-        names.is_empty() && errors == 3,
-        "the backendless VIP answered: {names:?}"
-    );
-    let status = bed.status()?;
-    println!("counters: {:?}", status.counters);
-    ensure!(
-        counter(&status, Counter::VipNoBackend)? >= 3,
-        "no-backend drops not counted"
-    );
-    for reject in [
-        Counter::AuthBadTag,
-        Counter::AuthReplay,
-        Counter::AuthStale,
-        Counter::AuthMissing,
-    ] {
-        ensure!(
-            counter(&status, reject)? == 0,
-            "an agent's announcement was rejected: {reject:?}"
-        );
-    }
-    restart(&bed, lb, &lb_args)
+    Ok(())
 }
 
 /// Restart without loss: SIGKILL the control plane while a connection is
 /// open. XDP keeps forwarding from its pinned link and maps; a new lb-user
 /// takes both over without a re-registration. Then a layout mismatch is
 /// refused, and `stop` removes everything.
-fn restart(bed: &Bed, mut lb: Proc, lb_args: &[&str]) -> anyhow::Result<()> {
+fn restart_without_loss(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let lb_args: Vec<&str> = bed.lb_args.iter().map(String::as_str).collect();
     let topo = bed.topo;
     let before = bed.status()?;
     let registrations = counter(&before, Counter::AnnounceRegistered)?;
     let active = bed.with_state("active")?;
     let (hold, on) = bed.hold("hold-restart", 3)?;
     sleep(Duration::from_millis(300));
-    lb.signal(libc::SIGKILL);
-    lb.wait_exit(Duration::from_secs(5))?;
+    bed.lb.signal(libc::SIGKILL);
+    bed.lb.wait_exit(Duration::from_secs(5))?;
     let (names, errors) = bed.spread(300)?;
     println!("with the control plane killed: {names:?}, {errors} errors");
     ensure!(
         errors == 0 && !names.is_empty(),
         "forwarding stopped with the control plane"
     );
-    let mut lb = topo.spawn(LB, "lb-restarted", "lb-user", lb_args)?;
+    let mut lb = topo.spawn(LB, "lb-restarted", "lb-user", &lb_args)?;
     wait_for(Duration::from_secs(10), POLL, || {
         lb.log_text()
             .contains("load balancer running")
@@ -395,8 +433,27 @@ fn restart(bed: &Bed, mut lb: Proc, lb_args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[test]
-fn forwarding_end_to_end() {
-    let topo = Topology::new(5, true).unwrap();
-    topo.run(scenario).unwrap();
+/// One test per behaviour, each on a topology of its own.
+macro_rules! forwarding_tests {
+    ($($behaviour:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $behaviour() {
+                let topo = Topology::new(5, true).unwrap();
+                topo.run(|topo| super::$behaviour(&mut serving(topo)?)).unwrap();
+            }
+        )*
+    };
+}
+
+mod forwarding {
+    use super::*;
+
+    forwarding_tests!(
+        spread_follows_the_weights,
+        long_lived_connection_survives_churn,
+        draining_keeps_open_connections_and_gets_no_new_ones,
+        left_backend_gets_no_connection_after_one_period,
+        restart_without_loss,
+    );
 }
