@@ -16,15 +16,6 @@ const BACKENDS: [usize; 3] = [1, 2, 3];
 const CLIENT: usize = 4;
 const POLL: Duration = Duration::from_millis(20);
 
-/// An LB on host LB with generic XDP (XDP_TX on a veth needs it).
-fn start_lb(
-    topo: &Topology,
-    name: &str,
-    extra: &[&str],
-) -> anyhow::Result<(Proc, std::path::PathBuf)> {
-    topo.start_lb(LB, name, extra)
-}
-
 fn backend_addrs(topo: &Topology) -> Vec<String> {
     let mut v: Vec<String> = BACKENDS
         .iter()
@@ -37,8 +28,8 @@ fn backend_addrs(topo: &Topology) -> Vec<String> {
 fn lossy(topo: &Topology) -> anyhow::Result<()> {
     // Default ratios (T = 2 P, N = 10) at P = 100 ms: 200 periods in 20 s.
     let period = Duration::from_millis(100);
-    let (_lb, pin) = start_lb(
-        topo,
+    let (_lb, pin) = topo.start_lb(
+        LB,
         "lossy",
         &[
             "--query-interval",
@@ -160,7 +151,7 @@ fn flood_phase(
         "200ms",
     ];
     extra.extend_from_slice(protection);
-    let (mut lb, pin) = start_lb(topo, name, &extra)?;
+    let (mut lb, pin) = topo.start_lb(LB, name, &extra)?;
     let mut procs = Vec::new();
     for &h in &BACKENDS {
         procs.push(topo.spawn(
@@ -242,7 +233,8 @@ fn flood_phase(
     Ok(())
 }
 
-fn flood(topo: &Topology) -> anyhow::Result<()> {
+/// Against an allowlist of the backends' addresses.
+fn flood_against_allowlist(topo: &Topology) -> anyhow::Result<()> {
     let allow: Vec<String> = backend_addrs(topo)
         .iter()
         .map(|a| format!("{a}/32"))
@@ -257,7 +249,11 @@ fn flood(topo: &Topology) -> anyhow::Result<()> {
         &protection,
         &[],
         Counter::AnnounceNotAllowed,
-    )?;
+    )
+}
+
+/// Against a key that the flood does not have.
+fn flood_against_key(topo: &Topology) -> anyhow::Result<()> {
     let key = topo.logs.join("flood.key");
     std::fs::write(&key, "f0e1d2c3b4a5968778695a4b3c2d1e0f\n")?;
     let key = key.to_str().context("key path")?;
@@ -271,53 +267,106 @@ fn flood(topo: &Topology) -> anyhow::Result<()> {
 }
 
 #[test]
-fn spoofed_flood_registers_nothing() {
+fn spoofed_flood_against_an_allowlist_registers_nothing() {
     let topo = Topology::new(5, true).unwrap();
-    topo.run(flood).unwrap();
+    topo.run(flood_against_allowlist).unwrap();
 }
 
-/// The agent recovers without a restart: its interface goes down and up,
-/// its address changes, and its LB is replaced by one at another address.
-fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
-    let (mut lb, pin) = start_lb(topo, "first", &FAST_TIMERS)?;
-    // The agent starts before anything queries it, and keeps running throughout.
-    let mut agent = topo.spawn(1, "agent", "backend-agent", &["--iface", "eth0"])?;
-    let netns = topo.host(1).netns.clone();
-    let addr = topo.host(1).addr.to_string();
-    let has = |pin: &std::path::Path, a: &str| {
-        topo.status(pin)
+#[test]
+fn spoofed_flood_against_a_key_registers_nothing() {
+    let topo = Topology::new(5, true).unwrap();
+    topo.run(flood_against_key).unwrap();
+}
+
+/// An LB and one agent, registered; the agent started before anything
+/// queried it, and must recover from what each test does to it without a
+/// restart.
+struct Recovery<'a> {
+    topo: &'a Topology,
+    lb: Proc,
+    pin: std::path::PathBuf,
+    agent: Proc,
+    netns: String,
+    addr: String,
+}
+
+impl Recovery<'_> {
+    fn has(&self, pin: &std::path::Path, a: &str) -> Option<()> {
+        self.topo
+            .status(pin)
             .ok()
             .filter(|s| registered(s).contains(&a.to_owned()))
-    };
-    wait_for(Duration::from_secs(3), POLL, || has(&pin, &addr)).context("first registration")?;
+            .map(|_| ())
+    }
 
-    // Interface down long enough to be removed, then up again.
-    lb_tests::sh("ip", &["-n", &netns, "link", "set", "eth0", "down"])?;
+    /// The agent is still running: it recovered by itself.
+    fn agent_alive(&mut self) -> anyhow::Result<()> {
+        ensure!(
+            self.agent.wait_exit(Duration::ZERO).is_err(),
+            "the agent exited"
+        );
+        Ok(())
+    }
+}
+
+fn with_agent(
+    hosts: u8,
+    body: impl FnOnce(&mut Recovery<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let topo = Topology::new(hosts, true)?;
+    topo.run(|topo| {
+        let (lb, pin) = topo.start_lb(LB, "first", &FAST_TIMERS)?;
+        let agent = topo.spawn(1, "agent", "backend-agent", &["--iface", "eth0"])?;
+        let mut bed = Recovery {
+            topo,
+            lb,
+            pin,
+            agent,
+            netns: topo.host(1).netns.clone(),
+            addr: topo.host(1).addr.to_string(),
+        };
+        wait_for(Duration::from_secs(3), POLL, || {
+            bed.has(&bed.pin, &bed.addr)
+        })
+        .context("first registration")?;
+        body(&mut bed)?;
+        bed.agent_alive()
+    })
+}
+
+/// Its interface goes down long enough for it to be removed, then up.
+fn interface_down_and_up(bed: &mut Recovery<'_>) -> anyhow::Result<()> {
+    lb_tests::sh("ip", &["-n", &bed.netns, "link", "set", "eth0", "down"])?;
     wait_for(Duration::from_secs(5), POLL, || {
-        topo.status(&pin)
+        bed.topo
+            .status(&bed.pin)
             .ok()
-            .filter(|s| !registered(s).contains(&addr))
+            .filter(|s| !registered(s).contains(&bed.addr))
     })
     .context("the agent behind a down interface was not removed")?;
     let up = Instant::now();
-    lb_tests::sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
-    wait_for(Duration::from_secs(5), POLL, || has(&pin, &addr))
-        .context("no registration after the interface came up")?;
+    lb_tests::sh("ip", &["-n", &bed.netns, "link", "set", "eth0", "up"])?;
+    wait_for(Duration::from_secs(5), POLL, || {
+        bed.has(&bed.pin, &bed.addr)
+    })
+    .context("no registration after the interface came up")?;
     println!(
         "interface down and up: registered again {} ms after up",
         up.elapsed().as_millis()
     );
+    Ok(())
+}
 
-    // The backend's address changes: the LB sees the new one, and the old
-    // one ages out.
-    let new_addr = topo.segment_address(50).to_string();
+/// Its address changes: the LB sees the new one, and the old one ages out.
+fn address_change(bed: &mut Recovery<'_>) -> anyhow::Result<()> {
+    let new_addr = bed.topo.segment_address(50).to_string();
     // Keep the new address when the old primary one goes.
     lb_tests::sh(
         "ip",
         &[
             "netns",
             "exec",
-            &netns,
+            &bed.netns,
             "sysctl",
             "-qw",
             "net.ipv4.conf.eth0.promote_secondaries=1",
@@ -327,7 +376,7 @@ fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
         "ip",
         &[
             "-n",
-            &netns,
+            &bed.netns,
             "addr",
             "add",
             &format!("{new_addr}/24"),
@@ -339,17 +388,18 @@ fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
         "ip",
         &[
             "-n",
-            &netns,
+            &bed.netns,
             "addr",
             "del",
-            &format!("{addr}/24"),
+            &format!("{}/24", bed.addr),
             "dev",
             "eth0",
         ],
     )?;
     let changed = Instant::now();
     wait_for(Duration::from_secs(5), POLL, || {
-        topo.status(&pin)
+        bed.topo
+            .status(&bed.pin)
             .ok()
             .filter(|s| registered(s) == vec![new_addr.clone()])
     })
@@ -358,24 +408,35 @@ fn agent_recovers(topo: &Topology) -> anyhow::Result<()> {
         "address change: only the new address registered after {} ms",
         changed.elapsed().as_millis()
     );
+    Ok(())
+}
 
-    // A new LB at another address replaces the first.
-    lb.signal(libc::SIGTERM);
-    lb.wait_exit(Duration::from_secs(5))?;
+/// Its LB is replaced by one at another address.
+fn lb_replaced(bed: &mut Recovery<'_>) -> anyhow::Result<()> {
+    bed.lb.signal(libc::SIGTERM);
+    bed.lb.wait_exit(Duration::from_secs(5))?;
     let replaced = Instant::now();
-    let (_lb2, pin2) = topo.start_lb(2, "second", &FAST_TIMERS)?;
-    wait_for(Duration::from_secs(5), POLL, || has(&pin2, &new_addr))
+    let (_lb2, pin2) = bed.topo.start_lb(2, "second", &FAST_TIMERS)?;
+    wait_for(Duration::from_secs(5), POLL, || bed.has(&pin2, &bed.addr))
         .context("the agent did not find the new LB")?;
     println!(
         "LB replaced at another address: registered {} ms after it started",
         replaced.elapsed().as_millis()
     );
-    ensure!(agent.wait_exit(Duration::ZERO).is_err(), "the agent exited");
     Ok(())
 }
 
 #[test]
-fn agent_recovers_without_restart() {
-    let topo = Topology::new(3, true).unwrap();
-    topo.run(agent_recovers).unwrap();
+fn agent_recovers_from_interface_down_and_up() {
+    with_agent(3, interface_down_and_up).unwrap();
+}
+
+#[test]
+fn agent_recovers_from_an_address_change() {
+    with_agent(3, address_change).unwrap();
+}
+
+#[test]
+fn agent_recovers_when_its_lb_is_replaced() {
+    with_agent(3, lb_replaced).unwrap();
 }
