@@ -93,6 +93,14 @@ impl StatusReport {
     }
 }
 
+/// `name=value name=value ...`
+fn name_value_list(map: &BTreeMap<String, u64>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl BackendReport {
     fn new(key: &BackendKey, entry: &BackendEntry, misses: u32, now_ns: u64) -> Self {
         Self {
@@ -229,18 +237,8 @@ impl StatusReport {
                 s.vip, s.port, s.proto, s.group, s.table_size, s.active_slot
             );
         }
-        let counters: Vec<String> = self
-            .counters
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(out, "counters: {}", counters.join(" "));
-        let actions: Vec<String> = self
-            .actions
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(out, "actions: {}", actions.join(" "));
+        let _ = writeln!(out, "counters: {}", name_value_list(&self.counters));
+        let _ = writeln!(out, "actions: {}", name_value_list(&self.actions));
         out
     }
 }

@@ -144,13 +144,7 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         1009,
     );
     lb.maps.set_keys(&[KEY]).unwrap();
-    let offset = lb_host::system::realtime_ns().wrapping_sub(lb_host::system::monotonic_ns());
-    lb.maps
-        .set_clock(&lb_common::AuthClock {
-            wall_offset_ns: offset,
-            max_skew_ns: 30 * SECOND,
-        })
-        .unwrap();
+    lb.sync_clock(30 * SECOND);
     let now = lb_host::system::realtime_ns();
     let counters_before: u64 = lb.maps.counters().unwrap().iter().map(|(_, n)| n).sum();
 

@@ -594,16 +594,7 @@ fn authenticated_announcements() {
         1009,
     );
     lb.maps.set_keys(&[K1]).unwrap();
-    let clock = |lb: &mut TestLb| {
-        let offset = lb_host::system::realtime_ns().wrapping_sub(lb_host::system::monotonic_ns());
-        lb.maps
-            .set_clock(&lb_common::AuthClock {
-                wall_offset_ns: offset,
-                max_skew_ns: 30 * SECOND,
-            })
-            .unwrap();
-    };
-    clock(&mut lb);
+    lb.sync_clock(30 * SECOND);
     let now = lb_host::system::realtime_ns();
     // An announcement from `src`, tagged under `key` as if sent by `signer`.
     let tagged = |src: Ipv4Addr, signer: Ipv4Addr, key: &[u8; 16], flags: u8, sequence: u64| {

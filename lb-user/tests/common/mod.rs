@@ -204,6 +204,17 @@ impl TestLb {
         program
     }
 
+    /// Tells XDP the wall clock now, accepting sequences within `max_skew_ns`.
+    pub fn sync_clock(&mut self, max_skew_ns: u64) {
+        let offset = lb_host::system::realtime_ns().wrapping_sub(lb_host::system::monotonic_ns());
+        self.maps
+            .set_clock(&lb_common::AuthClock {
+                wall_offset_ns: offset,
+                max_skew_ns,
+            })
+            .unwrap();
+    }
+
     pub fn counter(&self, c: Counter) -> u64 {
         self.maps
             .counters()
