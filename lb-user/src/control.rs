@@ -12,7 +12,7 @@ use lb_common::{
     GroupStatus,
     wire::{IGMP_QUERY, igmp_v2_message},
 };
-use lb_host::{igmp_socket::IgmpSocket, system};
+use lb_host::{igmp_socket::IgmpSocket, status::format_mac, system};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -268,11 +268,4 @@ impl Controller {
         }
         Ok(kept)
     }
-}
-
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

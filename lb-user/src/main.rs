@@ -24,8 +24,7 @@ use lb_user::{
     instance::{self, InstanceLock, ModeArg},
     maglev::{self, DEFAULT_TABLE_SIZE},
     maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
-    status::StatusReport,
-    system,
+    status, system,
 };
 use tokio::{
     io::{Interest, unix::AsyncFd},
@@ -455,10 +454,10 @@ fn stop(pin_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
+fn show_status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
     system::require_root("lb-user status")?;
     let maps = LbMaps::open_pinned(pin_path)?;
-    let report = StatusReport::read(&maps, system::monotonic_ns())?;
+    let report = status::read(&maps, system::monotonic_ns())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -470,7 +469,7 @@ fn status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     lb_host::cli::main_with(|cli: Cli| match cli.command {
         Command::Run(args) => run(&args),
-        Command::Status { pin_path, json } => status(&pin_path, json),
+        Command::Status { pin_path, json } => show_status(&pin_path, json),
         Command::Stop { pin_path } => stop(&pin_path),
     })
 }

@@ -1,244 +1,81 @@
-//! `lb-user status`: a snapshot of a running instance, read from its pins.
-use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
+//! `lb-user status`: a snapshot of a running instance, read from its pins
+//! into `lb_host::status::StatusReport`.
+use std::net::Ipv4Addr;
 
-use lb_common::{
-    Action, BackendEntry, BackendKey, Counter, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
-    GROUP_STATE_UNUSED, MAX_GROUPS, wire::FLAG_DRAINING,
-};
-use serde::{Deserialize, Serialize};
+use lb_common::{Action, GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS};
+use lb_host::status::{BackendReport, GroupReport, ServiceReport, StatusReport};
 
-use crate::{
-    control::format_mac,
-    maps::{LbMaps, MapsError},
-};
+use crate::maps::{LbMaps, MapsError};
 
-/// What `status --json` prints; the tests read it back with the same type.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct StatusReport {
-    pub groups: Vec<GroupReport>,
-    pub services: Vec<ServiceReport>,
-    /// Packet counters of the XDP program by reason, summed over CPUs.
-    pub counters: BTreeMap<String, u64>,
-    /// Packets per XDP action (`drop`, `pass`, `tx`): the counters summed
-    /// by the action each belongs to.
-    pub actions: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct GroupReport {
-    pub group: Ipv4Addr,
-    pub port: u16,
-    /// `alive` or `dead`.
-    pub state: String,
-    pub silent_periods: u32,
-    pub queries_sent: u64,
-    pub reports: u64,
-    pub leaves: u64,
-    pub backends: Vec<BackendReport>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ServiceReport {
-    pub vip: Ipv4Addr,
-    pub port: u16,
-    /// `tcp` or `udp`.
-    pub proto: String,
-    /// Group whose backends serve it.
-    pub group: Ipv4Addr,
-    pub table_size: u32,
-    /// The Maglev table slot XDP reads.
-    pub active_slot: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BackendReport {
-    pub address: Ipv4Addr,
-    pub mac: String,
-    pub misses: u32,
-    pub last_seen_ms: u64,
-    pub weight: u16,
-    /// `active` or `draining`.
-    pub state: String,
-    pub announcements: u64,
-    pub sequence: u64,
-}
-
-/// A counter or action that a report does not have: a reader that expects
-/// a name the program no longer counts fails instead of reading zero.
-#[derive(Debug, thiserror::Error)]
-#[error("status has no {kind} {name:?} (it has: {known})")]
-pub struct UnknownName {
-    kind: &'static str,
-    name: String,
-    known: String,
-}
-
-fn lookup(map: &BTreeMap<String, u64>, kind: &'static str, name: &str) -> Result<u64, UnknownName> {
-    map.get(name).copied().ok_or_else(|| UnknownName {
-        kind,
-        name: name.to_owned(),
-        known: map.keys().cloned().collect::<Vec<_>>().join(", "),
-    })
-}
-
-impl StatusReport {
-    /// The value of `counter`.
-    pub fn counter(&self, counter: Counter) -> Result<u64, UnknownName> {
-        lookup(&self.counters, "counter", counter.name())
+/// Reads every map once, at monotonic time `now_ns`.
+pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
+    let mut backends = maps.backends()?;
+    backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
+    let mut groups = Vec::new();
+    for id in 0..MAX_GROUPS {
+        let status = maps.group_status(id)?;
+        let state = match status.state {
+            GROUP_STATE_UNUSED => continue,
+            GROUP_STATE_ALIVE => "alive",
+            GROUP_STATE_DEAD => "dead",
+            _ => "unknown",
+        };
+        let reports = maps.group_reports(id)?;
+        let mut members = Vec::new();
+        for (key, entry) in backends.iter().filter(|(k, _)| k.group_id == id) {
+            let misses = maps.aging_state(key)?.map_or(0, |a| a.misses);
+            members.push(BackendReport::new(key, entry, misses, now_ns));
+        }
+        groups.push(GroupReport {
+            group: Ipv4Addr::from(status.group_addr),
+            port: status.port,
+            state: state.to_owned(),
+            silent_periods: status.silent_periods,
+            queries_sent: status.queries_sent,
+            reports: reports.reports,
+            leaves: reports.leaves,
+            backends: members,
+        });
     }
-
-    /// Packets that ended in `action`.
-    pub fn action(&self, action: Action) -> Result<u64, UnknownName> {
-        lookup(&self.actions, "action", action.name())
-    }
-}
-
-/// `name=value name=value ...`
-fn name_value_list(map: &BTreeMap<String, u64>) -> String {
-    map.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-impl BackendReport {
-    fn new(key: &BackendKey, entry: &BackendEntry, misses: u32, now_ns: u64) -> Self {
-        Self {
-            address: Ipv4Addr::from(key.addr),
-            mac: format_mac(entry.mac),
-            misses,
-            last_seen_ms: now_ns.saturating_sub(entry.last_seen_ns) / 1_000_000,
-            weight: entry.weight,
-            state: if entry.flags & FLAG_DRAINING != 0 {
-                "draining"
+    let mut services = Vec::new();
+    for (key, service) in maps.services()? {
+        services.push(ServiceReport {
+            vip: Ipv4Addr::from(key.vip),
+            port: key.port,
+            proto: if key.proto == lb_common::IPPROTO_TCP {
+                "tcp"
             } else {
-                "active"
+                "udp"
             }
             .to_owned(),
-            announcements: entry.announcements,
-            sequence: entry.sequence,
-        }
+            group: groups
+                .get(service.group_id as usize)
+                .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
+            table_size: service.table_size,
+            active_slot: service.active_slot,
+        });
     }
-}
-
-impl StatusReport {
-    /// Reads every map once, at monotonic time `now_ns`.
-    pub fn read(maps: &LbMaps, now_ns: u64) -> Result<Self, MapsError> {
-        let mut backends = maps.backends()?;
-        backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
-        let mut groups = Vec::new();
-        for id in 0..MAX_GROUPS {
-            let status = maps.group_status(id)?;
-            let state = match status.state {
-                GROUP_STATE_UNUSED => continue,
-                GROUP_STATE_ALIVE => "alive",
-                GROUP_STATE_DEAD => "dead",
-                _ => "unknown",
-            };
-            let reports = maps.group_reports(id)?;
-            let mut members = Vec::new();
-            for (key, entry) in backends.iter().filter(|(k, _)| k.group_id == id) {
-                let misses = maps.aging_state(key)?.map_or(0, |a| a.misses);
-                members.push(BackendReport::new(key, entry, misses, now_ns));
-            }
-            groups.push(GroupReport {
-                group: Ipv4Addr::from(status.group_addr),
-                port: status.port,
-                state: state.to_owned(),
-                silent_periods: status.silent_periods,
-                queries_sent: status.queries_sent,
-                reports: reports.reports,
-                leaves: reports.leaves,
-                backends: members,
-            });
-        }
-        let mut services = Vec::new();
-        for (key, service) in maps.services()? {
-            services.push(ServiceReport {
-                vip: Ipv4Addr::from(key.vip),
-                port: key.port,
-                proto: if key.proto == lb_common::IPPROTO_TCP {
-                    "tcp"
-                } else {
-                    "udp"
-                }
-                .to_owned(),
-                group: groups
-                    .get(service.group_id as usize)
-                    .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
-                table_size: service.table_size,
-                active_slot: service.active_slot,
-            });
-        }
-        services.sort_by(|a, b| (a.vip, a.port, &a.proto).cmp(&(b.vip, b.port, &b.proto)));
-        let by_reason = maps.counters()?;
-        let counters = by_reason
-            .iter()
-            .map(|(c, n)| (c.name().to_owned(), *n))
-            .collect();
-        let actions = Action::ALL
-            .iter()
-            .map(|&a| {
-                let total = by_reason
-                    .iter()
-                    .filter(|(c, _)| c.action() == a)
-                    .map(|(_, n)| n)
-                    .sum();
-                (a.name().to_owned(), total)
-            })
-            .collect();
-        Ok(Self {
-            groups,
-            services,
-            counters,
-            actions,
+    services.sort_by(|a, b| (a.vip, a.port, &a.proto).cmp(&(b.vip, b.port, &b.proto)));
+    let by_reason = maps.counters()?;
+    let counters = by_reason
+        .iter()
+        .map(|(c, n)| (c.name().to_owned(), *n))
+        .collect();
+    let actions = Action::ALL
+        .iter()
+        .map(|&a| {
+            let total = by_reason
+                .iter()
+                .filter(|(c, _)| c.action() == a)
+                .map(|(_, n)| n)
+                .sum();
+            (a.name().to_owned(), total)
         })
-    }
-
-    /// A table for people.
-    pub fn render_text(&self) -> String {
-        let mut out = String::new();
-        for g in &self.groups {
-            let _ = writeln!(
-                out,
-                "group {} port {}: {} ({} backends, {} queries sent, {} reports, {} leaves)",
-                g.group,
-                g.port,
-                g.state,
-                g.backends.len(),
-                g.queries_sent,
-                g.reports,
-                g.leaves
-            );
-            if !g.backends.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "  {:<15} {:<17} {:>8} {:>6} {:>6} {:<8}",
-                    "ADDRESS", "MAC", "SEEN_MS", "MISSES", "WEIGHT", "STATE"
-                );
-            }
-            for b in &g.backends {
-                let _ = writeln!(
-                    out,
-                    "  {:<15} {:<17} {:>8} {:>6} {:>6} {:<8}",
-                    b.address.to_string(),
-                    b.mac,
-                    b.last_seen_ms,
-                    b.misses,
-                    b.weight,
-                    b.state
-                );
-            }
-        }
-        for s in &self.services {
-            let _ = writeln!(
-                out,
-                "service {}:{}/{} -> group {} (Maglev {} entries, slot {})",
-                s.vip, s.port, s.proto, s.group, s.table_size, s.active_slot
-            );
-        }
-        let _ = writeln!(out, "counters: {}", name_value_list(&self.counters));
-        let _ = writeln!(out, "actions: {}", name_value_list(&self.actions));
-        out
-    }
+        .collect();
+    Ok(StatusReport {
+        groups,
+        services,
+        counters,
+        actions,
+    })
 }

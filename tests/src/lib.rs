@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context, bail};
 pub use lb_common::Counter;
-pub use lb_user::status::{GroupReport, StatusReport};
+pub use lb_host::status::{GroupReport, StatusReport};
 
 /// Topologies are built one at a time: timing assertions need the CPUs.
 static SERIAL: Mutex<()> = Mutex::new(());

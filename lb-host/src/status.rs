@@ -1,0 +1,174 @@
+//! What `lb-user status --json` prints: one type for the writer (lb-user)
+//! and its readers (the tests, the demo), kept apart from lb-user so that
+//! reading it needs no eBPF build.
+use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
+
+use lb_common::{Action, BackendEntry, BackendKey, Counter, wire::FLAG_DRAINING};
+use serde::{Deserialize, Serialize};
+
+/// What `status --json` prints; the tests read it back with the same type.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub groups: Vec<GroupReport>,
+    pub services: Vec<ServiceReport>,
+    /// Packet counters of the XDP program by reason, summed over CPUs.
+    pub counters: BTreeMap<String, u64>,
+    /// Packets per XDP action (`drop`, `pass`, `tx`): the counters summed
+    /// by the action each belongs to.
+    pub actions: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub group: Ipv4Addr,
+    pub port: u16,
+    /// `alive` or `dead`.
+    pub state: String,
+    pub silent_periods: u32,
+    pub queries_sent: u64,
+    pub reports: u64,
+    pub leaves: u64,
+    pub backends: Vec<BackendReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub vip: Ipv4Addr,
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+    /// Group whose backends serve it.
+    pub group: Ipv4Addr,
+    pub table_size: u32,
+    /// The Maglev table slot XDP reads.
+    pub active_slot: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendReport {
+    pub address: Ipv4Addr,
+    pub mac: String,
+    pub misses: u32,
+    pub last_seen_ms: u64,
+    pub weight: u16,
+    /// `active` or `draining`.
+    pub state: String,
+    pub announcements: u64,
+    pub sequence: u64,
+}
+
+/// A counter or action that a report does not have: a reader that expects
+/// a name the program no longer counts fails instead of reading zero.
+#[derive(Debug, thiserror::Error)]
+#[error("status has no {kind} {name:?} (it has: {known})")]
+pub struct UnknownName {
+    kind: &'static str,
+    name: String,
+    known: String,
+}
+
+fn lookup(map: &BTreeMap<String, u64>, kind: &'static str, name: &str) -> Result<u64, UnknownName> {
+    map.get(name).copied().ok_or_else(|| UnknownName {
+        kind,
+        name: name.to_owned(),
+        known: map.keys().cloned().collect::<Vec<_>>().join(", "),
+    })
+}
+
+impl StatusReport {
+    /// The value of `counter`.
+    pub fn counter(&self, counter: Counter) -> Result<u64, UnknownName> {
+        lookup(&self.counters, "counter", counter.name())
+    }
+
+    /// Packets that ended in `action`.
+    pub fn action(&self, action: Action) -> Result<u64, UnknownName> {
+        lookup(&self.actions, "action", action.name())
+    }
+}
+
+/// `name=value name=value ...`
+fn name_value_list(map: &BTreeMap<String, u64>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl BackendReport {
+    /// A backend as XDP last saw it, at monotonic time `now_ns`.
+    pub fn new(key: &BackendKey, entry: &BackendEntry, misses: u32, now_ns: u64) -> Self {
+        Self {
+            address: Ipv4Addr::from(key.addr),
+            mac: format_mac(entry.mac),
+            misses,
+            last_seen_ms: now_ns.saturating_sub(entry.last_seen_ns) / 1_000_000,
+            weight: entry.weight,
+            state: if entry.flags & FLAG_DRAINING != 0 {
+                "draining"
+            } else {
+                "active"
+            }
+            .to_owned(),
+            announcements: entry.announcements,
+            sequence: entry.sequence,
+        }
+    }
+}
+
+impl StatusReport {
+    /// A table for people.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        for g in &self.groups {
+            let _ = writeln!(
+                out,
+                "group {} port {}: {} ({} backends, {} queries sent, {} reports, {} leaves)",
+                g.group,
+                g.port,
+                g.state,
+                g.backends.len(),
+                g.queries_sent,
+                g.reports,
+                g.leaves
+            );
+            if !g.backends.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  {:<15} {:<17} {:>8} {:>6} {:>6} {:<8}",
+                    "ADDRESS", "MAC", "SEEN_MS", "MISSES", "WEIGHT", "STATE"
+                );
+            }
+            for b in &g.backends {
+                let _ = writeln!(
+                    out,
+                    "  {:<15} {:<17} {:>8} {:>6} {:>6} {:<8}",
+                    b.address.to_string(),
+                    b.mac,
+                    b.last_seen_ms,
+                    b.misses,
+                    b.weight,
+                    b.state
+                );
+            }
+        }
+        for s in &self.services {
+            let _ = writeln!(
+                out,
+                "service {}:{}/{} -> group {} (Maglev {} entries, slot {})",
+                s.vip, s.port, s.proto, s.group, s.table_size, s.active_slot
+            );
+        }
+        let _ = writeln!(out, "counters: {}", name_value_list(&self.counters));
+        let _ = writeln!(out, "actions: {}", name_value_list(&self.actions));
+        out
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
