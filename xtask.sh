@@ -16,4 +16,8 @@ if ! out=$(rustup toolchain install 2>&1); then
     echo "$out" >&2
     exit 1
 fi
+case "$out" in
+    *"using existing install"*) ;;
+    *) echo "installed the toolchain pinned in rust-toolchain.toml" ;;
+esac
 exec cargo xtask "$@"
