@@ -267,34 +267,50 @@ struct Running {
     _lock: InstanceLock,
 }
 
-/// Attaches (or adopts) the program, fills its maps and opens the query socket.
-fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
-    system::require_root("lb-user run")?;
-    let (lb_addr, prefix_len) = system::interface_ipv4_net(&args.iface)?;
-    let lb_mac = system::interface_mac(&args.iface)?;
-    let ifindex = system::interface_index(&args.iface)?;
-    system::require_bpffs(&args.pin_path)?;
-    let lock = InstanceLock::acquire(&args.pin_path)?;
-    fs::create_dir_all(&args.pin_path)
-        .with_context(|| format!("creating the pin directory {}", args.pin_path.display()))?;
+/// The facts about `--iface` that `run` needs.
+struct Interface {
+    addr: Ipv4Addr,
+    prefix_len: u8,
+    mac: [u8; 6],
+    index: u32,
+}
+
+impl Interface {
+    fn read(name: &str) -> anyhow::Result<Self> {
+        let (addr, prefix_len) = system::interface_ipv4_net(name)?;
+        Ok(Self {
+            addr,
+            prefix_len,
+            mac: system::interface_mac(name)?,
+            index: system::interface_index(name)?,
+        })
+    }
+}
+
+/// The program, loaded with its maps pinned and attached to the interface,
+/// or swapped into the link a killed instance left.
+struct Attached {
+    ebpf: aya::Ebpf,
+    pins: PinGuard,
+    adopted: bool,
+}
+
+fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<Attached> {
     // A link left behind means a killed instance whose XDP still forwards.
     let adopting = args.pin_path.join(instance::LINK_PIN).exists();
     let mut pins = PinGuard {
         dir: args.pin_path.clone(),
         armed: !adopting,
     };
-    let mut ebpf = load_program(
-        LoadParams {
-            lb_addr,
-            lb_mac,
-            max_backends: args.max_backends,
-            max_flows: args.max_flows,
-            allowlist_on: !args.allow.is_empty(),
-            auth_on: !settings.keys.is_empty(),
-        },
-        Some(&args.pin_path),
-    )
-    .with_context(|| {
+    let load = LoadParams {
+        lb_addr: iface.addr,
+        lb_mac: iface.mac,
+        max_backends: args.max_backends,
+        max_flows: args.max_flows,
+        allowlist_on: !args.allow.is_empty(),
+        auth_on,
+    };
+    let mut ebpf = load_program(load, Some(&args.pin_path)).with_context(|| {
         format!(
             "loading the XDP program with its maps pinned at {dir} (if they were left by an instance with \
              other flags or an older build, restart with its flags or remove it with `lb-user stop --pin-path {dir}`)",
@@ -310,17 +326,33 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     } else if !adopting {
         info!(iface = %args.iface, mode = ?choice.mode, "XDP mode: {}", choice.why);
     }
-    let attachment = instance::attach_or_adopt(
-        xdp_program(&mut ebpf)?,
-        ifindex,
-        choice.mode,
-        &args.pin_path,
-    )
-    .with_context(|| format!("attaching XDP to {}", args.iface))?;
+    let program = xdp_program(&mut ebpf)?;
+    let attachment = instance::attach_or_adopt(program, iface.index, choice.mode, &args.pin_path)
+        .with_context(|| format!("attaching XDP to {}", args.iface))?;
     pins.armed = true;
     if attachment.adopted {
         info!(pin_path = %args.pin_path.display(), "took over the XDP program and maps left by an earlier instance (its attach mode stays)");
     }
+    Ok(Attached {
+        ebpf,
+        pins,
+        adopted: attachment.adopted,
+    })
+}
+
+/// Attaches (or adopts) the program, fills its maps and opens the query socket.
+fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
+    system::require_root("lb-user run")?;
+    let iface = Interface::read(&args.iface)?;
+    system::require_bpffs(&args.pin_path)?;
+    let lock = InstanceLock::acquire(&args.pin_path)?;
+    fs::create_dir_all(&args.pin_path)
+        .with_context(|| format!("creating the pin directory {}", args.pin_path.display()))?;
+    let Attached {
+        mut ebpf,
+        pins,
+        adopted,
+    } = attach(args, &iface, !settings.keys.is_empty())?;
     // Records go through the `log` facade into this process's tracing output.
     let xdp_log = EbpfLogger::init(&mut ebpf).context("reading the XDP program's log ring")?;
     let mut maps = LbMaps::take(&mut ebpf)?;
@@ -329,14 +361,14 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
         maps.allow(prefix, len)?;
     }
     let groups = &settings.plan.groups;
-    let socket = open_query_socket(&args.iface, ifindex, args.ttl, groups)?;
+    let socket = open_query_socket(&args.iface, iface.index, args.ttl, groups)?;
     let params = ControlParams {
-        lb_addr,
+        lb_addr: iface.addr,
         ..settings.control
     };
     let segment = Segment {
-        addr: lb_addr,
-        prefix_len,
+        addr: iface.addr,
+        prefix_len: iface.prefix_len,
     };
     let mut controller = Controller::new(params, maps, socket, groups)?;
     controller.serve(&settings.plan.services, args.maglev_size, segment)?;
@@ -346,10 +378,10 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
         .plan
         .vips
         .iter()
-        .map(|&vip| system::AddedAddress::add(vip, &args.iface, attachment.adopted))
+        .map(|&vip| system::AddedAddress::add(vip, &args.iface, adopted))
         .collect::<Result<Vec<_>, _>>()?;
     info!(
-        iface = %args.iface, %lb_addr, pin_path = %args.pin_path.display(),
+        iface = %args.iface, lb_addr = %iface.addr, pin_path = %args.pin_path.display(),
         groups = ?groups.iter().map(|g| format!("{}:{}", g.group, g.port)).collect::<Vec<_>>(),
         query_interval = %humantime::format_duration(args.query_interval),
         timeout = %humantime::format_duration(args.timeout),
