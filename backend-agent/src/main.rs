@@ -81,7 +81,7 @@ impl Agent {
     fn handle(&mut self, received: Received) {
         match received.message {
             IgmpMessage::Query {
-                max_resp_code,
+                max_resp_tenths,
                 group_field: lb,
             } if received.destination == self.args.group => {
                 let lb = Ipv4Addr::from(lb);
@@ -90,7 +90,7 @@ impl Agent {
                     return;
                 }
                 self.follow_local_address();
-                let max_resp = Duration::from_millis(u64::from(max_resp_code) * 100);
+                let max_resp = Duration::from_millis(u64::from(max_resp_tenths) * 100);
                 let mut rng = rand::rng();
                 let report_delay = rng.random_range(Duration::ZERO..=max_resp);
                 let jitter =

@@ -29,8 +29,16 @@ pub const IGMP_V2_LEAVE: u8 = 0x17;
 pub const IGMP_V3_REPORT: u8 = 0x22;
 /// IGMPv3 group record type "change to include mode"; with no sources it is a leave.
 pub const IGMP_V3_CHANGE_TO_INCLUDE: u8 = 3;
-/// Length of an IGMPv1/v2 message and of the LB's query.
+/// Length of an IGMPv1/v2 message and of the LB's v2-layout query.
 pub const IGMP_V2_LEN: usize = 8;
+/// Length of the LB's IGMPv3-layout query (no sources), SPEC 4.1.
+pub const IGMP_V3_QUERY_LEN: usize = 12;
+/// Multicast Router Discovery advertisement (RFC 4286).
+pub const IGMP_MRD_ADVERTISEMENT: u8 = 0x30;
+/// Length of an MRD advertisement.
+pub const IGMP_MRD_LEN: usize = 8;
+/// All-snoopers group, where MRD advertisements go (RFC 4286).
+pub const ALL_SNOOPERS: [u8; 4] = [224, 0, 0, 106];
 /// IP protocol number of IGMP.
 pub const IPPROTO_IGMP: u8 = 2;
 /// IP Router Alert option (RFC 2113), as carried in queries and reports.
@@ -132,12 +140,88 @@ pub fn igmp_v2_message(kind: u8, max_resp_code: u8, group: [u8; 4]) -> [u8; IGMP
     msg
 }
 
+/// RFC 3376 4.1.1 and 4.1.7: the code of a time in units (tenths of a
+/// second for the max response time, seconds for QQIC): the value itself
+/// below 128, above that a 3-bit exponent and 4-bit mantissa (rounded down).
+pub const fn igmp_v3_code(units: u32) -> u8 {
+    if units < 128 {
+        return units as u8;
+    }
+    // value = (mant | 0x10) << (exp + 3), exp 0..=7, mant 0..=15.
+    let mut exp = 0u32;
+    while exp < 7 && (units >> (exp + 3)) > 0x1f {
+        exp += 1;
+    }
+    let mant = (units >> (exp + 3)).saturating_sub(0x10);
+    let mant = if mant > 0x0f { 0x0f } else { mant };
+    0x80 | (exp << 4) as u8 | mant as u8
+}
+
+/// The time in units that an RFC 3376 code stands for.
+pub const fn igmp_v3_units(code: u8) -> u32 {
+    if code < 128 {
+        return code as u32;
+    }
+    let exp = ((code >> 4) & 0x07) as u32;
+    let mant = (code & 0x0f) as u32;
+    (mant | 0x10) << (exp + 3)
+}
+
+/// The LB's IGMPv3-layout query (SPEC 4.1): the LB's address in the group
+/// field, `qrv` (robustness, at most 7), `qqic` (query interval code), no
+/// sources; checksum filled in.
+pub fn igmp_v3_query(max_resp_code: u8, lb: [u8; 4], qrv: u8, qqic: u8) -> [u8; IGMP_V3_QUERY_LEN] {
+    let mut msg = [
+        IGMP_QUERY,
+        max_resp_code,
+        0,
+        0,
+        lb[0],
+        lb[1],
+        lb[2],
+        lb[3],
+        qrv.min(7),
+        qqic,
+        0,
+        0,
+    ];
+    let sum = internet_checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
+
+/// A Multicast Router Discovery advertisement (RFC 4286 3): the
+/// advertisement interval in seconds, the query interval in seconds and
+/// the robustness variable; checksum filled in.
+pub fn mrd_advertisement(
+    interval_s: u8,
+    query_interval_s: u16,
+    robustness: u16,
+) -> [u8; IGMP_MRD_LEN] {
+    let [qi_hi, qi_lo] = query_interval_s.to_be_bytes();
+    let [rv_hi, rv_lo] = robustness.to_be_bytes();
+    let mut msg = [
+        IGMP_MRD_ADVERTISEMENT,
+        interval_s,
+        0,
+        0,
+        qi_hi,
+        qi_lo,
+        rv_hi,
+        rv_lo,
+    ];
+    let sum = internet_checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
+
 /// An IGMP message as a member sees it, reduced to what the method needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IgmpMessage {
-    /// The LB's query: the group field carries the LB's address (SPEC 4.1).
+    /// The LB's query, in either layout: the group field carries the LB's
+    /// address (SPEC 4.1); the max response time in tenths of a second.
     Query {
-        max_resp_code: u8,
+        max_resp_tenths: u32,
         group_field: [u8; 4],
     },
     /// A v1 or v2 membership report for `group`.
@@ -146,9 +230,11 @@ pub enum IgmpMessage {
     Other,
 }
 
-/// Parses an IGMP message (the bytes after the IP header). IGMPv3 reports
-/// are `Other`: agents send v2 reports, and suppression by a kernel's v3
-/// report is not required by the method.
+/// Parses an IGMP message (the bytes after the IP header). A query of 8
+/// bytes has the v2 layout, one of 12 or more the v3 layout (RFC 3376
+/// 7.1), whose max response code may be a floating-point code. IGMPv3
+/// reports are `Other`: agents send v2 reports, and suppression by a
+/// kernel's v3 report is not required by the method.
 pub fn parse_igmp(msg: &[u8]) -> IgmpMessage {
     if msg.len() < IGMP_V2_LEN || internet_checksum(msg) != 0 {
         return IgmpMessage::Other;
@@ -156,7 +242,11 @@ pub fn parse_igmp(msg: &[u8]) -> IgmpMessage {
     let group = [msg[4], msg[5], msg[6], msg[7]];
     match msg[0] {
         IGMP_QUERY if msg.len() == IGMP_V2_LEN => IgmpMessage::Query {
-            max_resp_code: msg[1],
+            max_resp_tenths: u32::from(msg[1]),
+            group_field: group,
+        },
+        IGMP_QUERY if msg.len() >= IGMP_V3_QUERY_LEN => IgmpMessage::Query {
+            max_resp_tenths: igmp_v3_units(msg[1]),
             group_field: group,
         },
         IGMP_V1_REPORT | IGMP_V2_REPORT => IgmpMessage::Report { group },
@@ -214,7 +304,7 @@ mod tests {
         assert_eq!(
             parse_igmp(&query),
             IgmpMessage::Query {
-                max_resp_code: 10,
+                max_resp_tenths: 10,
                 group_field: [10, 0, 0, 1]
             }
         );
@@ -229,14 +319,62 @@ mod tests {
         corrupt[5] ^= 1;
         assert_eq!(parse_igmp(&corrupt), IgmpMessage::Other);
         assert_eq!(parse_igmp(&report[..7]), IgmpMessage::Other);
-        // A 12-byte IGMPv3 query is not the LB's query.
-        let mut v3 = [0u8; 12];
-        v3[0] = IGMP_QUERY;
-        v3[1] = 10;
-        let sum = internet_checksum(&v3);
-        v3[2..4].copy_from_slice(&sum.to_be_bytes());
-        assert_eq!(internet_checksum(&v3), 0);
-        assert_eq!(parse_igmp(&v3), IgmpMessage::Other);
+        // A 9- to 11-byte query is neither layout.
+        let mut odd = [0u8; 10];
+        odd[..8].copy_from_slice(&query);
+        let sum = internet_checksum(&{
+            let mut z = odd;
+            z[2] = 0;
+            z[3] = 0;
+            z
+        });
+        odd[2..4].copy_from_slice(&sum.to_be_bytes());
+        assert_eq!(internet_checksum(&odd), 0);
+        assert_eq!(parse_igmp(&odd), IgmpMessage::Other);
+    }
+
+    #[test]
+    fn v3_query_layout_matches_spec_4_1() {
+        let query = igmp_v3_query(igmp_v3_code(300), [10, 0, 0, 1], 2, igmp_v3_code(125));
+        assert_eq!(internet_checksum(&query), 0);
+        assert_eq!(query.len(), 12);
+        assert_eq!(query[..2], [IGMP_QUERY, 0x92]);
+        assert_eq!(query[4..], [10, 0, 0, 1, 2, 125, 0, 0]);
+        // 300 tenths is 0x92: (2 | 0x10) << (1 + 3) = 288, rounded down.
+        assert_eq!(
+            parse_igmp(&query),
+            IgmpMessage::Query {
+                max_resp_tenths: 288,
+                group_field: [10, 0, 0, 1]
+            }
+        );
+        assert_eq!(igmp_v3_query(5, [10, 0, 0, 1], 9, 1)[8], 7, "QRV is 3 bits");
+    }
+
+    #[test]
+    fn v3_codes_round_down_and_cover_the_range() {
+        for units in [0, 1, 10, 127] {
+            assert_eq!(igmp_v3_units(igmp_v3_code(units)), units);
+        }
+        assert_eq!(igmp_v3_code(128), 0x80);
+        assert_eq!(igmp_v3_units(0x80), 128);
+        assert_eq!(igmp_v3_units(0xff), 31744);
+        assert_eq!(igmp_v3_code(u32::MAX), 0xff);
+        for units in (128..40_000).step_by(7) {
+            let back = igmp_v3_units(igmp_v3_code(units));
+            assert!(
+                back <= units.max(128) && back * 17 / 16 + 8 >= units.min(31744),
+                "{units} -> {back}"
+            );
+        }
+    }
+
+    #[test]
+    fn mrd_advertisement_layout_matches_rfc_4286() {
+        let adv = mrd_advertisement(20, 1, 2);
+        assert_eq!(internet_checksum(&adv), 0);
+        assert_eq!(adv[..2], [0x30, 20]);
+        assert_eq!(adv[4..], [0, 1, 0, 2]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 use lb_common::{
     AgingState, AuthClock, BackendEntry, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
     GroupStatus,
-    wire::{IGMP_QUERY, igmp_v2_message},
+    wire::{IGMP_QUERY, igmp_v2_message, igmp_v3_code, igmp_v3_query},
 };
 use lb_host::{igmp_socket::IgmpSocket, status::format_mac, system};
 use tracing::{debug, info, warn};
@@ -33,14 +33,45 @@ pub struct ControlParams {
     /// Allowed distance of an authenticated announcement's sequence from
     /// the LB's wall clock.
     pub max_clock_skew: Duration,
+    /// Layout of the query: 3 (12 bytes, the default) or 2 (8 bytes).
+    pub query_version: QueryVersion,
+}
+
+/// The layout of the LB's query (SPEC 4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryVersion {
+    /// The original 8 bytes: hosts that hear it fall back to IGMPv2 and
+    /// rarely send a leave.
+    V2,
+    /// 12 bytes: hosts stay in IGMPv3 mode and report leaving the group at
+    /// once, even when the agent is killed.
+    V3,
 }
 
 impl ControlParams {
-    /// IGMP max-resp code: tenths of a second, at least 1.
-    pub fn max_resp_code(&self) -> u8 {
-        u8::try_from(self.max_response_time.as_millis() / 100)
-            .unwrap_or(u8::MAX)
+    /// The max response time in tenths of a second, at least 1.
+    fn max_resp_tenths(&self) -> u32 {
+        u32::try_from(self.max_response_time.as_millis() / 100)
+            .unwrap_or(u32::MAX)
             .max(1)
+    }
+
+    /// The query for every group (its group field is the LB's address).
+    pub fn query(&self) -> Vec<u8> {
+        let lb = self.lb_addr.octets();
+        match self.query_version {
+            QueryVersion::V2 => {
+                let code = u8::try_from(self.max_resp_tenths()).unwrap_or(u8::MAX);
+                igmp_v2_message(IGMP_QUERY, code, lb).to_vec()
+            }
+            QueryVersion::V3 => igmp_v3_query(
+                igmp_v3_code(self.max_resp_tenths()),
+                lb,
+                u8::try_from(self.robustness).unwrap_or(u8::MAX),
+                igmp_v3_code(self.query_interval.as_secs_f64().ceil().max(1.0) as u32),
+            )
+            .to_vec(),
+        }
     }
 
     /// How often the loop runs: fine enough for the shortest timer.
@@ -183,9 +214,7 @@ impl Controller {
             LivenessEvent::Query => {}
         }
         if matches!(event, LivenessEvent::Query | LivenessEvent::Revived) {
-            let query =
-                igmp_v2_message(IGMP_QUERY, params.max_resp_code(), params.lb_addr.octets());
-            match self.socket.send(&query, group.config.group) {
+            match self.socket.send(&params.query(), group.config.group) {
                 Ok(()) => {
                     group.status.queries_sent += 1;
                     group.status.last_query_ns = now_ns;

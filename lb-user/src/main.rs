@@ -19,7 +19,7 @@ use lb_host::{
 use lb_user::{
     aging::AgingParams,
     config::{self, GroupSpec, Plan},
-    control::{ControlParams, Controller},
+    control::{ControlParams, Controller, QueryVersion},
     forwarding::Segment,
     instance::{self, InstanceLock, ModeArg},
     maglev::{self, DEFAULT_TABLE_SIZE},
@@ -100,6 +100,10 @@ struct RunArgs {
     /// Periods in a row without a membership report before a group is dead (R).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     robustness: u32,
+    /// Layout of the query: 3 (12 bytes; hosts keep IGMPv3 and report a
+    /// killed agent's leave at once) or 2 (the original 8 bytes).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
+    query_version: u8,
     /// TTL of the queries.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
     ttl: u32,
@@ -245,6 +249,11 @@ fn validate(args: &RunArgs) -> anyhow::Result<Settings> {
         },
         robustness: args.robustness,
         max_clock_skew: args.max_clock_skew,
+        query_version: if args.query_version == 2 {
+            QueryVersion::V2
+        } else {
+            QueryVersion::V3
+        },
     };
     Ok(Settings {
         plan,

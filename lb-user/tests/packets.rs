@@ -8,7 +8,7 @@ use lb_common::{
     BackendKey, Counter,
     wire::{
         AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_QUERY, IGMP_V1_REPORT, IGMP_V2_LEAVE,
-        IGMP_V2_REPORT, igmp_v2_message,
+        IGMP_V2_REPORT, igmp_v2_message, igmp_v3_query,
     },
 };
 use lb_user::maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program};
@@ -381,6 +381,13 @@ fn cases() -> Vec<Case> {
             name: "IGMP query is not a report",
             frame: Frame::igmp(igmp_v2_message(IGMP_QUERY, 10, LB.octets()).to_vec(), GROUP)
                 .bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+        Case {
+            name: "IGMPv3-layout query is not a report",
+            frame: Frame::igmp(igmp_v3_query(1, LB.octets(), 2, 1).to_vec(), GROUP).bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             change: None,

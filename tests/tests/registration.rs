@@ -21,9 +21,11 @@ fn start_lb(
     topo: &Topology,
     host: usize,
     name: &str,
+    more: &[&str],
 ) -> anyhow::Result<(Proc, std::path::PathBuf)> {
     let mut extra = FAST_TIMERS.to_vec();
     extra.extend(["--robustness", "2"]);
+    extra.extend_from_slice(more);
     topo.start_lb(host, name, &extra)
 }
 
@@ -143,10 +145,12 @@ impl Bed<'_> {
     }
 }
 
-/// Builds the topology, starts the LB and three agents, and checks that
-/// they register within 2 P of their start (and that XDP logged each).
+/// Builds the topology, starts the LB (with `lb_extra` arguments) and three
+/// agents, and checks that they register within 2 P of their start (and
+/// that XDP logged each).
 fn with_registered(
     snooping: bool,
+    lb_extra: &[&str],
     body: impl FnOnce(&mut Bed<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let topo = Topology::new(6, snooping)?;
@@ -156,7 +160,7 @@ fn with_registered(
         } else {
             "snooping off"
         };
-        let (lb, pin) = start_lb(topo, 0, "lb1")?;
+        let (lb, pin) = start_lb(topo, 0, "lb1", lb_extra)?;
         let started = Instant::now();
         let agents: Vec<Proc> = (1..=3)
             .map(|i| start_agent(topo, i, &format!("agent{i}")))
@@ -348,7 +352,7 @@ fn second_lb_registers_the_same_backends(bed: &mut Bed<'_>) -> anyhow::Result<()
         v
     };
     let lb2_start = Instant::now();
-    let (mut lb2, pin2) = start_lb(bed.topo, 5, "lb2")?;
+    let (mut lb2, pin2) = start_lb(bed.topo, 5, "lb2", &[])?;
     let both = until(
         bed.topo,
         &pin2,
@@ -388,6 +392,65 @@ fn second_lb_registers_the_same_backends(bed: &mut Bed<'_>) -> anyhow::Result<()
     Ok(())
 }
 
+/// SIGKILL: the agent sends nothing, but with the default IGMPv3-layout
+/// query its host stays in IGMPv3 mode and reports leaving the group the
+/// moment the socket closes; XDP removes the backend on that leave, within
+/// one P (SPEC 4.1).
+fn killed_agent_removed_by_its_hosts_leave(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let a1 = bed.addr(1);
+    bed.agents[0].signal(libc::SIGKILL);
+    let gone = bed.until(P + Duration::from_secs(2), "removal after SIGKILL", |s| {
+        !registered(s).contains(&a1)
+    })?;
+    println!(
+        "[{}, IGMPv3 query] agent1 removed {} ms after SIGKILL",
+        bed.mode,
+        ms(gone)
+    );
+    ensure!(gone <= P, "agent1 removed after {gone:?}, more than one P");
+    bed.xdp_logged(&format!("backend {a1} removed from group"))?;
+    bed.xdp_logged("IGMP leave")
+}
+
+/// The same with `--query-version 2`: hosts fall back to IGMPv2, which
+/// sends a leave only if the host was the last to report for the group, so
+/// a killed agent is usually removed by its missed heartbeats, within
+/// (N + 1) T + P. Prints which signal removed it.
+fn killed_agent_with_v2_queries(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let a1 = bed.addr(1);
+    bed.agents[0].signal(libc::SIGKILL);
+    let limit = T * (N + 1) + P + Duration::from_millis(300);
+    let gone = bed.until(limit, "removal after SIGKILL", |s| {
+        !registered(s).contains(&a1)
+    })?;
+    let by_leave = bed.lb.log_text().lines().any(|l| {
+        l.contains("lb_ebpf")
+            && l.contains(&format!("backend {a1} removed"))
+            && l.contains("IGMP leave")
+    });
+    println!(
+        "[{}, IGMPv2 query] agent1 removed {} ms after SIGKILL, by {}",
+        bed.mode,
+        ms(gone),
+        if by_leave {
+            "its host's leave (it was the last reporter)"
+        } else {
+            "missed heartbeats"
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn killed_agent_with_v2_queries_is_removed_by_leave_or_misses() {
+    with_registered(
+        true,
+        &["--query-version", "2"],
+        killed_agent_with_v2_queries,
+    )
+    .unwrap();
+}
+
 /// One test per behaviour and snooping mode.
 macro_rules! registration_tests {
     ($($behaviour:ident),* $(,)?) => {
@@ -395,7 +458,7 @@ macro_rules! registration_tests {
             $(
                 #[test]
                 fn $behaviour() {
-                    super::with_registered(true, super::$behaviour).unwrap();
+                    super::with_registered(true, &[], super::$behaviour).unwrap();
                 }
             )*
         }
@@ -403,7 +466,7 @@ macro_rules! registration_tests {
             $(
                 #[test]
                 fn $behaviour() {
-                    super::with_registered(false, super::$behaviour).unwrap();
+                    super::with_registered(false, &[], super::$behaviour).unwrap();
                 }
             )*
         }
@@ -411,6 +474,7 @@ macro_rules! registration_tests {
 }
 
 registration_tests!(
+    killed_agent_removed_by_its_hosts_leave,
     frozen_agent_removed_thawed_agent_kept,
     terminated_agent_removed_within_one_period,
     group_dies_and_a_new_agent_revives_it,
