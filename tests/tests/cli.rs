@@ -114,6 +114,16 @@ const CASES: &[Case] = &[
         "host bits",
     ),
     case(
+        "lb-user",
+        &["run", "--iface", "lo", "--query-version", "4"],
+        "--query-version",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--xdp-mode", "native"],
+        "--xdp-mode",
+    ),
+    case(
         "backend-agent",
         &["--iface", "lo", "--key-file", "/etc/hostname"],
         "expected 32 hexadecimal digits",
