@@ -16,6 +16,7 @@ use lb_common::wire::{IP_ROUTER_ALERT, IPPROTO_IGMP, IgmpMessage, parse_igmp};
 pub struct IgmpSocket {
     socket: Socket,
     ifindex: u32,
+    ttl: u32,
 }
 
 /// An IGMP message received on the socket, with its IP source.
@@ -43,7 +44,11 @@ impl IgmpSocket {
         socket.set_multicast_loop_v4(false)?;
         socket.set_nonblocking(true)?;
         set_ip_options(&socket, &IP_ROUTER_ALERT)?;
-        Ok(Self { socket, ifindex })
+        Ok(Self {
+            socket,
+            ifindex,
+            ttl,
+        })
     }
 
     /// Joins `group` on the socket's interface; the kernel leaves it when
@@ -59,11 +64,22 @@ impl IgmpSocket {
             .leave_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(self.ifindex))
     }
 
-    /// Sends an 8-byte IGMP message to `destination`.
+    /// Sends an IGMP message to `destination`.
     pub fn send(&self, message: &[u8], destination: Ipv4Addr) -> io::Result<()> {
         let to = SockAddr::from(SocketAddrV4::new(destination, 0));
         self.socket.send_to(message, &to)?;
         Ok(())
+    }
+
+    /// Sends a link-local message (TTL 1), whatever TTL the socket has.
+    pub fn send_link_local(&self, message: &[u8], destination: Ipv4Addr) -> io::Result<()> {
+        if self.ttl == 1 {
+            return self.send(message, destination);
+        }
+        self.socket.set_multicast_ttl_v4(1)?;
+        let sent = self.send(message, destination);
+        self.socket.set_multicast_ttl_v4(self.ttl)?;
+        sent
     }
 
     /// Receives one queued packet without blocking (`WouldBlock` when none

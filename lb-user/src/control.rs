@@ -10,7 +10,9 @@ use std::{
 use lb_common::{
     AgingState, AuthClock, BackendEntry, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
     GroupStatus,
-    wire::{IGMP_QUERY, igmp_v2_message, igmp_v3_code, igmp_v3_query},
+    wire::{
+        ALL_SNOOPERS, IGMP_QUERY, igmp_v2_message, igmp_v3_code, igmp_v3_query, mrd_advertisement,
+    },
 };
 use lb_host::{igmp_socket::IgmpSocket, status::format_mac, system};
 use tracing::{debug, info, warn};
@@ -18,7 +20,7 @@ use tracing::{debug, info, warn};
 use crate::{
     aging::{AgingParams, AgingVerdict, age},
     forwarding::{Forwarding, Segment, ServiceConfig},
-    liveness::{GroupLiveness, LivenessEvent, LivenessParams},
+    liveness::{GroupLiveness, Heard, LivenessEvent, LivenessParams},
     maps::{GroupConfig, LbMaps, MapsError},
 };
 
@@ -96,6 +98,8 @@ pub struct Controller {
     groups: Vec<Group>,
     aging: HashMap<BackendKey, AgingState>,
     forwarding: Option<Forwarding>,
+    /// Monotonic ns of the next multicast router advertisement.
+    next_advertisement_ns: u64,
 }
 
 fn ms(ns: u64) -> u64 {
@@ -147,6 +151,7 @@ impl Controller {
             groups,
             aging,
             forwarding: None,
+            next_advertisement_ns: 0,
         };
         controller.update_clock()?;
         Ok(controller)
@@ -180,26 +185,71 @@ impl Controller {
         Ok(())
     }
 
-    /// One pass: liveness and queries for every group, aging, then the
-    /// forwarding tables from the backends that remain.
+    /// One pass: the server list read once; liveness and queries for
+    /// every group; router advertisements; aging; then the forwarding
+    /// tables from the backends that remain.
     pub fn step(&mut self, now_ns: u64) -> Result<(), MapsError> {
         self.update_clock()?;
+        let backends = self.maps.backends()?;
         for index in 0..self.groups.len() {
-            self.step_group(index, now_ns)?;
+            let id = self.groups[index].id;
+            let heard = Heard {
+                reports: self.maps.group_reports(id)?.reports,
+                last_announcement_ns: backends
+                    .iter()
+                    .filter(|(k, _)| k.group_id == id)
+                    .map(|(_, e)| e.last_seen_ns)
+                    .max()
+                    .unwrap_or(0),
+            };
+            self.step_group(index, now_ns, heard)?;
         }
-        let backends = self.age_backends(now_ns)?;
+        self.advertise_router(now_ns);
+        let backends = self.age_backends(backends, now_ns)?;
         if let Some(forwarding) = &mut self.forwarding {
             forwarding.sync(&mut self.maps, &backends)?;
         }
         Ok(())
     }
 
-    fn step_group(&mut self, index: usize, now_ns: u64) -> Result<(), MapsError> {
+    /// Multicast Router Discovery (RFC 4286, SPEC 5.6) once per query
+    /// interval: a snooping switch then treats the LB's port as a router
+    /// port and forwards membership reports and leaves to it.
+    fn advertise_router(&mut self, now_ns: u64) {
+        if self.next_advertisement_ns > now_ns {
+            return;
+        }
+        let period_ns = u64::try_from(self.params.query_interval.as_nanos()).unwrap_or(u64::MAX);
+        self.next_advertisement_ns = now_ns.saturating_add(period_ns);
+        let interval_s = self.params.query_interval.as_secs_f64().ceil().max(1.0);
+        let advertisement = mrd_advertisement(
+            interval_s.min(f64::from(u8::MAX)) as u8,
+            interval_s.min(f64::from(u16::MAX)) as u16,
+            u16::try_from(self.params.robustness).unwrap_or(u16::MAX),
+        );
+        // Link-local: TTL 1 whatever --ttl says (RFC 4286).
+        if let Err(e) = self
+            .socket
+            .send_link_local(&advertisement, Ipv4Addr::from(ALL_SNOOPERS))
+        {
+            warn!("sending the multicast router advertisement failed: {e}");
+        }
+    }
+
+    fn step_group(&mut self, index: usize, now_ns: u64, heard: Heard) -> Result<(), MapsError> {
         let id = self.groups[index].id;
-        let reports = self.maps.group_reports(id)?.reports;
         let params = self.params;
         let group = &mut self.groups[index];
-        let event = group.liveness.poll(now_ns, reports);
+        let event = group.liveness.poll(now_ns, heard);
+        if group.liveness.take_hidden_reports() {
+            warn!(
+                group = %group.config.group,
+                "backends announce but no membership report reaches the LB: a snooping switch may \
+                 forward reports only to its router ports; the LB sends multicast router \
+                 advertisements (RFC 4286) to become one, else make its port a router port by hand \
+                 (on a Linux bridge: bridge link set dev PORT mcast_router 2)"
+            );
+        }
         match event {
             LivenessEvent::Idle => return Ok(()),
             LivenessEvent::Died => warn!(
@@ -239,9 +289,13 @@ impl Controller {
             .map_or(Ipv4Addr::UNSPECIFIED, |g| g.config.group)
     }
 
-    /// Ages every backend; returns the ones still registered.
-    fn age_backends(&mut self, now_ns: u64) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
-        let backends = self.maps.backends()?;
+    /// Ages every backend of `backends` (the server list as read this
+    /// pass); returns the ones still registered.
+    fn age_backends(
+        &mut self,
+        backends: Vec<(BackendKey, BackendEntry)>,
+        now_ns: u64,
+    ) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
         let mut present = HashSet::with_capacity(backends.len());
         let mut kept = Vec::with_capacity(backends.len());
         for (key, entry) in backends {

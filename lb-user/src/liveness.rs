@@ -23,6 +23,16 @@ pub enum LivenessEvent {
     Revived,
 }
 
+/// What the group was heard saying, as XDP counted it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heard {
+    /// Running total of membership reports for the group.
+    pub reports: u64,
+    /// Monotonic ns of the newest accepted announcement of any backend of
+    /// the group (0 if none is registered).
+    pub last_announcement_ns: u64,
+}
+
 /// Liveness of one group.
 #[derive(Clone, Debug)]
 pub struct GroupLiveness {
@@ -31,8 +41,13 @@ pub struct GroupLiveness {
     silent_periods: u32,
     /// Report total when the current period started.
     reports_at_period_start: u64,
+    /// Monotonic ns when the current period started.
+    period_start_ns: u64,
     /// Monotonic ns of the next query; `None` before the first one.
     next_query_ns: Option<u64>,
+    /// A period ended with announcements but no report; cleared by
+    /// `take_hidden_reports`.
+    hidden_reports: Option<bool>,
 }
 
 impl GroupLiveness {
@@ -43,8 +58,21 @@ impl GroupLiveness {
             alive: true,
             silent_periods: 0,
             reports_at_period_start: reports_total,
+            period_start_ns: 0,
             next_query_ns: None,
+            hidden_reports: None,
         }
+    }
+
+    /// True once, the first time a period ended with announcements from
+    /// the group's backends but no membership report: something on the
+    /// path (a snooping switch) hides reports from the LB.
+    pub fn take_hidden_reports(&mut self) -> bool {
+        if self.hidden_reports == Some(true) {
+            self.hidden_reports = Some(false);
+            return true;
+        }
+        false
     }
 
     pub fn is_alive(&self) -> bool {
@@ -55,22 +83,24 @@ impl GroupLiveness {
         self.silent_periods
     }
 
-    /// Called often (every control tick) with the group's running report
-    /// total as counted by XDP.
-    pub fn poll(&mut self, now_ns: u64, reports_total: u64) -> LivenessEvent {
+    /// Called often (every control tick) with what XDP heard from the group.
+    /// A period counts as silent only with neither a report nor an accepted
+    /// announcement (SPEC 5.4); only a report revives a dead group.
+    pub fn poll(&mut self, now_ns: u64, heard: Heard) -> LivenessEvent {
         let period_ns = u64::try_from(self.params.query_interval.as_nanos()).unwrap_or(u64::MAX);
-        let heard = reports_total != self.reports_at_period_start;
+        let reported = heard.reports != self.reports_at_period_start;
         if !self.alive {
-            if !heard {
+            if !reported {
                 return LivenessEvent::Idle;
             }
             self.alive = true;
             self.silent_periods = 0;
-            self.reports_at_period_start = reports_total;
+            self.start_period(now_ns, heard);
             self.next_query_ns = Some(now_ns.saturating_add(period_ns));
             return LivenessEvent::Revived;
         }
         let Some(due) = self.next_query_ns else {
+            self.start_period(now_ns, heard);
             self.next_query_ns = Some(now_ns.saturating_add(period_ns));
             return LivenessEvent::Query;
         };
@@ -78,8 +108,16 @@ impl GroupLiveness {
             return LivenessEvent::Idle;
         }
         // A period ended: was the group heard during it?
-        self.silent_periods = if heard { 0 } else { self.silent_periods + 1 };
-        self.reports_at_period_start = reports_total;
+        let announced = heard.last_announcement_ns > self.period_start_ns;
+        if announced && !reported && self.hidden_reports.is_none() {
+            self.hidden_reports = Some(true);
+        }
+        self.silent_periods = if reported || announced {
+            0
+        } else {
+            self.silent_periods + 1
+        };
+        self.start_period(now_ns, heard);
         if self.silent_periods >= self.params.robustness {
             self.alive = false;
             self.next_query_ns = None;
@@ -94,6 +132,11 @@ impl GroupLiveness {
         });
         LivenessEvent::Query
     }
+
+    fn start_period(&mut self, now_ns: u64, heard: Heard) {
+        self.reports_at_period_start = heard.reports;
+        self.period_start_ns = now_ns;
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +144,14 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+
+    /// `n` reports so far, no announcement.
+    fn only_reports(n: u64) -> Heard {
+        Heard {
+            reports: n,
+            last_announcement_ns: 0,
+        }
+    }
 
     fn liveness(robustness: u32) -> GroupLiveness {
         GroupLiveness::new(
@@ -117,7 +168,7 @@ mod tests {
     fn run(l: &mut GroupLiveness, from: u64, to: u64, reports: u64) -> Vec<(u64, LivenessEvent)> {
         (from..to)
             .step_by(10)
-            .map(|t| (t, l.poll(t * MS, reports)))
+            .map(|t| (t, l.poll(t * MS, only_reports(reports))))
             .filter(|(_, e)| *e != LivenessEvent::Idle)
             .collect()
     }
@@ -129,7 +180,7 @@ mod tests {
         let mut queries = vec![];
         for t in (0..1000).step_by(10) {
             // A report arrives after every query.
-            if l.poll(t * MS, reports) == LivenessEvent::Query {
+            if l.poll(t * MS, only_reports(reports)) == LivenessEvent::Query {
                 queries.push(t);
                 reports += 1;
             }
@@ -177,7 +228,7 @@ mod tests {
         let mut l = liveness(2);
         run(&mut l, 0, 1000, 0);
         assert!(!l.is_alive());
-        assert_eq!(l.poll(5000 * MS, 1), LivenessEvent::Revived);
+        assert_eq!(l.poll(5000 * MS, only_reports(1)), LivenessEvent::Revived);
         assert!(l.is_alive());
         // Next query one period later.
         assert_eq!(
@@ -189,9 +240,50 @@ mod tests {
     #[test]
     fn a_stall_does_not_burst_queries() {
         let mut l = liveness(3);
-        assert_eq!(l.poll(0, 0), LivenessEvent::Query);
-        assert_eq!(l.poll(1000 * MS, 1), LivenessEvent::Query);
-        assert_eq!(l.poll(1010 * MS, 1), LivenessEvent::Idle);
-        assert_eq!(l.poll(1200 * MS, 2), LivenessEvent::Query);
+        assert_eq!(l.poll(0, only_reports(0)), LivenessEvent::Query);
+        assert_eq!(l.poll(1000 * MS, only_reports(1)), LivenessEvent::Query);
+        assert_eq!(l.poll(1010 * MS, only_reports(1)), LivenessEvent::Idle);
+        assert_eq!(l.poll(1200 * MS, only_reports(2)), LivenessEvent::Query);
+    }
+
+    #[test]
+    fn announcements_keep_a_group_alive_when_reports_are_hidden() {
+        let mut l = liveness(2);
+        let mut hidden = 0;
+        for t in (0u64..2000).step_by(10) {
+            // Every backend announces 50 ms after each query; no report
+            // ever reaches the LB (a snooping switch hides them).
+            let heard = Heard {
+                reports: 0,
+                last_announcement_ns: (t.saturating_sub(50) / 200 * 200 + 50) * MS,
+            };
+            let heard = if t < 50 { only_reports(0) } else { heard };
+            assert_ne!(l.poll(t * MS, heard), LivenessEvent::Died, "at {t} ms");
+            hidden += u32::from(l.take_hidden_reports());
+        }
+        assert!(l.is_alive());
+        assert_eq!(hidden, 1, "the hidden reports are reported once");
+    }
+
+    #[test]
+    fn an_old_announcement_does_not_keep_a_group_alive() {
+        let mut l = liveness(2);
+        let stale = Heard {
+            reports: 0,
+            last_announcement_ns: 1,
+        };
+        let events: Vec<_> = (0..1000)
+            .step_by(10)
+            .map(|t| (t, l.poll(t * MS + 2, stale)))
+            .filter(|(_, e)| *e != LivenessEvent::Idle)
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (0, LivenessEvent::Query),
+                (200, LivenessEvent::Query),
+                (400, LivenessEvent::Died)
+            ]
+        );
     }
 }

@@ -128,6 +128,19 @@ impl Drop for Proc {
     }
 }
 
+/// How the bridge treats multicast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bridge {
+    /// No IGMP snooping: multicast floods every port.
+    Flooding,
+    /// IGMP snooping, the Linux default: reports go to router ports.
+    Snooping,
+    /// Snooping with the bridge's own IGMPv3 querier, as data-centre
+    /// switches run it; general queries every `query_interval_cs`
+    /// centiseconds.
+    SnoopingQuerier { query_interval_cs: u32 },
+}
+
 /// A bridge in its own namespace with `hosts` hosts attached.
 pub struct Topology {
     pub prefix: String,
@@ -140,9 +153,8 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds the bridge and hosts `10.<net>.0.1..=hosts`. With `snooping`
-    /// the bridge does IGMP snooping (the Linux default).
-    pub fn new(hosts: u8, snooping: bool) -> anyhow::Result<Self> {
+    /// Builds the bridge and hosts `10.<net>.0.1..=hosts`.
+    pub fn new(hosts: u8, bridge: Bridge) -> anyhow::Result<Self> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("xlb{}-{id}", std::process::id());
@@ -156,32 +168,39 @@ impl Topology {
             _serial: serial,
         };
         // From here on, Drop cleans up whatever was built.
-        topo.build(hosts, snooping, id)?;
+        topo.build(hosts, bridge, id)?;
         Ok(topo)
     }
 
-    fn build(&mut self, hosts: u8, snooping: bool, id: u32) -> anyhow::Result<()> {
+    fn build(&mut self, hosts: u8, bridge: Bridge, id: u32) -> anyhow::Result<()> {
         fs::create_dir_all(&self.bpffs)?;
         fs::create_dir_all(&self.logs)?;
         let bpffs = self.bpffs.to_str().context("path")?.to_owned();
         sh("mount", &["-t", "bpf", "bpf", &bpffs])?;
         let br = self.bridge_ns.clone();
         sh("ip", &["netns", "add", &br])?;
-        let snoop = if snooping { "1" } else { "0" };
-        sh(
-            "ip",
-            &[
-                "-n",
-                &br,
-                "link",
-                "add",
-                "br0",
-                "type",
-                "bridge",
-                "mcast_snooping",
-                snoop,
-            ],
-        )?;
+        let mut add = vec!["-n", &br, "link", "add", "br0", "type", "bridge"];
+        let interval;
+        match bridge {
+            Bridge::Flooding => add.extend(["mcast_snooping", "0"]),
+            Bridge::Snooping => add.extend(["mcast_snooping", "1"]),
+            Bridge::SnoopingQuerier { query_interval_cs } => {
+                interval = query_interval_cs.to_string();
+                add.extend([
+                    "mcast_snooping",
+                    "1",
+                    "mcast_querier",
+                    "1",
+                    "mcast_query_interval",
+                    &interval,
+                    // Hosts that hear an IGMPv2 general query fall back to
+                    // IGMPv2 and rarely report leaving (SPEC 4.1).
+                    "mcast_igmp_version",
+                    "3",
+                ]);
+            }
+        }
+        sh("ip", &add)?;
         sh("ip", &["-n", &br, "link", "set", "br0", "up"])?;
         // A /24 per topology keeps concurrent runs apart even in captures.
         let net = 100 + (id % 100) as u8;

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Counter, FAST_TIMERS, Proc, StatusReport, Topology, counter, first_group, wait_for,
+    Bridge, Counter, FAST_TIMERS, Proc, StatusReport, Topology, counter, first_group, wait_for,
 };
 use serde_json::Value;
 
@@ -439,7 +439,7 @@ macro_rules! forwarding_tests {
         $(
             #[test]
             fn $behaviour() {
-                let topo = Topology::new(5, true).unwrap();
+                let topo = Topology::new(5, Bridge::Snooping).unwrap();
                 topo.run(|topo| super::$behaviour(&mut serving(topo)?)).unwrap();
             }
         )*

@@ -8,7 +8,9 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
-use lb_tests::{Counter, FAST_TIMERS, Proc, Topology, counter, first_group, registered, wait_for};
+use lb_tests::{
+    Bridge, Counter, FAST_TIMERS, Proc, Topology, counter, first_group, registered, wait_for,
+};
 use serde_json::Value;
 
 const LB: usize = 0;
@@ -127,7 +129,7 @@ fn lossy(topo: &Topology) -> anyhow::Result<()> {
 
 #[test]
 fn random_loss_causes_no_false_removal() {
-    let topo = Topology::new(3 + 1, true).unwrap();
+    let topo = Topology::new(3 + 1, Bridge::Snooping).unwrap();
     topo.run(lossy).unwrap();
 }
 
@@ -268,13 +270,13 @@ fn flood_against_key(topo: &Topology) -> anyhow::Result<()> {
 
 #[test]
 fn spoofed_flood_against_an_allowlist_registers_nothing() {
-    let topo = Topology::new(5, true).unwrap();
+    let topo = Topology::new(5, Bridge::Snooping).unwrap();
     topo.run(flood_against_allowlist).unwrap();
 }
 
 #[test]
 fn spoofed_flood_against_a_key_registers_nothing() {
-    let topo = Topology::new(5, true).unwrap();
+    let topo = Topology::new(5, Bridge::Snooping).unwrap();
     topo.run(flood_against_key).unwrap();
 }
 
@@ -313,7 +315,7 @@ fn with_agent(
     hosts: u8,
     body: impl FnOnce(&mut Recovery<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let topo = Topology::new(hosts, true)?;
+    let topo = Topology::new(hosts, Bridge::Snooping)?;
     topo.run(|topo| {
         let (lb, pin) = topo.start_lb(LB, "first", &FAST_TIMERS)?;
         let agent = topo.spawn(1, "agent", "backend-agent", &["--iface", "eth0"])?;

@@ -9,7 +9,9 @@ use std::{
 };
 
 use anyhow::{Context, bail, ensure};
-use lb_tests::{FAST_TIMERS, Proc, StatusReport, Topology, first_group, registered, wait_for};
+use lb_tests::{
+    Bridge, FAST_TIMERS, Proc, StatusReport, Topology, first_group, registered, wait_for,
+};
 
 const P: Duration = Duration::from_millis(200);
 const T: Duration = Duration::from_millis(400);
@@ -149,16 +151,16 @@ impl Bed<'_> {
 /// agents, and checks that they register within 2 P of their start (and
 /// that XDP logged each).
 fn with_registered(
-    snooping: bool,
+    bridge: Bridge,
     lb_extra: &[&str],
     body: impl FnOnce(&mut Bed<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let topo = Topology::new(6, snooping)?;
+    let topo = Topology::new(6, bridge)?;
     topo.run(|topo| {
-        let mode = if snooping {
-            "snooping on"
-        } else {
-            "snooping off"
+        let mode = match bridge {
+            Bridge::Flooding => "snooping off",
+            Bridge::Snooping => "snooping on",
+            Bridge::SnoopingQuerier { .. } => "snooping with a querier",
         };
         let (lb, pin) = start_lb(topo, 0, "lb1", lb_extra)?;
         let started = Instant::now();
@@ -444,29 +446,80 @@ fn killed_agent_with_v2_queries(bed: &mut Bed<'_>) -> anyhow::Result<()> {
 #[test]
 fn killed_agent_with_v2_queries_is_removed_by_leave_or_misses() {
     with_registered(
-        true,
+        Bridge::Snooping,
         &["--query-version", "2"],
         killed_agent_with_v2_queries,
     )
     .unwrap();
 }
 
-/// One test per behaviour and snooping mode.
+/// The bridge's own querier, as data-centre switches run one: general
+/// queries every 2 s, reports forwarded only to its router ports.
+const QUERIER: Bridge = Bridge::SnoopingQuerier {
+    query_interval_cs: 200,
+};
+
+/// Behind a snooping bridge with its own querier the LB keeps seeing
+/// reports, because its router advertisements make its port a router
+/// port: over 12 s (several of the bridge's query intervals) the group
+/// never dies and no backend is removed.
+fn group_stays_alive_behind_a_querier(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let want = {
+        let mut v = vec![bed.addr(1), bed.addr(2), bed.addr(3)];
+        v.sort();
+        v
+    };
+    let watch = Instant::now();
+    let mut polls = 0;
+    while watch.elapsed() < Duration::from_secs(12) {
+        let s = bed.topo.status(&bed.pin)?;
+        ensure!(
+            first_group(&s).state == "alive",
+            "group declared dead after {:?}",
+            watch.elapsed()
+        );
+        ensure!(
+            registered(&s) == want,
+            "backends lost after {:?}: {:?}",
+            watch.elapsed(),
+            registered(&s)
+        );
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reports = first_group(&bed.topo.status(&bed.pin)?).reports;
+    println!(
+        "[{}] group alive and all three backends kept for 12 s ({polls} polls), {reports} reports seen",
+        bed.mode
+    );
+    ensure!(
+        !bed.lb
+            .log_text()
+            .contains("no membership report reaches the LB"),
+        "the LB saw announcements without reports"
+    );
+    Ok(())
+}
+
+#[test]
+fn group_stays_alive_behind_a_querier_bridge() {
+    with_registered(QUERIER, &[], group_stays_alive_behind_a_querier).unwrap();
+}
+
+/// One test per behaviour and bridge.
 macro_rules! registration_tests {
     ($($behaviour:ident),* $(,)?) => {
-        mod snooping_on {
+        registration_tests!(@bridge snooping_on, Bridge::Snooping, $($behaviour),*);
+        registration_tests!(@bridge snooping_off, Bridge::Flooding, $($behaviour),*);
+        registration_tests!(@bridge snooping_with_querier, QUERIER, $($behaviour),*);
+    };
+    (@bridge $module:ident, $bridge:expr, $($behaviour:ident),*) => {
+        mod $module {
+            use super::*;
             $(
                 #[test]
                 fn $behaviour() {
-                    super::with_registered(true, &[], super::$behaviour).unwrap();
-                }
-            )*
-        }
-        mod snooping_off {
-            $(
-                #[test]
-                fn $behaviour() {
-                    super::with_registered(false, &[], super::$behaviour).unwrap();
+                    with_registered($bridge, &[], super::$behaviour).unwrap();
                 }
             )*
         }

@@ -6,7 +6,7 @@
 use std::{fs, thread::sleep, time::Duration};
 
 use anyhow::{Context, bail};
-use lb_tests::{Proc, Topology, registered, wait_for};
+use lb_tests::{Bridge, Proc, Topology, registered, wait_for};
 
 use crate::{cargo, root, setup};
 
@@ -98,7 +98,7 @@ pub fn bench() -> anyhow::Result<()> {
     )?;
     // SAFETY: single-threaded at this point; lb_tests reads it when spawning.
     unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
-    let topo = Topology::new(5, true)?;
+    let topo = Topology::new(5, Bridge::Snooping)?;
     topo.run(end_to_end)
 }
 

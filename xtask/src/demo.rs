@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context;
-use lb_tests::{Proc, Topology, first_group, registered, wait_for};
+use lb_tests::{Bridge, Proc, Topology, first_group, registered, wait_for};
 
 use crate::{cargo, root, setup::setup};
 
@@ -43,7 +43,7 @@ pub fn demo() -> anyhow::Result<()> {
     unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
 
     banner("building a bridge with 5 hosts in network namespaces: LB, three backends, a client");
-    let topo = Topology::new(5, true)?;
+    let topo = Topology::new(5, Bridge::Snooping)?;
     for h in &topo.hosts {
         println!("  {} {}", h.netns, h.addr);
     }
