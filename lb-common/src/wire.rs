@@ -14,6 +14,9 @@ pub const DEFAULT_WEIGHT: u16 = 100;
 pub const FLAG_LEAVING: u8 = 1 << 0;
 /// Flag: keep me registered, no new flows.
 pub const FLAG_DRAINING: u8 = 1 << 1;
+/// Flag: my service check fails: keep me listed, send me no traffic at all
+/// (my flows move).
+pub const FLAG_DOWN: u8 = 1 << 2;
 
 pub const ANNOUNCE_OFF_VERSION: usize = 4;
 pub const ANNOUNCE_OFF_FLAGS: usize = 5;

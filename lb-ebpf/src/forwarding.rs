@@ -2,7 +2,9 @@
 //! frame goes back out with the backend's MAC as destination; the backend
 //! (which holds the VIP on its loopback) answers the client directly.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
-use lb_common::{BackendKey, Counter, Flow, FlowKey, Service, ServiceKey, flow_hash};
+use lb_common::{
+    BackendKey, Counter, Flow, FlowKey, Service, ServiceKey, flow_hash, wire::FLAG_DOWN,
+};
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
@@ -115,7 +117,9 @@ fn pick_backend(service: &Service, key: &FlowKey, new_connection: bool) -> Optio
     Some((mac, true))
 }
 
-/// MAC of `addr` if it is registered in the service's group.
+/// MAC of `addr` if it is registered in the service's group and not DOWN
+/// (a DOWN backend's service fails its check: its flows move, and until
+/// the next table rebuild a new flow that lands on it finds no backend).
 #[inline(always)]
 fn backend_mac(service: &Service, addr: [u8; 4]) -> Option<[u8; 6]> {
     if addr == [0; 4] {
@@ -126,5 +130,6 @@ fn backend_mac(service: &Service, addr: [u8; 4]) -> Option<[u8; 6]> {
         addr,
     };
     // SAFETY: copied out at once.
-    unsafe { BACKENDS.get(&key) }.map(|e| e.mac)
+    let entry = unsafe { BACKENDS.get(&key) }?;
+    (entry.flags & FLAG_DOWN == 0).then_some(entry.mac)
 }

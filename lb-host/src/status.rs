@@ -3,7 +3,10 @@
 //! reading it needs no eBPF build.
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
-use lb_common::{Action, BackendEntry, BackendKey, Counter, wire::FLAG_DRAINING};
+use lb_common::{
+    Action, BackendEntry, BackendKey, Counter,
+    wire::{FLAG_DOWN, FLAG_DRAINING},
+};
 use serde::{Deserialize, Serialize};
 
 /// What `status --json` prints; the tests read it back with the same type.
@@ -51,7 +54,7 @@ pub struct BackendReport {
     pub misses: u32,
     pub last_seen_ms: u64,
     pub weight: u16,
-    /// `active` or `draining`.
+    /// `active`, `draining` (no new flows) or `down` (no traffic).
     pub state: String,
     pub announcements: u64,
     pub sequence: u64,
@@ -104,7 +107,9 @@ impl BackendReport {
             misses,
             last_seen_ms: now_ns.saturating_sub(entry.last_seen_ns) / 1_000_000,
             weight: entry.weight,
-            state: if entry.flags & FLAG_DRAINING != 0 {
+            state: if entry.flags & FLAG_DOWN != 0 {
+                "down"
+            } else if entry.flags & FLAG_DRAINING != 0 {
                 "draining"
             } else {
                 "active"

@@ -4,7 +4,10 @@
 //! half-built table.
 use std::net::Ipv4Addr;
 
-use lb_common::{BackendEntry, BackendKey, Service, ServiceKey, wire::FLAG_DRAINING};
+use lb_common::{
+    BackendEntry, BackendKey, Service, ServiceKey,
+    wire::{FLAG_DOWN, FLAG_DRAINING},
+};
 use tracing::{info, warn};
 
 use crate::{
@@ -36,7 +39,7 @@ impl Segment {
 }
 
 /// The backends that get new flows of a service: registered in its group,
-/// not DRAINING, with a weight, on the LB's segment. Sorted.
+/// neither DRAINING nor DOWN, with a weight, on the LB's segment. Sorted.
 pub fn eligible_backends(
     group_id: u32,
     backends: &[(BackendKey, BackendEntry)],
@@ -44,7 +47,9 @@ pub fn eligible_backends(
 ) -> Vec<MaglevBackend> {
     let mut set: Vec<MaglevBackend> = backends
         .iter()
-        .filter(|(k, e)| k.group_id == group_id && e.flags & FLAG_DRAINING == 0 && e.weight > 0)
+        .filter(|(k, e)| {
+            k.group_id == group_id && e.flags & (FLAG_DRAINING | FLAG_DOWN) == 0 && e.weight > 0
+        })
         .map(|(k, e)| MaglevBackend {
             addr: Ipv4Addr::from(k.addr),
             weight: e.weight,
@@ -221,7 +226,7 @@ mod tests {
     };
 
     #[test]
-    fn draining_zero_weight_other_groups_and_off_segment_get_no_new_flows() {
+    fn draining_down_zero_weight_other_groups_and_off_segment_get_no_new_flows() {
         let key = |g, last| BackendKey {
             group_id: g,
             addr: [10, 0, 0, last],
@@ -229,6 +234,7 @@ mod tests {
         let backends = vec![
             (key(0, 2), entry(100, 0)),
             (key(0, 3), entry(100, FLAG_DRAINING)),
+            (key(0, 8), entry(100, FLAG_DOWN)),
             (key(0, 4), entry(0, 0)),
             (key(1, 5), entry(100, 0)),
             (

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use lb_common::{
     Counter, FlowKey, IPPROTO_TCP, ServiceKey, flow_hash,
-    wire::{FLAG_DRAINING, FLAG_LEAVING},
+    wire::{FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING},
 };
 
 pub mod common;
@@ -60,11 +60,13 @@ impl TestLb {
         }
     }
 
+    /// MACs of the backends that may receive traffic (not DOWN).
     fn backend_macs(&self) -> Vec<[u8; 6]> {
         self.maps
             .backends()
             .unwrap()
             .iter()
+            .filter(|(_, e)| e.flags & FLAG_DOWN == 0)
             .map(|(_, e)| e.mac)
             .collect()
     }
@@ -183,6 +185,75 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
             assert_eq!(now, mac);
         }
     }
+}
+
+#[test]
+fn a_down_backend_gets_no_traffic_and_its_flows_move() {
+    let mut lb = TestLb::new(LOAD, tcp_service(), 1009);
+    for i in 1..=3 {
+        lb.announce(i, 0, 100);
+    }
+    let (down_addr, down_mac) = backend(3);
+    let flows: HashMap<u16, [u8; 6]> = (5000..5300)
+        .map(|p| (p, lb.connect(p).expect("forwarded")))
+        .collect();
+    let on_down: Vec<u16> = flows
+        .iter()
+        .filter(|(_, m)| **m == down_mac)
+        .map(|(p, _)| *p)
+        .collect();
+    assert!(!on_down.is_empty(), "no flow reached backend 3");
+
+    // DOWN seen by XDP, tables not rebuilt yet: its flows no longer reach
+    // it; the stale table's pick for them is it, so they are dropped and
+    // counted, never delivered to a failed service.
+    let down = Frame::announce(down_addr, 2000, FLAG_DOWN, 100, 2)
+        .with(|f| f.src_mac = down_mac)
+        .bytes();
+    assert_eq!(lb.run(&down).0, XDP_DROP);
+    let no_backend = lb.counter(Counter::VipNoBackend);
+    for &port in &on_down {
+        assert_eq!(
+            lb.send(port),
+            None,
+            "flow {port} still reaches a DOWN backend"
+        );
+    }
+    assert_eq!(
+        lb.counter(Counter::VipNoBackend),
+        no_backend + on_down.len() as u64
+    );
+
+    // After the rebuild its flows move to the others, the others' stay,
+    // and no new flow reaches it.
+    lb.announce(3, FLAG_DOWN, 100);
+    for (&port, &mac) in &flows {
+        let now = lb.send(port).expect("forwarded");
+        if mac == down_mac {
+            assert_ne!(now, down_mac, "flow {port} on a DOWN backend");
+        } else {
+            assert_eq!(now, mac, "flow {port} moved off a healthy backend");
+        }
+    }
+    assert!(
+        (6000..6300).all(|p| lb.connect(p) != Some(down_mac)),
+        "a DOWN backend got a new flow"
+    );
+    let status = lb.maps.backend(&lb_common::BackendKey {
+        group_id: 0,
+        addr: down_addr.octets(),
+    });
+    assert!(
+        status.unwrap().is_some(),
+        "a DOWN backend stays in the server list"
+    );
+
+    // Up again: new flows reach it.
+    lb.announce(3, 0, 100);
+    assert!(
+        (7000..7300).any(|p| lb.connect(p) == Some(down_mac)),
+        "a recovered backend got no new flow"
+    );
 }
 
 #[test]
