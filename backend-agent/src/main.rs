@@ -2,6 +2,8 @@
 //! (SPEC 5, backend side). Answers each query with a suppressible membership
 //! report and one announcement to the LB; sends LEAVING on SIGINT/SIGTERM.
 //! SIGUSR1 switches it to DRAINING (no new flows), SIGUSR2 back.
+mod checker;
+mod health;
 mod schedule;
 
 use std::{
@@ -13,11 +15,11 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use lb_common::wire::{
-    AnnouncementV1, DEFAULT_WEIGHT, FLAG_DRAINING, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage,
-    igmp_v2_message,
+    AnnouncementV1, DEFAULT_WEIGHT, FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING, IGMP_V2_REPORT,
+    IgmpMessage, igmp_v2_message,
 };
 use lb_host::{
-    cli::{parse_group, parse_port, read_key_file},
+    cli::{parse_duration, parse_group, parse_port, read_key_file},
     igmp_socket::{IgmpSocket, Received},
     system,
 };
@@ -25,11 +27,16 @@ use rand::Rng;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
+    sync::mpsc,
     time::{Instant, sleep_until},
 };
 use tracing::{debug, info, warn};
 
-use crate::schedule::{Due, Schedule};
+use crate::{
+    checker::CheckResult,
+    health::{CheckSpec, Health, State},
+    schedule::{Due, Schedule},
+};
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +67,24 @@ struct Args {
     /// loopback, with ARP for it left to the LB; both undone on exit.
     #[arg(long)]
     vip: Option<Ipv4Addr>,
+    /// Service check: `tcp:PORT` (on 127.0.0.1), `http://HOST:PORT/PATH`
+    /// (2xx or 3xx passes) or `exec:COMMAND` (exit 0 passes); repeat for
+    /// several, all must pass. While it fails the backend is announced
+    /// DOWN: it stays registered and gets no traffic. It starts DOWN.
+    #[arg(long = "check")]
+    checks: Vec<CheckSpec>,
+    /// How often the checks run.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    check_interval: Duration,
+    /// How long one check may take; below the interval. Default: half of it.
+    #[arg(long, value_parser = parse_duration)]
+    check_timeout: Option<Duration>,
+    /// Passing rounds in a row that bring a DOWN service up.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    rise: u32,
+    /// Failing rounds in a row that bring an UP service down.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    fall: u32,
 }
 
 /// Longest jitter before an announcement: spreads a large fleet's answers.
@@ -72,8 +97,10 @@ struct Agent {
     udp: UdpSocket,
     schedule: Schedule,
     last_sequence: u64,
-    /// `FLAG_DRAINING` while draining (SIGUSR1 on, SIGUSR2 off).
-    flags: u8,
+    /// Draining (SIGUSR1 on, SIGUSR2 off): no new flows.
+    draining: bool,
+    /// The service checks' state, if any check is configured.
+    health: Option<Health>,
     key: Option<[u8; 16]>,
 }
 
@@ -120,7 +147,7 @@ impl Agent {
                     let report = igmp_v2_message(IGMP_V2_REPORT, 0, self.args.group.octets());
                     self.igmp.get_ref().send(&report, self.args.group)
                 }
-                Due::Announce(lb) => self.announce(lb, self.flags),
+                Due::Announce(lb) => self.announce(lb, self.flags()),
             };
             if let Err(e) = result {
                 warn!(?due, "send failed: {e}");
@@ -169,13 +196,50 @@ impl Agent {
         }
     }
 
+    /// The flags every announcement carries now.
+    fn flags(&self) -> u8 {
+        let down = self
+            .health
+            .as_ref()
+            .is_some_and(|h| h.state() == State::Down);
+        (if self.draining { FLAG_DRAINING } else { 0 }) | (if down { FLAG_DOWN } else { 0 })
+    }
+
     /// Switches DRAINING and tells every known LB at once.
     fn set_draining(&mut self, draining: bool) {
-        self.flags = if draining { FLAG_DRAINING } else { 0 };
+        self.draining = draining;
         info!(draining, "announcing the new state to every LB");
+        self.announce_state();
+    }
+
+    /// A round of service checks ended: count it, and on a transition log
+    /// it with the checks' output and tell every LB at once.
+    fn on_checks(&mut self, result: CheckResult) {
+        let Some(health) = &mut self.health else {
+            return;
+        };
+        let passed = result.is_ok();
+        let Some(state) = health.record(passed) else {
+            if let Err(reason) = &result {
+                debug!("service check failed: {reason}");
+            }
+            return;
+        };
+        match (state, result) {
+            (State::Up, Ok(detail) | Err(detail)) => {
+                info!(%detail, "service is UP: announcing it to every LB")
+            }
+            (State::Down, Ok(detail) | Err(detail)) => {
+                warn!(%detail, "service is DOWN: announcing it to every LB, which stop sending traffic")
+            }
+        }
+        self.announce_state();
+    }
+
+    fn announce_state(&mut self) {
         let lbs: Vec<Ipv4Addr> = self.schedule.known_lbs().collect();
         for lb in lbs {
-            if let Err(e) = self.announce(lb, self.flags) {
+            if let Err(e) = self.announce(lb, self.flags()) {
                 warn!(%lb, "announcing failed: {e}");
             }
         }
@@ -195,7 +259,57 @@ impl Agent {
     }
 }
 
+/// Runs the checks every `interval` in a task of their own; each round's
+/// result arrives on the returned channel. `None` without checks.
+fn start_checks(
+    checks: Vec<CheckSpec>,
+    interval: Duration,
+    limit: Duration,
+) -> Option<mpsc::Receiver<CheckResult>> {
+    if checks.is_empty() {
+        return None;
+    }
+    let (results, receiver) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if results
+                .send(checker::round(&checks, limit).await)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    Some(receiver)
+}
+
+/// The next round's result; never, without checks.
+async fn next_checks(results: &mut Option<mpsc::Receiver<CheckResult>>) -> Option<CheckResult> {
+    match results {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The checks' timeout: given, or half the interval; below the interval.
+fn check_timeout(args: &Args) -> anyhow::Result<Duration> {
+    let limit = args.check_timeout.unwrap_or(args.check_interval / 2);
+    if limit >= args.check_interval {
+        anyhow::bail!(
+            "--check-timeout ({}) must be below --check-interval ({})",
+            humantime::format_duration(limit),
+            humantime::format_duration(args.check_interval)
+        );
+    }
+    Ok(limit)
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    let check_timeout = check_timeout(&args)?;
     let key = args
         .key_file
         .as_deref()
@@ -230,6 +344,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sigusr2 =
         signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     info!(iface = %args.iface, %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
+    let checks = args.checks.clone();
+    let (check_interval, rise, fall) = (args.check_interval, args.rise, args.fall);
+    if !checks.is_empty() {
+        let list: Vec<String> = checks.iter().map(ToString::to_string).collect();
+        info!(checks = ?list, interval = %humantime::format_duration(check_interval), rise, fall, "service checks: DOWN until they pass {rise} times in a row");
+    }
     let mut agent = Agent {
         args,
         local,
@@ -239,9 +359,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         udp,
         schedule: Schedule::default(),
         last_sequence: 0,
-        flags: 0,
+        draining: false,
+        health: (!checks.is_empty()).then(|| Health::new(rise, fall)),
         key,
     };
+    let mut check_results = start_checks(checks, check_interval, check_timeout);
     loop {
         // With nothing pending, wake up only for packets and signals.
         let deadline = agent
@@ -269,6 +391,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             _ = sleep_until(deadline) => agent.send_due(),
+            Some(result) = next_checks(&mut check_results) => agent.on_checks(result),
             _ = sigusr1.recv() => agent.set_draining(true),
             _ = sigusr2.recv() => agent.set_draining(false),
             _ = sigterm.recv() => break,
