@@ -101,6 +101,8 @@ struct Agent {
     draining: bool,
     /// The service checks' state, if any check is configured.
     health: Option<Health>,
+    /// The last failure logged: a failure is logged when its reason changes.
+    last_failure: Option<String>,
     key: Option<[u8; 16]>,
 }
 
@@ -218,11 +220,15 @@ impl Agent {
         let Some(health) = &mut self.health else {
             return;
         };
-        let passed = result.is_ok();
-        let Some(state) = health.record(passed) else {
-            if let Err(reason) = &result {
-                debug!("service check failed: {reason}");
+        match &result {
+            Err(reason) if self.last_failure.as_ref() != Some(reason) => {
+                warn!("service check failed: {reason}");
+                self.last_failure = Some(reason.clone());
             }
+            Err(_) => {}
+            Ok(_) => self.last_failure = None,
+        }
+        let Some(state) = health.record(result.is_ok()) else {
             return;
         };
         match (state, result) {
@@ -361,6 +367,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         last_sequence: 0,
         draining: false,
         health: (!checks.is_empty()).then(|| Health::new(rise, fall)),
+        last_failure: None,
         key,
     };
     let mut check_results = start_checks(checks, check_interval, check_timeout);

@@ -119,6 +119,38 @@ const CASES: &[Case] = &[
         "--query-version",
     ),
     case(
+        "backend-agent",
+        &["--iface", "lo", "--check", "udp:53"],
+        "not a check",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--check", "tcp:0"],
+        "not a port",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--check", "exec:"],
+        "needs a command",
+    ),
+    case(
+        "backend-agent",
+        &[
+            "--iface",
+            "lo",
+            "--check",
+            "tcp:80",
+            "--check-timeout",
+            "2s",
+        ],
+        "must be below --check-interval",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--check", "tcp:80", "--rise", "0"],
+        "--rise",
+    ),
+    case(
         "lb-user",
         &["run", "--iface", "lo", "--xdp-mode", "native"],
         "--xdp-mode",

@@ -3,6 +3,7 @@
 //! bridge. Real XDP_TX, real direct server return, real TCP.
 use std::{
     collections::BTreeMap,
+    process::Command,
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -31,7 +32,9 @@ struct Bed<'a> {
     vip2: String,
     agents: BTreeMap<usize, Proc>,
     key: String,
-    _servers: Vec<Proc>,
+    /// Arguments every agent gets beside the usual ones (service checks).
+    agent_extra: Vec<String>,
+    servers: BTreeMap<usize, Proc>,
 }
 
 fn name(host: usize) -> String {
@@ -40,23 +43,48 @@ fn name(host: usize) -> String {
 
 impl Bed<'_> {
     fn start_agent(&mut self, host: usize, weight: u16) -> anyhow::Result<()> {
+        let extra = self.agent_extra.clone();
+        self.start_agent_with(host, weight, &extra)
+    }
+
+    /// Starts host's agent with `extra` arguments instead of `agent_extra`.
+    fn start_agent_with(
+        &mut self,
+        host: usize,
+        weight: u16,
+        extra: &[String],
+    ) -> anyhow::Result<()> {
         let weight = weight.to_string();
+        let mut args = vec![
+            "--iface",
+            "eth0",
+            "--vip",
+            &self.vip,
+            "--weight",
+            &weight,
+            "--key-file",
+            &self.key,
+        ];
+        args.extend(extra.iter().map(String::as_str));
         let agent = self.topo.spawn(
             host,
             &format!("agent{host}-{}", self.agents.len()),
             "backend-agent",
-            &[
-                "--iface",
-                "eth0",
-                "--vip",
-                &self.vip,
-                "--weight",
-                &weight,
-                "--key-file",
-                &self.key,
-            ],
+            &args,
         )?;
         self.agents.insert(host, agent);
+        Ok(())
+    }
+
+    /// Starts host's HTTP server, which answers with its name.
+    fn start_server(&mut self, host: usize) -> anyhow::Result<()> {
+        let server = self.topo.spawn(
+            host,
+            &format!("server{host}-{}", self.servers.len()),
+            "name-server",
+            &["0.0.0.0:80", &name(host)],
+        )?;
+        self.servers.insert(host, server);
         Ok(())
     }
 
@@ -152,6 +180,11 @@ fn hold_result(mut proc_: Proc, backend: &str) -> anyhow::Result<Value> {
 /// group and VIP), authenticated announcements, and three backends with
 /// weights 1:2:3 running the test HTTP server, all registered and active.
 fn serving(topo: &Topology) -> anyhow::Result<Bed<'_>> {
+    serving_with(topo, &[])
+}
+
+/// The same, every agent started with `agent_extra` too.
+fn serving_with<'a>(topo: &'a Topology, agent_extra: &[&str]) -> anyhow::Result<Bed<'a>> {
     let vip = topo.segment_address(100).to_string();
     let vip2 = topo.segment_address(101).to_string();
     let pin = topo.pin_path("lb");
@@ -203,15 +236,6 @@ fn serving(topo: &Topology) -> anyhow::Result<Bed<'_>> {
         "the LB did not log its XDP mode: {}",
         lb.log_text()
     );
-    let mut servers = Vec::new();
-    for (host, _) in BACKENDS {
-        servers.push(topo.spawn(
-            host,
-            &format!("server{host}"),
-            "name-server",
-            &["0.0.0.0:80", &name(host)],
-        )?);
-    }
     let mut bed = Bed {
         topo,
         pin,
@@ -221,9 +245,11 @@ fn serving(topo: &Topology) -> anyhow::Result<Bed<'_>> {
         vip2,
         agents: BTreeMap::new(),
         key: key.clone(),
-        _servers: servers,
+        agent_extra: agent_extra.iter().map(|a| (*a).to_owned()).collect(),
+        servers: BTreeMap::new(),
     };
     for (host, weight) in BACKENDS {
+        bed.start_server(host)?;
         bed.start_agent(host, weight)?;
     }
     bed.wait_state(3, "active")?;
@@ -431,6 +457,173 @@ fn restart_without_loss(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     topo.exec(LB, "lb-user", &["stop", "--pin-path", pin])?;
     ensure!(!bed.pin.exists(), "stop left pins behind");
     Ok(())
+}
+
+/// Service checks of the agents in the health tests: every 200 ms, up
+/// after 2 passes, down after 2 failures.
+const CHECK_INTERVAL: Duration = Duration::from_millis(200);
+const RISE: u32 = 2;
+const FALL: u32 = 2;
+
+fn check_args(check: &str) -> Vec<String> {
+    [
+        "--check",
+        check,
+        "--check-interval",
+        "200ms",
+        "--rise",
+        "2",
+        "--fall",
+        "2",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+impl Bed<'_> {
+    /// Waits until `host` is registered in `state`; returns how long it took.
+    fn until_state(&self, host: usize, state: &str, limit: Duration) -> anyhow::Result<Duration> {
+        let addr = self.topo.host(host).addr.to_string();
+        let start = Instant::now();
+        wait_for(limit, POLL, || {
+            self.with_state(state).ok().filter(|b| b.contains(&addr))
+        })
+        .with_context(|| format!("{} not {state} within {limit:?}", name(host)))?;
+        Ok(start.elapsed())
+    }
+}
+
+/// A backend whose HTTP server dies is announced DOWN by its agent's check
+/// and gets no new connection, while open connections to the others go on
+/// and no client fails; when the server returns, so does its traffic.
+fn service_checks_follow_the_server(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let (hold, on) = bed.hold("hold-health", 4)?;
+    let (dead, _) = BACKENDS
+        .iter()
+        .copied()
+        .find(|(h, _)| name(*h) != on)
+        .context("another backend")?;
+    bed.servers.remove(&dead); // killed on drop
+    let down_bound = CHECK_INTERVAL * (FALL + 1) + P;
+    let marked = bed.until_state(dead, "down", down_bound + Duration::from_secs(2))?;
+    sleep(P); // the next control pass rebuilds the table
+    let (names, errors) = bed.spread(600)?;
+    println!(
+        "{}'s server stopped: announced DOWN after {} ms (fall x interval + interval = {} ms); then {names:?}, {errors} errors",
+        name(dead),
+        marked.as_millis(),
+        (CHECK_INTERVAL * (FALL + 1)).as_millis()
+    );
+    ensure!(
+        marked <= down_bound,
+        "DOWN after {marked:?}, more than {down_bound:?}"
+    );
+    ensure!(
+        !names.contains_key(&name(dead)),
+        "a DOWN backend got new connections"
+    );
+    ensure!(errors == 0, "{errors} connections failed once it was DOWN");
+    let v = hold_result(hold, &on)?;
+    println!("open connection to {on} kept: {} requests", v["requests"]);
+
+    bed.start_server(dead)?;
+    let up_bound = CHECK_INTERVAL * (RISE + 1) + P;
+    let back = bed.until_state(dead, "active", up_bound + Duration::from_secs(2))?;
+    sleep(P);
+    let (names, errors) = bed.spread(600)?;
+    println!(
+        "{}'s server back: announced UP after {} ms (rise x interval + interval = {} ms); then {names:?}, {errors} errors",
+        name(dead),
+        back.as_millis(),
+        (CHECK_INTERVAL * (RISE + 1)).as_millis()
+    );
+    ensure!(
+        back <= up_bound,
+        "UP after {back:?}, more than {up_bound:?}"
+    );
+    ensure!(
+        names.contains_key(&name(dead)),
+        "the recovered backend got no connection"
+    );
+    ensure!(
+        errors == 0,
+        "{errors} connections failed after it came back"
+    );
+    Ok(())
+}
+
+/// A check that answers HTTP 500, or a command that hangs (killed at its
+/// timeout), keeps its backend DOWN: registered, without traffic.
+fn failing_checks_keep_a_backend_down(bed: &mut Bed<'_>) -> anyhow::Result<()> {
+    let (host, weight) = BACKENDS[0];
+    let marker = format!("sleep 9.{}", std::process::id() % 1000);
+    for check in [
+        "http://127.0.0.1:80/500".to_owned(),
+        format!("exec:{marker}"),
+    ] {
+        let mut old = bed.agents.remove(&host).context("agent")?;
+        old.signal(libc::SIGTERM);
+        old.wait_exit(Duration::from_secs(5))?;
+        bed.start_agent_with(host, weight, &check_args(&check))?;
+        bed.until_state(host, "down", Duration::from_secs(3))?;
+        // Several rounds: it never comes up.
+        sleep(CHECK_INTERVAL * (RISE + 3));
+        ensure!(
+            bed.with_state("down")? == vec![bed.topo.host(host).addr.to_string()],
+            "{check}: the backend left DOWN"
+        );
+        let (names, errors) = bed.spread(300)?;
+        println!(
+            "with {} checking {check}: {names:?}, {errors} errors",
+            name(host)
+        );
+        ensure!(
+            !names.contains_key(&name(host)),
+            "{check}: a DOWN backend got connections"
+        );
+        ensure!(errors == 0, "{check}: {errors} connections failed");
+    }
+    let log = bed.agents.get(&host).context("agent")?.log_text();
+    ensure!(
+        log.contains("killed"),
+        "the hung check was not reported killed: {log}"
+    );
+    let hung = Command::new("pgrep")
+        .args(["-fc", &format!("^{marker}$")])
+        .output()
+        .context("running pgrep")?;
+    let hung: u32 = String::from_utf8_lossy(&hung.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    println!(
+        "hung check commands still running after {} rounds: {hung}",
+        RISE + 3
+    );
+    ensure!(hung <= 1, "{hung} hung check commands left running");
+    Ok(())
+}
+
+#[test]
+fn service_checks_follow_the_server_with_checks() {
+    let topo = Topology::new(5, Bridge::Snooping).unwrap();
+    topo.run(|topo| {
+        service_checks_follow_the_server(&mut serving_with(
+            topo,
+            &check_args("http://127.0.0.1:80/")
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )?)
+    })
+    .unwrap();
+}
+
+#[test]
+fn failing_checks_keep_a_backend_down_with_checks() {
+    let topo = Topology::new(5, Bridge::Snooping).unwrap();
+    topo.run(|topo| failing_checks_keep_a_backend_down(&mut serving(topo)?))
+        .unwrap();
 }
 
 /// One test per behaviour, each on a topology of its own.

@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 server for the forwarding tests: answers every request
-//! with its own name, keeping connections alive.
+//! with its own name, keeping connections alive; a request for `/500`
+//! gets a 500 (a failing service, for the agents' checks).
 //! Usage: name-server ADDR:PORT NAME
 use std::{
     io::{BufRead, BufReader, Write},
@@ -15,11 +16,17 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
     loop {
         // Read one request head; an empty read is the client closing.
         let mut close = false;
+        let mut failing = false;
         let mut line = String::new();
+        let mut first = true;
         loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
                 return Ok(());
+            }
+            if first {
+                failing = line.split_whitespace().nth(1) == Some("/500");
+                first = false;
             }
             if line.to_ascii_lowercase().starts_with("connection: close") {
                 close = true;
@@ -30,8 +37,13 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
         }
         let connection = if close { "close" } else { "keep-alive" };
         // One write per response: with Nagle, split writes stall on delayed ACKs.
+        let status = if failing {
+            "500 Internal Server Error"
+        } else {
+            "200 OK"
+        };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{name}",
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{name}",
             name.len()
         );
         writer.write_all(response.as_bytes())?;
