@@ -60,6 +60,10 @@ macro_rules! program_maps {
             /// Last accepted sequence per backend (LRU), written by XDP; outlives
             /// removal so that a replayed announcement cannot bring a backend back.
             LAST_SEQUENCE / last_sequence: LruHashMap<$crate::BackendKey, u64>[2 * $crate::DEFAULT_MAX_BACKENDS];
+            /// IGMP leaves waiting for confirmation (with a key set a leave
+            /// cannot be authenticated, SPEC 4.2): backend -> monotonic ns of
+            /// the leave, written by XDP, resolved by lb-user.
+            LEAVES / leaves: HashMap<$crate::BackendKey, u64>[$crate::DEFAULT_MAX_BACKENDS];
             /// Per-CPU rate limit of the data path's log records.
             LOG_BUDGET / log_budget: PerCpuArray<$crate::LogBudget>[1];
         }

@@ -12,7 +12,7 @@ use lb_common::{
 
 use crate::{
     events,
-    maps::{BACKENDS, GROUP_ADDRS, GROUP_REPORTS},
+    maps::{AUTH_ON, BACKENDS, GROUP_ADDRS, GROUP_REPORTS, LEAVES},
     parse::{Ipv4Packet, ptr_at},
 };
 
@@ -101,6 +101,28 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> V3Report {
     V3Report::NoGroupOfOurs
 }
 
+/// A leave from `key.addr`. Without a key it removes that backend at once.
+/// With a key it cannot be authenticated (anyone on the segment can send
+/// one), so it only asks lb-user to confirm: a query, and removal unless
+/// an authenticated announcement arrives in the window (SPEC 4.2).
+/// Not registered is fine: the leave is only counted.
+#[inline(always)]
+fn leave(ctx: &XdpContext, key: &BackendKey) {
+    if AUTH_ON.load() == 0 {
+        if BACKENDS.remove(key).is_ok() {
+            events::removed(ctx, key, "IGMP leave");
+        }
+        return;
+    }
+    // SAFETY: read-only presence check of a plain value.
+    if unsafe { BACKENDS.get(key) }.is_some() {
+        // SAFETY: helper without preconditions.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // Full: the leave waits for the backend's missed heartbeats.
+        let _ = LEAVES.insert(key, &now, 0);
+    }
+}
+
 /// Records a report or leave for `group` if it is one of ours. A leave
 /// also removes its sender if that is a registered backend: its kernel
 /// leaves the group when the agent's socket closes, even after SIGKILL.
@@ -129,10 +151,7 @@ fn record(
                 group_id,
                 addr: source,
             };
-            // Not registered is fine: the leave is only counted.
-            if BACKENDS.remove(&key).is_ok() {
-                events::removed(ctx, &key, "IGMP leave");
-            }
+            leave(ctx, &key);
             Counter::IgmpLeave
         }
     })

@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::{
     aging::{AgingParams, AgingVerdict, age},
     forwarding::{Forwarding, Segment, ServiceConfig},
+    leaves::{LeaveVerdict, judge},
     liveness::{GroupLiveness, Heard, LivenessEvent, LivenessParams},
     maps::{GroupConfig, LbMaps, MapsError},
 };
@@ -58,16 +59,32 @@ impl ControlParams {
             .max(1)
     }
 
-    /// The query for every group (its group field is the LB's address).
+    /// The periodic query for every group (its group field is the LB's address).
     pub fn query(&self) -> Vec<u8> {
+        self.query_with(self.max_resp_tenths())
+    }
+
+    /// The query that asks to confirm a leave: the shortest max response
+    /// time (a tenth of a second), as IGMP's last-member query.
+    pub fn confirmation_query(&self) -> Vec<u8> {
+        self.query_with(1)
+    }
+
+    /// How long a confirmation waits for an announcement: the max response
+    /// time of its query (agents answer within half of it) and one tick.
+    pub fn confirmation_window(&self) -> Duration {
+        Duration::from_millis(100) + self.tick()
+    }
+
+    fn query_with(&self, max_resp_tenths: u32) -> Vec<u8> {
         let lb = self.lb_addr.octets();
         match self.query_version {
             QueryVersion::V2 => {
-                let code = u8::try_from(self.max_resp_tenths()).unwrap_or(u8::MAX);
+                let code = u8::try_from(max_resp_tenths).unwrap_or(u8::MAX);
                 igmp_v2_message(IGMP_QUERY, code, lb).to_vec()
             }
             QueryVersion::V3 => igmp_v3_query(
-                igmp_v3_code(self.max_resp_tenths()),
+                igmp_v3_code(max_resp_tenths),
                 lb,
                 u8::try_from(self.robustness).unwrap_or(u8::MAX),
                 igmp_v3_code(self.query_interval.as_secs_f64().ceil().max(1.0) as u32),
@@ -88,6 +105,8 @@ struct Group {
     config: GroupConfig,
     liveness: GroupLiveness,
     status: GroupStatus,
+    /// Monotonic ns of the last query that asks to confirm leaves.
+    confirmation_ns: Option<u64>,
 }
 
 /// State of the control plane between ticks.
@@ -132,6 +151,7 @@ impl Controller {
                         state: GROUP_STATE_ALIVE,
                         ..GroupStatus::default()
                     },
+                    confirmation_ns: None,
                 })
             })
             .collect::<Result<_, MapsError>>()?;
@@ -205,11 +225,69 @@ impl Controller {
             self.step_group(index, now_ns, heard)?;
         }
         self.advertise_router(now_ns);
+        let backends = self.confirm_leaves(backends, now_ns)?;
         let backends = self.age_backends(backends, now_ns)?;
         if let Some(forwarding) = &mut self.forwarding {
             forwarding.sync(&mut self.maps, &backends)?;
         }
         Ok(())
+    }
+
+    /// Resolves the IGMP leaves XDP holds for confirmation (with a key
+    /// set, SPEC 4.2): queries the group once, then removes each backend
+    /// that has not announced since its leave when the window closes.
+    /// Returns `backends` without the ones removed.
+    fn confirm_leaves(
+        &mut self,
+        mut backends: Vec<(BackendKey, BackendEntry)>,
+        now_ns: u64,
+    ) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
+        let pending = self.maps.pending_leaves()?;
+        let window_ns =
+            u64::try_from(self.params.confirmation_window().as_nanos()).unwrap_or(u64::MAX);
+        for (key, leave_ns) in pending {
+            let Some(group) = self.groups.get_mut(key.group_id as usize) else {
+                self.maps.remove_pending_leave(&key)?;
+                continue;
+            };
+            let last_seen = backends
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, e)| e.last_seen_ns);
+            let addr = Ipv4Addr::from(key.addr);
+            match judge(
+                leave_ns,
+                last_seen,
+                group.confirmation_ns,
+                now_ns,
+                window_ns,
+            ) {
+                LeaveVerdict::Wait => {}
+                LeaveVerdict::Ask => {
+                    match self
+                        .socket
+                        .send(&self.params.confirmation_query(), group.config.group)
+                    {
+                        Ok(()) => group.confirmation_ns = Some(now_ns),
+                        Err(e) => {
+                            warn!(group = %group.config.group, "sending the confirmation query failed: {e}")
+                        }
+                    }
+                }
+                LeaveVerdict::Refuted => {
+                    info!(backend = %addr, group = %group.config.group, "IGMP leave not confirmed: the backend announced since (a forged or stale leave); kept");
+                    self.maps.remove_pending_leave(&key)?;
+                }
+                LeaveVerdict::Confirmed => {
+                    warn!(backend = %addr, group = %group.config.group, "backend removed: IGMP leave confirmed (no announcement after the confirmation query)");
+                    self.maps.remove_backend(&key)?;
+                    self.maps.remove_pending_leave(&key)?;
+                    backends.retain(|(k, _)| *k != key);
+                }
+                LeaveVerdict::Gone => self.maps.remove_pending_leave(&key)?,
+            }
+        }
+        Ok(backends)
     }
 
     /// Multicast Router Discovery (RFC 4286, SPEC 5.6) once per query

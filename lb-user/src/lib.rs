@@ -7,5 +7,6 @@ pub mod config;
 pub mod control;
 pub mod forwarding;
 pub mod instance;
+pub mod leaves;
 pub mod maglev;
 pub mod status;

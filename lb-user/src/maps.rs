@@ -108,6 +108,7 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         )
         .map_max_entries(map_name::BACKENDS, params.max_backends)
         .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
+        .map_max_entries(map_name::LEAVES, params.max_backends)
         .map_max_entries(map_name::FLOWS, params.max_flows)
         .load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
@@ -353,6 +354,18 @@ impl LbMaps {
     pub fn remove_backend(&mut self, key: &BackendKey) -> Result<(), MapsError> {
         removed(self.backends.remove(key), map_name::BACKENDS)?;
         self.remove_aging(key)
+    }
+
+    /// IGMP leaves waiting for confirmation: backend -> monotonic ns.
+    pub fn pending_leaves(&self) -> Result<Vec<(BackendKey, u64)>, MapsError> {
+        self.leaves
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map_name::LEAVES))
+    }
+
+    pub fn remove_pending_leave(&mut self, key: &BackendKey) -> Result<(), MapsError> {
+        removed(self.leaves.remove(key), map_name::LEAVES)
     }
 
     /// The aging state of every backend (kept across restarts).

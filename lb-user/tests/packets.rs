@@ -816,3 +816,82 @@ fn a_full_server_list_rejects_newcomers_and_keeps_its_backends() {
 fn lb_tests_require_root() {
     lb_user::system::require_root("the packet tests").expect("run the packet tests as root");
 }
+
+#[test]
+fn with_a_key_a_leave_only_asks_for_confirmation() {
+    lb_tests_require_root();
+    const KEY: [u8; 16] = [7; 16];
+    let mut lb = TestLb::new(
+        LoadParams {
+            auth_on: true,
+            ..LOAD
+        },
+        lb_common::ServiceKey {
+            vip: VIP.octets(),
+            port: 80,
+            proto: lb_common::IPPROTO_TCP,
+            _pad: 0,
+        },
+        1009,
+    );
+    lb.maps.set_keys(&[KEY]).unwrap();
+    lb.sync_clock(30_000_000_000);
+    let payload = AnnouncementV1 {
+        flags: 0,
+        weight: 100,
+        sequence: lb_host::system::realtime_ns(),
+        tag: 0,
+    }
+    .encode_tagged(&KEY, BACKEND.octets(), LB.octets());
+    assert_eq!(
+        lb.run(&Frame::udp(BACKEND, LB, 2000, &payload).bytes()).0,
+        XDP_DROP
+    );
+    let key = BackendKey {
+        group_id: 0,
+        addr: BACKEND.octets(),
+    };
+    let leaves = [
+        (
+            "IGMPv2 leave",
+            Frame::igmp(
+                igmp_v2_message(IGMP_V2_LEAVE, 0, GROUP.octets()).to_vec(),
+                Ipv4Addr::new(224, 0, 0, 2),
+            ),
+        ),
+        (
+            "IGMPv3 change to include nothing",
+            Frame::igmp(
+                igmp_v3_report(&[(3, GROUP, 0)]),
+                Ipv4Addr::new(224, 0, 0, 22),
+            ),
+        ),
+    ];
+    for (name, frame) in leaves {
+        let before = lb.counter(Counter::IgmpLeave);
+        let (action, out) = lb.run(&frame.bytes());
+        assert_eq!(action, XDP_PASS, "{name}: action");
+        assert_eq!(out, frame.bytes(), "{name}: passed untouched");
+        assert_eq!(
+            lb.counter(Counter::IgmpLeave),
+            before + 1,
+            "{name}: counter"
+        );
+        assert!(
+            lb.maps.backend(&key).unwrap().is_some(),
+            "{name}: a leave removed a keyed backend at once"
+        );
+        let pending = lb.maps.pending_leaves().unwrap();
+        assert_eq!(pending.len(), 1, "{name}: one leave waits for confirmation");
+        assert_eq!(pending[0].0, key);
+        lb.maps.remove_pending_leave(&key).unwrap();
+    }
+    // A leave from a source that is not registered waits for nothing.
+    let stranger = Frame::igmp(
+        igmp_v2_message(IGMP_V2_LEAVE, 0, GROUP.octets()).to_vec(),
+        Ipv4Addr::new(224, 0, 0, 2),
+    )
+    .with(|f| f.src = STRANGER);
+    assert_eq!(lb.run(&stranger.bytes()).0, XDP_PASS);
+    assert!(lb.maps.pending_leaves().unwrap().is_empty());
+}

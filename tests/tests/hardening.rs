@@ -442,3 +442,131 @@ fn agent_recovers_from_an_address_change() {
 fn agent_recovers_when_its_lb_is_replaced() {
     with_agent(3, lb_replaced).unwrap();
 }
+
+/// Query interval of the keyed LB: its confirmation of a leave takes a
+/// fixed ~0.15 s (a 100 ms query window and a control tick), well inside.
+const KEYED_P: Duration = Duration::from_millis(400);
+
+/// A keyed LB (P = 400 ms, T = 800 ms, N = 3) and three keyed agents, all
+/// registered.
+fn keyed(topo: &Topology) -> anyhow::Result<(Proc, std::path::PathBuf, Vec<Proc>)> {
+    let key = topo.logs.join("leave.key");
+    std::fs::write(&key, "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n")?;
+    let key = key.to_str().context("key path")?.to_owned();
+    let extra = [
+        "--query-interval",
+        "400ms",
+        "--max-response-time",
+        "200ms",
+        "--timeout",
+        "800ms",
+        "--max-misses",
+        "3",
+        "--key-file",
+        &key,
+    ];
+    let (lb, pin) = topo.start_lb(LB, "keyed", &extra)?;
+    let agents: Vec<Proc> = BACKENDS
+        .iter()
+        .map(|&h| {
+            topo.spawn(
+                h,
+                &format!("agent{h}"),
+                "backend-agent",
+                &["--iface", "eth0", "--key-file", &key],
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let want = backend_addrs(topo);
+    wait_for(Duration::from_secs(5), POLL, || {
+        topo.status(&pin).ok().filter(|s| registered(s) == want)
+    })
+    .context("keyed backends did not register")?;
+    Ok((lb, pin, agents))
+}
+
+/// With a key, IGMP leaves forged from another host with a live backend's
+/// address (20 a second for 5 s) never remove it: each only starts a
+/// confirmation that the backend's authenticated announcement refutes.
+fn forged_leaves(topo: &Topology) -> anyhow::Result<()> {
+    let (lb, pin, _agents) = keyed(topo)?;
+    let victim = topo.host(BACKENDS[0]).addr.to_string();
+    let registrations = counter(&topo.status(&pin)?, Counter::AnnounceRegistered)?;
+    let forger = topo.spawn(
+        CLIENT,
+        "forge-leave",
+        lb_tests::bin("forge-leave").to_str().context("path")?,
+        &[&victim, "239.192.0.1", "eth0", "20", "5"],
+    );
+    let mut forger = forger?;
+    let start = Instant::now();
+    let (mut polls, mut missing) = (0u32, 0u32);
+    while start.elapsed() < Duration::from_secs(5) {
+        if !registered(&topo.status(&pin)?).contains(&victim) {
+            missing += 1;
+        }
+        polls += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ensure!(
+        forger.wait_exit(Duration::from_secs(5))? == 0,
+        "forge-leave failed: {}",
+        forger.log_text()
+    );
+    let status = topo.status(&pin)?;
+    let leaves = counter(&status, Counter::IgmpLeave)?;
+    let refuted = lb.log_text().matches("IGMP leave not confirmed").count();
+    println!(
+        "forged leaves for {victim}: {} sent, {leaves} counted by XDP, {refuted} refuted; missing in {missing} of {polls} polls; registrations counted before {registrations}, after {}",
+        forger.log_text().trim(),
+        counter(&status, Counter::AnnounceRegistered)?
+    );
+    ensure!(leaves >= 50, "only {leaves} forged leaves reached XDP");
+    ensure!(
+        missing == 0,
+        "the victim was missing in {missing} of {polls} polls"
+    );
+    ensure!(
+        counter(&status, Counter::AnnounceRegistered)? == registrations,
+        "the victim was removed and registered again"
+    );
+    Ok(())
+}
+
+/// With a key, a SIGKILL'd agent's own leave is confirmed: no announcement
+/// answers the confirmation query, and it is removed within one P.
+fn killed_keyed_agent(topo: &Topology) -> anyhow::Result<()> {
+    let (lb, pin, agents) = keyed(topo)?;
+    let victim = topo.host(BACKENDS[0]).addr.to_string();
+    agents[0].signal(libc::SIGKILL);
+    let killed = Instant::now();
+    wait_for(Duration::from_secs(3), Duration::from_millis(5), || {
+        topo.status(&pin)
+            .ok()
+            .filter(|s| !registered(s).contains(&victim))
+    })
+    .context("the killed keyed agent was not removed")?;
+    let gone = killed.elapsed();
+    println!(
+        "keyed agent removed {} ms after SIGKILL (confirmed leave)",
+        gone.as_millis()
+    );
+    ensure!(gone <= KEYED_P, "removed after {gone:?}, more than one P");
+    ensure!(
+        lb.log_text().contains("IGMP leave confirmed"),
+        "not removed by a confirmed leave"
+    );
+    Ok(())
+}
+
+#[test]
+fn forged_leaves_never_remove_a_keyed_backend() {
+    let topo = Topology::new(5, Bridge::Snooping).unwrap();
+    topo.run(forged_leaves).unwrap();
+}
+
+#[test]
+fn a_killed_keyed_agent_is_removed_within_one_period() {
+    let topo = Topology::new(5, Bridge::Snooping).unwrap();
+    topo.run(killed_keyed_agent).unwrap();
+}

