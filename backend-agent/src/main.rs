@@ -5,6 +5,7 @@
 mod checker;
 mod health;
 mod schedule;
+mod state;
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -36,6 +37,7 @@ use crate::{
     checker::CheckResult,
     health::{CheckSpec, Health, State},
     schedule::{Due, Schedule},
+    state::AgentStatus,
 };
 
 #[derive(Parser)]
@@ -47,6 +49,10 @@ struct Args {
     /// Interface facing the LB; its first IPv4 address is announced.
     #[arg(long)]
     iface: String,
+    /// Print the state of the agent running on --iface (the LBs it knows,
+    /// its service state, its last transitions) and exit.
+    #[arg(long)]
+    status: bool,
     /// Multicast group shared with the LB.
     #[arg(long, default_value = "239.192.0.1", value_parser = parse_group)]
     group: Ipv4Addr,
@@ -103,6 +109,8 @@ struct Agent {
     health: Option<Health>,
     /// The last failure logged: a failure is logged when its reason changes.
     last_failure: Option<String>,
+    /// What `--status` shows; rewritten on every change.
+    state: AgentStatus,
     key: Option<[u8; 16]>,
 }
 
@@ -129,6 +137,8 @@ impl Agent {
                     .on_query(Instant::now(), lb, report_delay, jitter)
                 {
                     info!(%lb, group = %self.args.group, "new load balancer; announcing to it");
+                    self.state.lbs.push(lb);
+                    self.publish();
                 }
             }
             IgmpMessage::Report { group }
@@ -211,7 +221,17 @@ impl Agent {
     fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
         info!(draining, "announcing the new state to every LB");
+        self.state.draining = draining;
+        self.publish();
         self.announce_state();
+    }
+
+    /// Rewrites the state file that `--status` reads.
+    fn publish(&mut self) {
+        self.state.address = Some(self.local);
+        if let Err(e) = state::write(&self.state) {
+            warn!("writing the agent's state for --status failed: {e}");
+        }
     }
 
     /// A round of service checks ended: count it, and on a transition log
@@ -231,14 +251,24 @@ impl Agent {
         let Some(state) = health.record(result.is_ok()) else {
             return;
         };
-        match (state, result) {
+        let detail = match (state, result) {
             (State::Up, Ok(detail) | Err(detail)) => {
-                info!(%detail, "service is UP: announcing it to every LB")
+                info!(%detail, "service is UP: announcing it to every LB");
+                detail
             }
             (State::Down, Ok(detail) | Err(detail)) => {
-                warn!(%detail, "service is DOWN: announcing it to every LB, which stop sending traffic")
+                warn!(%detail, "service is DOWN: announcing it to every LB, which stop sending traffic");
+                detail
             }
-        }
+        };
+        self.state.transition(
+            match state {
+                State::Up => "up",
+                State::Down => "down",
+            },
+            &detail,
+        );
+        self.publish();
         self.announce_state();
     }
 
@@ -315,6 +345,15 @@ fn check_timeout(args: &Args) -> anyhow::Result<Duration> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.status {
+        print!(
+            "{}",
+            state::read(&args.iface)
+                .map_err(anyhow::Error::msg)?
+                .render_text()
+        );
+        return Ok(());
+    }
     let check_timeout = check_timeout(&args)?;
     let key = args
         .key_file
@@ -351,6 +390,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     info!(iface = %args.iface, %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
     let checks = args.checks.clone();
+    let (args_iface, group) = (args.iface.clone(), args.group);
     let (check_interval, rise, fall) = (args.check_interval, args.rise, args.fall);
     if !checks.is_empty() {
         let list: Vec<String> = checks.iter().map(ToString::to_string).collect();
@@ -368,8 +408,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         draining: false,
         health: (!checks.is_empty()).then(|| Health::new(rise, fall)),
         last_failure: None,
+        state: AgentStatus {
+            pid: std::process::id(),
+            iface: args_iface.clone(),
+            group: Some(group),
+            service: if checks.is_empty() {
+                "unchecked"
+            } else {
+                "down"
+            }
+            .to_owned(),
+            checks: checks.iter().map(ToString::to_string).collect(),
+            ..AgentStatus::default()
+        },
         key,
     };
+    agent.publish();
     let mut check_results = start_checks(checks, check_interval, check_timeout);
     loop {
         // With nothing pending, wake up only for packets and signals.
@@ -406,6 +460,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     agent.leave();
+    state::remove(&agent.args.iface);
     info!("left the group; exiting");
     Ok(())
 }

@@ -352,7 +352,14 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         for host in &self.hosts {
+            if let Some(prefix) = agent_state_prefix(&host.netns) {
+                remove_run_files(&prefix);
+            }
             let _ = sh("ip", &["netns", "del", &host.netns]);
+        }
+        // Instance locks are named after their pin paths, '/' as '%'.
+        if let Some(base) = self.bpffs.parent() {
+            remove_run_files(&base.to_string_lossy().replace('/', "%"));
         }
         let _ = sh("ip", &["netns", "del", &self.bridge_ns]);
         if let Some(bpffs) = self.bpffs.to_str() {
@@ -364,6 +371,30 @@ impl Drop for Topology {
             let _ = fs::remove_dir_all(base);
         }
     }
+}
+
+/// Removes the files under /run/xdp-lb whose names start with `prefix`:
+/// what processes this topology killed leave there (an LB's instance lock,
+/// an agent's state file); ones that exit cleanly remove their own.
+fn remove_run_files(prefix: &str) {
+    let Ok(entries) = fs::read_dir("/run/xdp-lb") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The prefix of the state files of agents in `netns` (named after the
+/// namespace's inode).
+fn agent_state_prefix(netns: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = fs::metadata(Path::new("/run/netns").join(netns))
+        .ok()?
+        .ino();
+    Some(format!("agent-{inode}-"))
 }
 
 /// The first group of a status report (a report without one is an error

@@ -125,6 +125,11 @@ const CASES: &[Case] = &[
     ),
     case(
         "backend-agent",
+        &["--status", "--iface", "xlb-noagent"],
+        "no agent is running on xlb-noagent",
+    ),
+    case(
+        "backend-agent",
         &["--iface", "lo", "--check", "tcp:0"],
         "not a port",
     ),

@@ -525,6 +525,19 @@ fn service_checks_follow_the_server(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     ensure!(errors == 0, "{errors} connections failed once it was DOWN");
     let v = hold_result(hold, &on)?;
     println!("open connection to {on} kept: {} requests", v["requests"]);
+    // The agent's own view: the LB it knows, DOWN, and the transition.
+    let shown = bed
+        .topo
+        .exec(dead, "backend-agent", &["--status", "--iface", "eth0"])?;
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    println!("backend-agent --status on {}:\n{shown}", name(dead));
+    let lb_addr = bed.topo.host(LB).addr.to_string();
+    ensure!(
+        shown.contains("service: down")
+            && shown.contains(&lb_addr)
+            && shown.contains(" down: http://127.0.0.1:80/"),
+        "--status does not show the LB, the DOWN state and its transition"
+    );
 
     bed.start_server(dead)?;
     let up_bound = CHECK_INTERVAL * (RISE + 1) + P;
