@@ -64,6 +64,9 @@ macro_rules! program_maps {
             /// cannot be authenticated, SPEC 4.2): backend -> monotonic ns of
             /// the leave, written by XDP, resolved by lb-user.
             LEAVES / leaves: HashMap<$crate::BackendKey, u64>[$crate::DEFAULT_MAX_BACKENDS];
+            /// Why and when backends left the server list (LRU), written by
+            /// XDP and lb-user where they remove one; `status` shows them.
+            DEPARTURES / departures: LruHashMap<$crate::BackendKey, $crate::Departure>[$crate::MAX_DEPARTURES];
             /// Per-CPU rate limit of the data path's log records.
             LOG_BUDGET / log_budget: PerCpuArray<$crate::LogBudget>[1];
         }
@@ -296,6 +299,60 @@ pub struct GroupReports {
 }
 const _: () = assert!(core::mem::size_of::<GroupReports>() == 24);
 
+/// Departures remembered for `status`.
+pub const MAX_DEPARTURES: u32 = 1024;
+
+/// Why a backend left the server list; each reason's name is what the
+/// log and `status` say.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepartureReason {
+    /// It announced LEAVING (a clean stop).
+    Leaving = 1,
+    /// Its host left the group (IGMP leave), no key set.
+    IgmpLeave = 2,
+    /// With a key: its host left the group and no announcement answered
+    /// the confirmation query.
+    LeaveConfirmed = 3,
+    /// More than N heartbeat timeouts in a row.
+    MissedHeartbeats = 4,
+}
+
+impl DepartureReason {
+    pub const ALL: [DepartureReason; 4] = [
+        DepartureReason::Leaving,
+        DepartureReason::IgmpLeave,
+        DepartureReason::LeaveConfirmed,
+        DepartureReason::MissedHeartbeats,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DepartureReason::Leaving => "LEAVING announcement",
+            DepartureReason::IgmpLeave => "IGMP leave",
+            DepartureReason::LeaveConfirmed => "IGMP leave confirmed",
+            DepartureReason::MissedHeartbeats => "missed heartbeats",
+        }
+    }
+
+    /// The reason stored as `raw`, if it is one.
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| *r as u32 == raw)
+    }
+}
+
+/// When and why a backend left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Departure {
+    /// CLOCK_MONOTONIC ns.
+    pub left_ns: u64,
+    /// A `DepartureReason`.
+    pub reason: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Departure>() == 16);
+
 /// How many log records XDP wrote on one CPU in the current one-second
 /// window, and how many it held back (see lb-ebpf's `events`).
 #[repr(C)]
@@ -457,7 +514,8 @@ mod pod {
         Flow,
         AuthKey,
         AuthClock,
-        LogBudget
+        LogBudget,
+        Departure
     );
 }
 

@@ -8,9 +8,9 @@
 //! only moves a counter.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use aya_log_ebpf::{info, warn};
-use lb_common::BackendKey;
+use lb_common::{BackendKey, Departure, DepartureReason};
 
-use crate::maps::{GROUP_STATUS, LOG_BUDGET};
+use crate::maps::{DEPARTURES, GROUP_STATUS, LOG_BUDGET};
 
 /// Records one CPU may write in a second.
 const RECORDS_PER_SECOND: u32 = 32;
@@ -68,16 +68,24 @@ pub fn registered(ctx: &XdpContext, key: &BackendKey, mac: [u8; 6], weight: u16)
     }
 }
 
-/// A backend left the server list; `why` names the message that removed it.
+/// A backend left the server list: remembered for `status`, and logged.
 #[inline(always)]
-pub fn removed(ctx: &XdpContext, key: &BackendKey, why: &str) {
+pub fn removed(ctx: &XdpContext, key: &BackendKey, why: DepartureReason) {
+    let departure = Departure {
+        // SAFETY: helper without preconditions.
+        left_ns: unsafe { bpf_ktime_get_ns() },
+        reason: why as u32,
+        _pad: 0,
+    };
+    // An LRU: the oldest departure makes room.
+    let _ = DEPARTURES.insert(key, &departure, 0);
     if allowed(ctx) {
         info!(
             ctx,
             "backend {:i} removed from group {:i}: {}",
             key.addr,
             group_addr(key.group_id),
-            why
+            why.name()
         );
     }
 }

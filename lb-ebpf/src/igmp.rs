@@ -3,7 +3,7 @@
 //! LB's kernel and other listeners see them unchanged.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BackendKey, Counter,
+    BackendKey, Counter, DepartureReason,
     wire::{
         IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_LEN, IGMP_V2_REPORT, IGMP_V3_CHANGE_TO_INCLUDE,
         IGMP_V3_REPORT,
@@ -110,7 +110,7 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> V3Report {
 fn leave(ctx: &XdpContext, key: &BackendKey) {
     if AUTH_ON.load() == 0 {
         if BACKENDS.remove(key).is_ok() {
-            events::removed(ctx, key, "IGMP leave");
+            events::removed(ctx, key, DepartureReason::IgmpLeave);
         }
         return;
     }

@@ -3,7 +3,7 @@
 use aya_ebpf::btf_maps::lpm_trie::Key;
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BackendEntry, BackendKey, Counter,
+    BackendEntry, BackendKey, Counter, DepartureReason,
     wire::{
         ANNOUNCE_MAGIC, ANNOUNCE_OFF_FLAGS, ANNOUNCE_OFF_SEQUENCE, ANNOUNCE_OFF_VERSION,
         ANNOUNCE_OFF_WEIGHT, ANNOUNCE_V1_LEN, ANNOUNCE_VERSION, DEFAULT_WEIGHT, FLAG_LEAVING,
@@ -83,7 +83,7 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     if payload.flags & FLAG_LEAVING != 0 {
         return match BACKENDS.remove(&key) {
             Ok(()) => {
-                events::removed(ctx, &key, "LEAVING announcement");
+                events::removed(ctx, &key, DepartureReason::Leaving);
                 Counter::AnnounceLeaving
             }
             // Not registered: nothing to remove, but the message was valid.

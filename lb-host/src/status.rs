@@ -32,6 +32,8 @@ pub struct GroupReport {
     pub reports: u64,
     pub leaves: u64,
     pub backends: Vec<BackendReport>,
+    /// Backends that left and are not registered now, newest first.
+    pub departed: Vec<DepartureReport>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -58,6 +60,16 @@ pub struct BackendReport {
     pub state: String,
     pub announcements: u64,
     pub sequence: u64,
+}
+
+/// A backend that left, and why.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DepartureReport {
+    pub address: Ipv4Addr,
+    /// `LEAVING announcement`, `IGMP leave`, `IGMP leave confirmed` or
+    /// `missed heartbeats`.
+    pub reason: String,
+    pub left_ms_ago: u64,
 }
 
 /// A counter or action that a report does not have: a reader that expects
@@ -154,6 +166,13 @@ impl StatusReport {
                     b.misses,
                     b.weight,
                     b.state
+                );
+            }
+            for d in &g.departed {
+                let _ = writeln!(
+                    out,
+                    "  left: {} ({}, {} ms ago)",
+                    d.address, d.reason, d.left_ms_ago
                 );
             }
         }

@@ -107,7 +107,9 @@ fn registration_rows(lb: &mut TestLb) -> Vec<(&'static str, f64, f64)> {
         });
         let registered = lb.maps.backends().unwrap();
         for (key, _) in registered.iter().filter(|(k, _)| k.addr[1] == 1) {
-            lb.maps.remove_backend(key).unwrap();
+            lb.maps
+                .remove_backend(key, lb_common::DepartureReason::Leaving, 0)
+                .unwrap();
         }
         logger.flush();
         rows.push((name, ns, floor));

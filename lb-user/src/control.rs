@@ -8,8 +8,8 @@ use std::{
 };
 
 use lb_common::{
-    AgingState, AuthClock, BackendEntry, BackendKey, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
-    GroupStatus,
+    AgingState, AuthClock, BackendEntry, BackendKey, DepartureReason, GROUP_STATE_ALIVE,
+    GROUP_STATE_DEAD, GroupStatus,
     wire::{
         ALL_SNOOPERS, IGMP_QUERY, igmp_v2_message, igmp_v3_code, igmp_v3_query, mrd_advertisement,
     },
@@ -279,8 +279,9 @@ impl Controller {
                     self.maps.remove_pending_leave(&key)?;
                 }
                 LeaveVerdict::Confirmed => {
-                    warn!(backend = %addr, group = %group.config.group, "backend removed: IGMP leave confirmed (no announcement after the confirmation query)");
-                    self.maps.remove_backend(&key)?;
+                    let why = DepartureReason::LeaveConfirmed;
+                    warn!(backend = %addr, group = %group.config.group, "backend removed: {} (no announcement after the confirmation query)", why.name());
+                    self.maps.remove_backend(&key, why, now_ns)?;
                     self.maps.remove_pending_leave(&key)?;
                     backends.retain(|(k, _)| *k != key);
                 }
@@ -397,13 +398,14 @@ impl Controller {
                     if current.is_some_and(|c| c.last_seen_ns != entry.last_seen_ns) {
                         continue;
                     }
-                    self.maps.remove_backend(&key)?;
+                    let why = DepartureReason::MissedHeartbeats;
+                    self.maps.remove_backend(&key, why, now_ns)?;
                     self.aging.remove(&key);
                     present.remove(&key);
                     warn!(
                         backend = %addr, %group, misses,
                         silent_ms = ms(now_ns.saturating_sub(entry.last_seen_ns)),
-                        "backend removed: missed heartbeats"
+                        "backend removed: {}", why.name()
                     );
                     continue;
                 }

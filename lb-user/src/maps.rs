@@ -11,8 +11,9 @@ use aya::{
     programs::{ProgramError, Xdp},
 };
 use lb_common::{
-    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, GroupReports, GroupStatus,
-    LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service, ServiceKey, global_name, map_name,
+    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, Departure, DepartureReason,
+    GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service,
+    ServiceKey, global_name, map_name,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -350,10 +351,31 @@ impl LbMaps {
         found(self.backends.get(key, 0), map_name::BACKENDS)
     }
 
-    /// Removes a backend and its aging state.
-    pub fn remove_backend(&mut self, key: &BackendKey) -> Result<(), MapsError> {
+    /// Removes a backend and its aging state, and remembers why for `status`.
+    pub fn remove_backend(
+        &mut self,
+        key: &BackendKey,
+        why: DepartureReason,
+        now_ns: u64,
+    ) -> Result<(), MapsError> {
         removed(self.backends.remove(key), map_name::BACKENDS)?;
+        let departure = Departure {
+            left_ns: now_ns,
+            reason: why as u32,
+            _pad: 0,
+        };
+        self.departures
+            .insert(key, &departure, 0)
+            .map_err(map_err(map_name::DEPARTURES))?;
         self.remove_aging(key)
+    }
+
+    /// Why and when backends left, newest kept (an LRU).
+    pub fn departures(&self) -> Result<Vec<(BackendKey, Departure)>, MapsError> {
+        self.departures
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map_name::DEPARTURES))
     }
 
     /// IGMP leaves waiting for confirmation: backend -> monotonic ns.

@@ -2,13 +2,17 @@
 //! into `lb_host::status::StatusReport`.
 use std::net::Ipv4Addr;
 
-use lb_common::{Action, GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS};
-use lb_host::status::{BackendReport, GroupReport, ServiceReport, StatusReport};
+use lb_common::{
+    Action, BackendEntry, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE,
+    GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS,
+};
+use lb_host::status::{BackendReport, DepartureReport, GroupReport, ServiceReport, StatusReport};
 
 use crate::maps::{LbMaps, MapsError};
 
 /// Reads every map once, at monotonic time `now_ns`.
 pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
+    let departures = maps.departures()?;
     let mut backends = maps.backends()?;
     backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
     let mut groups = Vec::new();
@@ -35,6 +39,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             reports: reports.reports,
             leaves: reports.leaves,
             backends: members,
+            departed: departed(&departures, &backends, id, now_ns),
         });
     }
     let mut services = Vec::new();
@@ -78,4 +83,30 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
         counters,
         actions,
     })
+}
+
+/// The group's backends that left and are not registered now, newest first.
+fn departed(
+    departures: &[(BackendKey, Departure)],
+    backends: &[(BackendKey, BackendEntry)],
+    group_id: u32,
+    now_ns: u64,
+) -> Vec<DepartureReport> {
+    let mut departed: Vec<(u64, DepartureReport)> = departures
+        .iter()
+        .filter(|(k, _)| k.group_id == group_id && !backends.iter().any(|(b, _)| b == k))
+        .map(|(key, d)| {
+            let reason = DepartureReason::from_raw(d.reason).map_or("unknown", |r| r.name());
+            (
+                d.left_ns,
+                DepartureReport {
+                    address: Ipv4Addr::from(key.addr),
+                    reason: reason.to_owned(),
+                    left_ms_ago: now_ns.saturating_sub(d.left_ns) / 1_000_000,
+                },
+            )
+        })
+        .collect();
+    departed.sort_by_key(|d| std::cmp::Reverse(d.0));
+    departed.into_iter().map(|(_, d)| d).collect()
 }

@@ -417,6 +417,15 @@ pub fn registered(status: &StatusReport) -> Vec<String> {
     addrs
 }
 
+/// Why `addr` left the first group, if status lists it as departed.
+pub fn departure_reason(status: &StatusReport, addr: &str) -> Option<String> {
+    first_group(status)
+        .departed
+        .iter()
+        .find(|d| d.address.to_string() == addr)
+        .map(|d| d.reason.clone())
+}
+
 /// The value of `counter` in a status report; an error if the report has
 /// no such counter (renamed or removed), never a silent zero.
 pub fn counter(status: &StatusReport, counter: Counter) -> anyhow::Result<u64> {

@@ -556,6 +556,11 @@ fn killed_keyed_agent(topo: &Topology) -> anyhow::Result<()> {
         lb.log_text().contains("IGMP leave confirmed"),
         "not removed by a confirmed leave"
     );
+    let reason = lb_tests::departure_reason(&topo.status(&pin)?, &victim);
+    ensure!(
+        reason.as_deref() == Some("IGMP leave confirmed"),
+        "status gives the departure as {reason:?}"
+    );
     Ok(())
 }
 

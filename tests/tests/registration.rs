@@ -10,7 +10,8 @@ use std::{
 
 use anyhow::{Context, bail, ensure};
 use lb_tests::{
-    Bridge, FAST_TIMERS, Proc, StatusReport, Topology, first_group, registered, wait_for,
+    Bridge, FAST_TIMERS, Proc, StatusReport, Topology, departure_reason, first_group, registered,
+    wait_for,
 };
 
 const P: Duration = Duration::from_millis(200);
@@ -134,6 +135,17 @@ impl Bed<'_> {
         until(self.topo, &self.pin, limit, what, pred)
     }
 
+    /// `status` lists `addr` as departed for `reason`.
+    fn departed_for(&self, addr: &str, reason: &str) -> anyhow::Result<()> {
+        let status = self.topo.status(&self.pin)?;
+        let got = departure_reason(&status, addr);
+        ensure!(
+            got.as_deref() == Some(reason),
+            "status gives {addr}'s departure as {got:?}, not {reason:?}"
+        );
+        Ok(())
+    }
+
     /// The LB's log has a line from XDP's log ring containing `text`.
     fn xdp_logged(&self, text: &str) -> anyhow::Result<()> {
         wait_for(Duration::from_secs(2), POLL, || {
@@ -248,6 +260,7 @@ fn frozen_agent_removed_thawed_agent_kept(bed: &mut Bed<'_>) -> anyhow::Result<(
         a2_max_misses >= 1,
         "agent2 never missed a heartbeat: was it frozen?"
     );
+    bed.departed_for(&a1, "missed heartbeats")?;
     // The thawed agent stays through one more full removal window.
     let watch = Instant::now();
     while watch.elapsed() < T * (N + 1) {
@@ -287,6 +300,7 @@ fn terminated_agent_removed_within_one_period(bed: &mut Bed<'_>) -> anyhow::Resu
         bed.agents[2].wait_exit(Duration::from_secs(5))? == 0,
         "agent3 did not exit 0"
     );
+    bed.departed_for(&a3, "LEAVING announcement")?;
     bed.xdp_logged(&format!("backend {a3} removed from group"))?;
     bed.xdp_logged("LEAVING announcement")
 }
@@ -410,6 +424,7 @@ fn killed_agent_removed_by_its_hosts_leave(bed: &mut Bed<'_>) -> anyhow::Result<
         ms(gone)
     );
     ensure!(gone <= P, "agent1 removed after {gone:?}, more than one P");
+    bed.departed_for(&a1, "IGMP leave")?;
     bed.xdp_logged(&format!("backend {a1} removed from group"))?;
     bed.xdp_logged("IGMP leave")
 }
