@@ -143,3 +143,56 @@ async fn exec(command: &str, limit: Duration) -> CheckResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(2);
+
+    fn exec(command: &str) -> CheckSpec {
+        CheckSpec::Exec {
+            command: command.to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_command_is_a_failing_check_not_a_crash() {
+        let result = round(&[exec("xlb-no-such-command-here")], LIMIT).await;
+        let reason = result.expect_err("a missing command passed");
+        assert!(reason.contains("127"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn every_check_must_pass_and_the_first_failure_is_reported() {
+        assert!(
+            round(&[exec("true"), exec("echo fine")], LIMIT)
+                .await
+                .is_ok()
+        );
+        let reason = round(&[exec("true"), exec("echo broken; exit 3")], LIMIT)
+            .await
+            .expect_err("a failing check passed");
+        assert!(reason.starts_with("exec:echo broken"), "{reason}");
+        assert!(reason.contains("broken"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_command_that_hangs_fails_at_the_timeout() {
+        let started = std::time::Instant::now();
+        let reason = round(&[exec("sleep 30")], Duration::from_millis(200))
+            .await
+            .expect_err("a hung command passed");
+        assert!(reason.contains("killed"), "{reason}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn tcp_passes_on_a_listening_port_and_fails_on_a_closed_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(round(&[CheckSpec::Tcp { port }], LIMIT).await.is_ok());
+        drop(listener);
+        assert!(round(&[CheckSpec::Tcp { port }], LIMIT).await.is_err());
+    }
+}
