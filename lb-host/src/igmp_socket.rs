@@ -112,7 +112,8 @@ pub fn parse_ip_igmp(packet: &[u8]) -> Option<Received> {
     })
 }
 
-fn set_multicast_ifindex(socket: &Socket, ifindex: u32) -> io::Result<()> {
+/// Sends the socket's multicast out of the interface with index `ifindex`.
+pub fn set_multicast_ifindex(socket: &impl AsRawFd, ifindex: u32) -> io::Result<()> {
     let mreqn = libc::ip_mreqn {
         imr_multiaddr: libc::in_addr { s_addr: 0 },
         imr_address: libc::in_addr { s_addr: 0 },

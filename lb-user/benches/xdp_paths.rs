@@ -10,7 +10,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{
-    FLOOR_PROGRAM_NAME, IPPROTO_TCP, LogBudget, ServiceKey,
+    FLOOR_PROGRAM_NAME, LogBudget,
     wire::{IGMP_V2_REPORT, igmp_v2_message},
 };
 
@@ -118,13 +118,7 @@ fn registration_rows(lb: &mut TestLb) -> Vec<(&'static str, f64, f64)> {
 }
 
 fn main() {
-    let service = ServiceKey {
-        vip: VIP.octets(),
-        port: 80,
-        proto: IPPROTO_TCP,
-        _pad: 0,
-    };
-    let mut lb = TestLb::new(LOAD, service, 65537);
+    let mut lb = TestLb::new(LOAD, TCP_SERVICE, 65537);
     // Three registered backends and a built table, as in production.
     for i in 0..3 {
         lb.announce(i, 0, 100);

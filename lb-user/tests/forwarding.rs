@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use lb_common::{
-    Counter, FlowKey, IPPROTO_TCP, ServiceKey, flow_hash,
+    Counter, FlowKey, IPPROTO_TCP, flow_hash,
     wire::{FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING},
 };
 
@@ -14,15 +14,6 @@ use common::*;
 const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
-fn tcp_service() -> ServiceKey {
-    ServiceKey {
-        vip: VIP.octets(),
-        port: 80,
-        proto: IPPROTO_TCP,
-        _pad: 0,
-    }
-}
-
 impl TestLb {
     /// Sends a SYN from CLIENT:sport; returns the backend MAC it went to.
     fn connect(&mut self, sport: u16) -> Option<[u8; 6]> {
@@ -73,7 +64,7 @@ impl TestLb {
 
     /// The backend MAC the active Maglev table gives CLIENT:sport -> VIP:80.
     fn maglev_pick(&self, sport: u16) -> Option<[u8; 6]> {
-        let service = self.maps.service(&tcp_service()).unwrap()?;
+        let service = self.maps.service(&TCP_SERVICE).unwrap()?;
         let key = FlowKey {
             src: CLIENT.octets(),
             dst: VIP.octets(),
@@ -106,7 +97,7 @@ fn forwarded(frame: &[u8], mac: [u8; 6]) -> Vec<u8> {
 
 #[test]
 fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
-    let mut lb = TestLb::new(LOAD, tcp_service(), 1009);
+    let mut lb = TestLb::with(LOAD);
     // No backend yet: dropped and counted.
     assert_eq!(lb.connect(1000), None);
     assert_eq!(lb.counter(Counter::VipNoBackend), 1);
@@ -189,7 +180,7 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
 
 #[test]
 fn a_down_backend_gets_no_traffic_and_its_flows_move() {
-    let mut lb = TestLb::new(LOAD, tcp_service(), 1009);
+    let mut lb = TestLb::with(LOAD);
     for i in 1..=3 {
         lb.announce(i, 0, 100);
     }
@@ -258,7 +249,7 @@ fn a_down_backend_gets_no_traffic_and_its_flows_move() {
 
 #[test]
 fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
-    let mut lb = TestLb::new(LOAD, tcp_service(), 1009);
+    let mut lb = TestLb::with(LOAD);
     lb.announce(1, 0, 100);
     let cases: Vec<(&str, Vec<u8>, u32, Counter)> = vec![
         (

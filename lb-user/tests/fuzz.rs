@@ -5,7 +5,7 @@
 use std::{collections::HashSet, net::Ipv4Addr};
 
 use lb_common::{
-    Counter, IPPROTO_TCP, ServiceKey,
+    Counter,
     siphash::{siphash24, tagged_message},
     wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, IGMP_V2_REPORT, igmp_v2_message},
 };
@@ -135,12 +135,7 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
             auth_on: true,
             ..LOAD
         },
-        ServiceKey {
-            vip: VIP.octets(),
-            port: 80,
-            proto: IPPROTO_TCP,
-            _pad: 0,
-        },
+        TCP_SERVICE,
         // A prime with 100 entries for each of the 40 possible sources:
         // with a key, leaves no longer remove backends at once, so all of
         // them may be registered together.

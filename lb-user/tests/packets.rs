@@ -542,19 +542,10 @@ fn packet_table() {
 #[test]
 fn allowlist_drops_announcements_from_other_sources() {
     lb_tests_require_root();
-    let mut lb = TestLb::new(
-        LoadParams {
-            allowlist_on: true,
-            ..LOAD
-        },
-        lb_common::ServiceKey {
-            vip: VIP.octets(),
-            port: 80,
-            proto: lb_common::IPPROTO_TCP,
-            _pad: 0,
-        },
-        1009,
-    );
+    let mut lb = TestLb::with(LoadParams {
+        allowlist_on: true,
+        ..LOAD
+    });
     lb.maps.allow(Ipv4Addr::new(10, 0, 0, 0), 29).unwrap();
     // Inside 10.0.0.0/29: registered.
     let frame = Frame::announce(BACKEND, 2000, 0, 100, 1).bytes();
@@ -587,19 +578,10 @@ fn authenticated_announcements() {
     const K1: [u8; 16] = [1; 16];
     const K2: [u8; 16] = [2; 16];
     const SECOND: u64 = 1_000_000_000;
-    let mut lb = TestLb::new(
-        LoadParams {
-            auth_on: true,
-            ..LOAD
-        },
-        lb_common::ServiceKey {
-            vip: VIP.octets(),
-            port: 80,
-            proto: lb_common::IPPROTO_TCP,
-            _pad: 0,
-        },
-        1009,
-    );
+    let mut lb = TestLb::with(LoadParams {
+        auth_on: true,
+        ..LOAD
+    });
     lb.maps.set_keys(&[K1]).unwrap();
     lb.sync_clock(30 * SECOND);
     let now = lb_host::system::realtime_ns();
@@ -777,19 +759,10 @@ fn authenticated_announcements() {
 #[test]
 fn a_full_server_list_rejects_newcomers_and_keeps_its_backends() {
     lb_tests_require_root();
-    let mut lb = TestLb::new(
-        LoadParams {
-            max_backends: 2,
-            ..LOAD
-        },
-        lb_common::ServiceKey {
-            vip: VIP.octets(),
-            port: 80,
-            proto: lb_common::IPPROTO_TCP,
-            _pad: 0,
-        },
-        1009,
-    );
+    let mut lb = TestLb::with(LoadParams {
+        max_backends: 2,
+        ..LOAD
+    });
     for i in 1..=2 {
         lb.announce(i, 0, 100);
     }
@@ -821,19 +794,10 @@ fn lb_tests_require_root() {
 fn with_a_key_a_leave_only_asks_for_confirmation() {
     lb_tests_require_root();
     const KEY: [u8; 16] = [7; 16];
-    let mut lb = TestLb::new(
-        LoadParams {
-            auth_on: true,
-            ..LOAD
-        },
-        lb_common::ServiceKey {
-            vip: VIP.octets(),
-            port: 80,
-            proto: lb_common::IPPROTO_TCP,
-            _pad: 0,
-        },
-        1009,
-    );
+    let mut lb = TestLb::with(LoadParams {
+        auth_on: true,
+        ..LOAD
+    });
     lb.maps.set_keys(&[KEY]).unwrap();
     lb.sync_clock(30_000_000_000);
     let payload = AnnouncementV1 {

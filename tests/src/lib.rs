@@ -373,6 +373,16 @@ impl Drop for Topology {
     }
 }
 
+/// Builds a topology, runs `body` on it (printing the logs if it fails)
+/// and tears it down: the whole of a namespace test.
+pub fn with_topology(
+    hosts: u8,
+    bridge: Bridge,
+    body: impl FnOnce(&Topology) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    Topology::new(hosts, bridge)?.run(body)
+}
+
 /// Removes the files under /run/xdp-lb whose names start with `prefix`:
 /// what processes this topology killed leave there (an LB's instance lock,
 /// an agent's state file); ones that exit cleanly remove their own.

@@ -619,8 +619,7 @@ fn failing_checks_keep_a_backend_down(bed: &mut Bed<'_>) -> anyhow::Result<()> {
 
 #[test]
 fn service_checks_follow_the_server_with_checks() {
-    let topo = Topology::new(5, Bridge::Snooping).unwrap();
-    topo.run(|topo| {
+    lb_tests::with_topology(5, Bridge::Snooping, |topo| {
         service_checks_follow_the_server(&mut serving_with(
             topo,
             &check_args("http://127.0.0.1:80/")
@@ -634,9 +633,10 @@ fn service_checks_follow_the_server_with_checks() {
 
 #[test]
 fn failing_checks_keep_a_backend_down_with_checks() {
-    let topo = Topology::new(5, Bridge::Snooping).unwrap();
-    topo.run(|topo| failing_checks_keep_a_backend_down(&mut serving(topo)?))
-        .unwrap();
+    lb_tests::with_topology(5, Bridge::Snooping, |topo| {
+        failing_checks_keep_a_backend_down(&mut serving(topo)?)
+    })
+    .unwrap();
 }
 
 /// One test per behaviour, each on a topology of its own.
@@ -645,8 +645,7 @@ macro_rules! forwarding_tests {
         $(
             #[test]
             fn $behaviour() {
-                let topo = Topology::new(5, Bridge::Snooping).unwrap();
-                topo.run(|topo| super::$behaviour(&mut serving(topo)?)).unwrap();
+                lb_tests::with_topology(5, Bridge::Snooping, |topo| super::$behaviour(&mut serving(topo)?)).unwrap();
             }
         )*
     };

@@ -129,8 +129,7 @@ fn lossy(topo: &Topology) -> anyhow::Result<()> {
 
 #[test]
 fn random_loss_causes_no_false_removal() {
-    let topo = Topology::new(3 + 1, Bridge::Snooping).unwrap();
-    topo.run(lossy).unwrap();
+    lb_tests::with_topology(3 + 1, Bridge::Snooping, lossy).unwrap();
 }
 
 /// One phase of the flood test: an LB protected by `protection`, agents
@@ -270,14 +269,12 @@ fn flood_against_key(topo: &Topology) -> anyhow::Result<()> {
 
 #[test]
 fn spoofed_flood_against_an_allowlist_registers_nothing() {
-    let topo = Topology::new(5, Bridge::Snooping).unwrap();
-    topo.run(flood_against_allowlist).unwrap();
+    lb_tests::with_topology(5, Bridge::Snooping, flood_against_allowlist).unwrap();
 }
 
 #[test]
 fn spoofed_flood_against_a_key_registers_nothing() {
-    let topo = Topology::new(5, Bridge::Snooping).unwrap();
-    topo.run(flood_against_key).unwrap();
+    lb_tests::with_topology(5, Bridge::Snooping, flood_against_key).unwrap();
 }
 
 /// An LB and one agent, registered; the agent started before anything
@@ -315,8 +312,7 @@ fn with_agent(
     hosts: u8,
     body: impl FnOnce(&mut Recovery<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let topo = Topology::new(hosts, Bridge::Snooping)?;
-    topo.run(|topo| {
+    lb_tests::with_topology(hosts, Bridge::Snooping, |topo| {
         let (lb, pin) = topo.start_lb(LB, "first", &FAST_TIMERS)?;
         let agent = topo.spawn(1, "agent", "backend-agent", &["--iface", "eth0"])?;
         let mut bed = Recovery {
@@ -566,12 +562,10 @@ fn killed_keyed_agent(topo: &Topology) -> anyhow::Result<()> {
 
 #[test]
 fn forged_leaves_never_remove_a_keyed_backend() {
-    let topo = Topology::new(5, Bridge::Snooping).unwrap();
-    topo.run(forged_leaves).unwrap();
+    lb_tests::with_topology(5, Bridge::Snooping, forged_leaves).unwrap();
 }
 
 #[test]
 fn a_killed_keyed_agent_is_removed_within_one_period() {
-    let topo = Topology::new(5, Bridge::Snooping).unwrap();
-    topo.run(killed_keyed_agent).unwrap();
+    lb_tests::with_topology(5, Bridge::Snooping, killed_keyed_agent).unwrap();
 }

@@ -167,8 +167,7 @@ fn with_registered(
     lb_extra: &[&str],
     body: impl FnOnce(&mut Bed<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let topo = Topology::new(6, bridge)?;
-    topo.run(|topo| {
+    lb_tests::with_topology(6, bridge, |topo| {
         let mode = match bridge {
             Bridge::Flooding => "snooping off",
             Bridge::Snooping => "snooping on",

@@ -124,6 +124,13 @@ impl Frame {
 }
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+/// The service the packet tests forward: TCP port 80 of the VIP.
+pub const TCP_SERVICE: ServiceKey = ServiceKey {
+    vip: VIP.octets(),
+    port: 80,
+    proto: lb_common::IPPROTO_TCP,
+    _pad: 0,
+};
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 
 /// Backend `i`: its address and MAC.
@@ -162,6 +169,11 @@ impl TestLb {
             maps,
             forwarding,
         }
+    }
+
+    /// Loaded with `load`, serving TCP_SERVICE from a 1009-entry table.
+    pub fn with(load: LoadParams) -> Self {
+        Self::new(load, TCP_SERVICE, 1009)
     }
 
     pub fn program(&mut self) -> &mut Xdp {

@@ -14,6 +14,7 @@ use std::{
 };
 
 use lb_common::wire::{IGMP_V2_LEAVE, igmp_v2_message, internet_checksum};
+use lb_host::igmp_socket::set_multicast_ifindex;
 
 /// All-routers group, where IGMPv2 leaves go.
 const ALL_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 2);
@@ -51,26 +52,8 @@ fn main() -> ExitCode {
     }
     // SAFETY: fd is a fresh socket we own.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mreqn = libc::ip_mreqn {
-        imr_multiaddr: libc::in_addr { s_addr: 0 },
-        imr_address: libc::in_addr { s_addr: 0 },
-        imr_ifindex: ifindex as libc::c_int,
-    };
-    // SAFETY: the pointer and length describe `mreqn`.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MULTICAST_IF,
-            (&raw const mreqn).cast(),
-            size_of::<libc::ip_mreqn>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        eprintln!(
-            "error: IP_MULTICAST_IF: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(e) = set_multicast_ifindex(&socket, ifindex) {
+        eprintln!("error: IP_MULTICAST_IF: {e}");
         return ExitCode::FAILURE;
     }
     let mut packet = [0u8; 20 + 8];
