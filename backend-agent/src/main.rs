@@ -436,17 +436,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let mut guard = ready.context("waiting on the IGMP socket")?;
                 let mut received = Vec::new();
                 loop {
-                    match guard.get_inner().try_recv() {
-                        Ok(Some(message)) => received.push(message),
-                        Ok(None) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
+                    // try_io clears the readiness only on WouldBlock: a packet
+                    // that arrives after the last read wakes us again.
+                    match guard.try_io(|socket| socket.get_ref().try_recv()) {
+                        Ok(Ok(Some(message))) => received.push(message),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => {
                             warn!("receiving IGMP failed: {e}");
+                            guard.clear_ready();
                             break;
                         }
+                        Err(_would_block) => break,
                     }
                 }
-                guard.clear_ready();
                 for message in received {
                     agent.handle(message);
                 }
