@@ -344,6 +344,100 @@ fn check_timeout(args: &Args) -> anyhow::Result<Duration> {
     Ok(limit)
 }
 
+/// What the direct-server-return setup changed, undone on drop: the VIP
+/// on the loopback and the interface's ARP settings.
+type VipSetup = (
+    system::AddedAddress,
+    system::SysctlOverride,
+    system::SysctlOverride,
+);
+
+/// Direct server return: the backend accepts VIP traffic on its loopback
+/// and never answers ARP for the VIP, which belongs to the LB.
+fn set_up_vip(vip: Ipv4Addr, iface: &str) -> anyhow::Result<VipSetup> {
+    Ok((
+        system::AddedAddress::add(vip, "lo", false)?,
+        system::SysctlOverride::set(&format!("net/ipv4/conf/{iface}/arp_ignore"), "1")?,
+        system::SysctlOverride::set(&format!("net/ipv4/conf/{iface}/arp_announce"), "2")?,
+    ))
+}
+
+impl Agent {
+    /// Joins the group and opens the sockets; the agent starts with no LB.
+    fn start(args: Args, key: Option<[u8; 16]>) -> anyhow::Result<Self> {
+        let local = system::interface_ipv4(&args.iface)?;
+        let igmp = IgmpSocket::open(&args.iface, system::interface_index(&args.iface)?, args.ttl)
+            .context("opening the raw IGMP socket")?;
+        igmp.join(args.group)
+            .with_context(|| format!("joining {} on {}", args.group, args.iface))?;
+        let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
+            .with_context(|| format!("binding a UDP socket to {local}"))?;
+        info!(iface = %args.iface, %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
+        let checks: Vec<String> = args.checks.iter().map(ToString::to_string).collect();
+        if !checks.is_empty() {
+            info!(?checks, interval = %humantime::format_duration(args.check_interval), rise = args.rise, fall = args.fall, "service checks: DOWN until they pass {} times in a row", args.rise);
+        }
+        let state = AgentStatus {
+            pid: std::process::id(),
+            iface: args.iface.clone(),
+            group: Some(args.group),
+            service: if checks.is_empty() {
+                "unchecked"
+            } else {
+                "down"
+            }
+            .to_owned(),
+            checks,
+            ..AgentStatus::default()
+        };
+        let mut agent = Agent {
+            health: (!args.checks.is_empty()).then(|| Health::new(args.rise, args.fall)),
+            args,
+            local,
+            // SAFETY: the AsyncFd owns the socket, so the fd stays open while registered.
+            igmp: unsafe { AsyncFd::register(igmp) }
+                .map_err(|e| anyhow::anyhow!("registering the IGMP socket: {e}"))?,
+            udp,
+            schedule: Schedule::default(),
+            last_sequence: 0,
+            draining: false,
+            last_failure: None,
+            state,
+            key,
+        };
+        agent.publish();
+        Ok(agent)
+    }
+
+    /// Reads every queued IGMP packet once the socket is readable.
+    async fn receive(&mut self) -> anyhow::Result<()> {
+        let mut guard = self
+            .igmp
+            .readable()
+            .await
+            .context("waiting on the IGMP socket")?;
+        let mut received = Vec::new();
+        loop {
+            // try_io clears the readiness only on WouldBlock: a packet that
+            // arrives after the last read wakes us again.
+            match guard.try_io(|socket| socket.get_ref().try_recv()) {
+                Ok(Ok(Some(message))) => received.push(message),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
+                    warn!("receiving IGMP failed: {e}");
+                    guard.clear_ready();
+                    break;
+                }
+                Err(_would_block) => break,
+            }
+        }
+        for message in received {
+            self.handle(message);
+        }
+        Ok(())
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.status {
         print!(
@@ -362,69 +456,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .transpose()
         .map_err(anyhow::Error::msg)?;
     system::require_root("backend-agent")?;
-    let local = system::interface_ipv4(&args.iface)?;
-    let igmp = IgmpSocket::open(&args.iface, system::interface_index(&args.iface)?, args.ttl)
-        .context("opening the raw IGMP socket")?;
-    igmp.join(args.group)
-        .with_context(|| format!("joining {} on {}", args.group, args.iface))?;
-    let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
-        .with_context(|| format!("binding a UDP socket to {local}"))?;
-    // Direct server return: the backend accepts VIP traffic on its loopback
-    // and never answers ARP for the VIP, which belongs to the LB.
-    let _vip = match args.vip {
-        Some(vip) => Some((
-            system::AddedAddress::add(vip, "lo", false)?,
-            system::SysctlOverride::set(&format!("net/ipv4/conf/{}/arp_ignore", args.iface), "1")?,
-            system::SysctlOverride::set(
-                &format!("net/ipv4/conf/{}/arp_announce", args.iface),
-                "2",
-            )?,
-        )),
-        None => None,
-    };
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigusr1 =
         signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let mut sigusr2 =
         signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
-    info!(iface = %args.iface, %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
-    let checks = args.checks.clone();
-    let (args_iface, group) = (args.iface.clone(), args.group);
-    let (check_interval, rise, fall) = (args.check_interval, args.rise, args.fall);
-    if !checks.is_empty() {
-        let list: Vec<String> = checks.iter().map(ToString::to_string).collect();
-        info!(checks = ?list, interval = %humantime::format_duration(check_interval), rise, fall, "service checks: DOWN until they pass {rise} times in a row");
-    }
-    let mut agent = Agent {
-        args,
-        local,
-        // SAFETY: the AsyncFd owns the socket, so the fd stays open while registered.
-        igmp: unsafe { AsyncFd::register(igmp) }
-            .map_err(|e| anyhow::anyhow!("registering the IGMP socket: {e}"))?,
-        udp,
-        schedule: Schedule::default(),
-        last_sequence: 0,
-        draining: false,
-        health: (!checks.is_empty()).then(|| Health::new(rise, fall)),
-        last_failure: None,
-        state: AgentStatus {
-            pid: std::process::id(),
-            iface: args_iface.clone(),
-            group: Some(group),
-            service: if checks.is_empty() {
-                "unchecked"
-            } else {
-                "down"
-            }
-            .to_owned(),
-            checks: checks.iter().map(ToString::to_string).collect(),
-            ..AgentStatus::default()
-        },
-        key,
-    };
-    agent.publish();
-    let mut check_results = start_checks(checks, check_interval, check_timeout);
+    let mut check_results = start_checks(args.checks.clone(), args.check_interval, check_timeout);
+    let (vip, iface) = (args.vip, args.iface.clone());
+    let mut agent = Agent::start(args, key)?;
+    let _vip = vip.map(|vip| set_up_vip(vip, &iface)).transpose()?;
     loop {
         // With nothing pending, wake up only for packets and signals.
         let deadline = agent
@@ -432,27 +473,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .next_deadline()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            ready = agent.igmp.readable() => {
-                let mut guard = ready.context("waiting on the IGMP socket")?;
-                let mut received = Vec::new();
-                loop {
-                    // try_io clears the readiness only on WouldBlock: a packet
-                    // that arrives after the last read wakes us again.
-                    match guard.try_io(|socket| socket.get_ref().try_recv()) {
-                        Ok(Ok(Some(message))) => received.push(message),
-                        Ok(Ok(None)) => {}
-                        Ok(Err(e)) => {
-                            warn!("receiving IGMP failed: {e}");
-                            guard.clear_ready();
-                            break;
-                        }
-                        Err(_would_block) => break,
-                    }
-                }
-                for message in received {
-                    agent.handle(message);
-                }
-            }
+            received = agent.receive() => received?,
             _ = sleep_until(deadline) => agent.send_due(),
             Some(result) = next_checks(&mut check_results) => agent.on_checks(result),
             _ = sigusr1.recv() => agent.set_draining(true),
