@@ -1,7 +1,7 @@
 //! Authenticated announcements (SPEC 4.3): a SipHash-2-4 tag under one of
 //! up to two keys, a sequence above the backend's last accepted one, and a
 //! sequence within the allowed skew of the LB's wall clock.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
 use lb_common::{
     BackendKey, Counter, MAX_AUTH_KEYS,
     siphash::{siphash24, tagged_message},
@@ -9,8 +9,6 @@ use lb_common::{
 };
 
 use crate::maps::{AUTH_CLOCK, AUTH_KEYS, LAST_SEQUENCE, LB_ADDR};
-
-const BPF_ANY: u64 = 0;
 
 /// Accepts `payload` from `key.addr` or says which check failed. On
 /// success the sequence is remembered, so the same payload is not
@@ -54,6 +52,6 @@ pub fn verify(key: &BackendKey, payload: &[u8; ANNOUNCE_V1_LEN]) -> Result<(), C
     // An LRU entry that cannot be written leaves the backend unprotected
     // against replay: refuse rather than accept.
     LAST_SEQUENCE
-        .insert(key, &sequence, BPF_ANY)
+        .insert(key, &sequence, u64::from(BPF_ANY))
         .map_err(|_| Counter::AuthReplay)
 }

@@ -1,7 +1,7 @@
 //! Client traffic to a service's VIP: layer-2 direct server return. The
 //! frame goes back out with the backend's MAC as destination; the backend
 //! (which holds the VIP on its loopback) answers the client directly.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     BackendKey, Counter, Flow, FlowKey, Service, ServiceKey, flow_hash, wire::FLAG_DOWN,
 };
@@ -11,8 +11,6 @@ use crate::{
     maps::{BACKENDS, FLOWS, LB_MAC, MAGLEV, SERVICES},
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
 };
-
-const BPF_ANY: u64 = 0;
 
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Counter {
@@ -113,7 +111,7 @@ fn pick_backend(service: &Service, key: &FlowKey, new_connection: bool) -> Optio
         created_ns: unsafe { bpf_ktime_get_ns() },
     };
     // A full LRU evicts its oldest flow; a failed insert only costs stickiness.
-    let _ = FLOWS.insert(key, &flow, BPF_ANY);
+    let _ = FLOWS.insert(key, &flow, u64::from(BPF_ANY));
     Some((mac, true))
 }
 

@@ -1,7 +1,7 @@
 //! Announcements (SPEC 4.3, 5.2, 5.5): insert or refresh a backend in the
 //! server list, or remove it at once when it is LEAVING.
 use aya_ebpf::btf_maps::lpm_trie::Key;
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
     BackendEntry, BackendKey, Counter, DepartureReason,
     wire::{
@@ -17,8 +17,8 @@ use crate::{
     parse::{Ipv4Packet, ptr_at},
 };
 
-/// `BPF_ANY` for map updates.
-const BPF_ANY: u64 = 0;
+/// The error (a negated errno) of an insert that finds its key there.
+const EEXIST: i32 = -17;
 
 /// The fields a payload sets: flags, weight, sequence, version.
 struct Payload {
@@ -90,28 +90,44 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
             Err(_) => Counter::AnnounceAccepted,
         };
     }
-    // SAFETY: read-only copy of a plain value.
-    let previous = unsafe { BACKENDS.get(&key) }.map(|e| e.announcements);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // A known backend is refreshed in place: no map update on the
+    // heartbeat path. lb-user only reads the entry, and each field is
+    // written whole, so a reader sees the old or the new value of each.
+    if let Some(entry) = BACKENDS.get_ptr_mut(&key) {
+        // SAFETY: a valid pointer into the map's value for this key.
+        let entry = unsafe { &mut *entry };
+        entry.last_seen_ns = now;
+        entry.sequence = payload.sequence;
+        entry.announcements += 1;
+        entry.mac = packet.eth_src;
+        entry.weight = payload.weight;
+        entry.flags = payload.flags;
+        entry.version = payload.version;
+        return Counter::AnnounceAccepted;
+    }
     let entry = BackendEntry {
-        // SAFETY: helper without preconditions.
-        last_seen_ns: unsafe { bpf_ktime_get_ns() },
+        last_seen_ns: now,
         sequence: payload.sequence,
-        announcements: previous.unwrap_or(0) + 1,
+        announcements: 1,
         mac: packet.eth_src,
         weight: payload.weight,
         flags: payload.flags,
         version: payload.version,
         _pad: [0; 6],
     };
-    if BACKENDS.insert(&key, &entry, BPF_ANY).is_err() {
-        events::table_full(ctx, &key);
-        return Counter::AnnounceTableFull;
-    }
-    match previous {
-        Some(_) => Counter::AnnounceAccepted,
-        None => {
+    // BPF_NOEXIST: a CPU that registered the same backend a moment ago
+    // keeps its entry; this announcement then only counts as a refresh.
+    match BACKENDS.insert(&key, &entry, u64::from(BPF_NOEXIST)) {
+        Ok(()) => {
             events::registered(ctx, &key, entry.mac, entry.weight);
             Counter::AnnounceRegistered
+        }
+        Err(EEXIST) => Counter::AnnounceAccepted,
+        Err(_) => {
+            events::table_full(ctx, &key);
+            Counter::AnnounceTableFull
         }
     }
 }
