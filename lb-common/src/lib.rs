@@ -44,6 +44,10 @@ macro_rules! program_maps {
             COUNTERS / counters: PerCpuArray<u64>[$crate::Counter::ALL.len() as u32];
             /// Virtual IPs (network order) -> number of services on them.
             VIPS / vips: HashMap<[u8; 4], u32>[$crate::MAX_SERVICES];
+            /// One 64-bit filter with bit [`vip_filter_bit`]($crate::vip_filter_bit)
+            /// of every VIP set: a packet whose bit is clear goes to no VIP,
+            /// known without a hash lookup. Written by lb-user with VIPS.
+            VIP_FILTER / vip_filter: Array<u64>[1];
             /// Services, written by lb-user.
             SERVICES / services: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
             /// Maglev tables, two slots per service (see `Service::maglev_index`);
@@ -189,6 +193,13 @@ impl Service {
     pub const fn maglev_index(&self, slot: u32, entry: u32) -> u32 {
         (self.service_id * 2 + slot) * MAX_MAGLEV_SIZE + entry
     }
+}
+
+/// The bit of `addr` in the VIP filter: from its two low bytes, which
+/// differ most between the addresses of one site.
+#[inline(always)]
+pub const fn vip_filter_bit(addr: [u8; 4]) -> u64 {
+    1 << ((addr[3] ^ addr[2]) & 63)
 }
 
 /// A client flow (5-tuple), as seen arriving at the LB.

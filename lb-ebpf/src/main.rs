@@ -14,7 +14,7 @@ mod registration;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Action, Counter};
+use lb_common::{Action, Counter, vip_filter_bit};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::parse::{Ipv4Packet, ptr_at};
@@ -46,8 +46,12 @@ fn classify(ctx: &XdpContext) -> Counter {
     else {
         return Counter::Malformed;
     };
+    // Most traffic is to no VIP: the filter says so without a hash lookup.
+    let maybe_vip = maps::VIP_FILTER
+        .get(0)
+        .is_some_and(|filter| filter & vip_filter_bit(packet.dst) != 0);
     // SAFETY: the value is a plain u32 that only lb-user writes.
-    if unsafe { maps::VIPS.get(&packet.dst) }.is_some() {
+    if maybe_vip && unsafe { maps::VIPS.get(&packet.dst) }.is_some() {
         return forwarding::handle(ctx, eth.cast_mut(), &packet);
     }
     match packet.proto {

@@ -133,10 +133,12 @@ impl Forwarding {
         let mut vips: Vec<[u8; 4]> = configs.iter().map(|c| c.key.vip).collect();
         vips.sort();
         vips.dedup();
-        for vip in vips {
+        for &vip in &vips {
             let count = configs.iter().filter(|c| c.key.vip == vip).count() as u32;
             maps.set_vip(Ipv4Addr::from(vip), count)?;
         }
+        let vips: Vec<Ipv4Addr> = vips.into_iter().map(Ipv4Addr::from).collect();
+        maps.set_vip_filter(&vips)?;
         Ok(Self {
             services,
             segment,

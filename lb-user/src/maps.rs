@@ -13,7 +13,7 @@ use aya::{
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, Departure, DepartureReason,
     GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service,
-    ServiceKey, global_name, map_name,
+    ServiceKey, global_name, map_name, vip_filter_bit,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -283,6 +283,16 @@ impl LbMaps {
         self.vips
             .insert(&vip.octets(), &services, 0)
             .map_err(map_err(map_name::VIPS))
+    }
+
+    /// Sets the VIP filter XDP checks before its VIP lookup to `vips`.
+    pub fn set_vip_filter(&mut self, vips: &[Ipv4Addr]) -> Result<(), MapsError> {
+        let filter = vips
+            .iter()
+            .fold(0u64, |f, vip| f | vip_filter_bit(vip.octets()));
+        self.vip_filter
+            .set(0, &filter, 0)
+            .map_err(map_err(map_name::VIP_FILTER))
     }
 
     pub fn maglev_entry(&self, index: u32) -> Result<[u8; 4], MapsError> {
