@@ -8,22 +8,25 @@ use lb_common::{
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
-    maps::{BACKENDS, FLOWS, LB_MAC, MAGLEV, SERVICES},
+    maps::{BACKENDS, FLOWS, LB_MAC, MAGLEV, SERVICES, VIPS},
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
 };
 
+/// A packet the VIP filter let through: forwarded, or dropped as a VIP's,
+/// with its counter; `None` if it is no service's packet (no VIP, or a
+/// port or protocol of a VIP without a service), to be classified like any.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Counter {
+pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option<Counter> {
     if packet.proto != IPPROTO_TCP && packet.proto != IPPROTO_UDP {
-        // ICMP and the rest: the LB's own stack answers for the VIP.
-        return Counter::Ignored;
+        // ICMP and the rest: the LB's own stack answers, for a VIP too.
+        return None;
     }
     // Only whole, option-free datagrams can be hashed on their ports.
     if packet.is_fragment || packet.has_options {
-        return Counter::VipMalformed;
+        return is_vip(packet.dst).then_some(Counter::VipMalformed);
     }
     let Some((ports, new_connection)) = transport(ctx, packet) else {
-        return Counter::VipMalformed;
+        return is_vip(packet.dst).then_some(Counter::VipMalformed);
     };
     let [src_port, dst_port] = ports;
     let service_key = ServiceKey {
@@ -34,7 +37,9 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Counte
     };
     // SAFETY: plain value written only by lb-user; copied out at once.
     let Some(service) = (unsafe { SERVICES.get(&service_key) }).copied() else {
-        return Counter::Ignored;
+        // Another port of a VIP, or no VIP: classified like any packet (to
+        // a VIP's other ports that ends in `ignored`, and the stack).
+        return None;
     };
     let flow_key = FlowKey {
         src: packet.src,
@@ -45,18 +50,27 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Counte
         _pad: [0; 3],
     };
     let Some((mac, new_flow)) = pick_backend(&service, &flow_key, new_connection) else {
-        return Counter::VipNoBackend;
+        return Some(Counter::VipNoBackend);
     };
     // SAFETY: eth was bounds-checked by the caller; XDP packets are writable.
     unsafe {
         (*eth).dst_addr = mac;
         (*eth).src_addr = LB_MAC.load();
     }
-    if new_flow {
+    Some(if new_flow {
         Counter::VipNewFlow
     } else {
         Counter::VipForwarded
-    }
+    })
+}
+
+/// Whether `addr` is a VIP: asked only on the rare paths (fragments,
+/// options, a cut transport header) that the VIP filter alone cannot
+/// settle, where a VIP's packet is dropped and anyone else's passed.
+#[inline(always)]
+fn is_vip(addr: [u8; 4]) -> bool {
+    // SAFETY: a presence check of a plain value that only lb-user writes.
+    unsafe { VIPS.get(&addr) }.is_some()
 }
 
 /// The ports of a TCP or UDP packet and whether it opens a new connection

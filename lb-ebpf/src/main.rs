@@ -50,9 +50,8 @@ fn classify(ctx: &XdpContext) -> Counter {
     let maybe_vip = maps::VIP_FILTER
         .get(0)
         .is_some_and(|filter| filter & vip_filter_bit(packet.dst) != 0);
-    // SAFETY: the value is a plain u32 that only lb-user writes.
-    if maybe_vip && unsafe { maps::VIPS.get(&packet.dst) }.is_some() {
-        return forwarding::handle(ctx, eth.cast_mut(), &packet);
+    if maybe_vip && let Some(outcome) = forwarding::handle(ctx, eth.cast_mut(), &packet) {
+        return outcome;
     }
     match packet.proto {
         parse::IPPROTO_UDP => registration::handle(ctx, &packet),
