@@ -305,10 +305,8 @@ pub struct GroupReports {
     pub reports: u64,
     /// Leaves (IGMPv2 leave, IGMPv3 change to include nothing) seen.
     pub leaves: u64,
-    /// CLOCK_MONOTONIC ns of the last report on this CPU.
-    pub last_report_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<GroupReports>() == 24);
+const _: () = assert!(core::mem::size_of::<GroupReports>() == 16);
 
 /// Departures remembered for `status`.
 pub const MAX_DEPARTURES: u32 = 1024;

@@ -141,8 +141,6 @@ fn record(
     Some(match membership {
         Membership::Report => {
             stats.reports += 1;
-            // SAFETY: helper without preconditions.
-            stats.last_report_ns = unsafe { bpf_ktime_get_ns() };
             Counter::IgmpReport
         }
         Membership::Leave => {

@@ -319,7 +319,7 @@ impl LbMaps {
             .map_err(map_err(map_name::GROUP_STATUS))
     }
 
-    /// A group's IGMP statistics summed over CPUs; the newest report time.
+    /// A group's IGMP statistics summed over CPUs.
     pub fn group_reports(&self, id: u32) -> Result<GroupReports, MapsError> {
         let per_cpu = self
             .group_reports
@@ -330,7 +330,6 @@ impl LbMaps {
             .fold(GroupReports::default(), |acc, r| GroupReports {
                 reports: acc.reports + r.reports,
                 leaves: acc.leaves + r.leaves,
-                last_report_ns: acc.last_report_ns.max(r.last_report_ns),
             }))
     }
 
