@@ -3,23 +3,13 @@
 //! Usage: flood LB_ADDR PORT SECONDS SRC_PREFIX (e.g. 10.100.0.0/16)
 //! Prints one JSON line: packets sent and the rate.
 use std::{
-    mem::size_of,
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     process::ExitCode,
     time::{Duration, Instant},
 };
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+use lb_common::wire::internet_checksum;
+use lb_tests::raw;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -44,21 +34,12 @@ fn main() -> ExitCode {
         return usage();
     };
     let host_bits = 32 - len.min(32);
-    // SAFETY: plain socket creation; the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-    if fd < 0 {
-        eprintln!("error: raw socket: {}", std::io::Error::last_os_error());
-        return ExitCode::FAILURE;
-    }
-    // SAFETY: fd is a fresh socket we own.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let to = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(lb).to_be(),
-        },
-        sin_zero: [0; 8],
+    let socket = match raw::socket() {
+        Ok(socket) => socket,
+        Err(e) => {
+            eprintln!("error: raw socket: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
     let mut next = || {
@@ -86,7 +67,7 @@ fn main() -> ExitCode {
             packet[2..4].copy_from_slice(&total.to_be_bytes());
             packet[12..16].copy_from_slice(&src.octets());
             packet[16..20].copy_from_slice(&lb.octets());
-            let sum = checksum(&packet[..20]);
+            let sum = internet_checksum(&packet[..20]);
             packet[10..12].copy_from_slice(&sum.to_be_bytes());
             packet[20..22].copy_from_slice(&(40000 + (r >> 48) as u16 % 20000).to_be_bytes());
             packet[22..24].copy_from_slice(&port.to_be_bytes());
@@ -97,18 +78,8 @@ fn main() -> ExitCode {
             packet[34..36].copy_from_slice(&100u16.to_be_bytes());
             packet[36..44].copy_from_slice(&next().to_be_bytes());
             packet[44..52].copy_from_slice(&next().to_le_bytes());
-            // SAFETY: the buffer and address are valid for the call.
-            let rc = unsafe {
-                libc::sendto(
-                    socket.as_raw_fd(),
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const to).cast(),
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            };
-            if rc > 0 {
+            // A full socket buffer drops the packet: only the sent count.
+            if raw::send(&socket, &packet, lb).is_ok() {
                 sent += 1;
             }
         }

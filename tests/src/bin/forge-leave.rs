@@ -5,9 +5,7 @@
 //! Prints one JSON line: leaves sent.
 use std::{
     ffi::CString,
-    mem::size_of,
     net::Ipv4Addr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     process::ExitCode,
     thread::sleep,
     time::{Duration, Instant},
@@ -15,6 +13,7 @@ use std::{
 
 use lb_common::wire::{IGMP_V2_LEAVE, igmp_v2_message, internet_checksum};
 use lb_host::igmp_socket::set_multicast_ifindex;
+use lb_tests::raw;
 
 /// All-routers group, where IGMPv2 leaves go.
 const ALL_ROUTERS: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 2);
@@ -44,14 +43,13 @@ fn main() -> ExitCode {
     if ifindex == 0 || rate == 0 {
         return usage();
     }
-    // SAFETY: plain socket creation; the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-    if fd < 0 {
-        eprintln!("error: raw socket: {}", std::io::Error::last_os_error());
-        return ExitCode::FAILURE;
-    }
-    // SAFETY: fd is a fresh socket we own.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = match raw::socket() {
+        Ok(socket) => socket,
+        Err(e) => {
+            eprintln!("error: raw socket: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = set_multicast_ifindex(&socket, ifindex) {
         eprintln!("error: IP_MULTICAST_IF: {e}");
         return ExitCode::FAILURE;
@@ -65,31 +63,12 @@ fn main() -> ExitCode {
     let sum = internet_checksum(&packet[..20]);
     packet[10..12].copy_from_slice(&sum.to_be_bytes());
     packet[20..].copy_from_slice(&igmp_v2_message(IGMP_V2_LEAVE, 0, group.octets()));
-    let to = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(ALL_ROUTERS).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
     let every = Duration::from_secs(1) / rate;
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < Duration::from_secs(seconds) {
-        // SAFETY: the buffer and address are valid for the call.
-        let rc = unsafe {
-            libc::sendto(
-                socket.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&raw const to).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            eprintln!("error: sendto: {}", std::io::Error::last_os_error());
+        if let Err(e) = raw::send(&socket, &packet, ALL_ROUTERS) {
+            eprintln!("error: sendto: {e}");
             return ExitCode::FAILURE;
         }
         sent += 1;
