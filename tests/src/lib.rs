@@ -308,6 +308,14 @@ impl Topology {
         self.spawn_program(i, name, bin(binary).to_str().context("binary path")?, args)
     }
 
+    /// Starts `backend-agent` with `args` on each of `hosts`, named `agent<host>`.
+    pub fn spawn_agents(&self, hosts: &[usize], args: &[&str]) -> anyhow::Result<Vec<Proc>> {
+        hosts
+            .iter()
+            .map(|&h| self.spawn(h, &format!("agent{h}"), "backend-agent", args))
+            .collect()
+    }
+
     /// Starts any program (from PATH or a path) in host `i`, logging to a file.
     pub fn spawn_program(
         &self,

@@ -44,17 +44,7 @@ fn lossy(topo: &Topology) -> anyhow::Result<()> {
             "10",
         ],
     )?;
-    let _agents: Vec<Proc> = BACKENDS
-        .iter()
-        .map(|&h| {
-            topo.spawn(
-                h,
-                &format!("agent{h}"),
-                "backend-agent",
-                &["--iface", "eth0"],
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let _agents: Vec<Proc> = topo.spawn_agents(&BACKENDS, &["--iface", "eth0"])?;
     let want = backend_addrs(topo);
     wait_for(Duration::from_secs(5), POLL, || {
         topo.status(&pin).ok().filter(|s| registered(s) == want)
@@ -462,17 +452,8 @@ fn keyed(topo: &Topology) -> anyhow::Result<(Proc, std::path::PathBuf, Vec<Proc>
         &key,
     ];
     let (lb, pin) = topo.start_lb(LB, "keyed", &extra)?;
-    let agents: Vec<Proc> = BACKENDS
-        .iter()
-        .map(|&h| {
-            topo.spawn(
-                h,
-                &format!("agent{h}"),
-                "backend-agent",
-                &["--iface", "eth0", "--key-file", &key],
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let agents: Vec<Proc> =
+        topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--key-file", &key])?;
     let want = backend_addrs(topo);
     wait_for(Duration::from_secs(5), POLL, || {
         topo.status(&pin).ok().filter(|s| registered(s) == want)

@@ -133,17 +133,8 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
     // Our LB: XDP with direct server return.
     {
         let (_lb, pin) = topo.start_lb(LB, "bench", &["--vip", &vip, "--service", "tcp:80"])?;
-        let _agents: Vec<Proc> = BACKENDS
-            .iter()
-            .map(|&h| {
-                topo.spawn(
-                    h,
-                    &format!("agent{h}"),
-                    "backend-agent",
-                    &["--iface", "eth0", "--vip", &vip],
-                )
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let _agents: Vec<Proc> =
+            topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip])?;
         wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
             topo.status(&pin)
                 .ok()
