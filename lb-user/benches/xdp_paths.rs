@@ -10,7 +10,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{
-    FLOOR_PROGRAM_NAME, LogBudget,
+    Counter, FLOOR_PROGRAM_NAME, LogBudget,
     wire::{IGMP_V2_REPORT, igmp_v2_message},
 };
 
@@ -117,6 +117,39 @@ fn registration_rows(lb: &mut TestLb) -> Vec<(&'static str, f64, f64)> {
     rows
 }
 
+/// Clients in the distinct-clients row: three times the connection table
+/// of `LOAD`, so that most of them evict the least recently used flow.
+const DISTINCT_CLIENTS: u32 = 3 * LOAD.max_flows;
+
+/// New flows (SYN, Maglev pick, connection-table insert), each frame run
+/// once: from one client, and from distinct clients into a cold table that
+/// fills and then evicts. Checks that every run forwarded a new flow.
+fn new_flow_rows(lb: &mut TestLb) -> Vec<(&'static str, f64, f64)> {
+    let one: Vec<Vec<u8>> = (0..DISTINCT_CLIENTS)
+        .map(|_| Frame::tcp(CLIENT, 40002, VIP, 80, 0x02).bytes())
+        .collect();
+    let distinct: Vec<Vec<u8>> = (0..DISTINCT_CLIENTS)
+        .map(|i| Frame::tcp(Ipv4Addr::from(0x0a40_0000 + i), 40000, VIP, 80, 0x02).bytes())
+        .collect();
+    let floor = median_single_ns(lb.extra_program(FLOOR_PROGRAM_NAME), &one, || {});
+    let mut rows = vec![("empty XDP program, one run each", floor, floor)];
+    for (name, frames) in [
+        ("SYN, one client", &one),
+        ("SYN, distinct clients, evicting", &distinct),
+    ] {
+        let before = lb.counter(Counter::VipNewFlow);
+        let program = lb_user::maps::xdp_program(&mut lb.ebpf).unwrap();
+        let ns = median_single_ns(program, frames, || {});
+        assert_eq!(
+            lb.counter(Counter::VipNewFlow) - before,
+            u64::from(DISTINCT_CLIENTS),
+            "{name}: every run must start a forwarded flow"
+        );
+        rows.push((name, ns, floor));
+    }
+    rows
+}
+
 fn main() {
     let mut lb = TestLb::new(LOAD, TCP_SERVICE, 65537);
     // Three registered backends and a built table, as in production.
@@ -172,4 +205,18 @@ fn main() {
     for (name, ns, floor) in registration_rows(&mut lb) {
         println!("{name:<34} {ns:>9.1} {:>9.2}", ns / floor);
     }
+    println!();
+    println!(
+        "new flows, BPF_PROG_TEST_RUN, median of {DISTINCT_CLIENTS} single runs (connection table of {})",
+        LOAD.max_flows
+    );
+    println!("{:<34} {:>9} {:>9}", "path", "ns/pkt", "x floor");
+    let rows = new_flow_rows(&mut lb);
+    for (name, ns, floor) in &rows {
+        println!("{name:<34} {ns:>9.1} {:>9.2}", ns / floor);
+    }
+    println!(
+        "distinct clients / one client: {:.2}",
+        rows[2].1 / rows[1].1
+    );
 }
