@@ -32,8 +32,10 @@ macro_rules! program_maps {
             /// Aging state of each backend, written by lb-user only; declared
             /// here so that it is created and pinned with BTF beside the list.
             BACKEND_AGING / aging: HashMap<$crate::BackendKey, $crate::AgingState>[$crate::DEFAULT_MAX_BACKENDS];
-            /// Announcement port (host order) -> group id.
-            ANNOUNCE_PORTS / announce_ports: HashMap<u16, u32>[$crate::MAX_GROUPS];
+            /// Announcement port (host order, the index) -> group id + 1, 0
+            /// for no group: an array, so the check on every UDP packet to
+            /// the LB needs no hash lookup.
+            ANNOUNCE_PORTS / announce_ports: Array<u32>[1 << 16];
             /// Group address (network order) -> group id.
             GROUP_ADDRS / group_addrs: HashMap<[u8; 4], u32>[$crate::MAX_GROUPS];
             /// IGMP report statistics per group (per CPU), written by XDP.

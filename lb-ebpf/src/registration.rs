@@ -45,8 +45,11 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     // SAFETY: ptr_at checked the bounds.
     let udp = unsafe { &*udp };
     let port = u16::from_be_bytes(udp.dst);
-    // SAFETY: the value is a plain u32 that only lb-user writes.
-    let Some(&group_id) = (unsafe { ANNOUNCE_PORTS.get(&port) }) else {
+    // Every port has a slot: 0 is no group's port.
+    let Some(group_id) = ANNOUNCE_PORTS
+        .get(u32::from(port))
+        .and_then(|&slot| slot.checked_sub(1))
+    else {
         return Counter::Ignored;
     };
     if packet.dst != LB_ADDR.load() {

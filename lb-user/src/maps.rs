@@ -205,7 +205,7 @@ impl LbMaps {
         }
         for (id, g) in (0u32..).zip(groups) {
             self.announce_ports
-                .insert(&g.port, &id, 0)
+                .set(u32::from(g.port), &(id + 1), 0)
                 .map_err(map_err(map_name::ANNOUNCE_PORTS))?;
             self.group_addrs
                 .insert(&g.group.octets(), &id, 0)
