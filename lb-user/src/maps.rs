@@ -171,6 +171,14 @@ fn found<T>(result: Result<T, MapError>, name: &'static str) -> Result<Option<T>
     }
 }
 
+/// Every entry a map iterator yields, or the first error, naming the map.
+fn entries<K, V>(
+    iter: impl Iterator<Item = Result<(K, V), MapError>>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, MapsError> {
+    iter.collect::<Result<_, _>>().map_err(map_err(name))
+}
+
 /// A delete that finds nothing to delete is fine (XDP, or a LEAVING that
 /// raced us, removed it first); every other error is one.
 fn removed(result: Result<(), MapError>, name: &'static str) -> Result<(), MapsError> {
@@ -262,10 +270,7 @@ impl LbMaps {
 
     /// Every configured service.
     pub fn services(&self) -> Result<Vec<(ServiceKey, Service)>, MapsError> {
-        self.services
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map_name::SERVICES))
+        entries(self.services.iter(), map_name::SERVICES)
     }
 
     /// Adds or replaces a service; XDP sees the new value atomically.
@@ -349,10 +354,7 @@ impl LbMaps {
 
     /// Every backend in the server list.
     pub fn backends(&self) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
-        self.backends
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map_name::BACKENDS))
+        entries(self.backends.iter(), map_name::BACKENDS)
     }
 
     /// One backend of the server list, as XDP last wrote it.
@@ -381,18 +383,12 @@ impl LbMaps {
 
     /// Why and when backends left, newest kept (an LRU).
     pub fn departures(&self) -> Result<Vec<(BackendKey, Departure)>, MapsError> {
-        self.departures
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map_name::DEPARTURES))
+        entries(self.departures.iter(), map_name::DEPARTURES)
     }
 
     /// IGMP leaves waiting for confirmation: backend -> monotonic ns.
     pub fn pending_leaves(&self) -> Result<Vec<(BackendKey, u64)>, MapsError> {
-        self.leaves
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map_name::LEAVES))
+        entries(self.leaves.iter(), map_name::LEAVES)
     }
 
     pub fn remove_pending_leave(&mut self, key: &BackendKey) -> Result<(), MapsError> {
@@ -401,10 +397,7 @@ impl LbMaps {
 
     /// The aging state of every backend (kept across restarts).
     pub fn aging_states(&self) -> Result<Vec<(BackendKey, AgingState)>, MapsError> {
-        self.aging
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_err(map_name::BACKEND_AGING))
+        entries(self.aging.iter(), map_name::BACKEND_AGING)
     }
 
     pub fn aging_state(&self, key: &BackendKey) -> Result<Option<AgingState>, MapsError> {
