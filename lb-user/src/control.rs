@@ -40,6 +40,10 @@ pub struct ControlParams {
     pub query_version: QueryVersion,
 }
 
+/// Max response time of a leave's confirmation query, in tenths of a
+/// second: the shortest there is.
+const CONFIRMATION_TENTHS: u32 = 1;
+
 /// The layout of the LB's query (SPEC 4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueryVersion {
@@ -65,15 +69,15 @@ impl ControlParams {
     }
 
     /// The query that asks to confirm a leave: the shortest max response
-    /// time (a tenth of a second), as IGMP's last-member query.
+    /// time, as IGMP's last-member query.
     pub fn confirmation_query(&self) -> Vec<u8> {
-        self.query_with(1)
+        self.query_with(CONFIRMATION_TENTHS)
     }
 
     /// How long a confirmation waits for an announcement: the max response
     /// time of its query (agents answer within half of it) and one tick.
     pub fn confirmation_window(&self) -> Duration {
-        Duration::from_millis(100) + self.tick()
+        Duration::from_millis(100) * CONFIRMATION_TENTHS + self.tick()
     }
 
     fn query_with(&self, max_resp_tenths: u32) -> Vec<u8> {
