@@ -1,10 +1,10 @@
 //! `lb-user status`: a snapshot of a running instance, read from its pins
 //! into `lb_host::status::StatusReport`.
-use std::net::Ipv4Addr;
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use lb_common::{
-    Action, BackendEntry, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE,
-    GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS,
+    Action, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
+    GROUP_STATE_UNUSED, MAX_GROUPS,
 };
 use lb_host::status::{BackendReport, DepartureReport, GroupReport, ServiceReport, StatusReport};
 
@@ -15,6 +15,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
     let departures = maps.departures()?;
     let mut backends = maps.backends()?;
     backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
+    let registered: HashSet<BackendKey> = backends.iter().map(|(k, _)| *k).collect();
     let mut groups = Vec::new();
     for id in 0..MAX_GROUPS {
         let status = maps.group_status(id)?;
@@ -39,7 +40,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             reports: reports.reports,
             leaves: reports.leaves,
             backends: members,
-            departed: departed(&departures, &backends, id, now_ns),
+            departed: departed(&departures, &registered, id, now_ns),
         });
     }
     let mut services = Vec::new();
@@ -88,13 +89,13 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
 /// The group's backends that left and are not registered now, newest first.
 fn departed(
     departures: &[(BackendKey, Departure)],
-    backends: &[(BackendKey, BackendEntry)],
+    registered: &HashSet<BackendKey>,
     group_id: u32,
     now_ns: u64,
 ) -> Vec<DepartureReport> {
     let mut departed: Vec<(u64, DepartureReport)> = departures
         .iter()
-        .filter(|(k, _)| k.group_id == group_id && !backends.iter().any(|(b, _)| b == k))
+        .filter(|(k, _)| k.group_id == group_id && !registered.contains(k))
         .map(|(key, d)| {
             let reason = DepartureReason::from_raw(d.reason).map_or("unknown", |r| r.name());
             (
