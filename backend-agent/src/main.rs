@@ -17,11 +17,12 @@ use anyhow::Context;
 use clap::Parser;
 use lb_common::wire::{
     AnnouncementV1, DEFAULT_WEIGHT, FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING, IGMP_V2_REPORT,
-    IgmpMessage, igmp_v2_message,
+    IgmpMessage, Routed, igmp_v2_message,
 };
 use lb_host::{
     cli::{parse_duration, parse_group, parse_port, read_key_file},
     igmp_socket::{IgmpSocket, Received},
+    routed_socket::{RoutedReceived, RoutedSocket},
     system,
 };
 use rand::Rng;
@@ -36,7 +37,7 @@ use tracing::{debug, info, warn};
 use crate::{
     checker::CheckResult,
     health::{CheckSpec, Health, State},
-    schedule::{Due, Schedule},
+    schedule::{Due, Schedule, Via},
     state::AgentStatus,
 };
 
@@ -62,9 +63,11 @@ struct Args {
     /// Weight announced to the LB.
     #[arg(long, default_value_t = DEFAULT_WEIGHT)]
     weight: u16,
-    /// TTL of the membership reports.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
-    ttl: u32,
+    /// TTL of the membership reports. Default: 1 for IGMP reports on the
+    /// segment, and 16 for routed reports (sent only in answer to a routed
+    /// query, SPEC 4.4), which must cross the routers the query came through.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
+    ttl: Option<u32>,
     /// SipHash key (32 hex digits) shared with the LB; announcements are
     /// tagged with it. Without one they carry a zero tag.
     #[arg(long)]
@@ -93,6 +96,10 @@ struct Args {
     fall: u32,
 }
 
+/// TTL of routed reports without `--ttl`: enough for any chain of routers
+/// in one site (the default group is administratively scoped).
+const DEFAULT_ROUTED_TTL: u32 = 16;
+
 /// Longest jitter before an announcement: spreads a large fleet's answers.
 const MAX_ANNOUNCE_JITTER: Duration = Duration::from_millis(50);
 
@@ -100,6 +107,8 @@ struct Agent {
     args: Args,
     local: Ipv4Addr,
     igmp: AsyncFd<IgmpSocket>,
+    /// Routed queries and reports (SPEC 4.4), to group:port.
+    routed: AsyncFd<RoutedSocket>,
     udp: UdpSocket,
     schedule: Schedule,
     last_sequence: u64,
@@ -121,44 +130,66 @@ impl Agent {
                 max_resp_tenths,
                 group_field: lb,
             } if received.destination == self.args.group => {
-                let lb = Ipv4Addr::from(lb);
-                if lb.is_multicast() || lb.is_unspecified() || lb.is_broadcast() {
-                    // An ordinary group-specific query: the kernel answers it.
-                    return;
-                }
-                self.follow_local_address();
                 let max_resp = Duration::from_millis(u64::from(max_resp_tenths) * 100);
-                let mut rng = rand::rng();
-                let report_delay = rng.random_range(Duration::ZERO..=max_resp);
-                let jitter =
-                    rng.random_range(Duration::ZERO..=(max_resp / 2).min(MAX_ANNOUNCE_JITTER));
-                if self
-                    .schedule
-                    .on_query(Instant::now(), lb, report_delay, jitter)
-                {
-                    info!(%lb, group = %self.args.group, "new load balancer; announcing to it");
-                    self.state.lbs.push(lb);
-                    self.publish();
-                }
+                self.on_query(Ipv4Addr::from(lb), Via::Segment, max_resp);
             }
-            IgmpMessage::Report { group }
-                if Ipv4Addr::from(group) == self.args.group
-                    && received.source != self.local
-                    && self.schedule.on_report_heard() =>
-            {
-                debug!(from = %received.source, "report suppressed by another member's");
-            }
+            IgmpMessage::Report { group } => self.on_report(Ipv4Addr::from(group), received.source),
             _ => {}
+        }
+    }
+
+    /// A routed message (SPEC 4.4); with a key, one whose tag does not
+    /// verify is ignored.
+    fn handle_routed(&mut self, received: RoutedReceived) {
+        let source = received.source.octets();
+        match Routed::parse(&received.payload, source, self.key.as_ref()) {
+            Some(Routed::Query {
+                lb, max_resp_ms, ..
+            }) => {
+                let max_resp = Duration::from_millis(u64::from(max_resp_ms));
+                self.on_query(Ipv4Addr::from(lb), Via::Routed, max_resp);
+            }
+            Some(Routed::Report { group, .. }) => {
+                self.on_report(Ipv4Addr::from(group), received.source);
+            }
+            None => {
+                debug!(from = %received.source, "routed message ignored: malformed, or its tag does not verify")
+            }
+        }
+    }
+
+    /// The LB's query: a report after a random delay in [0, max_resp] and
+    /// an announcement to `lb` after a short jitter.
+    fn on_query(&mut self, lb: Ipv4Addr, via: Via, max_resp: Duration) {
+        if lb.is_multicast() || lb.is_unspecified() || lb.is_broadcast() {
+            // An ordinary group-specific query: the kernel answers it.
+            return;
+        }
+        self.follow_local_address();
+        let mut rng = rand::rng();
+        let report_delay = rng.random_range(Duration::ZERO..=max_resp);
+        let jitter = rng.random_range(Duration::ZERO..=(max_resp / 2).min(MAX_ANNOUNCE_JITTER));
+        if self
+            .schedule
+            .on_query(Instant::now(), (lb, via), report_delay, jitter)
+        {
+            info!(%lb, group = %self.args.group, ?via, "new load balancer; announcing to it");
+            self.state.lbs.push(lb);
+            self.publish();
+        }
+    }
+
+    /// Another member's report for our group cancels ours (suppression).
+    fn on_report(&mut self, group: Ipv4Addr, source: Ipv4Addr) {
+        if group == self.args.group && source != self.local && self.schedule.on_report_heard() {
+            debug!(from = %source, "report suppressed by another member's");
         }
     }
 
     fn send_due(&mut self) {
         for due in self.schedule.take_due(Instant::now()) {
             let result = match due {
-                Due::Report => {
-                    let report = igmp_v2_message(IGMP_V2_REPORT, 0, self.args.group.octets());
-                    self.igmp.get_ref().send(&report, self.args.group)
-                }
+                Due::Report { routed } => self.report(routed),
                 Due::Announce(lb) => self.announce(lb, self.flags()),
             };
             if let Err(e) = result {
@@ -167,16 +198,40 @@ impl Agent {
         }
     }
 
-    fn announce(&mut self, lb: Ipv4Addr, flags: u8) -> std::io::Result<()> {
+    /// The membership report on the segment, and as a routed report too
+    /// when a routed query asked for it.
+    fn report(&mut self, routed: bool) -> std::io::Result<()> {
+        let group = self.args.group;
+        let report = igmp_v2_message(IGMP_V2_REPORT, 0, group.octets());
+        self.igmp.get_ref().send(&report, group)?;
+        if routed {
+            let report = Routed::Report {
+                group: group.octets(),
+                sequence: self.next_sequence(),
+            };
+            let payload = report.encode(self.local.octets(), self.key.as_ref());
+            self.routed
+                .get_ref()
+                .send(&payload, group, self.args.port)?;
+        }
+        Ok(())
+    }
+
+    /// The Unix time in ns, strictly increasing even if the clock steps back.
+    fn next_sequence(&mut self) -> u64 {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        // Strictly increasing even if the clock steps back.
         self.last_sequence = now.max(self.last_sequence + 1);
+        self.last_sequence
+    }
+
+    fn announce(&mut self, lb: Ipv4Addr, flags: u8) -> std::io::Result<()> {
+        let sequence = self.next_sequence();
         let announcement = AnnouncementV1 {
             flags,
             weight: self.args.weight,
-            sequence: self.last_sequence,
+            sequence,
             tag: 0,
         };
         let payload = match &self.key {
@@ -366,8 +421,17 @@ impl Agent {
     /// Joins the group and opens the sockets; the agent starts with no LB.
     fn start(args: Args, key: Option<[u8; 16]>) -> anyhow::Result<Self> {
         let local = system::interface_ipv4(&args.iface)?;
-        let igmp = IgmpSocket::open(&args.iface, system::interface_index(&args.iface)?, args.ttl)
+        let ifindex = system::interface_index(&args.iface)?;
+        let igmp = IgmpSocket::open(&args.iface, ifindex, args.ttl.unwrap_or(1))
             .context("opening the raw IGMP socket")?;
+        let routed_ttl = args.ttl.unwrap_or(DEFAULT_ROUTED_TTL);
+        let routed = RoutedSocket::member(args.group, args.port, ifindex, routed_ttl)
+            .with_context(|| {
+                format!(
+                    "opening the UDP socket for routed queries on {}:{}",
+                    args.group, args.port
+                )
+            })?;
         igmp.join(args.group)
             .with_context(|| format!("joining {} on {}", args.group, args.iface))?;
         let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
@@ -397,6 +461,9 @@ impl Agent {
             // SAFETY: the AsyncFd owns the socket, so the fd stays open while registered.
             igmp: unsafe { AsyncFd::register(igmp) }
                 .map_err(|e| anyhow::anyhow!("registering the IGMP socket: {e}"))?,
+            // SAFETY: as above.
+            routed: unsafe { AsyncFd::register(routed) }
+                .map_err(|e| anyhow::anyhow!("registering the routed query socket: {e}"))?,
             udp,
             schedule: Schedule::default(),
             last_sequence: 0,
@@ -409,33 +476,54 @@ impl Agent {
         Ok(agent)
     }
 
-    /// Reads every queued IGMP packet once the socket is readable.
+    /// Reads every queued packet of whichever socket is readable first.
     async fn receive(&mut self) -> anyhow::Result<()> {
-        let mut guard = self
-            .igmp
-            .readable()
-            .await
-            .context("waiting on the IGMP socket")?;
-        let mut received = Vec::new();
-        loop {
-            // try_io clears the readiness only on WouldBlock: a packet that
-            // arrives after the last read wakes us again.
-            match guard.try_io(|socket| socket.get_ref().try_recv()) {
-                Ok(Ok(Some(message))) => received.push(message),
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => {
-                    warn!("receiving IGMP failed: {e}");
-                    guard.clear_ready();
-                    break;
-                }
-                Err(_would_block) => break,
+        let (igmp, routed) = tokio::select! {
+            guard = self.igmp.readable() => {
+                let mut guard = guard.context("waiting on the IGMP socket")?;
+                (drain(&mut guard, IgmpSocket::try_recv, "IGMP"), Vec::new())
             }
-        }
-        for message in received {
+            guard = self.routed.readable() => {
+                let mut guard = guard.context("waiting on the routed query socket")?;
+                (Vec::new(), drain(&mut guard, |s| s.try_recv().map(Some), "routed"))
+            }
+        };
+        for message in igmp {
             self.handle(message);
+        }
+        for message in routed {
+            self.handle_routed(message);
         }
         Ok(())
     }
+}
+
+/// Every packet queued on a readable socket; `None`s (packets that do not
+/// parse) are skipped.
+fn drain<S, T>(
+    guard: &mut tokio::io::unix::AsyncFdReadyGuard<'_, S>,
+    recv: impl Fn(&S) -> std::io::Result<Option<T>>,
+    what: &str,
+) -> Vec<T>
+where
+    S: std::os::fd::AsRawFd,
+{
+    let mut received = Vec::new();
+    loop {
+        // try_io clears the readiness only on WouldBlock: a packet that
+        // arrives after the last read wakes us again.
+        match guard.try_io(|socket| recv(socket.get_ref())) {
+            Ok(Ok(Some(message))) => received.push(message),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                warn!("receiving {what} failed: {e}");
+                guard.clear_ready();
+                break;
+            }
+            Err(_would_block) => break,
+        }
+    }
+    received
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

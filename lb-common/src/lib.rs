@@ -486,6 +486,13 @@ counters! {
     IgmpReport = "igmp_report" => Pass,
     /// IGMP leave for a configured group, passed on.
     IgmpLeave = "igmp_leave" => Pass,
+    /// Routed membership report for a configured group (SPEC 4.4), counted
+    /// for its liveness.
+    RoutedReport = "routed_report" => Drop,
+    /// Routed message to a group's port dropped: not a whole v1 report for
+    /// that group, or (with a key) a tag that verifies under no key or a
+    /// sequence outside the clock skew.
+    RoutedRefused = "routed_refused" => Drop,
     /// Truncated or inconsistent Ethernet, IPv4, UDP or IGMP header: left
     /// to the kernel, which drops it; nothing is registered from it.
     Malformed = "malformed" => Pass,

@@ -71,6 +71,16 @@ pub fn tagged_message(src: [u8; 4], lb: [u8; 4], head: &[u8; 16]) -> [u8; TAGGED
     msg
 }
 
+/// The message a routed query's or report's tag covers (SPEC 4.4):
+/// source (4), payload[0..20]; as long as an announcement's.
+#[inline(always)]
+pub fn routed_tagged_message(src: [u8; 4], head: &[u8; 20]) -> [u8; TAGGED_LEN] {
+    let mut msg = [0u8; TAGGED_LEN];
+    msg[..4].copy_from_slice(&src);
+    msg[4..].copy_from_slice(head);
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

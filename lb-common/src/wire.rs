@@ -110,6 +110,106 @@ impl AnnouncementV1 {
     }
 }
 
+/// Routed query and report magic, `LBQY` (SPEC 4.4).
+pub const ROUTED_MAGIC: [u8; 4] = *b"LBQY";
+/// Routed message version this code speaks.
+pub const ROUTED_VERSION: u8 = 1;
+/// Length of a routed query or report.
+pub const ROUTED_LEN: usize = 28;
+pub const ROUTED_OFF_VERSION: usize = 4;
+pub const ROUTED_OFF_KIND: usize = 5;
+pub const ROUTED_OFF_MAX_RESP: usize = 6;
+pub const ROUTED_OFF_ADDR: usize = 8;
+pub const ROUTED_OFF_SEQUENCE: usize = 12;
+pub const ROUTED_OFF_TAG: usize = 20;
+/// Routed message kinds.
+pub const ROUTED_KIND_QUERY: u8 = 1;
+pub const ROUTED_KIND_REPORT: u8 = 2;
+
+/// A routed query or report (SPEC 4.4): UDP to group:port, replicated by
+/// multicast routers, which never forward IGMP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// From an LB: its unicast address, and how long members may wait.
+    Query {
+        lb: [u8; 4],
+        max_resp_ms: u16,
+        sequence: u64,
+    },
+    /// From a member: the group it reports.
+    Report { group: [u8; 4], sequence: u64 },
+}
+
+impl Routed {
+    /// The payload sent from `src`, tagged under `key` (a zero tag without one).
+    pub fn encode(&self, src: [u8; 4], key: Option<&[u8; 16]>) -> [u8; ROUTED_LEN] {
+        let (kind, max_resp_ms, addr, sequence) = match *self {
+            Routed::Query {
+                lb,
+                max_resp_ms,
+                sequence,
+            } => (ROUTED_KIND_QUERY, max_resp_ms, lb, sequence),
+            Routed::Report { group, sequence } => (ROUTED_KIND_REPORT, 0, group, sequence),
+        };
+        let mut out = [0u8; ROUTED_LEN];
+        out[..4].copy_from_slice(&ROUTED_MAGIC);
+        out[ROUTED_OFF_VERSION] = ROUTED_VERSION;
+        out[ROUTED_OFF_KIND] = kind;
+        out[ROUTED_OFF_MAX_RESP..ROUTED_OFF_ADDR].copy_from_slice(&max_resp_ms.to_be_bytes());
+        out[ROUTED_OFF_ADDR..ROUTED_OFF_SEQUENCE].copy_from_slice(&addr);
+        out[ROUTED_OFF_SEQUENCE..ROUTED_OFF_TAG].copy_from_slice(&sequence.to_be_bytes());
+        if let Some(key) = key {
+            let tag = routed_tag(key, src, &out);
+            out[ROUTED_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
+        }
+        out
+    }
+
+    /// Parses a payload from `src`; with a `key`, only one whose tag
+    /// verifies. `None` for anything else.
+    pub fn parse(payload: &[u8], src: [u8; 4], key: Option<&[u8; 16]>) -> Option<Self> {
+        let payload: &[u8; ROUTED_LEN] = payload.get(..ROUTED_LEN)?.try_into().ok()?;
+        if payload[..4] != ROUTED_MAGIC || payload[ROUTED_OFF_VERSION] != ROUTED_VERSION {
+            return None;
+        }
+        if let Some(key) = key {
+            let mut tag = [0u8; 8];
+            tag.copy_from_slice(&payload[ROUTED_OFF_TAG..]);
+            if routed_tag(key, src, payload) != u64::from_le_bytes(tag) {
+                return None;
+            }
+        }
+        let mut addr = [0u8; 4];
+        addr.copy_from_slice(&payload[ROUTED_OFF_ADDR..ROUTED_OFF_SEQUENCE]);
+        let mut sequence = [0u8; 8];
+        sequence.copy_from_slice(&payload[ROUTED_OFF_SEQUENCE..ROUTED_OFF_TAG]);
+        let sequence = u64::from_be_bytes(sequence);
+        match payload[ROUTED_OFF_KIND] {
+            ROUTED_KIND_QUERY => Some(Routed::Query {
+                lb: addr,
+                max_resp_ms: u16::from_be_bytes([
+                    payload[ROUTED_OFF_MAX_RESP],
+                    payload[ROUTED_OFF_MAX_RESP + 1],
+                ]),
+                sequence,
+            }),
+            ROUTED_KIND_REPORT => Some(Routed::Report {
+                group: addr,
+                sequence,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The tag of a routed payload from `src` under `key`: over its first 20 bytes.
+#[inline(always)]
+pub fn routed_tag(key: &[u8; 16], src: [u8; 4], payload: &[u8; ROUTED_LEN]) -> u64 {
+    let mut head = [0u8; ROUTED_OFF_TAG];
+    head.copy_from_slice(&payload[..ROUTED_OFF_TAG]);
+    crate::siphash::siphash24(key, &crate::siphash::routed_tagged_message(src, &head))
+}
+
 /// Internet checksum (RFC 1071) of `data`.
 pub fn internet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -378,6 +478,42 @@ mod tests {
         assert_eq!(internet_checksum(&adv), 0);
         assert_eq!(adv[..2], [0x30, 20]);
         assert_eq!(adv[4..], [0, 1, 0, 2]);
+    }
+
+    #[test]
+    fn routed_layout_matches_spec_4_4_and_verifies_its_tag() {
+        let key = [7u8; 16];
+        let query = Routed::Query {
+            lb: [10, 0, 0, 1],
+            max_resp_ms: 0x0102,
+            sequence: 0x0102_0304_0506_0708,
+        };
+        let bytes = query.encode([10, 0, 0, 1], Some(&key));
+        assert_eq!(&bytes[..4], b"LBQY");
+        assert_eq!(bytes[4..12], [1, ROUTED_KIND_QUERY, 1, 2, 10, 0, 0, 1]);
+        assert_eq!(bytes[12..20], [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            Routed::parse(&bytes, [10, 0, 0, 1], Some(&key)),
+            Some(query)
+        );
+        // Another source, key or byte: the tag no longer verifies.
+        assert_eq!(Routed::parse(&bytes, [10, 0, 0, 9], Some(&key)), None);
+        assert_eq!(Routed::parse(&bytes, [10, 0, 0, 1], Some(&[8; 16])), None);
+        let mut flipped = bytes;
+        flipped[13] ^= 1;
+        assert_eq!(Routed::parse(&flipped, [10, 0, 0, 1], Some(&key)), None);
+        let report = Routed::Report {
+            group: [239, 192, 0, 1],
+            sequence: 5,
+        };
+        let plain = report.encode([10, 1, 0, 2], None);
+        assert_eq!(plain[5..12], [ROUTED_KIND_REPORT, 0, 0, 239, 192, 0, 1]);
+        assert_eq!(plain[20..], [0; 8], "no key, zero tag");
+        assert_eq!(Routed::parse(&plain, [10, 1, 0, 2], None), Some(report));
+        assert_eq!(Routed::parse(&plain[..27], [10, 1, 0, 2], None), None);
+        let mut other_kind = plain;
+        other_kind[5] = 3;
+        assert_eq!(Routed::parse(&other_kind, [10, 1, 0, 2], None), None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! LB's kernel and other listeners see them unchanged.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BackendKey, Counter, DepartureReason,
+    BackendKey, Counter, DepartureReason, GroupReports,
     wire::{
         IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_LEN, IGMP_V2_REPORT, IGMP_V3_CHANGE_TO_INCLUDE,
         IGMP_V3_REPORT,
@@ -135,9 +135,7 @@ fn record(
 ) -> Option<Counter> {
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let group_id = *unsafe { GROUP_ADDRS.get(&group) }?;
-    let stats = GROUP_REPORTS.get_ptr_mut(group_id)?;
-    // SAFETY: per-CPU slot, written only by this CPU.
-    let stats = unsafe { &mut *stats };
+    let stats = group_stats(group_id)?;
     Some(match membership {
         Membership::Report => {
             stats.reports += 1;
@@ -153,4 +151,12 @@ fn record(
             Counter::IgmpLeave
         }
     })
+}
+
+/// This CPU's report statistics of group `group_id`.
+#[inline(always)]
+pub fn group_stats(group_id: u32) -> Option<&'static mut GroupReports> {
+    let stats = GROUP_REPORTS.get_ptr_mut(group_id)?;
+    // SAFETY: per-CPU slot, written only by this CPU, one packet at a time.
+    Some(unsafe { &mut *stats })
 }

@@ -11,6 +11,7 @@ mod igmp;
 mod maps;
 mod parse;
 mod registration;
+mod routed;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

@@ -15,6 +15,7 @@ use crate::{
     auth, events,
     maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
+    routed,
 };
 
 /// The error (a negated errno) of an insert that finds its key there.
@@ -52,14 +53,15 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     else {
         return Counter::Ignored;
     };
+    let udp_len = usize::from(u16::from_be_bytes(udp.len));
     if packet.dst != LB_ADDR.load() {
-        return Counter::Ignored;
+        // A routed report travels to the group itself.
+        return routed::handle(ctx, packet, udp_len, group_id);
     }
     // A fragment cannot be checked whole: it registers nothing.
     if packet.is_fragment {
         return Counter::AnnounceMalformed;
     }
-    let udp_len = usize::from(u16::from_be_bytes(udp.len));
     if udp_len < UdpHdr::LEN || udp_len > packet.l4_len {
         return Counter::AnnounceMalformed;
     }

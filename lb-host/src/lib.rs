@@ -4,5 +4,6 @@
 //! `status --json` schema that lb-user writes and the tests read.
 pub mod cli;
 pub mod igmp_socket;
+pub mod routed_socket;
 pub mod status;
 pub mod system;

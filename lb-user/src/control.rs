@@ -11,10 +11,11 @@ use lb_common::{
     AgingState, AuthClock, BackendEntry, BackendKey, DepartureReason, GROUP_STATE_ALIVE,
     GROUP_STATE_DEAD, GroupStatus,
     wire::{
-        ALL_SNOOPERS, IGMP_QUERY, igmp_v2_message, igmp_v3_code, igmp_v3_query, mrd_advertisement,
+        ALL_SNOOPERS, IGMP_QUERY, Routed, igmp_v2_message, igmp_v3_code, igmp_v3_query,
+        mrd_advertisement,
     },
 };
-use lb_host::{igmp_socket::IgmpSocket, status::format_mac, system};
+use lb_host::{igmp_socket::IgmpSocket, routed_socket::RoutedSocket, status::format_mac, system};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -63,24 +64,14 @@ impl ControlParams {
             .max(1)
     }
 
-    /// The periodic query for every group (its group field is the LB's address).
-    pub fn query(&self) -> Vec<u8> {
-        self.query_with(self.max_resp_tenths())
-    }
-
-    /// The query that asks to confirm a leave: the shortest max response
-    /// time, as IGMP's last-member query.
-    pub fn confirmation_query(&self) -> Vec<u8> {
-        self.query_with(CONFIRMATION_TENTHS)
-    }
-
     /// How long a confirmation waits for an announcement: the max response
     /// time of its query (agents answer within half of it) and one tick.
     pub fn confirmation_window(&self) -> Duration {
         Duration::from_millis(100) * CONFIRMATION_TENTHS + self.tick()
     }
 
-    fn query_with(&self, max_resp_tenths: u32) -> Vec<u8> {
+    /// The IGMP query with a max response time of `max_resp_tenths`.
+    fn igmp_query(&self, max_resp_tenths: u32) -> Vec<u8> {
         let lb = self.lb_addr.octets();
         match self.query_version {
             QueryVersion::V2 => {
@@ -104,6 +95,47 @@ impl ControlParams {
     }
 }
 
+/// Where queries leave from: the raw IGMP socket on the LB's segment and,
+/// where `--ttl` is above 1, the routed query's UDP socket (SPEC 4.4).
+pub struct Queriers {
+    pub igmp: IgmpSocket,
+    pub routed: Option<RoutedQuerier>,
+}
+
+/// The routed query's socket and the key its tag is computed with.
+pub struct RoutedQuerier {
+    pub socket: RoutedSocket,
+    pub key: Option<[u8; 16]>,
+}
+
+impl Queriers {
+    /// Queries `group` with a max response time of `max_resp_tenths`: on
+    /// the segment, and across routers where configured.
+    fn query(
+        &self,
+        params: &ControlParams,
+        group: &GroupConfig,
+        max_resp_tenths: u32,
+    ) -> std::io::Result<()> {
+        self.igmp
+            .send(&params.igmp_query(max_resp_tenths), group.group)?;
+        if let Some(routed) = &self.routed {
+            let lb = params.lb_addr.octets();
+            let query = Routed::Query {
+                lb,
+                max_resp_ms: u16::try_from(max_resp_tenths * 100).unwrap_or(u16::MAX),
+                sequence: system::realtime_ns(),
+            };
+            routed.socket.send(
+                &query.encode(lb, routed.key.as_ref()),
+                group.group,
+                group.port,
+            )?;
+        }
+        Ok(())
+    }
+}
+
 struct Group {
     id: u32,
     config: GroupConfig,
@@ -117,7 +149,7 @@ struct Group {
 pub struct Controller {
     params: ControlParams,
     maps: LbMaps,
-    socket: IgmpSocket,
+    queriers: Queriers,
     groups: Vec<Group>,
     aging: HashMap<BackendKey, AgingState>,
     forwarding: Option<Forwarding>,
@@ -133,7 +165,7 @@ impl Controller {
     pub fn new(
         params: ControlParams,
         mut maps: LbMaps,
-        socket: IgmpSocket,
+        queriers: Queriers,
         configs: &[GroupConfig],
     ) -> Result<Self, MapsError> {
         maps.configure_groups(configs)?;
@@ -171,7 +203,7 @@ impl Controller {
         let mut controller = Self {
             params,
             maps,
-            socket,
+            queriers,
             groups,
             aging,
             forwarding: None,
@@ -269,8 +301,8 @@ impl Controller {
                 LeaveVerdict::Wait => {}
                 LeaveVerdict::Ask => {
                     match self
-                        .socket
-                        .send(&self.params.confirmation_query(), group.config.group)
+                        .queriers
+                        .query(&self.params, &group.config, CONFIRMATION_TENTHS)
                     {
                         Ok(()) => group.confirmation_ns = Some(now_ns),
                         Err(e) => {
@@ -312,7 +344,8 @@ impl Controller {
         );
         // Link-local: TTL 1 whatever --ttl says (RFC 4286).
         if let Err(e) = self
-            .socket
+            .queriers
+            .igmp
             .send_link_local(&advertisement, Ipv4Addr::from(ALL_SNOOPERS))
         {
             warn!("sending the multicast router advertisement failed: {e}");
@@ -347,7 +380,10 @@ impl Controller {
             LivenessEvent::Query => {}
         }
         if matches!(event, LivenessEvent::Query | LivenessEvent::Revived) {
-            match self.socket.send(&params.query(), group.config.group) {
+            match self
+                .queriers
+                .query(&params, &group.config, params.max_resp_tenths())
+            {
                 Ok(()) => {
                     group.status.queries_sent += 1;
                     group.status.last_query_ns = now_ns;

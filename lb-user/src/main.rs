@@ -15,11 +15,12 @@ use lb_common::{DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_AUTH_KEYS, MAX_MAGL
 use lb_host::{
     cli::{parse_duration, parse_port, read_key_file},
     igmp_socket::IgmpSocket,
+    routed_socket::RoutedSocket,
 };
 use lb_user::{
     aging::AgingParams,
     config::{self, GroupSpec, Plan},
-    control::{ControlParams, Controller, QueryVersion},
+    control::{ControlParams, Controller, Queriers, QueryVersion, RoutedQuerier},
     forwarding::Segment,
     instance::{self, InstanceLock, ModeArg},
     maglev::{self, DEFAULT_TABLE_SIZE},
@@ -104,7 +105,9 @@ struct RunArgs {
     /// killed agent's leave at once) or 2 (the original 8 bytes).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     query_version: u8,
-    /// TTL of the queries.
+    /// TTL of the queries. Above 1 (backends behind multicast routers, as
+    /// many hops as routers plus one), each query also goes out as a
+    /// routed UDP query to the group's port, which routers replicate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
     ttl: u32,
     /// Directory on a bpffs where the maps are pinned.
@@ -370,7 +373,10 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
         maps.allow(prefix, len)?;
     }
     let groups = &settings.plan.groups;
-    let socket = open_query_socket(&args.iface, iface.index, args.ttl, groups)?;
+    let queriers = Queriers {
+        igmp: open_query_socket(&args.iface, iface.index, args.ttl, groups)?,
+        routed: open_routed_querier(args, &iface, settings.keys.first().copied())?,
+    };
     let params = ControlParams {
         lb_addr: iface.addr,
         ..settings.control
@@ -379,7 +385,7 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
         addr: iface.addr,
         prefix_len: iface.prefix_len,
     };
-    let mut controller = Controller::new(params, maps, socket, groups)?;
+    let mut controller = Controller::new(params, maps, queriers, groups)?;
     controller.serve(&settings.plan.services, args.maglev_size, segment)?;
     // The VIP lives on the interface so that the LB answers ARP for it;
     // XDP takes the service traffic before the stack sees it.
@@ -427,6 +433,30 @@ fn open_query_socket(
         .join(Ipv4Addr::new(224, 0, 0, 22))
         .context("joining 224.0.0.22 for IGMPv3 reports")?;
     Ok(socket)
+}
+
+/// With `--ttl` above 1 backends may sit behind multicast routers, which
+/// never forward IGMP: the queries then also go out as UDP (SPEC 4.4),
+/// tagged with the first key.
+fn open_routed_querier(
+    args: &RunArgs,
+    iface: &Interface,
+    key: Option<[u8; 16]>,
+) -> anyhow::Result<Option<RoutedQuerier>> {
+    if args.ttl <= 1 {
+        return Ok(None);
+    }
+    let socket = RoutedSocket::sender(iface.addr, iface.index, args.ttl).with_context(|| {
+        format!(
+            "opening the UDP socket for routed queries from {}",
+            iface.addr
+        )
+    })?;
+    info!(
+        ttl = args.ttl,
+        "queries also go out as routed UDP queries to each group's port, for backends behind multicast routers"
+    );
+    Ok(Some(RoutedQuerier { socket, key }))
 }
 
 /// Runs the control loop until SIGINT or SIGTERM, and forwards XDP's log

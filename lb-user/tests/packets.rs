@@ -8,7 +8,7 @@ use lb_common::{
     BackendKey, Counter,
     wire::{
         AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_QUERY, IGMP_V1_REPORT, IGMP_V2_LEAVE,
-        IGMP_V2_REPORT, igmp_v2_message, igmp_v3_query,
+        IGMP_V2_REPORT, Routed, igmp_v2_message, igmp_v3_query,
     },
 };
 use lb_user::maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program};
@@ -94,7 +94,67 @@ fn snapshot(maps: &LbMaps) -> Snapshot {
 fn cases() -> Vec<Case> {
     use Change::*;
     let plain = |payload: &[u8]| Frame::udp(OTHER_BACKEND, LB, 2000, payload);
+    let routed_report = |group: Ipv4Addr| {
+        Routed::Report {
+            group: group.octets(),
+            sequence: 1,
+        }
+        .encode(BACKEND.octets(), Option::None)
+    };
     vec![
+        Case {
+            name: "routed report counts for its group's liveness",
+            frame: Frame::udp(BACKEND, GROUP, 2000, &routed_report(GROUP)).bytes(),
+            action: XDP_DROP,
+            counter: Counter::RoutedReport,
+            change: Report { group: 0 },
+        },
+        Case {
+            name: "routed report to the second group's port and address",
+            frame: Frame::udp(BACKEND, GROUP2, 2001, &routed_report(GROUP2)).bytes(),
+            action: XDP_DROP,
+            counter: Counter::RoutedReport,
+            change: Report { group: 1 },
+        },
+        Case {
+            name: "routed report to a group on another group's port",
+            frame: Frame::udp(BACKEND, GROUP, 2001, &routed_report(GROUP)).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
+        Case {
+            name: "routed report naming another group",
+            frame: Frame::udp(BACKEND, GROUP, 2000, &routed_report(GROUP2)).bytes(),
+            action: XDP_DROP,
+            counter: Counter::RoutedRefused,
+            change: None,
+        },
+        Case {
+            name: "routed report one byte short",
+            frame: Frame::udp(BACKEND, GROUP, 2000, &routed_report(GROUP)[..27]).bytes(),
+            action: XDP_DROP,
+            counter: Counter::RoutedRefused,
+            change: None,
+        },
+        Case {
+            name: "another LB's routed query passes",
+            frame: Frame::udp(
+                OTHER_BACKEND,
+                GROUP,
+                2000,
+                &Routed::Query {
+                    lb: OTHER_BACKEND.octets(),
+                    max_resp_ms: 1000,
+                    sequence: 1,
+                }
+                .encode(OTHER_BACKEND.octets(), Option::None),
+            )
+            .bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            change: None,
+        },
         Case {
             name: "v1 announcement registers with its weight",
             frame: Frame::announce(BACKEND, 2000, 0, 250, 7).bytes(),
@@ -858,4 +918,84 @@ fn with_a_key_a_leave_only_asks_for_confirmation() {
     .with(|f| f.src = STRANGER);
     assert_eq!(lb.run(&stranger.bytes()).0, XDP_PASS);
     assert!(lb.maps.pending_leaves().unwrap().is_empty());
+}
+
+#[test]
+fn with_a_key_only_verified_fresh_routed_reports_count() {
+    lb_tests_require_root();
+    const KEY: [u8; 16] = [7; 16];
+    let mut lb = TestLb::with(LoadParams {
+        auth_on: true,
+        ..LOAD
+    });
+    lb.maps.set_keys(&[KEY]).unwrap();
+    lb.sync_clock(30_000_000_000);
+    let now = lb_host::system::realtime_ns();
+    let report = |key: &[u8; 16], signer: Ipv4Addr, sequence: u64| {
+        let payload = Routed::Report {
+            group: GROUP.octets(),
+            sequence,
+        }
+        .encode(signer.octets(), Some(key));
+        Frame::udp(BACKEND, GROUP, 2000, &payload).bytes()
+    };
+    let cases = [
+        (
+            "valid tag",
+            report(&KEY, BACKEND, now),
+            Counter::RoutedReport,
+            1,
+        ),
+        (
+            "the same report again (no replay check)",
+            report(&KEY, BACKEND, now),
+            Counter::RoutedReport,
+            1,
+        ),
+        (
+            "another key",
+            report(&[8; 16], BACKEND, now),
+            Counter::RoutedRefused,
+            0,
+        ),
+        (
+            "tagged for another source",
+            report(&KEY, OTHER_BACKEND, now),
+            Counter::RoutedRefused,
+            0,
+        ),
+        (
+            "a minute old",
+            report(&KEY, BACKEND, now - 60_000_000_000),
+            Counter::RoutedRefused,
+            0,
+        ),
+        (
+            "no tag",
+            Frame::udp(
+                BACKEND,
+                GROUP,
+                2000,
+                &Routed::Report {
+                    group: GROUP.octets(),
+                    sequence: now,
+                }
+                .encode(BACKEND.octets(), None),
+            )
+            .bytes(),
+            Counter::RoutedRefused,
+            0,
+        ),
+    ];
+    for (name, frame, counter, counted) in cases {
+        let reports = lb.maps.group_reports(0).unwrap().reports;
+        let before = lb.counter(counter);
+        assert_eq!(lb.run(&frame).0, XDP_DROP, "{name}: action");
+        assert_eq!(lb.counter(counter), before + 1, "{name}: counter");
+        assert_eq!(
+            lb.maps.group_reports(0).unwrap().reports,
+            reports + counted,
+            "{name}: counted for liveness"
+        );
+    }
 }

@@ -1,0 +1,85 @@
+//! The UDP socket of the routed query and report (SPEC 4.4): multicast
+//! routers replicate UDP to the group, never IGMP, so where backends sit
+//! behind routers the LB queries and agents report this way too.
+use std::{
+    io,
+    mem::MaybeUninit,
+    net::{Ipv4Addr, SocketAddrV4},
+    os::fd::AsRawFd,
+};
+
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+
+use crate::igmp_socket::set_multicast_ifindex;
+
+/// A UDP socket that sends to group:port out of one interface.
+pub struct RoutedSocket {
+    socket: Socket,
+}
+
+/// A routed message received, with its IP source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutedReceived {
+    pub source: Ipv4Addr,
+    pub payload: Vec<u8>,
+}
+
+impl RoutedSocket {
+    /// The LB's sender: from `local` (the tag covers the source address),
+    /// out of interface `ifindex`, with `ttl`, not looped back.
+    pub fn sender(local: Ipv4Addr, ifindex: u32, ttl: u32) -> io::Result<Self> {
+        let socket = Self::open(ifindex, ttl)?;
+        socket.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))?;
+        Ok(Self { socket })
+    }
+
+    /// A member's socket: receives what is sent to `group`:`port` and
+    /// joins `group` on interface `ifindex`; its reports leave from the
+    /// interface's address with `ttl`. Several members on one host may
+    /// bind the same group and port.
+    pub fn member(group: Ipv4Addr, port: u16, ifindex: u32, ttl: u32) -> io::Result<Self> {
+        let socket = Self::open(ifindex, ttl)?;
+        socket.set_reuse_address(true)?;
+        // Bound to the group: only datagrams to it arrive, not unicast to the port.
+        socket.bind(&SockAddr::from(SocketAddrV4::new(group, port)))?;
+        socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))?;
+        Ok(Self { socket })
+    }
+
+    fn open(ifindex: u32, ttl: u32) -> io::Result<Socket> {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        set_multicast_ifindex(&socket, ifindex)?;
+        socket.set_multicast_ttl_v4(ttl)?;
+        socket.set_multicast_loop_v4(false)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    }
+
+    /// Sends `payload` to `group`:`port`.
+    pub fn send(&self, payload: &[u8], group: Ipv4Addr, port: u16) -> io::Result<()> {
+        self.socket
+            .send_to(payload, &SockAddr::from(SocketAddrV4::new(group, port)))?;
+        Ok(())
+    }
+
+    /// Receives one queued datagram without blocking (`WouldBlock` when none).
+    pub fn try_recv(&self) -> io::Result<RoutedReceived> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 512];
+        let (len, from) = self.socket.recv_from(&mut buf)?;
+        // SAFETY: recv_from initialised the first `len` bytes.
+        let payload: &[u8] = unsafe { &*(&buf[..len] as *const [MaybeUninit<u8>] as *const [u8]) };
+        let source = from
+            .as_socket_ipv4()
+            .map_or(Ipv4Addr::UNSPECIFIED, |a| *a.ip());
+        Ok(RoutedReceived {
+            source,
+            payload: payload.to_vec(),
+        })
+    }
+}
+
+impl AsRawFd for RoutedSocket {
+    fn as_raw_fd(&self) -> i32 {
+        self.socket.as_raw_fd()
+    }
+}
