@@ -75,6 +75,10 @@ macro_rules! program_maps {
             DEPARTURES / departures: LruHashMap<$crate::BackendKey, $crate::Departure>[$crate::MAX_DEPARTURES];
             /// Per-CPU rate limit of the data path's log records.
             LOG_BUDGET / log_budget: PerCpuArray<$crate::LogBudget>[1];
+            /// Backends reached by IPIP whose next hop the kernel's FIB did
+            /// not give (LRU), written by XDP when it drops their packets;
+            /// lb-user reports them and asks the kernel to resolve them.
+            NEXT_HOP_ERRORS / next_hop_errors: LruHashMap<[u8; 4], $crate::NextHopError>[$crate::MAX_NEXT_HOP_ERRORS];
         }
     };
 }
@@ -93,6 +97,11 @@ macro_rules! program_globals {
             AUTH_ON: u8 = 0;
             /// 1 when only sources in ANNOUNCE_ALLOW may announce.
             ALLOWLIST_ON: u8 = 0;
+            /// How client traffic reaches a backend: a [`ForwardingMode`]($crate::ForwardingMode).
+            FORWARDING: u8 = 0;
+            /// Netmask of the LB's segment (network order): in `auto` mode a
+            /// backend outside LB_ADDR's segment is reached by IPIP.
+            SEGMENT_MASK: [u8; 4] = [0; 4];
         }
     };
 }
@@ -310,6 +319,76 @@ pub struct GroupReports {
 }
 const _: () = assert!(core::mem::size_of::<GroupReports>() == 16);
 
+/// How client traffic reaches a backend (SPEC 7).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardingMode {
+    /// Layer-2 direct server return: backends on the LB's segment only.
+    L2 = 0,
+    /// L2 for backends on the LB's segment, IPIP for the others.
+    Auto = 1,
+    /// IPIP to every backend.
+    Ipip = 2,
+}
+
+impl ForwardingMode {
+    /// Whether traffic to `backend` is wrapped in IPIP, for an LB at
+    /// `lb_addr` whose segment has netmask `mask` (all network order).
+    #[inline(always)]
+    pub fn wraps(self, backend: [u8; 4], lb_addr: [u8; 4], mask: [u8; 4]) -> bool {
+        match self {
+            ForwardingMode::L2 => false,
+            ForwardingMode::Ipip => true,
+            ForwardingMode::Auto => {
+                (u32::from_ne_bytes(backend) ^ u32::from_ne_bytes(lb_addr))
+                    & u32::from_ne_bytes(mask)
+                    != 0
+            }
+        }
+    }
+
+    /// The mode stored as `raw` (anything unknown is L2, which wraps nothing).
+    #[inline(always)]
+    pub fn from_raw(raw: u8) -> Self {
+        match raw {
+            1 => ForwardingMode::Auto,
+            2 => ForwardingMode::Ipip,
+            _ => ForwardingMode::L2,
+        }
+    }
+}
+
+/// Backends with a next-hop error remembered at once.
+pub const MAX_NEXT_HOP_ERRORS: u32 = 1024;
+
+/// Why the kernel's FIB gave no next hop toward a backend, when XDP last
+/// asked: `result` is the `BPF_FIB_LKUP_RET_*` code.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHopError {
+    /// CLOCK_MONOTONIC ns of the last packet dropped for it.
+    pub last_ns: u64,
+    pub result: u32,
+    /// Packets dropped for it since the entry was created.
+    pub drops: u32,
+}
+const _: () = assert!(core::mem::size_of::<NextHopError>() == 16);
+
+/// What a `BPF_FIB_LKUP_RET_*` code means for an operator.
+pub const fn fib_result_name(result: u32) -> &'static str {
+    match result {
+        1 => "blackhole route",
+        2 => "unreachable route",
+        3 => "prohibited route",
+        4 => "not forwarded (no route out of the LB's interface)",
+        5 => "forwarding disabled",
+        6 => "unsupported lightweight tunnel",
+        7 => "next hop not resolved (no neighbour entry)",
+        9 => "no source address",
+        _ => "other FIB error",
+    }
+}
+
 /// Departures remembered for `status`.
 pub const MAX_DEPARTURES: u32 = 1024;
 
@@ -502,6 +581,22 @@ counters! {
     VipForwarded = "vip_forwarded" => Tx,
     /// Client packet that started a new flow (Maglev pick), sent to its backend.
     VipNewFlow = "vip_new_flow" => Tx,
+    /// Client packet wrapped in IPIP and sent toward its backend (known flow).
+    IpipForwarded = "ipip_forwarded" => Tx,
+    /// Client packet that started a new flow, wrapped in IPIP and sent.
+    IpipNewFlow = "ipip_new_flow" => Tx,
+    /// Client packet dropped: the kernel's FIB has no usable next hop toward
+    /// its IPIP backend (recorded in NEXT_HOP_ERRORS for lb-user to report
+    /// and resolve).
+    IpipNoNextHop = "ipip_no_next_hop" => Drop,
+    /// Client packet too big once wrapped, with DF set: answered with an
+    /// ICMP "fragmentation needed" carrying the usable MTU.
+    IpipTooBig = "ipip_too_big" => Tx,
+    /// Client packet too big once wrapped, with DF clear: dropped (XDP
+    /// cannot fragment).
+    IpipTooBigDropped = "ipip_too_big_dropped" => Drop,
+    /// Client packet dropped: the frame could not be grown or cut (no headroom).
+    IpipNoRoom = "ipip_no_room" => Drop,
     /// Client packet dropped: the service has no registered backend.
     VipNoBackend = "vip_no_backend" => Drop,
     /// Client packet to a VIP service dropped: fragment, IP options or a
@@ -533,7 +628,8 @@ mod pod {
         AuthKey,
         AuthClock,
         LogBudget,
-        Departure
+        Departure,
+        NextHopError
     );
 }
 

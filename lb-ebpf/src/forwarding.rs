@@ -1,14 +1,18 @@
-//! Client traffic to a service's VIP: layer-2 direct server return. The
-//! frame goes back out with the backend's MAC as destination; the backend
-//! (which holds the VIP on its loopback) answers the client directly.
+//! Client traffic to a service's VIP, direct server return (SPEC 7): on
+//! the LB's segment the frame goes back out with the backend's MAC as
+//! destination; across routers it is wrapped in IPIP (`ipip`). Either way
+//! the backend (which holds the VIP on its loopback) answers the client
+//! directly.
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BackendKey, Counter, Flow, FlowKey, Service, ServiceKey, flow_hash, wire::FLAG_DOWN,
+    BackendKey, Counter, Flow, FlowKey, ForwardingMode, Service, ServiceKey, flow_hash,
+    wire::FLAG_DOWN,
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
-    maps::{BACKENDS, FLOWS, LB_MAC, MAGLEV, SERVICES, VIPS},
+    ipip,
+    maps::{BACKENDS, FLOWS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICES, VIPS},
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
 };
 
@@ -49,9 +53,13 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         proto: packet.proto,
         _pad: [0; 3],
     };
-    let Some((mac, new_flow)) = pick_backend(&service, &flow_key, new_connection) else {
+    let Some((backend, mac, new_flow)) = pick_backend(&service, &flow_key, new_connection) else {
         return Some(Counter::VipNoBackend);
     };
+    let mode = ForwardingMode::from_raw(FORWARDING.load());
+    if mode.wraps(backend, LB_ADDR.load(), SEGMENT_MASK.load()) {
+        return Some(ipip::forward(ctx, packet, backend, new_flow));
+    }
     // SAFETY: eth was bounds-checked by the caller; XDP packets are writable.
     unsafe {
         (*eth).dst_addr = mac;
@@ -98,17 +106,21 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
     }
 }
 
-/// The backend MAC for a flow, and whether the flow is new. A known flow
+/// The backend (address, MAC) for a flow, and whether the flow is new. A known flow
 /// keeps its backend while that backend is registered (even DRAINING);
 /// a new connection or an unknown flow gets one from the Maglev table.
 #[inline(always)]
-fn pick_backend(service: &Service, key: &FlowKey, new_connection: bool) -> Option<([u8; 6], bool)> {
+fn pick_backend(
+    service: &Service,
+    key: &FlowKey,
+    new_connection: bool,
+) -> Option<([u8; 4], [u8; 6], bool)> {
     if !new_connection
         // SAFETY: a plain value copied out at once.
         && let Some(flow) = unsafe { FLOWS.get(key) }.copied()
         && let Some(mac) = backend_mac(service, flow.backend)
     {
-        return Some((mac, false));
+        return Some((flow.backend, mac, false));
     }
     let size = service.table_size;
     // Checked for the verifier too: a zero size must not divide.
@@ -126,7 +138,7 @@ fn pick_backend(service: &Service, key: &FlowKey, new_connection: bool) -> Optio
     };
     // A full LRU evicts its oldest flow; a failed insert only costs stickiness.
     let _ = FLOWS.insert(key, &flow, u64::from(BPF_ANY));
-    Some((mac, true))
+    Some((backend, mac, true))
 }
 
 /// MAC of `addr` if it is registered in the service's group and not DOWN

@@ -8,6 +8,7 @@ mod auth;
 mod events;
 mod forwarding;
 mod igmp;
+mod ipip;
 mod maps;
 mod parse;
 mod registration;

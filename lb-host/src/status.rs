@@ -19,6 +19,20 @@ pub struct StatusReport {
     /// Packets per XDP action (`drop`, `pass`, `tx`): the counters summed
     /// by the action each belongs to.
     pub actions: BTreeMap<String, u64>,
+    /// Backends reached by IPIP whose packets XDP dropped for want of a
+    /// next hop, most recent first.
+    pub next_hop_errors: Vec<NextHopReport>,
+}
+
+/// A backend toward which the kernel's FIB gave XDP no next hop.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NextHopReport {
+    pub backend: Ipv4Addr,
+    /// What the FIB said, in words.
+    pub reason: String,
+    /// Packets dropped for it.
+    pub drops: u32,
+    pub last_ms_ago: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -181,6 +195,13 @@ impl StatusReport {
                 out,
                 "service {}:{}/{} -> group {} (Maglev {} entries, slot {})",
                 s.vip, s.port, s.proto, s.group, s.table_size, s.active_slot
+            );
+        }
+        for e in &self.next_hop_errors {
+            let _ = writeln!(
+                out,
+                "no next hop toward {}: {} ({} packets dropped, the last {} ms ago)",
+                e.backend, e.reason, e.drops, e.last_ms_ago
             );
         }
         let _ = writeln!(out, "counters: {}", name_value_list(&self.counters));

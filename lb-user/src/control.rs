@@ -20,10 +20,11 @@ use tracing::{debug, info, warn};
 
 use crate::{
     aging::{AgingParams, AgingVerdict, age},
-    forwarding::{Forwarding, Segment, ServiceConfig},
+    forwarding::{Forwarding, Reach, ServiceConfig},
     leaves::{LeaveVerdict, judge},
     liveness::{GroupLiveness, Heard, LivenessEvent, LivenessParams},
     maps::{GroupConfig, LbMaps, MapsError},
+    next_hop::NextHops,
 };
 
 /// Protocol parameters of one LB instance (SPEC 3).
@@ -153,6 +154,8 @@ pub struct Controller {
     groups: Vec<Group>,
     aging: HashMap<BackendKey, AgingState>,
     forwarding: Option<Forwarding>,
+    /// Resolves and reports next hops toward IPIP backends.
+    next_hops: Option<NextHops>,
     /// Monotonic ns of the next multicast router advertisement.
     next_advertisement_ns: u64,
 }
@@ -207,6 +210,7 @@ impl Controller {
             groups,
             aging,
             forwarding: None,
+            next_hops: None,
             next_advertisement_ns: 0,
         };
         controller.update_clock()?;
@@ -223,19 +227,22 @@ impl Controller {
         self.maps.set_clock(&clock)
     }
 
-    /// Starts forwarding `services` (none: registration only).
+    /// Starts forwarding `services` (none: registration only); `next_hops`
+    /// where some backends may be reached by IPIP.
     pub fn serve(
         &mut self,
         services: &[ServiceConfig],
         table_size: u32,
-        segment: Segment,
+        reach: Reach,
+        next_hops: Option<NextHops>,
     ) -> Result<(), MapsError> {
+        self.next_hops = next_hops;
         if !services.is_empty() {
             self.forwarding = Some(Forwarding::new(
                 &mut self.maps,
                 services,
                 table_size,
-                segment,
+                reach,
             )?);
         }
         Ok(())
@@ -265,6 +272,9 @@ impl Controller {
         let backends = self.age_backends(backends, now_ns)?;
         if let Some(forwarding) = &mut self.forwarding {
             forwarding.sync(&mut self.maps, &backends)?;
+        }
+        if let Some(next_hops) = &mut self.next_hops {
+            next_hops.poll(&mut self.maps, &backends, now_ns)?;
         }
         Ok(())
     }

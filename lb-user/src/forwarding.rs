@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use lb_common::{
-    BackendEntry, BackendKey, Service, ServiceKey,
+    BackendEntry, BackendKey, ForwardingMode, Service, ServiceKey,
     wire::{FLAG_DOWN, FLAG_DRAINING},
 };
 use tracing::{info, warn};
@@ -22,11 +22,36 @@ pub struct ServiceConfig {
     pub group_id: u32,
 }
 
-/// The LB's own segment: backends must be on it for layer-2 DSR.
+/// The LB's own segment: backends on it are reached at layer 2.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment {
     pub addr: Ipv4Addr,
     pub prefix_len: u8,
+}
+
+/// How backends are reached: the forwarding mode and the LB's segment.
+#[derive(Clone, Copy, Debug)]
+pub struct Reach {
+    pub mode: ForwardingMode,
+    pub segment: Segment,
+}
+
+impl Reach {
+    /// Whether traffic can reach `backend` at all (`l2` reaches only the segment).
+    pub fn reaches(&self, backend: Ipv4Addr) -> bool {
+        self.mode != ForwardingMode::L2 || self.segment.contains(backend)
+    }
+
+    /// Whether traffic to `backend` is wrapped in IPIP (as XDP decides it).
+    pub fn wraps(&self, backend: Ipv4Addr) -> bool {
+        let prefix = u32::from(self.segment.prefix_len.min(32));
+        let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+        self.mode.wraps(
+            backend.octets(),
+            self.segment.addr.octets(),
+            mask.to_be_bytes(),
+        )
+    }
 }
 
 impl Segment {
@@ -39,11 +64,12 @@ impl Segment {
 }
 
 /// The backends that get new flows of a service: registered in its group,
-/// neither DRAINING nor DOWN, with a weight, on the LB's segment. Sorted.
+/// neither DRAINING nor DOWN, with a weight, reachable (with `l2`, on the
+/// LB's segment). Sorted.
 pub fn eligible_backends(
     group_id: u32,
     backends: &[(BackendKey, BackendEntry)],
-    segment: Segment,
+    reach: Reach,
 ) -> Vec<MaglevBackend> {
     let mut set: Vec<MaglevBackend> = backends
         .iter()
@@ -54,7 +80,7 @@ pub fn eligible_backends(
             addr: Ipv4Addr::from(k.addr),
             weight: e.weight,
         })
-        .filter(|b| segment.contains(b.addr))
+        .filter(|b| reach.reaches(b.addr))
         .collect();
     set.sort();
     set
@@ -83,7 +109,7 @@ struct ServiceState {
 /// Forwarding state of all services.
 pub struct Forwarding {
     services: Vec<ServiceState>,
-    segment: Segment,
+    reach: Reach,
     /// Off-segment backends already reported.
     reported_off_segment: Vec<(u32, [u8; 4])>,
 }
@@ -94,7 +120,7 @@ impl Forwarding {
         maps: &mut LbMaps,
         configs: &[ServiceConfig],
         table_size: u32,
-        segment: Segment,
+        reach: Reach,
     ) -> Result<Self, MapsError> {
         let mut services = Vec::with_capacity(configs.len());
         for (service_id, config) in (0u32..).zip(configs) {
@@ -141,7 +167,7 @@ impl Forwarding {
         maps.set_vip_filter(&vips)?;
         Ok(Self {
             services,
-            segment,
+            reach,
             reported_off_segment: Vec::new(),
         })
     }
@@ -154,7 +180,7 @@ impl Forwarding {
     ) -> Result<(), MapsError> {
         self.report_off_segment(backends);
         for state in &mut self.services {
-            let eligible = eligible_backends(state.config.group_id, backends, self.segment);
+            let eligible = eligible_backends(state.config.group_id, backends, self.reach);
             if state.built_from.as_ref() == Some(&eligible) {
                 continue;
             }
@@ -187,18 +213,30 @@ impl Forwarding {
         Ok(())
     }
 
+    /// Says once per backend off the LB's segment how it is reached:
+    /// by IPIP, or (with `--forwarding l2`) not at all.
     fn report_off_segment(&mut self, backends: &[(BackendKey, BackendEntry)]) {
+        let segment = self.reach.segment;
         for (key, _) in backends {
             let addr = Ipv4Addr::from(key.addr);
             let id = (key.group_id, key.addr);
-            if !self.segment.contains(addr) && !self.reported_off_segment.contains(&id) {
+            if segment.contains(addr) || self.reported_off_segment.contains(&id) {
+                continue;
+            }
+            if self.reach.reaches(addr) {
+                info!(
+                    backend = %addr,
+                    "backend is off the LB's segment ({}/{}): its traffic is wrapped in IPIP, which its agent strips (backend-agent --vip)",
+                    segment.addr, segment.prefix_len
+                );
+            } else {
                 warn!(
                     backend = %addr,
-                    "backend is not on the LB's segment ({}/{}): direct server return cannot reach it, so it gets no traffic",
-                    self.segment.addr, self.segment.prefix_len
+                    "backend is not on the LB's segment ({}/{}) and --forwarding is l2: it gets no traffic (--forwarding auto reaches it by IPIP)",
+                    segment.addr, segment.prefix_len
                 );
-                self.reported_off_segment.push(id);
             }
+            self.reported_off_segment.push(id);
         }
         self.reported_off_segment
             .retain(|id| backends.iter().any(|(k, _)| (k.group_id, k.addr) == *id));
@@ -228,7 +266,7 @@ mod tests {
     };
 
     #[test]
-    fn draining_down_zero_weight_other_groups_and_off_segment_get_no_new_flows() {
+    fn draining_down_zero_weight_other_groups_and_with_l2_off_segment_get_no_new_flows() {
         let key = |g, last| BackendKey {
             group_id: g,
             addr: [10, 0, 0, last],
@@ -248,7 +286,11 @@ mod tests {
             ),
             (key(0, 7), entry(50, 0)),
         ];
-        let set = eligible_backends(0, &backends, SEGMENT);
+        let l2 = Reach {
+            mode: ForwardingMode::L2,
+            segment: SEGMENT,
+        };
+        let set = eligible_backends(0, &backends, l2);
         assert_eq!(
             set,
             vec![
@@ -262,6 +304,32 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn auto_reaches_off_segment_backends_by_ipip_and_l2_not_at_all() {
+        let off = Ipv4Addr::new(10, 9, 0, 6);
+        let on = Ipv4Addr::new(10, 0, 0, 6);
+        let reach = |mode| Reach {
+            mode,
+            segment: SEGMENT,
+        };
+        let auto = reach(ForwardingMode::Auto);
+        assert!(auto.reaches(off) && auto.wraps(off));
+        assert!(auto.reaches(on) && !auto.wraps(on));
+        let l2 = reach(ForwardingMode::L2);
+        assert!(!l2.reaches(off) && !l2.wraps(off));
+        let ipip = reach(ForwardingMode::Ipip);
+        assert!(ipip.wraps(on) && ipip.wraps(off));
+        let backends = vec![(
+            BackendKey {
+                group_id: 0,
+                addr: off.octets(),
+            },
+            entry(100, 0),
+        )];
+        assert_eq!(eligible_backends(0, &backends, auto).len(), 1);
+        assert!(eligible_backends(0, &backends, l2).is_empty());
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod forwarding;
 pub mod instance;
 pub mod leaves;
 pub mod maglev;
+pub mod next_hop;
 pub mod status;

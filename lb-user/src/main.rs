@@ -11,7 +11,9 @@ use std::{
 use anyhow::{Context, bail};
 use aya_log::EbpfLogger;
 use clap::{Parser, Subcommand};
-use lb_common::{DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, MAX_AUTH_KEYS, MAX_MAGLEV_SIZE};
+use lb_common::{
+    DEFAULT_MAX_BACKENDS, DEFAULT_MAX_FLOWS, ForwardingMode, MAX_AUTH_KEYS, MAX_MAGLEV_SIZE,
+};
 use lb_host::{
     cli::{parse_duration, parse_port, read_key_file},
     igmp_socket::IgmpSocket,
@@ -21,10 +23,11 @@ use lb_user::{
     aging::AgingParams,
     config::{self, GroupSpec, Plan},
     control::{ControlParams, Controller, Queriers, QueryVersion, RoutedQuerier},
-    forwarding::Segment,
+    forwarding::{Reach, Segment},
     instance::{self, InstanceLock, ModeArg},
     maglev::{self, DEFAULT_TABLE_SIZE},
     maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
+    next_hop::NextHops,
     status, system,
 };
 use tokio::{
@@ -119,6 +122,11 @@ struct RunArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     xdp_mode: ModeArg,
+    /// How client traffic reaches a backend (SPEC 7): `l2` rewrites the MAC
+    /// (backends on the LB's segment only), `ipip` wraps every packet in an
+    /// outer IPv4 header, `auto` does L2 on the segment and IPIP beyond it.
+    #[arg(long, value_enum, default_value_t = ForwardingArg::Auto)]
+    forwarding: ForwardingArg,
     /// Virtual IP of the service; lb-user puts it on the interface so the
     /// LB answers ARP for it.
     #[arg(long, requires = "services", conflicts_with = "config")]
@@ -199,6 +207,24 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
             .collect::<anyhow::Result<_>>()?,
     };
     Ok(config::plan(&specs, args.port)?)
+}
+
+/// `--forwarding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ForwardingArg {
+    Auto,
+    L2,
+    Ipip,
+}
+
+impl From<ForwardingArg> for ForwardingMode {
+    fn from(arg: ForwardingArg) -> Self {
+        match arg {
+            ForwardingArg::Auto => ForwardingMode::Auto,
+            ForwardingArg::L2 => ForwardingMode::L2,
+            ForwardingArg::Ipip => ForwardingMode::Ipip,
+        }
+    }
 }
 
 /// What `run` was asked to do, checked before anything is touched.
@@ -321,6 +347,8 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
         max_flows: args.max_flows,
         allowlist_on: !args.allow.is_empty(),
         auth_on,
+        forwarding: args.forwarding.into(),
+        segment_prefix_len: iface.prefix_len,
     };
     let mut ebpf = load_program(load, Some(&args.pin_path)).with_context(|| {
         format!(
@@ -381,12 +409,19 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
         lb_addr: iface.addr,
         ..settings.control
     };
-    let segment = Segment {
-        addr: iface.addr,
-        prefix_len: iface.prefix_len,
+    let reach = Reach {
+        mode: args.forwarding.into(),
+        segment: Segment {
+            addr: iface.addr,
+            prefix_len: iface.prefix_len,
+        },
     };
     let mut controller = Controller::new(params, maps, queriers, groups)?;
-    controller.serve(&settings.plan.services, args.maglev_size, segment)?;
+    let services = &settings.plan.services;
+    let next_hops = (reach.mode != ForwardingMode::L2 && !services.is_empty())
+        .then(|| NextHops::open(&args.iface, reach))
+        .transpose()?;
+    controller.serve(services, args.maglev_size, reach, next_hops)?;
     // The VIP lives on the interface so that the LB answers ARP for it;
     // XDP takes the service traffic before the stack sees it.
     let vips = settings

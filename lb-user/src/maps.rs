@@ -12,8 +12,8 @@ use aya::{
 };
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, Departure, DepartureReason,
-    GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, PROGRAM_NAME, Service,
-    ServiceKey, global_name, map_name, vip_filter_bit,
+    ForwardingMode, GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHopError,
+    PROGRAM_NAME, Service, ServiceKey, global_name, map_name, vip_filter_bit,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -80,6 +80,19 @@ pub struct LoadParams {
     pub allowlist_on: bool,
     /// Announcements must carry a tag under a key of `LbMaps::set_keys`.
     pub auth_on: bool,
+    /// How client traffic reaches a backend.
+    pub forwarding: ForwardingMode,
+    /// Prefix length of the LB's segment: in `auto` mode, backends outside
+    /// it are reached by IPIP.
+    pub segment_prefix_len: u8,
+}
+
+/// The netmask of a prefix length, network order.
+fn netmask(prefix_len: u8) -> [u8; 4] {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0)
+        .to_be_bytes()
 }
 
 /// Loads the object and verifies the program. With `pin_dir`, every map
@@ -103,6 +116,12 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
             true,
         )
         .override_global(global_name::AUTH_ON, &u8::from(params.auth_on), true)
+        .override_global(global_name::FORWARDING, &(params.forwarding as u8), true)
+        .override_global(
+            global_name::SEGMENT_MASK,
+            &netmask(params.segment_prefix_len),
+            true,
+        )
         .map_max_entries(
             map_name::LAST_SEQUENCE,
             params.max_backends.saturating_mul(2),
@@ -384,6 +403,18 @@ impl LbMaps {
     /// Why and when backends left, newest kept (an LRU).
     pub fn departures(&self) -> Result<Vec<(BackendKey, Departure)>, MapsError> {
         entries(self.departures.iter(), map_name::DEPARTURES)
+    }
+
+    /// Backends toward which XDP found no next hop, and why.
+    pub fn next_hop_errors(&self) -> Result<Vec<([u8; 4], NextHopError)>, MapsError> {
+        entries(self.next_hop_errors.iter(), map_name::NEXT_HOP_ERRORS)
+    }
+
+    pub fn remove_next_hop_error(&mut self, backend: [u8; 4]) -> Result<(), MapsError> {
+        removed(
+            self.next_hop_errors.remove(&backend),
+            map_name::NEXT_HOP_ERRORS,
+        )
     }
 
     /// IGMP leaves waiting for confirmation: backend -> monotonic ns.

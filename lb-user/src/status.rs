@@ -4,9 +4,11 @@ use std::{collections::HashSet, net::Ipv4Addr};
 
 use lb_common::{
     Action, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
-    GROUP_STATE_UNUSED, MAX_GROUPS,
+    GROUP_STATE_UNUSED, MAX_GROUPS, fib_result_name,
 };
-use lb_host::status::{BackendReport, DepartureReport, GroupReport, ServiceReport, StatusReport};
+use lb_host::status::{
+    BackendReport, DepartureReport, GroupReport, NextHopReport, ServiceReport, StatusReport,
+};
 
 use crate::maps::{LbMaps, MapsError};
 
@@ -78,11 +80,23 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             (a.name().to_owned(), total)
         })
         .collect();
+    let mut next_hop_errors: Vec<NextHopReport> = maps
+        .next_hop_errors()?
+        .into_iter()
+        .map(|(backend, e)| NextHopReport {
+            backend: Ipv4Addr::from(backend),
+            reason: fib_result_name(e.result).to_owned(),
+            drops: e.drops,
+            last_ms_ago: now_ns.saturating_sub(e.last_ns) / 1_000_000,
+        })
+        .collect();
+    next_hop_errors.sort_by_key(|e| e.last_ms_ago);
     Ok(StatusReport {
         groups,
         services,
         counters,
         actions,
+        next_hop_errors,
     })
 }
 

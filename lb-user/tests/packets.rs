@@ -846,10 +846,6 @@ fn a_full_server_list_rejects_newcomers_and_keeps_its_backends() {
     assert_eq!(lb.counter(Counter::AnnounceAccepted), 1);
 }
 
-fn lb_tests_require_root() {
-    lb_user::system::require_root("the packet tests").expect("run the packet tests as root");
-}
-
 #[test]
 fn with_a_key_a_leave_only_asks_for_confirmation() {
     lb_tests_require_root();

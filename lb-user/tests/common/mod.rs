@@ -2,9 +2,9 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use lb_common::{Counter, ServiceKey, wire::AnnouncementV1};
+use lb_common::{Counter, ForwardingMode, ServiceKey, wire::AnnouncementV1};
 use lb_user::{
-    forwarding::{Forwarding, Segment, ServiceConfig},
+    forwarding::{Forwarding, Reach, Segment, ServiceConfig},
     maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
 };
 
@@ -27,6 +27,8 @@ pub const LOAD: LoadParams = LoadParams {
     max_flows: 4096,
     allowlist_on: false,
     auth_on: false,
+    forwarding: ForwardingMode::Auto,
+    segment_prefix_len: 24,
 };
 
 /// Builds Ethernet + IPv4 frames.
@@ -159,11 +161,14 @@ impl TestLb {
             key: service,
             group_id: 0,
         };
-        let segment = Segment {
-            addr: LB,
-            prefix_len: 24,
+        let reach = Reach {
+            mode: load.forwarding,
+            segment: Segment {
+                addr: load.lb_addr,
+                prefix_len: load.segment_prefix_len,
+            },
         };
-        let forwarding = Forwarding::new(&mut maps, &[service], table_size, segment).unwrap();
+        let forwarding = Forwarding::new(&mut maps, &[service], table_size, reach).unwrap();
         TestLb {
             ebpf,
             maps,
@@ -236,4 +241,9 @@ impl TestLb {
             .unwrap()
             .1
     }
+}
+
+/// Fails the test at once, with a clear message, when not run as root.
+pub fn lb_tests_require_root() {
+    lb_user::system::require_root("the packet tests").expect("run the packet tests as root");
 }
