@@ -3,6 +3,7 @@
 //! report and one announcement to the LB; sends LEAVING on SIGINT/SIGTERM.
 //! SIGUSR1 switches it to DRAINING (no new flows), SIGUSR2 back.
 mod checker;
+mod decap;
 mod health;
 mod schedule;
 mod state;
@@ -36,6 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     checker::CheckResult,
+    decap::Decap,
     health::{CheckSpec, Health, State},
     schedule::{Due, Schedule, Via},
     state::AgentStatus,
@@ -120,6 +122,8 @@ struct Agent {
     last_failure: Option<String>,
     /// What `--status` shows; rewritten on every change.
     state: AgentStatus,
+    /// The IPIP decapsulation program, with `--vip`.
+    decap: Option<Decap>,
     key: Option<[u8; 16]>,
 }
 
@@ -175,8 +179,13 @@ impl Agent {
         {
             info!(%lb, group = %self.args.group, ?via, "new load balancer; announcing to it");
             self.state.lbs.push(lb);
-            self.publish();
+            if let Some(decap) = &mut self.decap
+                && let Err(e) = decap.learn_lb(lb)
+            {
+                warn!(%lb, "IPIP from this LB will not be decapsulated: {e:#}");
+            }
         }
+        self.publish();
     }
 
     /// Another member's report for our group cancels ours (suppression).
@@ -258,6 +267,11 @@ impl Agent {
                 info!(old = %self.local, new = %current, "interface address changed; announcing from the new one");
                 self.udp = udp;
                 self.local = current;
+                if let Some(decap) = &mut self.decap
+                    && let Err(e) = decap.set_local(current)
+                {
+                    warn!("IPIP to the new address will not be decapsulated: {e:#}");
+                }
             }
             Err(e) => warn!(%current, "cannot bind to the new interface address: {e}"),
         }
@@ -284,6 +298,17 @@ impl Agent {
     /// Rewrites the state file that `--status` reads.
     fn publish(&mut self) {
         self.state.address = Some(self.local);
+        if let Some(decap) = &self.decap {
+            match decap.counters() {
+                Ok(counters) => {
+                    self.state.decap = counters
+                        .into_iter()
+                        .map(|(name, n)| (name.to_owned(), n))
+                        .collect();
+                }
+                Err(e) => warn!("{e:#}"),
+            }
+        }
         if let Err(e) = state::write(&self.state) {
             warn!("writing the agent's state for --status failed: {e}");
         }
@@ -454,7 +479,17 @@ impl Agent {
             checks,
             ..AgentStatus::default()
         };
+        // Only a backend that serves a VIP (direct server return) can be
+        // sent IPIP; it accepts it only from the LBs it learns.
+        let decap = if args.vip.is_some() {
+            let decap = Decap::attach(&args.iface, local)?;
+            info!(iface = %args.iface, "IPIP decapsulation attached (tc ingress): IPIP from the LBs that query this agent is stripped");
+            Some(decap)
+        } else {
+            None
+        };
         let mut agent = Agent {
+            decap,
             health: (!args.checks.is_empty()).then(|| Health::new(args.rise, args.fall)),
             args,
             local,

@@ -2,7 +2,7 @@
 //! its service state and its last transitions, kept in a file under
 //! /run/xdp-lb that the running agent rewrites on every change.
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     fmt::Write as _,
     fs, io,
     net::Ipv4Addr,
@@ -41,6 +41,10 @@ pub struct AgentStatus {
     pub checks: Vec<String>,
     /// Oldest first.
     pub transitions: VecDeque<Transition>,
+    /// Counters of the IPIP decapsulation program, with `--vip` (as of
+    /// the last query).
+    #[serde(default)]
+    pub decap: BTreeMap<String, u64>,
 }
 
 impl AgentStatus {
@@ -87,6 +91,11 @@ impl AgentStatus {
         );
         if !self.checks.is_empty() {
             let _ = writeln!(out, "checks: {}", self.checks.join(", "));
+        }
+        if !self.decap.is_empty() {
+            let counters: Vec<String> =
+                self.decap.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "IPIP decapsulation: {}", counters.join(" "));
         }
         for t in &self.transitions {
             let at = UNIX_EPOCH + Duration::from_millis(t.unix_ms);

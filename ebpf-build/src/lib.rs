@@ -77,15 +77,48 @@ pub fn ebpf_toolchain() -> Result<String, BuildError> {
         })
 }
 
-/// Builds the object with BTF into `target_dir` and returns its path.
-pub fn build(target_dir: &Path) -> Result<PathBuf, BuildError> {
+/// The objects the eBPF crate builds.
+pub struct Objects {
+    /// The LB's XDP program (lb-user embeds it).
+    pub lb: PathBuf,
+    /// The agent's decapsulation program (backend-agent embeds it).
+    pub decap: PathBuf,
+}
+
+/// Builds both objects with BTF into `target_dir` and returns their paths.
+pub fn build(target_dir: &Path) -> Result<Objects, BuildError> {
     // BTF makes `bpftool map dump` show field names.
     run_cargo(
         "build",
         target_dir,
         "-Cdebuginfo=2\x1f-Clink-arg=--btf\x1f-Dwarnings",
     )?;
-    Ok(target_dir.join("bpfel-unknown-none/release/lb-ebpf"))
+    let release = target_dir.join("bpfel-unknown-none/release");
+    Ok(Objects {
+        lb: release.join("lb-ebpf"),
+        decap: release.join("agent-decap"),
+    })
+}
+
+/// For a build script: builds the objects into the shared eBPF target
+/// directory (one for all userspace profiles: the objects do not depend
+/// on them, and a nightly build-std takes a while), asks cargo to run it
+/// again when an input changes, and copies the object `pick` chooses into
+/// `OUT_DIR` as `name`. Exits with cargo's error format on failure.
+pub fn build_for_build_script(pick: fn(Objects) -> PathBuf, name: &str) {
+    for input in ebpf_inputs() {
+        println!("cargo:rerun-if-changed={}", input.display());
+    }
+    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let target_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ebpf");
+    let object = match build(&target_dir) {
+        Ok(objects) => pick(objects),
+        Err(e) => {
+            println!("cargo::error={e}");
+            std::process::exit(1);
+        }
+    };
+    fs::copy(&object, out_dir.join(name)).expect("copy the eBPF object into OUT_DIR");
 }
 
 /// Runs clippy on the eBPF crate for its BPF target, warnings as errors.

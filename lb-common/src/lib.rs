@@ -503,35 +503,38 @@ impl Action {
     }
 }
 
-/// Declares the packet counters once: the enum, [`Counter::ALL`], each
+/// Declares a program's counters once: the enum, its `ALL`, each
 /// counter's name and the action it ends in all come from one table.
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $variant:ident = $name:literal => $action:ident, )*) => {
-        /// Why the program did what it did with a packet: every packet moves
-        /// exactly one counter, and each counter belongs to one [`Action`], so
-        /// the totals per action follow from the counters.
+    (
+        $(#[$enum_doc:meta])*
+        $enum:ident => $action_ty:ident {
+            $( $(#[$doc:meta])* $variant:ident = $name:literal => $action:ident, )*
+        }
+    ) => {
+        $(#[$enum_doc])*
         #[repr(u32)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum Counter {
+        pub enum $enum {
             $( $(#[$doc])* $variant, )*
         }
 
-        impl Counter {
+        impl $enum {
             /// Every counter, in slot order.
-            pub const ALL: &[Counter] = &[$(Counter::$variant),*];
+            pub const ALL: &[$enum] = &[$($enum::$variant),*];
 
             /// The counter's name in `status` and the README.
             pub const fn name(self) -> &'static str {
                 match self {
-                    $(Counter::$variant => $name,)*
+                    $($enum::$variant => $name,)*
                 }
             }
 
-            /// The XDP action of every packet counted here.
+            /// The action of every packet counted here.
             #[inline(always)]
-            pub const fn action(self) -> Action {
+            pub const fn action(self) -> $action_ty {
                 match self {
-                    $(Counter::$variant => Action::$action,)*
+                    $($enum::$variant => $action_ty::$action,)*
                 }
             }
         }
@@ -539,6 +542,10 @@ macro_rules! counters {
 }
 
 counters! {
+    /// Why the XDP program did what it did with a packet: every packet
+    /// moves exactly one counter, and each counter belongs to one
+    /// [`Action`], so the totals per action follow from the counters.
+    Counter => Action {
     /// Announcement accepted (a refresh, or a LEAVING for no registered backend).
     AnnounceAccepted = "announce_accepted" => Drop,
     /// Announcement that inserted a new backend.
@@ -602,6 +609,58 @@ counters! {
     /// Client packet to a VIP service dropped: fragment, IP options or a
     /// truncated TCP or UDP header.
     VipMalformed = "vip_malformed" => Drop,
+    }
+}
+
+/// Name of the agent's decapsulation program (SPEC 7) in its object.
+pub const DECAP_PROGRAM_NAME: &str = "agent_decap";
+/// Most LBs whose IPIP an agent accepts.
+pub const MAX_DECAP_LBS: u32 = 64;
+
+/// The maps of the agent's decapsulation program, declared once like
+/// [`program_maps!`] (same row syntax).
+#[macro_export]
+macro_rules! decap_maps {
+    ($callback:ident) => {
+        $callback! {
+            /// LB addresses (network order) learned from queries: IPIP from
+            /// them is stripped. Written by backend-agent.
+            DECAP_LBS / lbs: HashMap<[u8; 4], u8>[$crate::MAX_DECAP_LBS];
+            /// The backend's own address (network order), slot 0: only IPIP
+            /// to it is stripped. Written by backend-agent.
+            DECAP_LOCAL / local: Array<[u8; 4]>[1];
+            /// Packet counters (per CPU), indexed by [`DecapCounter`]($crate::DecapCounter).
+            DECAP_COUNTERS / counters: PerCpuArray<u64>[$crate::DecapCounter::ALL.len() as u32];
+        }
+    };
+}
+
+/// What the decapsulation program does with a packet: the tc action it
+/// returns (`TC_ACT_OK`, `TC_ACT_SHOT`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcAction {
+    Pass = 0,
+    Drop = 2,
+}
+
+counters! {
+    /// Why the agent's decapsulation program did what it did with a packet.
+    DecapCounter => TcAction {
+    /// IPIP from a known LB to this backend: outer header stripped, the
+    /// client's packet passed up.
+    Decapsulated = "decapsulated" => Pass,
+    /// IPIP to this backend from a source that is no LB it learned: dropped,
+    /// never seen by the stack.
+    UnknownSource = "unknown_source" => Drop,
+    /// IPIP to another address: left alone.
+    NotForUs = "not_for_us" => Pass,
+    /// IPIP to this backend that cannot be stripped (a fragment, IP options
+    /// on the outer header, no whole inner IPv4 header): dropped.
+    Malformed = "malformed" => Drop,
+    /// Not IPIP: left alone.
+    NotIpip = "not_ipip" => Pass,
+    }
 }
 
 #[cfg(feature = "user")]

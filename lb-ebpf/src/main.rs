@@ -76,11 +76,8 @@ pub fn xdp_tx_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
+// The panic handler is the library's.
+use lb_ebpf as _;
 
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]

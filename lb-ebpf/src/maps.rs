@@ -6,6 +6,7 @@ use aya_ebpf::{
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
+use lb_ebpf::declare_maps;
 
 /// Turns each row of `lb_common::program_globals!` into a global that
 /// the loader sets.
@@ -20,14 +21,4 @@ macro_rules! declare_globals {
 }
 lb_common::program_globals!(declare_globals);
 
-/// Turns each row of `lb_common::program_maps!` into a `#[btf_map]` static.
-macro_rules! declare_maps {
-    ($( $(#[$doc:meta])* $name:ident / $field:ident : $kind:ident <$($ty:ty),+> [$cap:expr]; )*) => {
-        $(
-            $(#[$doc])*
-            #[btf_map]
-            pub static $name: $kind<$($ty,)+ { ($cap) as usize }> = $kind::new();
-        )*
-    };
-}
 lb_common::program_maps!(declare_maps);

@@ -75,6 +75,8 @@ fn test() -> anyhow::Result<()> {
     // the modules of each file it is given.
     let outside = [
         "lb-ebpf/src/main.rs",
+        "lb-ebpf/src/lib.rs",
+        "lb-ebpf/src/bin/agent-decap.rs",
         "fuzz/fuzz_targets/igmp.rs",
         "fuzz/fuzz_targets/announcement.rs",
         "fuzz/fuzz_targets/key_file.rs",
@@ -167,7 +169,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Task::Setup => setup::setup(),
         Task::BuildEbpf => ebpf_build::build(&root().join("target/ebpf"))
-            .map(|object| println!("{}", object.display()))
+            .map(|objects| {
+                println!("{}", objects.lb.display());
+                println!("{}", objects.decap.display());
+            })
             .map_err(Into::into),
         Task::Run { args } => run(&args),
         Task::Test => test(),

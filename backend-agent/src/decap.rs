@@ -1,0 +1,257 @@
+//! IPIP decapsulation on the backend (SPEC 7): the agent attaches the
+//! `agent_decap` tc program (lb-ebpf's `bin/agent-decap.rs`) to its
+//! interface's ingress through a TCX link, tells it the LBs it learns from
+//! queries and its own address, and reads its counters. The link belongs
+//! to this process: the kernel detaches the program when the agent exits,
+//! even after SIGKILL, so a restarted agent never finds one left over.
+use std::net::Ipv4Addr;
+
+use anyhow::Context;
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{LinkOrder, SchedClassifier, TcAttach, TcAttachType},
+};
+use lb_common::{DECAP_PROGRAM_NAME, DecapCounter};
+
+static DECAP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-decap.o"));
+
+/// Typed handles of the maps of `lb_common::decap_maps!`.
+macro_rules! decap_handles {
+    ($( $(#[$doc:meta])* $name:ident / $field:ident : $kind:ident <$($ty:ty),+> [$cap:expr]; )*) => {
+        struct DecapMaps {
+            $( $field: decap_handles!(@handle $kind <$($ty),+>), )*
+        }
+
+        impl DecapMaps {
+            fn take(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
+                Ok(Self {
+                    $(
+                        $field: ebpf
+                            .take_map(stringify!($name))
+                            .with_context(|| format!("the decapsulation object has no map {}", stringify!($name)))?
+                            .try_into()
+                            .with_context(|| format!("map {} of the decapsulation object", stringify!($name)))?,
+                    )*
+                })
+            }
+        }
+    };
+    (@handle HashMap <$k:ty, $v:ty>) => { HashMap<MapData, $k, $v> };
+    (@handle Array <$v:ty>) => { Array<MapData, $v> };
+    (@handle PerCpuArray <$v:ty>) => { PerCpuArray<MapData, $v> };
+}
+lb_common::decap_maps!(decap_handles);
+
+/// The attached program and its maps.
+pub struct Decap {
+    // Holds the program and its TCX link: dropping it detaches.
+    ebpf: Ebpf,
+    maps: DecapMaps,
+}
+
+impl Decap {
+    /// Loads the program and attaches it to `iface`'s ingress, accepting
+    /// IPIP to `local` (from no LB yet).
+    pub fn attach(iface: &str, local: Ipv4Addr) -> anyhow::Result<Self> {
+        let mut decap = Self::load(local)?;
+        let attach = TcAttach::Tcx {
+            attach_type: TcAttachType::Ingress,
+            order: LinkOrder::default(),
+        };
+        let ifindex = lb_host::system::interface_index(iface)?;
+        decap.program()?.attach(ifindex, attach).with_context(|| {
+            format!("attaching the decapsulation program to {iface}'s ingress (TCX needs Linux 6.6 or later)")
+        })?;
+        Ok(decap)
+    }
+
+    /// Loads and verifies the program, not attached.
+    fn load(local: Ipv4Addr) -> anyhow::Result<Self> {
+        let mut ebpf = Ebpf::load(DECAP_OBJECT).context("loading the decapsulation program")?;
+        let maps = DecapMaps::take(&mut ebpf)?;
+        let mut decap = Self { ebpf, maps };
+        decap
+            .program()?
+            .load()
+            .context("verifying the decapsulation program")?;
+        decap.set_local(local)?;
+        Ok(decap)
+    }
+
+    fn program(&mut self) -> anyhow::Result<&mut SchedClassifier> {
+        self.ebpf
+            .program_mut(DECAP_PROGRAM_NAME)
+            .context("the decapsulation object has no program")?
+            .try_into()
+            .context("the decapsulation program is not a tc classifier")
+    }
+
+    /// IPIP from `lb` is stripped from now on.
+    pub fn learn_lb(&mut self, lb: Ipv4Addr) -> anyhow::Result<()> {
+        self.maps
+            .lbs
+            .insert(&lb.octets(), &1, 0)
+            .with_context(|| format!("adding LB {lb} to the decapsulation program"))
+    }
+
+    /// Only IPIP to `local` is stripped.
+    pub fn set_local(&mut self, local: Ipv4Addr) -> anyhow::Result<()> {
+        self.maps
+            .local
+            .set(0, &local.octets(), 0)
+            .context("setting the address the decapsulation program accepts")
+    }
+
+    /// Every counter, summed over CPUs, by name.
+    pub fn counters(&self) -> anyhow::Result<Vec<(&'static str, u64)>> {
+        DecapCounter::ALL
+            .iter()
+            .map(|&c| {
+                let per_cpu = self
+                    .maps
+                    .counters
+                    .get(&(c as u32), 0)
+                    .context("reading the decapsulation counters")?;
+                Ok((c.name(), per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The program through BPF_PROG_TEST_RUN, as a table: input frame,
+    //! tc action, counter, whole output frame. Needs root.
+    use aya::programs::{TestRun, TestRunOptions};
+    use lb_common::wire::internet_checksum;
+
+    use super::*;
+
+    const LB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+    const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+    const TC_ACT_OK: i32 = 0;
+    const TC_ACT_SHOT: i32 = 2;
+
+    fn ipv4(proto: u8, frags: u16, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+        let mut h = vec![0x45, 0];
+        h.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+        h.extend_from_slice(&[0, 1]);
+        h.extend_from_slice(&frags.to_be_bytes());
+        h.extend_from_slice(&[64, proto, 0, 0]);
+        h.extend_from_slice(&src.octets());
+        h.extend_from_slice(&dst.octets());
+        let sum = internet_checksum(&h);
+        h[10..12].copy_from_slice(&sum.to_be_bytes());
+        h.extend_from_slice(payload);
+        h
+    }
+
+    fn frame(ether_type: u16, packet: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 0xfe];
+        f.extend_from_slice(&ether_type.to_be_bytes());
+        f.extend_from_slice(packet);
+        f
+    }
+
+    /// The client's TCP SYN to the VIP, as the LB wrapped it.
+    fn client_packet() -> Vec<u8> {
+        let mut tcp = vec![0u8; 20];
+        tcp[..4].copy_from_slice(&[0x03, 0xe8, 0, 80]);
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x02;
+        ipv4(6, 0x4000, CLIENT, VIP, &tcp)
+    }
+
+    fn ipip(src: Ipv4Addr, dst: Ipv4Addr, frags: u16, inner: &[u8]) -> Vec<u8> {
+        frame(0x0800, &ipv4(4, frags, src, dst, inner))
+    }
+
+    #[test]
+    fn strips_ipip_only_from_a_learned_lb_to_this_backend() {
+        lb_host::system::require_root("the decapsulation tests")
+            .expect("run the decapsulation tests as root");
+        let mut decap = Decap::load(LOCAL).unwrap();
+        decap.learn_lb(LB).unwrap();
+        let inner = client_packet();
+        let from_lb = ipip(LB, LOCAL, 0x4000, &inner);
+        let plain = frame(0x0800, &inner);
+        let arp = frame(0x0806, &[0; 28]);
+        let cases = [
+            (
+                "IPIP from a learned LB",
+                from_lb.clone(),
+                TC_ACT_OK,
+                DecapCounter::Decapsulated,
+                plain.clone(),
+            ),
+            (
+                "IPIP from a stranger",
+                ipip(CLIENT, LOCAL, 0, &inner),
+                TC_ACT_SHOT,
+                DecapCounter::UnknownSource,
+                ipip(CLIENT, LOCAL, 0, &inner),
+            ),
+            (
+                "IPIP to another address",
+                ipip(LB, VIP, 0, &inner),
+                TC_ACT_OK,
+                DecapCounter::NotForUs,
+                ipip(LB, VIP, 0, &inner),
+            ),
+            (
+                "an IPIP fragment",
+                ipip(LB, LOCAL, 0x2000, &inner),
+                TC_ACT_SHOT,
+                DecapCounter::Malformed,
+                ipip(LB, LOCAL, 0x2000, &inner),
+            ),
+            (
+                "IPIP without a whole inner header",
+                ipip(LB, LOCAL, 0, &inner[..12]),
+                TC_ACT_SHOT,
+                DecapCounter::Malformed,
+                ipip(LB, LOCAL, 0, &inner[..12]),
+            ),
+            (
+                "IPIP whose inner packet is not IPv4",
+                ipip(LB, LOCAL, 0, &[0x60; 40]),
+                TC_ACT_SHOT,
+                DecapCounter::Malformed,
+                ipip(LB, LOCAL, 0, &[0x60; 40]),
+            ),
+            (
+                "plain IPv4",
+                plain.clone(),
+                TC_ACT_OK,
+                DecapCounter::NotIpip,
+                plain.clone(),
+            ),
+            ("ARP", arp.clone(), TC_ACT_OK, DecapCounter::NotIpip, arp),
+        ];
+        for (name, input, action, counter, expected) in cases {
+            let before = decap.counters().unwrap();
+            let mut out = vec![0u8; input.len() + 64];
+            let result = decap
+                .program()
+                .unwrap()
+                .test_run(TestRunOptions {
+                    data_in: Some(&input),
+                    data_out: Some(&mut out),
+                    ..TestRunOptions::default()
+                })
+                .unwrap();
+            out.truncate(result.data_size_out as usize);
+            assert_eq!(result.return_value as i32, action, "{name}: action");
+            assert_eq!(out, expected, "{name}: output frame");
+            let after = decap.counters().unwrap();
+            for ((n, b), (_, a)) in before.iter().zip(&after) {
+                let moved = u64::from(*n == counter.name());
+                assert_eq!(*a, b + moved, "{name}: counter {n}");
+            }
+        }
+    }
+}
