@@ -508,6 +508,13 @@ impl Agent {
             key,
         };
         agent.publish();
+        // The kernel's join report revives a dead group on the LB's
+        // segment, but never crosses a router: an unsolicited routed report
+        // does, so an LB whose group died before any backend came hears of
+        // this one (SPEC 5.4).
+        if let Err(e) = agent.report(true) {
+            warn!("sending the first membership report failed: {e}");
+        }
         Ok(agent)
     }
 

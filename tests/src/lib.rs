@@ -542,3 +542,168 @@ impl Topology {
         sh("ip", &full)
     }
 }
+
+/// Routed topologies (SPEC 4.4, 7): subnets behind routers, multicast
+/// routing by smcroute.
+impl Topology {
+    /// The second octet of every address of this topology.
+    fn net(&self) -> u8 {
+        self.hosts[0].addr.octets()[1]
+    }
+
+    /// Runs `sysctl -w key=value` in host `i`.
+    pub fn sysctl(&self, i: usize, key: &str, value: &str) -> anyhow::Result<()> {
+        self.exec_program(i, "sysctl", &["-qw", &format!("{key}={value}")])
+            .map(drop)
+    }
+
+    /// Adds subnet `10.<net>.<id>.0/24` behind host `router`: the router
+    /// gets `10.<net>.<id>.254` on a new bridge `s<id>` and forwards; `hosts`
+    /// new hosts get `.1..=hosts` on their `eth0`, with a default route
+    /// through the router. Returns the new hosts' indices.
+    pub fn add_subnet(&mut self, router: usize, id: u8, hosts: u8) -> anyhow::Result<Vec<usize>> {
+        let net = self.net();
+        let router_ns = self.hosts[router].netns.clone();
+        let bridge = format!("s{id}");
+        let gateway = Ipv4Addr::new(10, net, id, 254);
+        // A router in front of direct server return sees the backends'
+        // answers come from the VIP, which it routes elsewhere: no reverse
+        // path filter there (the backends keep theirs).
+        for key in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv4.conf.eth0.rp_filter=0",
+        ] {
+            sh("ip", &["netns", "exec", &router_ns, "sysctl", "-qw", key])?;
+        }
+        sh(
+            "ip",
+            &[
+                "-n",
+                &router_ns,
+                "link",
+                "add",
+                &bridge,
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+        )?;
+        sh(
+            "ip",
+            &[
+                "-n",
+                &router_ns,
+                "addr",
+                "add",
+                &format!("{gateway}/24"),
+                "dev",
+                &bridge,
+            ],
+        )?;
+        sh("ip", &["-n", &router_ns, "link", "set", &bridge, "up"])?;
+        let mut added = Vec::new();
+        for i in 1..=hosts {
+            let netns = format!("{}-s{id}h{i}", self.prefix);
+            sh("ip", &["netns", "add", &netns])?;
+            let port = format!("s{id}p{i}");
+            sh(
+                "ip",
+                &[
+                    "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
+                    "netns", &router_ns,
+                ],
+            )?;
+            sh(
+                "ip",
+                &[
+                    "-n", &router_ns, "link", "set", &port, "master", &bridge, "up",
+                ],
+            )?;
+            let addr = Ipv4Addr::new(10, net, id, i);
+            let cidr = format!("{addr}/24");
+            sh("ip", &["-n", &netns, "addr", "add", &cidr, "dev", "eth0"])?;
+            sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
+            sh("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
+            let via = gateway.to_string();
+            sh(
+                "ip",
+                &["-n", &netns, "route", "add", "default", "via", &via],
+            )?;
+            self.hosts.push(Host { netns, addr });
+            added.push(self.hosts.len() - 1);
+        }
+        Ok(added)
+    }
+
+    /// Routes `prefix` from host `i` through `via`.
+    pub fn add_route(&self, i: usize, prefix: &str, via: Ipv4Addr) -> anyhow::Result<()> {
+        let netns = &self.hosts[i].netns;
+        sh(
+            "ip",
+            &["-n", netns, "route", "add", prefix, "via", &via.to_string()],
+        )
+        .map(drop)
+    }
+
+    /// The address router `router` has on subnet `id` (see `add_subnet`).
+    pub fn gateway(&self, id: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net(), id, 254)
+    }
+
+    /// All of this topology's subnets, `10.<net>.0.0/16`.
+    pub fn all_subnets(&self) -> String {
+        format!("10.{}.0.0/16", self.net())
+    }
+
+    /// Starts smcroute's daemon in host `router`, replicating `group` from
+    /// each of `ifaces` to all the others: a query reaches every subnet, a
+    /// report reaches the LB and every other member (suppression). Returns
+    /// once the routes are in.
+    pub fn start_mrouter(
+        &self,
+        router: usize,
+        group: Ipv4Addr,
+        ifaces: &[&str],
+    ) -> anyhow::Result<Proc> {
+        let name = format!("smcroute{router}");
+        let mut conf = String::new();
+        for iface in ifaces {
+            conf.push_str(&format!("phyint {iface} enable\n"));
+        }
+        for from in ifaces {
+            let to: Vec<&str> = ifaces.iter().copied().filter(|i| i != from).collect();
+            conf.push_str(&format!(
+                "mroute from {from} group {group} to {}\n",
+                to.join(" ")
+            ));
+        }
+        let file = |ext: &str| self.logs.join(format!("{name}.{ext}"));
+        fs::write(file("conf"), conf)?;
+        let path = |ext: &str| file(ext).to_string_lossy().into_owned();
+        let daemon = self.spawn_program(
+            router,
+            &name,
+            "smcrouted",
+            &[
+                "-n",
+                "-N",
+                "-f",
+                &path("conf"),
+                "-u",
+                &path("sock"),
+                "-P",
+                &path("pid"),
+                "-l",
+                "info",
+            ],
+        )?;
+        wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            daemon.log_text().contains("Ready").then_some(())
+        })
+        .with_context(|| format!("smcrouted did not start: {}", daemon.log_text()))?;
+        Ok(daemon)
+    }
+}

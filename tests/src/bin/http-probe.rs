@@ -2,6 +2,8 @@
 //!   http-probe spread ADDR:PORT COUNT   short connections, count per name
 //!   http-probe hold ADDR:PORT SECONDS   one connection, a request every 50 ms;
 //!                                       prints `first NAME` once it is known
+//!   http-probe upload ADDR:PORT BYTES   one POST of BYTES; the answer and time
+//!   http-probe download ADDR:PORT BYTES one GET of BYTES; the length and time
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
@@ -21,7 +23,16 @@ fn request(
     let connection = if close { "close" } else { "keep-alive" };
     // One write per request: split writes stall on Nagle and delayed ACKs.
     let head = format!("GET / HTTP/1.1\r\nHost: vip\r\nConnection: {connection}\r\n\r\n");
-    stream.write_all(head.as_bytes())?;
+    exchange(stream, reader, head.as_bytes())
+}
+
+/// Writes `message` and reads one response; returns its body.
+fn exchange(
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    message: &[u8],
+) -> std::io::Result<String> {
+    stream.write_all(message)?;
     let mut length = None;
     let mut line = String::new();
     loop {
@@ -119,10 +130,34 @@ fn hold(addr: SocketAddr, seconds: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// One large request (`upload`) or response (`download`) of `bytes`.
+fn transfer(addr: SocketAddr, bytes: u32, upload: bool) -> ExitCode {
+    let start = Instant::now();
+    let message = if upload {
+        let mut m = format!(
+            "POST /upload HTTP/1.1\r\nHost: vip\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes();
+        m.resize(m.len() + bytes as usize, b'u');
+        m
+    } else {
+        format!("GET /bytes/{bytes} HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    let result = connect(addr).and_then(|(mut s, mut r)| exchange(&mut s, &mut r, &message));
+    let ms = start.elapsed().as_millis();
+    match result {
+        Ok(body) if upload => println!("{{\"answer\":\"{body}\",\"ms\":{ms},\"error\":null}}"),
+        Ok(body) => println!("{{\"bytes\":{},\"ms\":{ms},\"error\":null}}", body.len()),
+        Err(e) => println!("{{\"ms\":{ms},\"error\":\"{e}\"}}"),
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || {
-        eprintln!("error: usage: http-probe spread|hold ADDR:PORT N");
+        eprintln!("error: usage: http-probe spread|hold|upload|download ADDR:PORT N");
         ExitCode::from(2)
     };
     let [mode, addr, n] = args.as_slice() else {
@@ -134,6 +169,8 @@ fn main() -> ExitCode {
     match mode.as_str() {
         "spread" => spread(addr, n),
         "hold" => hold(addr, u64::from(n)),
+        "upload" => transfer(addr, n, true),
+        "download" => transfer(addr, n, false),
         _ => usage(),
     }
 }

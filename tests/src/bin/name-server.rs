@@ -1,9 +1,10 @@
 //! A small HTTP/1.1 server for the forwarding tests: answers every request
 //! with its own name, keeping connections alive; a request for `/500`
-//! gets a 500 (a failing service, for the agents' checks).
+//! gets a 500 (a failing service, for the agents' checks); a request with
+//! a body is answered `NAME received N`; `/bytes/N` gets N bytes.
 //! Usage: name-server ADDR:PORT NAME
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
     process::ExitCode,
     thread,
@@ -16,7 +17,8 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
     loop {
         // Read one request head; an empty read is the client closing.
         let mut close = false;
-        let mut failing = false;
+        let mut path = String::new();
+        let mut body_len = 0u64;
         let mut line = String::new();
         let mut first = true;
         loop {
@@ -25,16 +27,29 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
                 return Ok(());
             }
             if first {
-                failing = line.split_whitespace().nth(1) == Some("/500");
+                path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
                 first = false;
             }
-            if line.to_ascii_lowercase().starts_with("connection: close") {
+            let lower = line.to_ascii_lowercase();
+            if lower.starts_with("connection: close") {
                 close = true;
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                body_len = v.trim().parse().unwrap_or(0);
             }
             if line == "\r\n" || line == "\n" {
                 break;
             }
         }
+        let received = std::io::copy(&mut (&mut reader).take(body_len), &mut std::io::sink())?;
+        let failing = path == "/500";
+        let body = if let Some(n) = path.strip_prefix("/bytes/") {
+            "x".repeat(n.parse().unwrap_or(0))
+        } else if body_len > 0 {
+            format!("{name} received {received}")
+        } else {
+            name.to_owned()
+        };
         let connection = if close { "close" } else { "keep-alive" };
         // One write per response: with Nagle, split writes stall on delayed ACKs.
         let status = if failing {
@@ -43,8 +58,8 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
             "200 OK"
         };
         let response = format!(
-            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{name}",
-            name.len()
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+            body.len()
         );
         writer.write_all(response.as_bytes())?;
         if close {

@@ -1,0 +1,348 @@
+//! Beyond one segment (SPEC 4.4, 7): backends behind real kernel multicast
+//! routers (static routes from smcroute) register through the routed
+//! query and report, and serve a VIP through IPIP that their agents strip.
+//! The original design's figure 4 (one router, three backend subnets),
+//! figure 5 (router A feeds a backend and router B, which feeds two), and
+//! a mix of an on-segment (L2) backend with two routed (IPIP) ones.
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::PathBuf,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use lb_tests::{
+    Bridge, Counter, FAST_TIMERS, Proc, StatusReport, Topology, counter, first_group, registered,
+    wait_for,
+};
+use serde_json::Value;
+
+const P: Duration = Duration::from_millis(200);
+const POLL: Duration = Duration::from_millis(10);
+const GROUP: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 1);
+const LB: usize = 0;
+const CLIENT: usize = 1;
+/// The first router: host 2 on the LB's segment.
+const ROUTER: usize = 2;
+const MEGABYTE: u32 = 1 << 20;
+
+/// A routed topology serving a VIP: the LB, the client, the routers'
+/// daemons, and backends (host, weight) with their servers and agents.
+struct Bed<'a> {
+    topo: &'a Topology,
+    pin: PathBuf,
+    _lb: Proc,
+    _routers: Vec<Proc>,
+    vip: String,
+    backends: Vec<(usize, u16)>,
+    agents: BTreeMap<usize, Proc>,
+    _servers: Vec<Proc>,
+}
+
+fn name(host: usize) -> String {
+    format!("b{host}")
+}
+
+/// The LB's segment routes every subnet through the first router. The
+/// client sends wire-sized frames, as any host behind a real NIC: a veth
+/// would hand the LB its TCP segmentation offload's 64 KB super-packets,
+/// which no wire carries and no XDP program on a NIC ever sees.
+fn route_segment_through_router(topo: &Topology, hosts: &[usize]) -> anyhow::Result<()> {
+    let via = topo.host(ROUTER).addr;
+    for &h in hosts {
+        topo.add_route(h, &topo.all_subnets(), via)?;
+    }
+    topo.exec_program(
+        CLIENT,
+        "ethtool",
+        &["-K", "eth0", "tso", "off", "gso", "off"],
+    )?;
+    Ok(())
+}
+
+impl<'a> Bed<'a> {
+    /// Starts the LB (TTL 4: up to three routers) and, for each backend, its
+    /// server and agent; returns once all are registered, with the time
+    /// that took from the agents' start.
+    fn start(
+        topo: &'a Topology,
+        routers: Vec<Proc>,
+        backends: &[(usize, u16)],
+    ) -> anyhow::Result<(Self, Duration)> {
+        let vip = topo.segment_address(100).to_string();
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--ttl", "4", "--vip", &vip, "--service", "tcp:80"]);
+        let (lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        ensure!(
+            lb.log_text().contains("routed UDP queries"),
+            "the LB did not say it queries across routers: {}",
+            lb.log_text()
+        );
+        let mut servers = Vec::new();
+        for &(host, _) in backends {
+            servers.push(topo.spawn(
+                host,
+                &format!("server{host}"),
+                "name-server",
+                &["0.0.0.0:80", &name(host)],
+            )?);
+        }
+        let mut bed = Bed {
+            topo,
+            pin,
+            _lb: lb,
+            _routers: routers,
+            vip,
+            backends: backends.to_vec(),
+            agents: BTreeMap::new(),
+            _servers: servers,
+        };
+        let start = Instant::now();
+        for &(host, weight) in backends {
+            let weight = weight.to_string();
+            let agent = topo.spawn(
+                host,
+                &format!("agent{host}"),
+                "backend-agent",
+                &["--iface", "eth0", "--vip", &bed.vip, "--weight", &weight],
+            )?;
+            bed.agents.insert(host, agent);
+        }
+        let want = backends.len();
+        wait_for(2 * P + Duration::from_secs(1), POLL, || {
+            bed.status().ok().filter(|s| registered(s).len() == want)
+        })
+        .with_context(|| format!("{want} backends did not register"))?;
+        let took = start.elapsed();
+        // The control loop rebuilds the tables on its next pass.
+        sleep(P);
+        Ok((bed, took))
+    }
+
+    fn status(&self) -> anyhow::Result<StatusReport> {
+        self.topo.status(&self.pin)
+    }
+
+    /// Runs http-probe in the client; its JSON line.
+    fn probe(&self, mode: &str, n: u32) -> anyhow::Result<Value> {
+        let target = format!("{}:80", self.vip);
+        let out = self
+            .topo
+            .exec(CLIENT, "http-probe", &[mode, &target, &n.to_string()])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().last().context("http-probe printed nothing")?;
+        Ok(serde_json::from_str(line)?)
+    }
+
+    /// `count` short connections: each backend's share within 15% of its
+    /// weight's share, and no error.
+    fn check_spread(&self, count: u32) -> anyhow::Result<()> {
+        let result = self.probe("spread", count)?;
+        let errors = result["errors"].as_u64().context("errors")?;
+        let names = result["names"].as_object().context("names")?;
+        println!("spread of {count} connections: {names:?}, {errors} errors");
+        ensure!(errors == 0, "{errors} connections failed");
+        let total_weight: u32 = self.backends.iter().map(|&(_, w)| u32::from(w)).sum();
+        for &(host, weight) in &self.backends {
+            let got = names.get(&name(host)).and_then(Value::as_u64).unwrap_or(0) as f64;
+            let want = f64::from(count) * f64::from(weight) / f64::from(total_weight);
+            ensure!(
+                (got - want).abs() <= 0.15 * want,
+                "{} got {got} connections, {want:.0} expected (weight {weight})",
+                name(host)
+            );
+        }
+        Ok(())
+    }
+
+    /// A 1 MB upload and a 1 MB download through the VIP complete.
+    fn check_large_transfers(&self) -> anyhow::Result<()> {
+        let upload = self.probe("upload", MEGABYTE)?;
+        println!("1 MB upload: {upload}");
+        let answer = upload["answer"].as_str().unwrap_or_default();
+        ensure!(
+            answer.ends_with(&format!(" received {MEGABYTE}")),
+            "upload failed: {upload}"
+        );
+        let download = self.probe("download", MEGABYTE)?;
+        println!("1 MB download: {download}");
+        ensure!(
+            download["bytes"].as_u64() == Some(u64::from(MEGABYTE)),
+            "download failed: {download}"
+        );
+        Ok(())
+    }
+
+    /// SIGTERM to `host`'s agent; the time until the LB no longer lists it.
+    fn stop_agent(&mut self, host: usize) -> anyhow::Result<Duration> {
+        let addr = self.topo.host(host).addr.to_string();
+        let start = Instant::now();
+        self.agents
+            .get(&host)
+            .context("no such agent")?
+            .signal(libc::SIGTERM);
+        wait_for(Duration::from_secs(3), POLL, || {
+            self.status()
+                .ok()
+                .filter(|s| !registered(s).contains(&addr))
+        })
+        .with_context(|| format!("{addr} was not removed after SIGTERM"))?;
+        let took = start.elapsed();
+        let mut agent = self.agents.remove(&host).context("no such agent")?;
+        ensure!(
+            agent.wait_exit(Duration::from_secs(3))? == 0,
+            "agent exit code"
+        );
+        Ok(took)
+    }
+
+    fn group_state(&self) -> anyhow::Result<String> {
+        Ok(first_group(&self.status()?).state.clone())
+    }
+}
+
+/// What every routed topology must do, `routers` deep: register within
+/// 2 P, spread by weight with no error, carry 1 MB each way (path MTU
+/// discovery through XDP's ICMP answer), remove a SIGTERM'd backend within
+/// one P, keep the group alive while one backend is, and let it die after
+/// all leave.
+fn serves_through_routers(
+    topo: &Topology,
+    routers: Vec<Proc>,
+    backends: &[(usize, u16)],
+    depth: &str,
+) -> anyhow::Result<()> {
+    let (mut bed, took) = Bed::start(topo, routers, backends)?;
+    println!(
+        "{} backends registered through {depth} in {} ms of their agents' start (P = {} ms)",
+        backends.len(),
+        took.as_millis(),
+        P.as_millis()
+    );
+    ensure!(
+        took <= 2 * P + Duration::from_millis(300),
+        "registration took {took:?}"
+    );
+    bed.check_spread(600)?;
+    bed.check_large_transfers()?;
+    let status = bed.status()?;
+    let group = first_group(&status);
+    println!(
+        "{} queries, {} reports; counters: {:?}",
+        group.queries_sent, group.reports, status.counters
+    );
+    ensure!(
+        counter(&status, Counter::RoutedReport)? > 0,
+        "no routed report counted"
+    );
+    ensure!(
+        counter(&status, Counter::IpipNewFlow)? >= 600,
+        "flows not wrapped in IPIP"
+    );
+    ensure!(
+        counter(&status, Counter::IpipTooBig)? > 0,
+        "the upload never met the ICMP answer (path MTU discovery)"
+    );
+    ensure!(
+        counter(&status, Counter::IpipNoNextHop)? == 0,
+        "a packet had no next hop"
+    );
+    ensure!(
+        status.next_hop_errors.is_empty(),
+        "{:?}",
+        status.next_hop_errors
+    );
+    let hosts: Vec<usize> = backends.iter().map(|&(h, _)| h).collect();
+    let (last, others) = hosts.split_last().context("no backend")?;
+    for &host in others {
+        let took = bed.stop_agent(host)?;
+        println!(
+            "{} removed {} ms after SIGTERM",
+            name(host),
+            took.as_millis()
+        );
+        ensure!(took <= P, "removal took {took:?}");
+    }
+    sleep(4 * P);
+    ensure!(
+        bed.group_state()? == "alive",
+        "the group died while {} is alive",
+        name(*last)
+    );
+    bed.stop_agent(*last)?;
+    let dead = wait_for(8 * P, POLL, || {
+        bed.group_state().ok().filter(|s| s == "dead")
+    });
+    ensure!(
+        dead.is_some(),
+        "the group stayed alive after every backend left"
+    );
+    Ok(())
+}
+
+#[test]
+fn figure_4_one_router_three_backend_subnets() -> anyhow::Result<()> {
+    let mut topo = Topology::new(3, Bridge::Flooding)?;
+    let mut backends = Vec::new();
+    for (subnet, weight) in [(1, 100), (2, 200), (3, 300)] {
+        let hosts = topo.add_subnet(ROUTER, subnet, 1)?;
+        backends.push((hosts[0], weight));
+    }
+    topo.run(|topo| {
+        route_segment_through_router(topo, &[LB, CLIENT])?;
+        let router = topo.start_mrouter(ROUTER, GROUP, &["eth0", "s1", "s2", "s3"])?;
+        serves_through_routers(topo, vec![router], &backends, "one router")
+    })
+}
+
+#[test]
+fn figure_5_a_router_behind_a_router() -> anyhow::Result<()> {
+    let mut topo = Topology::new(3, Bridge::Flooding)?;
+    let backend1 = topo.add_subnet(ROUTER, 1, 1)?[0];
+    let router_b = topo.add_subnet(ROUTER, 2, 1)?[0];
+    let backend2 = topo.add_subnet(router_b, 3, 1)?[0];
+    let backend3 = topo.add_subnet(router_b, 4, 1)?[0];
+    topo.run(|topo| {
+        route_segment_through_router(topo, &[LB, CLIENT])?;
+        let b = topo.host(router_b).addr;
+        for subnet in [3, 4] {
+            let prefix = format!(
+                "{}/24",
+                topo.gateway(subnet).to_string().replace(".254", ".0")
+            );
+            topo.add_route(ROUTER, &prefix, b)?;
+        }
+        let routers = vec![
+            topo.start_mrouter(ROUTER, GROUP, &["eth0", "s1", "s2"])?,
+            topo.start_mrouter(router_b, GROUP, &["eth0", "s3", "s4"])?,
+        ];
+        let backends = [(backend1, 100), (backend2, 200), (backend3, 300)];
+        serves_through_routers(topo, routers, &backends, "up to two routers")
+    })
+}
+
+/// One backend on the LB's segment (L2) and two behind a router (IPIP)
+/// under one VIP: all three get their share, each by its own path.
+#[test]
+fn mixed_l2_and_ipip_backends_under_one_vip() -> anyhow::Result<()> {
+    const ON_SEGMENT: usize = 3;
+    let mut topo = Topology::new(4, Bridge::Flooding)?;
+    let routed1 = topo.add_subnet(ROUTER, 1, 1)?[0];
+    let routed2 = topo.add_subnet(ROUTER, 2, 1)?[0];
+    topo.run(|topo| {
+        route_segment_through_router(topo, &[LB, CLIENT])?;
+        let router = topo.start_mrouter(ROUTER, GROUP, &["eth0", "s1", "s2"])?;
+        let backends = [(ON_SEGMENT, 100), (routed1, 100), (routed2, 100)];
+        let (bed, took) = Bed::start(topo, vec![router], &backends)?;
+        println!("mixed: 3 backends registered in {} ms", took.as_millis());
+        bed.check_spread(600)?;
+        let status = bed.status()?;
+        let l2 = counter(&status, Counter::VipNewFlow)?;
+        let ipip = counter(&status, Counter::IpipNewFlow)?;
+        println!("new flows: {l2} by L2, {ipip} by IPIP");
+        ensure!(l2 > 100 && ipip > 300, "L2 {l2}, IPIP {ipip}");
+        Ok(())
+    })
+}
