@@ -247,3 +247,105 @@ impl TestLb {
 pub fn lb_tests_require_root() {
     lb_user::system::require_root("the packet tests").expect("run the packet tests as root");
 }
+
+/// IPIP needs the kernel's FIB: a namespace with the LB's interface,
+/// routes and neighbours, for the IPIP packet tests and benchmark.
+pub mod routed {
+    use std::{net::Ipv4Addr, process::Command};
+
+    use aya::programs::{TestRun, TestRunOptions};
+
+    use super::{Frame, LB, TestLb, XDP_DROP};
+
+    /// The router toward the backend subnets, and its MAC (a permanent neighbour).
+    pub const ROUTER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 254);
+    pub const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+    /// A router whose MAC the kernel has not resolved.
+    pub const UNRESOLVED_ROUTER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 253);
+    /// A backend behind ROUTER (10.1.0.0/24); 10.2.0.0/24 is behind
+    /// UNRESOLVED_ROUTER, anything else unrouted.
+    pub const ROUTED_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    pub const LB_IFACE: &str = "eth0";
+    /// The LB interface's MTU.
+    pub const MTU: usize = 1500;
+
+    fn ip(args: &str) {
+        let status = Command::new("ip")
+            .args(args.split_whitespace())
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip {args}");
+    }
+
+    /// Runs `body` on a thread of its own in a new network namespace
+    /// (which disappears with the thread), given the LB interface's index:
+    /// the interface with LB's address, LB_MAC and MTU, forwarding on (as
+    /// lb-user sets it: the FIB helper needs it), a resolved and an
+    /// unresolved router.
+    pub fn in_namespace<T: Send>(body: impl FnOnce(u32) -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // SAFETY: unshare affects only this thread, which owns nothing yet.
+                    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+                    ip("link set lo up");
+                    ip(&format!("link add {LB_IFACE} type veth peer name peer0"));
+                    ip(&format!("addr add {LB}/24 dev {LB_IFACE}"));
+                    ip(&format!(
+                        "link set {LB_IFACE} address 02:00:00:00:00:01 mtu {MTU} up"
+                    ));
+                    ip("link set peer0 up");
+                    std::fs::write(
+                        format!("/proc/sys/net/ipv4/conf/{LB_IFACE}/forwarding"),
+                        "1",
+                    )
+                    .unwrap();
+                    ip(&format!("route add 10.1.0.0/24 via {ROUTER}"));
+                    ip(&format!("route add 10.2.0.0/24 via {UNRESOLVED_ROUTER}"));
+                    ip(&format!(
+                        "neigh replace {ROUTER} lladdr 02:00:00:00:00:fe dev {LB_IFACE} nud permanent"
+                    ));
+                    body(lb_user::system::interface_index(LB_IFACE).unwrap())
+                })
+                .join()
+                .expect("the test thread panicked")
+        })
+    }
+
+    /// `struct xdp_md` for a frame of `len` bytes arriving on `ifindex`:
+    /// data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    /// egress_ifindex.
+    pub fn xdp_md(len: usize, ifindex: u32) -> Vec<u8> {
+        let md: [u32; 6] = [0, len as u32, 0, ifindex, 0, 0];
+        md.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    impl TestLb {
+        /// Runs one frame as if it arrived on interface `ifindex`.
+        pub fn run_on(&mut self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+            let ctx = xdp_md(frame.len(), ifindex);
+            let mut out = vec![0u8; frame.len() + 256];
+            let result = self
+                .program()
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    data_out: Some(&mut out),
+                    ctx_in: Some(&ctx),
+                    ..TestRunOptions::default()
+                })
+                .unwrap();
+            out.truncate(result.data_size_out as usize);
+            (result.return_value, out)
+        }
+
+        /// `addr` announces itself through the router (whose MAC the frame carries).
+        pub fn register_routed(&mut self, addr: Ipv4Addr) {
+            let frame = Frame::announce(addr, 2000, 0, 100, 1)
+                .with(|f| f.src_mac = ROUTER_MAC)
+                .bytes();
+            assert_eq!(self.run(&frame).0, XDP_DROP);
+            let backends = self.maps.backends().unwrap();
+            self.forwarding.sync(&mut self.maps, &backends).unwrap();
+        }
+    }
+}
