@@ -658,6 +658,20 @@ impl Topology {
         format!("10.{}.0.0/16", self.net())
     }
 
+    /// Hosts `hosts` of the LB's segment route every subnet through
+    /// `router`, and send wire-sized frames, as any host behind a real NIC:
+    /// a veth would hand the LB its TCP segmentation offload's 64 KB
+    /// super-packets, which no wire carries and no XDP program on a NIC
+    /// ever sees (ethtool -K tso off gso off).
+    pub fn route_through(&self, router: usize, hosts: &[usize]) -> anyhow::Result<()> {
+        let via = self.host(router).addr;
+        for &h in hosts {
+            self.add_route(h, &self.all_subnets(), via)?;
+            self.exec_program(h, "ethtool", &["-K", "eth0", "tso", "off", "gso", "off"])?;
+        }
+        Ok(())
+    }
+
     /// Starts smcroute's daemon in host `router`, replicating `group` from
     /// each of `ifaces` to all the others: a query reaches every subnet, a
     /// report reaches the LB and every other member (suppression). Returns

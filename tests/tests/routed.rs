@@ -33,7 +33,9 @@ const MEGABYTE: u32 = 1 << 20;
 struct Bed<'a> {
     topo: &'a Topology,
     pin: PathBuf,
-    _lb: Proc,
+    lb: Proc,
+    /// The LB's arguments after `run --iface eth0 --pin-path PIN`.
+    lb_args: Vec<String>,
     _routers: Vec<Proc>,
     vip: String,
     backends: Vec<(usize, u16)>,
@@ -45,23 +47,6 @@ fn name(host: usize) -> String {
     format!("b{host}")
 }
 
-/// The LB's segment routes every subnet through the first router. The
-/// client sends wire-sized frames, as any host behind a real NIC: a veth
-/// would hand the LB its TCP segmentation offload's 64 KB super-packets,
-/// which no wire carries and no XDP program on a NIC ever sees.
-fn route_segment_through_router(topo: &Topology, hosts: &[usize]) -> anyhow::Result<()> {
-    let via = topo.host(ROUTER).addr;
-    for &h in hosts {
-        topo.add_route(h, &topo.all_subnets(), via)?;
-    }
-    topo.exec_program(
-        CLIENT,
-        "ethtool",
-        &["-K", "eth0", "tso", "off", "gso", "off"],
-    )?;
-    Ok(())
-}
-
 impl<'a> Bed<'a> {
     /// Starts the LB (TTL 4: up to three routers) and, for each backend, its
     /// server and agent; returns once all are registered, with the time
@@ -71,10 +56,22 @@ impl<'a> Bed<'a> {
         routers: Vec<Proc>,
         backends: &[(usize, u16)],
     ) -> anyhow::Result<(Self, Duration)> {
+        Self::start_with(topo, routers, backends, &[])
+    }
+
+    /// The same, the LB started with `lb_extra` too.
+    fn start_with(
+        topo: &'a Topology,
+        routers: Vec<Proc>,
+        backends: &[(usize, u16)],
+        lb_extra: &[&str],
+    ) -> anyhow::Result<(Self, Duration)> {
         let vip = topo.segment_address(100).to_string();
         let mut args = FAST_TIMERS.to_vec();
         args.extend(["--ttl", "4", "--vip", &vip, "--service", "tcp:80"]);
+        args.extend_from_slice(lb_extra);
         let (lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let lb_args = args.iter().map(|a| (*a).to_owned()).collect();
         ensure!(
             lb.log_text().contains("routed UDP queries"),
             "the LB did not say it queries across routers: {}",
@@ -92,7 +89,8 @@ impl<'a> Bed<'a> {
         let mut bed = Bed {
             topo,
             pin,
-            _lb: lb,
+            lb,
+            lb_args,
             _routers: routers,
             vip,
             backends: backends.to_vec(),
@@ -172,6 +170,18 @@ impl<'a> Bed<'a> {
             download["bytes"].as_u64() == Some(u64::from(MEGABYTE)),
             "download failed: {download}"
         );
+        Ok(())
+    }
+
+    /// Starts `host`'s agent (`--vip`, weight 100) under `label`.
+    fn start_agent(&mut self, host: usize, label: &str) -> anyhow::Result<()> {
+        let agent = self.topo.spawn(
+            host,
+            label,
+            "backend-agent",
+            &["--iface", "eth0", "--vip", &self.vip],
+        )?;
+        self.agents.insert(host, agent);
         Ok(())
     }
 
@@ -291,7 +301,7 @@ fn figure_4_one_router_three_backend_subnets() -> anyhow::Result<()> {
         backends.push((hosts[0], weight));
     }
     topo.run(|topo| {
-        route_segment_through_router(topo, &[LB, CLIENT])?;
+        topo.route_through(ROUTER, &[LB, CLIENT])?;
         let router = topo.start_mrouter(ROUTER, GROUP, &["eth0", "s1", "s2", "s3"])?;
         serves_through_routers(topo, vec![router], &backends, "one router")
     })
@@ -305,7 +315,7 @@ fn figure_5_a_router_behind_a_router() -> anyhow::Result<()> {
     let backend2 = topo.add_subnet(router_b, 3, 1)?[0];
     let backend3 = topo.add_subnet(router_b, 4, 1)?[0];
     topo.run(|topo| {
-        route_segment_through_router(topo, &[LB, CLIENT])?;
+        topo.route_through(ROUTER, &[LB, CLIENT])?;
         let b = topo.host(router_b).addr;
         for subnet in [3, 4] {
             let prefix = format!(
@@ -332,7 +342,7 @@ fn mixed_l2_and_ipip_backends_under_one_vip() -> anyhow::Result<()> {
     let routed1 = topo.add_subnet(ROUTER, 1, 1)?[0];
     let routed2 = topo.add_subnet(ROUTER, 2, 1)?[0];
     topo.run(|topo| {
-        route_segment_through_router(topo, &[LB, CLIENT])?;
+        topo.route_through(ROUTER, &[LB, CLIENT])?;
         let router = topo.start_mrouter(ROUTER, GROUP, &["eth0", "s1", "s2"])?;
         let backends = [(ON_SEGMENT, 100), (routed1, 100), (routed2, 100)];
         let (bed, took) = Bed::start(topo, vec![router], &backends)?;
@@ -343,6 +353,200 @@ fn mixed_l2_and_ipip_backends_under_one_vip() -> anyhow::Result<()> {
         let ipip = counter(&status, Counter::IpipNewFlow)?;
         println!("new flows: {l2} by L2, {ipip} by IPIP");
         ensure!(l2 > 100 && ipip > 300, "L2 {l2}, IPIP {ipip}");
+        Ok(())
+    })
+}
+
+/// One router with `subnets` backend subnets, a backend on each (weight
+/// 100), the LB's segment routed through it (except for the subnets in
+/// `unrouted`), smcroute running; `body` gets the started bed.
+fn one_router(
+    subnets: u8,
+    unrouted: &[u8],
+    lb_extra: &[&str],
+    body: impl FnOnce(&mut Bed<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut topo = Topology::new(3, Bridge::Flooding)?;
+    let mut backends = Vec::new();
+    for subnet in 1..=subnets {
+        backends.push((topo.add_subnet(ROUTER, subnet, 1)?[0], 100));
+    }
+    topo.run(|topo| {
+        topo.route_through(ROUTER, &[CLIENT])?;
+        let via = topo.host(ROUTER).addr;
+        for subnet in (1..=subnets).filter(|s| !unrouted.contains(s)) {
+            topo.add_route(LB, &subnet_prefix(topo, subnet), via)?;
+        }
+        let ifaces: Vec<String> = std::iter::once("eth0".to_owned())
+            .chain((1..=subnets).map(|s| format!("s{s}")))
+            .collect();
+        let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+        let router = topo.start_mrouter(ROUTER, GROUP, &ifaces)?;
+        let (mut bed, _) = Bed::start_with(topo, vec![router], &backends, lb_extra)?;
+        body(&mut bed)
+    })
+}
+
+/// `10.<net>.<subnet>.0/24`.
+fn subnet_prefix(topo: &Topology, subnet: u8) -> String {
+    let [a, b, c, _] = topo.gateway(subnet).octets();
+    format!("{a}.{b}.{c}.0/24")
+}
+
+/// A routed backend the LB has no route to registers (its announcements
+/// come through the router), but its packets cannot leave: they are
+/// dropped and counted, the backend is named in the log and in `status`
+/// with the FIB's reason, and it stays registered.
+#[test]
+fn a_backend_without_a_route_is_reported_never_blackholed_silently() -> anyhow::Result<()> {
+    one_router(2, &[2], &[], |bed| {
+        let unrouted = bed.topo.host(bed.backends[1].0).addr;
+        // Short connections until one lands on it (each half the time).
+        let result = bed.probe("spread", 10)?;
+        println!("spread with one backend unrouted: {result}");
+        let status = bed.status()?;
+        ensure!(
+            counter(&status, Counter::IpipNoNextHop)? > 0,
+            "nothing counted"
+        );
+        let error = status
+            .next_hop_errors
+            .iter()
+            .find(|e| e.backend == unrouted)
+            .with_context(|| {
+                format!(
+                    "status does not name {unrouted}: {:?}",
+                    status.next_hop_errors
+                )
+            })?;
+        println!(
+            "status: no next hop toward {}: {} ({} drops)",
+            error.backend, error.reason, error.drops
+        );
+        ensure!(
+            registered(&status).contains(&unrouted.to_string()),
+            "the backend was removed"
+        );
+        let logged = wait_for(Duration::from_secs(2), POLL, || {
+            bed.lb
+                .log_text()
+                .lines()
+                .find(|l| l.contains("no next hop toward it") && l.contains(&unrouted.to_string()))
+                .map(str::to_owned)
+        });
+        ensure!(
+            logged.is_some(),
+            "the LB did not log it: {}",
+            bed.lb.log_text()
+        );
+        Ok(())
+    })
+}
+
+/// With `--forwarding l2`, routed backends register, are reported once
+/// and get no traffic: the one on the segment gets every connection.
+#[test]
+fn with_forwarding_l2_routed_backends_are_reported_and_excluded() -> anyhow::Result<()> {
+    const ON_SEGMENT: usize = 3;
+    let mut topo = Topology::new(4, Bridge::Flooding)?;
+    let routed = topo.add_subnet(ROUTER, 1, 1)?[0];
+    topo.run(|topo| {
+        topo.route_through(ROUTER, &[LB, CLIENT])?;
+        let router = topo.start_mrouter(ROUTER, GROUP, &["eth0", "s1"])?;
+        let backends = [(ON_SEGMENT, 100), (routed, 100)];
+        let (bed, _) = Bed::start_with(topo, vec![router], &backends, &["--forwarding", "l2"])?;
+        let result = bed.probe("spread", 300)?;
+        println!("--forwarding l2: {result}");
+        ensure!(result["errors"] == 0, "connections failed: {result}");
+        ensure!(
+            result["names"][name(ON_SEGMENT)] == 300,
+            "the routed backend got traffic: {result}"
+        );
+        let warning = format!("backend={}", topo.host(routed).addr);
+        let lines = bed.lb.log_text();
+        let reported: Vec<&str> = lines
+            .lines()
+            .filter(|l| l.contains("--forwarding is l2") && l.contains(&warning))
+            .collect();
+        ensure!(
+            reported.len() == 1,
+            "reported {} times: {lines}",
+            reported.len()
+        );
+        Ok(())
+    })
+}
+
+/// The agents' decapsulation program belongs to the agent: gone when it is
+/// SIGKILL'd, one again (not two) when it restarts, and traffic flows.
+/// Counted in the kernel by name (this bpftool predates `net show` of TCX
+/// links): the namespace tests run one at a time, so this agent's is the
+/// only one.
+#[test]
+fn a_killed_agent_leaves_no_decapsulation_program_behind() -> anyhow::Result<()> {
+    one_router(1, &[], &[], |bed| {
+        let host = bed.backends[0].0;
+        let programs = |bed: &Bed<'_>| -> anyhow::Result<usize> {
+            let out = bed
+                .topo
+                .exec_program(host, "bpftool", &["-j", "prog", "show"])?;
+            let all: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+            Ok(all.iter().filter(|p| p["name"] == "agent_decap").count())
+        };
+        ensure!(programs(bed)? == 1, "no decapsulation program attached");
+        let mut agent = bed.agents.remove(&host).context("agent")?;
+        agent.signal(libc::SIGKILL);
+        agent.wait_exit(Duration::from_secs(3))?;
+        let gone = wait_for(Duration::from_secs(2), POLL, || {
+            programs(bed).ok().filter(|&n| n == 0)
+        });
+        ensure!(gone.is_some(), "the program outlived the SIGKILL'd agent");
+        bed.start_agent(host, "agent-restarted")?;
+        let again = wait_for(Duration::from_secs(2), POLL, || {
+            programs(bed).ok().filter(|&n| n > 0)
+        });
+        ensure!(again == Some(1), "after the restart: {again:?} programs");
+        sleep(2 * P);
+        let result = bed.probe("spread", 50)?;
+        println!("after the agent's restart: {result}");
+        ensure!(result["errors"] == 0, "connections failed: {result}");
+        Ok(())
+    })
+}
+
+/// Restart adoption through IPIP: the control plane SIGKILL'd during a
+/// long-lived connection, a new `run` takes the pins over, and the
+/// connection goes on with the same backend.
+#[test]
+fn an_ipip_connection_survives_the_control_planes_restart() -> anyhow::Result<()> {
+    one_router(3, &[], &[], |bed| {
+        let target = format!("{}:80", bed.vip);
+        let hold = bed
+            .topo
+            .spawn(CLIENT, "hold", "http-probe", &["hold", &target, "3"])?;
+        sleep(Duration::from_millis(500));
+        bed.lb.signal(libc::SIGKILL);
+        bed.lb.wait_exit(Duration::from_secs(5))?;
+        let pin = bed.pin.to_str().context("pin")?.to_owned();
+        let mut args = vec!["run", "--iface", "eth0", "--pin-path", &pin];
+        args.extend(bed.lb_args.iter().map(String::as_str));
+        let restarted = bed.topo.spawn(LB, "lb-restarted", "lb-user", &args)?;
+        wait_for(Duration::from_secs(10), POLL, || {
+            restarted.log_text().contains("took over").then_some(())
+        })
+        .with_context(|| format!("the LB did not adopt: {}", restarted.log_text()))?;
+        let mut hold = hold;
+        hold.wait_exit(Duration::from_secs(10))?;
+        let text = hold.log_text();
+        let line = text.lines().last().context("hold printed nothing")?;
+        let v: Value = serde_json::from_str(line)?;
+        println!("IPIP connection across the LB's SIGKILL and restart: {v}");
+        ensure!(v["error"].is_null(), "the connection broke: {v}");
+        ensure!(
+            v["names"].as_array().is_some_and(|n| n.len() == 1),
+            "the connection changed backend: {v}"
+        );
+        bed.lb = restarted;
         Ok(())
     })
 }

@@ -49,8 +49,18 @@ fn parse_wrk(output: &str) -> anyhow::Result<(f64, f64)> {
 }
 
 fn wrk(topo: &Topology, name: &'static str, url: &str) -> anyhow::Result<Result> {
+    wrk_from(topo, CLIENT, name, url)
+}
+
+/// wrk in host `client` against `url`.
+fn wrk_from(
+    topo: &Topology,
+    client: usize,
+    name: &'static str,
+    url: &str,
+) -> anyhow::Result<Result> {
     let out = topo.exec_program(
-        CLIENT,
+        client,
         "wrk",
         &[
             "-t1",
@@ -99,17 +109,69 @@ pub fn bench() -> anyhow::Result<()> {
     // SAFETY: single-threaded at this point; lb_tests reads it when spawning.
     unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
     let topo = Topology::new(5, Bridge::Snooping)?;
-    topo.run(end_to_end)
+    topo.run(end_to_end)?;
+    drop(topo);
+    end_to_end_routed()
 }
 
-fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
-    let lb = topo.host(LB).addr;
-    let vip = topo.segment_address(100).to_string();
-    let backend_addrs: Vec<String> = BACKENDS
-        .iter()
-        .map(|&h| topo.host(h).addr.to_string())
-        .collect();
-    let _servers: Vec<Proc> = BACKENDS
+/// The routed topology: the LB and the client on one segment, a router
+/// (smcroute) with a subnet per backend behind it.
+const ROUTER: usize = 2;
+
+/// Requests per second through IPIP (backends behind a router), next to
+/// direct requests to one backend through the same router.
+fn end_to_end_routed() -> anyhow::Result<()> {
+    let mut topo = Topology::new(3, Bridge::Snooping)?;
+    let mut backends = Vec::new();
+    for subnet in 1..=3 {
+        backends.extend(topo.add_subnet(ROUTER, subnet, 1)?);
+    }
+    topo.run(|topo| {
+        // The client of the routed topology is host 1.
+        topo.route_through(ROUTER, &[LB, 1])?;
+        let _router = topo.start_mrouter(
+            ROUTER,
+            std::net::Ipv4Addr::new(239, 192, 0, 1),
+            &["eth0", "s1", "s2", "s3"],
+        )?;
+        let vip = topo.segment_address(100).to_string();
+        let _servers = start_servers(topo, &backends)?;
+        println!("\nend to end through a router: backends on three subnets behind it");
+        let first = topo.host(backends[0]).addr;
+        let direct = wrk_from(
+            topo,
+            1,
+            "direct to one backend (routed)",
+            &format!("http://{first}/"),
+        )?;
+        let (_lb, pin) = topo.start_lb(
+            LB,
+            "bench-routed",
+            &["--ttl", "2", "--vip", &vip, "--service", "tcp:80"],
+        )?;
+        let _agents: Vec<Proc> =
+            topo.spawn_agents(&backends, &["--iface", "eth0", "--vip", &vip])?;
+        wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+            topo.status(&pin)
+                .ok()
+                .filter(|s| registered(s).len() == backends.len())
+        })
+        .context("routed backends did not register with the LB")?;
+        sleep(Duration::from_millis(500));
+        let ipip = wrk_from(
+            topo,
+            1,
+            "xdp-lb (XDP, IPIP, DSR)",
+            &format!("http://{vip}/"),
+        )?;
+        print_table(&[direct, ipip]);
+        Ok(())
+    })
+}
+
+/// The test HTTP server on each of `hosts`, answering with its name.
+fn start_servers(topo: &Topology, hosts: &[usize]) -> anyhow::Result<Vec<Proc>> {
+    hosts
         .iter()
         .map(|&h| {
             topo.spawn(
@@ -119,7 +181,17 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
                 &["0.0.0.0:80", &format!("b{h}")],
             )
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect()
+}
+
+fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
+    let lb = topo.host(LB).addr;
+    let vip = topo.segment_address(100).to_string();
+    let backend_addrs: Vec<String> = BACKENDS
+        .iter()
+        .map(|&h| topo.host(h).addr.to_string())
+        .collect();
+    let _servers = start_servers(topo, &BACKENDS)?;
     sleep(Duration::from_millis(300));
     println!(
         "\nend to end: wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, keep-alive HTTP/1.1, 3 backends"
@@ -196,9 +268,15 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         )?);
     }
 
+    print_table(&results);
+    Ok(())
+}
+
+/// The results as a Markdown table, each against the first (direct).
+fn print_table(results: &[Result]) {
     let direct = results[0].requests_per_sec;
     println!("\n| path | requests/s | p99 latency | vs direct |\n|---|---:|---:|---:|");
-    for r in &results {
+    for r in results {
         println!(
             "| {} | {:.0} | {:.2} ms | {:.2} |",
             r.name,
@@ -207,5 +285,4 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
             r.requests_per_sec / direct
         );
     }
-    Ok(())
 }
