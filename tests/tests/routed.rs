@@ -56,15 +56,17 @@ impl<'a> Bed<'a> {
         routers: Vec<Proc>,
         backends: &[(usize, u16)],
     ) -> anyhow::Result<(Self, Duration)> {
-        Self::start_with(topo, routers, backends, &[])
+        Self::start_with(topo, routers, backends, &[], &[])
     }
 
-    /// The same, the LB started with `lb_extra` too.
+    /// The same, the LB started with `lb_extra` too, the agents with
+    /// `agent_extra`.
     fn start_with(
         topo: &'a Topology,
         routers: Vec<Proc>,
         backends: &[(usize, u16)],
         lb_extra: &[&str],
+        agent_extra: &[&str],
     ) -> anyhow::Result<(Self, Duration)> {
         let vip = topo.segment_address(100).to_string();
         let mut args = FAST_TIMERS.to_vec();
@@ -100,12 +102,9 @@ impl<'a> Bed<'a> {
         let start = Instant::now();
         for &(host, weight) in backends {
             let weight = weight.to_string();
-            let agent = topo.spawn(
-                host,
-                &format!("agent{host}"),
-                "backend-agent",
-                &["--iface", "eth0", "--vip", &bed.vip, "--weight", &weight],
-            )?;
+            let mut args = vec!["--iface", "eth0", "--vip", &bed.vip, "--weight", &weight];
+            args.extend_from_slice(agent_extra);
+            let agent = topo.spawn(host, &format!("agent{host}"), "backend-agent", &args)?;
             bed.agents.insert(host, agent);
         }
         let want = backends.len();
@@ -359,11 +358,12 @@ fn mixed_l2_and_ipip_backends_under_one_vip() -> anyhow::Result<()> {
 
 /// One router with `subnets` backend subnets, a backend on each (weight
 /// 100), the LB's segment routed through it (except for the subnets in
-/// `unrouted`), smcroute running; `body` gets the started bed.
+/// `unrouted`), smcroute running, the LB and agents given `extra` (LB's,
+/// agents'); `body` gets the started bed.
 fn one_router(
     subnets: u8,
     unrouted: &[u8],
-    lb_extra: &[&str],
+    extra: [&[&str]; 2],
     body: impl FnOnce(&mut Bed<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut topo = Topology::new(3, Bridge::Flooding)?;
@@ -382,7 +382,7 @@ fn one_router(
             .collect();
         let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
         let router = topo.start_mrouter(ROUTER, GROUP, &ifaces)?;
-        let (mut bed, _) = Bed::start_with(topo, vec![router], &backends, lb_extra)?;
+        let (mut bed, _) = Bed::start_with(topo, vec![router], &backends, extra[0], extra[1])?;
         body(&mut bed)
     })
 }
@@ -399,7 +399,7 @@ fn subnet_prefix(topo: &Topology, subnet: u8) -> String {
 /// with the FIB's reason, and it stays registered.
 #[test]
 fn a_backend_without_a_route_is_reported_never_blackholed_silently() -> anyhow::Result<()> {
-    one_router(2, &[2], &[], |bed| {
+    one_router(2, &[2], [&[], &[]], |bed| {
         let unrouted = bed.topo.host(bed.backends[1].0).addr;
         // Short connections until one lands on it (each half the time).
         let result = bed.probe("spread", 10)?;
@@ -454,7 +454,8 @@ fn with_forwarding_l2_routed_backends_are_reported_and_excluded() -> anyhow::Res
         topo.route_through(ROUTER, &[LB, CLIENT])?;
         let router = topo.start_mrouter(ROUTER, GROUP, &["eth0", "s1"])?;
         let backends = [(ON_SEGMENT, 100), (routed, 100)];
-        let (bed, _) = Bed::start_with(topo, vec![router], &backends, &["--forwarding", "l2"])?;
+        let (bed, _) =
+            Bed::start_with(topo, vec![router], &backends, &["--forwarding", "l2"], &[])?;
         let result = bed.probe("spread", 300)?;
         println!("--forwarding l2: {result}");
         ensure!(result["errors"] == 0, "connections failed: {result}");
@@ -484,7 +485,7 @@ fn with_forwarding_l2_routed_backends_are_reported_and_excluded() -> anyhow::Res
 /// only one.
 #[test]
 fn a_killed_agent_leaves_no_decapsulation_program_behind() -> anyhow::Result<()> {
-    one_router(1, &[], &[], |bed| {
+    one_router(1, &[], [&[], &[]], |bed| {
         let host = bed.backends[0].0;
         let programs = |bed: &Bed<'_>| -> anyhow::Result<usize> {
             let out = bed
@@ -519,7 +520,7 @@ fn a_killed_agent_leaves_no_decapsulation_program_behind() -> anyhow::Result<()>
 /// connection goes on with the same backend.
 #[test]
 fn an_ipip_connection_survives_the_control_planes_restart() -> anyhow::Result<()> {
-    one_router(3, &[], &[], |bed| {
+    one_router(3, &[], [&[], &[]], |bed| {
         let target = format!("{}:80", bed.vip);
         let hold = bed
             .topo
@@ -549,4 +550,62 @@ fn an_ipip_connection_survives_the_control_planes_restart() -> anyhow::Result<()
         bed.lb = restarted;
         Ok(())
     })
+}
+
+/// With a key, routed messages are authenticated both ways: the LB counts
+/// only tagged reports, and an agent with another key ignores the LB's
+/// routed queries (it never learns the LB, so it never announces to it).
+#[test]
+fn with_a_key_routed_queries_and_reports_are_authenticated() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("xlb-routed-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let key = dir.join("good.key");
+    let other = dir.join("other.key");
+    std::fs::write(&key, "00112233445566778899aabbccddeeff\n")?;
+    std::fs::write(&other, "ffeeddccbbaa99887766554433221100\n")?;
+    let key = key.to_str().context("path")?.to_owned();
+    let other = other.to_str().context("path")?.to_owned();
+    let keyed = ["--key-file", key.as_str()];
+    let result = one_router(2, &[], [&keyed, &keyed], |bed| {
+        let stranger = bed.topo.host(bed.backends[1].0);
+        let (host, addr) = (bed.backends[1].0, stranger.addr.to_string());
+        bed.stop_agent(host)?;
+        let agent = bed.topo.spawn(
+            host,
+            "agent-other-key",
+            "backend-agent",
+            &["--iface", "eth0", "--vip", &bed.vip, "--key-file", &other],
+        )?;
+        sleep(5 * P);
+        let status = bed.status()?;
+        println!(
+            "routed reports counted {}, refused {}",
+            counter(&status, Counter::RoutedReport)?,
+            counter(&status, Counter::RoutedRefused)?
+        );
+        ensure!(
+            counter(&status, Counter::RoutedReport)? > 0,
+            "no tagged report counted"
+        );
+        ensure!(
+            counter(&status, Counter::RoutedRefused)? > 0,
+            "the other key's report was counted"
+        );
+        ensure!(
+            !registered(&status).contains(&addr),
+            "{addr} registered with another key"
+        );
+        let out = bed
+            .topo
+            .exec(host, "backend-agent", &["--status", "--iface", "eth0"])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            text.contains("none has queried yet"),
+            "the agent with another key accepted a routed query: {text}\n{}",
+            agent.log_text()
+        );
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
