@@ -255,37 +255,39 @@ impl Topology {
         let net = 100 + (id % 100) as u8;
         for i in 1..=hosts {
             let netns = format!("{}-h{i}", self.prefix);
-            sh("ip", &["netns", "add", &netns])?;
-            let port = format!("p{i}");
-            sh(
-                "ip",
-                &[
-                    "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                    "netns", &br,
-                ],
-            )?;
-            sh(
-                "ip",
-                &["-n", &br, "link", "set", &port, "master", "br0", "up"],
-            )?;
             let addr = Ipv4Addr::new(10, net, 0, i);
-            sh(
-                "ip",
-                &[
-                    "-n",
-                    &netns,
-                    "addr",
-                    "add",
-                    &format!("{addr}/24"),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
-            sh("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
-            self.hosts.push(Host { netns, addr });
+            self.add_host(netns, (&br, "br0", &format!("p{i}")), addr)?;
         }
         Ok(())
+    }
+
+    /// Creates host namespace `netns` with `eth0` at `addr`/24, whose veth
+    /// peer (namespace, bridge, port name) is a port of that bridge.
+    /// Returns the host's index.
+    fn add_host(
+        &mut self,
+        netns: String,
+        (peer_ns, bridge, port): (&str, &str, &str),
+        addr: Ipv4Addr,
+    ) -> anyhow::Result<usize> {
+        sh("ip", &["netns", "add", &netns])?;
+        sh(
+            "ip",
+            &[
+                "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns",
+                peer_ns,
+            ],
+        )?;
+        sh(
+            "ip",
+            &["-n", peer_ns, "link", "set", port, "master", bridge, "up"],
+        )?;
+        let cidr = format!("{addr}/24");
+        sh("ip", &["-n", &netns, "addr", "add", &cidr, "dev", "eth0"])?;
+        sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
+        sh("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
+        self.hosts.push(Host { netns, addr });
+        Ok(self.hosts.len() - 1)
     }
 
     pub fn host(&self, i: usize) -> &Host {
@@ -607,33 +609,12 @@ impl Topology {
         let mut added = Vec::new();
         for i in 1..=hosts {
             let netns = format!("{}-s{id}h{i}", self.prefix);
-            sh("ip", &["netns", "add", &netns])?;
-            let port = format!("s{id}p{i}");
-            sh(
-                "ip",
-                &[
-                    "-n", &netns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                    "netns", &router_ns,
-                ],
-            )?;
-            sh(
-                "ip",
-                &[
-                    "-n", &router_ns, "link", "set", &port, "master", &bridge, "up",
-                ],
-            )?;
             let addr = Ipv4Addr::new(10, net, id, i);
-            let cidr = format!("{addr}/24");
-            sh("ip", &["-n", &netns, "addr", "add", &cidr, "dev", "eth0"])?;
-            sh("ip", &["-n", &netns, "link", "set", "eth0", "up"])?;
-            sh("ip", &["-n", &netns, "link", "set", "lo", "up"])?;
+            let host = self.add_host(netns, (&router_ns, &bridge, &format!("s{id}p{i}")), addr)?;
             let via = gateway.to_string();
-            sh(
-                "ip",
-                &["-n", &netns, "route", "add", "default", "via", &via],
-            )?;
-            self.hosts.push(Host { netns, addr });
-            added.push(self.hosts.len() - 1);
+            let netns = &self.hosts[host].netns;
+            sh("ip", &["-n", netns, "route", "add", "default", "via", &via])?;
+            added.push(host);
         }
         Ok(added)
     }

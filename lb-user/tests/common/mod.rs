@@ -187,12 +187,18 @@ impl TestLb {
 
     /// Runs one frame; returns the action and the frame as it left.
     pub fn run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run_with_ctx(frame, None)
+    }
+
+    /// Runs one frame with `ctx` (an `xdp_md`) if given.
+    pub fn run_with_ctx(&mut self, frame: &[u8], ctx: Option<&[u8]>) -> (u32, Vec<u8>) {
         let mut out = vec![0u8; frame.len() + 256];
         let result = self
             .program()
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                ctx_in: ctx,
                 ..TestRunOptions::default()
             })
             .unwrap();
@@ -252,8 +258,6 @@ pub fn lb_tests_require_root() {
 /// routes and neighbours, for the IPIP packet tests and benchmark.
 pub mod routed {
     use std::{net::Ipv4Addr, process::Command};
-
-    use aya::programs::{TestRun, TestRunOptions};
 
     use super::{Frame, LB, TestLb, XDP_DROP};
 
@@ -323,19 +327,7 @@ pub mod routed {
     impl TestLb {
         /// Runs one frame as if it arrived on interface `ifindex`.
         pub fn run_on(&mut self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
-            let ctx = xdp_md(frame.len(), ifindex);
-            let mut out = vec![0u8; frame.len() + 256];
-            let result = self
-                .program()
-                .test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    data_out: Some(&mut out),
-                    ctx_in: Some(&ctx),
-                    ..TestRunOptions::default()
-                })
-                .unwrap();
-            out.truncate(result.data_size_out as usize);
-            (result.return_value, out)
+            self.run_with_ctx(frame, Some(&xdp_md(frame.len(), ifindex)))
         }
 
         /// `addr` announces itself through the router (whose MAC the frame carries).
