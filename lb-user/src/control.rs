@@ -270,11 +270,13 @@ impl Controller {
         self.advertise_router(now_ns);
         let backends = self.confirm_leaves(backends, now_ns)?;
         let backends = self.age_backends(backends, now_ns)?;
-        if let Some(forwarding) = &mut self.forwarding {
-            forwarding.sync(&mut self.maps, &backends)?;
-        }
+        // Next hops first: a backend new to IPIP is probed (and forwarding
+        // enabled for the FIB) before the tables send it a packet.
         if let Some(next_hops) = &mut self.next_hops {
             next_hops.poll(&mut self.maps, &backends, now_ns)?;
+        }
+        if let Some(forwarding) = &mut self.forwarding {
+            forwarding.sync(&mut self.maps, &backends)?;
         }
         Ok(())
     }

@@ -8,8 +8,9 @@
 //!
 //! The kernel's FIB helper answers only for an interface with IPv4
 //! forwarding on (`BPF_FIB_LKUP_RET_FWD_DISABLED` otherwise, whatever the
-//! lookup flags), so the LB's interface gets `forwarding=1` while lb-user
-//! runs, restored on exit.
+//! lookup flags), so the LB's interface gets `forwarding=1` from the first
+//! backend reached by IPIP on (an LB whose backends are all on its segment
+//! never changes it), restored on exit.
 use std::{
     collections::{HashMap, HashSet},
     io,
@@ -40,7 +41,9 @@ const ICMP_FILTER: libc::c_int = 1;
 /// The probe socket and what has been probed and reported.
 pub struct NextHops {
     socket: Socket,
-    _forwarding: SysctlOverride,
+    iface: String,
+    /// IPv4 forwarding on the interface, once a backend needs IPIP.
+    forwarding: Option<SysctlOverride>,
     reach: Reach,
     /// Backends reached by IPIP that have been probed once.
     probed: HashSet<[u8; 4]>,
@@ -50,17 +53,15 @@ pub struct NextHops {
 }
 
 impl NextHops {
-    /// Turns forwarding on for `iface` and opens a raw ICMP socket on it
-    /// that only sends (every ICMP message that arrives is filtered out, so
-    /// nothing queues up on it).
+    /// Opens a raw ICMP socket on `iface` that only sends (every ICMP
+    /// message that arrives is filtered out, so nothing queues up on it).
     pub fn open(iface: &str, reach: Reach) -> anyhow::Result<Self> {
-        let forwarding = SysctlOverride::set(&format!("net/ipv4/conf/{iface}/forwarding"), "1")?;
-        info!(%iface, "IPv4 forwarding on for the interface while lb-user runs: the kernel's FIB answers XDP's next-hop lookups only there");
         let socket = Self::probe_socket(iface)
             .context("opening the raw ICMP socket that resolves next hops toward IPIP backends")?;
         Ok(Self {
             socket,
-            _forwarding: forwarding,
+            iface: iface.to_owned(),
+            forwarding: None,
             reach,
             probed: HashSet::new(),
             reported: HashMap::new(),
@@ -90,8 +91,9 @@ impl NextHops {
     }
 
     /// Probes each backend newly reached by IPIP (before its first client
-    /// packet, ideally), then reports and probes what XDP could not send,
-    /// and forgets errors that have been quiet for a while.
+    /// packet, ideally: call this before the tables are rebuilt), then
+    /// reports and probes what XDP could not send, and forgets errors that
+    /// have been quiet for a while.
     pub fn poll(
         &mut self,
         maps: &mut LbMaps,
@@ -103,6 +105,9 @@ impl NextHops {
             .map(|(k, _)| k.addr)
             .filter(|&a| self.reach.wraps(Ipv4Addr::from(a)))
             .collect();
+        if !wrapped.is_empty() && self.forwarding.is_none() {
+            self.enable_forwarding();
+        }
         for &addr in wrapped.difference(&self.probed.clone()) {
             self.probe(addr);
             self.probed.insert(addr);
@@ -131,6 +136,20 @@ impl NextHops {
             }
         }
         Ok(())
+    }
+
+    /// Turns IPv4 forwarding on for the interface, for the FIB helper.
+    fn enable_forwarding(&mut self) {
+        let key = format!("net/ipv4/conf/{}/forwarding", self.iface);
+        match SysctlOverride::set(&key, "1") {
+            Ok(forwarding) => {
+                info!(iface = %self.iface, "IPv4 forwarding on for the interface while lb-user runs: a backend is reached by IPIP, and the kernel's FIB answers XDP's next-hop lookups only there");
+                self.forwarding = Some(forwarding);
+            }
+            Err(e) => {
+                warn!(iface = %self.iface, "cannot turn IPv4 forwarding on, so XDP's next-hop lookups fail and IPIP backends get no traffic: {e}")
+            }
+        }
     }
 
     /// One ICMP echo to `addr`: the kernel resolves the next hop to send it.

@@ -236,6 +236,12 @@ fn serving_with<'a>(topo: &'a Topology, agent_extra: &[&str]) -> anyhow::Result<
         "the LB did not log its XDP mode: {}",
         lb.log_text()
     );
+    // Backends on the segment only: no IPIP, so no forwarding sysctl change.
+    ensure!(
+        !lb.log_text().contains("IPv4 forwarding on"),
+        "an L2-only LB turned forwarding on: {}",
+        lb.log_text()
+    );
     let mut bed = Bed {
         topo,
         pin,

@@ -234,6 +234,11 @@ fn serves_through_routers(
         P.as_millis()
     );
     ensure!(
+        bed.lb.log_text().contains("IPv4 forwarding on"),
+        "the LB did not say it turned forwarding on for IPIP: {}",
+        bed.lb.log_text()
+    );
+    ensure!(
         took <= 2 * P + Duration::from_millis(300),
         "registration took {took:?}"
     );
