@@ -308,16 +308,23 @@ pub struct AgingState {
 }
 const _: () = assert!(core::mem::size_of::<AgingState>() == 24);
 
-/// Per-CPU IGMP statistics of one group, written by XDP.
+/// Per-CPU statistics of one group, written by XDP: what lb-user needs
+/// every tick without reading the server list.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct GroupReports {
-    /// Membership reports (v1, v2, v3 records other than leaves) seen.
+    /// Membership reports (v1, v2, v3 records other than leaves, routed) seen.
     pub reports: u64,
     /// Leaves (IGMPv2 leave, IGMPv3 change to include nothing) seen.
     pub leaves: u64,
+    /// Announcements accepted (liveness: SPEC 5.4).
+    pub announcements: u64,
+    /// Changes of the group's server list that XDP made: a backend
+    /// inserted or removed, a changed weight or flags, a leave held for
+    /// confirmation. lb-user reads the list when this moves.
+    pub changes: u64,
 }
-const _: () = assert!(core::mem::size_of::<GroupReports>() == 16);
+const _: () = assert!(core::mem::size_of::<GroupReports>() == 32);
 
 /// How client traffic reaches a backend (SPEC 7).
 #[repr(u8)]

@@ -3,7 +3,7 @@
 //! LB's kernel and other listeners see them unchanged.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BackendKey, Counter, DepartureReason, GroupReports,
+    BackendKey, Counter, DepartureReason,
     wire::{
         IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_LEN, IGMP_V2_REPORT, IGMP_V3_CHANGE_TO_INCLUDE,
         IGMP_V3_REPORT,
@@ -12,8 +12,9 @@ use lb_common::{
 
 use crate::{
     events,
-    maps::{AUTH_ON, BACKENDS, GROUP_ADDRS, GROUP_REPORTS, LEAVES},
+    maps::{AUTH_ON, BACKENDS, GROUP_ADDRS, LEAVES},
     parse::{Ipv4Packet, ptr_at},
+    stats,
 };
 
 /// Group records of one IGMPv3 report that are examined; a host's report
@@ -105,22 +106,25 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> V3Report {
 /// With a key it cannot be authenticated (anyone on the segment can send
 /// one), so it only asks lb-user to confirm: a query, and removal unless
 /// an authenticated announcement arrives in the window (SPEC 4.2).
-/// Not registered is fine: the leave is only counted.
+/// Not registered is fine: the leave is only counted. Returns whether the
+/// server list changed (or a leave waits for confirmation).
 #[inline(always)]
-fn leave(ctx: &XdpContext, key: &BackendKey) {
+fn leave(ctx: &XdpContext, key: &BackendKey) -> bool {
     if AUTH_ON.load() == 0 {
-        if BACKENDS.remove(key).is_ok() {
+        let removed = BACKENDS.remove(key).is_ok();
+        if removed {
             events::removed(ctx, key, DepartureReason::IgmpLeave);
         }
-        return;
+        return removed;
     }
     // SAFETY: read-only presence check of a plain value.
-    if unsafe { BACKENDS.get(key) }.is_some() {
-        // SAFETY: helper without preconditions.
-        let now = unsafe { bpf_ktime_get_ns() };
-        // Full: the leave waits for the backend's missed heartbeats.
-        let _ = LEAVES.insert(key, &now, 0);
+    if unsafe { BACKENDS.get(key) }.is_none() {
+        return false;
     }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Full: the leave waits for the backend's missed heartbeats.
+    LEAVES.insert(key, &now, 0).is_ok()
 }
 
 /// Records a report or leave for `group` if it is one of ours. A leave
@@ -135,7 +139,7 @@ fn record(
 ) -> Option<Counter> {
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let group_id = *unsafe { GROUP_ADDRS.get(&group) }?;
-    let stats = group_stats(group_id)?;
+    let stats = stats::group(group_id)?;
     Some(match membership {
         Membership::Report => {
             stats.reports += 1;
@@ -147,16 +151,10 @@ fn record(
                 group_id,
                 addr: source,
             };
-            leave(ctx, &key);
+            if leave(ctx, &key) {
+                stats.changes += 1;
+            }
             Counter::IgmpLeave
         }
     })
-}
-
-/// This CPU's report statistics of group `group_id`.
-#[inline(always)]
-pub fn group_stats(group_id: u32) -> Option<&'static mut GroupReports> {
-    let stats = GROUP_REPORTS.get_ptr_mut(group_id)?;
-    // SAFETY: per-CPU slot, written only by this CPU, one packet at a time.
-    Some(unsafe { &mut *stats })
 }

@@ -15,7 +15,7 @@ use crate::{
     auth, events,
     maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
-    routed,
+    routed, stats,
 };
 
 /// The error (a negated errno) of an insert that finds its key there.
@@ -84,15 +84,34 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
             return reject;
         }
     }
-    let payload = Payload::from_v1(v1);
+    let (outcome, changed) = apply(ctx, packet, &key, Payload::from_v1(v1));
+    if outcome != Counter::AnnounceTableFull
+        && let Some(stats) = stats::group(group_id)
+    {
+        stats.announcements += 1;
+        stats.changes += u64::from(changed);
+    }
+    outcome
+}
+
+/// Applies an accepted announcement to the server list; returns its
+/// counter and whether the list changed (a backend inserted or removed,
+/// its weight or flags changed), which lb-user watches for.
+#[inline(always)]
+fn apply(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    key: &BackendKey,
+    payload: Payload,
+) -> (Counter, bool) {
     if payload.flags & FLAG_LEAVING != 0 {
-        return match BACKENDS.remove(&key) {
+        return match BACKENDS.remove(key) {
             Ok(()) => {
-                events::removed(ctx, &key, DepartureReason::Leaving);
-                Counter::AnnounceLeaving
+                events::removed(ctx, key, DepartureReason::Leaving);
+                (Counter::AnnounceLeaving, true)
             }
             // Not registered: nothing to remove, but the message was valid.
-            Err(_) => Counter::AnnounceAccepted,
+            Err(_) => (Counter::AnnounceAccepted, false),
         };
     }
     // SAFETY: helper without preconditions.
@@ -100,9 +119,10 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     // A known backend is refreshed in place: no map update on the
     // heartbeat path. lb-user only reads the entry, and each field is
     // written whole, so a reader sees the old or the new value of each.
-    if let Some(entry) = BACKENDS.get_ptr_mut(&key) {
+    if let Some(entry) = BACKENDS.get_ptr_mut(key) {
         // SAFETY: a valid pointer into the map's value for this key.
         let entry = unsafe { &mut *entry };
+        let changed = entry.weight != payload.weight || entry.flags != payload.flags;
         entry.last_seen_ns = now;
         entry.sequence = payload.sequence;
         entry.announcements += 1;
@@ -110,7 +130,7 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
         entry.weight = payload.weight;
         entry.flags = payload.flags;
         entry.version = payload.version;
-        return Counter::AnnounceAccepted;
+        return (Counter::AnnounceAccepted, changed);
     }
     let entry = BackendEntry {
         last_seen_ns: now,
@@ -124,15 +144,15 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     };
     // BPF_NOEXIST: a CPU that registered the same backend a moment ago
     // keeps its entry; this announcement then only counts as a refresh.
-    match BACKENDS.insert(&key, &entry, u64::from(BPF_NOEXIST)) {
+    match BACKENDS.insert(key, &entry, u64::from(BPF_NOEXIST)) {
         Ok(()) => {
-            events::registered(ctx, &key, entry.mac, entry.weight);
-            Counter::AnnounceRegistered
+            events::registered(ctx, key, entry.mac, entry.weight);
+            (Counter::AnnounceRegistered, true)
         }
-        Err(EEXIST) => Counter::AnnounceAccepted,
+        Err(EEXIST) => (Counter::AnnounceAccepted, false),
         Err(_) => {
-            events::table_full(ctx, &key);
-            Counter::AnnounceTableFull
+            events::table_full(ctx, key);
+            (Counter::AnnounceTableFull, false)
         }
     }
 }

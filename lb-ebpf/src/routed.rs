@@ -14,9 +14,10 @@ use lb_common::{
 use network_types::udp::UdpHdr;
 
 use crate::{
-    auth, igmp,
+    auth,
     maps::{AUTH_ON, GROUP_ADDRS},
     parse::{Ipv4Packet, ptr_at},
+    stats,
 };
 
 /// A UDP datagram to group `group_id`'s port that is not addressed to the LB.
@@ -49,7 +50,7 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet, udp_len: usize, group_id: u
     if AUTH_ON.load() != 0 && !is_authentic(packet.src, payload) {
         return Counter::RoutedRefused;
     }
-    if let Some(stats) = igmp::group_stats(group_id) {
+    if let Some(stats) = stats::group(group_id) {
         stats.reports += 1;
     }
     Counter::RoutedReport

@@ -9,7 +9,7 @@ use std::{
 
 use lb_common::{
     AgingState, AuthClock, BackendEntry, BackendKey, DepartureReason, GROUP_STATE_ALIVE,
-    GROUP_STATE_DEAD, GroupStatus,
+    GROUP_STATE_DEAD, GroupReports, GroupStatus,
     wire::{
         ALL_SNOOPERS, IGMP_QUERY, Routed, igmp_v2_message, igmp_v3_code, igmp_v3_query,
         mrd_advertisement,
@@ -89,6 +89,16 @@ impl ControlParams {
         }
     }
 
+    /// How often aging sweeps the server list when nothing changed: the
+    /// shorter of P and T. A miss is counted from the timestamps (a late
+    /// sweep does not stretch the period, misses stay exact and
+    /// consecutive) and acted on at most this late; a full list of 65,536
+    /// costs a few milliseconds a sweep.
+    fn sweep_interval_ns(&self) -> u64 {
+        let interval = self.query_interval.min(self.aging.timeout);
+        u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// How often the loop runs: fine enough for the shortest timer.
     pub fn tick(&self) -> Duration {
         (self.query_interval.min(self.aging.timeout) / 8)
@@ -154,10 +164,33 @@ pub struct Controller {
     groups: Vec<Group>,
     aging: HashMap<BackendKey, AgingState>,
     forwarding: Option<Forwarding>,
+    sweeps: Sweeps,
     /// Resolves and reports next hops toward IPIP backends.
     next_hops: Option<NextHops>,
     /// Monotonic ns of the next multicast router advertisement.
     next_advertisement_ns: u64,
+}
+
+/// When the server list is swept. Idle, the list costs nothing but one
+/// sweep per `sweep_interval`: the counters XDP keeps per group say when a
+/// backend came, went or changed, and a sweep then follows in the same
+/// tick.
+#[derive(Debug, Default)]
+struct Sweeps {
+    /// XDP's `changes`, summed over groups, at the last sweep.
+    changes_seen: u64,
+    /// Monotonic ns of the next sweep that aging needs.
+    next_ns: u64,
+    /// Leaves wait for confirmation: sweep every tick until they are resolved.
+    leaves_pending: bool,
+}
+
+/// What XDP heard from a group, for liveness.
+fn heard(reports: &GroupReports) -> Heard {
+    Heard {
+        reports: reports.reports,
+        announcements: reports.announcements,
+    }
 }
 
 fn ms(ns: u64) -> u64 {
@@ -179,11 +212,11 @@ impl Controller {
         let groups = (0u32..)
             .zip(configs)
             .map(|(id, &config)| {
-                let reports = maps.group_reports(id)?.reports;
+                let heard = heard(&maps.group_reports(id)?);
                 Ok(Group {
                     id,
                     config,
-                    liveness: GroupLiveness::new(liveness_params, reports),
+                    liveness: GroupLiveness::new(liveness_params, heard),
                     status: GroupStatus {
                         group_addr: config.group.octets(),
                         port: config.port,
@@ -210,6 +243,7 @@ impl Controller {
             groups,
             aging,
             forwarding: None,
+            sweeps: Sweeps::default(),
             next_hops: None,
             next_advertisement_ns: 0,
         };
@@ -248,26 +282,32 @@ impl Controller {
         Ok(())
     }
 
-    /// One pass: the server list read once; liveness and queries for
-    /// every group; router advertisements; aging; then the forwarding
-    /// tables from the backends that remain.
+    /// One pass: liveness and queries for every group and router
+    /// advertisements, from XDP's per-group counters; then, when the
+    /// server list may need it, a sweep of the list.
     pub fn step(&mut self, now_ns: u64) -> Result<(), MapsError> {
         self.update_clock()?;
-        let backends = self.maps.backends()?;
+        let mut changes = 0;
         for index in 0..self.groups.len() {
-            let id = self.groups[index].id;
-            let heard = Heard {
-                reports: self.maps.group_reports(id)?.reports,
-                last_announcement_ns: backends
-                    .iter()
-                    .filter(|(k, _)| k.group_id == id)
-                    .map(|(_, e)| e.last_seen_ns)
-                    .max()
-                    .unwrap_or(0),
-            };
-            self.step_group(index, now_ns, heard)?;
+            let reports = self.maps.group_reports(self.groups[index].id)?;
+            changes += reports.changes;
+            self.step_group(index, now_ns, heard(&reports))?;
         }
         self.advertise_router(now_ns);
+        let changed = changes != self.sweeps.changes_seen;
+        if changed || self.sweeps.leaves_pending || now_ns >= self.sweeps.next_ns {
+            self.sweeps.changes_seen = changes;
+            self.sweeps.next_ns = now_ns.saturating_add(self.params.sweep_interval_ns());
+            self.sweep(now_ns)?;
+        }
+        Ok(())
+    }
+
+    /// Reads the server list (one batched read) and acts on it: leaves to
+    /// confirm, aging, next hops, then the forwarding tables from the
+    /// backends that remain.
+    fn sweep(&mut self, now_ns: u64) -> Result<(), MapsError> {
+        let backends = self.maps.backends()?;
         let backends = self.confirm_leaves(backends, now_ns)?;
         let backends = self.age_backends(backends, now_ns)?;
         // Next hops first: a backend new to IPIP is probed (and forwarding
@@ -291,6 +331,8 @@ impl Controller {
         now_ns: u64,
     ) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
         let pending = self.maps.pending_leaves()?;
+        // Every tick sweeps until each leave is resolved.
+        self.sweeps.leaves_pending = !pending.is_empty();
         let window_ns =
             u64::try_from(self.params.confirmation_window().as_nanos()).unwrap_or(u64::MAX);
         for (key, leave_ns) in pending {
@@ -427,48 +469,76 @@ impl Controller {
         backends: Vec<(BackendKey, BackendEntry)>,
         now_ns: u64,
     ) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
-        let mut present = HashSet::with_capacity(backends.len());
         let mut kept = Vec::with_capacity(backends.len());
         for (key, entry) in backends {
-            present.insert(key);
             let previous = self.aging.get(&key).copied();
-            let addr = Ipv4Addr::from(key.addr);
-            let group = self.group_addr(key.group_id);
             let state = match age(previous, entry.last_seen_ns, now_ns, self.params.aging) {
                 AgingVerdict::Registered(state) => {
                     // XDP logged the registration when it happened.
                     debug!(
-                        backend = %addr, %group, weight = entry.weight, flags = entry.flags,
+                        backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id),
+                        weight = entry.weight, flags = entry.flags,
                         mac = %format_mac(entry.mac), "backend registered"
                     );
                     state
                 }
                 AgingVerdict::Keep(state) => state,
                 AgingVerdict::Remove { misses } => {
-                    // Re-read: an announcement that arrived since the snapshot wins.
-                    let current = self.maps.backend(&key)?;
-                    if current.is_some_and(|c| c.last_seen_ns != entry.last_seen_ns) {
-                        continue;
+                    // Re-read: an announcement that arrived since the
+                    // snapshot wins, and the next sweep ages it afresh.
+                    match self.maps.backend(&key)? {
+                        Some(current) if current.last_seen_ns != entry.last_seen_ns => {
+                            kept.push((key, current));
+                        }
+                        _ => self.remove_missing(key, &entry, misses, now_ns)?,
                     }
-                    let why = DepartureReason::MissedHeartbeats;
-                    self.maps.remove_backend(&key, why, now_ns)?;
-                    self.aging.remove(&key);
-                    present.remove(&key);
-                    warn!(
-                        backend = %addr, %group, misses,
-                        silent_ms = ms(now_ns.saturating_sub(entry.last_seen_ns)),
-                        "backend removed: {}", why.name()
-                    );
                     continue;
                 }
             };
             kept.push((key, entry));
-            if previous != Some(state) {
-                self.aging.insert(key, state);
+            if previous == Some(state) {
+                continue;
+            }
+            self.aging.insert(key, state);
+            // Persisted (for `status` and the next instance) when the
+            // misses change: a heartbeat that only restarts the timer is
+            // one an adopting instance reads from the list itself, so
+            // idle backends cost no map write.
+            if previous.map(|p| p.misses) != Some(state.misses) {
                 self.maps.set_aging_state(&key, &state)?;
             }
         }
-        // Entries that XDP removed (LEAVING) since the last pass.
+        // Every kept backend has an aging state: more states than kept
+        // backends means some left the list (XDP removed them).
+        if self.aging.len() > kept.len() {
+            self.forget_departed(&kept)?;
+        }
+        Ok(kept)
+    }
+
+    /// Removes a backend whose misses ran out.
+    fn remove_missing(
+        &mut self,
+        key: BackendKey,
+        entry: &BackendEntry,
+        misses: u32,
+        now_ns: u64,
+    ) -> Result<(), MapsError> {
+        let why = DepartureReason::MissedHeartbeats;
+        self.maps.remove_backend(&key, why, now_ns)?;
+        self.aging.remove(&key);
+        warn!(
+            backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), misses,
+            silent_ms = ms(now_ns.saturating_sub(entry.last_seen_ns)),
+            "backend removed: {}", why.name()
+        );
+        Ok(())
+    }
+
+    /// Drops the aging state of backends that XDP removed (LEAVING, IGMP
+    /// leave) since the last sweep.
+    fn forget_departed(&mut self, kept: &[(BackendKey, BackendEntry)]) -> Result<(), MapsError> {
+        let present: HashSet<BackendKey> = kept.iter().map(|(k, _)| *k).collect();
         let left: Vec<BackendKey> = self
             .aging
             .keys()
@@ -481,6 +551,6 @@ impl Controller {
             // XDP logged the removal, and why, when it happened.
             debug!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING announcement or IGMP leave)");
         }
-        Ok(kept)
+        Ok(())
     }
 }

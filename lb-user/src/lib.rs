@@ -1,5 +1,6 @@
 //! The LB control plane as a library: the binary and the tests share it.
 pub mod aging;
+pub mod batch;
 pub mod liveness;
 pub mod maps;
 pub use lb_host::system;

@@ -28,9 +28,8 @@ pub enum LivenessEvent {
 pub struct Heard {
     /// Running total of membership reports for the group.
     pub reports: u64,
-    /// Monotonic ns of the newest accepted announcement of any backend of
-    /// the group (0 if none is registered).
-    pub last_announcement_ns: u64,
+    /// Running total of the group's accepted announcements.
+    pub announcements: u64,
 }
 
 /// Liveness of one group.
@@ -41,6 +40,8 @@ pub struct GroupLiveness {
     silent_periods: u32,
     /// Report total when the current period started.
     reports_at_period_start: u64,
+    /// Announcement total when the current period started.
+    announcements_at_period_start: u64,
     /// Monotonic ns when the current period started.
     period_start_ns: u64,
     /// Monotonic ns of the next query; `None` before the first one.
@@ -52,12 +53,13 @@ pub struct GroupLiveness {
 
 impl GroupLiveness {
     /// A group starts alive and queries at once (SPEC 5.1).
-    pub fn new(params: LivenessParams, reports_total: u64) -> Self {
+    pub fn new(params: LivenessParams, heard: Heard) -> Self {
         Self {
             params,
             alive: true,
             silent_periods: 0,
-            reports_at_period_start: reports_total,
+            reports_at_period_start: heard.reports,
+            announcements_at_period_start: heard.announcements,
             period_start_ns: 0,
             next_query_ns: None,
             hidden_reports: None,
@@ -108,7 +110,7 @@ impl GroupLiveness {
             return LivenessEvent::Idle;
         }
         // A period ended: was the group heard during it?
-        let announced = heard.last_announcement_ns > self.period_start_ns;
+        let announced = heard.announcements != self.announcements_at_period_start;
         if announced && !reported && self.hidden_reports.is_none() {
             self.hidden_reports = Some(true);
         }
@@ -135,6 +137,7 @@ impl GroupLiveness {
 
     fn start_period(&mut self, now_ns: u64, heard: Heard) {
         self.reports_at_period_start = heard.reports;
+        self.announcements_at_period_start = heard.announcements;
         self.period_start_ns = now_ns;
     }
 }
@@ -149,7 +152,7 @@ mod tests {
     fn only_reports(n: u64) -> Heard {
         Heard {
             reports: n,
-            last_announcement_ns: 0,
+            announcements: 0,
         }
     }
 
@@ -159,7 +162,7 @@ mod tests {
                 query_interval: Duration::from_millis(200),
                 robustness,
             },
-            0,
+            Heard::default(),
         )
     }
 
@@ -255,7 +258,7 @@ mod tests {
             // ever reaches the LB (a snooping switch hides them).
             let heard = Heard {
                 reports: 0,
-                last_announcement_ns: (t.saturating_sub(50) / 200 * 200 + 50) * MS,
+                announcements: (t + 150) / 200,
             };
             let heard = if t < 50 { only_reports(0) } else { heard };
             assert_ne!(l.poll(t * MS, heard), LivenessEvent::Died, "at {t} ms");
@@ -270,7 +273,7 @@ mod tests {
         let mut l = liveness(2);
         let stale = Heard {
             reports: 0,
-            last_announcement_ns: 1,
+            announcements: 1,
         };
         let events: Vec<_> = (0..1000)
             .step_by(10)

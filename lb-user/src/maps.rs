@@ -2,13 +2,15 @@
 //! a running instance.
 use std::{
     net::Ipv4Addr,
+    os::fd::AsFd,
     path::{Path, PathBuf},
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
-    maps::{Map, MapData, MapError, PerCpuValues, lpm_trie::Key},
+    Ebpf, EbpfLoader, Pod,
+    maps::{IterableMap, Map, MapData, MapError, PerCpuValues, lpm_trie::Key},
     programs::{ProgramError, Xdp},
+    sys::SyscallError,
 };
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, Departure, DepartureReason,
@@ -191,11 +193,16 @@ fn found<T>(result: Result<T, MapError>, name: &'static str) -> Result<Option<T>
 }
 
 /// Every entry a map iterator yields, or the first error, naming the map.
-fn entries<K, V>(
-    iter: impl Iterator<Item = Result<(K, V), MapError>>,
+fn entries<K: Pod, V: Pod>(
+    map: &impl IterableMap<K, V>,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, MapsError> {
-    iter.collect::<Result<_, _>>().map_err(map_err(name))
+    crate::batch::lookup_all(map.map().fd().as_fd()).map_err(|io_error| {
+        map_err(name)(MapError::SyscallError(SyscallError {
+            call: "bpf_map_lookup_batch",
+            io_error,
+        }))
+    })
 }
 
 /// A delete that finds nothing to delete is fine (XDP, or a LEAVING that
@@ -289,7 +296,7 @@ impl LbMaps {
 
     /// Every configured service.
     pub fn services(&self) -> Result<Vec<(ServiceKey, Service)>, MapsError> {
-        entries(self.services.iter(), map_name::SERVICES)
+        entries(&self.services, map_name::SERVICES)
     }
 
     /// Adds or replaces a service; XDP sees the new value atomically.
@@ -354,6 +361,8 @@ impl LbMaps {
             .fold(GroupReports::default(), |acc, r| GroupReports {
                 reports: acc.reports + r.reports,
                 leaves: acc.leaves + r.leaves,
+                announcements: acc.announcements + r.announcements,
+                changes: acc.changes + r.changes,
             }))
     }
 
@@ -373,7 +382,7 @@ impl LbMaps {
 
     /// Every backend in the server list.
     pub fn backends(&self) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
-        entries(self.backends.iter(), map_name::BACKENDS)
+        entries(&self.backends, map_name::BACKENDS)
     }
 
     /// One backend of the server list, as XDP last wrote it.
@@ -402,12 +411,12 @@ impl LbMaps {
 
     /// Why and when backends left, newest kept (an LRU).
     pub fn departures(&self) -> Result<Vec<(BackendKey, Departure)>, MapsError> {
-        entries(self.departures.iter(), map_name::DEPARTURES)
+        entries(&self.departures, map_name::DEPARTURES)
     }
 
     /// Backends toward which XDP found no next hop, and why.
     pub fn next_hop_errors(&self) -> Result<Vec<([u8; 4], NextHopError)>, MapsError> {
-        entries(self.next_hop_errors.iter(), map_name::NEXT_HOP_ERRORS)
+        entries(&self.next_hop_errors, map_name::NEXT_HOP_ERRORS)
     }
 
     pub fn remove_next_hop_error(&mut self, backend: [u8; 4]) -> Result<(), MapsError> {
@@ -419,7 +428,7 @@ impl LbMaps {
 
     /// IGMP leaves waiting for confirmation: backend -> monotonic ns.
     pub fn pending_leaves(&self) -> Result<Vec<(BackendKey, u64)>, MapsError> {
-        entries(self.leaves.iter(), map_name::LEAVES)
+        entries(&self.leaves, map_name::LEAVES)
     }
 
     pub fn remove_pending_leave(&mut self, key: &BackendKey) -> Result<(), MapsError> {
@@ -428,7 +437,7 @@ impl LbMaps {
 
     /// The aging state of every backend (kept across restarts).
     pub fn aging_states(&self) -> Result<Vec<(BackendKey, AgingState)>, MapsError> {
-        entries(self.aging.iter(), map_name::BACKEND_AGING)
+        entries(&self.aging, map_name::BACKEND_AGING)
     }
 
     pub fn aging_state(&self, key: &BackendKey) -> Result<Option<AgingState>, MapsError> {
