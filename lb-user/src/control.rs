@@ -183,7 +183,12 @@ struct Sweeps {
     next_ns: u64,
     /// Leaves wait for confirmation: sweep every tick until they are resolved.
     leaves_pending: bool,
+    /// Backends removed for missed heartbeats in the current sweep.
+    removed: u32,
 }
+
+/// Removals for missed heartbeats logged one by one in one sweep.
+const LOGGED_REMOVALS_PER_SWEEP: u32 = 10;
 
 /// What XDP heard from a group, for liveness.
 fn heard(reports: &GroupReports) -> Heard {
@@ -309,7 +314,16 @@ impl Controller {
     fn sweep(&mut self, now_ns: u64) -> Result<(), MapsError> {
         let backends = self.maps.backends()?;
         let backends = self.confirm_leaves(backends, now_ns)?;
+        self.sweeps.removed = 0;
         let backends = self.age_backends(backends, now_ns)?;
+        if let Some(unlogged) = self.sweeps.removed.checked_sub(LOGGED_REMOVALS_PER_SWEEP)
+            && unlogged > 0
+        {
+            warn!(
+                removed = self.sweeps.removed,
+                "{unlogged} more backends removed: missed heartbeats (status lists them as departed)"
+            );
+        }
         // Next hops first: a backend new to IPIP is probed (and forwarding
         // enabled for the FIB) before the tables send it a packet.
         if let Some(next_hops) = &mut self.next_hops {
@@ -516,7 +530,9 @@ impl Controller {
         Ok(kept)
     }
 
-    /// Removes a backend whose misses ran out.
+    /// Removes a backend whose misses ran out; the first few of a sweep
+    /// are logged one by one, the rest counted (a whole fleet falling
+    /// silent must not flood the log).
     fn remove_missing(
         &mut self,
         key: BackendKey,
@@ -527,11 +543,14 @@ impl Controller {
         let why = DepartureReason::MissedHeartbeats;
         self.maps.remove_backend(&key, why, now_ns)?;
         self.aging.remove(&key);
-        warn!(
-            backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), misses,
-            silent_ms = ms(now_ns.saturating_sub(entry.last_seen_ns)),
-            "backend removed: {}", why.name()
-        );
+        self.sweeps.removed += 1;
+        if self.sweeps.removed <= LOGGED_REMOVALS_PER_SWEEP {
+            warn!(
+                backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), misses,
+                silent_ms = ms(now_ns.saturating_sub(entry.last_seen_ns)),
+                "backend removed: {}", why.name()
+            );
+        }
         Ok(())
     }
 

@@ -206,7 +206,8 @@ fn start(args: &[String]) -> Result<Swarm, String> {
     let ifindex = interface_index(iface).map_err(|e| e.to_string())?;
     let own = interface_ipv4(iface).map_err(|e| e.to_string())?;
     let igmp = IgmpSocket::open(iface, ifindex, 1).map_err(|e| format!("IGMP socket: {e}"))?;
-    igmp.join(GROUP).map_err(|e| format!("joining {GROUP}: {e}"))?;
+    igmp.join(GROUP)
+        .map_err(|e| format!("joining {GROUP}: {e}"))?;
     let routed = RoutedSocket::member(GROUP, PORT, ifindex, 16)
         .map_err(|e| format!("routed socket: {e}"))?;
     let raw = raw::socket().map_err(|e| format!("raw socket: {e}"))?;

@@ -1,0 +1,173 @@
+//! Scale (issue 9): `swarm` plays thousands of backends from one
+//! namespace, speaking the agents' protocol; the LB registers them within
+//! 2 P, keeps them while they answer, and removes them on time when they
+//! fall silent. The 65,536-backend figures come from `cargo xtask bench`.
+use std::{
+    net::Ipv4Addr,
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use lb_tests::{
+    Bridge, Counter, FAST_TIMERS, StatusReport, Topology, counter, first_group, registered,
+    wait_for, with_topology,
+};
+
+const P: Duration = Duration::from_millis(200);
+const T: Duration = Duration::from_millis(400);
+const N: u32 = 3;
+const POLL: Duration = Duration::from_millis(20);
+const LB: usize = 0;
+const SWARM_HOST: usize = 1;
+
+/// CPU time (user + system) a process has used.
+fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(Duration::from_millis(ticks * 1000 / per_second.max(1)))
+}
+
+/// The first member's address: off every host's /24 of the topology.
+fn first_member(topo: &Topology) -> Ipv4Addr {
+    let [a, b, _, _] = topo.host(LB).addr.octets();
+    Ipv4Addr::new(a, b, 128, 1)
+}
+
+#[test]
+fn a_swarm_of_10000_registers_stays_and_is_removed_on_time() -> anyhow::Result<()> {
+    const COUNT: usize = 10_000;
+    with_topology(2, Bridge::Flooding, |topo| {
+        let (lb, pin) = topo.start_lb(LB, "lb", &FAST_TIMERS)?;
+        let first = first_member(topo).to_string();
+        let start = Instant::now();
+        let mut swarm = topo.spawn(
+            SWARM_HOST,
+            "swarm",
+            "swarm",
+            &["eth0", &first, &COUNT.to_string()],
+        )?;
+        let all = |s: &StatusReport| registered(s).len() == COUNT;
+        wait_for(2 * P + Duration::from_secs(1), POLL, || {
+            topo.status(&pin).ok().filter(all)
+        })
+        .with_context(|| format!("{COUNT} backends did not register"))?;
+        let took = start.elapsed();
+        let cpu_before = cpu_time(lb.pid())?;
+        let steady = Instant::now();
+        sleep(Duration::from_secs(3));
+        let cpu = (cpu_time(lb.pid())? - cpu_before).as_secs_f64() / steady.elapsed().as_secs_f64();
+        let status_start = Instant::now();
+        let status = topo.status(&pin)?;
+        let status_took = status_start.elapsed();
+        println!(
+            "{COUNT} backends: registered {} ms after the swarm's start (P = {} ms); lb-user (debug build) \
+             {:.1}% of a core in steady state; status --json {} ms",
+            took.as_millis(),
+            P.as_millis(),
+            cpu * 100.0,
+            status_took.as_millis()
+        );
+        ensure!(all(&status), "backends were lost in steady state");
+        ensure!(first_group(&status).departed.is_empty(), "a false removal");
+        ensure!(
+            counter(&status, Counter::AnnounceTableFull)? == 0,
+            "table full"
+        );
+
+        swarm.signal(libc::SIGKILL);
+        swarm.wait_exit(Duration::from_secs(5))?;
+        let silent = Instant::now();
+        let limit = T * (N + 1) + 2 * P + Duration::from_secs(2);
+        wait_for(limit, POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).is_empty())
+        })
+        .with_context(|| format!("not all removed within {limit:?} of silence"))?;
+        let removed = silent.elapsed();
+        println!(
+            "all {COUNT} removed {} ms after falling silent ((N + 1) T = {} ms)",
+            removed.as_millis(),
+            (T * (N + 1)).as_millis()
+        );
+        ensure!(removed >= T * N, "removed before their misses ran out");
+        let log = lb.log_text();
+        let one_by_one = log.matches("backend removed: missed heartbeats").count();
+        ensure!(
+            log.contains("more backends removed: missed heartbeats") && one_by_one <= 100,
+            "{one_by_one} removal lines: the log is flooded"
+        );
+        Ok(())
+    })
+}
+
+/// The LB sees the same from a swarm member as from a real agent: same
+/// counters, same entry (weight, state, misses, version), announcements
+/// in step, authenticated the same way.
+#[test]
+fn the_lb_cannot_tell_a_swarm_member_from_an_agent() -> anyhow::Result<()> {
+    const AGENT: usize = 1;
+    const SWARM: usize = 2;
+    with_topology(3, Bridge::Flooding, |topo| {
+        let key = topo.logs.join("announce.key");
+        std::fs::write(&key, "00112233445566778899aabbccddeeff\n")?;
+        let key = key.to_str().context("key")?.to_owned();
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--key-file", &key]);
+        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let member = topo.segment_address(50).to_string();
+        let _agent = topo.spawn(
+            AGENT,
+            "agent",
+            "backend-agent",
+            &["--iface", "eth0", "--key-file", &key],
+        )?;
+        let _swarm = topo.spawn(SWARM, "swarm", "swarm", &["eth0", &member, "1", &key])?;
+        let agent_addr = topo.host(AGENT).addr.to_string();
+        wait_for(Duration::from_secs(3), POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).len() == 2)
+        })
+        .context("the agent and the swarm member did not both register")?;
+        sleep(5 * P);
+        let status = topo.status(&pin)?;
+        let backends = &first_group(&status).backends;
+        let find = |addr: &str| {
+            backends
+                .iter()
+                .find(|b| b.address.to_string() == addr)
+                .with_context(|| format!("{addr} not registered"))
+        };
+        let (a, s) = (find(&agent_addr)?, find(&member)?);
+        println!("agent: {a:?}\nswarm: {s:?}");
+        ensure!(
+            (a.weight, &a.state, a.misses) == (s.weight, &s.state, s.misses),
+            "entries differ"
+        );
+        ensure!(
+            a.announcements.abs_diff(s.announcements) <= 1,
+            "announcements out of step"
+        );
+        ensure!(a.sequence > 0 && s.sequence > 0, "a plain announcement");
+        for refused in [
+            Counter::AuthMissing,
+            Counter::AuthBadTag,
+            Counter::AuthReplay,
+            Counter::AuthStale,
+        ] {
+            ensure!(counter(&status, refused)? == 0, "{} moved", refused.name());
+        }
+        ensure!(
+            counter(&status, Counter::IgmpReport)? > 0,
+            "no report counted"
+        );
+        Ok(())
+    })
+}
