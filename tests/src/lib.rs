@@ -113,6 +113,22 @@ pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<Output> {
     Ok(out)
 }
 
+/// CPU time (user + system) a process has used, from /proc.
+pub fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(Duration::from_millis(ticks * 1000 / per_second.max(1)))
+}
+
 /// Polls `probe` every `every` until it yields a value or `limit` passes.
 pub fn wait_for<T>(
     limit: Duration,

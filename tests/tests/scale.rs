@@ -10,8 +10,8 @@ use std::{
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, StatusReport, Topology, counter, first_group, registered,
-    wait_for, with_topology,
+    Bridge, Counter, FAST_TIMERS, StatusReport, Topology, counter, cpu_time, first_group,
+    registered, wait_for, with_topology,
 };
 
 const P: Duration = Duration::from_millis(200);
@@ -20,22 +20,6 @@ const N: u32 = 3;
 const POLL: Duration = Duration::from_millis(20);
 const LB: usize = 0;
 const SWARM_HOST: usize = 1;
-
-/// CPU time (user + system) a process has used.
-fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which ends with the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(Duration::from_millis(ticks * 1000 / per_second.max(1)))
-}
 
 /// The first member's address: off every host's /24 of the topology.
 fn first_member(topo: &Topology) -> Ipv4Addr {

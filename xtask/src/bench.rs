@@ -6,7 +6,7 @@
 use std::{fs, thread::sleep, time::Duration};
 
 use anyhow::{Context, bail};
-use lb_tests::{Bridge, Proc, Topology, registered, wait_for};
+use lb_tests::{Bridge, Proc, Topology, cpu_time, registered, wait_for};
 
 use crate::{cargo, root, setup};
 
@@ -111,7 +111,58 @@ pub fn bench() -> anyhow::Result<()> {
     let topo = Topology::new(5, Bridge::Snooping)?;
     topo.run(end_to_end)?;
     drop(topo);
-    end_to_end_routed()
+    end_to_end_routed()?;
+    scale()
+}
+
+/// Swarm sizes of the control plane's scale table.
+const SWARMS: [u32; 4] = [500, 5_000, 20_000, 65_536];
+
+/// The control plane against swarms of backends (default timers: P = 1 s,
+/// T = 2 s): registration time from the swarm's start, lb-user's CPU in
+/// steady state, and the time of `status --json`.
+fn scale() -> anyhow::Result<()> {
+    println!("\ncontrol plane with N backends (swarm, default timers, release build)");
+    println!("| backends | all registered after | lb-user CPU, steady state | status --json |");
+    println!("|---:|---:|---:|---:|");
+    for count in SWARMS {
+        let topo = Topology::new(2, Bridge::Flooding)?;
+        topo.run(|topo| scale_row(topo, count))?;
+    }
+    Ok(())
+}
+
+fn scale_row(topo: &Topology, count: u32) -> anyhow::Result<()> {
+    let (lb, pin) = topo.start_lb(LB, "scale", &[])?;
+    let [a, b, _, _] = topo.host(LB).addr.octets();
+    let first = std::net::Ipv4Addr::new(a, b, 128, 1).to_string();
+    let start = std::time::Instant::now();
+    let _swarm = topo.spawn(1, "swarm", "swarm", &["eth0", &first, &count.to_string()])?;
+    wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
+        topo.status(&pin)
+            .ok()
+            .filter(|s| registered(s).len() == count as usize)
+    })
+    .with_context(|| format!("{count} backends did not register"))?;
+    let registered_after = start.elapsed();
+    sleep(Duration::from_secs(2));
+    let (cpu_before, steady) = (cpu_time(lb.pid())?, std::time::Instant::now());
+    sleep(Duration::from_secs(10));
+    let cpu = (cpu_time(lb.pid())? - cpu_before).as_secs_f64() / steady.elapsed().as_secs_f64();
+    let status_start = std::time::Instant::now();
+    let status = topo.status(&pin)?;
+    let status_took = status_start.elapsed();
+    anyhow::ensure!(
+        registered(&status).len() == count as usize,
+        "backends lost in steady state"
+    );
+    println!(
+        "| {count} | {:.2} s | {:.1}% of a core | {:.2} s |",
+        registered_after.as_secs_f64(),
+        cpu * 100.0,
+        status_took.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The routed topology: the LB and the client on one segment, a router
