@@ -7,7 +7,8 @@
 //! The announcements leave through a raw socket with each member's source
 //! address. SIGTERM sends every member's LEAVING, like agents that stop.
 //! Usage: swarm IFACE FIRST_ADDR COUNT [KEY_FILE]
-//! Prints one JSON line per query round answered.
+//! Prints one JSON line per query round answered: when the query came
+//! (Unix ns), how many announcements went out and in how long.
 use std::{
     net::Ipv4Addr,
     os::fd::{AsRawFd, OwnedFd},
@@ -112,11 +113,11 @@ impl Swarm {
             Some((t, r)) => (t.min(at), r || routed),
             None => (at, routed),
         });
-        let start = Instant::now();
+        let (start, query_unix_ns) = (Instant::now(), realtime_ns());
         let sent = self.announce_all(lb, 0);
         self.lb = Some(lb);
         println!(
-            "{{\"lb\":\"{lb}\",\"routed\":{routed},\"announced\":{sent},\"ms\":{}}}",
+            "{{\"lb\":\"{lb}\",\"routed\":{routed},\"query_unix_ns\":{query_unix_ns},\"announced\":{sent},\"ms\":{}}}",
             start.elapsed().as_millis()
         );
     }
