@@ -52,9 +52,10 @@ macro_rules! program_maps {
             VIP_FILTER / vip_filter: Array<u64>[1];
             /// Services, written by lb-user.
             SERVICES / services: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
-            /// Maglev tables, two slots per service (see `Service::maglev_index`);
-            /// an all-zero entry means no backend.
-            MAGLEV / maglev: Array<[u8; 4]>[$crate::MAGLEV_ENTRIES];
+            /// The pool of Maglev tables: each service has two slots, each a
+            /// range of the pool (see `Service::maglev_index`), sized by
+            /// lb-user to its backend count; an all-zero entry means no backend.
+            MAGLEV / maglev: Array<[u8; 4]>[$crate::MAGLEV_POOL];
             /// Connection table (LRU): an established flow keeps its backend.
             FLOWS / flows: LruHashMap<$crate::FlowKey, $crate::Flow>[$crate::DEFAULT_MAX_FLOWS];
             /// Source prefixes allowed to announce (network-order address, prefix length).
@@ -158,10 +159,13 @@ pub const MAX_ALLOW_PREFIXES: u32 = 1024;
 
 /// Most services one LB instance serves.
 pub const MAX_SERVICES: u32 = 16;
-/// Largest Maglev table; each service has two slots of this many entries.
-pub const MAX_MAGLEV_SIZE: u32 = 65537;
-/// Entries of the MAGLEV array.
-pub const MAGLEV_ENTRIES: u32 = MAX_SERVICES * 2 * MAX_MAGLEV_SIZE;
+/// Entries of the Maglev pool (4 bytes each: 32 MiB, allocated when the
+/// program loads): every service's two table slots are ranges of it.
+pub const MAGLEV_POOL: u32 = 1 << 23;
+/// Largest Maglev table: the largest prime below 2^21, so that a service's
+/// two slots take at most half of the pool. At 65,536 backends it still
+/// gives each backend 32 entries.
+pub const MAX_MAGLEV_SIZE: u32 = 2_097_143;
 /// Default capacity of the connection table.
 pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 
@@ -187,22 +191,31 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Service {
-    /// Index of the service's two table slots in `MAGLEV`.
+    /// The service's number, recorded in its flows.
     pub service_id: u32,
     /// Group whose registered backends serve it.
     pub group_id: u32,
-    /// Entries in use in each slot (a prime <= MAX_MAGLEV_SIZE).
-    pub table_size: u32,
     /// The slot (0 or 1) XDP reads; lb-user fills the other, then flips this.
     pub active_slot: u32,
+    pub _pad: u32,
+    /// Where each slot's table starts in `MAGLEV`.
+    pub slot_offset: [u32; 2],
+    /// Entries of each slot's table (a prime, at most [`MAX_MAGLEV_SIZE`]).
+    pub slot_size: [u32; 2],
 }
-const _: () = assert!(core::mem::size_of::<Service>() == 16);
+const _: () = assert!(core::mem::size_of::<Service>() == 32);
 
 impl Service {
     /// Index in `MAGLEV` of `entry` of `slot`.
     #[inline(always)]
     pub const fn maglev_index(&self, slot: u32, entry: u32) -> u32 {
-        (self.service_id * 2 + slot) * MAX_MAGLEV_SIZE + entry
+        self.slot_offset[(slot & 1) as usize] + entry
+    }
+
+    /// Entries of the table XDP reads now.
+    #[inline(always)]
+    pub const fn active_size(&self) -> u32 {
+        self.slot_size[(self.active_slot & 1) as usize]
     }
 }
 

@@ -122,12 +122,13 @@ fn pick_backend(
     {
         return Some((flow.backend, mac, false));
     }
-    let size = service.table_size;
+    let size = service.active_size();
     // Checked for the verifier too: a zero size must not divide.
     if size == 0 {
         return None;
     }
-    let index = service.maglev_index(service.active_slot & 1, flow_hash(key) % size);
+    // An index past the pool (never written so) finds no entry.
+    let index = service.maglev_index(service.active_slot, flow_hash(key) % size);
     let backend = *MAGLEV.get(index)?;
     let mac = backend_mac(service, backend)?;
     let flow = Flow {

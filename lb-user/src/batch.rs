@@ -84,3 +84,34 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>>
         first = false;
     }
 }
+
+/// `BPF_MAP_UPDATE_BATCH` (include/uapi/linux/bpf.h).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// Writes `values[i]` at `keys[i]` in the map behind `fd`, a chunk per
+/// syscall (the Maglev tables: up to millions of entries).
+pub fn update_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    for (keys, values) in keys.chunks(CHUNK * 16).zip(values.chunks(CHUNK * 16)) {
+        let mut attr = BatchAttr {
+            keys: keys.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: keys.len() as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` describes `keys` and `values`, which outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -1,17 +1,24 @@
 //! Forwarding tables: for each service, the Maglev table built from the
 //! group's registered, non-draining backends, written into the inactive
 //! slot and then made active with one map update, so XDP never reads a
-//! half-built table.
-use std::net::Ipv4Addr;
+//! half-built table. A table's size follows its backend count
+//! (`maglev::table_size`); the slots are ranges of the MAGLEV pool, given
+//! out by `Pool`. Large tables are built on a thread of their own, so the
+//! control loop never waits for one.
+use std::{
+    net::Ipv4Addr,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use lb_common::{
-    BackendEntry, BackendKey, ForwardingMode, Service, ServiceKey,
+    BackendEntry, BackendKey, ForwardingMode, MAGLEV_POOL, Service, ServiceKey,
     wire::{FLAG_DOWN, FLAG_DRAINING},
 };
 use tracing::{info, warn};
 
 use crate::{
-    maglev::{MaglevBackend, MaglevError, MaglevTable},
+    maglev::{MaglevBackend, MaglevError, MaglevTable, table_size},
     maps::{LbMaps, MapsError},
 };
 
@@ -97,54 +104,121 @@ pub fn table_diff<'a>(
         .map(|(i, (_, n))| (i, *n))
 }
 
+/// The MAGLEV pool, parcelled out in ranges (offset, length) to the
+/// services' slots; first fit.
+#[derive(Debug, Default)]
+pub struct Pool {
+    used: Vec<(u32, u32)>,
+}
+
+impl Pool {
+    /// Marks a range as taken (a slot adopted from an earlier instance);
+    /// false if it does not fit in the pool or overlaps a taken one.
+    pub fn reserve(&mut self, offset: u32, len: u32) -> bool {
+        let end = u64::from(offset) + u64::from(len);
+        let free = end <= u64::from(MAGLEV_POOL)
+            && self.used.iter().all(|&(o, l)| {
+                end <= u64::from(o) || u64::from(offset) >= u64::from(o) + u64::from(l)
+            });
+        if free {
+            self.used.push((offset, len));
+            self.used.sort_unstable();
+        }
+        free
+    }
+
+    /// A free range of `len` entries, if the pool has one.
+    pub fn alloc(&mut self, len: u32) -> Option<u32> {
+        let mut start = 0u64;
+        for &(o, l) in &self.used {
+            if u64::from(o) - start >= u64::from(len) {
+                break;
+            }
+            start = u64::from(o) + u64::from(l);
+        }
+        (start + u64::from(len) <= u64::from(MAGLEV_POOL)).then(|| {
+            let offset = start as u32;
+            self.used.push((offset, len));
+            self.used.sort_unstable();
+            offset
+        })
+    }
+
+    pub fn free(&mut self, offset: u32) {
+        self.used.retain(|&(o, _)| o != offset);
+    }
+}
+
+/// Tables up to this size are built in the control loop itself (a few
+/// milliseconds, so a new backend gets flows on the same pass); larger
+/// ones on a thread of their own.
+const INLINE_BUILD_MAX: u32 = 262_139;
+
+/// A table being built on a thread: the backends it is for, when it began,
+/// and where it will come.
+struct Build {
+    set: Vec<MaglevBackend>,
+    started: Instant,
+    result: mpsc::Receiver<Result<MaglevTable, MaglevError>>,
+}
+
 struct ServiceState {
     config: ServiceConfig,
     service: Service,
-    /// What each slot holds in the map.
-    slots: [Vec<[u8; 4]>; 2],
+    /// What each slot holds in the map; `None` when not known (adopted),
+    /// so that the next table there is written whole.
+    slots: [Option<Vec<[u8; 4]>>; 2],
     /// The backend set the active slot was built from.
     built_from: Option<Vec<MaglevBackend>>,
+    building: Option<Build>,
+    /// Tables made active since start.
+    rebuilds: u64,
 }
 
 /// Forwarding state of all services.
 pub struct Forwarding {
     services: Vec<ServiceState>,
     reach: Reach,
+    /// The smallest table (`--maglev-size`).
+    min_size: u32,
+    pool: Pool,
     /// Off-segment backends already reported.
     reported_off_segment: Vec<(u32, [u8; 4])>,
 }
 
 impl Forwarding {
-    /// Registers the services with XDP, with empty tables.
+    /// Registers the services with XDP, with empty tables of `min_size`
+    /// entries, or keeps the tables of an earlier instance serving until
+    /// the first rebuild.
     pub fn new(
         maps: &mut LbMaps,
         configs: &[ServiceConfig],
-        table_size: u32,
+        min_size: u32,
         reach: Reach,
     ) -> Result<Self, MapsError> {
+        let mut pool = Pool::default();
         let mut services = Vec::with_capacity(configs.len());
-        for (service_id, config) in (0u32..).zip(configs) {
-            let fresh = Service {
-                service_id,
-                group_id: config.group_id,
-                table_size,
-                active_slot: 0,
-            };
-            let mut slots = [
-                vec![[0; 4]; table_size as usize],
-                vec![[0; 4]; table_size as usize],
-            ];
-            // A table left by a killed instance keeps serving until the first
-            // rebuild replaces it, so forwarding has no gap.
-            let service = match maps.service(&config.key)? {
-                Some(kept) if kept.service_id == service_id && kept.table_size == table_size => {
-                    let active = kept.active_slot & 1;
-                    for (entry, value) in (0u32..).zip(slots[active as usize].iter_mut()) {
-                        *value = maps.maglev_entry(kept.maglev_index(active, entry))?;
-                    }
-                    kept
-                }
-                _ => {
+        // Adopted tables first: their ranges are taken before fresh ones are given out.
+        let kept: Vec<Option<Service>> = configs
+            .iter()
+            .zip(0u32..)
+            .map(|(config, service_id)| {
+                Ok(maps.service(&config.key)?.filter(|kept| {
+                    kept.service_id == service_id
+                        && kept.group_id == config.group_id
+                        && (0..2).all(|s| pool.reserve(kept.slot_offset[s], kept.slot_size[s]))
+                }))
+            })
+            .collect::<Result<_, MapsError>>()?;
+        for ((service_id, config), kept) in (0u32..).zip(configs).zip(kept) {
+            let service = match kept {
+                Some(kept) => kept,
+                None => {
+                    let fresh = fresh_service(&mut pool, service_id, config.group_id, min_size)?;
+                    // The range may hold an old instance's entries: clear the active slot.
+                    let indices: Vec<u32> =
+                        (0..min_size).map(|e| fresh.maglev_index(0, e)).collect();
+                    maps.set_maglev_entries(&indices, &vec![[0; 4]; indices.len()])?;
                     maps.set_service(&config.key, &fresh)?;
                     fresh
                 }
@@ -152,8 +226,10 @@ impl Forwarding {
             services.push(ServiceState {
                 config: *config,
                 service,
-                slots,
+                slots: [None, None],
                 built_from: None,
+                building: None,
+                rebuilds: 0,
             });
         }
         let mut vips: Vec<[u8; 4]> = configs.iter().map(|c| c.key.vip).collect();
@@ -168,47 +244,165 @@ impl Forwarding {
         Ok(Self {
             services,
             reach,
+            min_size,
+            pool,
             reported_off_segment: Vec::new(),
         })
     }
 
-    /// Rebuilds every service whose eligible backends changed.
+    /// Rebuilds every service whose eligible backends changed: small tables
+    /// at once, large ones on a thread whose table is installed by a later
+    /// call (the newest backend set is built next).
     pub fn sync(
         &mut self,
         maps: &mut LbMaps,
         backends: &[(BackendKey, BackendEntry)],
     ) -> Result<(), MapsError> {
         self.report_off_segment(backends);
-        for state in &mut self.services {
+        for index in 0..self.services.len() {
+            if let Some((set, started, result)) = self.finished_build(index) {
+                self.install(maps, index, set, started, result)?;
+            }
+            let state = &self.services[index];
+            if state.building.is_some() {
+                continue;
+            }
             let eligible = eligible_backends(state.config.group_id, backends, self.reach);
             if state.built_from.as_ref() == Some(&eligible) {
                 continue;
             }
-            let table = match MaglevTable::build(&eligible, state.service.table_size) {
-                Ok(table) => table,
-                Err(e @ (MaglevError::TooSmall { .. } | MaglevError::NotPrime { .. })) => {
-                    warn!(vip = %Ipv4Addr::from(state.config.key.vip), port = state.config.key.port, "forwarding table not rebuilt: {e}");
-                    continue;
-                }
-            };
-            let next: Vec<[u8; 4]> = table
-                .entries()
-                .iter()
-                .map(|e| e.map_or([0; 4], |a| a.octets()))
-                .collect();
-            let inactive = (state.service.active_slot ^ 1) as usize;
-            for (entry, value) in table_diff(&state.slots[inactive], &next) {
-                maps.set_maglev_entry(state.service.maglev_index(inactive as u32, entry), value)?;
+            let size = table_size(eligible.len(), self.min_size);
+            let started = Instant::now();
+            if size <= INLINE_BUILD_MAX {
+                let result = MaglevTable::build(&eligible, size);
+                self.install(maps, index, eligible, started, result)?;
+                continue;
             }
-            state.slots[inactive] = next;
-            state.service.active_slot = inactive as u32;
-            // One update makes the whole new table visible to XDP.
-            maps.set_service(&state.config.key, &state.service)?;
-            info!(
-                vip = %Ipv4Addr::from(state.config.key.vip), port = state.config.key.port,
-                backends = eligible.len(), "forwarding table rebuilt"
-            );
-            state.built_from = Some(eligible);
+            let (done, result) = mpsc::channel();
+            let set = eligible.clone();
+            std::thread::spawn(move || {
+                // The receiver may be gone (the LB stops): nothing to do then.
+                let _ = done.send(MaglevTable::build(&set, size));
+            });
+            self.services[index].building = Some(Build {
+                set: eligible,
+                started,
+                result,
+            });
+        }
+        Ok(())
+    }
+
+    /// The result of service `index`'s build, if it has come.
+    fn finished_build(
+        &mut self,
+        index: usize,
+    ) -> Option<(
+        Vec<MaglevBackend>,
+        Instant,
+        Result<MaglevTable, MaglevError>,
+    )> {
+        let state = &mut self.services[index];
+        let result = match state.building.as_ref()?.result.try_recv() {
+            Ok(result) => result,
+            Err(mpsc::TryRecvError::Empty) => return None,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                warn!("a forwarding table build ended without a table; building again");
+                state.building = None;
+                return None;
+            }
+        };
+        let build = state.building.take()?;
+        Some((build.set, build.started, result))
+    }
+
+    /// Writes a built table into service `index`'s inactive slot (a range
+    /// of its size, taken from the pool if the size changed) and makes it
+    /// active with one map update.
+    fn install(
+        &mut self,
+        maps: &mut LbMaps,
+        index: usize,
+        set: Vec<MaglevBackend>,
+        started: Instant,
+        result: Result<MaglevTable, MaglevError>,
+    ) -> Result<(), MapsError> {
+        let state = &mut self.services[index];
+        let key = state.config.key;
+        let table = match result {
+            Ok(table) => table,
+            Err(e) => {
+                warn!(vip = %Ipv4Addr::from(key.vip), port = key.port, "forwarding table not rebuilt: {e}");
+                // Not retried until the backend set changes.
+                state.built_from = Some(set);
+                return Ok(());
+            }
+        };
+        let built_in = started.elapsed();
+        let next: Vec<[u8; 4]> = table
+            .entries()
+            .iter()
+            .map(|e| e.map_or([0; 4], |a| a.octets()))
+            .collect();
+        let size = next.len() as u32;
+        let inactive = (state.service.active_slot ^ 1) as usize;
+        let same_range = state.service.slot_size[inactive] == size;
+        let writes: Vec<(u32, [u8; 4])> = match (&state.slots[inactive], same_range) {
+            (Some(current), true) => table_diff(current, &next).collect(),
+            _ => {
+                if !same_range {
+                    self.pool.free(state.service.slot_offset[inactive]);
+                    let Some(offset) = self.pool.alloc(size) else {
+                        warn!(
+                            vip = %Ipv4Addr::from(key.vip), port = key.port, entries = size,
+                            "forwarding table not rebuilt: the Maglev pool ({MAGLEV_POOL} entries) has no room for it"
+                        );
+                        // Freed: an offset past the pool marks it unused.
+                        state.service.slot_offset[inactive] = MAGLEV_POOL;
+                        state.service.slot_size[inactive] = 0;
+                        state.slots[inactive] = None;
+                        state.built_from = Some(set);
+                        return Ok(());
+                    };
+                    state.service.slot_offset[inactive] = offset;
+                    state.service.slot_size[inactive] = size;
+                }
+                (0u32..).zip(next.iter().copied()).collect()
+            }
+        };
+        let indices: Vec<u32> = writes
+            .iter()
+            .map(|&(e, _)| state.service.maglev_index(inactive as u32, e))
+            .collect();
+        let values: Vec<[u8; 4]> = writes.iter().map(|&(_, v)| v).collect();
+        maps.set_maglev_entries(&indices, &values)?;
+        state.slots[inactive] = Some(next);
+        state.service.active_slot = inactive as u32;
+        // One update makes the whole new table visible to XDP.
+        maps.set_service(&key, &state.service)?;
+        state.rebuilds += 1;
+        info!(
+            vip = %Ipv4Addr::from(key.vip), port = key.port, backends = set.len(),
+            entries = size, built_ms = built_in.as_millis() as u64, written = writes.len(),
+            "forwarding table rebuilt"
+        );
+        state.built_from = Some(set);
+        Ok(())
+    }
+
+    /// Waits (bounded) until no table is being built: for tests and tools
+    /// that need the tables of the current backends in place.
+    pub fn settle(
+        &mut self,
+        maps: &mut LbMaps,
+        backends: &[(BackendKey, BackendEntry)],
+        limit: Duration,
+    ) -> Result<(), MapsError> {
+        let start = Instant::now();
+        self.sync(maps, backends)?;
+        while self.services.iter().any(|s| s.building.is_some()) && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(5));
+            self.sync(maps, backends)?;
         }
         Ok(())
     }
@@ -241,6 +435,31 @@ impl Forwarding {
         self.reported_off_segment
             .retain(|id| backends.iter().any(|(k, _)| (k.group_id, k.addr) == *id));
     }
+}
+
+/// A service with both slots of `size` entries taken from the pool, slot
+/// 0 active.
+fn fresh_service(
+    pool: &mut Pool,
+    service_id: u32,
+    group_id: u32,
+    size: u32,
+) -> Result<Service, MapsError> {
+    let mut offsets = [0; 2];
+    for offset in &mut offsets {
+        *offset = pool.alloc(size).ok_or(MapsError::MaglevPoolFull {
+            entries: size,
+            pool: MAGLEV_POOL,
+        })?;
+    }
+    Ok(Service {
+        service_id,
+        group_id,
+        active_slot: 0,
+        _pad: 0,
+        slot_offset: offsets,
+        slot_size: [size; 2],
+    })
 }
 
 #[cfg(test)]
@@ -341,6 +560,20 @@ mod tests {
             prefix_len: 0,
         };
         assert!(all.contains(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+
+    #[test]
+    fn the_pool_gives_out_first_fit_ranges_and_refuses_overlaps() {
+        let mut pool = Pool::default();
+        assert_eq!(pool.alloc(100), Some(0));
+        assert_eq!(pool.alloc(50), Some(100));
+        assert!(!pool.reserve(120, 10), "overlaps a taken range");
+        assert!(pool.reserve(1000, 10));
+        pool.free(0);
+        assert_eq!(pool.alloc(80), Some(0), "first fit reuses the freed range");
+        assert_eq!(pool.alloc(30), Some(150));
+        assert!(!pool.reserve(MAGLEV_POOL - 5, 10), "past the pool");
+        assert_eq!(pool.alloc(MAGLEV_POOL), None);
     }
 
     #[test]

@@ -3,10 +3,32 @@
 //! `hash % size`. Built in userspace, swapped into XDP atomically.
 use std::net::Ipv4Addr;
 
-/// Default table size: prime, so every skip is co-prime with it.
+use lb_common::MAX_MAGLEV_SIZE;
+
+/// Default (and smallest) table size: prime, so every skip is co-prime with it.
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
-/// Fewest table entries per backend for an even spread (issue 3).
-pub const MIN_ENTRIES_PER_BACKEND: u32 = 100;
+/// Table entries per backend that the size aims at: Maglev then keeps
+/// each backend's share within about 1% of its weight's.
+pub const ENTRIES_PER_BACKEND: u32 = 100;
+/// Fewest entries per backend a table is built with (about 10% spread).
+pub const MIN_ENTRIES_PER_BACKEND: u32 = 10;
+/// The sizes a table grows through: primes just below powers of two, up
+/// to `MAX_MAGLEV_SIZE`. Few steps, since a new size moves new flows
+/// (Maglev keeps flows in place only at one size; established flows stay
+/// by the connection table).
+pub const TABLE_SIZES: [u32; 5] = [131_071, 262_139, 524_287, 1_048_573, MAX_MAGLEV_SIZE];
+
+/// The table size for `backends` backends: the smallest of `min` and
+/// `TABLE_SIZES` above it with `ENTRIES_PER_BACKEND` per backend, else the
+/// largest. A function of the count alone, so that LBs that see the same
+/// backends build the same table.
+pub fn table_size(backends: usize, min: u32) -> u32 {
+    let wanted = (backends as u64).saturating_mul(u64::from(ENTRIES_PER_BACKEND));
+    std::iter::once(min)
+        .chain(TABLE_SIZES.into_iter().filter(|&s| s > min))
+        .find(|&s| u64::from(s) >= wanted)
+        .unwrap_or(MAX_MAGLEV_SIZE.max(min))
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MaglevError {
@@ -139,9 +161,9 @@ mod tests {
     fn backends(weights: &[u16]) -> Vec<MaglevBackend> {
         weights
             .iter()
-            .enumerate()
-            .map(|(i, &weight)| MaglevBackend {
-                addr: Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8 + 1),
+            .zip(0x0a01_0001u32..)
+            .map(|(&weight, addr)| MaglevBackend {
+                addr: Ipv4Addr::from(addr),
                 weight,
             })
             .collect()
@@ -242,11 +264,38 @@ mod tests {
             Err(MaglevError::NotPrime { size: 65536 })
         );
         assert_eq!(
-            MaglevTable::build(&backends(&[1; 20]), 1009),
+            MaglevTable::build(&backends(&[1; 200]), 1009),
             Err(MaglevError::TooSmall {
                 size: 1009,
-                backends: 20
+                backends: 200
             })
         );
+    }
+
+    #[test]
+    fn the_size_follows_the_backend_count_through_primes() {
+        for size in std::iter::once(DEFAULT_TABLE_SIZE).chain(TABLE_SIZES) {
+            assert!(is_prime(size), "{size}");
+        }
+        assert_eq!(table_size(0, DEFAULT_TABLE_SIZE), DEFAULT_TABLE_SIZE);
+        assert_eq!(table_size(655, DEFAULT_TABLE_SIZE), DEFAULT_TABLE_SIZE);
+        assert_eq!(table_size(656, DEFAULT_TABLE_SIZE), 131_071);
+        assert_eq!(table_size(1_000, DEFAULT_TABLE_SIZE), 131_071);
+        assert_eq!(table_size(10_000, DEFAULT_TABLE_SIZE), 1_048_573);
+        assert_eq!(table_size(65_536, DEFAULT_TABLE_SIZE), MAX_MAGLEV_SIZE);
+        assert_eq!(table_size(3, 1009), 1009);
+        assert_eq!(table_size(20, 1009), 131_071);
+    }
+
+    #[test]
+    fn a_thousand_backends_each_within_one_percent_of_its_share() {
+        let set = backends(&[100; 1000]);
+        let table = MaglevTable::build(&set, table_size(set.len(), DEFAULT_TABLE_SIZE)).unwrap();
+        let want = 1.0 / 1000.0;
+        let worst = shares(&table)
+            .values()
+            .map(|s| (s - want).abs() / want)
+            .fold(0.0, f64::max);
+        assert!(worst <= 0.01, "worst share off by {:.2}%", worst * 100.0);
     }
 }

@@ -135,7 +135,8 @@ struct RunArgs {
     /// Served by the first group's backends.
     #[arg(long = "service", requires = "vip")]
     services: Vec<String>,
-    /// Entries of each Maglev table (a prime, at least 100 per backend).
+    /// Entries of the smallest Maglev table (a prime); tables grow with
+    /// the backend count, to 100 entries per backend, up to 2,097,143.
     #[arg(long, default_value_t = DEFAULT_TABLE_SIZE)]
     maglev_size: u32,
     /// SipHash key (32 hex digits) that announcements must be tagged with;

@@ -33,6 +33,10 @@ pub enum MapsError {
     Program(#[from] ProgramError),
     #[error("the XDP object has no map {name}")]
     Missing { name: &'static str },
+    #[error(
+        "the Maglev pool ({pool} entries) has no room for two tables of {entries}: fewer services, or a smaller --maglev-size"
+    )]
+    MaglevPoolFull { entries: u32, pool: u32 },
     #[error("map {name}: {source}")]
     Map {
         name: &'static str,
@@ -332,10 +336,20 @@ impl LbMaps {
             .map_err(map_err(map_name::MAGLEV))
     }
 
-    pub fn set_maglev_entry(&mut self, index: u32, backend: [u8; 4]) -> Result<(), MapsError> {
-        self.maglev
-            .set(index, &backend, 0)
-            .map_err(map_err(map_name::MAGLEV))
+    /// Writes `backends[i]` at `indices[i]` of the Maglev pool, in batches.
+    pub fn set_maglev_entries(
+        &mut self,
+        indices: &[u32],
+        backends: &[[u8; 4]],
+    ) -> Result<(), MapsError> {
+        crate::batch::update_all(self.maglev.map().fd().as_fd(), indices, backends).map_err(
+            |io_error| {
+                map_err(map_name::MAGLEV)(MapError::SyscallError(SyscallError {
+                    call: "bpf_map_update_batch",
+                    io_error,
+                }))
+            },
+        )
     }
 
     pub fn group_status(&self, id: u32) -> Result<GroupStatus, MapsError> {

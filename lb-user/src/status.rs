@@ -59,7 +59,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             group: groups
                 .get(service.group_id as usize)
                 .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
-            table_size: service.table_size,
+            table_size: service.active_size(),
             active_slot: service.active_slot,
         });
     }

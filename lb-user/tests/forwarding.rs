@@ -73,10 +73,10 @@ impl TestLb {
             proto: IPPROTO_TCP,
             _pad: [0; 3],
         };
-        let entry = flow_hash(&key) % service.table_size;
+        let entry = flow_hash(&key) % service.active_size();
         let addr = self
             .maps
-            .maglev_entry(service.maglev_index(service.active_slot & 1, entry))
+            .maglev_entry(service.maglev_index(service.active_slot, entry))
             .unwrap();
         self.maps
             .backends()
@@ -358,5 +358,46 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
         assert_eq!(lb.maps.flow_count(), flows, "{name}: no flow created");
         assert_eq!(out, frame, "{name}: frame left untouched");
         println!("ok: {name}");
+    }
+}
+
+/// The table follows the backend count: 3,000 backends want 300,000
+/// entries, so the table grows to 524,287, built on a thread while the
+/// old table keeps serving, then swapped in whole.
+#[test]
+fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
+    use std::net::Ipv4Addr;
+    let load = lb_user::maps::LoadParams {
+        // Every 10.x address is on the segment: forwarded at layer 2.
+        segment_prefix_len: 8,
+        max_backends: 4096,
+        ..LOAD
+    };
+    let mut lb = TestLb::new(load, TCP_SERVICE, 1009);
+    for i in 0..3000u32 {
+        let [_, _, hi, lo] = i.to_be_bytes();
+        let frame = Frame::announce(Ipv4Addr::from(0x0a05_0000 + i), 2000, 0, 100, 1)
+            .with(|f| f.src_mac = [2, 0xbb, 0, 0, hi, lo])
+            .bytes();
+        assert_eq!(lb.run(&frame).0, XDP_DROP);
+    }
+    let backends = lb.maps.backends().unwrap();
+    assert_eq!(backends.len(), 3000);
+    lb.forwarding.sync(&mut lb.maps, &backends).unwrap();
+    let service = lb.maps.service(&TCP_SERVICE).unwrap().unwrap();
+    assert_eq!(
+        service.active_size(),
+        1009,
+        "the large table is built off the control loop, the old one serves meanwhile"
+    );
+    lb.forwarding
+        .settle(&mut lb.maps, &backends, std::time::Duration::from_secs(60))
+        .unwrap();
+    let service = lb.maps.service(&TCP_SERVICE).unwrap().unwrap();
+    assert_eq!(service.active_size(), 524_287);
+    let macs: Vec<[u8; 6]> = backends.iter().map(|(_, e)| e.mac).collect();
+    for port in 6000..6100 {
+        let mac = lb.connect(port).expect("forwarded");
+        assert!(macs.contains(&mac), "port {port}: not a registered backend");
     }
 }

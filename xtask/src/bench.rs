@@ -103,6 +103,8 @@ pub fn bench() -> anyhow::Result<()> {
             "xdp_paths",
             "--bench",
             "udp_pps",
+            "--bench",
+            "maglev",
         ],
         &[],
     )?;
