@@ -61,6 +61,9 @@ pub struct ServiceReport {
     pub table_size: u32,
     /// The Maglev table slot XDP reads.
     pub active_slot: u32,
+    /// FNV-1a of the active table's entries, in hex: LBs that see the same
+    /// backends show the same digest (their tables are byte for byte equal).
+    pub table_digest: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -193,8 +196,8 @@ impl StatusReport {
         for s in &self.services {
             let _ = writeln!(
                 out,
-                "service {}:{}/{} -> group {} (Maglev {} entries, slot {})",
-                s.vip, s.port, s.proto, s.group, s.table_size, s.active_slot
+                "service {}:{}/{} -> group {} (Maglev {} entries, slot {}, digest {})",
+                s.vip, s.port, s.proto, s.group, s.table_size, s.active_slot, s.table_digest
             );
         }
         for e in &self.next_hop_errors {

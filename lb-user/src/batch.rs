@@ -115,3 +115,51 @@ pub fn update_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) 
     }
     Ok(())
 }
+
+/// `count` values of the array behind `fd` from index `start` on.
+pub fn lookup_range<V: Pod>(fd: BorrowedFd<'_>, start: u32, count: u32) -> io::Result<Vec<V>> {
+    let count = count as usize;
+    let mut keys: Vec<MaybeUninit<u32>> = Vec::with_capacity(CHUNK);
+    let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(CHUNK);
+    let mut out = Vec::with_capacity(count);
+    // An array's batch token is the last index read: start after `start - 1`.
+    let mut token = start.wrapping_sub(1);
+    let mut next_token = 0u32;
+    while out.len() < count {
+        let mut attr = BatchAttr {
+            in_batch: if start == 0 && out.is_empty() {
+                0
+            } else {
+                (&raw const token) as u64
+            },
+            out_batch: (&raw mut next_token) as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK.min(count - out.len()) as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: as in `lookup_all`, with 4-byte tokens.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let error = (rc < 0).then(io::Error::last_os_error);
+        let copied = (attr.count as usize).min(CHUNK);
+        // SAFETY: the kernel initialised the first `copied` values.
+        unsafe { values.set_len(copied) };
+        // SAFETY: initialised above; V is plain data.
+        out.extend(values.drain(..).map(|v| unsafe { v.assume_init() }));
+        match error {
+            None => {}
+            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Some(e) => return Err(e),
+        }
+        token = next_token;
+    }
+    Ok(out)
+}

@@ -336,6 +336,18 @@ impl LbMaps {
             .map_err(map_err(map_name::MAGLEV))
     }
 
+    /// The table XDP reads now for `service` (its active slot).
+    pub fn active_table(&self, service: &Service) -> Result<Vec<[u8; 4]>, MapsError> {
+        let start = service.maglev_index(service.active_slot, 0);
+        crate::batch::lookup_range(self.maglev.map().fd().as_fd(), start, service.active_size())
+            .map_err(|io_error| {
+                map_err(map_name::MAGLEV)(MapError::SyscallError(SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error,
+                }))
+            })
+    }
+
     /// Writes `backends[i]` at `indices[i]` of the Maglev pool, in batches.
     pub fn set_maglev_entries(
         &mut self,

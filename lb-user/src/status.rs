@@ -60,6 +60,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
                 .get(service.group_id as usize)
                 .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
             table_size: service.active_size(),
+            table_digest: format!("{:016x}", digest(&maps.active_table(&service)?)),
             active_slot: service.active_slot,
         });
     }
@@ -124,4 +125,11 @@ fn departed(
         .collect();
     departed.sort_by_key(|d| std::cmp::Reverse(d.0));
     departed.into_iter().map(|(_, d)| d).collect()
+}
+
+/// FNV-1a (64 bits) over the table's bytes.
+fn digest(table: &[[u8; 4]]) -> u64 {
+    table.iter().flatten().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

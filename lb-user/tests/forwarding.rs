@@ -395,6 +395,16 @@ fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
         .unwrap();
     let service = lb.maps.service(&TCP_SERVICE).unwrap().unwrap();
     assert_eq!(service.active_size(), 524_287);
+    // The batched read of the active table (status's digest) is the table.
+    let table = lb.maps.active_table(&service).unwrap();
+    assert_eq!(table.len(), 524_287);
+    for entry in (0..100).chain(524_187..524_287) {
+        let one = lb
+            .maps
+            .maglev_entry(service.maglev_index(service.active_slot, entry))
+            .unwrap();
+        assert_eq!(table[entry as usize], one, "entry {entry}");
+    }
     let macs: Vec<[u8; 6]> = backends.iter().map(|(_, e)| e.mac).collect();
     for port in 6000..6100 {
         let mac = lb.connect(port).expect("forwarded");

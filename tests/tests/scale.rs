@@ -155,3 +155,77 @@ fn the_lb_cannot_tell_a_swarm_member_from_an_agent() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// What must be equal between two LBs that see the same backends: the
+/// backends with their weights and states, and each service's table (its
+/// size and the digest of its entries).
+fn forwarding_view(status: &StatusReport) -> (Vec<(String, u16, String)>, Vec<(u32, String)>) {
+    let mut backends: Vec<(String, u16, String)> = first_group(status)
+        .backends
+        .iter()
+        .map(|b| (b.address.to_string(), b.weight, b.state.clone()))
+        .collect();
+    backends.sort();
+    let tables = status
+        .services
+        .iter()
+        .map(|s| (s.table_size, s.table_digest.clone()))
+        .collect();
+    (backends, tables)
+}
+
+/// Two LBs on one segment, nothing shared but the protocol, build byte
+/// for byte the same tables: with three backends, after a fourth joins,
+/// after one drains and after one leaves.
+#[test]
+fn two_lbs_that_see_the_same_backends_build_identical_tables() -> anyhow::Result<()> {
+    const LB2: usize = 1;
+    with_topology(6, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--vip", &vip, "--service", "tcp:80"]);
+        let (_lb1, pin1) = topo.start_lb(LB, "lb1", &args)?;
+        let (_lb2, pin2) = topo.start_lb(LB2, "lb2", &args)?;
+        let mut agents = std::collections::BTreeMap::new();
+        let mut start_agent = |host: usize, weight: &str| -> anyhow::Result<()> {
+            let agent = topo.spawn(
+                host,
+                &format!("agent{host}"),
+                "backend-agent",
+                &["--iface", "eth0", "--vip", &vip, "--weight", weight],
+            )?;
+            agents.insert(host, agent);
+            Ok(())
+        };
+        for (host, weight) in [(2, "100"), (3, "200"), (4, "300")] {
+            start_agent(host, weight)?;
+        }
+        let agreed = |backends: usize, what: &str| -> anyhow::Result<()> {
+            let view = wait_for(Duration::from_secs(5), POLL, || {
+                let one = forwarding_view(&topo.status(&pin1).ok()?);
+                let two = forwarding_view(&topo.status(&pin2).ok()?);
+                (one == two && one.0.len() == backends).then_some(one)
+            })
+            .with_context(|| format!("{what}: the LBs' tables differ"))?;
+            println!("{what}: both LBs {:?}, table {:?}", view.0, view.1);
+            Ok(())
+        };
+        agreed(3, "three backends")?;
+        start_agent(5, "100")?;
+        agreed(4, "a fourth joined")?;
+        agents[&3].signal(libc::SIGUSR1);
+        wait_for(Duration::from_secs(3), POLL, || {
+            let s = topo.status(&pin1).ok()?;
+            first_group(&s)
+                .backends
+                .iter()
+                .any(|b| b.state == "draining")
+                .then_some(())
+        })
+        .context("no backend draining")?;
+        agreed(4, "one draining")?;
+        agents[&4].signal(libc::SIGTERM);
+        agreed(3, "one left")?;
+        Ok(())
+    })
+}
