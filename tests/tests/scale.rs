@@ -156,10 +156,13 @@ fn the_lb_cannot_tell_a_swarm_member_from_an_agent() -> anyhow::Result<()> {
     })
 }
 
+/// Backends (address, weight, state) and tables (size, digest).
+type ForwardingView = (Vec<(String, u16, String)>, Vec<(u32, String)>);
+
 /// What must be equal between two LBs that see the same backends: the
 /// backends with their weights and states, and each service's table (its
 /// size and the digest of its entries).
-fn forwarding_view(status: &StatusReport) -> (Vec<(String, u16, String)>, Vec<(u32, String)>) {
+fn forwarding_view(status: &StatusReport) -> ForwardingView {
     let mut backends: Vec<(String, u16, String)> = first_group(status)
         .backends
         .iter()
