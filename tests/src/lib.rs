@@ -554,7 +554,17 @@ impl Topology {
 
     /// Runs any program in host `i` to completion, failing if it fails.
     pub fn exec_program(&self, i: usize, program: &str, args: &[&str]) -> anyhow::Result<Output> {
-        let netns = self.hosts[i].netns.as_str();
+        self.exec_program_in(&self.hosts[i].netns, program, args)
+    }
+
+    /// Runs any program in network namespace `netns` (a host's or the
+    /// bridge's) to completion, failing if it fails.
+    pub fn exec_program_in(
+        &self,
+        netns: &str,
+        program: &str,
+        args: &[&str],
+    ) -> anyhow::Result<Output> {
         let mut full = vec!["netns", "exec", netns, program];
         full.extend_from_slice(args);
         sh("ip", &full)

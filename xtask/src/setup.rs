@@ -9,13 +9,14 @@ use std::{
 use anyhow::{Context, bail};
 
 /// Debian packages the project needs, with a command each provides.
-const PACKAGES: [(&str, &str); 6] = [
+const PACKAGES: [(&str, &str); 7] = [
     ("bpftool", "bpftool"),
     ("iproute2", "ip"),
     ("nftables", "nft"),
     ("tcpdump", "tcpdump"),
     ("smcroute", "smcrouted"),
     ("ethtool", "ethtool"),
+    ("bird2", "bird"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";

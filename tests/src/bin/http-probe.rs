@@ -4,6 +4,9 @@
 //!                                       prints `first NAME` once it is known
 //!   http-probe upload ADDR:PORT BYTES   one POST of BYTES; the answer and time
 //!   http-probe download ADDR:PORT BYTES one GET of BYTES; the length and time
+//!   http-probe many ADDR:PORT SECONDS   200 connections, each a request every
+//!                                       100 ms (waiting up to 10 s for an answer);
+//!                                       failures, backend changes, slowest answer
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Read, Write},
@@ -154,10 +157,88 @@ fn transfer(addr: SocketAddr, bytes: u32, upload: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Connections of `many`, and how long one of its requests may wait: TCP
+/// retransmits through a routing change that takes seconds.
+const MANY_CONNECTIONS: usize = 200;
+const MANY_PATIENCE: Duration = Duration::from_secs(10);
+
+/// What one of `many`'s connections saw.
+#[derive(Default)]
+struct ConnectionLog {
+    requests: u64,
+    failures: u64,
+    /// Answers from another backend than the one before.
+    moved: u64,
+    slowest: Duration,
+}
+
+/// One connection of `many`: a request every 100 ms until `until`; a
+/// failed one is counted and the connection opened again.
+fn keep_asking(addr: SocketAddr, until: Instant) -> ConnectionLog {
+    let mut log = ConnectionLog::default();
+    let mut last_name: Option<String> = None;
+    let mut connection = None;
+    while Instant::now() < until {
+        if connection.is_none() {
+            connection = connect(addr)
+                .and_then(|(s, r)| {
+                    s.set_read_timeout(Some(MANY_PATIENCE))?;
+                    s.set_write_timeout(Some(MANY_PATIENCE))?;
+                    Ok((s, r))
+                })
+                .ok();
+        }
+        let start = Instant::now();
+        let answer = match connection.as_mut() {
+            Some((stream, reader)) => request(stream, reader, false).ok(),
+            None => None,
+        };
+        log.requests += 1;
+        match answer {
+            Some(name) => {
+                log.slowest = log.slowest.max(start.elapsed());
+                if last_name.as_ref().is_some_and(|n| *n != name) {
+                    log.moved += 1;
+                }
+                last_name = Some(name);
+            }
+            None => {
+                log.failures += 1;
+                connection = None;
+                last_name = None;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    log
+}
+
+fn many(addr: SocketAddr, seconds: u64) -> ExitCode {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let logs: Vec<ConnectionLog> = (0..MANY_CONNECTIONS)
+        .map(|_| std::thread::spawn(move || keep_asking(addr, until)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap_or_default())
+        .collect();
+    let sum = |f: fn(&ConnectionLog) -> u64| logs.iter().map(f).sum::<u64>();
+    let broken = logs.iter().filter(|l| l.failures > 0).count();
+    let slowest = logs.iter().map(|l| l.slowest).max().unwrap_or_default();
+    println!(
+        "{{\"connections\":{},\"requests\":{},\"failures\":{},\"broken_connections\":{broken},\"moved\":{},\"slowest_ms\":{}}}",
+        logs.len(),
+        sum(|l| l.requests),
+        sum(|l| l.failures),
+        sum(|l| l.moved),
+        slowest.as_millis()
+    );
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = || {
-        eprintln!("error: usage: http-probe spread|hold|upload|download ADDR:PORT N");
+        eprintln!("error: usage: http-probe spread|hold|upload|download|many ADDR:PORT N");
         ExitCode::from(2)
     };
     let [mode, addr, n] = args.as_slice() else {
@@ -171,6 +252,7 @@ fn main() -> ExitCode {
         "hold" => hold(addr, u64::from(n)),
         "upload" => transfer(addr, n, true),
         "download" => transfer(addr, n, false),
+        "many" => many(addr, u64::from(n)),
         _ => usage(),
     }
 }
