@@ -126,9 +126,9 @@ const SWARMS: [u32; 4] = [500, 5_000, 20_000, 65_536];
 fn scale() -> anyhow::Result<()> {
     println!("\ncontrol plane with N backends (swarm, default timers, release build)");
     println!(
-        "| backends | all registered, after the query | lb-user CPU, steady state | status --json |"
+        "| backends | all registered, after the query | lb-user CPU, steady state | status --json | all removed after falling silent ((N + 1) T = 22 s) |"
     );
-    println!("|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|");
     for count in SWARMS {
         let topo = Topology::new(2, Bridge::Flooding)?;
         topo.run(|topo| scale_row(topo, count))?;
@@ -140,7 +140,7 @@ fn scale_row(topo: &Topology, count: u32) -> anyhow::Result<()> {
     let (lb, pin) = topo.start_lb(LB, "scale", &[])?;
     let [a, b, _, _] = topo.host(LB).addr.octets();
     let first = std::net::Ipv4Addr::new(a, b, 128, 1).to_string();
-    let swarm = topo.spawn(1, "swarm", "swarm", &["eth0", &first, &count.to_string()])?;
+    let mut swarm = topo.spawn(1, "swarm", "swarm", &["eth0", &first, &count.to_string()])?;
     wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
         topo.status(&pin)
             .ok()
@@ -167,11 +167,20 @@ fn scale_row(topo: &Topology, count: u32) -> anyhow::Result<()> {
         registered(&status).len() == count as usize,
         "backends lost in steady state"
     );
+    // All fall silent: removed after (N + 1) T = 22 s at the defaults.
+    swarm.signal(libc::SIGKILL);
+    swarm.wait_exit(Duration::from_secs(5))?;
+    let silent = std::time::Instant::now();
+    wait_for(Duration::from_secs(60), Duration::from_millis(50), || {
+        topo.status(&pin).ok().filter(|s| registered(s).is_empty())
+    })
+    .with_context(|| format!("{count} silent backends were not removed"))?;
     println!(
-        "| {count} | {:.2} s | {:.1}% of a core | {:.2} s |",
+        "| {count} | {:.2} s | {:.1}% of a core | {:.2} s | {:.1} s |",
         registered_after.as_secs_f64(),
         cpu * 100.0,
-        status_took.as_secs_f64()
+        status_took.as_secs_f64(),
+        silent.elapsed().as_secs_f64()
     );
     Ok(())
 }
