@@ -1,5 +1,5 @@
 //! Bad input ends with one clear `error:` line and a non-zero exit, never a panic.
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use lb_tests::bin;
 
@@ -240,7 +240,7 @@ const CASES: &[Case] = &[
             "--service",
             "tcp:80",
             "--maglev-size",
-            "70001",
+            "2097169",
         ],
         "largest table",
     ),
@@ -316,7 +316,7 @@ fn bad_input_is_one_clear_line_and_a_nonzero_exit() {
         } else {
             Command::new(&program)
         };
-        let out = cmd.args(c.args).output().expect("run the binary");
+        let out = output_within(cmd.args(c.args), Duration::from_secs(10));
         let stderr = String::from_utf8_lossy(&out.stderr);
         let what = format!("{} {:?}", c.binary, c.args);
         assert!(!out.status.success(), "{what}: exited 0");
@@ -331,4 +331,27 @@ fn bad_input_is_one_clear_line_and_a_nonzero_exit() {
         );
         println!("ok: {what}: {}", lines[0]);
     }
+}
+
+/// Runs `cmd` to completion; bad input must end it quickly, so one that
+/// still runs after `limit` (input wrongly accepted) is killed and fails
+/// the test instead of hanging it.
+fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the binary");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait for the binary").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still ran after {limit:?}: the bad input was accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+        .wait_with_output()
+        .expect("collect the binary's output")
 }
