@@ -30,59 +30,112 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// One `BPF_MAP_LOOKUP_BATCH` call: up to `count` (at most CHUNK) entries
+/// after `in_token` (from the start of the map without one) into `keys`
+/// and `values`, which it empties first; the kernel's next token goes to
+/// `out_token`. Returns false at the end of the map (the last entries
+/// come with it).
+fn lookup_chunk<T, K, V>(
+    fd: BorrowedFd<'_>,
+    (in_token, out_token): (Option<&T>, &mut T),
+    keys: &mut Vec<MaybeUninit<K>>,
+    values: &mut Vec<MaybeUninit<V>>,
+    count: usize,
+) -> io::Result<bool> {
+    keys.clear();
+    values.clear();
+    keys.reserve(CHUNK);
+    values.reserve(CHUNK);
+    let mut attr = BatchAttr {
+        in_batch: in_token.map_or(0, |t| std::ptr::from_ref(t) as u64),
+        out_batch: std::ptr::from_mut(out_token) as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: count.min(CHUNK) as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` describes buffers of at least `count` keys and values
+    // and two tokens (as large as the map's batch token), all of which
+    // outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &raw mut attr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    let error = (rc < 0).then(io::Error::last_os_error);
+    let copied = (attr.count as usize).min(count.min(CHUNK));
+    // SAFETY: the kernel initialised the first `copied` keys and values.
+    unsafe {
+        keys.set_len(copied);
+        values.set_len(copied);
+    }
+    match error {
+        None => Ok(true),
+        Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Some(e) => Err(e),
+    }
+}
+
 /// Every entry of the hash map behind `fd` (keys `K`, values `V`, as the
 /// map was created with). Entries inserted or removed meanwhile may or may
 /// not be included, as with any iteration of a live map.
 pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
-    let mut keys: Vec<MaybeUninit<K>> = Vec::with_capacity(CHUNK);
-    let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(CHUNK);
-    // The kernel's batch token (a bucket index for hash maps).
-    let mut token = 0u64;
-    let mut next_token = 0u64;
+    let (mut keys, mut values) = (Vec::new(), Vec::new());
+    // The kernel's batch token (a bucket index for hash maps, 4 bytes).
+    let (mut token, mut next_token) = (0u64, 0u64);
     let mut entries = Vec::new();
     let mut first = true;
     loop {
-        let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { (&raw const token) as u64 },
-            out_batch: (&raw mut next_token) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: CHUNK as u32,
-            map_fd: fd.as_raw_fd() as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: `attr` describes buffers of CHUNK keys and values that
-        // outlive the call, and tokens of 8 bytes (the kernel writes 4).
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let error = (rc < 0).then(io::Error::last_os_error);
-        let copied = (attr.count as usize).min(CHUNK);
-        // SAFETY: the kernel initialised the first `copied` keys and values.
-        unsafe {
-            keys.set_len(copied);
-            values.set_len(copied);
-        }
+        let in_token = (!first).then_some(&token);
+        let more = lookup_chunk(
+            fd,
+            (in_token, &mut next_token),
+            &mut keys,
+            &mut values,
+            CHUNK,
+        )?;
         entries.extend(
             keys.drain(..)
                 .zip(values.drain(..))
-                // SAFETY: initialised above; K and V are plain data.
+                // SAFETY: initialised by the kernel; K and V are plain data.
                 .map(|(k, v)| unsafe { (k.assume_init(), v.assume_init()) }),
         );
-        match error {
-            None => {}
-            // The end of the map: the last chunk came with it.
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(entries),
-            Some(e) => return Err(e),
+        if !more {
+            return Ok(entries);
         }
         token = next_token;
         first = false;
     }
+}
+
+/// `count` values of the array behind `fd` from index `start` on.
+pub fn lookup_range<V: Pod>(fd: BorrowedFd<'_>, start: u32, count: u32) -> io::Result<Vec<V>> {
+    let count = count as usize;
+    let (mut keys, mut values) = (Vec::<MaybeUninit<u32>>::new(), Vec::<MaybeUninit<V>>::new());
+    let mut out = Vec::with_capacity(count);
+    // An array's batch token is the last index read: start after `start - 1`.
+    let (mut token, mut next_token) = (start.wrapping_sub(1), 0u32);
+    while out.len() < count {
+        let in_token = (start != 0 || !out.is_empty()).then_some(&token);
+        let more = lookup_chunk(
+            fd,
+            (in_token, &mut next_token),
+            &mut keys,
+            &mut values,
+            count - out.len(),
+        )?;
+        // SAFETY: initialised by the kernel; V is plain data.
+        out.extend(values.drain(..).map(|v| unsafe { v.assume_init() }));
+        if !more {
+            break;
+        }
+        token = next_token;
+    }
+    Ok(out)
 }
 
 /// `BPF_MAP_UPDATE_BATCH` (include/uapi/linux/bpf.h).
@@ -114,52 +167,4 @@ pub fn update_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>, keys: &[K], values: &[V]) 
         }
     }
     Ok(())
-}
-
-/// `count` values of the array behind `fd` from index `start` on.
-pub fn lookup_range<V: Pod>(fd: BorrowedFd<'_>, start: u32, count: u32) -> io::Result<Vec<V>> {
-    let count = count as usize;
-    let mut keys: Vec<MaybeUninit<u32>> = Vec::with_capacity(CHUNK);
-    let mut values: Vec<MaybeUninit<V>> = Vec::with_capacity(CHUNK);
-    let mut out = Vec::with_capacity(count);
-    // An array's batch token is the last index read: start after `start - 1`.
-    let mut token = start.wrapping_sub(1);
-    let mut next_token = 0u32;
-    while out.len() < count {
-        let mut attr = BatchAttr {
-            in_batch: if start == 0 && out.is_empty() {
-                0
-            } else {
-                (&raw const token) as u64
-            },
-            out_batch: (&raw mut next_token) as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: CHUNK.min(count - out.len()) as u32,
-            map_fd: fd.as_raw_fd() as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: as in `lookup_all`, with 4-byte tokens.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let error = (rc < 0).then(io::Error::last_os_error);
-        let copied = (attr.count as usize).min(CHUNK);
-        // SAFETY: the kernel initialised the first `copied` values.
-        unsafe { values.set_len(copied) };
-        // SAFETY: initialised above; V is plain data.
-        out.extend(values.drain(..).map(|v| unsafe { v.assume_init() }));
-        match error {
-            None => {}
-            Some(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
-            Some(e) => return Err(e),
-        }
-        token = next_token;
-    }
-    Ok(out)
 }
