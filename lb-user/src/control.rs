@@ -24,6 +24,7 @@ use crate::{
     leaves::{LeaveVerdict, judge},
     liveness::{GroupLiveness, Heard, LivenessEvent, LivenessParams},
     maps::{GroupConfig, LbMaps, MapsError},
+    metrics::ControlMetrics,
     next_hop::NextHops,
 };
 
@@ -167,6 +168,7 @@ pub struct Controller {
     sweeps: Sweeps,
     /// Resolves and reports next hops toward IPIP backends.
     next_hops: Option<NextHops>,
+    metrics: ControlMetrics,
     /// Monotonic ns of the next multicast router advertisement.
     next_advertisement_ns: u64,
 }
@@ -208,6 +210,7 @@ impl Controller {
         mut maps: LbMaps,
         queriers: Queriers,
         configs: &[GroupConfig],
+        metrics: ControlMetrics,
     ) -> Result<Self, MapsError> {
         maps.configure_groups(configs)?;
         let liveness_params = LivenessParams {
@@ -250,6 +253,7 @@ impl Controller {
             forwarding: None,
             sweeps: Sweeps::default(),
             next_hops: None,
+            metrics,
             next_advertisement_ns: 0,
         };
         controller.update_clock()?;
@@ -280,8 +284,8 @@ impl Controller {
             self.forwarding = Some(Forwarding::new(
                 &mut self.maps,
                 services,
-                table_size,
-                reach,
+                (table_size, reach),
+                self.metrics.clone(),
             )?);
         }
         Ok(())
@@ -291,6 +295,15 @@ impl Controller {
     /// advertisements, from XDP's per-group counters; then, when the
     /// server list may need it, a sweep of the list.
     pub fn step(&mut self, now_ns: u64) -> Result<(), MapsError> {
+        let started = std::time::Instant::now();
+        let result = self.pass(now_ns);
+        self.metrics
+            .pass_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn pass(&mut self, now_ns: u64) -> Result<(), MapsError> {
         self.update_clock()?;
         let mut changes = 0;
         for index in 0..self.groups.len() {

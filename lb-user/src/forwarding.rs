@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::{
     maglev::{MaglevBackend, MaglevError, MaglevTable, table_size},
     maps::{LbMaps, MapsError},
+    metrics::{ControlMetrics, ServiceLabels},
 };
 
 /// One service as configured.
@@ -178,6 +179,7 @@ struct ServiceState {
 /// Forwarding state of all services.
 pub struct Forwarding {
     services: Vec<ServiceState>,
+    metrics: ControlMetrics,
     reach: Reach,
     /// The smallest table (`--maglev-size`).
     min_size: u32,
@@ -193,8 +195,8 @@ impl Forwarding {
     pub fn new(
         maps: &mut LbMaps,
         configs: &[ServiceConfig],
-        min_size: u32,
-        reach: Reach,
+        (min_size, reach): (u32, Reach),
+        metrics: ControlMetrics,
     ) -> Result<Self, MapsError> {
         let mut pool = Pool::default();
         let mut services = Vec::with_capacity(configs.len());
@@ -243,6 +245,7 @@ impl Forwarding {
         maps.set_vip_filter(&vips)?;
         Ok(Self {
             services,
+            metrics,
             reach,
             min_size,
             pool,
@@ -381,6 +384,21 @@ impl Forwarding {
         // One update makes the whole new table visible to XDP.
         maps.set_service(&key, &state.service)?;
         state.rebuilds += 1;
+        let labels = ServiceLabels {
+            vip: Ipv4Addr::from(key.vip).to_string(),
+            port: key.port,
+            proto: if key.proto == lb_common::IPPROTO_TCP {
+                "tcp"
+            } else {
+                "udp"
+            }
+            .to_owned(),
+        };
+        self.metrics.rebuilds.get_or_create(&labels).inc();
+        self.metrics
+            .last_rebuild_seconds
+            .get_or_create(&labels)
+            .set(started.elapsed().as_secs_f64());
         info!(
             vip = %Ipv4Addr::from(key.vip), port = key.port, backends = set.len(),
             entries = size, built_ms = built_in.as_millis() as u64, written = writes.len(),

@@ -10,5 +10,6 @@ pub mod forwarding;
 pub mod instance;
 pub mod leaves;
 pub mod maglev;
+pub mod metrics;
 pub mod next_hop;
 pub mod status;

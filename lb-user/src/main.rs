@@ -17,6 +17,7 @@ use lb_common::{
 use lb_host::{
     cli::{parse_duration, parse_port, read_key_file},
     igmp_socket::IgmpSocket,
+    metrics_server::MetricsEndpoint,
     routed_socket::RoutedSocket,
 };
 use lb_user::{
@@ -27,6 +28,7 @@ use lb_user::{
     instance::{self, InstanceLock, ModeArg},
     maglev::{self, DEFAULT_TABLE_SIZE},
     maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
+    metrics::{self, ControlMetrics},
     next_hop::NextHops,
     status, system,
 };
@@ -122,6 +124,9 @@ struct RunArgs {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     xdp_mode: ModeArg,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// How client traffic reaches a backend (SPEC 7): `l2` rewrites the MAC
     /// (backends on the LB's segment only), `ipip` wraps every packet in an
     /// outer IPv4 header, `auto` does L2 on the segment and IPIP beyond it.
@@ -385,6 +390,14 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
 fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     system::require_root("lb-user run")?;
     let iface = Interface::read(&args.iface)?;
+    // Bound first: a port in use is an error before anything is attached.
+    let metrics_endpoint = args
+        .metrics
+        .map(|addr| {
+            MetricsEndpoint::bind(addr)
+                .with_context(|| format!("binding the metrics endpoint --metrics {addr}"))
+        })
+        .transpose()?;
     system::require_bpffs(&args.pin_path)?;
     let lock = InstanceLock::acquire(&args.pin_path)?;
     fs::create_dir_all(&args.pin_path)
@@ -417,12 +430,16 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
             prefix_len: iface.prefix_len,
         },
     };
-    let mut controller = Controller::new(params, maps, queriers, groups)?;
+    let control_metrics = ControlMetrics::default();
+    let mut controller = Controller::new(params, maps, queriers, groups, control_metrics.clone())?;
     let services = &settings.plan.services;
     let next_hops = (reach.mode != ForwardingMode::L2 && !services.is_empty())
         .then(|| NextHops::open(&args.iface, reach))
         .transpose()?;
     controller.serve(services, args.maglev_size, reach, next_hops)?;
+    if let Some(endpoint) = metrics_endpoint {
+        serve_metrics(endpoint, &args.pin_path, control_metrics)?;
+    }
     // The VIP lives on the interface so that the LB answers ARP for it;
     // XDP takes the service traffic before the stack sees it.
     let vips = settings
@@ -493,6 +510,22 @@ fn open_routed_querier(
         "queries also go out as routed UDP queries to each group's port, for backends behind multicast routers"
     );
     Ok(Some(RoutedQuerier { socket, key }))
+}
+
+/// Serves `/metrics` from the pinned maps (read as `status` reads them,
+/// from a thread of their own) and the control loop's own measurements.
+fn serve_metrics(
+    endpoint: MetricsEndpoint,
+    pin_path: &Path,
+    control: ControlMetrics,
+) -> anyhow::Result<()> {
+    let maps = LbMaps::open_pinned(pin_path).context("opening the pinned maps for /metrics")?;
+    info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics");
+    endpoint.serve(move || {
+        let status = status::read(&maps, system::monotonic_ns()).map_err(|e| e.to_string())?;
+        metrics::render(&status, &control).map_err(|e| e.to_string())
+    });
+    Ok(())
 }
 
 /// Runs the control loop until SIGINT or SIGTERM, and forwards XDP's log

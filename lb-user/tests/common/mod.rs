@@ -168,7 +168,13 @@ impl TestLb {
                 prefix_len: load.segment_prefix_len,
             },
         };
-        let forwarding = Forwarding::new(&mut maps, &[service], table_size, reach).unwrap();
+        let forwarding = Forwarding::new(
+            &mut maps,
+            &[service],
+            (table_size, reach),
+            Default::default(),
+        )
+        .unwrap();
         TestLb {
             ebpf,
             maps,

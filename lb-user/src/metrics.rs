@@ -1,0 +1,283 @@
+//! Prometheus metrics of `lb-user run --metrics ADDR:PORT` (OpenMetrics
+//! text through prometheus-client). Each scrape renders a fresh registry
+//! from the pinned maps, as `status` reads them (so a removed backend's
+//! series are gone with it), plus what only the control loop knows (its
+//! pass durations, the tables it rebuilt), kept in `ControlMetrics`.
+use std::sync::atomic::AtomicU64;
+
+use lb_host::{metrics_server::register_process_metrics, status::StatusReport};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+
+/// A service, as labelled.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub vip: String,
+    pub port: u16,
+    pub proto: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    group: String,
+    address: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendStateLabels {
+    group: String,
+    address: String,
+    /// `active`, `draining` or `down`.
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NextHopLabels {
+    backend: String,
+    reason: String,
+}
+
+type GaugeF64 = Gauge<f64, AtomicU64>;
+
+/// What the control loop measures; cloned handles share the values.
+#[derive(Clone, Debug)]
+pub struct ControlMetrics {
+    /// Duration of each control pass.
+    pub pass_seconds: Histogram,
+    /// Tables made active per service.
+    pub rebuilds: Family<ServiceLabels, Counter>,
+    /// Build and write time of each service's last table.
+    pub last_rebuild_seconds: Family<ServiceLabels, GaugeF64>,
+}
+
+impl Default for ControlMetrics {
+    fn default() -> Self {
+        Self {
+            // 50 us to about 3 s.
+            pass_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
+            rebuilds: Family::default(),
+            last_rebuild_seconds: Family::default(),
+        }
+    }
+}
+
+/// One gauge family filled from `(labels, value)` pairs.
+fn gauges<L>(values: impl IntoIterator<Item = (L, f64)>) -> Family<L, GaugeF64>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<L, GaugeF64>::default();
+    for (labels, value) in values {
+        family.get_or_create(&labels).set(value);
+    }
+    family
+}
+
+/// One counter family filled from `(labels, total)` pairs.
+fn counters<L>(values: impl IntoIterator<Item = (L, u64)>) -> Family<L, Counter>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Family::<L, Counter>::default();
+    for (labels, value) in values {
+        family.get_or_create(&labels).inc_by(value);
+    }
+    family
+}
+
+/// The exposition of one scrape: the status snapshot, the control loop's
+/// own metrics and the process basics.
+pub fn render(status: &StatusReport, control: &ControlMetrics) -> Result<String, std::fmt::Error> {
+    let mut root = Registry::default();
+    register_process_metrics(&mut root);
+    let lb = root.sub_registry_with_prefix("xdp_lb");
+    lb.register(
+        "packets",
+        "Packets the XDP program handled, by the reason it counted them under",
+        counters(status.counters.iter().map(|(reason, &n)| {
+            (
+                ReasonLabels {
+                    reason: reason.clone(),
+                },
+                n,
+            )
+        })),
+    );
+    lb.register(
+        "packets_by_action",
+        "Packets the XDP program handled, by XDP action (drop, pass, tx)",
+        counters(status.actions.iter().map(|(action, &n)| {
+            (
+                ActionLabels {
+                    action: action.clone(),
+                },
+                n,
+            )
+        })),
+    );
+    register_groups(lb, status);
+    register_backends(lb, status);
+    register_services(lb, status, control);
+    lb.register(
+        "next_hop_errors",
+        "Packets dropped for want of a next hop toward an IPIP backend",
+        gauges(status.next_hop_errors.iter().map(|e| {
+            (
+                NextHopLabels {
+                    backend: e.backend.to_string(),
+                    reason: e.reason.clone(),
+                },
+                f64::from(e.drops),
+            )
+        })),
+    );
+    lb.register(
+        "control_pass_seconds",
+        "Duration of each pass of the control loop",
+        control.pass_seconds.clone(),
+    );
+    let mut text = String::new();
+    encode(&mut text, &root)?;
+    Ok(text)
+}
+
+fn register_groups(lb: &mut Registry, status: &StatusReport) {
+    let label = |g: &lb_host::status::GroupReport| GroupLabels {
+        group: g.group.to_string(),
+    };
+    let groups = &status.groups;
+    lb.register(
+        "group_alive",
+        "1 while the group is alive (reports or announcements heard), 0 when dead",
+        gauges(
+            groups
+                .iter()
+                .map(|g| (label(g), f64::from(u8::from(g.state == "alive")))),
+        ),
+    );
+    lb.register(
+        "group_silent_periods",
+        "Query periods in a row without a report or announcement",
+        gauges(
+            groups
+                .iter()
+                .map(|g| (label(g), f64::from(g.silent_periods))),
+        ),
+    );
+    lb.register(
+        "group_backends",
+        "Registered backends",
+        gauges(groups.iter().map(|g| (label(g), g.backends.len() as f64))),
+    );
+    lb.register(
+        "group_queries_sent",
+        "Queries sent",
+        counters(groups.iter().map(|g| (label(g), g.queries_sent))),
+    );
+    lb.register(
+        "group_reports",
+        "Membership reports heard (IGMP and routed)",
+        counters(groups.iter().map(|g| (label(g), g.reports))),
+    );
+    lb.register(
+        "group_leaves",
+        "IGMP leaves heard",
+        counters(groups.iter().map(|g| (label(g), g.leaves))),
+    );
+}
+
+fn register_backends(lb: &mut Registry, status: &StatusReport) {
+    let backends = || {
+        status.groups.iter().flat_map(|g| {
+            g.backends.iter().map(move |b| {
+                (
+                    BackendLabels {
+                        group: g.group.to_string(),
+                        address: b.address.to_string(),
+                    },
+                    b,
+                )
+            })
+        })
+    };
+    lb.register(
+        "backend_registered",
+        "1 for each registered backend, labelled with its state (active, draining, down)",
+        gauges(backends().map(|(l, b)| {
+            (
+                BackendStateLabels {
+                    group: l.group,
+                    address: l.address,
+                    state: b.state.clone(),
+                },
+                1.0,
+            )
+        })),
+    );
+    lb.register(
+        "backend_weight",
+        "Announced weight",
+        gauges(backends().map(|(l, b)| (l, f64::from(b.weight)))),
+    );
+    lb.register(
+        "backend_misses",
+        "Consecutive heartbeat misses",
+        gauges(backends().map(|(l, b)| (l, f64::from(b.misses)))),
+    );
+    lb.register(
+        "backend_announcements",
+        "Announcements accepted since the backend registered",
+        counters(backends().map(|(l, b)| (l, b.announcements))),
+    );
+}
+
+fn register_services(lb: &mut Registry, status: &StatusReport, control: &ControlMetrics) {
+    let label = |s: &lb_host::status::ServiceReport| ServiceLabels {
+        vip: s.vip.to_string(),
+        port: s.port,
+        proto: s.proto.clone(),
+    };
+    lb.register(
+        "service_table_size",
+        "Entries of the service's active Maglev table",
+        gauges(
+            status
+                .services
+                .iter()
+                .map(|s| (label(s), f64::from(s.table_size))),
+        ),
+    );
+    lb.register(
+        "service_rebuilds",
+        "Forwarding tables made active since start",
+        control.rebuilds.clone(),
+    );
+    lb.register(
+        "service_last_rebuild_seconds",
+        "Build and write time of the service's last table",
+        control.last_rebuild_seconds.clone(),
+    );
+}
