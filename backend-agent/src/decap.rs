@@ -7,9 +7,11 @@
 use std::net::Ipv4Addr;
 
 use anyhow::Context;
+use std::os::fd::AsFd;
+
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray},
     programs::{LinkOrder, SchedClassifier, TcAttach, TcAttachType},
 };
 use lb_common::{DECAP_PROGRAM_NAME, DecapCounter};
@@ -106,18 +108,48 @@ impl Decap {
 
     /// Every counter, summed over CPUs, by name.
     pub fn counters(&self) -> anyhow::Result<Vec<(&'static str, u64)>> {
-        DecapCounter::ALL
-            .iter()
-            .map(|&c| {
-                let per_cpu = self
-                    .maps
-                    .counters
-                    .get(&(c as u32), 0)
-                    .context("reading the decapsulation counters")?;
-                Ok((c.name(), per_cpu.iter().sum()))
-            })
-            .collect()
+        read_counters(&self.maps.counters)
     }
+
+    /// A handle on the counters for another thread (the metrics endpoint).
+    pub fn counters_handle(&self) -> anyhow::Result<DecapCounters> {
+        let fd = self
+            .maps
+            .counters
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the decapsulation counters' fd")?;
+        let map = MapData::from_fd(fd).context("opening the decapsulation counters")?;
+        Ok(DecapCounters(
+            Map::PerCpuArray(map)
+                .try_into()
+                .context("the decapsulation counters")?,
+        ))
+    }
+}
+
+/// The decapsulation counters, readable from any thread.
+pub struct DecapCounters(PerCpuArray<MapData, u64>);
+
+impl DecapCounters {
+    /// Every counter, summed over CPUs, by name.
+    pub fn read(&self) -> anyhow::Result<Vec<(&'static str, u64)>> {
+        read_counters(&self.0)
+    }
+}
+
+fn read_counters(map: &PerCpuArray<MapData, u64>) -> anyhow::Result<Vec<(&'static str, u64)>> {
+    DecapCounter::ALL
+        .iter()
+        .map(|&c| {
+            let per_cpu = map
+                .get(&(c as u32), 0)
+                .context("reading the decapsulation counters")?;
+            Ok((c.name(), per_cpu.iter().sum()))
+        })
+        .collect()
 }
 
 #[cfg(test)]

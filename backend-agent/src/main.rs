@@ -5,6 +5,7 @@
 mod checker;
 mod decap;
 mod health;
+mod metrics;
 mod schedule;
 mod state;
 
@@ -23,6 +24,7 @@ use lb_common::wire::{
 use lb_host::{
     cli::{parse_duration, parse_group, parse_port, read_key_file},
     igmp_socket::{IgmpSocket, Received},
+    metrics_server::MetricsEndpoint,
     routed_socket::{RoutedReceived, RoutedSocket},
     system,
 };
@@ -39,6 +41,7 @@ use crate::{
     checker::CheckResult,
     decap::Decap,
     health::{CheckSpec, Health, State},
+    metrics::AgentMetrics,
     schedule::{Due, Schedule, Via},
     state::AgentStatus,
 };
@@ -93,6 +96,9 @@ struct Args {
     /// Passing rounds in a row that bring a DOWN service up.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     rise: u32,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// Failing rounds in a row that bring an UP service down.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     fall: u32,
@@ -124,6 +130,7 @@ struct Agent {
     state: AgentStatus,
     /// The IPIP decapsulation program, with `--vip`.
     decap: Option<Decap>,
+    metrics: AgentMetrics,
     key: Option<[u8; 16]>,
 }
 
@@ -173,6 +180,7 @@ impl Agent {
         let mut rng = rand::rng();
         let report_delay = rng.random_range(Duration::ZERO..=max_resp);
         let jitter = rng.random_range(Duration::ZERO..=(max_resp / 2).min(MAX_ANNOUNCE_JITTER));
+        self.metrics.query(lb, via);
         if self
             .schedule
             .on_query(Instant::now(), (lb, via), report_delay, jitter)
@@ -191,6 +199,7 @@ impl Agent {
     /// Another member's report for our group cancels ours (suppression).
     fn on_report(&mut self, group: Ipv4Addr, source: Ipv4Addr) {
         if group == self.args.group && source != self.local && self.schedule.on_report_heard() {
+            self.metrics.report_suppressed();
             debug!(from = %source, "report suppressed by another member's");
         }
     }
@@ -213,6 +222,7 @@ impl Agent {
         let group = self.args.group;
         let report = igmp_v2_message(IGMP_V2_REPORT, 0, group.octets());
         self.igmp.get_ref().send(&report, group)?;
+        self.metrics.report_sent(false);
         if routed {
             let report = Routed::Report {
                 group: group.octets(),
@@ -248,8 +258,9 @@ impl Agent {
             None => announcement.encode(),
         };
         self.udp
-            .send_to(&payload, SocketAddrV4::new(lb, self.args.port))
-            .map(drop)
+            .send_to(&payload, SocketAddrV4::new(lb, self.args.port))?;
+        self.metrics.announced(lb);
+        Ok(())
     }
 
     /// The interface's address may have changed (DHCP, an operator): the
@@ -289,6 +300,7 @@ impl Agent {
     /// Switches DRAINING and tells every known LB at once.
     fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+        self.metrics.draining(draining);
         info!(draining, "announcing the new state to every LB");
         self.state.draining = draining;
         self.publish();
@@ -341,13 +353,12 @@ impl Agent {
                 detail
             }
         };
-        self.state.transition(
-            match state {
-                State::Up => "up",
-                State::Down => "down",
-            },
-            &detail,
-        );
+        let name = match state {
+            State::Up => "up",
+            State::Down => "down",
+        };
+        self.state.transition(name, &detail);
+        self.metrics.service(name, true);
         self.publish();
         self.announce_state();
     }
@@ -488,8 +499,11 @@ impl Agent {
         } else {
             None
         };
+        let metrics = AgentMetrics::default();
+        metrics.service(&state.service, false);
         let mut agent = Agent {
             decap,
+            metrics,
             health: (!args.checks.is_empty()).then(|| Health::new(args.rise, args.fall)),
             args,
             local,
@@ -594,7 +608,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     let mut check_results = start_checks(args.checks.clone(), args.check_interval, check_timeout);
     let (vip, iface) = (args.vip, args.iface.clone());
+    // Bound first: a port in use is an error before the agent joins.
+    let metrics_endpoint = args
+        .metrics
+        .map(|addr| {
+            MetricsEndpoint::bind(addr)
+                .with_context(|| format!("binding the metrics endpoint --metrics {addr}"))
+        })
+        .transpose()?;
     let mut agent = Agent::start(args, key)?;
+    if let Some(endpoint) = metrics_endpoint {
+        let decap = agent
+            .decap
+            .as_ref()
+            .map(Decap::counters_handle)
+            .transpose()?;
+        let metrics = agent.metrics.clone();
+        info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics");
+        endpoint.serve(move || metrics.render(decap.as_ref()));
+    }
     let _vip = vip.map(|vip| set_up_vip(vip, &iface)).transpose()?;
     loop {
         // With nothing pending, wake up only for packets and signals.

@@ -264,6 +264,16 @@ const CASES: &[Case] = &[
         &["--iface", "lo", "--vip", "10.0.0"],
         "--vip",
     ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--metrics", "127.0.0.1"],
+        "--metrics",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--metrics", "localhost:http"],
+        "--metrics",
+    ),
     Case {
         binary: "lb-user",
         args: &["run", "--iface", "lo"],
@@ -354,4 +364,31 @@ fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
     child
         .wait_with_output()
         .expect("collect the binary's output")
+}
+
+/// `--metrics` on a port that is taken: one error line at start, before
+/// anything is attached or joined.
+#[test]
+fn metrics_on_a_port_in_use_is_one_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    for (binary, args) in [
+        ("lb-user", vec!["run", "--iface", "lo", "--metrics", &addr]),
+        ("backend-agent", vec!["--iface", "lo", "--metrics", &addr]),
+    ] {
+        let out = output_within(
+            Command::new(bin(binary)).args(&args),
+            Duration::from_secs(10),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{binary}: exited 0");
+        let lines: Vec<&str> = stderr.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "{binary}: {stderr}");
+        assert!(
+            lines[0].starts_with("error:")
+                && lines[0].contains("metrics endpoint")
+                && lines[0].contains("in use"),
+            "{binary}: {stderr}"
+        );
+    }
 }

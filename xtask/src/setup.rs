@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, bail};
 
 /// Debian packages the project needs, with a command each provides.
-const PACKAGES: [(&str, &str); 7] = [
+const PACKAGES: [(&str, &str); 9] = [
     ("bpftool", "bpftool"),
     ("iproute2", "ip"),
     ("nftables", "nft"),
@@ -17,6 +17,8 @@ const PACKAGES: [(&str, &str); 7] = [
     ("smcroute", "smcrouted"),
     ("ethtool", "ethtool"),
     ("bird2", "bird"),
+    ("curl", "curl"),
+    ("prometheus", "promtool"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";

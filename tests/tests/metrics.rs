@@ -1,0 +1,132 @@
+//! Prometheus metrics (issue 12): the LB's and the agents' `/metrics`
+//! scraped during a namespace test, validated with `promtool check
+//! metrics`, compared with `status --json`, and followed as a backend
+//! leaves.
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use lb_tests::{
+    Bridge, Counter, FAST_TIMERS, Topology, counter, registered, wait_for, with_topology,
+};
+
+const LB: usize = 0;
+const AGENTS: [usize; 2] = [1, 2];
+const POLL: Duration = Duration::from_millis(20);
+const LB_METRICS: &str = "127.0.0.1:9100";
+const AGENT_METRICS: &str = "127.0.0.1:9101";
+
+/// `/metrics` of the endpoint at `addr` in host `i`, checked by promtool.
+fn scrape(topo: &Topology, i: usize, addr: &str) -> anyhow::Result<String> {
+    let out = topo.exec_program(i, "curl", &["-sf", &format!("http://{addr}/metrics")])?;
+    let text = String::from_utf8(out.stdout)?;
+    let file = topo.logs.join(format!("metrics-{i}.txt"));
+    std::fs::write(&file, &text)?;
+    let check = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("promtool check metrics < {}", file.display()))
+        .output()
+        .context("running promtool")?;
+    ensure!(
+        check.status.success(),
+        "promtool check metrics failed: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Ok(text)
+}
+
+/// The value of the sample `series` (name and labels as printed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn both_endpoints_validate_follow_the_backends_and_match_status() -> anyhow::Result<()> {
+    with_topology(3, Bridge::Flooding, |topo| {
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--metrics", LB_METRICS]);
+        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let mut agents =
+            topo.spawn_agents(&AGENTS, &["--iface", "eth0", "--metrics", AGENT_METRICS])?;
+        wait_for(Duration::from_secs(5), POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).len() == 2)
+        })
+        .context("the agents did not register")?;
+        let group = "239.192.0.1";
+        let leaving = topo.host(AGENTS[1]).addr.to_string();
+        let series = |addr: &str| {
+            format!(
+                "xdp_lb_backend_registered{{group=\"{group}\",address=\"{addr}\",state=\"active\"}}"
+            )
+        };
+
+        let lb = scrape(topo, LB, LB_METRICS)?;
+        let status = topo.status(&pin)?;
+        println!(
+            "LB metrics: {} lines; {}",
+            lb.lines().count(),
+            lb.lines()
+                .filter(|l| l.starts_with("xdp_lb_backend_registered"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        for addr in registered(&status) {
+            ensure!(
+                sample(&lb, &series(&addr)) == Some(1.0),
+                "{addr} missing: {lb}"
+            );
+        }
+        let registered_total = sample(&lb, "xdp_lb_packets_total{reason=\"announce_registered\"}");
+        ensure!(
+            registered_total == Some(counter(&status, Counter::AnnounceRegistered)? as f64),
+            "announce_registered: metrics {registered_total:?}, status {}",
+            counter(&status, Counter::AnnounceRegistered)?
+        );
+        ensure!(
+            sample(&lb, &format!("xdp_lb_group_backends{{group=\"{group}\"}}")) == Some(2.0),
+            "group_backends"
+        );
+        ensure!(
+            lb.contains("xdp_lb_control_pass_seconds_bucket"),
+            "no pass histogram"
+        );
+        ensure!(
+            lb.contains("process_resident_memory_bytes"),
+            "no process basics"
+        );
+
+        let agent = scrape(topo, AGENTS[0], AGENT_METRICS)?;
+        let lb_addr = topo.host(LB).addr;
+        let queries = sample(
+            &agent,
+            &format!("xdp_lb_agent_queries_total{{lb=\"{lb_addr}\",via=\"segment\"}}"),
+        );
+        let announced = sample(
+            &agent,
+            &format!("xdp_lb_agent_announcements_sent_total{{lb=\"{lb_addr}\"}}"),
+        );
+        println!("agent metrics: queries {queries:?}, announcements {announced:?}");
+        ensure!(
+            queries.is_some_and(|q| q >= 1.0),
+            "no query counted: {agent}"
+        );
+        ensure!(
+            announced.is_some_and(|a| a >= 1.0),
+            "no announcement counted"
+        );
+        ensure!(
+            sample(&agent, "xdp_lb_agent_service_state{state=\"unchecked\"}") == Some(1.0),
+            "service state"
+        );
+
+        agents[1].signal(libc::SIGTERM);
+        agents[1].wait_exit(Duration::from_secs(3))?;
+        let gone = wait_for(Duration::from_secs(3), POLL, || {
+            let text = scrape(topo, LB, LB_METRICS).ok()?;
+            (!text.contains(&format!("address=\"{leaving}\""))).then_some(text)
+        });
+        ensure!(gone.is_some(), "{leaving}'s series outlived it");
+        Ok(())
+    })
+}
