@@ -67,8 +67,14 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_PATH)]
         pin_path: PathBuf,
         /// Print JSON instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Redraw the table in place every `--interval` until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` redraws.
+        #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "watch")]
+        interval: Duration,
     },
 }
 
@@ -606,10 +612,54 @@ fn show_status(pin_path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `status --watch`: the table redrawn in place (cursor home, clear to the
+/// end) every `interval`, until Ctrl-C, which ends it with status 0.
+fn watch_status(pin_path: &Path, interval: Duration) -> anyhow::Result<()> {
+    system::require_root("lb-user status")?;
+    let maps = LbMaps::open_pinned(pin_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut sigint =
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let report = status::read(&maps, system::monotonic_ns())?;
+                    print!(
+                        "\x1b[H\x1b[J{} (every {}, Ctrl-C to stop)\n{}",
+                        pin_path.display(),
+                        humantime::format_duration(interval),
+                        report.render_text()
+                    );
+                    std::io::Write::flush(&mut std::io::stdout())?;
+                }
+                _ = sigint.recv() => break,
+            }
+        }
+        println!();
+        anyhow::Ok(())
+    })
+}
+
 fn main() -> ExitCode {
     lb_host::cli::main_with(|cli: Cli| match cli.command {
         Command::Run(args) => run(&args),
-        Command::Status { pin_path, json } => show_status(&pin_path, json),
+        Command::Status {
+            pin_path,
+            json,
+            watch,
+            interval,
+        } => {
+            if watch {
+                watch_status(&pin_path, interval)
+            } else {
+                show_status(&pin_path, json)
+            }
+        }
         Command::Stop { pin_path } => stop(&pin_path),
     })
 }

@@ -130,3 +130,47 @@ fn both_endpoints_validate_follow_the_backends_and_match_status() -> anyhow::Res
         Ok(())
     })
 }
+
+/// `status --watch` redraws the table in place until Ctrl-C, which ends
+/// it cleanly.
+#[test]
+fn status_watch_redraws_until_ctrl_c() -> anyhow::Result<()> {
+    with_topology(2, Bridge::Flooding, |topo| {
+        let (_lb, pin) = topo.start_lb(LB, "lb", &FAST_TIMERS)?;
+        let _agent = topo.spawn(AGENTS[0], "agent", "backend-agent", &["--iface", "eth0"])?;
+        wait_for(Duration::from_secs(5), POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).len() == 1)
+        })
+        .context("the agent did not register")?;
+        let pin = pin.to_str().context("pin")?;
+        let mut watch = topo.spawn(
+            LB,
+            "watch",
+            "lb-user",
+            &[
+                "status",
+                "--watch",
+                "--interval",
+                "100ms",
+                "--pin-path",
+                pin,
+            ],
+        )?;
+        let redraws = wait_for(Duration::from_secs(5), POLL, || {
+            let n = watch.log_text().matches("\x1b[H\x1b[J").count();
+            (n >= 3).then_some(n)
+        });
+        ensure!(redraws.is_some(), "no redraws: {:?}", watch.log_text());
+        watch.signal(libc::SIGINT);
+        ensure!(
+            watch.wait_exit(Duration::from_secs(3))? == 0,
+            "Ctrl-C did not end it cleanly"
+        );
+        let text = watch.log_text();
+        ensure!(
+            text.contains(&topo.host(AGENTS[0]).addr.to_string()),
+            "no backend shown: {text}"
+        );
+        Ok(())
+    })
+}
