@@ -53,8 +53,11 @@ use crate::{
 )]
 struct Args {
     /// Interface facing the LB; its first IPv4 address is announced.
-    #[arg(long)]
-    iface: String,
+    #[arg(long, required_unless_present = "generate")]
+    iface: Option<String>,
+    /// Write the man page or a shell completion script to stdout, and exit.
+    #[arg(long, value_enum, exclusive = true)]
+    generate: Option<lb_host::cli::Generated>,
     /// Print the state of the agent running on --iface (the LBs it knows,
     /// its service state, its last transitions) and exit.
     #[arg(long)]
@@ -102,6 +105,13 @@ struct Args {
     /// Failing rounds in a row that bring an UP service down.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     fall: u32,
+}
+
+impl Args {
+    /// The interface (required unless `--generate`, which exits first).
+    fn iface(&self) -> &str {
+        self.iface.as_deref().unwrap_or_default()
+    }
 }
 
 /// TTL of routed reports without `--ttl`: enough for any chain of routers
@@ -267,7 +277,7 @@ impl Agent {
     /// announcements must come from the current one, or the LB would
     /// register a stale address.
     fn follow_local_address(&mut self) {
-        let Ok(current) = system::interface_ipv4(&self.args.iface) else {
+        let Ok(current) = system::interface_ipv4(self.args.iface()) else {
             return;
         };
         if current == self.local {
@@ -456,9 +466,9 @@ fn set_up_vip(vip: Ipv4Addr, iface: &str) -> anyhow::Result<VipSetup> {
 impl Agent {
     /// Joins the group and opens the sockets; the agent starts with no LB.
     fn start(args: Args, key: Option<[u8; 16]>) -> anyhow::Result<Self> {
-        let local = system::interface_ipv4(&args.iface)?;
-        let ifindex = system::interface_index(&args.iface)?;
-        let igmp = IgmpSocket::open(&args.iface, ifindex, args.ttl.unwrap_or(1))
+        let local = system::interface_ipv4(args.iface())?;
+        let ifindex = system::interface_index(args.iface())?;
+        let igmp = IgmpSocket::open(args.iface(), ifindex, args.ttl.unwrap_or(1))
             .context("opening the raw IGMP socket")?;
         let routed_ttl = args.ttl.unwrap_or(DEFAULT_ROUTED_TTL);
         let routed = RoutedSocket::member(args.group, args.port, ifindex, routed_ttl)
@@ -469,17 +479,17 @@ impl Agent {
                 )
             })?;
         igmp.join(args.group)
-            .with_context(|| format!("joining {} on {}", args.group, args.iface))?;
+            .with_context(|| format!("joining {} on {}", args.group, args.iface()))?;
         let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
             .with_context(|| format!("binding a UDP socket to {local}"))?;
-        info!(iface = %args.iface, %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
+        info!(iface = %args.iface(), %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
         let checks: Vec<String> = args.checks.iter().map(ToString::to_string).collect();
         if !checks.is_empty() {
             info!(?checks, interval = %humantime::format_duration(args.check_interval), rise = args.rise, fall = args.fall, "service checks: DOWN until they pass {} times in a row", args.rise);
         }
         let state = AgentStatus {
             pid: std::process::id(),
-            iface: args.iface.clone(),
+            iface: args.iface().to_owned(),
             group: Some(args.group),
             service: if checks.is_empty() {
                 "unchecked"
@@ -493,8 +503,8 @@ impl Agent {
         // Only a backend that serves a VIP (direct server return) can be
         // sent IPIP; it accepts it only from the LBs it learns.
         let decap = if args.vip.is_some() {
-            let decap = Decap::attach(&args.iface, local)?;
-            info!(iface = %args.iface, "IPIP decapsulation attached (tc ingress): IPIP from the LBs that query this agent is stripped");
+            let decap = Decap::attach(args.iface(), local)?;
+            info!(iface = %args.iface(), "IPIP decapsulation attached (tc ingress): IPIP from the LBs that query this agent is stripped");
             Some(decap)
         } else {
             None
@@ -583,10 +593,13 @@ where
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(what) = args.generate {
+        return lb_host::cli::generate::<Args>(what);
+    }
     if args.status {
         print!(
             "{}",
-            state::read(&args.iface)
+            state::read(args.iface())
                 .map_err(anyhow::Error::msg)?
                 .render_text()
         );
@@ -607,7 +620,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sigusr2 =
         signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     let mut check_results = start_checks(args.checks.clone(), args.check_interval, check_timeout);
-    let (vip, iface) = (args.vip, args.iface.clone());
+    let (vip, iface) = (args.vip, args.iface().to_owned());
     // Bound first: a port in use is an error before the agent joins.
     let metrics_endpoint = args
         .metrics
@@ -645,7 +658,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     agent.leave();
-    state::remove(&agent.args.iface);
+    state::remove(agent.args.iface());
     info!("left the group; exiting");
     Ok(())
 }

@@ -122,3 +122,29 @@ mod tests {
         }
     }
 }
+
+/// What `generate` writes: the man page or a shell's completion script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes the man page (roff) or a completion script of the CLI `T`
+/// defines to stdout: generated from the same definitions as the parser,
+/// so they never disagree with it.
+pub fn generate<T: clap::CommandFactory>(what: Generated) -> anyhow::Result<()> {
+    let mut command = T::command();
+    let name = command.get_name().to_owned();
+    let mut out = std::io::stdout().lock();
+    let shell = match what {
+        Generated::Man => return Ok(clap_mangen::Man::new(command).render(&mut out)?),
+        Generated::Bash => clap_complete::Shell::Bash,
+        Generated::Zsh => clap_complete::Shell::Zsh,
+        Generated::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut command, name, &mut out);
+    Ok(())
+}

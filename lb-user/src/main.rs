@@ -62,6 +62,11 @@ enum Command {
         pin_path: PathBuf,
     },
     /// Show the registered backends of a running instance.
+    /// Write the man page or a shell completion script to stdout.
+    Generate {
+        #[arg(value_enum)]
+        what: lb_host::cli::Generated,
+    },
     Status {
         /// Directory on a bpffs where `run` pinned its maps.
         #[arg(long, default_value = DEFAULT_PIN_PATH)]
@@ -661,5 +666,6 @@ fn main() -> ExitCode {
             }
         }
         Command::Stop { pin_path } => stop(&pin_path),
+        Command::Generate { what } => lb_host::cli::generate::<Cli>(what),
     })
 }

@@ -392,3 +392,40 @@ fn metrics_on_a_port_in_use_is_one_clear_error() {
         );
     }
 }
+
+/// Man pages and completions come from the CLI definitions: each
+/// binary's man page renders with `man -l`, and bash completion scripts
+/// are produced.
+#[test]
+fn man_pages_render_and_completions_are_produced() {
+    for (binary, generate) in [
+        ("lb-user", &["generate"][..]),
+        ("backend-agent", &["--generate"][..]),
+    ] {
+        let run = |what: &str| {
+            let out = output_within(
+                Command::new(bin(binary)).args(generate).arg(what),
+                Duration::from_secs(10),
+            );
+            assert!(out.status.success(), "{binary} {what}: {out:?}");
+            out.stdout
+        };
+        let page = std::env::temp_dir().join(format!("{binary}-{}.1", std::process::id()));
+        std::fs::write(&page, run("man")).expect("write the man page");
+        let rendered = output_within(
+            Command::new("man")
+                .arg("-l")
+                .arg(&page)
+                .env("MANWIDTH", "80"),
+            Duration::from_secs(10),
+        );
+        let _ = std::fs::remove_file(&page);
+        let text = String::from_utf8_lossy(&rendered.stdout);
+        assert!(
+            rendered.status.success() && text.contains("NAME") && text.contains("SYNOPSIS"),
+            "{binary}: man -l: {text}"
+        );
+        let bash = String::from_utf8_lossy(&run("bash")).into_owned();
+        assert!(bash.contains("complete -F"), "{binary}: {bash}");
+    }
+}

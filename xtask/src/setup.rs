@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, bail};
 
 /// Debian packages the project needs, with a command each provides.
-const PACKAGES: [(&str, &str); 9] = [
+const PACKAGES: [(&str, &str); 10] = [
     ("bpftool", "bpftool"),
     ("iproute2", "ip"),
     ("nftables", "nft"),
@@ -18,6 +18,7 @@ const PACKAGES: [(&str, &str); 9] = [
     ("ethtool", "ethtool"),
     ("bird2", "bird"),
     ("curl", "curl"),
+    ("man-db", "man"),
     ("prometheus", "promtool"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
