@@ -49,9 +49,17 @@ use crate::{
 #[derive(Parser)]
 #[command(
     version,
-    about = "Registers this backend with XDP load balancers on its segment"
+    about = "Registers this backend with XDP load balancers on its segment",
+    // A flag given twice keeps the last: the command line overrides --config.
+    args_override_self = true
 )]
 struct Args {
+    /// Settings file (TOML): each key a flag of this command, for example
+    /// `iface = "eth0"`, `vip = "10.0.0.100"`, `weight = 200`,
+    /// `check = ["http://127.0.0.1:80/"]`; flags on the command line
+    /// override it (`--check` adds to the file's).
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Interface facing the LB; its first IPv4 address is announced.
     #[arg(long, required_unless_present = "generate")]
     iface: Option<String>,
@@ -664,7 +672,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    lb_host::cli::main_with(|args: Args| {
+    lb_host::cli::main_with_settings_file(|args: Args| {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -4,6 +4,99 @@ use std::{io::IsTerminal, net::Ipv4Addr, process::ExitCode, time::Duration};
 
 /// Parses `T` from the command line and runs `body` with it.
 pub fn main_with<T: clap::Parser>(body: impl FnOnce(T) -> anyhow::Result<()>) -> ExitCode {
+    main_with_args(std::env::args_os().collect(), body)
+}
+
+/// As [`main_with`], for a command with a `--config FILE` of settings
+/// (TOML, each key a long flag: `weight = 200`, `check = ["tcp:80"]`,
+/// `vip = "10.0.0.100"`): the file's settings count as flags given before
+/// the command line's, so a flag on the command line overrides the file
+/// (the command must set `args_override_self`; repeatable flags add up).
+pub fn main_with_settings_file<T: clap::Parser>(
+    body: impl FnOnce(T) -> anyhow::Result<()>,
+) -> ExitCode {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match with_settings_file::<T>(argv) {
+        Ok(argv) => main_with_args(argv, body),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `argv` with the settings of its `--config FILE`, if any, inserted as
+/// flags right after the program name.
+fn with_settings_file<T: clap::CommandFactory>(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<Vec<std::ffi::OsString>, String> {
+    let path = argv.iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_str()?;
+        match a.strip_prefix("--config") {
+            Some("") => argv.get(i + 1).cloned(),
+            Some(rest) => rest.strip_prefix('=').map(Into::into),
+            None => None,
+        }
+    });
+    let Some(path) = path else {
+        return Ok(argv);
+    };
+    let shown = std::path::Path::new(&path).display().to_string();
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading --config {shown}: {e}"))?;
+    let settings = settings_as_flags::<T>(&text).map_err(|e| format!("--config {shown}: {e}"))?;
+    let mut out = Vec::with_capacity(argv.len() + settings.len());
+    out.extend(argv.first().cloned());
+    out.extend(settings.into_iter().map(Into::into));
+    out.extend(argv.into_iter().skip(1));
+    Ok(out)
+}
+
+/// A TOML table of settings as the flags of `T` they stand for.
+fn settings_as_flags<T: clap::CommandFactory>(text: &str) -> Result<Vec<String>, String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        e.message().lines().next().unwrap_or("not TOML").to_owned()
+    })?;
+    let command = T::command();
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        let known = command
+            .get_arguments()
+            .any(|a| a.get_long() == Some(flag.as_str()) && flag != "config");
+        if !known {
+            return Err(format!("unknown setting {key:?}"));
+        }
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(n) => Ok(n.to_string()),
+            other => Err(format!(
+                "{key}: {} is neither a string nor a number",
+                other.type_str()
+            )),
+        };
+        match value {
+            toml::Value::Boolean(true) => flags.push(format!("--{flag}")),
+            toml::Value::Boolean(false) => {}
+            toml::Value::Array(items) => {
+                for item in &items {
+                    flags.push(format!("--{flag}"));
+                    flags.push(scalar(item)?);
+                }
+            }
+            other => {
+                flags.push(format!("--{flag}"));
+                flags.push(scalar(&other)?);
+            }
+        }
+    }
+    Ok(flags)
+}
+
+fn main_with_args<T: clap::Parser>(
+    argv: Vec<std::ffi::OsString>,
+    body: impl FnOnce(T) -> anyhow::Result<()>,
+) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -11,7 +104,7 @@ pub fn main_with<T: clap::Parser>(body: impl FnOnce(T) -> anyhow::Result<()>) ->
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let args = match T::try_parse() {
+    let args = match T::try_parse_from(argv) {
         Ok(args) => args,
         // --help and --version print in full, to stdout.
         Err(e) if !e.use_stderr() => {
@@ -147,4 +240,56 @@ pub fn generate<T: clap::CommandFactory>(what: Generated) -> anyhow::Result<()> 
     };
     clap_complete::generate(shell, &mut command, name, &mut out);
     Ok(())
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    #[command(args_override_self = true)]
+    struct Demo {
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        #[arg(long)]
+        iface: String,
+        #[arg(long, default_value_t = 100)]
+        weight: u16,
+        #[arg(long)]
+        check: Vec<String>,
+        #[arg(long)]
+        status: bool,
+    }
+
+    fn parse(name: &str, file: &str, cli: &[&str]) -> Result<Demo, String> {
+        let dir = std::env::temp_dir().join(format!("lb-host-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, file).map_err(|e| e.to_string())?;
+        let mut argv: Vec<std::ffi::OsString> = vec!["demo".into(), "--config".into(), path.into()];
+        argv.extend(cli.iter().map(Into::into));
+        let argv = with_settings_file::<Demo>(argv)?;
+        Demo::try_parse_from(argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_settings_file_stands_for_flags_the_command_line_overrides() {
+        let d = parse(
+            "full",
+            "iface = \"eth1\"\nweight = 200\ncheck = [\"tcp:80\"]\nstatus = false\n",
+            &["--weight", "300", "--check", "tcp:81"],
+        )
+        .unwrap();
+        assert_eq!((d.iface.as_str(), d.weight, d.status), ("eth1", 300, false));
+        assert_eq!(d.check, vec!["tcp:80", "tcp:81"]);
+        let d = parse("iface", "iface = \"eth1\"\n", &["--iface", "eth2"]).unwrap();
+        assert_eq!(d.iface, "eth2");
+        let unknown = parse("unknown", "colour = \"blue\"\n", &[]).unwrap_err();
+        assert!(unknown.contains("unknown setting \"colour\""), "{unknown}");
+        assert!(parse("broken", "weight = [\n", &[]).is_err(), "not TOML");
+        let float = parse("float", "iface = 1.5\n", &[]).unwrap_err();
+        assert!(float.contains("neither a string nor a number"), "{float}");
+    }
 }

@@ -1,7 +1,7 @@
-//! Prometheus metrics (issue 12): the LB's and the agents' `/metrics`
-//! scraped during a namespace test, validated with `promtool check
-//! metrics`, compared with `status --json`, and followed as a backend
-//! leaves.
+//! Operating it (issue 12): the LB's and the agents' `/metrics` scraped
+//! during a namespace test, validated with `promtool check metrics`,
+//! compared with `status --json`, and followed as a backend leaves;
+//! `status --watch`; an agent run from its settings file.
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -170,6 +170,44 @@ fn status_watch_redraws_until_ctrl_c() -> anyhow::Result<()> {
         ensure!(
             text.contains(&topo.host(AGENTS[0]).addr.to_string()),
             "no backend shown: {text}"
+        );
+        Ok(())
+    })
+}
+
+/// An agent started with nothing but `--config FILE` runs as its flags
+/// would make it; a flag on the command line overrides the file.
+#[test]
+fn an_agent_runs_from_its_settings_file() -> anyhow::Result<()> {
+    with_topology(2, Bridge::Flooding, |topo| {
+        let (_lb, pin) = topo.start_lb(LB, "lb", &FAST_TIMERS)?;
+        let file = topo.logs.join("agent.toml");
+        std::fs::write(
+            &file,
+            "iface = \"eth0\"\nweight = 250\ngroup = \"239.192.0.1\"\n",
+        )?;
+        let file = file.to_str().context("path")?;
+        let _agent = topo.spawn(AGENTS[0], "agent", "backend-agent", &["--config", file])?;
+        let weight = |want: u16| {
+            wait_for(Duration::from_secs(5), POLL, || {
+                let status = topo.status(&pin).ok()?;
+                let b = lb_tests::first_group(&status).backends.first()?.weight;
+                (b == want).then_some(())
+            })
+        };
+        ensure!(weight(250).is_some(), "the file's weight was not announced");
+        let mut agent = _agent;
+        agent.signal(libc::SIGTERM);
+        agent.wait_exit(Duration::from_secs(3))?;
+        let _override = topo.spawn(
+            AGENTS[0],
+            "agent-override",
+            "backend-agent",
+            &["--config", file, "--weight", "50"],
+        )?;
+        ensure!(
+            weight(50).is_some(),
+            "the command line did not override the file"
         );
         Ok(())
     })
