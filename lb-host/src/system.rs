@@ -243,6 +243,14 @@ impl AddedAddress {
     }
 }
 
+impl AddedAddress {
+    /// Leaves the address in place when this is dropped (a restart that
+    /// keeps state: the next instance takes it over).
+    pub fn keep(&mut self) {
+        self.owned = false;
+    }
+}
+
 impl Drop for AddedAddress {
     fn drop(&mut self) {
         if self.owned {
@@ -268,6 +276,8 @@ fn interface_has_address(iface: &str, addr: Ipv4Addr) -> bool {
 pub struct SysctlOverride {
     path: String,
     previous: String,
+    /// Restored on drop, unless kept.
+    restore: bool,
 }
 
 impl SysctlOverride {
@@ -283,12 +293,25 @@ impl SysctlOverride {
             .trim()
             .to_owned();
         std::fs::write(&path, value).map_err(fail)?;
-        Ok(Self { path, previous })
+        Ok(Self {
+            path,
+            previous,
+            restore: true,
+        })
+    }
+
+    /// Leaves the setting in place when this is dropped (a restart that
+    /// keeps state: the next instance needs it too).
+    pub fn keep(&mut self) {
+        self.restore = false;
     }
 }
 
 impl Drop for SysctlOverride {
     fn drop(&mut self) {
+        if !self.restore {
+            return;
+        }
         let _ = std::fs::write(&self.path, &self.previous);
     }
 }

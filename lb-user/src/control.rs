@@ -260,6 +260,14 @@ impl Controller {
         Ok(controller)
     }
 
+    /// Prepares an exit that keeps state: what XDP needs to go on
+    /// forwarding (the forwarding sysctl) is left in place.
+    pub fn keep_state(&mut self) {
+        if let Some(next_hops) = &mut self.next_hops {
+            next_hops.keep_forwarding();
+        }
+    }
+
     /// Keeps XDP's notion of wall-clock time current (it only has the
     /// monotonic clock), for the freshness check of authenticated announcements.
     fn update_clock(&mut self) -> Result<(), MapsError> {

@@ -317,8 +317,8 @@ struct Running {
     /// The loaded object: its program stays referenced while we run.
     _ebpf: aya::Ebpf,
     /// Held for the life of the instance, released in reverse order.
-    _vips: Vec<system::AddedAddress>,
-    _pins: PinGuard,
+    vips: Vec<system::AddedAddress>,
+    pins: PinGuard,
     _lock: InstanceLock,
 }
 
@@ -472,8 +472,8 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
         tick: params.tick(),
         xdp_log,
         _ebpf: ebpf,
-        _vips: vips,
-        _pins: pins,
+        vips,
+        pins,
         _lock: lock,
     })
 }
@@ -546,24 +546,27 @@ fn serve(running: Running) -> anyhow::Result<()> {
         mut controller,
         tick,
         xdp_log,
+        mut vips,
+        mut pins,
         ..
     } = running;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
+    let keep_state = runtime.block_on(async {
         let mut sigterm =
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut sigint =
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut sigquit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
         // SAFETY: the logger owns its ring's fd and never closes or replaces
         // it while registered; flushing only reads from it.
         let mut xdp_log = unsafe { AsyncFd::register_with_interest(xdp_log, Interest::READABLE) }
             .context("watching the XDP program's log ring")?;
         let mut tick = tokio::time::interval(tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
+        let keep_state = loop {
             tokio::select! {
                 _ = tick.tick() => controller.step(system::monotonic_ns())?,
                 ready = xdp_log.readable_mut() => {
@@ -573,15 +576,27 @@ fn serve(running: Running) -> anyhow::Result<()> {
                     guard.clear_ready();
                     guard.get_inner_mut().flush();
                 }
-                _ = sigterm.recv() => break,
-                _ = sigint.recv() => break,
+                _ = sigterm.recv() => break false,
+                _ = sigint.recv() => break false,
+                _ = sigquit.recv() => break true,
             }
-        }
+        };
         // Records written since the last wake-up.
         xdp_log.get_mut().flush();
-        anyhow::Ok(())
+        anyhow::Ok(keep_state)
     })?;
-    info!("stopping: detaching XDP and removing the pins");
+    if keep_state {
+        // A restart: XDP stays attached through the pinned link and goes on
+        // forwarding with the pinned maps; the next `run` adopts them all.
+        pins.armed = false;
+        vips.iter_mut().for_each(system::AddedAddress::keep);
+        controller.keep_state();
+        info!(
+            "exiting and keeping state (SIGQUIT): XDP stays attached and forwarding, the pins, VIPs and settings stay for the next `run` with this --pin-path"
+        );
+    } else {
+        info!("stopping: detaching XDP and removing the pins");
+    }
     Ok(())
 }
 

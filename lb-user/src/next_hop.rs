@@ -138,6 +138,14 @@ impl NextHops {
         Ok(())
     }
 
+    /// Leaves forwarding on after exit (a restart that keeps state: XDP
+    /// goes on forwarding through the FIB).
+    pub fn keep_forwarding(&mut self) {
+        if let Some(forwarding) = &mut self.forwarding {
+            forwarding.keep();
+        }
+    }
+
     /// Turns IPv4 forwarding on for the interface, for the FIB helper.
     fn enable_forwarding(&mut self) {
         let key = format!("net/ipv4/conf/{}/forwarding", self.iface);

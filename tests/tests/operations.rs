@@ -212,3 +212,90 @@ fn an_agent_runs_from_its_settings_file() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// The restart a service manager does (`RestartKillSignal=SIGQUIT` in
+/// the unit): lb-user exits keeping state, XDP forwards meanwhile, the next
+/// `run` adopts everything: no connection fails or moves, no backend is
+/// registered again. SIGTERM (a stop) still removes everything.
+#[test]
+fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyhow::Result<()> {
+    const CLIENT: usize = 3;
+    with_topology(4, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--vip", &vip, "--service", "tcp:80"]);
+        let (mut lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let _servers: Vec<lb_tests::Proc> = AGENTS
+            .iter()
+            .map(|&h| {
+                topo.spawn(
+                    h,
+                    &format!("server{h}"),
+                    "name-server",
+                    &["0.0.0.0:80", &format!("b{h}")],
+                )
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let _agents = topo.spawn_agents(&AGENTS, &["--iface", "eth0", "--vip", &vip])?;
+        wait_for(Duration::from_secs(5), POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).len() == 2)
+        })
+        .context("the agents did not register")?;
+        std::thread::sleep(Duration::from_millis(300));
+        let registrations = counter(&topo.status(&pin)?, Counter::AnnounceRegistered)?;
+        let target = format!("{vip}:80");
+        let mut hold = topo.spawn(CLIENT, "hold", "http-probe", &["hold", &target, "3"])?;
+        std::thread::sleep(Duration::from_millis(500));
+
+        lb.signal(libc::SIGQUIT);
+        ensure!(
+            lb.wait_exit(Duration::from_secs(5))? == 0,
+            "SIGQUIT: not a clean exit"
+        );
+        ensure!(lb.log_text().contains("keeping state"), "{}", lb.log_text());
+        let spread = topo.exec(CLIENT, "http-probe", &["spread", &target, "200"])?;
+        let spread = String::from_utf8_lossy(&spread.stdout).into_owned();
+        println!("with lb-user gone after SIGQUIT: {}", spread.trim());
+        ensure!(
+            spread.contains("\"errors\":0"),
+            "forwarding stopped: {spread}"
+        );
+
+        let pin_str = pin.to_str().context("pin")?;
+        let mut again = vec!["run", "--iface", "eth0", "--pin-path", pin_str];
+        again.extend(args.iter().copied());
+        let mut restarted = topo.spawn(LB, "lb-restarted", "lb-user", &again)?;
+        wait_for(Duration::from_secs(10), POLL, || {
+            restarted.log_text().contains("took over").then_some(())
+        })
+        .with_context(|| format!("no adoption: {}", restarted.log_text()))?;
+        hold.wait_exit(Duration::from_secs(10))?;
+        let held = hold.log_text();
+        println!(
+            "connection across the restart: {}",
+            held.lines().last().unwrap_or_default()
+        );
+        ensure!(
+            held.contains("\"error\":null"),
+            "the connection broke: {held}"
+        );
+        ensure!(
+            held.matches("\"b").count() == 1,
+            "the connection changed backend: {held}"
+        );
+        let status = topo.status(&pin)?;
+        ensure!(registered(&status).len() == 2, "backends lost");
+        ensure!(
+            counter(&status, Counter::AnnounceRegistered)? == registrations,
+            "backends registered again after the restart"
+        );
+
+        restarted.signal(libc::SIGTERM);
+        ensure!(
+            restarted.wait_exit(Duration::from_secs(5))? == 0,
+            "SIGTERM: not a clean exit"
+        );
+        ensure!(topo.status(&pin).is_err(), "a stop left the pins");
+        Ok(())
+    })
+}
