@@ -1,7 +1,9 @@
-//! Developer commands: `cargo xtask setup | build-ebpf | run | test | demo`.
+//! Developer commands: `cargo xtask setup | build-ebpf | run | test | demo |
+//! bench | fuzz | package`.
 mod bench;
 mod demo;
 mod fuzz;
+mod package;
 mod setup;
 
 use std::{
@@ -36,6 +38,9 @@ enum Task {
     Demo,
     /// XDP per-path costs and end-to-end comparison with HAProxy, nftables and direct.
     Bench,
+    /// Debian packages of lb-user and backend-agent, with systemd units,
+    /// settings files, man pages and completions (in target/package).
+    Package,
     /// Fuzz the userspace parsers with cargo-fuzz (all targets by default).
     Fuzz {
         /// One of: igmp, announcement, key_file, config.
@@ -115,6 +120,8 @@ fn test() -> anyhow::Result<()> {
         &["-p", "lb-tests", "--", "--nocapture", "--test-threads=1"],
         &[("XDP_LB_BIN_DIR", &bins)],
     )?;
+    // The packages: contents, and units that systemd accepts.
+    package::check()?;
     println!("xtask: {passed} passed, 0 failed");
     Ok(())
 }
@@ -178,6 +185,7 @@ fn main() -> ExitCode {
         Task::Test => test(),
         Task::Demo => demo::demo(),
         Task::Bench => bench::bench(),
+        Task::Package => package::package().map(drop),
         Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
     };
     match result {
