@@ -185,6 +185,7 @@ pub fn check() -> anyhow::Result<()> {
         if unpacked.exists() {
             fs::remove_dir_all(&unpacked)?;
         }
+        fs::create_dir_all(&unpacked)?;
         run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&unpacked))?;
         let unit = fs::read_to_string(unpacked.join("lib/systemd/system").join(p.unit))?;
         let base = unpacked.to_str().context("path")?;
