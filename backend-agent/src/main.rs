@@ -630,13 +630,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut check_results = start_checks(args.checks.clone(), args.check_interval, check_timeout);
     let (vip, iface) = (args.vip, args.iface().to_owned());
     // Bound first: a port in use is an error before the agent joins.
-    let metrics_endpoint = args
-        .metrics
-        .map(|addr| {
-            MetricsEndpoint::bind(addr)
-                .with_context(|| format!("binding the metrics endpoint --metrics {addr}"))
-        })
-        .transpose()?;
+    let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
     let mut agent = Agent::start(args, key)?;
     if let Some(endpoint) = metrics_endpoint {
         let decap = agent

@@ -173,6 +173,11 @@ pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
+/// A service's transport as written in flags, `status` and metrics.
+pub const fn transport_name(proto: u8) -> &'static str {
+    if proto == IPPROTO_TCP { "tcp" } else { "udp" }
+}
+
 /// A service: a transport port on a virtual IP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -35,6 +35,15 @@ impl MetricsEndpoint {
         })
     }
 
+    /// The endpoint of a `--metrics` flag, if given; the error names the flag.
+    pub fn bind_flag(addr: Option<SocketAddr>) -> anyhow::Result<Option<Self>> {
+        addr.map(|addr| {
+            Self::bind(addr)
+                .map_err(|e| anyhow::anyhow!("binding the metrics endpoint --metrics {addr}: {e}"))
+        })
+        .transpose()
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }

@@ -387,12 +387,7 @@ impl Forwarding {
         let labels = ServiceLabels {
             vip: Ipv4Addr::from(key.vip).to_string(),
             port: key.port,
-            proto: if key.proto == lb_common::IPPROTO_TCP {
-                "tcp"
-            } else {
-                "udp"
-            }
-            .to_owned(),
+            proto: lb_common::transport_name(key.proto).to_owned(),
         };
         self.metrics.rebuilds.get_or_create(&labels).inc();
         self.metrics

@@ -402,13 +402,7 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     system::require_root("lb-user run")?;
     let iface = Interface::read(&args.iface)?;
     // Bound first: a port in use is an error before anything is attached.
-    let metrics_endpoint = args
-        .metrics
-        .map(|addr| {
-            MetricsEndpoint::bind(addr)
-                .with_context(|| format!("binding the metrics endpoint --metrics {addr}"))
-        })
-        .transpose()?;
+    let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
     system::require_bpffs(&args.pin_path)?;
     let lock = InstanceLock::acquire(&args.pin_path)?;
     fs::create_dir_all(&args.pin_path)

@@ -50,12 +50,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
         services.push(ServiceReport {
             vip: Ipv4Addr::from(key.vip),
             port: key.port,
-            proto: if key.proto == lb_common::IPPROTO_TCP {
-                "tcp"
-            } else {
-                "udp"
-            }
-            .to_owned(),
+            proto: lb_common::transport_name(key.proto).to_owned(),
             group: groups
                 .get(service.group_id as usize)
                 .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),

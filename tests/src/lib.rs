@@ -334,6 +334,22 @@ impl Topology {
             .collect()
     }
 
+    /// Starts the test HTTP server (`name-server`) on port 80 of each of
+    /// `hosts`, each answering with its name, `b<host>`.
+    pub fn start_servers(&self, hosts: &[usize]) -> anyhow::Result<Vec<Proc>> {
+        hosts
+            .iter()
+            .map(|&h| {
+                self.spawn(
+                    h,
+                    &format!("server{h}"),
+                    "name-server",
+                    &["0.0.0.0:80", &format!("b{h}")],
+                )
+            })
+            .collect()
+    }
+
     /// Starts any program (from PATH or a path) in host `i`, logging to a file.
     pub fn spawn_program(
         &self,

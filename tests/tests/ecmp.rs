@@ -127,11 +127,7 @@ fn two_lbs_behind_ecmp(
             start_bird(topo, LB1, "bird-lb1", &lb_conf)?,
             start_bird(topo, LB2, "bird-lb2", &lb_conf)?,
         ];
-        let _servers: Vec<Proc> = BACKENDS
-            .into_iter()
-            .chain([LATE_BACKEND])
-            .map(|h| topo.spawn(h, &format!("server{h}"), "name-server", &["0.0.0.0:80", &format!("b{h}")]))
-            .collect::<anyhow::Result<_>>()?;
+        let _servers = topo.start_servers(&[BACKENDS[0], BACKENDS[1], BACKENDS[2], LATE_BACKEND])?;
         let _agents = topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip_text])?;
         for pin in [&pin1, &pin2] {
             wait_for(Duration::from_secs(10), POLL, || {

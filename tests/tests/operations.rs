@@ -225,17 +225,7 @@ fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyh
         let mut args = FAST_TIMERS.to_vec();
         args.extend(["--vip", &vip, "--service", "tcp:80"]);
         let (mut lb, pin) = topo.start_lb(LB, "lb", &args)?;
-        let _servers: Vec<lb_tests::Proc> = AGENTS
-            .iter()
-            .map(|&h| {
-                topo.spawn(
-                    h,
-                    &format!("server{h}"),
-                    "name-server",
-                    &["0.0.0.0:80", &format!("b{h}")],
-                )
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let _servers = topo.start_servers(&AGENTS)?;
         let _agents = topo.spawn_agents(&AGENTS, &["--iface", "eth0", "--vip", &vip])?;
         wait_for(Duration::from_secs(5), POLL, || {
             topo.status(&pin).ok().filter(|s| registered(s).len() == 2)

@@ -82,15 +82,8 @@ impl<'a> Bed<'a> {
             "the LB did not say it queries across routers: {}",
             lb.log_text()
         );
-        let mut servers = Vec::new();
-        for &(host, _) in backends {
-            servers.push(topo.spawn(
-                host,
-                &format!("server{host}"),
-                "name-server",
-                &["0.0.0.0:80", &name(host)],
-            )?);
-        }
+        let hosts: Vec<usize> = backends.iter().map(|&(h, _)| h).collect();
+        let servers = topo.start_servers(&hosts)?;
         let mut bed = Bed {
             topo,
             pin,

@@ -206,7 +206,7 @@ fn end_to_end_routed() -> anyhow::Result<()> {
             &["eth0", "s1", "s2", "s3"],
         )?;
         let vip = topo.segment_address(100).to_string();
-        let _servers = start_servers(topo, &backends)?;
+        let _servers = topo.start_servers(&backends)?;
         println!("\nend to end through a router: backends on three subnets behind it");
         let first = topo.host(backends[0]).addr;
         let direct = wrk_from(
@@ -240,21 +240,6 @@ fn end_to_end_routed() -> anyhow::Result<()> {
     })
 }
 
-/// The test HTTP server on each of `hosts`, answering with its name.
-fn start_servers(topo: &Topology, hosts: &[usize]) -> anyhow::Result<Vec<Proc>> {
-    hosts
-        .iter()
-        .map(|&h| {
-            topo.spawn(
-                h,
-                &format!("server{h}"),
-                "name-server",
-                &["0.0.0.0:80", &format!("b{h}")],
-            )
-        })
-        .collect()
-}
-
 fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
     let lb = topo.host(LB).addr;
     let vip = topo.segment_address(100).to_string();
@@ -262,7 +247,7 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         .iter()
         .map(|&h| topo.host(h).addr.to_string())
         .collect();
-    let _servers = start_servers(topo, &BACKENDS)?;
+    let _servers = topo.start_servers(&BACKENDS)?;
     sleep(Duration::from_millis(300));
     println!(
         "\nend to end: wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, keep-alive HTTP/1.1, 3 backends"

@@ -84,16 +84,7 @@ fn story(topo: &Topology) -> anyhow::Result<()> {
     let (mut lb, pin) = topo.start_lb(0, "lb", &args)?;
     let pin_str = pin.to_str().context("pin path")?.to_owned();
 
-    let _servers: Vec<Proc> = (1..=3)
-        .map(|i| {
-            topo.spawn(
-                i,
-                &format!("server{i}"),
-                "name-server",
-                &["0.0.0.0:80", &format!("b{i}")],
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let _servers = topo.start_servers(&[1, 2, 3])?;
     banner(
         "starting backend-agent (weights 100, 200, 300) on three backends; nothing is configured on the LB",
     );

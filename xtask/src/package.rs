@@ -10,9 +10,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 
-use crate::{cargo, root};
+use crate::{cargo, root, setup::run};
 
 /// One package: its name, binary, unit, settings file (source in deploy/etc,
 /// path under /), how the binary writes its man page and completions, and
@@ -45,18 +45,6 @@ const PACKAGES: [Package; 2] = [
     },
 ];
 
-fn run(cmd: &mut Command) -> anyhow::Result<Vec<u8>> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("running {shown}"))?;
-    if !out.status.success() {
-        bail!(
-            "{shown} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out.stdout)
-}
-
 fn version() -> anyhow::Result<String> {
     let manifest = fs::read_to_string(root().join("lb-user/Cargo.toml"))?;
     manifest
@@ -71,7 +59,7 @@ fn version() -> anyhow::Result<String> {
 pub fn package() -> anyhow::Result<Vec<PathBuf>> {
     cargo(&["build", "--release", "--bins"], &[])?;
     let version = version()?;
-    let arch = String::from_utf8(run(Command::new("dpkg").arg("--print-architecture"))?)?
+    let arch = run(Command::new("dpkg").arg("--print-architecture"))?
         .trim()
         .to_owned();
     let out_dir = root().join("target/package");
@@ -101,19 +89,19 @@ pub fn package() -> anyhow::Result<Vec<PathBuf>> {
         let man = generate("man")?;
         put(
             &format!("usr/share/man/man1/{}.1.gz", p.binary),
-            &gzip(&man)?,
+            &gzip(man.as_bytes())?,
         )?;
         put(
             &format!("usr/share/bash-completion/completions/{}", p.binary),
-            &generate("bash")?,
+            generate("bash")?.as_bytes(),
         )?;
         put(
             &format!("usr/share/zsh/vendor-completions/_{}", p.binary),
-            &generate("zsh")?,
+            generate("zsh")?.as_bytes(),
         )?;
         put(
             &format!("usr/share/fish/vendor_completions.d/{}.fish", p.binary),
-            &generate("fish")?,
+            generate("fish")?.as_bytes(),
         )?;
         put(
             "DEBIAN/control",
@@ -170,7 +158,7 @@ fn gzip(data: &[u8]) -> anyhow::Result<Vec<u8>> {
 pub fn check() -> anyhow::Result<()> {
     let debs = package()?;
     for (p, deb) in PACKAGES.iter().zip(&debs) {
-        let listing = String::from_utf8(run(Command::new("dpkg-deb").arg("-c").arg(deb))?)?;
+        let listing = run(Command::new("dpkg-deb").arg("-c").arg(deb))?;
         println!("{}:\n{listing}", deb.display());
         for path in [
             format!("./usr/bin/{}", p.binary),

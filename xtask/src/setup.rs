@@ -31,7 +31,8 @@ fn have(command: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
+/// Runs `cmd` to completion, failing with its stderr if it fails; its stdout.
+pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("running {shown}"))?;
     if !out.status.success() {
