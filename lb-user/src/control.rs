@@ -260,6 +260,15 @@ impl Controller {
         Ok(controller)
     }
 
+    /// Installs the announcement keys (a reload).
+    pub fn set_keys(&mut self, keys: &[[u8; 16]]) -> Result<(), MapsError> {
+        self.maps.set_keys(keys)?;
+        if let Some(routed) = &mut self.queriers.routed {
+            routed.key = keys.first().copied();
+        }
+        Ok(())
+    }
+
     /// Prepares an exit that keeps state: what XDP needs to go on
     /// forwarding (the forwarding sysctl) is left in place.
     pub fn keep_state(&mut self) {

@@ -157,6 +157,7 @@ struct RunArgs {
     maglev_size: u32,
     /// SipHash key (32 hex digits) that announcements must be tagged with;
     /// give two during a key rotation. Without one, any announcement counts.
+    /// SIGHUP reads the files again (a rotation without a restart).
     #[arg(long = "key-file")]
     key_files: Vec<PathBuf>,
     /// Largest accepted distance between an announcement's sequence (the
@@ -251,6 +252,14 @@ struct Settings {
     control: ControlParams,
 }
 
+/// The keys of the `--key-file`s (read again on SIGHUP).
+fn read_keys(files: &[PathBuf]) -> anyhow::Result<Vec<[u8; 16]>> {
+    files
+        .iter()
+        .map(|path| read_key_file(path).map_err(anyhow::Error::msg))
+        .collect()
+}
+
 /// Checks the flags that need no privileges and no system state.
 fn validate(args: &RunArgs) -> anyhow::Result<Settings> {
     let max_response_time = args
@@ -267,11 +276,7 @@ fn validate(args: &RunArgs) -> anyhow::Result<Settings> {
     if args.key_files.len() > MAX_AUTH_KEYS as usize {
         bail!("at most {MAX_AUTH_KEYS} --key-file (the current key and the next)");
     }
-    let keys = args
-        .key_files
-        .iter()
-        .map(|path| read_key_file(path).map_err(anyhow::Error::msg))
-        .collect::<anyhow::Result<_>>()?;
+    let keys = read_keys(&args.key_files)?;
     if args.maglev_size > MAX_MAGLEV_SIZE {
         bail!(
             "--maglev-size {} is above the largest table, {MAX_MAGLEV_SIZE}",
@@ -533,9 +538,26 @@ fn serve_metrics(
     Ok(())
 }
 
+/// SIGHUP: the key files read again and installed at once (the current and
+/// the next key during a rotation); a file that cannot be read keeps the
+/// keys as they were.
+fn reload_keys(controller: &mut Controller, key_files: &[PathBuf]) {
+    if key_files.is_empty() {
+        warn!("SIGHUP: no --key-file to read again (keys are turned on only at start)");
+        return;
+    }
+    match read_keys(key_files).and_then(|keys| Ok(controller.set_keys(&keys)?)) {
+        Ok(()) => info!(
+            keys = key_files.len(),
+            "SIGHUP: announcement keys read again and in use"
+        ),
+        Err(e) => warn!("SIGHUP: keys not changed: {e:#}"),
+    }
+}
+
 /// Runs the control loop until SIGINT or SIGTERM, and forwards XDP's log
 /// records as they arrive.
-fn serve(running: Running) -> anyhow::Result<()> {
+fn serve(running: Running, key_files: &[PathBuf]) -> anyhow::Result<()> {
     let Running {
         mut controller,
         tick,
@@ -554,6 +576,7 @@ fn serve(running: Running) -> anyhow::Result<()> {
         let mut sigint =
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut sigquit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
+        let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
         // SAFETY: the logger owns its ring's fd and never closes or replaces
         // it while registered; flushing only reads from it.
         let mut xdp_log = unsafe { AsyncFd::register_with_interest(xdp_log, Interest::READABLE) }
@@ -573,6 +596,7 @@ fn serve(running: Running) -> anyhow::Result<()> {
                 _ = sigterm.recv() => break false,
                 _ = sigint.recv() => break false,
                 _ = sigquit.recv() => break true,
+                _ = sighup.recv() => reload_keys(&mut controller, key_files),
             }
         };
         // Records written since the last wake-up.
@@ -596,7 +620,7 @@ fn serve(running: Running) -> anyhow::Result<()> {
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let settings = validate(args)?;
-    serve(start(args, settings)?)
+    serve(start(args, settings)?, &args.key_files)
 }
 
 fn stop(pin_path: &Path) -> anyhow::Result<()> {

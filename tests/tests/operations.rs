@@ -289,3 +289,65 @@ fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyh
         Ok(())
     })
 }
+
+/// SIGHUP (the unit's reload) reads the key files again: a backend with
+/// the new key registers, one with the old key is refused and ages out.
+#[test]
+fn sighup_rotates_the_announcement_key_without_a_restart() -> anyhow::Result<()> {
+    with_topology(3, Bridge::Flooding, |topo| {
+        let write_key = |name: &str, hex: &str| -> anyhow::Result<String> {
+            let path = topo.logs.join(name);
+            std::fs::write(&path, format!("{hex}\n"))?;
+            Ok(path.to_str().context("path")?.to_owned())
+        };
+        let old = write_key("old.key", "00112233445566778899aabbccddeeff")?;
+        let new = write_key("new.key", "ffeeddccbbaa99887766554433221100")?;
+        let lb_key = write_key("lb.key", "00112233445566778899aabbccddeeff")?;
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--key-file", &lb_key]);
+        let (lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let _old_agent = topo.spawn(
+            AGENTS[0],
+            "agent-old",
+            "backend-agent",
+            &["--iface", "eth0", "--key-file", &old],
+        )?;
+        let old_addr = topo.host(AGENTS[0]).addr.to_string();
+        let new_addr = topo.host(AGENTS[1]).addr.to_string();
+        wait_for(Duration::from_secs(5), POLL, || {
+            topo.status(&pin)
+                .ok()
+                .filter(|s| registered(s) == [old_addr.clone()])
+        })
+        .context("the agent with the first key did not register")?;
+
+        write_key("lb.key", "ffeeddccbbaa99887766554433221100")?;
+        lb.signal(libc::SIGHUP);
+        wait_for(Duration::from_secs(3), POLL, || {
+            lb.log_text().contains("keys read again").then_some(())
+        })
+        .with_context(|| format!("no reload: {}", lb.log_text()))?;
+        let _new_agent = topo.spawn(
+            AGENTS[1],
+            "agent-new",
+            "backend-agent",
+            &["--iface", "eth0", "--key-file", &new],
+        )?;
+        let after = wait_for(Duration::from_secs(5), POLL, || {
+            topo.status(&pin)
+                .ok()
+                .filter(|s| registered(s) == [new_addr.clone()])
+        })
+        .context("after the reload: the new key's backend not in, or the old key's not out")?;
+        println!(
+            "after SIGHUP: {:?} registered, {} announcements refused for their tag",
+            registered(&after),
+            counter(&after, Counter::AuthBadTag)?
+        );
+        ensure!(
+            counter(&after, Counter::AuthBadTag)? > 0,
+            "the old key was not refused"
+        );
+        Ok(())
+    })
+}
