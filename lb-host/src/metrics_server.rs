@@ -158,13 +158,9 @@ struct ProcessBasics {
 }
 
 fn process_basics() -> Option<ProcessBasics> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let fields = crate::system::proc_stat("self")?;
     // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    // SAFETY: as above.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
-    let cpu = (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks;
     let rss = fields.get(21)?.parse::<f64>().ok()? * page;
     let started_ticks = fields.get(19)?.parse::<f64>().ok()?;
     let boot = std::fs::read_to_string("/proc/stat")
@@ -176,9 +172,9 @@ fn process_basics() -> Option<ProcessBasics> {
         .ok()?;
     let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as f64;
     Some(ProcessBasics {
-        cpu_seconds: cpu,
+        cpu_seconds: crate::system::cpu_time("self")?.as_secs_f64(),
         resident_bytes: rss,
-        start_time_seconds: boot + started_ticks / ticks,
+        start_time_seconds: boot + started_ticks / crate::system::clock_ticks(),
         open_fds,
     })
 }

@@ -315,3 +315,29 @@ impl Drop for SysctlOverride {
         let _ = std::fs::write(&self.path, &self.previous);
     }
 }
+
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold
+/// spaces and ends with the last ')'); `pid` may be `self`.
+pub fn proc_stat(pid: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+/// Clock ticks per second of the times in `/proc`.
+pub fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// CPU time (user + system) process `pid` (or `self`) has used.
+pub fn cpu_time(pid: &str) -> Option<std::time::Duration> {
+    let fields = proc_stat(pid)?;
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(std::time::Duration::from_secs_f64(ticks / clock_ticks()))
+}

@@ -466,10 +466,6 @@ impl LbMaps {
         entries(&self.aging, map_name::BACKEND_AGING)
     }
 
-    pub fn aging_state(&self, key: &BackendKey) -> Result<Option<AgingState>, MapsError> {
-        found(self.aging.get(key, 0), map_name::BACKEND_AGING)
-    }
-
     pub fn set_aging_state(
         &mut self,
         key: &BackendKey,

@@ -108,11 +108,11 @@ impl NextHops {
         if !wrapped.is_empty() && self.forwarding.is_none() {
             self.enable_forwarding();
         }
-        for &addr in wrapped.difference(&self.probed.clone()) {
+        let new: Vec<[u8; 4]> = wrapped.difference(&self.probed).copied().collect();
+        for addr in new {
             self.probe(addr);
-            self.probed.insert(addr);
         }
-        self.probed.retain(|a| wrapped.contains(a));
+        self.probed = wrapped;
         for (addr, error) in maps.next_hop_errors()? {
             let backend = Ipv4Addr::from(addr);
             if now_ns.saturating_sub(error.last_ns) > QUIET_NS {

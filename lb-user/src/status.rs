@@ -1,10 +1,13 @@
 //! `lb-user status`: a snapshot of a running instance, read from its pins
 //! into `lb_host::status::StatusReport`.
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use lb_common::{
-    Action, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE, GROUP_STATE_DEAD,
-    GROUP_STATE_UNUSED, MAX_GROUPS, fib_result_name,
+    Action, AgingState, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE,
+    GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, fib_result_name,
 };
 use lb_host::status::{
     BackendReport, DepartureReport, GroupReport, NextHopReport, ServiceReport, StatusReport,
@@ -18,6 +21,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
     let mut backends = maps.backends()?;
     backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
     let registered: HashSet<BackendKey> = backends.iter().map(|(k, _)| *k).collect();
+    let aging: HashMap<BackendKey, AgingState> = maps.aging_states()?.into_iter().collect();
     let mut groups = Vec::new();
     for id in 0..MAX_GROUPS {
         let status = maps.group_status(id)?;
@@ -30,7 +34,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
         let reports = maps.group_reports(id)?;
         let mut members = Vec::new();
         for (key, entry) in backends.iter().filter(|(k, _)| k.group_id == id) {
-            let misses = maps.aging_state(key)?.map_or(0, |a| a.misses);
+            let misses = aging.get(key).map_or(0, |a| a.misses);
             members.push(BackendReport::new(key, entry, misses, now_ns));
         }
         groups.push(GroupReport {

@@ -115,18 +115,7 @@ pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<Output> {
 
 /// CPU time (user + system) a process has used, from /proc.
 pub fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which ends with the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(Duration::from_millis(ticks * 1000 / per_second.max(1)))
+    lb_host::system::cpu_time(&pid.to_string()).with_context(|| format!("reading /proc/{pid}/stat"))
 }
 
 /// Polls `probe` every `every` until it yields a value or `limit` passes.
