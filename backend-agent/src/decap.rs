@@ -4,7 +4,10 @@
 //! queries and its own address, and reads its counters. The link belongs
 //! to this process: the kernel detaches the program when the agent exits,
 //! even after SIGKILL, so a restarted agent never finds one left over.
-use std::net::Ipv4Addr;
+//! Only a restart that keeps state (SIGQUIT) pins the link, so that IPIP
+//! is still stripped while no agent runs; the next agent swaps its own
+//! program into that link at once (BPF_LINK_UPDATE) and unpins it.
+use std::{io, net::Ipv4Addr, path::Path};
 
 use anyhow::Context;
 use std::os::fd::AsFd;
@@ -12,7 +15,12 @@ use std::os::fd::AsFd;
 use aya::{
     Ebpf,
     maps::{Array, HashMap, IterableMap, Map, MapData, PerCpuArray},
-    programs::{LinkOrder, SchedClassifier, TcAttach, TcAttachType},
+    programs::{
+        LinkOrder, SchedClassifier, TcAttach, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLinkId,
+    },
+    sys::SyscallError,
 };
 use lb_common::{DECAP_PROGRAM_NAME, DecapCounter};
 
@@ -51,29 +59,80 @@ pub struct Decap {
     // Holds the program and its TCX link: dropping it detaches.
     ebpf: Ebpf,
     maps: DecapMaps,
+    /// The TCX link, once attached.
+    link: Option<SchedClassifierLinkId>,
 }
 
 impl Decap {
     /// Loads the program and attaches it to `iface`'s ingress, accepting
-    /// IPIP to `local` (from no LB yet).
-    pub fn attach(iface: &str, local: Ipv4Addr) -> anyhow::Result<Self> {
+    /// IPIP to `local` (from no LB yet). A link that a predecessor kept at
+    /// `kept_link` gets this program in place of its own, at once.
+    pub fn attach(iface: &str, local: Ipv4Addr, kept_link: &Path) -> anyhow::Result<Self> {
         let mut decap = Self::load(local)?;
-        let attach = TcAttach::Tcx {
-            attach_type: TcAttachType::Ingress,
-            order: LinkOrder::default(),
+        let program = decap.program()?;
+        let link = match PinnedLink::from_pin(kept_link) {
+            Ok(kept) => {
+                let link = FdLink::from(kept)
+                    .try_into()
+                    .context("the kept decapsulation link is not a tc link")?;
+                let id = program
+                    .attach_to_link(link)
+                    .context("putting the decapsulation program into the kept link")?;
+                std::fs::remove_file(kept_link)
+                    .with_context(|| format!("unpinning {}", kept_link.display()))?;
+                id
+            }
+            Err(LinkError::SyscallError(SyscallError { io_error, .. }))
+                if io_error.kind() == io::ErrorKind::NotFound =>
+            {
+                let attach = TcAttach::Tcx {
+                    attach_type: TcAttachType::Ingress,
+                    order: LinkOrder::default(),
+                };
+                let ifindex = lb_host::system::interface_index(iface)?;
+                program.attach(ifindex, attach).with_context(|| {
+                    format!("attaching the decapsulation program to {iface}'s ingress (TCX needs Linux 6.6 or later)")
+                })?
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening {}", kept_link.display()));
+            }
         };
-        let ifindex = lb_host::system::interface_index(iface)?;
-        decap.program()?.attach(ifindex, attach).with_context(|| {
-            format!("attaching the decapsulation program to {iface}'s ingress (TCX needs Linux 6.6 or later)")
-        })?;
+        decap.link = Some(link);
         Ok(decap)
+    }
+
+    /// Pins the link at `path` so that the program stays attached after
+    /// this process exits (for the next agent to take over).
+    pub fn keep(mut self, path: &Path) -> anyhow::Result<()> {
+        let id = self
+            .link
+            .take()
+            .context("the decapsulation program is not attached")?;
+        let link: FdLink = self
+            .program()?
+            .take_link(id)
+            .context("taking the decapsulation link")?
+            .try_into()
+            .context("the decapsulation link is not a TCX link")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating {} (is bpffs mounted?)", dir.display()))?;
+        }
+        link.pin(path)
+            .with_context(|| format!("pinning the decapsulation link at {}", path.display()))?;
+        Ok(())
     }
 
     /// Loads and verifies the program, not attached.
     fn load(local: Ipv4Addr) -> anyhow::Result<Self> {
         let mut ebpf = Ebpf::load(DECAP_OBJECT).context("loading the decapsulation program")?;
         let maps = DecapMaps::take(&mut ebpf)?;
-        let mut decap = Self { ebpf, maps };
+        let mut decap = Self {
+            ebpf,
+            maps,
+            link: None,
+        };
         decap
             .program()?
             .load()

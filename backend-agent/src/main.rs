@@ -1,9 +1,11 @@
 //! backend-agent: registers this host with every LB that queries the group
 //! (SPEC 5, backend side). Answers each query with a suppressible membership
 //! report and one announcement to the LB; sends LEAVING on SIGINT/SIGTERM.
-//! SIGUSR1 switches it to DRAINING (no new flows), SIGUSR2 back.
+//! SIGUSR1 switches it to DRAINING (no new flows), SIGUSR2 back. SIGQUIT
+//! exits keeping state for the next agent (handover.rs).
 mod checker;
 mod decap;
+mod handover;
 mod health;
 mod metrics;
 mod schedule;
@@ -26,7 +28,7 @@ use lb_host::{
     igmp_socket::{IgmpSocket, Received},
     metrics_server::MetricsEndpoint,
     routed_socket::{RoutedReceived, RoutedSocket},
-    system,
+    service_manager, system,
 };
 use rand::Rng;
 use tokio::{
@@ -35,11 +37,12 @@ use tokio::{
     sync::mpsc,
     time::{Instant, sleep_until},
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     checker::CheckResult,
     decap::Decap,
+    handover::{Inherited, KeptVip, Record},
     health::{CheckSpec, Health, State},
     metrics::AgentMetrics,
     schedule::{Due, Schedule, Via},
@@ -113,6 +116,10 @@ struct Args {
     /// Failing rounds in a row that bring an UP service down.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     fall: u32,
+    /// Directory on a bpffs where a restart that keeps state (SIGQUIT)
+    /// pins the decapsulation program's link for the next agent.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/xdp-lb-agent")]
+    pin_path: std::path::PathBuf,
 }
 
 impl Args {
@@ -204,14 +211,20 @@ impl Agent {
             .on_query(Instant::now(), (lb, via), report_delay, jitter)
         {
             info!(%lb, group = %self.args.group, ?via, "new load balancer; announcing to it");
-            self.state.lbs.push(lb);
-            if let Some(decap) = &mut self.decap
-                && let Err(e) = decap.learn_lb(lb)
-            {
-                warn!(%lb, "IPIP from this LB will not be decapsulated: {e:#}");
-            }
+            self.learn_lb(lb);
         }
         self.publish();
+    }
+
+    /// `lb` is known from now on: in the status, and to the decapsulation
+    /// program.
+    fn learn_lb(&mut self, lb: Ipv4Addr) {
+        self.state.lbs.push(lb);
+        if let Some(decap) = &mut self.decap
+            && let Err(e) = decap.learn_lb(lb)
+        {
+            warn!(%lb, "IPIP from this LB will not be decapsulated: {e:#}");
+        }
     }
 
     /// Another member's report for our group cancels ours (suppression).
@@ -402,6 +415,47 @@ impl Agent {
             warn!("leaving the group failed: {e}");
         }
     }
+
+    /// Exits keeping state (handover.rs): the sockets go to the service
+    /// manager's store, the rest stays in place for the next agent. Fails,
+    /// having changed nothing, when no service manager takes the sockets.
+    fn hand_over(&mut self, vip: Option<&mut VipSetup>) -> anyhow::Result<()> {
+        use std::os::fd::AsFd;
+        service_manager::store(handover::IGMP_SOCKET, self.igmp.get_ref().as_fd())
+            .and_then(|()| {
+                service_manager::store(handover::ROUTED_SOCKET, self.routed.get_ref().as_fd())
+            })
+            .context("handing the group membership to the service manager")?;
+        let iface = self.args.iface().to_owned();
+        if let Some(decap) = self.decap.take() {
+            let kept = handover::link_path(&self.args.pin_path, &iface)
+                .map_err(anyhow::Error::from)
+                .and_then(|path| decap.keep(&path));
+            if let Err(e) = kept {
+                warn!("IPIP is not decapsulated until the next agent starts: {e:#}");
+            }
+        }
+        let record = Record {
+            group: self.args.group,
+            port: self.args.port,
+            lbs: self.schedule.known_lbs().collect(),
+            vip: vip
+                .zip(self.args.vip)
+                .map(|((addr, arp_ignore, arp_announce), vip)| {
+                    let kept = KeptVip {
+                        addr: vip,
+                        added: addr.owned(),
+                        arp_ignore: arp_ignore.original().to_owned(),
+                        arp_announce: arp_announce.original().to_owned(),
+                    };
+                    addr.keep();
+                    arp_ignore.keep();
+                    arp_announce.keep();
+                    kept
+                }),
+        };
+        handover::save(&iface, &record).context("recording the state for the next agent")
+    }
 }
 
 /// Runs the checks every `interval` in a task of their own; each round's
@@ -461,33 +515,79 @@ type VipSetup = (
     system::SysctlOverride,
 );
 
+/// Opens the IGMP and routed sockets and joins the group.
+fn open_sockets(args: &Args, ifindex: u32) -> anyhow::Result<(IgmpSocket, RoutedSocket)> {
+    let igmp = IgmpSocket::open(args.iface(), ifindex, args.ttl.unwrap_or(1))
+        .context("opening the raw IGMP socket")?;
+    let routed_ttl = args.ttl.unwrap_or(DEFAULT_ROUTED_TTL);
+    let routed =
+        RoutedSocket::member(args.group, args.port, ifindex, routed_ttl).with_context(|| {
+            format!(
+                "opening the UDP socket for routed queries on {}:{}",
+                args.group, args.port
+            )
+        })?;
+    igmp.join(args.group)
+        .with_context(|| format!("joining {} on {}", args.group, args.iface()))?;
+    Ok((igmp, routed))
+}
+
+/// Takes over a predecessor's sockets, still members of the group (no
+/// leave, no join), and empties the service manager's store: a crash from
+/// now on leaves the group at once, as without a handover.
+fn adopt_sockets(
+    args: &Args,
+    ifindex: u32,
+    (igmp, routed): (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
+) -> anyhow::Result<(IgmpSocket, RoutedSocket)> {
+    let igmp = IgmpSocket::adopt(igmp, ifindex, args.ttl.unwrap_or(1))
+        .context("adopting the predecessor's IGMP socket")?;
+    let routed = RoutedSocket::adopt(routed, args.ttl.unwrap_or(DEFAULT_ROUTED_TTL))
+        .context("adopting the predecessor's routed socket")?;
+    for name in [handover::IGMP_SOCKET, handover::ROUTED_SOCKET] {
+        if let Err(e) = service_manager::remove(name) {
+            warn!("the service manager still holds the {name} socket: {e}");
+        }
+    }
+    info!(group = %args.group, "adopted the predecessor's group membership (restart keeping state)");
+    Ok((igmp, routed))
+}
+
 /// Direct server return: the backend accepts VIP traffic on its loopback
-/// and never answers ARP for the VIP, which belongs to the LB.
-fn set_up_vip(vip: Ipv4Addr, iface: &str) -> anyhow::Result<VipSetup> {
+/// and never answers ARP for the VIP, which belongs to the LB. What a
+/// predecessor `kept` for this VIP is taken over: removed and restored on
+/// this agent's stop.
+fn set_up_vip(vip: Ipv4Addr, iface: &str, kept: Option<&KeptVip>) -> anyhow::Result<VipSetup> {
+    let kept = kept.filter(|k| k.addr == vip);
+    let original = |value: fn(&KeptVip) -> &String| kept.map(|k| value(k).clone());
     Ok((
-        system::AddedAddress::add(vip, "lo", false)?,
-        system::SysctlOverride::set(&format!("net/ipv4/conf/{iface}/arp_ignore"), "1")?,
-        system::SysctlOverride::set(&format!("net/ipv4/conf/{iface}/arp_announce"), "2")?,
+        system::AddedAddress::add(vip, "lo", kept.is_some_and(|k| k.added))?,
+        system::SysctlOverride::set_restoring(
+            &format!("net/ipv4/conf/{iface}/arp_ignore"),
+            "1",
+            original(|k| &k.arp_ignore),
+        )?,
+        system::SysctlOverride::set_restoring(
+            &format!("net/ipv4/conf/{iface}/arp_announce"),
+            "2",
+            original(|k| &k.arp_announce),
+        )?,
     ))
 }
 
 impl Agent {
-    /// Joins the group and opens the sockets; the agent starts with no LB.
-    fn start(args: Args, key: Option<[u8; 16]>) -> anyhow::Result<Self> {
+    /// Joins the group and opens the sockets, or adopts a predecessor's
+    /// (`inherited`); the agent starts with no LB but those it inherits.
+    fn start(args: Args, key: Option<[u8; 16]>, inherited: Inherited) -> anyhow::Result<Self> {
         let local = system::interface_ipv4(args.iface())?;
         let ifindex = system::interface_index(args.iface())?;
-        let igmp = IgmpSocket::open(args.iface(), ifindex, args.ttl.unwrap_or(1))
-            .context("opening the raw IGMP socket")?;
-        let routed_ttl = args.ttl.unwrap_or(DEFAULT_ROUTED_TTL);
-        let routed = RoutedSocket::member(args.group, args.port, ifindex, routed_ttl)
-            .with_context(|| {
-                format!(
-                    "opening the UDP socket for routed queries on {}:{}",
-                    args.group, args.port
-                )
-            })?;
-        igmp.join(args.group)
-            .with_context(|| format!("joining {} on {}", args.group, args.iface()))?;
+        let record = inherited
+            .record
+            .filter(|r| r.group == args.group && r.port == args.port);
+        let (igmp, routed) = match inherited.sockets.filter(|_| record.is_some()) {
+            Some(sockets) => adopt_sockets(&args, ifindex, sockets)?,
+            None => open_sockets(&args, ifindex)?,
+        };
         let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
             .with_context(|| format!("binding a UDP socket to {local}"))?;
         info!(iface = %args.iface(), %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
@@ -511,10 +611,16 @@ impl Agent {
         // Only a backend that serves a VIP (direct server return) can be
         // sent IPIP; it accepts it only from the LBs it learns.
         let decap = if args.vip.is_some() {
-            let decap = Decap::attach(args.iface(), local)?;
+            let decap = Decap::attach(
+                args.iface(),
+                local,
+                &handover::link_path(&args.pin_path, args.iface())?,
+            )?;
             info!(iface = %args.iface(), "IPIP decapsulation attached (tc ingress): IPIP from the LBs that query this agent is stripped");
             Some(decap)
         } else {
+            // A predecessor's kept program goes with its VIP.
+            let _ = std::fs::remove_file(handover::link_path(&args.pin_path, args.iface())?);
             None
         };
         let metrics = AgentMetrics::default();
@@ -539,6 +645,10 @@ impl Agent {
             state,
             key,
         };
+        for lb in record.map(|r| r.lbs).unwrap_or_default() {
+            agent.schedule.know(lb);
+            agent.learn_lb(lb);
+        }
         agent.publish();
         // The kernel's join report revives a dead group on the LB's
         // segment, but never crosses a router: an unsolicited routed report
@@ -600,7 +710,7 @@ where
     received
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow::Result<()> {
     if let Some(what) = args.generate {
         return lb_host::cli::generate::<Args>(what);
     }
@@ -627,11 +737,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     let mut sigusr2 =
         signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
+    let mut sigquit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
     let mut check_results = start_checks(args.checks.clone(), args.check_interval, check_timeout);
     let (vip, iface) = (args.vip, args.iface().to_owned());
     // Bound first: a port in use is an error before the agent joins.
     let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
-    let mut agent = Agent::start(args, key)?;
+    let inherited = handover::take(args.iface(), passed)
+        .context("reading what the previous agent handed over")?;
+    let kept_vip = inherited.record.as_ref().and_then(|r| r.vip.clone());
+    let mut agent = Agent::start(args, key, inherited)?;
     if let Some(endpoint) = metrics_endpoint {
         let decap = agent
             .decap
@@ -642,8 +756,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics");
         endpoint.serve(move || metrics.render(decap.as_ref()));
     }
-    let _vip = vip.map(|vip| set_up_vip(vip, &iface)).transpose()?;
-    loop {
+    let mut vip = vip
+        .map(|vip| set_up_vip(vip, &iface, kept_vip.as_ref()))
+        .transpose()?;
+    let keep_state = loop {
         // With nothing pending, wake up only for packets and signals.
         let deadline = agent
             .schedule
@@ -655,22 +771,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(result) = next_checks(&mut check_results) => agent.on_checks(result),
             _ = sigusr1.recv() => agent.set_draining(true),
             _ = sigusr2.recv() => agent.set_draining(false),
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break false,
+            _ = sigint.recv() => break false,
+            _ = sigquit.recv() => break true,
+        }
+    };
+    state::remove(agent.args.iface());
+    if keep_state {
+        match agent.hand_over(vip.as_mut()) {
+            Ok(()) => {
+                info!(
+                    "exiting keeping state (SIGQUIT): the service manager holds the group membership; the VIP and the decapsulation program stay for the next agent"
+                );
+                return Ok(());
+            }
+            Err(e) => error!("{e:#}; leaving as on SIGTERM"),
         }
     }
     agent.leave();
-    state::remove(agent.args.iface());
     info!("left the group; exiting");
     Ok(())
 }
 
 fn main() -> ExitCode {
     lb_host::cli::main_with_settings_file(|args: Args| {
+        // Before any thread starts: taking them edits the environment.
+        let passed = service_manager::take_passed();
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?
-            .block_on(run(args))
+            .block_on(run(args, passed))
     })
 }

@@ -92,6 +92,12 @@ impl Schedule {
         due
     }
 
+    /// `lb` is known without a query (a predecessor's LB): it gets LEAVING
+    /// on exit.
+    pub fn know(&mut self, lb: Ipv4Addr) {
+        self.known_lbs.insert(lb);
+    }
+
     pub fn known_lbs(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.known_lbs.iter().copied()
     }

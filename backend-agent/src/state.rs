@@ -114,13 +114,18 @@ impl AgentStatus {
 /// Where the agent on `iface` in this network namespace keeps its state:
 /// two namespaces may each have an `eth0`.
 pub fn path(iface: &str) -> io::Result<PathBuf> {
+    Ok(PathBuf::from("/run/xdp-lb").join(format!("{}.json", instance_name(iface)?)))
+}
+
+/// The name of the agent on `iface` in this network namespace.
+pub fn instance_name(iface: &str) -> io::Result<String> {
     let netns = fs::read_link("/proc/self/ns/net")?;
     let netns: String = netns
         .to_string_lossy()
         .chars()
         .filter(char::is_ascii_digit)
         .collect();
-    Ok(PathBuf::from("/run/xdp-lb").join(format!("agent-{netns}-{iface}.json")))
+    Ok(format!("agent-{netns}-{iface}"))
 }
 
 /// Replaces the state file at once (write, then rename).

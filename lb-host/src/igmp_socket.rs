@@ -5,7 +5,7 @@ use std::{
     io,
     mem::MaybeUninit,
     net::{Ipv4Addr, SocketAddrV4},
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
@@ -17,6 +17,12 @@ pub struct IgmpSocket {
     socket: Socket,
     ifindex: u32,
     ttl: u32,
+}
+
+impl AsFd for IgmpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
 }
 
 /// An IGMP message received on the socket, with its IP source.
@@ -44,6 +50,19 @@ impl IgmpSocket {
         socket.set_multicast_loop_v4(false)?;
         socket.set_nonblocking(true)?;
         set_ip_options(&socket, &IP_ROUTER_ALERT)?;
+        Ok(Self {
+            socket,
+            ifindex,
+            ttl,
+        })
+    }
+
+    /// Takes over a socket opened by `open` in a previous instance (handed
+    /// over by the service manager, with its memberships), sending with `ttl`.
+    pub fn adopt(fd: OwnedFd, ifindex: u32, ttl: u32) -> io::Result<Self> {
+        let socket = Socket::from(fd);
+        socket.set_multicast_ttl_v4(ttl)?;
+        socket.set_nonblocking(true)?;
         Ok(Self {
             socket,
             ifindex,

@@ -6,5 +6,6 @@ pub mod cli;
 pub mod igmp_socket;
 pub mod metrics_server;
 pub mod routed_socket;
+pub mod service_manager;
 pub mod status;
 pub mod system;

@@ -5,7 +5,7 @@ use std::{
     io,
     mem::MaybeUninit,
     net::{Ipv4Addr, SocketAddrV4},
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
@@ -15,6 +15,12 @@ use crate::igmp_socket::set_multicast_ifindex;
 /// A UDP socket that sends to group:port out of one interface.
 pub struct RoutedSocket {
     socket: Socket,
+}
+
+impl AsFd for RoutedSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
 }
 
 /// A routed message received, with its IP source.
@@ -43,6 +49,15 @@ impl RoutedSocket {
         // Bound to the group: only datagrams to it arrive, not unicast to the port.
         socket.bind(&SockAddr::from(SocketAddrV4::new(group, port)))?;
         socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))?;
+        Ok(Self { socket })
+    }
+
+    /// Takes over a member's socket from a previous instance (handed over
+    /// by the service manager, still bound and joined), sending with `ttl`.
+    pub fn adopt(fd: OwnedFd, ttl: u32) -> io::Result<Self> {
+        let socket = Socket::from(fd);
+        socket.set_multicast_ttl_v4(ttl)?;
+        socket.set_nonblocking(true)?;
         Ok(Self { socket })
     }
 

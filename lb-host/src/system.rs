@@ -244,6 +244,11 @@ impl AddedAddress {
 }
 
 impl AddedAddress {
+    /// Whether the address goes when this is dropped.
+    pub fn owned(&self) -> bool {
+        self.owned
+    }
+
     /// Leaves the address in place when this is dropped (a restart that
     /// keeps state: the next instance takes it over).
     pub fn keep(&mut self) {
@@ -283,6 +288,16 @@ pub struct SysctlOverride {
 impl SysctlOverride {
     /// Sets `/proc/sys/<key>` (written with slashes: `net/ipv4/conf/eth0/arp_ignore`).
     pub fn set(key: &str, value: &str) -> Result<Self, SystemError> {
+        Self::set_restoring(key, value, None)
+    }
+
+    /// As `set`, restoring `original` on drop instead of the value found
+    /// (which a predecessor that kept its setting for this process wrote).
+    pub fn set_restoring(
+        key: &str,
+        value: &str,
+        original: Option<String>,
+    ) -> Result<Self, SystemError> {
         let path = format!("/proc/sys/{key}");
         let fail = |e: std::io::Error| SystemError::Sysctl {
             path: path.clone(),
@@ -295,9 +310,14 @@ impl SysctlOverride {
         std::fs::write(&path, value).map_err(fail)?;
         Ok(Self {
             path,
-            previous,
+            previous: original.unwrap_or(previous),
             restore: true,
         })
+    }
+
+    /// The value restored on drop.
+    pub fn original(&self) -> &str {
+        &self.previous
     }
 
     /// Leaves the setting in place when this is dropped (a restart that

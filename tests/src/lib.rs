@@ -20,6 +20,8 @@ pub use lb_host::status::{GroupReport, StatusReport};
 
 /// Raw IPv4 sending for the test tools that forge packets (`flood`,
 /// `forge-leave`): they write whole IP headers, spoofed sources included.
+pub mod fd_store;
+
 pub mod raw {
     use std::{
         io,
@@ -347,12 +349,60 @@ impl Topology {
         program: &str,
         args: &[&str],
     ) -> anyhow::Result<Proc> {
-        let log = self.logs.join(format!("{name}.log"));
-        let file = fs::File::create(&log)?;
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.hosts[i].netns])
             .arg(program)
+            .args(args);
+        self.spawn_command(i, name, program, command)
+    }
+
+    /// Starts `binary` with `args` in host `i` as a service of `store`
+    /// would be: with `NOTIFY_SOCKET`, and what the store holds passed as
+    /// sd_listen_fds(3) describes.
+    pub fn spawn_managed(
+        &self,
+        i: usize,
+        name: &str,
+        binary: &str,
+        args: &[&str],
+        store: &mut fd_store::FdStore,
+    ) -> anyhow::Result<Proc> {
+        let passing = store.pass()?;
+        let program = bin(binary);
+        let mut command = Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                &self.hosts[i].netns,
+                "bash",
+                "-c",
+                &passing.script,
+            ])
+            .arg(&program)
             .args(args)
+            .envs(passing.env.iter().map(|(k, v)| (k, v)));
+        let fds = passing.fds;
+        // SAFETY: the closure only calls dup2 and fcntl (async-signal-safe).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                fd_store::stage_in_child(&fds)
+            });
+        }
+        self.spawn_command(i, name, binary, command)
+    }
+
+    fn spawn_command(
+        &self,
+        i: usize,
+        name: &str,
+        program: &str,
+        mut command: Command,
+    ) -> anyhow::Result<Proc> {
+        let log = self.logs.join(format!("{name}.log"));
+        let file = fs::File::create(&log)?;
+        let child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, Topology, counter, registered, wait_for, with_topology,
+    Bridge, Counter, FAST_TIMERS, Topology, counter, fd_store::FdStore, first_group, registered,
+    wait_for, with_topology,
 };
 
 const LB: usize = 0;
@@ -286,6 +287,142 @@ fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyh
             "SIGTERM: not a clean exit"
         );
         ensure!(topo.status(&pin).is_err(), "a stop left the pins");
+        Ok(())
+    })
+}
+
+/// The restart of an agent that its unit does (`RestartKillSignal=SIGQUIT`,
+/// `FileDescriptorStoreMax=2`), with the test in systemd's part of the
+/// descriptor store (no systemd runs as PID 1 here): during the traffic of
+/// 200 connections both agents exit keeping state and new ones take it
+/// over. No connection fails or moves, the LB sees no leave and no new
+/// registration, and no heartbeat is missed. A stop (SIGTERM) still
+/// removes the backend and undoes the VIP setup.
+#[test]
+fn an_agent_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyhow::Result<()> {
+    const CLIENT: usize = 3;
+    with_topology(4, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        let (lb, pin) = topo.start_lb(LB, "lb", &["--vip", &vip, "--service", "tcp:80"])?;
+        let _servers = topo.start_servers(&AGENTS)?;
+        let pin_dir = topo.bpffs.join("agents");
+        let pin_dir = pin_dir.to_str().context("pin dir")?;
+        let args = ["--iface", "eth0", "--vip", &vip, "--pin-path", pin_dir];
+        let mut stores = Vec::new();
+        let mut agents = Vec::new();
+        for h in AGENTS {
+            let mut store = FdStore::bind(&topo.logs.join(format!("notify{h}")))?;
+            agents.push(topo.spawn_managed(
+                h,
+                &format!("agent{h}"),
+                "backend-agent",
+                &args,
+                &mut store,
+            )?);
+            stores.push(store);
+        }
+        wait_for(Duration::from_secs(5), POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).len() == 2)
+        })
+        .context("the agents did not register")?;
+        wait_for(Duration::from_secs(5), POLL, || {
+            lb.log_text().contains("backends=2").then_some(())
+        })
+        .context("no forwarding table with both backends")?;
+        let before = topo.status(&pin)?;
+        let registrations = counter(&before, Counter::AnnounceRegistered)?;
+        let leaves = first_group(&before).leaves;
+        let target = format!("{vip}:80");
+        let mut probe = topo.spawn(CLIENT, "probe", "http-probe", &["many", &target, "4"])?;
+        std::thread::sleep(Duration::from_secs(1));
+
+        let mut most_misses = 0;
+        for (k, h) in AGENTS.into_iter().enumerate() {
+            agents[k].signal(libc::SIGQUIT);
+            ensure!(
+                agents[k].wait_exit(Duration::from_secs(5))? == 0,
+                "SIGQUIT: not a clean exit"
+            );
+            let log = agents[k].log_text();
+            ensure!(log.contains("keeping state"), "{log}");
+            let held = stores[k].names()?;
+            ensure!(
+                held == ["igmp", "routed"],
+                "the store holds {held:?}: {log}"
+            );
+            let restarted = format!("agent{h}-restarted");
+            agents[k] =
+                topo.spawn_managed(h, &restarted, "backend-agent", &args, &mut stores[k])?;
+            wait_for(Duration::from_secs(5), POLL, || {
+                if let Ok(status) = topo.status(&pin) {
+                    let misses = first_group(&status).backends.iter().map(|b| b.misses);
+                    most_misses = misses.fold(most_misses, u32::max);
+                }
+                agents[k]
+                    .log_text()
+                    .contains("adopted the predecessor")
+                    .then_some(())
+            })
+            .with_context(|| format!("no adoption: {}", agents[k].log_text()))?;
+            ensure!(
+                stores[k].names()?.is_empty(),
+                "the store still holds sockets"
+            );
+        }
+        probe.wait_exit(Duration::from_secs(20))?;
+        let result = probe.log_text();
+        println!(
+            "200 connections across both agents' restarts: {}",
+            result.trim()
+        );
+        ensure!(
+            result.contains("\"failures\":0") && result.contains("\"moved\":0"),
+            "connections failed or moved: {result}"
+        );
+        // Two query periods: every backend answered the new agents' queries.
+        std::thread::sleep(Duration::from_secs(2));
+        let after = topo.status(&pin)?;
+        let misses = first_group(&after).backends.iter().map(|b| b.misses);
+        most_misses = misses.fold(most_misses, u32::max);
+        println!(
+            "registrations {registrations} -> {}, leaves {leaves} -> {}, most misses seen {most_misses}",
+            counter(&after, Counter::AnnounceRegistered)?,
+            first_group(&after).leaves
+        );
+        ensure!(registered(&after).len() == 2, "backends lost");
+        ensure!(
+            counter(&after, Counter::AnnounceRegistered)? == registrations,
+            "backends registered again"
+        );
+        ensure!(first_group(&after).leaves == leaves, "the LB saw a leave");
+        ensure!(
+            most_misses == 0,
+            "a heartbeat was missed during the restart"
+        );
+
+        agents[0].signal(libc::SIGTERM);
+        ensure!(
+            agents[0].wait_exit(Duration::from_secs(5))? == 0,
+            "SIGTERM: not a clean exit"
+        );
+        wait_for(Duration::from_secs(1), POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).len() == 1)
+        })
+        .context("a stopped agent's backend stayed")?;
+        let lo = topo.exec_program(AGENTS[0], "ip", &["-o", "addr", "show", "dev", "lo"])?;
+        ensure!(
+            !String::from_utf8_lossy(&lo.stdout).contains(&format!(" {vip}/")),
+            "the stop left the VIP on the loopback"
+        );
+        let arp = topo.exec_program(
+            AGENTS[0],
+            "sysctl",
+            &["-n", "net.ipv4.conf.eth0.arp_ignore"],
+        )?;
+        ensure!(
+            String::from_utf8_lossy(&arp.stdout).trim() == "0",
+            "the stop did not restore arp_ignore"
+        );
         Ok(())
     })
 }

@@ -1,0 +1,98 @@
+//! A restart that keeps state (SIGQUIT; `RestartKillSignal=SIGQUIT` in
+//! xdp-lb-agent.service). The group membership lives in the agent's two
+//! sockets, the IGMP one and the routed one: when the last of them closes
+//! the kernel sends a leave and the LB removes the backend at once (SPEC
+//! 4.1). So the exiting agent hands both sockets to the service manager's
+//! descriptor store, keeps the VIP, the ARP settings and the decapsulation
+//! program (its link pinned), records what the next agent needs beside its
+//! state file, and exits without LEAVING. The next agent adopts the sockets
+//! (no leave, no join), the VIP and the settings (restored on its own
+//! stop), the program's link and the LBs it knew, then empties the store,
+//! so that a later crash still leaves the group at once.
+use std::{
+    fs, io,
+    net::Ipv4Addr,
+    os::fd::OwnedFd,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state;
+
+/// The sockets' names in the service manager's store.
+pub const IGMP_SOCKET: &str = "igmp";
+pub const ROUTED_SOCKET: &str = "routed";
+
+/// What an agent that exits keeping state leaves for the next one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub group: Ipv4Addr,
+    pub port: u16,
+    /// Every LB that had queried it: they get LEAVING on the final stop.
+    pub lbs: Vec<Ipv4Addr>,
+    pub vip: Option<KeptVip>,
+}
+
+/// The direct-server-return setup left in place, with what to restore.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeptVip {
+    pub addr: Ipv4Addr,
+    /// The agent added the VIP to the loopback (it goes on the final stop).
+    pub added: bool,
+    /// The interface's ARP settings before any agent changed them.
+    pub arp_ignore: String,
+    pub arp_announce: String,
+}
+
+/// What a predecessor handed over.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    pub record: Option<Record>,
+    /// Its IGMP and routed sockets, when the service manager passed both.
+    pub sockets: Option<(OwnedFd, OwnedFd)>,
+}
+
+fn record_path(iface: &str) -> io::Result<PathBuf> {
+    Ok(state::path(iface)?.with_extension("handover.json"))
+}
+
+/// Where the decapsulation link of the agent on `iface` is kept, under
+/// `pin_dir` (a bpffs directory).
+pub fn link_path(pin_dir: &Path, iface: &str) -> io::Result<PathBuf> {
+    Ok(pin_dir.join(format!("{}-decap", state::instance_name(iface)?)))
+}
+
+/// Writes `record` for the next agent on `iface`.
+pub fn save(iface: &str, record: &Record) -> io::Result<()> {
+    let path = record_path(iface)?;
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    fs::write(path, serde_json::to_vec(record).map_err(io::Error::other)?)
+}
+
+/// Takes what a predecessor on `iface` left: its record (removed) and, from
+/// the descriptors the service manager passed, its sockets (both, and
+/// only with a record).
+pub fn take(iface: &str, passed: Vec<(String, OwnedFd)>) -> io::Result<Inherited> {
+    let path = record_path(iface)?;
+    let record: Option<Record> = match fs::read(&path) {
+        Ok(bytes) => {
+            fs::remove_file(&path)?;
+            Some(serde_json::from_slice(&bytes).map_err(io::Error::other)?)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let (mut igmp, mut routed) = (None, None);
+    for (name, fd) in passed {
+        match name.as_str() {
+            IGMP_SOCKET => igmp = Some(fd),
+            ROUTED_SOCKET => routed = Some(fd),
+            _ => {}
+        }
+    }
+    let sockets = igmp.zip(routed).filter(|_| record.is_some());
+    Ok(Inherited { record, sockets })
+}
