@@ -416,6 +416,55 @@ impl Agent {
         }
     }
 
+    /// SIGHUP: the command line and `--config` file read again. The weight
+    /// and the key apply at once (announced to every LB now); what the
+    /// sockets, the VIP setup or the checks were built from waits for a
+    /// restart, which a warning says.
+    fn reload(&mut self) {
+        let new = match lb_host::cli::reparse_with_settings_file::<Args>() {
+            Ok(new) => new,
+            Err(e) => return warn!("SIGHUP: settings not changed: {e}"),
+        };
+        let key = match new.key_file.as_deref().map(read_key_file).transpose() {
+            Ok(key) => key,
+            Err(e) => return warn!("SIGHUP: settings not changed: {e}"),
+        };
+        let old = &self.args;
+        let on_restart = [
+            ("iface", old.iface != new.iface),
+            ("group", old.group != new.group),
+            ("port", old.port != new.port),
+            ("ttl", old.ttl != new.ttl),
+            ("vip", old.vip != new.vip),
+            ("metrics", old.metrics != new.metrics),
+            ("pin-path", old.pin_path != new.pin_path),
+            (
+                "check",
+                old.checks
+                    .iter()
+                    .map(ToString::to_string)
+                    .ne(new.checks.iter().map(ToString::to_string))
+                    || (old.check_interval, old.check_timeout, old.rise, old.fall)
+                        != (new.check_interval, new.check_timeout, new.rise, new.fall),
+            ),
+        ];
+        for (flag, _) in on_restart.iter().filter(|(_, changed)| *changed) {
+            warn!("SIGHUP: --{flag} changed; it takes effect on the next restart");
+        }
+        let changed = self.key != key || self.args.weight != new.weight;
+        self.key = key;
+        self.args.weight = new.weight;
+        self.args.key_file = new.key_file;
+        info!(
+            weight = self.args.weight,
+            keyed = self.key.is_some(),
+            "SIGHUP: settings read again"
+        );
+        if changed {
+            self.announce_state();
+        }
+    }
+
     /// Exits keeping state (handover.rs): the sockets go to the service
     /// manager's store, the rest stays in place for the next agent. Fails,
     /// having changed nothing, when no service manager takes the sockets.
@@ -738,6 +787,7 @@ async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow:
     let mut sigusr2 =
         signal(SignalKind::user_defined2()).context("installing the SIGUSR2 handler")?;
     let mut sigquit = signal(SignalKind::quit()).context("installing the SIGQUIT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut check_results = start_checks(args.checks.clone(), args.check_interval, check_timeout);
     let (vip, iface) = (args.vip, args.iface().to_owned());
     // Bound first: a port in use is an error before the agent joins.
@@ -771,6 +821,7 @@ async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow:
             Some(result) = next_checks(&mut check_results) => agent.on_checks(result),
             _ = sigusr1.recv() => agent.set_draining(true),
             _ = sigusr2.recv() => agent.set_draining(false),
+            _ = sighup.recv() => agent.reload(),
             _ = sigterm.recv() => break false,
             _ = sigint.recv() => break false,
             _ = sigquit.recv() => break true,

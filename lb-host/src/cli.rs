@@ -25,6 +25,13 @@ pub fn main_with_settings_file<T: clap::Parser>(
     }
 }
 
+/// The command line and its `--config FILE` parsed again (a reload): the
+/// file may have changed since the start. An error is one line.
+pub fn reparse_with_settings_file<T: clap::Parser>() -> Result<T, String> {
+    let argv = with_settings_file::<T>(std::env::args_os().collect())?;
+    T::try_parse_from(argv).map_err(|e| first_paragraph(&e.render().to_string()))
+}
+
 /// `argv` with the settings of its `--config FILE`, if any, inserted as
 /// flags right after the program name.
 fn with_settings_file<T: clap::CommandFactory>(

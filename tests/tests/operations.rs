@@ -177,7 +177,8 @@ fn status_watch_redraws_until_ctrl_c() -> anyhow::Result<()> {
 }
 
 /// An agent started with nothing but `--config FILE` runs as its flags
-/// would make it; a flag on the command line overrides the file.
+/// would make it; SIGHUP reads the file again; a flag on the command line
+/// overrides the file.
 #[test]
 fn an_agent_runs_from_its_settings_file() -> anyhow::Result<()> {
     with_topology(2, Bridge::Flooding, |topo| {
@@ -198,6 +199,29 @@ fn an_agent_runs_from_its_settings_file() -> anyhow::Result<()> {
         };
         ensure!(weight(250).is_some(), "the file's weight was not announced");
         let mut agent = _agent;
+        // A reload (SIGHUP, the unit's ExecReload) applies a new weight at
+        // once and says that a new group waits for a restart.
+        std::fs::write(
+            &file,
+            "iface = \"eth0\"\nweight = 120\ngroup = \"239.192.0.2\"\n",
+        )?;
+        agent.signal(libc::SIGHUP);
+        ensure!(
+            weight(120).is_some(),
+            "the reloaded weight was not announced: {}",
+            agent.log_text()
+        );
+        ensure!(
+            agent
+                .log_text()
+                .contains("--group changed; it takes effect on the next restart"),
+            "{}",
+            agent.log_text()
+        );
+        std::fs::write(
+            &file,
+            "iface = \"eth0\"\nweight = 250\ngroup = \"239.192.0.1\"\n",
+        )?;
         agent.signal(libc::SIGTERM);
         agent.wait_exit(Duration::from_secs(3))?;
         let _override = topo.spawn(
