@@ -241,7 +241,8 @@ fn an_agent_runs_from_its_settings_file() -> anyhow::Result<()> {
 /// The restart a service manager does (`RestartKillSignal=SIGQUIT` in
 /// the unit): lb-user exits keeping state, XDP forwards meanwhile, the next
 /// `run` adopts everything: no connection fails or moves, no backend is
-/// registered again. SIGTERM (a stop) still removes everything.
+/// registered again, a scrape from its first moment shows the adopted
+/// backends. SIGTERM (a stop) still removes everything.
 #[test]
 fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyhow::Result<()> {
     const CLIENT: usize = 3;
@@ -279,11 +280,29 @@ fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyh
         let pin_str = pin.to_str().context("pin")?;
         let mut again = vec!["run", "--iface", "eth0", "--pin-path", pin_str];
         again.extend(args.iter().copied());
+        again.extend(["--metrics", LB_METRICS]);
         let mut restarted = topo.spawn(LB, "lb-restarted", "lb-user", &again)?;
-        wait_for(Duration::from_secs(10), POLL, || {
-            restarted.log_text().contains("took over").then_some(())
+        // Scraped from the start: the endpoint is bound before the
+        // adoption, so the first scrape waits for it and shows its result.
+        let started = std::time::Instant::now();
+        let first = wait_for(Duration::from_secs(10), POLL, || {
+            scrape(topo, LB, LB_METRICS).ok()
         })
-        .with_context(|| format!("no adoption: {}", restarted.log_text()))?;
+        .with_context(|| format!("no scrape answered: {}", restarted.log_text()))?;
+        let series = first
+            .lines()
+            .filter(|l| l.starts_with("xdp_lb_backend_registered{"))
+            .count();
+        println!(
+            "first scrape of the restarted LB answered {} ms after its start, {series} backends",
+            started.elapsed().as_millis()
+        );
+        ensure!(series == 2, "the first scrape missed backends: {first}");
+        ensure!(
+            restarted.log_text().contains("took over"),
+            "no adoption: {}",
+            restarted.log_text()
+        );
         hold.wait_exit(Duration::from_secs(10))?;
         let held = hold.log_text();
         println!(
