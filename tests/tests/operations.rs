@@ -202,7 +202,7 @@ fn an_agent_runs_from_its_settings_file() -> anyhow::Result<()> {
         // A reload (SIGHUP, the unit's ExecReload) applies a new weight at
         // once and says that a new group waits for a restart.
         std::fs::write(
-            &file,
+            file,
             "iface = \"eth0\"\nweight = 120\ngroup = \"239.192.0.2\"\n",
         )?;
         agent.signal(libc::SIGHUP);
@@ -219,7 +219,7 @@ fn an_agent_runs_from_its_settings_file() -> anyhow::Result<()> {
             agent.log_text()
         );
         std::fs::write(
-            &file,
+            file,
             "iface = \"eth0\"\nweight = 250\ngroup = \"239.192.0.1\"\n",
         )?;
         agent.signal(libc::SIGTERM);
