@@ -80,6 +80,10 @@ macro_rules! program_maps {
             /// not give (LRU), written by XDP when it drops their packets;
             /// lb-user reports them and asks the kernel to resolve them.
             NEXT_HOP_ERRORS / next_hop_errors: LruHashMap<[u8; 4], $crate::NextHopError>[$crate::MAX_NEXT_HOP_ERRORS];
+            /// The next hop toward each IPIP backend as the kernel's FIB last
+            /// gave it (LRU), written and read by XDP: a FIB lookup per
+            /// packet costs more than the rest of the IPIP path.
+            NEXT_HOPS / next_hops: LruHashMap<[u8; 4], $crate::NextHop>[$crate::DEFAULT_MAX_BACKENDS];
         }
     };
 }
@@ -399,6 +403,26 @@ pub struct NextHopError {
 }
 const _: () = assert!(core::mem::size_of::<NextHopError>() == 16);
 
+/// A next hop toward an IPIP backend from the kernel's FIB, used by XDP
+/// for [`NEXT_HOP_CACHE_NS`] after the lookup for packets no larger than
+/// one that the lookup's MTU check let through.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    /// CLOCK_MONOTONIC ns of the lookup.
+    pub resolved_ns: u64,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    /// The largest outer packet (bytes) the lookups let through.
+    pub fits: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<NextHop>() == 24);
+
+/// How long XDP trusts a next hop from the FIB: a changed route,
+/// neighbour or MTU applies to IPIP traffic within this time.
+pub const NEXT_HOP_CACHE_NS: u64 = 100_000_000;
+
 /// What a `BPF_FIB_LKUP_RET_*` code means for an operator.
 pub const fn fib_result_name(result: u32) -> &'static str {
     match result {
@@ -713,7 +737,8 @@ mod pod {
         AuthClock,
         LogBudget,
         Departure,
-        NextHopError
+        NextHopError,
+        NextHop
     );
 }
 

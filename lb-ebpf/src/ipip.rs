@@ -15,11 +15,11 @@ use aya_ebpf::{
     helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{Counter, NextHopError, wire::internet_checksum};
+use lb_common::{Counter, NEXT_HOP_CACHE_NS, NextHop, NextHopError, wire::internet_checksum};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    maps::{LB_ADDR, NEXT_HOP_ERRORS},
+    maps::{LB_ADDR, NEXT_HOP_ERRORS, NEXT_HOPS},
     parse::{Ipv4Packet, ptr_at},
 };
 
@@ -54,6 +54,63 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
     let inner_len = packet.l4_offset - EthHdr::LEN + packet.l4_len;
     let outer_len = (inner_len + Ipv4Hdr::LEN) as u16;
     let lb = LB_ADDR.load();
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a plain value written only by XDP; copied out at once.
+    let hop = match unsafe { NEXT_HOPS.get(&backend) }.copied() {
+        Some(hop)
+            if now.wrapping_sub(hop.resolved_ns) < NEXT_HOP_CACHE_NS && outer_len <= hop.fits =>
+        {
+            hop
+        }
+        _ => match resolve(ctx, packet, lb, backend, outer_len, now) {
+            Ok(hop) => hop,
+            Err(Resolve::TooBig { mtu }) if dont_fragment => return too_big(ctx, packet.src, mtu),
+            Err(Resolve::TooBig { .. }) => return Counter::IpipTooBigDropped,
+            Err(Resolve::NoNextHop) => return Counter::IpipNoNextHop,
+        },
+    };
+    let (smac, dmac) = (hop.smac, hop.dmac);
+    let header = ipv4_header(tos, outer_len, dont_fragment, IPPROTO_IPIP, lb, backend);
+    // SAFETY: a negative delta grows the headroom; the helper checks it.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(Ipv4Hdr::LEN as i32)) } != 0 {
+        return Counter::IpipNoRoom;
+    }
+    let Some(headers) = ptr_at::<[u8; EthHdr::LEN + Ipv4Hdr::LEN]>(ctx, 0) else {
+        return Counter::IpipNoRoom;
+    };
+    // SAFETY: ptr_at checked the bounds; XDP packets are writable.
+    let headers = unsafe { &mut *headers.cast_mut() };
+    headers[..6].copy_from_slice(&dmac);
+    headers[6..12].copy_from_slice(&smac);
+    headers[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    headers[EthHdr::LEN..].copy_from_slice(&header);
+    if new_flow {
+        Counter::IpipNewFlow
+    } else {
+        Counter::IpipForwarded
+    }
+}
+
+/// Why the FIB gave no next hop for a packet.
+enum Resolve {
+    /// The packet would exceed the egress MTU (`mtu`) once wrapped.
+    TooBig { mtu: u16 },
+    /// No usable route or neighbour (recorded for lb-user).
+    NoNextHop,
+}
+
+/// Asks the kernel's FIB for the next hop toward `backend` of an outer
+/// packet of `outer_len` bytes from `lb`, and caches the answer.
+#[inline(always)]
+fn resolve(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    lb: [u8; 4],
+    backend: [u8; 4],
+    outer_len: u16,
+    now: u64,
+) -> Result<NextHop, Resolve> {
     // SAFETY: all-zero is a valid value of this plain C struct.
     let mut fib: FibLookup = unsafe { zeroed() };
     fib.family = AF_INET;
@@ -75,15 +132,14 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
     };
     match result as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {}
-        BPF_FIB_LKUP_RET_FRAG_NEEDED if dont_fragment => {
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => {
             // SAFETY: the kernel wrote the union's MTU member.
             let mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
-            return too_big(ctx, packet.src, mtu);
+            return Err(Resolve::TooBig { mtu });
         }
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => return Counter::IpipTooBigDropped,
         other => {
             record_error(backend, other);
-            return Counter::IpipNoNextHop;
+            return Err(Resolve::NoNextHop);
         }
     }
     // SAFETY: the kernel wrote the MAC members on success.
@@ -93,25 +149,16 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
             fib.__bindgen_anon_6.__bindgen_anon_2.dmac,
         )
     };
-    let header = ipv4_header(tos, outer_len, dont_fragment, IPPROTO_IPIP, lb, backend);
-    // SAFETY: a negative delta grows the headroom; the helper checks it.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(Ipv4Hdr::LEN as i32)) } != 0 {
-        return Counter::IpipNoRoom;
-    }
-    let Some(headers) = ptr_at::<[u8; EthHdr::LEN + Ipv4Hdr::LEN]>(ctx, 0) else {
-        return Counter::IpipNoRoom;
+    let hop = NextHop {
+        resolved_ns: now,
+        dmac,
+        smac,
+        fits: outer_len,
+        _pad: [0; 2],
     };
-    // SAFETY: ptr_at checked the bounds; XDP packets are writable.
-    let headers = unsafe { &mut *headers.cast_mut() };
-    headers[..6].copy_from_slice(&dmac);
-    headers[6..12].copy_from_slice(&smac);
-    headers[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    headers[EthHdr::LEN..].copy_from_slice(&header);
-    if new_flow {
-        Counter::IpipNewFlow
-    } else {
-        Counter::IpipForwarded
-    }
+    // A full LRU evicts its oldest entry; a failed insert costs a lookup.
+    let _ = NEXT_HOPS.insert(&backend, &hop, 0);
+    Ok(hop)
 }
 
 /// An option-free IPv4 header with its checksum.

@@ -77,6 +77,10 @@ pub struct BackendReport {
     pub state: String,
     pub announcements: u64,
     pub sequence: u64,
+    /// Where XDP sends this backend's IPIP packets: the next hop's MAC as
+    /// the kernel's FIB last gave it (IPIP backends that got traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<String>,
 }
 
 /// A backend that left, and why.
@@ -146,6 +150,7 @@ impl BackendReport {
             .to_owned(),
             announcements: entry.announcements,
             sequence: entry.sequence,
+            next_hop: None,
         }
     }
 }

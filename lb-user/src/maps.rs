@@ -14,8 +14,8 @@ use aya::{
 };
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, Departure, DepartureReason,
-    ForwardingMode, GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHopError,
-    PROGRAM_NAME, Service, ServiceKey, global_name, map_name, vip_filter_bit,
+    ForwardingMode, GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHop,
+    NextHopError, PROGRAM_NAME, Service, ServiceKey, global_name, map_name, vip_filter_bit,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -441,6 +441,11 @@ impl LbMaps {
     }
 
     /// Backends toward which XDP found no next hop, and why.
+    /// The next hops XDP caches for IPIP backends.
+    pub fn next_hops(&self) -> Result<Vec<([u8; 4], NextHop)>, MapsError> {
+        entries(&self.next_hops, map_name::NEXT_HOPS)
+    }
+
     pub fn next_hop_errors(&self) -> Result<Vec<([u8; 4], NextHopError)>, MapsError> {
         entries(&self.next_hop_errors, map_name::NEXT_HOP_ERRORS)
     }

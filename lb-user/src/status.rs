@@ -11,6 +11,7 @@ use lb_common::{
 };
 use lb_host::status::{
     BackendReport, DepartureReport, GroupReport, NextHopReport, ServiceReport, StatusReport,
+    format_mac,
 };
 
 use crate::maps::{LbMaps, MapsError};
@@ -22,6 +23,11 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
     backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
     let registered: HashSet<BackendKey> = backends.iter().map(|(k, _)| *k).collect();
     let aging: HashMap<BackendKey, AgingState> = maps.aging_states()?.into_iter().collect();
+    let next_hops: HashMap<[u8; 4], [u8; 6]> = maps
+        .next_hops()?
+        .into_iter()
+        .map(|(addr, hop)| (addr, hop.dmac))
+        .collect();
     let mut groups = Vec::new();
     for id in 0..MAX_GROUPS {
         let status = maps.group_status(id)?;
@@ -35,7 +41,9 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
         let mut members = Vec::new();
         for (key, entry) in backends.iter().filter(|(k, _)| k.group_id == id) {
             let misses = aging.get(key).map_or(0, |a| a.misses);
-            members.push(BackendReport::new(key, entry, misses, now_ns));
+            let mut member = BackendReport::new(key, entry, misses, now_ns);
+            member.next_hop = next_hops.get(&key.addr).copied().map(format_mac);
+            members.push(member);
         }
         groups.push(GroupReport {
             group: Ipv4Addr::from(status.group_addr),

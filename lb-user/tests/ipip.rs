@@ -5,7 +5,7 @@
 //! packet without a next hop, recorded for lb-user. Needs root.
 use std::net::Ipv4Addr;
 
-use lb_common::{BackendKey, Counter, wire::internet_checksum};
+use lb_common::{BackendKey, Counter, NEXT_HOP_CACHE_NS, wire::internet_checksum};
 
 pub mod common;
 use common::{routed::*, *};
@@ -119,6 +119,30 @@ fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
             assert_eq!(out, expected, "{name}: output frame");
         }
         assert!(lb.maps.next_hop_errors().unwrap().is_empty());
+        // The next hop is cached: the router's MAC, for packets as large as
+        // the largest the FIB let through; a changed neighbour applies
+        // once the entry is NEXT_HOP_CACHE_NS old.
+        let hops = lb.maps.next_hops().unwrap();
+        assert_eq!(hops.len(), 1, "{hops:?}");
+        assert_eq!(hops[0].0, ROUTED_BACKEND.octets());
+        assert_eq!((hops[0].1.dmac, hops[0].1.smac), (ROUTER_MAC, lb_mac));
+        assert_eq!(usize::from(hops[0].1.fits), MTU);
+        let new_router_mac = [0x02, 0, 0, 0, 0, 0xfd];
+        ip(&format!(
+            "neigh replace {ROUTER} lladdr 02:00:00:00:00:fd dev {LB_IFACE} nud permanent"
+        ));
+        std::thread::sleep(std::time::Duration::from_nanos(NEXT_HOP_CACHE_NS));
+        let frame = segment(1000, ACK, 100, true);
+        let (action, out) = lb.run_on(ifindex, &frame);
+        assert_eq!(action, XDP_TX);
+        assert_eq!(
+            out[..6],
+            new_router_mac,
+            "the changed neighbour was not followed"
+        );
+        ip(&format!(
+            "neigh replace {ROUTER} lladdr 02:00:00:00:00:fe dev {LB_IFACE} nud permanent"
+        ));
 
         // Backends whose next hop the FIB cannot give: dropped and recorded.
         for (backend, reason) in [(BEHIND_UNRESOLVED, Some(7)), (NO_ROUTE, None)] {

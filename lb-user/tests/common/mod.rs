@@ -279,7 +279,7 @@ pub mod routed {
     /// The LB interface's MTU.
     pub const MTU: usize = 1500;
 
-    fn ip(args: &str) {
+    pub fn ip(args: &str) {
         let status = Command::new("ip")
             .args(args.split_whitespace())
             .status()
