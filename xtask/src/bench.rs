@@ -22,6 +22,32 @@ struct Result {
     p99_ms: f64,
 }
 
+/// How wrk's connections carry requests: many on one connection, or a new
+/// TCP connection per request (the connection rate).
+#[derive(Clone, Copy)]
+enum Reuse {
+    KeepAlive,
+    NewConnection,
+}
+
+impl Reuse {
+    const BOTH: [Reuse; 2] = [Reuse::KeepAlive, Reuse::NewConnection];
+
+    fn wrk_args(self) -> &'static [&'static str] {
+        match self {
+            Reuse::KeepAlive => &[],
+            Reuse::NewConnection => &["-H", "Connection: close"],
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Reuse::KeepAlive => "keep-alive HTTP/1.1",
+            Reuse::NewConnection => "a new TCP connection per request (Connection: close)",
+        }
+    }
+}
+
 /// Parses wrk's `Requests/sec:` and the 99% line of `--latency`.
 fn parse_wrk(output: &str) -> anyhow::Result<(f64, f64)> {
     let rps = output
@@ -48,8 +74,18 @@ fn parse_wrk(output: &str) -> anyhow::Result<(f64, f64)> {
     Ok((rps, number.parse::<f64>()? * scale))
 }
 
-fn wrk(topo: &Topology, name: &'static str, url: &str) -> anyhow::Result<Result> {
-    wrk_from(topo, CLIENT, name, url)
+/// wrk from the client against `url`, once per way of reusing
+/// connections, each result added to its table in `tables`.
+fn wrk(
+    topo: &Topology,
+    name: &'static str,
+    url: &str,
+    tables: &mut [Vec<Result>; 2],
+) -> anyhow::Result<()> {
+    for (reuse, table) in Reuse::BOTH.into_iter().zip(tables.iter_mut()) {
+        table.push(wrk_from(topo, CLIENT, name, url, reuse)?);
+    }
+    Ok(())
 }
 
 /// wrk in host `client` against `url`.
@@ -58,20 +94,12 @@ fn wrk_from(
     client: usize,
     name: &'static str,
     url: &str,
+    reuse: Reuse,
 ) -> anyhow::Result<Result> {
-    let out = topo.exec_program(
-        client,
-        "wrk",
-        &[
-            "-t1",
-            "-c",
-            WRK_CONNECTIONS,
-            "-d",
-            WRK_SECONDS,
-            "--latency",
-            url,
-        ],
-    )?;
+    let mut args = vec!["-t1", "-c", WRK_CONNECTIONS, "-d", WRK_SECONDS, "--latency"];
+    args.extend(reuse.wrk_args());
+    args.push(url);
+    let out = topo.exec_program(client, "wrk", &args)?;
     let text = String::from_utf8_lossy(&out.stdout);
     if text.contains("Socket errors") {
         println!(
@@ -214,6 +242,7 @@ fn end_to_end_routed() -> anyhow::Result<()> {
             1,
             "direct to one backend (routed)",
             &format!("http://{first}/"),
+            Reuse::KeepAlive,
         )?;
         let (_lb, pin) = topo.start_lb(
             LB,
@@ -234,6 +263,7 @@ fn end_to_end_routed() -> anyhow::Result<()> {
             1,
             "xdp-lb (XDP, IPIP, DSR)",
             &format!("http://{vip}/"),
+            Reuse::KeepAlive,
         )?;
         print_table(&[direct, ipip]);
         Ok(())
@@ -248,15 +278,24 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         .map(|&h| topo.host(h).addr.to_string())
         .collect();
     let _servers = topo.start_servers(&BACKENDS)?;
+    // A new connection per request leaves tens of thousands in TIME_WAIT
+    // on the client (and on the proxies' side toward the backends): let
+    // them reuse ports, from a wide range.
+    for host in [CLIENT, LB] {
+        topo.sysctl(host, "net.ipv4.tcp_tw_reuse", "1")?;
+        topo.sysctl(host, "net.ipv4.ip_local_port_range", "1024 65535")?;
+    }
     sleep(Duration::from_millis(300));
     println!(
-        "\nend to end: wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, keep-alive HTTP/1.1, 3 backends"
+        "\nend to end: wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, 3 backends, keep-alive and a new connection per request"
     );
-    let mut results = vec![wrk(
+    let mut results: [Vec<Result>; 2] = Default::default();
+    wrk(
         topo,
         "direct to one backend",
         &format!("http://{}/", backend_addrs[0]),
-    )?];
+        &mut results,
+    )?;
 
     // Our LB: XDP with direct server return.
     {
@@ -270,7 +309,12 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         })
         .context("backends did not register with the LB")?;
         sleep(Duration::from_millis(500));
-        results.push(wrk(topo, "xdp-lb (XDP, DSR)", &format!("http://{vip}/"))?);
+        wrk(
+            topo,
+            "xdp-lb (XDP, DSR)",
+            &format!("http://{vip}/"),
+            &mut results,
+        )?;
     }
 
     // HAProxy in the LB's namespace: a full proxy.
@@ -293,11 +337,12 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
             &["-db", "-f", path.to_str().context("path")?],
         )?;
         sleep(Duration::from_millis(500));
-        results.push(wrk(
+        wrk(
             topo,
             "HAProxy (mode tcp)",
             &format!("http://{lb}:8080/"),
-        )?);
+            &mut results,
+        )?;
     }
 
     // nftables DNAT with numgen and masquerade, as kube-proxy does.
@@ -317,14 +362,18 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         fs::write(&path, rules)?;
         topo.exec_program(LB, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
         topo.exec_program(LB, "nft", &["-f", path.to_str().context("path")?])?;
-        results.push(wrk(
+        wrk(
             topo,
             "nftables DNAT (numgen)",
             &format!("http://{lb}/"),
-        )?);
+            &mut results,
+        )?;
     }
 
-    print_table(&results);
+    for (reuse, table) in Reuse::BOTH.into_iter().zip(&results) {
+        println!("\n{}:", reuse.title());
+        print_table(table);
+    }
     Ok(())
 }
 
