@@ -639,7 +639,7 @@ impl Agent {
         };
         let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
             .with_context(|| format!("binding a UDP socket to {local}"))?;
-        info!(iface = %args.iface(), %local, group = %args.group, port = args.port, weight = args.weight, "agent joined the group");
+        info!(iface = %args.iface(), %local, group = %args.group, port = args.port, weight = args.weight, "agent is a member of the group");
         let checks: Vec<String> = args.checks.iter().map(ToString::to_string).collect();
         if !checks.is_empty() {
             info!(?checks, interval = %humantime::format_duration(args.check_interval), rise = args.rise, fall = args.fall, "service checks: DOWN until they pass {} times in a row", args.rise);
