@@ -52,12 +52,19 @@ impl Drop for InstanceLock {
     }
 }
 
+/// A file of the instance at `pin_dir` with extension `ext`: bpffs holds no
+/// regular files, so they live under /run.
+pub fn run_file(pin_dir: &Path, ext: &str) -> PathBuf {
+    let name = pin_dir.to_string_lossy().replace('/', "%");
+    Path::new(RUN_DIR).join(format!("{name}.{ext}"))
+}
+
+const RUN_DIR: &str = "/run/xdp-lb";
+
 impl InstanceLock {
     pub fn acquire(pin_dir: &Path) -> Result<Self, InstanceError> {
-        // bpffs holds no regular files: the lock lives under /run.
-        let lock_dir = Path::new("/run/xdp-lb");
-        let name = pin_dir.to_string_lossy().replace('/', "%");
-        let path = lock_dir.join(format!("{name}.lock"));
+        let lock_dir = Path::new(RUN_DIR);
+        let path = run_file(pin_dir, "lock");
         let lock_err = |source| InstanceError::Lock {
             path: path.clone(),
             source,

@@ -29,7 +29,7 @@ use lb_user::{
     maglev::{self, DEFAULT_TABLE_SIZE},
     maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
     metrics::{self, ControlMetrics},
-    next_hop::NextHops,
+    next_hop::{self, NextHops},
     status, system,
 };
 use tokio::{
@@ -444,7 +444,7 @@ fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     let mut controller = Controller::new(params, maps, queriers, groups, control_metrics.clone())?;
     let services = &settings.plan.services;
     let next_hops = (reach.mode != ForwardingMode::L2 && !services.is_empty())
-        .then(|| NextHops::open(&args.iface, reach))
+        .then(|| NextHops::open(&args.iface, reach, &args.pin_path))
         .transpose()?;
     controller.serve(services, args.maglev_size, reach, next_hops)?;
     if let Some(endpoint) = metrics_endpoint {
@@ -635,6 +635,9 @@ fn stop(pin_path: &Path) -> anyhow::Result<()> {
         removed.len(),
         pin_path.display()
     );
+    if let Some((iface, value)) = next_hop::restore_recorded_forwarding(pin_path) {
+        println!("net.ipv4.conf.{iface}.forwarding restored to {value}");
+    }
     Ok(())
 }
 

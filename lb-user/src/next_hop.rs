@@ -10,12 +10,16 @@
 //! forwarding on (`BPF_FIB_LKUP_RET_FWD_DISABLED` otherwise, whatever the
 //! lookup flags), so the LB's interface gets `forwarding=1` from the first
 //! backend reached by IPIP on (an LB whose backends are all on its segment
-//! never changes it), restored on exit.
+//! never changes it), restored on exit. Its original value is recorded
+//! under /run (`IFACE VALUE`), so that an instance that adopts the pins
+//! after a restart or a kill restores the original, not its predecessor's
+//! "1", and so does `lb-user stop` after a kill.
 use std::{
     collections::{HashMap, HashSet},
-    io,
+    fs, io,
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::AsRawFd,
+    path::{Path, PathBuf},
 };
 
 use anyhow::Context;
@@ -26,6 +30,7 @@ use tracing::{info, warn};
 
 use crate::{
     forwarding::Reach,
+    instance,
     maps::{LbMaps, MapsError},
 };
 
@@ -38,12 +43,56 @@ const ICMP_ECHO_REQUEST: u8 = 8;
 /// types the raw socket does not receive; libc does not export it.
 const ICMP_FILTER: libc::c_int = 1;
 
+/// IPv4 forwarding turned on for the LB's interface (restored on drop
+/// unless kept), and the record of its original value (removed with it).
+struct Forwarding {
+    sysctl: SysctlOverride,
+    record: PathBuf,
+    keep_record: bool,
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        if !self.keep_record {
+            let _ = fs::remove_file(&self.record);
+        }
+    }
+}
+
+fn forwarding_key(iface: &str) -> String {
+    format!("net/ipv4/conf/{iface}/forwarding")
+}
+
+fn forwarding_record(pin_dir: &Path) -> PathBuf {
+    instance::run_file(pin_dir, "forwarding")
+}
+
+/// The interface and original value recorded at `path`, if any.
+fn read_record(path: &Path) -> Option<(String, String)> {
+    let text = fs::read_to_string(path).ok()?;
+    let (iface, value) = text.trim().split_once(' ')?;
+    Some((iface.to_owned(), value.to_owned()))
+}
+
+/// For `lb-user stop` after a kill: puts back the forwarding value that
+/// the instance at `pin_dir` recorded, if it turned forwarding on; returns
+/// the interface and value restored.
+pub fn restore_recorded_forwarding(pin_dir: &Path) -> Option<(String, String)> {
+    let record = forwarding_record(pin_dir);
+    let (iface, value) = read_record(&record)?;
+    let written = fs::write(format!("/proc/sys/{}", forwarding_key(&iface)), &value);
+    let _ = fs::remove_file(&record);
+    written.ok().map(|()| (iface, value))
+}
+
 /// The probe socket and what has been probed and reported.
 pub struct NextHops {
     socket: Socket,
     iface: String,
     /// IPv4 forwarding on the interface, once a backend needs IPIP.
-    forwarding: Option<SysctlOverride>,
+    forwarding: Option<Forwarding>,
+    /// Where the original forwarding value is recorded.
+    record: PathBuf,
     reach: Reach,
     /// Backends reached by IPIP that have been probed once.
     probed: HashSet<[u8; 4]>,
@@ -55,18 +104,29 @@ pub struct NextHops {
 impl NextHops {
     /// Opens a raw ICMP socket on `iface` that only sends (every ICMP
     /// message that arrives is filtered out, so nothing queues up on it).
-    pub fn open(iface: &str, reach: Reach) -> anyhow::Result<Self> {
+    /// The original forwarding value is recorded for the instance pinned
+    /// at `pin_dir`.
+    pub fn open(iface: &str, reach: Reach, pin_dir: &Path) -> anyhow::Result<Self> {
         let socket = Self::probe_socket(iface)
             .context("opening the raw ICMP socket that resolves next hops toward IPIP backends")?;
-        Ok(Self {
+        let record = forwarding_record(pin_dir);
+        // A predecessor whose pins this instance adopts turned forwarding
+        // on for its IPIP backends: XDP still needs it.
+        let predecessor_forwarded = read_record(&record).is_some_and(|(i, _)| i == iface);
+        let mut next_hops = Self {
             socket,
             iface: iface.to_owned(),
             forwarding: None,
+            record,
             reach,
             probed: HashSet::new(),
             reported: HashMap::new(),
             sequence: 0,
-        })
+        };
+        if predecessor_forwarded {
+            next_hops.enable_forwarding();
+        }
+        Ok(next_hops)
     }
 
     fn probe_socket(iface: &str) -> io::Result<Socket> {
@@ -142,17 +202,28 @@ impl NextHops {
     /// goes on forwarding through the FIB).
     pub fn keep_forwarding(&mut self) {
         if let Some(forwarding) = &mut self.forwarding {
-            forwarding.keep();
+            forwarding.sysctl.keep();
+            forwarding.keep_record = true;
         }
     }
 
     /// Turns IPv4 forwarding on for the interface, for the FIB helper.
     fn enable_forwarding(&mut self) {
-        let key = format!("net/ipv4/conf/{}/forwarding", self.iface);
-        match SysctlOverride::set(&key, "1") {
-            Ok(forwarding) => {
+        let original = read_record(&self.record)
+            .filter(|(iface, _)| *iface == self.iface)
+            .map(|(_, value)| value);
+        match SysctlOverride::set_restoring(&forwarding_key(&self.iface), "1", original) {
+            Ok(sysctl) => {
                 info!(iface = %self.iface, "IPv4 forwarding on for the interface while lb-user runs: a backend is reached by IPIP, and the kernel's FIB answers XDP's next-hop lookups only there");
-                self.forwarding = Some(forwarding);
+                let recorded = format!("{} {}\n", self.iface, sysctl.original());
+                if let Err(e) = fs::write(&self.record, recorded) {
+                    warn!(record = %self.record.display(), "the interface's original forwarding value is not recorded; after a restart a stop leaves forwarding on: {e}");
+                }
+                self.forwarding = Some(Forwarding {
+                    sysctl,
+                    record: self.record.clone(),
+                    keep_record: false,
+                });
             }
             Err(e) => {
                 warn!(iface = %self.iface, "cannot turn IPv4 forwarding on, so XDP's next-hop lookups fail and IPIP backends get no traffic: {e}")

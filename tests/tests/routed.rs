@@ -555,6 +555,18 @@ fn an_ipip_connection_survives_the_control_planes_restart() -> anyhow::Result<()
             v["names"].as_array().is_some_and(|n| n.len() == 1),
             "the connection changed backend: {v}"
         );
+        // The adopting instance restores the interface's original
+        // forwarding value on its stop, not its predecessor's "1".
+        let mut restarted = restarted;
+        restarted.signal(libc::SIGTERM);
+        restarted.wait_exit(Duration::from_secs(5))?;
+        let forwarding =
+            bed.topo
+                .exec_program(LB, "sysctl", &["-n", "net.ipv4.conf.eth0.forwarding"])?;
+        ensure!(
+            String::from_utf8_lossy(&forwarding.stdout).trim() == "0",
+            "the stop after the restart left forwarding on"
+        );
         bed.lb = restarted;
         Ok(())
     })
