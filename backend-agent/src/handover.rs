@@ -17,6 +17,7 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::state;
 
@@ -74,16 +75,15 @@ pub fn save(iface: &str, record: &Record) -> io::Result<()> {
 
 /// Takes what a predecessor on `iface` left: its record (removed) and, from
 /// the descriptors the service manager passed, its sockets (both, and
-/// only with a record).
-pub fn take(iface: &str, passed: Vec<(String, OwnedFd)>) -> io::Result<Inherited> {
-    let path = record_path(iface)?;
-    let record: Option<Record> = match fs::read(&path) {
-        Ok(bytes) => {
-            fs::remove_file(&path)?;
-            Some(serde_json::from_slice(&bytes).map_err(io::Error::other)?)
+/// only with a record). A record that cannot be read is logged and
+/// ignored: the agent then starts afresh (the passed sockets close).
+pub fn take(iface: &str, passed: Vec<(String, OwnedFd)>) -> Inherited {
+    let record = match read_record(iface) {
+        Ok(record) => record,
+        Err(e) => {
+            warn!("the previous agent's record is unreadable, starting afresh: {e}");
+            None
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
     };
     let (mut igmp, mut routed) = (None, None);
     for (name, fd) in passed {
@@ -94,5 +94,42 @@ pub fn take(iface: &str, passed: Vec<(String, OwnedFd)>) -> io::Result<Inherited
         }
     }
     let sockets = igmp.zip(routed).filter(|_| record.is_some());
-    Ok(Inherited { record, sockets })
+    Inherited { record, sockets }
+}
+
+fn read_record(iface: &str) -> io::Result<Option<Record>> {
+    let path = record_path(iface)?;
+    match fs::read(&path) {
+        Ok(bytes) => {
+            fs::remove_file(&path)?;
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_taken_once_and_an_unreadable_one_is_ignored() {
+        let iface = format!("handover-test-{}", std::process::id());
+        let record = Record {
+            group: Ipv4Addr::new(239, 192, 0, 1),
+            port: 2000,
+            lbs: vec![Ipv4Addr::new(10, 0, 0, 1)],
+            vip: None,
+        };
+        save(&iface, &record).unwrap();
+        assert_eq!(take(&iface, Vec::new()).record, Some(record));
+        assert_eq!(take(&iface, Vec::new()).record, None, "taken once");
+        fs::write(record_path(&iface).unwrap(), "not json").unwrap();
+        let inherited = take(&iface, Vec::new());
+        assert!(inherited.record.is_none() && inherited.sockets.is_none());
+        assert!(!record_path(&iface).unwrap().exists(), "the bad record stays");
+    }
 }

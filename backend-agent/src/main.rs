@@ -792,8 +792,7 @@ async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow:
     let (vip, iface) = (args.vip, args.iface().to_owned());
     // Bound first: a port in use is an error before the agent joins.
     let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
-    let inherited = handover::take(args.iface(), passed)
-        .context("reading what the previous agent handed over")?;
+    let inherited = handover::take(args.iface(), passed);
     let kept_vip = inherited.record.as_ref().and_then(|r| r.vip.clone());
     let mut agent = Agent::start(args, key, inherited)?;
     if let Some(endpoint) = metrics_endpoint {
