@@ -130,6 +130,9 @@ mod tests {
         fs::write(record_path(&iface).unwrap(), "not json").unwrap();
         let inherited = take(&iface, Vec::new());
         assert!(inherited.record.is_none() && inherited.sockets.is_none());
-        assert!(!record_path(&iface).unwrap().exists(), "the bad record stays");
+        assert!(
+            !record_path(&iface).unwrap().exists(),
+            "the bad record stays"
+        );
     }
 }

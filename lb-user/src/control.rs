@@ -67,9 +67,10 @@ impl ControlParams {
     }
 
     /// How long a confirmation waits for an announcement: the max response
-    /// time of its query (agents answer within half of it) and one tick.
+    /// time of its query. Agents announce within half of it, and the
+    /// verdict comes at the first tick after it, so no margin is added.
     pub fn confirmation_window(&self) -> Duration {
-        Duration::from_millis(100) * CONFIRMATION_TENTHS + self.tick()
+        Duration::from_millis(100) * CONFIRMATION_TENTHS
     }
 
     /// The IGMP query with a max response time of `max_resp_tenths`.
