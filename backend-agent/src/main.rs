@@ -127,6 +127,16 @@ impl Args {
     fn iface(&self) -> &str {
         self.iface.as_deref().unwrap_or_default()
     }
+
+    /// TTL of IGMP reports on the segment.
+    fn igmp_ttl(&self) -> u32 {
+        self.ttl.unwrap_or(1)
+    }
+
+    /// TTL of routed reports, which must cross routers.
+    fn routed_ttl(&self) -> u32 {
+        self.ttl.unwrap_or(DEFAULT_ROUTED_TTL)
+    }
 }
 
 /// TTL of routed reports without `--ttl`: enough for any chain of routers
@@ -566,11 +576,10 @@ type VipSetup = (
 
 /// Opens the IGMP and routed sockets and joins the group.
 fn open_sockets(args: &Args, ifindex: u32) -> anyhow::Result<(IgmpSocket, RoutedSocket)> {
-    let igmp = IgmpSocket::open(args.iface(), ifindex, args.ttl.unwrap_or(1))
+    let igmp = IgmpSocket::open(args.iface(), ifindex, args.igmp_ttl())
         .context("opening the raw IGMP socket")?;
-    let routed_ttl = args.ttl.unwrap_or(DEFAULT_ROUTED_TTL);
-    let routed =
-        RoutedSocket::member(args.group, args.port, ifindex, routed_ttl).with_context(|| {
+    let routed = RoutedSocket::member(args.group, args.port, ifindex, args.routed_ttl())
+        .with_context(|| {
             format!(
                 "opening the UDP socket for routed queries on {}:{}",
                 args.group, args.port
@@ -589,9 +598,9 @@ fn adopt_sockets(
     ifindex: u32,
     (igmp, routed): (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
 ) -> anyhow::Result<(IgmpSocket, RoutedSocket)> {
-    let igmp = IgmpSocket::adopt(igmp, ifindex, args.ttl.unwrap_or(1))
+    let igmp = IgmpSocket::adopt(igmp, ifindex, args.igmp_ttl())
         .context("adopting the predecessor's IGMP socket")?;
-    let routed = RoutedSocket::adopt(routed, args.ttl.unwrap_or(DEFAULT_ROUTED_TTL))
+    let routed = RoutedSocket::adopt(routed, args.routed_ttl())
         .context("adopting the predecessor's routed socket")?;
     for name in [handover::IGMP_SOCKET, handover::ROUTED_SOCKET] {
         if let Err(e) = service_manager::remove(name) {
@@ -659,17 +668,14 @@ impl Agent {
         };
         // Only a backend that serves a VIP (direct server return) can be
         // sent IPIP; it accepts it only from the LBs it learns.
+        let kept_link = handover::link_path(&args.pin_path, args.iface())?;
         let decap = if args.vip.is_some() {
-            let decap = Decap::attach(
-                args.iface(),
-                local,
-                &handover::link_path(&args.pin_path, args.iface())?,
-            )?;
+            let decap = Decap::attach(args.iface(), local, &kept_link)?;
             info!(iface = %args.iface(), "IPIP decapsulation attached (tc ingress): IPIP from the LBs that query this agent is stripped");
             Some(decap)
         } else {
             // A predecessor's kept program goes with its VIP.
-            let _ = std::fs::remove_file(handover::link_path(&args.pin_path, args.iface())?);
+            let _ = std::fs::remove_file(&kept_link);
             None
         };
         let metrics = AgentMetrics::default();

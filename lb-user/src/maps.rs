@@ -440,12 +440,12 @@ impl LbMaps {
         entries(&self.departures, map_name::DEPARTURES)
     }
 
-    /// Backends toward which XDP found no next hop, and why.
     /// The next hops XDP caches for IPIP backends.
     pub fn next_hops(&self) -> Result<Vec<([u8; 4], NextHop)>, MapsError> {
         entries(&self.next_hops, map_name::NEXT_HOPS)
     }
 
+    /// Backends toward which XDP found no next hop, and why.
     pub fn next_hop_errors(&self) -> Result<Vec<([u8; 4], NextHopError)>, MapsError> {
         entries(&self.next_hop_errors, map_name::NEXT_HOP_ERRORS)
     }

@@ -18,10 +18,10 @@ use anyhow::{Context, bail};
 pub use lb_common::Counter;
 pub use lb_host::status::{GroupReport, StatusReport};
 
-/// Raw IPv4 sending for the test tools that forge packets (`flood`,
-/// `forge-leave`): they write whole IP headers, spoofed sources included.
 pub mod fd_store;
 
+/// Raw IPv4 sending for the test tools that forge packets (`flood`,
+/// `forge-leave`): they write whole IP headers, spoofed sources included.
 pub mod raw {
     use std::{
         io,

@@ -360,7 +360,7 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         );
         let path = topo.logs.join("nat.nft");
         fs::write(&path, rules)?;
-        topo.exec_program(LB, "sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        topo.sysctl(LB, "net.ipv4.ip_forward", "1")?;
         topo.exec_program(LB, "nft", &["-f", path.to_str().context("path")?])?;
         wrk(
             topo,
