@@ -22,7 +22,8 @@ pub const DEFAULT_MAX_BACKENDS: u32 = 65536;
 /// Each row: `NAME / field: Kind<Key, Value>[default capacity];`, where
 /// `Kind` is an `aya_ebpf::btf_maps` type, `NAME` the map's name in BTF and
 /// under the pin path, and `field` its handle in `LbMaps`. Arrays take no key
-/// (their key is a `u32` index).
+/// (their key is a `u32` index). `MmapArray` is an `Array` that userspace
+/// can also map into its memory (BPF_F_MMAPABLE), for atomic updates.
 #[macro_export]
 macro_rules! program_maps {
     ($callback:ident) => {
@@ -58,6 +59,13 @@ macro_rules! program_maps {
             MAGLEV / maglev: Array<[u8; 4]>[$crate::MAGLEV_POOL];
             /// Connection table (LRU): an established flow keeps its backend.
             FLOWS / flows: LruHashMap<$crate::FlowKey, $crate::Flow>[$crate::DEFAULT_MAX_FLOWS];
+            /// One count of the changes that can end a flow's claim on its
+            /// backend (a removal, DOWN, a new MAC, a service's new group),
+            /// bumped atomically after each by whoever made it (XDP or
+            /// lb-user): a flow checked under the current count needs no
+            /// server-list lookup. One count for all groups, so that a value
+            /// names one moment whatever the group.
+            BACKEND_EPOCH / backend_epoch: MmapArray<u32>[1];
             /// Source prefixes allowed to announce (network-order address, prefix length).
             ANNOUNCE_ALLOW / announce_allow: LpmTrie<[u8; 4], u8>[$crate::MAX_ALLOW_PREFIXES];
             /// Announcement keys (SPEC 4.3), written by lb-user.
@@ -249,15 +257,19 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 
-/// The backend a flow is pinned to.
+/// The backend a flow is pinned to, and what XDP last found of it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
     /// Backend address, network order.
     pub backend: [u8; 4],
-    pub service_id: u32,
-    /// CLOCK_MONOTONIC ns when the flow was assigned.
-    pub created_ns: u64,
+    /// The backend's MAC when the flow was last checked against the
+    /// server list.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The `BACKEND_EPOCH` count read before that check: while it is
+    /// current, the backend is still registered, up and at `mac`.
+    pub epoch: u32,
 }
 const _: () = assert!(core::mem::size_of::<Flow>() == 16);
 

@@ -3,7 +3,7 @@
 //! destination; across routers it is wrapped in IPIP (`ipip`). Either way
 //! the backend (which holds the VIP on its loopback) answers the client
 //! directly.
-use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::{bindings::BPF_ANY, programs::XdpContext};
 use lb_common::{
     BackendKey, Counter, Flow, FlowKey, ForwardingMode, Service, ServiceKey, flow_hash,
     wire::FLAG_DOWN,
@@ -11,7 +11,7 @@ use lb_common::{
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
-    ipip,
+    epochs, ipip,
     maps::{BACKENDS, FLOWS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICES, VIPS},
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
 };
@@ -115,12 +115,21 @@ fn pick_backend(
     key: &FlowKey,
     new_connection: bool,
 ) -> Option<([u8; 4], [u8; 6], bool)> {
-    if !new_connection
-        // SAFETY: a plain value copied out at once.
-        && let Some(flow) = unsafe { FLOWS.get(key) }.copied()
-        && let Some(mac) = backend_mac(service, flow.backend)
-    {
-        return Some((flow.backend, mac, false));
+    if !new_connection && let Some(flow) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: a valid pointer into the LRU's value for this key; a
+        // racing writer on another CPU writes the same checked facts.
+        let flow = unsafe { &mut *flow };
+        // Read before the check, so that a change during it leaves the
+        // flow under an old count.
+        let epoch = epochs::current();
+        if flow.epoch == epoch {
+            return Some((flow.backend, flow.mac, false));
+        }
+        if let Some(mac) = backend_mac(service, flow.backend) {
+            flow.mac = mac;
+            flow.epoch = epoch;
+            return Some((flow.backend, mac, false));
+        }
     }
     let size = service.active_size();
     // Checked for the verifier too: a zero size must not divide.
@@ -130,12 +139,13 @@ fn pick_backend(
     // An index past the pool (never written so) finds no entry.
     let index = service.maglev_index(service.active_slot, flow_hash(key) % size);
     let backend = *MAGLEV.get(index)?;
+    let epoch = epochs::current();
     let mac = backend_mac(service, backend)?;
     let flow = Flow {
         backend,
-        service_id: service.service_id,
-        // SAFETY: helper without preconditions.
-        created_ns: unsafe { bpf_ktime_get_ns() },
+        mac,
+        _pad: [0; 2],
+        epoch,
     };
     // A full LRU evicts its oldest flow; a failed insert only costs stickiness.
     let _ = FLOWS.insert(key, &flow, u64::from(BPF_ANY));

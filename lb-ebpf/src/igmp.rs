@@ -11,7 +11,7 @@ use lb_common::{
 };
 
 use crate::{
-    events,
+    epochs, events,
     maps::{AUTH_ON, BACKENDS, GROUP_ADDRS, LEAVES},
     parse::{Ipv4Packet, ptr_at},
     stats,
@@ -113,6 +113,7 @@ fn leave(ctx: &XdpContext, key: &BackendKey) -> bool {
     if AUTH_ON.load() == 0 {
         let removed = BACKENDS.remove(key).is_ok();
         if removed {
+            epochs::bump();
             events::removed(ctx, key, DepartureReason::IgmpLeave);
         }
         return removed;

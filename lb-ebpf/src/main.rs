@@ -3,8 +3,14 @@
 //! else passes untouched.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "the core atomic types lack read-modify-write on bpfel; see epochs"
+)]
 
 mod auth;
+mod epochs;
 mod events;
 mod forwarding;
 mod igmp;

@@ -3,6 +3,7 @@
 //! (`lb_common::program_globals!`).
 use aya_ebpf::{
     Global,
+    bindings::BPF_F_MMAPABLE,
     btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
@@ -20,5 +21,8 @@ macro_rules! declare_globals {
     };
 }
 lb_common::program_globals!(declare_globals);
+
+/// An array that lb-user maps into its memory (see `program_maps!`).
+type MmapArray<T, const MAX_ENTRIES: usize> = Array<T, MAX_ENTRIES, { BPF_F_MMAPABLE as usize }>;
 
 lb_common::program_maps!(declare_maps);

@@ -12,7 +12,7 @@ use lb_common::{
 use network_types::udp::UdpHdr;
 
 use crate::{
-    auth, events,
+    auth, epochs, events,
     maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
     routed, stats,
@@ -107,6 +107,7 @@ fn apply(
     if payload.flags & FLAG_LEAVING != 0 {
         return match BACKENDS.remove(key) {
             Ok(()) => {
+                epochs::bump();
                 events::removed(ctx, key, DepartureReason::Leaving);
                 (Counter::AnnounceLeaving, true)
             }
@@ -123,6 +124,7 @@ fn apply(
         // SAFETY: a valid pointer into the map's value for this key.
         let entry = unsafe { &mut *entry };
         let changed = entry.weight != payload.weight || entry.flags != payload.flags;
+        let moved = entry.mac != packet.eth_src;
         entry.last_seen_ns = now;
         entry.sequence = payload.sequence;
         entry.announcements += 1;
@@ -130,6 +132,10 @@ fn apply(
         entry.weight = payload.weight;
         entry.flags = payload.flags;
         entry.version = payload.version;
+        if changed || moved {
+            // After the write: flows check the new flags and MAC.
+            epochs::bump();
+        }
         return (Counter::AnnounceAccepted, changed);
     }
     let entry = BackendEntry {

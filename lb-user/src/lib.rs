@@ -2,6 +2,7 @@
 pub mod aging;
 pub mod batch;
 pub mod liveness;
+pub mod mapped;
 pub mod maps;
 pub use lb_host::system;
 pub mod config;

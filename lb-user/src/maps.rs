@@ -157,6 +157,7 @@ mod kind {
     pub type Array<V> = maps::Array<MapData, V>;
     pub type PerCpuArray<V> = maps::PerCpuArray<MapData, V>;
     pub type LpmTrie<K, V> = maps::lpm_trie::LpmTrie<MapData, K, V>;
+    pub type MmapArray<V> = crate::mapped::MappedArray<V>;
 }
 
 /// Turns `lb_common::program_maps!` into `LbMaps`: one private typed
@@ -305,9 +306,16 @@ impl LbMaps {
 
     /// Adds or replaces a service; XDP sees the new value atomically.
     pub fn set_service(&mut self, key: &ServiceKey, service: &Service) -> Result<(), MapsError> {
+        let regrouped =
+            !matches!(self.service(key)?, Some(old) if old.group_id == service.group_id);
         self.services
             .insert(key, service, 0)
-            .map_err(map_err(map_name::SERVICES))
+            .map_err(map_err(map_name::SERVICES))?;
+        if regrouped {
+            // Flows a previous instance kept were checked in another group.
+            self.backend_epoch.bump(0);
+        }
+        Ok(())
     }
 
     /// Marks `vip` as carrying `services` services (0 removes it).
@@ -424,6 +432,8 @@ impl LbMaps {
         now_ns: u64,
     ) -> Result<(), MapsError> {
         removed(self.backends.remove(key), map_name::BACKENDS)?;
+        // After the removal: XDP's flows on it check the list again.
+        self.backend_epoch.bump(0);
         let departure = Departure {
             left_ns: now_ns,
             reason: why as u32,

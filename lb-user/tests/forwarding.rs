@@ -178,6 +178,63 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
     }
 }
 
+/// Established flows skip the server-list lookup while nothing changed
+/// (`BACKEND_EPOCH`); every change that matters still reaches them at once.
+#[test]
+fn established_flows_follow_a_new_mac_and_leave_a_backend_the_control_plane_removed() {
+    let mut lb = TestLb::with(LOAD);
+    lb.announce(1, 0, 100);
+    lb.announce(2, 0, 100);
+    let flows: HashMap<u16, [u8; 6]> = (8000..8200)
+        .map(|p| (p, lb.connect(p).expect("forwarded")))
+        .collect();
+    // Checked once more, so that every flow holds the current count.
+    for (&port, &mac) in &flows {
+        assert_eq!(lb.send(port), Some(mac));
+    }
+
+    // Backend 1 announces from another MAC (its NIC was replaced): its
+    // flows follow at once, without a table rebuild.
+    let (addr1, old_mac1) = backend(1);
+    let new_mac1 = [0x02, 0xbe, 0, 0, 0, 0x71];
+    let moved = Frame::announce(addr1, 2000, 0, 100, 2)
+        .with(|f| f.src_mac = new_mac1)
+        .bytes();
+    assert_eq!(lb.run(&moved).0, XDP_DROP);
+    for (&port, &mac) in &flows {
+        let want = if mac == old_mac1 { new_mac1 } else { mac };
+        assert_eq!(
+            lb.send(port),
+            Some(want),
+            "flow {port} after the MAC change"
+        );
+    }
+
+    // The control plane removes backend 2 (missed heartbeats): its flows
+    // leave it before any rebuild; the stale table still picks it, so they
+    // are dropped and counted.
+    let (addr2, mac2) = backend(2);
+    let key2 = lb_common::BackendKey {
+        group_id: 0,
+        addr: addr2.octets(),
+    };
+    lb.maps
+        .remove_backend(&key2, lb_common::DepartureReason::MissedHeartbeats, 0)
+        .unwrap();
+    for (&port, &mac) in &flows {
+        let now = lb.send(port);
+        if mac == mac2 {
+            assert_ne!(
+                now,
+                Some(mac2),
+                "flow {port} still goes to a removed backend"
+            );
+        } else {
+            assert_eq!(now, Some(new_mac1), "flow {port} moved off backend 1");
+        }
+    }
+}
+
 #[test]
 fn a_down_backend_gets_no_traffic_and_its_flows_move() {
     let mut lb = TestLb::with(LOAD);
