@@ -33,6 +33,31 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         return is_vip(packet.dst).then_some(Counter::VipMalformed);
     };
     let [src_port, dst_port] = ports;
+    let flow_key = FlowKey {
+        src: packet.src,
+        dst: packet.dst,
+        src_port,
+        dst_port,
+        proto: packet.proto,
+        _pad: [0; 3],
+    };
+    // Read before any check of the server list, so that a change during
+    // it leaves what the check finds under an old count.
+    let epoch = epochs::current();
+    let known = if new_connection {
+        None
+    } else {
+        FLOWS.get_ptr_mut(&flow_key)
+    };
+    if let Some(flow) = known {
+        // SAFETY: a valid pointer into the LRU's value for this key.
+        let flow = unsafe { &*flow };
+        // A flow exists only for a service's packet, and nothing that
+        // could end its claim happened since its check: no service lookup.
+        if flow.epoch == epoch {
+            return Some(send(ctx, eth, packet, flow.backend, flow.mac, false));
+        }
+    }
     let service_key = ServiceKey {
         vip: packet.dst,
         port: u16::from_be_bytes(dst_port),
@@ -45,31 +70,37 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         // a VIP's other ports that ends in `ignored`, and the stack).
         return None;
     };
-    let flow_key = FlowKey {
-        src: packet.src,
-        dst: packet.dst,
-        src_port,
-        dst_port,
-        proto: packet.proto,
-        _pad: [0; 3],
-    };
-    let Some((backend, mac, new_flow)) = pick_backend(&service, &flow_key, new_connection) else {
+    let Some((backend, mac, new_flow)) = pick_backend(&service, &flow_key, known, epoch) else {
         return Some(Counter::VipNoBackend);
     };
+    Some(send(ctx, eth, packet, backend, mac, new_flow))
+}
+
+/// Sends the packet on to `backend`: wrapped in IPIP beyond the LB's
+/// segment, else with the backend's MAC as destination (layer-2 DSR).
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    packet: &Ipv4Packet,
+    backend: [u8; 4],
+    mac: [u8; 6],
+    new_flow: bool,
+) -> Counter {
     let mode = ForwardingMode::from_raw(FORWARDING.load());
     if mode.wraps(backend, LB_ADDR.load(), SEGMENT_MASK.load()) {
-        return Some(ipip::forward(ctx, packet, backend, new_flow));
+        return ipip::forward(ctx, packet, backend, new_flow);
     }
     // SAFETY: eth was bounds-checked by the caller; XDP packets are writable.
     unsafe {
         (*eth).dst_addr = mac;
         (*eth).src_addr = LB_MAC.load();
     }
-    Some(if new_flow {
+    if new_flow {
         Counter::VipNewFlow
     } else {
         Counter::VipForwarded
-    })
+    }
 }
 
 /// Whether `addr` is a VIP: asked only on the rare paths (fragments,
@@ -106,25 +137,22 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
     }
 }
 
-/// The backend (address, MAC) for a flow, and whether the flow is new. A known flow
-/// keeps its backend while that backend is registered (even DRAINING);
-/// a new connection or an unknown flow gets one from the Maglev table.
+/// The backend (address, MAC) for a flow, and whether the flow is new. A
+/// known flow (its entry `known`, whose `epoch` is older than `epoch`, the
+/// count read before this check) keeps its backend while that backend is
+/// registered (even DRAINING); a new connection or an unknown flow gets one
+/// from the Maglev table.
 #[inline(always)]
 fn pick_backend(
     service: &Service,
     key: &FlowKey,
-    new_connection: bool,
+    known: Option<*mut Flow>,
+    epoch: u32,
 ) -> Option<([u8; 4], [u8; 6], bool)> {
-    if !new_connection && let Some(flow) = FLOWS.get_ptr_mut(key) {
+    if let Some(flow) = known {
         // SAFETY: a valid pointer into the LRU's value for this key; a
         // racing writer on another CPU writes the same checked facts.
         let flow = unsafe { &mut *flow };
-        // Read before the check, so that a change during it leaves the
-        // flow under an old count.
-        let epoch = epochs::current();
-        if flow.epoch == epoch {
-            return Some((flow.backend, flow.mac, false));
-        }
         if let Some(mac) = backend_mac(service, flow.backend) {
             flow.mac = mac;
             flow.epoch = epoch;
@@ -139,7 +167,6 @@ fn pick_backend(
     // An index past the pool (never written so) finds no entry.
     let index = service.maglev_index(service.active_slot, flow_hash(key) % size);
     let backend = *MAGLEV.get(index)?;
-    let epoch = epochs::current();
     let mac = backend_mac(service, backend)?;
     let flow = Flow {
         backend,

@@ -188,6 +188,29 @@ pub struct Forwarding {
     reported_off_segment: Vec<(u32, [u8; 4])>,
 }
 
+/// Removes the services and VIPs an earlier instance configured and this
+/// one does not, then has every kept flow check its service and backend
+/// again (XDP forwards a flow without a service lookup while nothing
+/// changed).
+fn forget_unconfigured(
+    maps: &mut LbMaps,
+    configs: &[ServiceConfig],
+    vips: &[Ipv4Addr],
+) -> Result<(), MapsError> {
+    for (key, _) in maps.services()? {
+        if !configs.iter().any(|c| c.key == key) {
+            maps.remove_service(&key)?;
+        }
+    }
+    for vip in maps.vips()? {
+        if !vips.contains(&vip) {
+            maps.set_vip(vip, 0)?;
+        }
+    }
+    maps.recheck_flows();
+    Ok(())
+}
+
 impl Forwarding {
     /// Registers the services with XDP, with empty tables of `min_size`
     /// entries, or keeps the tables of an earlier instance serving until
@@ -243,6 +266,7 @@ impl Forwarding {
         }
         let vips: Vec<Ipv4Addr> = vips.into_iter().map(Ipv4Addr::from).collect();
         maps.set_vip_filter(&vips)?;
+        forget_unconfigured(maps, configs, &vips)?;
         Ok(Self {
             services,
             metrics,

@@ -306,16 +306,30 @@ impl LbMaps {
 
     /// Adds or replaces a service; XDP sees the new value atomically.
     pub fn set_service(&mut self, key: &ServiceKey, service: &Service) -> Result<(), MapsError> {
-        let regrouped =
-            !matches!(self.service(key)?, Some(old) if old.group_id == service.group_id);
         self.services
             .insert(key, service, 0)
-            .map_err(map_err(map_name::SERVICES))?;
-        if regrouped {
-            // Flows a previous instance kept were checked in another group.
-            self.backend_epoch.bump(0);
-        }
-        Ok(())
+            .map_err(map_err(map_name::SERVICES))
+    }
+
+    /// Removes a service an earlier instance configured.
+    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), MapsError> {
+        removed(self.services.remove(key), map_name::SERVICES)
+    }
+
+    /// The VIPs XDP knows.
+    pub fn vips(&self) -> Result<Vec<Ipv4Addr>, MapsError> {
+        let vips = entries(&self.vips, map_name::VIPS)?;
+        Ok(vips
+            .into_iter()
+            .map(|(vip, _)| Ipv4Addr::from(vip))
+            .collect())
+    }
+
+    /// Makes every flow check its service and backend again on its next
+    /// packet (after a change of configuration: flows an earlier instance
+    /// kept were checked under another).
+    pub fn recheck_flows(&self) {
+        self.backend_epoch.bump(0);
     }
 
     /// Marks `vip` as carrying `services` services (0 removes it).

@@ -4,12 +4,13 @@
 use std::collections::HashMap;
 
 use lb_common::{
-    Counter, FlowKey, IPPROTO_TCP, flow_hash,
+    Counter, FlowKey, IPPROTO_TCP, ServiceKey, flow_hash,
     wire::{FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING},
 };
 
 pub mod common;
 use common::*;
+use lb_user::forwarding::{Forwarding, Reach, Segment, ServiceConfig};
 
 const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
@@ -233,6 +234,41 @@ fn established_flows_follow_a_new_mac_and_leave_a_backend_the_control_plane_remo
             assert_eq!(now, Some(new_mac1), "flow {port} moved off backend 1");
         }
     }
+}
+
+/// A flow is forwarded without a service lookup while nothing changed; a
+/// later instance whose configuration drops the service ends its flows.
+#[test]
+fn a_service_the_next_instance_drops_forwards_no_more() {
+    let mut lb = TestLb::with(LOAD);
+    lb.announce(1, 0, 100);
+    for port in 9000..9050 {
+        assert!(lb.connect(port).is_some());
+        assert!(lb.send(port).is_some());
+    }
+    let https = ServiceKey {
+        port: 443,
+        ..TCP_SERVICE
+    };
+    let reach = Reach {
+        mode: LOAD.forwarding,
+        segment: Segment {
+            addr: LOAD.lb_addr,
+            prefix_len: LOAD.segment_prefix_len,
+        },
+    };
+    let configs = [ServiceConfig {
+        key: https,
+        group_id: 0,
+    }];
+    Forwarding::new(&mut lb.maps, &configs, (1009, reach), Default::default()).unwrap();
+    assert!(lb.maps.service(&TCP_SERVICE).unwrap().is_none());
+    let ignored = lb.counter(Counter::Ignored);
+    for port in 9000..9050 {
+        let frame = Frame::tcp(CLIENT, port, VIP, 80, ACK).bytes();
+        assert_eq!(lb.run(&frame).0, XDP_PASS, "flow {port} still forwarded");
+    }
+    assert_eq!(lb.counter(Counter::Ignored), ignored + 50);
 }
 
 #[test]
