@@ -421,7 +421,7 @@ const _: () = assert!(core::mem::size_of::<NextHopError>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NextHop {
-    /// CLOCK_MONOTONIC ns of the lookup.
+    /// CLOCK_MONOTONIC_COARSE ns of the lookup (read by XDP only).
     pub resolved_ns: u64,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
