@@ -76,9 +76,9 @@ macro_rules! program_maps {
             /// removal so that a replayed announcement cannot bring a backend back.
             LAST_SEQUENCE / last_sequence: LruHashMap<$crate::BackendKey, u64>[2 * $crate::DEFAULT_MAX_BACKENDS];
             /// IGMP leaves waiting for confirmation (with a key set a leave
-            /// cannot be authenticated, SPEC 4.2): backend -> monotonic ns of
-            /// the leave, written by XDP, resolved by lb-user.
-            LEAVES / leaves: HashMap<$crate::BackendKey, u64>[$crate::DEFAULT_MAX_BACKENDS];
+            /// cannot be authenticated, SPEC 4.2), written by XDP, resolved
+            /// by lb-user.
+            LEAVES / leaves: HashMap<$crate::BackendKey, $crate::PendingLeave>[$crate::DEFAULT_MAX_BACKENDS];
             /// Why and when backends left the server list (LRU), written by
             /// XDP and lb-user where they remove one; `status` shows them.
             DEPARTURES / departures: LruHashMap<$crate::BackendKey, $crate::Departure>[$crate::MAX_DEPARTURES];
@@ -310,7 +310,8 @@ const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendEntry {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the last accepted announcement.
+    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC
+    /// up to one timer tick late) of the last accepted announcement.
     pub last_seen_ns: u64,
     /// Sequence of the last v1 announcement (0 for plain announcements).
     pub sequence: u64,
@@ -327,6 +328,19 @@ pub struct BackendEntry {
     pub _pad: [u8; 6],
 }
 const _: () = assert!(core::mem::size_of::<BackendEntry>() == 40);
+
+/// An IGMP leave waiting for confirmation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PendingLeave {
+    /// CLOCK_MONOTONIC ns of the leave.
+    pub leave_ns: u64,
+    /// The backend's `announcements` when the leave came: a larger count
+    /// refutes the leave (a count, not a time, because announcements are
+    /// stamped with the coarse clock).
+    pub announcements: u64,
+}
+const _: () = assert!(core::mem::size_of::<PendingLeave>() == 16);
 
 /// Control-plane aging state of one backend (SPEC 5.3).
 #[repr(C)]
@@ -750,6 +764,7 @@ mod pod {
         LogBudget,
         Departure,
         NextHopError,
+        PendingLeave,
         NextHop
     );
 }

@@ -3,7 +3,7 @@
 //! LB's kernel and other listeners see them unchanged.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BackendKey, Counter, DepartureReason,
+    BackendKey, Counter, DepartureReason, PendingLeave,
     wire::{
         IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_LEN, IGMP_V2_REPORT, IGMP_V3_CHANGE_TO_INCLUDE,
         IGMP_V3_REPORT,
@@ -118,14 +118,17 @@ fn leave(ctx: &XdpContext, key: &BackendKey) -> bool {
         }
         return removed;
     }
-    // SAFETY: read-only presence check of a plain value.
-    if unsafe { BACKENDS.get(key) }.is_none() {
+    // SAFETY: a plain value copied out at once.
+    let Some(announcements) = unsafe { BACKENDS.get(key) }.map(|e| e.announcements) else {
         return false;
-    }
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    };
+    let pending = PendingLeave {
+        // SAFETY: helper without preconditions.
+        leave_ns: unsafe { bpf_ktime_get_ns() },
+        announcements,
+    };
     // Full: the leave waits for the backend's missed heartbeats.
-    LEAVES.insert(key, &now, 0).is_ok()
+    LEAVES.insert(key, &pending, 0).is_ok()
 }
 
 /// Records a report or leave for `group` if it is one of ours. A leave

@@ -380,19 +380,19 @@ impl Controller {
         self.sweeps.leaves_pending = !pending.is_empty();
         let window_ns =
             u64::try_from(self.params.confirmation_window().as_nanos()).unwrap_or(u64::MAX);
-        for (key, leave_ns) in pending {
+        for (key, leave) in pending {
             let Some(group) = self.groups.get_mut(key.group_id as usize) else {
                 self.maps.remove_pending_leave(&key)?;
                 continue;
             };
-            let last_seen = backends
+            let announcements = backends
                 .iter()
                 .find(|(k, _)| *k == key)
-                .map(|(_, e)| e.last_seen_ns);
+                .map(|(_, e)| e.announcements);
             let addr = Ipv4Addr::from(key.addr);
             match judge(
-                leave_ns,
-                last_seen,
+                &leave,
+                announcements,
                 group.confirmation_ns,
                 now_ns,
                 window_ns,

@@ -1,6 +1,7 @@
 //! Confirming IGMP leaves when announcements are keyed (SPEC 4.2): a leave
 //! cannot be authenticated, so it only starts a confirmation, as IGMP's own
 //! last-member query does. Free of I/O.
+use lb_common::PendingLeave;
 
 /// What to do with one pending leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,24 +19,26 @@ pub enum LeaveVerdict {
     Gone,
 }
 
-/// Judges a leave seen at `leave_ns` from a backend last seen at
-/// `last_seen_ns` (`None`: not registered), given the newest confirmation
+/// Judges `leave` from a backend whose announcement count is now
+/// `announcements` (`None`: not registered), given the newest confirmation
 /// query of its group sent at or after the leave (`asked_ns`), at `now_ns`,
-/// with `window_ns` for the answer.
+/// with `window_ns` for the answer. Any move of the count refutes the
+/// leave: an announcement came after it (or the backend was removed and
+/// registered again, its count starting afresh).
 pub fn judge(
-    leave_ns: u64,
-    last_seen_ns: Option<u64>,
+    leave: &PendingLeave,
+    announcements: Option<u64>,
     asked_ns: Option<u64>,
     now_ns: u64,
     window_ns: u64,
 ) -> LeaveVerdict {
-    let Some(last_seen_ns) = last_seen_ns else {
+    let Some(announcements) = announcements else {
         return LeaveVerdict::Gone;
     };
-    if last_seen_ns > leave_ns {
+    if announcements != leave.announcements {
         return LeaveVerdict::Refuted;
     }
-    match asked_ns.filter(|&asked| asked >= leave_ns) {
+    match asked_ns.filter(|&asked| asked >= leave.leave_ns) {
         None => LeaveVerdict::Ask,
         Some(asked) if now_ns.saturating_sub(asked) < window_ns => LeaveVerdict::Wait,
         Some(_) => LeaveVerdict::Confirmed,
@@ -47,27 +50,40 @@ mod tests {
     use super::*;
 
     const W: u64 = 100;
+    /// A leave at 10 ns from a backend that had announced 5 times.
+    const LEAVE: PendingLeave = PendingLeave {
+        leave_ns: 10,
+        announcements: 5,
+    };
 
     #[test]
     fn a_leave_is_asked_about_then_confirmed_after_a_silent_window() {
-        assert_eq!(judge(10, Some(5), None, 11, W), LeaveVerdict::Ask);
+        assert_eq!(judge(&LEAVE, Some(5), None, 11, W), LeaveVerdict::Ask);
         // A query from before the leave does not count.
-        assert_eq!(judge(10, Some(5), Some(9), 11, W), LeaveVerdict::Ask);
-        assert_eq!(judge(10, Some(5), Some(12), 50, W), LeaveVerdict::Wait);
+        assert_eq!(judge(&LEAVE, Some(5), Some(9), 11, W), LeaveVerdict::Ask);
+        assert_eq!(judge(&LEAVE, Some(5), Some(12), 50, W), LeaveVerdict::Wait);
         assert_eq!(
-            judge(10, Some(5), Some(12), 112, W),
+            judge(&LEAVE, Some(5), Some(12), 112, W),
             LeaveVerdict::Confirmed
         );
     }
 
     #[test]
     fn an_announcement_after_the_leave_refutes_it_at_any_time() {
-        assert_eq!(judge(10, Some(11), None, 11, W), LeaveVerdict::Refuted);
-        assert_eq!(judge(10, Some(60), Some(12), 500, W), LeaveVerdict::Refuted);
+        assert_eq!(judge(&LEAVE, Some(6), None, 11, W), LeaveVerdict::Refuted);
+        assert_eq!(
+            judge(&LEAVE, Some(60), Some(12), 500, W),
+            LeaveVerdict::Refuted
+        );
+        // Removed and registered again meanwhile: its count started afresh.
+        assert_eq!(
+            judge(&LEAVE, Some(1), Some(12), 500, W),
+            LeaveVerdict::Refuted
+        );
     }
 
     #[test]
     fn a_backend_already_gone_needs_nothing() {
-        assert_eq!(judge(10, None, Some(12), 500, W), LeaveVerdict::Gone);
+        assert_eq!(judge(&LEAVE, None, Some(12), 500, W), LeaveVerdict::Gone);
     }
 }

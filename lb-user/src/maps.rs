@@ -15,7 +15,8 @@ use aya::{
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, Departure, DepartureReason,
     ForwardingMode, GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHop,
-    NextHopError, PROGRAM_NAME, Service, ServiceKey, global_name, map_name, vip_filter_bit,
+    NextHopError, PROGRAM_NAME, PendingLeave, Service, ServiceKey, global_name, map_name,
+    vip_filter_bit,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -482,7 +483,7 @@ impl LbMaps {
     }
 
     /// IGMP leaves waiting for confirmation: backend -> monotonic ns.
-    pub fn pending_leaves(&self) -> Result<Vec<(BackendKey, u64)>, MapsError> {
+    pub fn pending_leaves(&self) -> Result<Vec<(BackendKey, PendingLeave)>, MapsError> {
         entries(&self.leaves, map_name::LEAVES)
     }
 
