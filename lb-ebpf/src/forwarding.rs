@@ -150,13 +150,27 @@ fn pick_backend(
     epoch: u32,
 ) -> Option<([u8; 4], [u8; 6], bool)> {
     if let Some(flow) = known {
-        // SAFETY: a valid pointer into the LRU's value for this key; a
-        // racing writer on another CPU writes the same checked facts.
+        // SAFETY: a valid pointer into the LRU's value for this key.
         let flow = unsafe { &mut *flow };
-        if let Some(mac) = backend_mac(service, flow.backend) {
-            flow.mac = mac;
-            flow.epoch = epoch;
-            return Some((flow.backend, mac, false));
+        let backend = flow.backend;
+        if let Some(mac) = backend_mac(service, backend) {
+            if flow.mac == mac {
+                // Only the count is written in place: should the entry
+                // have been evicted and reused by another flow meanwhile
+                // (an LRU reuses an element at once), that flow keeps its
+                // own backend and MAC.
+                flow.epoch = epoch;
+            } else {
+                let moved = Flow {
+                    backend,
+                    mac,
+                    _pad: [0; 2],
+                    epoch,
+                };
+                // A new MAC (rare) replaces the entry whole.
+                let _ = FLOWS.insert(key, &moved, u64::from(BPF_ANY));
+            }
+            return Some((backend, mac, false));
         }
     }
     let size = service.active_size();
