@@ -161,14 +161,8 @@ fn pick_backend(
                 // own backend and MAC.
                 flow.epoch = epoch;
             } else {
-                let moved = Flow {
-                    backend,
-                    mac,
-                    _pad: [0; 2],
-                    epoch,
-                };
                 // A new MAC (rare) replaces the entry whole.
-                let _ = FLOWS.insert(key, &moved, u64::from(BPF_ANY));
+                record(key, backend, mac, epoch);
             }
             return Some((backend, mac, false));
         }
@@ -182,6 +176,13 @@ fn pick_backend(
     let index = service.maglev_index(service.active_slot, flow_hash(key) % size);
     let backend = *MAGLEV.get(index)?;
     let mac = backend_mac(service, backend)?;
+    record(key, backend, mac, epoch);
+    Some((backend, mac, true))
+}
+
+/// Records (or replaces) a flow's entry, checked under `epoch`.
+#[inline(always)]
+fn record(key: &FlowKey, backend: [u8; 4], mac: [u8; 6], epoch: u32) {
     let flow = Flow {
         backend,
         mac,
@@ -190,7 +191,6 @@ fn pick_backend(
     };
     // A full LRU evicts its oldest flow; a failed insert only costs stickiness.
     let _ = FLOWS.insert(key, &flow, u64::from(BPF_ANY));
-    Some((backend, mac, true))
 }
 
 /// MAC of `addr` if it is registered in the service's group and not DOWN
