@@ -10,7 +10,7 @@ use lb_common::{
 
 pub mod common;
 use common::*;
-use lb_user::forwarding::{Forwarding, Reach, Segment, ServiceConfig};
+use lb_user::forwarding::{Forwarding, ServiceConfig};
 
 const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
@@ -250,18 +250,17 @@ fn a_service_the_next_instance_drops_forwards_no_more() {
         port: 443,
         ..TCP_SERVICE
     };
-    let reach = Reach {
-        mode: LOAD.forwarding,
-        segment: Segment {
-            addr: LOAD.lb_addr,
-            prefix_len: LOAD.segment_prefix_len,
-        },
-    };
     let configs = [ServiceConfig {
         key: https,
         group_id: 0,
     }];
-    Forwarding::new(&mut lb.maps, &configs, (1009, reach), Default::default()).unwrap();
+    Forwarding::new(
+        &mut lb.maps,
+        &configs,
+        (1009, reach(LOAD)),
+        Default::default(),
+    )
+    .unwrap();
     assert!(lb.maps.service(&TCP_SERVICE).unwrap().is_none());
     let ignored = lb.counter(Counter::Ignored);
     for port in 9000..9050 {

@@ -140,6 +140,17 @@ pub fn backend(i: u8) -> (Ipv4Addr, [u8; 6]) {
     (Ipv4Addr::new(10, 0, 0, 10 + i), [0x02, 0xbe, 0, 0, 0, i])
 }
 
+/// How the control loop of an LB loaded with `load` reaches backends.
+pub fn reach(load: LoadParams) -> Reach {
+    Reach {
+        mode: load.forwarding,
+        segment: Segment {
+            addr: load.lb_addr,
+            prefix_len: load.segment_prefix_len,
+        },
+    }
+}
+
 /// The loaded program with one group (GROUP, port 2000) serving one
 /// service, driven the way the control loop drives it.
 pub struct TestLb {
@@ -161,17 +172,10 @@ impl TestLb {
             key: service,
             group_id: 0,
         };
-        let reach = Reach {
-            mode: load.forwarding,
-            segment: Segment {
-                addr: load.lb_addr,
-                prefix_len: load.segment_prefix_len,
-            },
-        };
         let forwarding = Forwarding::new(
             &mut maps,
             &[service],
-            (table_size, reach),
+            (table_size, reach(load)),
             Default::default(),
         )
         .unwrap();
