@@ -5,7 +5,12 @@
 //! packet without a next hop, recorded for lb-user. Needs root.
 use std::net::Ipv4Addr;
 
-use lb_common::{BackendKey, Counter, NEXT_HOP_CACHE_NS, wire::internet_checksum};
+use std::collections::HashMap;
+
+use lb_common::{
+    BackendKey, Counter, NEXT_HOP_CACHE_NS,
+    wire::{FLAG_DRAINING, FLAG_LEAVING, internet_checksum},
+};
 
 pub mod common;
 use common::{routed::*, *};
@@ -168,6 +173,69 @@ fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
                     .unwrap()
                     .is_some(),
                 "a next-hop error never removes a backend"
+            );
+        }
+    });
+}
+
+/// The outer destination of a frame XDP wrapped, or `None` if it did not
+/// transmit one.
+fn outer_destination(lb: &mut TestLb, ifindex: u32, frame: &[u8]) -> Option<Ipv4Addr> {
+    let (action, out) = lb.run_on(ifindex, frame);
+    (action == XDP_TX && out.len() >= 34 && out[23] == 4)
+        .then(|| Ipv4Addr::new(out[30], out[31], out[32], out[33]))
+}
+
+/// Weights, DRAINING, the connection table and a leave work through IPIP
+/// as at layer 2 (the same tables; only the way out differs).
+#[test]
+fn ipip_flows_follow_weights_draining_and_leaves_as_at_layer_2() {
+    lb_tests_require_root();
+    in_namespace(|ifindex| {
+        const LIGHT: Ipv4Addr = ROUTED_BACKEND;
+        const HEAVY: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
+        let mut lb = TestLb::with(LOAD);
+        lb.announce_routed(LIGHT, 0, 100, 1);
+        lb.announce_routed(HEAVY, 0, 300, 1);
+        let flows: HashMap<u16, Ipv4Addr> = (3000..3800)
+            .map(|p| {
+                let to = outer_destination(&mut lb, ifindex, &segment(p, SYN, 60, true));
+                (p, to.expect("a SYN wrapped"))
+            })
+            .collect();
+        let light = flows.values().filter(|&&b| b == LIGHT).count();
+        assert!(
+            (170..=230).contains(&light),
+            "weight 100 of 400 got {light} of 800 new flows"
+        );
+        assert_eq!(
+            flows.len() - light,
+            flows.values().filter(|&&b| b == HEAVY).count()
+        );
+
+        // DRAINING: its flows stay, it gets no new ones.
+        lb.announce_routed(HEAVY, FLAG_DRAINING, 300, 2);
+        for (&port, &backend) in &flows {
+            let to = outer_destination(&mut lb, ifindex, &segment(port, ACK, 60, true));
+            assert_eq!(to, Some(backend), "flow {port} moved when {HEAVY} drained");
+        }
+        for port in 4000..4200 {
+            let to = outer_destination(&mut lb, ifindex, &segment(port, SYN, 60, true));
+            assert_eq!(
+                to,
+                Some(LIGHT),
+                "new flow {port} reached a draining backend"
+            );
+        }
+
+        // It leaves: its flows move to the other at once.
+        lb.announce_routed(HEAVY, FLAG_LEAVING, 300, 3);
+        for (&port, &backend) in &flows {
+            let to = outer_destination(&mut lb, ifindex, &segment(port, ACK, 60, true));
+            assert_eq!(
+                to,
+                Some(LIGHT),
+                "flow {port} (on {backend}) after {HEAVY} left"
             );
         }
     });

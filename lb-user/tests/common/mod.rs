@@ -342,7 +342,13 @@ pub mod routed {
 
         /// `addr` announces itself through the router (whose MAC the frame carries).
         pub fn register_routed(&mut self, addr: Ipv4Addr) {
-            let frame = Frame::announce(addr, 2000, 0, 100, 1)
+            self.announce_routed(addr, 0, 100, 1);
+        }
+
+        /// `addr` announces `flags` and `weight` through the router, with
+        /// `sequence`; the tables are rebuilt as after an aging pass.
+        pub fn announce_routed(&mut self, addr: Ipv4Addr, flags: u8, weight: u16, sequence: u64) {
+            let frame = Frame::announce(addr, 2000, flags, weight, sequence)
                 .with(|f| f.src_mac = ROUTER_MAC)
                 .bytes();
             assert_eq!(self.run(&frame).0, XDP_DROP);
