@@ -64,7 +64,7 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
     // SAFETY: a plain value written only by XDP; copied out at once.
     let hop = match unsafe { NEXT_HOPS.get(&backend) }.copied() {
         Some(hop)
-            if now.wrapping_sub(hop.resolved_ns) < NEXT_HOP_CACHE_NS && outer_len <= hop.fits =>
+            if now.wrapping_sub(hop.resolved_ns) < CACHE_COARSE_NS && outer_len <= hop.fits =>
         {
             hop
         }
@@ -96,6 +96,15 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
         Counter::IpipForwarded
     }
 }
+
+/// Longest timer tick of the coarse clock (HZ 100); its readings lag the
+/// fine clock by up to one tick.
+const COARSE_TICK_MAX_NS: u64 = 10_000_000;
+
+/// The cache's age limit on the coarse clock: a tick short of
+/// `NEXT_HOP_CACHE_NS`, so that an entry is never used once it is really
+/// that old, whatever the lag of the two readings.
+const CACHE_COARSE_NS: u64 = NEXT_HOP_CACHE_NS - COARSE_TICK_MAX_NS;
 
 /// Why the FIB gave no next hop for a packet.
 enum Resolve {
