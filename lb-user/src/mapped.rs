@@ -74,25 +74,16 @@ impl TryFrom<Map> for MappedArray<u32> {
 }
 
 impl MappedArray<u32> {
-    fn word(&self, index: u32) -> Option<&AtomicU32> {
-        (index < self.len).then(|| {
-            // SAFETY: inside the mapping (index < len, len words mapped),
-            // aligned (page-aligned base, u32 steps), valid while `self` is.
-            unsafe { AtomicU32::from_ptr(self.base.cast::<u32>().as_ptr().add(index as usize)) }
-        })
-    }
-
     /// Adds one to word `index` (past the end: nothing).
     pub fn bump(&self, index: u32) {
-        if let Some(word) = self.word(index) {
+        if index < self.len {
+            // SAFETY: inside the mapping (index < len, len words mapped),
+            // aligned (page-aligned base, u32 steps), valid while `self` is.
+            let word = unsafe {
+                AtomicU32::from_ptr(self.base.cast::<u32>().as_ptr().add(index as usize))
+            };
             word.fetch_add(1, Ordering::Release);
         }
-    }
-
-    /// Word `index` (past the end: 0).
-    pub fn get(&self, index: u32) -> u32 {
-        self.word(index)
-            .map_or(0, |word| word.load(Ordering::Acquire))
     }
 }
 

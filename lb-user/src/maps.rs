@@ -327,8 +327,9 @@ impl LbMaps {
     }
 
     /// Makes every flow check its service and backend again on its next
-    /// packet (after a change of configuration: flows an earlier instance
-    /// kept were checked under another).
+    /// packet (bumps `BACKEND_EPOCH`): after a removal, and after a change
+    /// of configuration (flows an earlier instance kept were checked under
+    /// another).
     pub fn recheck_flows(&self) {
         self.backend_epoch.bump(0);
     }
@@ -448,7 +449,7 @@ impl LbMaps {
     ) -> Result<(), MapsError> {
         removed(self.backends.remove(key), map_name::BACKENDS)?;
         // After the removal: XDP's flows on it check the list again.
-        self.backend_epoch.bump(0);
+        self.recheck_flows();
         let departure = Departure {
             left_ns: now_ns,
             reason: why as u32,
