@@ -80,11 +80,6 @@ fn live_round(program: &mut Xdp, frame: &[u8], ifindex: u32) -> (f64, u64) {
     )
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 fn rx_packets(dev: &str) -> u64 {
     std::fs::read_to_string(format!("/sys/class/net/{dev}/statistics/rx_packets"))
         .ok()

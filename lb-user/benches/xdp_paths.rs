@@ -45,11 +45,11 @@ fn run_on(program: &mut Xdp, frame: &[u8], repeat: u32, ctx: Option<&[u8]>) -> D
 }
 
 fn median_ns(program: &mut Xdp, frame: &[u8]) -> f64 {
-    let mut samples: Vec<f64> = (0..ROUNDS)
-        .map(|_| run(program, frame, REPEAT).as_nanos() as f64)
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[ROUNDS / 2]
+    median(
+        (0..ROUNDS)
+            .map(|_| run(program, frame, REPEAT).as_nanos() as f64)
+            .collect(),
+    )
 }
 
 /// New sources registered, one run each, per variant of the registration path.
@@ -69,15 +69,15 @@ impl log::Log for Discard {
 
 /// Median kernel time of one run of each frame (each once).
 fn median_single_ns(program: &mut Xdp, frames: &[Vec<u8>], mut before: impl FnMut()) -> f64 {
-    let mut samples: Vec<f64> = frames
-        .iter()
-        .map(|frame| {
-            before();
-            run(program, frame, 1).as_nanos() as f64
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    median(
+        frames
+            .iter()
+            .map(|frame| {
+                before();
+                run(program, frame, 1).as_nanos() as f64
+            })
+            .collect(),
+    )
 }
 
 /// Registration of a new backend, with and without its log record.
@@ -167,11 +167,11 @@ const SINGLE_RUNS: u32 = 20_000;
 /// Median kernel time of `SINGLE_RUNS` single runs of `frame` arriving on `ifindex`.
 fn median_single_on(program: &mut Xdp, frame: &[u8], ifindex: u32) -> f64 {
     let ctx = routed::xdp_md(frame.len(), ifindex);
-    let mut samples: Vec<f64> = (0..SINGLE_RUNS)
-        .map(|_| run_on(program, frame, 1, Some(&ctx)).as_nanos() as f64)
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
+    median(
+        (0..SINGLE_RUNS)
+            .map(|_| run_on(program, frame, 1, Some(&ctx)).as_nanos() as f64)
+            .collect(),
+    )
 }
 
 /// An established flow forwarded at L2 (on-segment backends) and through
