@@ -92,6 +92,10 @@ macro_rules! program_maps {
             /// gave it (LRU), written and read by XDP: a FIB lookup per
             /// packet costs more than the rest of the IPIP path.
             NEXT_HOPS / next_hops: LruHashMap<[u8; 4], $crate::NextHop>[$crate::DEFAULT_MAX_BACKENDS];
+            /// This CPU's coarse clock as last read, with the tick it was
+            /// read in (per CPU), written and read by XDP: the coarse clock
+            /// helper is read once per tick, not on every heartbeat.
+            COARSE_CLOCK / coarse_clock: PerCpuArray<$crate::CoarseClock>[1];
         }
     };
 }
@@ -310,8 +314,9 @@ const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackendEntry {
-    /// `bpf_ktime_get_coarse_ns` (CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC
-    /// up to one timer tick late) of the last accepted announcement.
+    /// CLOCK_MONOTONIC_COARSE ns of the last accepted announcement, as
+    /// XDP read it in that tick (CLOCK_MONOTONIC up to
+    /// [`COARSE_LAG_MAX_NS`] late).
     pub last_seen_ns: u64,
     /// Sequence of the last v1 announcement (0 for plain announcements).
     pub sequence: u64,
@@ -435,7 +440,8 @@ const _: () = assert!(core::mem::size_of::<NextHopError>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NextHop {
-    /// CLOCK_MONOTONIC_COARSE ns of the lookup (read by XDP only).
+    /// CLOCK_MONOTONIC_COARSE ns of the lookup as XDP read it in that
+    /// tick (read by XDP only).
     pub resolved_ns: u64,
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
@@ -444,6 +450,21 @@ pub struct NextHop {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<NextHop>() == 24);
+
+/// A reading of the coarse clock and the tick (jiffies) it was taken in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CoarseClock {
+    pub jiffies: u64,
+    /// CLOCK_MONOTONIC_COARSE ns.
+    pub ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<CoarseClock>() == 16);
+
+/// Most XDP's coarse readings lag CLOCK_MONOTONIC: two of the longest
+/// timer ticks (HZ 100), because jiffies advance just before the coarse
+/// clock at each tick and XDP reads the clock once per jiffy.
+pub const COARSE_LAG_MAX_NS: u64 = 2 * 10_000_000;
 
 /// How long XDP trusts a next hop from the FIB: a changed route,
 /// neighbour or MTU applies to IPIP traffic within this time.
@@ -765,7 +786,8 @@ mod pod {
         Departure,
         NextHopError,
         PendingLeave,
-        NextHop
+        NextHop,
+        CoarseClock
     );
 }
 

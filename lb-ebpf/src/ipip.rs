@@ -12,16 +12,16 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
         bpf_fib_lookup as FibLookup,
     },
-    helpers::{
-        bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_adjust_head,
-        bpf_xdp_adjust_tail,
-    },
+    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lb_common::{Counter, NEXT_HOP_CACHE_NS, NextHop, NextHopError, wire::internet_checksum};
+use lb_common::{
+    COARSE_LAG_MAX_NS, Counter, NEXT_HOP_CACHE_NS, NextHop, NextHopError, wire::internet_checksum,
+};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
+    clock,
     maps::{LB_ADDR, NEXT_HOP_ERRORS, NEXT_HOPS},
     parse::{Ipv4Packet, ptr_at},
 };
@@ -57,10 +57,9 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
     let inner_len = packet.l4_offset - EthHdr::LEN + packet.l4_len;
     let outer_len = (inner_len + Ipv4Hdr::LEN) as u16;
     let lb = LB_ADDR.load();
-    // The coarse clock (one tick, a few ms) is enough to age a 100 ms
+    // The coarse clock (a tick or two behind) is enough to age a 100 ms
     // cache, and costs a fraction of the fine one on every packet.
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::coarse_ns();
     // SAFETY: a plain value written only by XDP; copied out at once.
     let hop = match unsafe { NEXT_HOPS.get(&backend) }.copied() {
         Some(hop)
@@ -97,14 +96,10 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
     }
 }
 
-/// Longest timer tick of the coarse clock (HZ 100); its readings lag the
-/// fine clock by up to one tick.
-const COARSE_TICK_MAX_NS: u64 = 10_000_000;
-
-/// The cache's age limit on the coarse clock: a tick short of
+/// The cache's age limit on the coarse clock: its most lag short of
 /// `NEXT_HOP_CACHE_NS`, so that an entry is never used once it is really
 /// that old, whatever the lag of the two readings.
-const CACHE_COARSE_NS: u64 = NEXT_HOP_CACHE_NS - COARSE_TICK_MAX_NS;
+const CACHE_COARSE_NS: u64 = NEXT_HOP_CACHE_NS - COARSE_LAG_MAX_NS;
 
 /// Why the FIB gave no next hop for a packet.
 enum Resolve {

@@ -10,6 +10,7 @@
 )]
 
 mod auth;
+mod clock;
 mod epochs;
 mod events;
 mod forwarding;

@@ -1,7 +1,7 @@
 //! Announcements (SPEC 4.3, 5.2, 5.5): insert or refresh a backend in the
 //! server list, or remove it at once when it is LEAVING.
 use aya_ebpf::btf_maps::lpm_trie::Key;
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
 use lb_common::{
     BackendEntry, BackendKey, Counter, DepartureReason,
     wire::{
@@ -12,7 +12,7 @@ use lb_common::{
 use network_types::udp::UdpHdr;
 
 use crate::{
-    auth, epochs, events,
+    auth, clock, epochs, events,
     maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
     routed, stats,
@@ -115,11 +115,10 @@ fn apply(
             Err(_) => (Counter::AnnounceAccepted, false),
         };
     }
-    // The coarse clock (one timer tick, 4 ms here) costs a fraction of the
+    // The coarse clock (a tick or two behind) costs a fraction of the
     // fine one, and heartbeats are periods apart; leaves are judged by
     // the announcement count, not by this time.
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::coarse_ns();
     // A known backend is refreshed in place: no map update on the
     // heartbeat path. lb-user only reads the entry, and each field is
     // written whole, so a reader sees the old or the new value of each.

@@ -13,10 +13,10 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::{
-    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, Counter, Departure, DepartureReason,
-    ForwardingMode, GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHop,
-    NextHopError, PROGRAM_NAME, PendingLeave, Service, ServiceKey, global_name, map_name,
-    vip_filter_bit,
+    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, CoarseClock, Counter, Departure,
+    DepartureReason, ForwardingMode, GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS,
+    MAX_GROUPS, NextHop, NextHopError, PROGRAM_NAME, PendingLeave, Service, ServiceKey,
+    global_name, map_name, vip_filter_bit,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -464,6 +464,15 @@ impl LbMaps {
     /// Why and when backends left, newest kept (an LRU).
     pub fn departures(&self) -> Result<Vec<(BackendKey, Departure)>, MapsError> {
         entries(&self.departures, map_name::DEPARTURES)
+    }
+
+    /// Each CPU's last reading of the coarse clock in XDP (its stamps).
+    pub fn coarse_clocks(&self) -> Result<Vec<CoarseClock>, MapsError> {
+        let per_cpu = self
+            .coarse_clock
+            .get(&0, 0)
+            .map_err(map_err(map_name::COARSE_CLOCK))?;
+        Ok(per_cpu.iter().copied().collect())
     }
 
     /// The next hops XDP caches for IPIP backends.

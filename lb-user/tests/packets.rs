@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{
-    BackendKey, Counter,
+    BackendKey, COARSE_LAG_MAX_NS, Counter,
     wire::{
         AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_QUERY, IGMP_V1_REPORT, IGMP_V2_LEAVE,
         IGMP_V2_REPORT, Routed, igmp_v2_message, igmp_v3_query,
@@ -545,6 +545,7 @@ fn packet_table() {
     let program = xdp_program(&mut ebpf).unwrap();
     for case in cases() {
         let before = snapshot(&maps);
+        let started_ns = lb_host::system::monotonic_ns();
         let result = program
             .test_run(TestRunOptions {
                 data_in: Some(&case.frame),
@@ -584,20 +585,55 @@ fn packet_table() {
                 "{}: entry",
                 case.name
             );
-            // The coarse clock stamps announcements: two within one timer
-            // tick (these runs) carry the same time, never an older one.
-            let prior = before.backends.iter().find(|(k, _)| *k == key);
-            assert!(
-                prior.is_none_or(|(_, p)| entry.last_seen_ns >= p.last_seen_ns),
-                "{}: stamped earlier than before",
-                case.name
-            );
+            assert_stamped_during(entry.last_seen_ns, started_ns, case.name);
             expected.backends.retain(|(k, _)| *k != key);
             expected.backends.push((key, *entry));
             expected.backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
         }
         assert_eq!(after, expected, "{}: maps", case.name);
         println!("ok: {}", case.name);
+    }
+}
+
+/// A heartbeat's stamp is the coarse clock of its run: at most
+/// `COARSE_LAG_MAX_NS` before the run started, never after it ended.
+fn assert_stamped_during(stamp_ns: u64, started_ns: u64, what: &str) {
+    let ended_ns = lb_host::system::monotonic_ns();
+    assert!(
+        stamp_ns + COARSE_LAG_MAX_NS >= started_ns && stamp_ns <= ended_ns,
+        "{what}: stamped {stamp_ns} ns, run from {started_ns} to {ended_ns} ns"
+    );
+}
+
+/// XDP reads the coarse clock once per tick and CPU: its stamps follow
+/// the clock across ticks, each one a reading that a CPU cached.
+#[test]
+fn heartbeats_are_stamped_with_the_coarse_clock_of_their_tick() {
+    lb_tests_require_root();
+    let mut lb = TestLb::with(LOAD);
+    let key = BackendKey {
+        group_id: 0,
+        addr: backend(1).0.octets(),
+    };
+    for beat in 0..5 {
+        let started_ns = lb_host::system::monotonic_ns();
+        lb.announce(1, 0, 100);
+        let (_, entry) = lb
+            .maps
+            .backends()
+            .unwrap()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .expect("the backend is registered");
+        assert_stamped_during(entry.last_seen_ns, started_ns, &format!("beat {beat}"));
+        let cached = lb.maps.coarse_clocks().unwrap();
+        assert!(
+            cached.iter().any(|c| c.ns == entry.last_seen_ns),
+            "beat {beat}: the stamp {} is no CPU's reading ({cached:?})",
+            entry.last_seen_ns
+        );
+        // Longer than the lag: a stale reading would fail the next beat.
+        std::thread::sleep(std::time::Duration::from_nanos(2 * COARSE_LAG_MAX_NS));
     }
 }
 
