@@ -3,16 +3,18 @@
 //! destination; across routers it is wrapped in IPIP (`ipip`). Either way
 //! the backend (which holds the VIP on its loopback) answers the client
 //! directly.
-use aya_ebpf::{bindings::BPF_ANY, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    BackendKey, Counter, Flow, FlowKey, ForwardingMode, Service, ServiceKey, flow_hash,
+    BackendKey, Counter, Flow, FlowKey, FlowSlot, ForwardingMode, Service, ServiceKey, flow_hash64,
     wire::FLAG_DOWN,
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
-    epochs, ipip,
-    maps::{BACKENDS, FLOWS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICES, VIPS},
+    epochs,
+    flows::Place,
+    ipip,
+    maps::{BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICES, VIPS},
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
 };
 
@@ -41,17 +43,16 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         proto: packet.proto,
         _pad: [0; 3],
     };
+    let hash = flow_hash64(&flow_key);
+    // Never: the index is inside the table.
+    let place = Place::of(flow_key.words(), hash)?;
     // Read before any check of the server list, so that a change during
     // it leaves what the check finds under an old count.
     let epoch = epochs::current();
-    let known = if new_connection {
-        None
-    } else {
-        FLOWS.get_ptr_mut(&flow_key)
-    };
-    if let Some(flow) = known {
-        // SAFETY: a valid pointer into the LRU's value for this key.
-        let flow = unsafe { &*flow };
+    let known = if new_connection { None } else { place.find() };
+    if let Some(slot) = known {
+        // SAFETY: a valid pointer into the table's bucket.
+        let flow = unsafe { (*slot).flow };
         // A flow exists only for a service's packet, and nothing that
         // could end its claim happened since its check: no service lookup.
         if flow.epoch == epoch {
@@ -70,7 +71,7 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         // a VIP's other ports that ends in `ignored`, and the stack).
         return None;
     };
-    let Some((backend, mac, new_flow)) = pick_backend(&service, &flow_key, known, epoch) else {
+    let Some((backend, mac, new_flow)) = pick_backend(&service, &place, known, epoch) else {
         return Some(Counter::VipNoBackend);
     };
     Some(send(ctx, eth, packet, backend, mac, new_flow))
@@ -138,31 +139,30 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
 }
 
 /// The backend (address, MAC) for a flow, and whether the flow is new. A
-/// known flow (its entry `known`, whose `epoch` is older than `epoch`, the
+/// known flow (its slot `known`, whose `epoch` is older than `epoch`, the
 /// count read before this check) keeps its backend while that backend is
 /// registered (even DRAINING); a new connection or an unknown flow gets one
 /// from the Maglev table.
 #[inline(always)]
 fn pick_backend(
     service: &Service,
-    key: &FlowKey,
-    known: Option<*mut Flow>,
+    place: &Place,
+    known: Option<*mut FlowSlot>,
     epoch: u32,
 ) -> Option<([u8; 4], [u8; 6], bool)> {
-    if let Some(flow) = known {
-        // SAFETY: a valid pointer into the LRU's value for this key.
-        let flow = unsafe { &mut *flow };
+    if let Some(slot) = known {
+        // SAFETY: a valid pointer into the table's bucket.
+        let flow = unsafe { &mut (*slot).flow };
         let backend = flow.backend;
         if let Some(mac) = backend_mac(service, backend) {
             if flow.mac == mac {
-                // Only the count is written in place: should the entry
-                // have been evicted and reused by another flow meanwhile
-                // (an LRU reuses an element at once), that flow keeps its
-                // own backend and MAC.
+                // Only the count is written in place: should another CPU
+                // give the slot to another flow meanwhile, that flow keeps
+                // its own backend and MAC (and its check).
                 flow.epoch = epoch;
             } else {
                 // A new MAC (rare) replaces the entry whole.
-                record(key, backend, mac, epoch);
+                place.record(new_flow(backend, mac, epoch));
             }
             return Some((backend, mac, false));
         }
@@ -173,24 +173,22 @@ fn pick_backend(
         return None;
     }
     // An index past the pool (never written so) finds no entry.
-    let index = service.maglev_index(service.active_slot, flow_hash(key) % size);
+    let index = service.maglev_index(service.active_slot, place.maglev_hash() % size);
     let backend = *MAGLEV.get(index)?;
     let mac = backend_mac(service, backend)?;
-    record(key, backend, mac, epoch);
+    place.record(new_flow(backend, mac, epoch));
     Some((backend, mac, true))
 }
 
-/// Records (or replaces) a flow's entry, checked under `epoch`.
+/// A flow's entry, checked under `epoch`.
 #[inline(always)]
-fn record(key: &FlowKey, backend: [u8; 4], mac: [u8; 6], epoch: u32) {
-    let flow = Flow {
+fn new_flow(backend: [u8; 4], mac: [u8; 6], epoch: u32) -> Flow {
+    Flow {
         backend,
         mac,
         _pad: [0; 2],
         epoch,
-    };
-    // A full LRU evicts its oldest flow; a failed insert only costs stickiness.
-    let _ = FLOWS.insert(key, &flow, u64::from(BPF_ANY));
+    }
 }
 
 /// MAC of `addr` if it is registered in the service's group and not DOWN

@@ -13,6 +13,7 @@ mod auth;
 mod clock;
 mod epochs;
 mod events;
+mod flows;
 mod forwarding;
 mod igmp;
 mod ipip;

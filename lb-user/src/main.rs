@@ -168,7 +168,8 @@ struct RunArgs {
     /// Without it, any source may.
     #[arg(long, value_parser = config::parse_cidr)]
     allow: Vec<(Ipv4Addr, u8)>,
-    /// Capacity of the connection table.
+    /// Capacity of the connection table: the flows it holds (80 bytes
+    /// each), beyond which the least recently used make room.
     #[arg(long, default_value_t = DEFAULT_MAX_FLOWS, value_parser = clap::value_parser!(u32).range(1..))]
     max_flows: u32,
 }

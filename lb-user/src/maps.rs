@@ -16,7 +16,7 @@ use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, CoarseClock, Counter, Departure,
     DepartureReason, ForwardingMode, GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS,
     MAX_GROUPS, NextHop, NextHopError, PROGRAM_NAME, PendingLeave, Service, ServiceKey,
-    global_name, map_name, vip_filter_bit,
+    flow_buckets, global_name, map_name, vip_filter_bit,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -129,6 +129,11 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
             &netmask(params.segment_prefix_len),
             true,
         )
+        .override_global(
+            global_name::FLOW_BUCKETS,
+            &flow_buckets(params.max_flows),
+            true,
+        )
         .map_max_entries(
             map_name::LAST_SEQUENCE,
             params.max_backends.saturating_mul(2),
@@ -136,7 +141,7 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .map_max_entries(map_name::BACKENDS, params.max_backends)
         .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
         .map_max_entries(map_name::LEAVES, params.max_backends)
-        .map_max_entries(map_name::FLOWS, params.max_flows)
+        .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
         .load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
     Ok(ebpf)
@@ -537,7 +542,12 @@ impl LbMaps {
     }
 
     /// Flows in the connection table.
-    pub fn flow_count(&self) -> usize {
-        self.flows.keys().count()
+    pub fn flow_count(&self) -> Result<usize, MapsError> {
+        let buckets = entries(&self.flows, map_name::FLOWS)?;
+        Ok(buckets
+            .iter()
+            .flat_map(|(_, bucket)| bucket.ways.iter())
+            .filter(|slot| slot.key != [0; 2])
+            .count())
     }
 }

@@ -1,7 +1,7 @@
 //! Forwarding through BPF_PROG_TEST_RUN: VIP packets leave with XDP_TX and
 //! the chosen backend's MAC; flows keep their backend; DRAINING backends
 //! get no new flows; bad VIP packets are dropped and counted. Needs root.
-use std::collections::HashMap;
+use std::{collections::HashMap, net::Ipv4Addr};
 
 use lb_common::{
     Counter, FlowKey, IPPROTO_TCP, ServiceKey, flow_hash,
@@ -443,11 +443,15 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
     ];
     for (name, frame, action, counter) in cases {
         let before = lb.counter(counter);
-        let flows = lb.maps.flow_count();
+        let flows = lb.maps.flow_count().unwrap();
         let (got, out) = lb.run(&frame);
         assert_eq!(got, action, "{name}: action");
         assert_eq!(lb.counter(counter), before + 1, "{name}: counter");
-        assert_eq!(lb.maps.flow_count(), flows, "{name}: no flow created");
+        assert_eq!(
+            lb.maps.flow_count().unwrap(),
+            flows,
+            "{name}: no flow created"
+        );
         assert_eq!(out, frame, "{name}: frame left untouched");
         println!("ok: {name}");
     }
@@ -501,5 +505,37 @@ fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
     for port in 6000..6100 {
         let mac = lb.connect(port).expect("forwarded");
         assert!(macs.contains(&mac), "port {port}: not a registered backend");
+    }
+}
+
+/// The connection table holds flows up to its capacity: flows from
+/// distinct clients filling it to a share of `max_flows`, then one more
+/// packet of each, which must find its entry (a miss would count as a new
+/// flow). Up to the capacity every flow stays; beyond it, at least as many
+/// as an LRU of that capacity would keep (the most recent `max_flows`).
+#[test]
+fn the_connection_table_keeps_flows_up_to_its_capacity() {
+    lb_tests_require_root();
+    for percent in [50, 90, 100, 150, 200] {
+        let mut lb = TestLb::with(LOAD);
+        for i in 0..3 {
+            lb.announce(i, 0, 100);
+        }
+        let flows = LOAD.max_flows * percent / 100;
+        let client = |i: u32| Ipv4Addr::from(0x0a40_0000 + i);
+        for i in 0..flows {
+            lb.run(&Frame::tcp(client(i), 40000, VIP, 80, SYN).bytes());
+        }
+        let before = lb.counter(Counter::VipForwarded);
+        for i in 0..flows {
+            lb.run(&Frame::tcp(client(i), 40000, VIP, 80, ACK).bytes());
+        }
+        let kept = lb.counter(Counter::VipForwarded) - before;
+        println!("{percent}% of the capacity ({flows} flows): {kept} kept");
+        let least = flows.min(LOAD.max_flows);
+        assert!(
+            kept >= u64::from(least),
+            "{percent}% of the capacity: {kept} of {flows} flows kept, fewer than {least}"
+        );
     }
 }

@@ -1,0 +1,144 @@
+//! The connection table (`FLOWS`): an array of buckets of `FLOW_WAYS`
+//! slots, written with plain stores. A flow lives in one of the two
+//! buckets its hash names; a new flow takes its own old slot, else the
+//! emptier bucket's empty or least recently used slot. Slots carry a check
+//! of their contents, so a slot torn by two CPUs writing it at once reads
+//! as no entry.
+use aya_ebpf::helpers::bpf_jiffies64;
+use lb_common::{
+    FLOW_USED_TICKS, FLOW_WAYS, Flow, FlowBucket, FlowSlot, flow_buckets_of, flow_check,
+};
+
+use crate::maps::{FLOW_BUCKETS, FLOWS};
+
+/// A flow's place in the table: its key's words, hash and buckets.
+pub struct Place {
+    key: [u64; 2],
+    hash: u64,
+    buckets: [*mut FlowBucket; 2],
+}
+
+/// Low 32 bits of jiffies: a slot's `used` clock.
+#[inline(always)]
+fn now() -> u32 {
+    // SAFETY: helper without preconditions (inlined by the verifier).
+    unsafe { bpf_jiffies64() as u32 }
+}
+
+impl Place {
+    /// The buckets of the flow with key words `key` and hash `hash`.
+    #[inline(always)]
+    pub fn of(key: [u64; 2], hash: u64) -> Option<Self> {
+        let [first, second] = flow_buckets_of(hash, FLOW_BUCKETS.load());
+        Some(Self {
+            key,
+            hash,
+            buckets: [FLOWS.get_ptr_mut(first)?, FLOWS.get_ptr_mut(second)?],
+        })
+    }
+
+    /// The hash the Maglev table is indexed with (`lb_common::flow_hash`).
+    #[inline(always)]
+    pub fn maglev_hash(&self) -> u32 {
+        self.hash as u32
+    }
+
+    /// The flow's slot, if the table holds it whole.
+    #[inline(always)]
+    pub fn find(&self) -> Option<*mut FlowSlot> {
+        for bucket in self.buckets {
+            // SAFETY: a valid pointer into the array's value for its index.
+            let bucket = unsafe { &mut *bucket };
+            for slot in bucket.ways.iter_mut() {
+                if slot.key == self.key {
+                    if slot.check != flow_check(self.hash, slot.flow.backend, slot.flow.mac) {
+                        return None;
+                    }
+                    let now = now();
+                    if now.wrapping_sub(slot.used) > FLOW_USED_TICKS {
+                        slot.used = now;
+                    }
+                    return Some(slot);
+                }
+            }
+        }
+        None
+    }
+
+    /// Records (or replaces) the flow: in its own slot if it has one, else
+    /// in the emptier bucket's empty or least recently used slot (or the
+    /// first bucket's, if neither has room: both are full then).
+    #[inline(always)]
+    pub fn record(&self, flow: Flow) {
+        let now = now();
+        let slot = match self.own_slot() {
+            Some(own) => own,
+            None => {
+                let [first, second] = self.buckets;
+                let bucket = if empties(second) > empties(first) {
+                    second
+                } else {
+                    first
+                };
+                idlest(bucket, now)
+            }
+        };
+        // SAFETY: a valid pointer into one of the buckets.
+        let slot = unsafe { &mut *slot };
+        *slot = FlowSlot {
+            key: self.key,
+            flow,
+            used: now,
+            check: flow_check(self.hash, flow.backend, flow.mac),
+        };
+    }
+
+    /// The slot holding this flow's key, whole or not.
+    #[inline(always)]
+    fn own_slot(&self) -> Option<*mut FlowSlot> {
+        for bucket in self.buckets {
+            // SAFETY: a valid pointer into the array's value for its index.
+            let bucket = unsafe { &mut *bucket };
+            for slot in bucket.ways.iter_mut() {
+                if slot.key == self.key {
+                    return Some(slot);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Empty slots in `bucket` (branch-free: few paths for the verifier).
+#[inline(always)]
+fn empties(bucket: *mut FlowBucket) -> u32 {
+    // SAFETY: a valid pointer into the array's value for its index.
+    let bucket = unsafe { &*bucket };
+    bucket
+        .ways
+        .iter()
+        .map(|slot| u32::from(slot.key == [0; 2]))
+        .sum()
+}
+
+/// The slot of `bucket` idle longest (an empty one first).
+#[inline(always)]
+fn idlest(bucket: *mut FlowBucket, now: u32) -> *mut FlowSlot {
+    // SAFETY: a valid pointer into the array's value for its index.
+    let bucket = unsafe { &mut *bucket };
+    let mut most = 0;
+    let mut idle_most = 0;
+    for (way, slot) in bucket.ways.iter().enumerate() {
+        let idle = if slot.key == [0; 2] {
+            u32::MAX
+        } else {
+            now.wrapping_sub(slot.used)
+        };
+        if idle > idle_most {
+            most = way;
+            idle_most = idle;
+        }
+    }
+    // The mask is for the verifier: the index stays inside the bucket.
+    &mut bucket.ways[most & (FLOW_WAYS - 1)]
+}
