@@ -43,26 +43,42 @@ impl Place {
         self.hash as u32
     }
 
-    /// The flow's slot, if the table holds it whole.
+    /// The flow's slot and the entry it held, if it held it whole: the
+    /// entry is copied once and checked, never read again from a slot
+    /// another CPU may be writing.
     #[inline(always)]
-    pub fn find(&self) -> Option<*mut FlowSlot> {
+    pub fn find(&self) -> Option<(*mut FlowSlot, Flow)> {
         for bucket in self.buckets {
             // SAFETY: a valid pointer into the array's value for its index.
             let bucket = unsafe { &mut *bucket };
             for slot in bucket.ways.iter_mut() {
                 if slot.key == self.key {
-                    if slot.check != flow_check(self.hash, slot.flow.backend, slot.flow.mac) {
+                    let flow = slot.flow;
+                    if slot.check != flow_check(self.hash, flow.backend, flow.mac) {
                         return None;
                     }
                     let now = now();
                     if now.wrapping_sub(slot.used) > FLOW_USED_TICKS {
                         slot.used = now;
                     }
-                    return Some(slot);
+                    return Some((slot, flow));
                 }
             }
         }
         None
+    }
+
+    /// Marks the flow's slot checked under `epoch`: only the count is
+    /// written, and only while the slot still holds this flow (should
+    /// another CPU give it to another flow at that moment, that flow keeps
+    /// its own backend, MAC and check).
+    #[inline(always)]
+    pub fn checked(&self, slot: *mut FlowSlot, epoch: u32) {
+        // SAFETY: a valid pointer into one of the buckets.
+        let slot = unsafe { &mut *slot };
+        if slot.key == self.key {
+            slot.flow.epoch = epoch;
+        }
     }
 
     /// Records (or replaces) the flow: in its own slot if it has one, else

@@ -50,9 +50,7 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     // it leaves what the check finds under an old count.
     let epoch = epochs::current();
     let known = if new_connection { None } else { place.find() };
-    if let Some(slot) = known {
-        // SAFETY: a valid pointer into the table's bucket.
-        let flow = unsafe { (*slot).flow };
+    if let Some((_, flow)) = known {
         // A flow exists only for a service's packet, and nothing that
         // could end its claim happened since its check: no service lookup.
         if flow.epoch == epoch {
@@ -139,7 +137,7 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
 }
 
 /// The backend (address, MAC) for a flow, and whether the flow is new. A
-/// known flow (its slot `known`, whose `epoch` is older than `epoch`, the
+/// known flow (its slot and entry `known`, whose `epoch` is older than `epoch`, the
 /// count read before this check) keeps its backend while that backend is
 /// registered (even DRAINING); a new connection or an unknown flow gets one
 /// from the Maglev table.
@@ -147,19 +145,14 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
 fn pick_backend(
     service: &Service,
     place: &Place,
-    known: Option<*mut FlowSlot>,
+    known: Option<(*mut FlowSlot, Flow)>,
     epoch: u32,
 ) -> Option<([u8; 4], [u8; 6], bool)> {
-    if let Some(slot) = known {
-        // SAFETY: a valid pointer into the table's bucket.
-        let flow = unsafe { &mut (*slot).flow };
+    if let Some((slot, flow)) = known {
         let backend = flow.backend;
         if let Some(mac) = backend_mac(service, backend) {
             if flow.mac == mac {
-                // Only the count is written in place: should another CPU
-                // give the slot to another flow meanwhile, that flow keeps
-                // its own backend and MAC (and its check).
-                flow.epoch = epoch;
+                place.checked(slot, epoch);
             } else {
                 // A new MAC (rare) replaces the entry whole.
                 place.record(new_flow(backend, mac, epoch));
