@@ -3,8 +3,9 @@
 //! get no new flows; bad VIP packets are dropped and counted. Needs root.
 use std::{collections::HashMap, net::Ipv4Addr};
 
+use aya::maps::{MapData, MapInfo};
 use lb_common::{
-    Counter, FlowKey, IPPROTO_TCP, ServiceKey, flow_hash,
+    Counter, FlowBucket, FlowKey, IPPROTO_TCP, ServiceKey, flow_hash, map_name,
     wire::{FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING},
 };
 
@@ -538,4 +539,62 @@ fn the_connection_table_keeps_flows_up_to_its_capacity() {
             "{percent}% of the capacity: {kept} of {flows} flows kept, fewer than {least}"
         );
     }
+}
+
+/// The connection table of `lb`'s program, opened by id beside `LbMaps`
+/// (which offers no way to write it).
+fn flow_table(lb: &mut TestLb) -> aya::maps::Array<aya::maps::MapData, FlowBucket> {
+    let ids = lb.program().info().unwrap().map_ids().unwrap().unwrap();
+    let id = ids
+        .into_iter()
+        .find(|&id| MapInfo::from_id(id).unwrap().name_as_str() == Some(map_name::FLOWS))
+        .expect("the program uses FLOWS");
+    aya::maps::Array::try_from(aya::maps::Map::Array(MapData::from_id(id).unwrap())).unwrap()
+}
+
+/// A slot whose backend does not match its check (two CPUs wrote it at
+/// once: one flow's key and check, another's backend) is no entry: the
+/// packet takes the Maglev pick, never the torn backend, and the flow is
+/// recorded whole again.
+#[test]
+fn a_torn_connection_table_slot_is_no_entry() {
+    let mut lb = TestLb::with(LOAD);
+    lb.announce(1, 0, 100);
+    lb.announce(2, 0, 100);
+    let port = (7000..7100)
+        .find(|&p| lb.connect(p) == Some(backend(1).1))
+        .expect("a flow on backend 1");
+    let key = FlowKey {
+        src: CLIENT.octets(),
+        dst: VIP.octets(),
+        src_port: port.to_be_bytes(),
+        dst_port: 80u16.to_be_bytes(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
+    }
+    .words();
+    let mut table = flow_table(&mut lb);
+    let (index, mut bucket) = (0..table.len())
+        .map(|i| (i, table.get(&i, 0).unwrap()))
+        .find(|(_, b)| b.ways.iter().any(|s| s.key == key))
+        .expect("the flow's slot");
+    let slot = bucket.ways.iter_mut().find(|s| s.key == key).unwrap();
+    slot.flow.backend = backend(2).0.octets();
+    slot.flow.mac = backend(2).1;
+    table.set(index, &bucket, 0).unwrap();
+
+    let new_flows = lb.counter(Counter::VipNewFlow);
+    assert_eq!(
+        lb.send(port),
+        Some(backend(1).1),
+        "the torn backend was used"
+    );
+    assert_eq!(lb.counter(Counter::VipNewFlow), new_flows + 1, "not a miss");
+    let forwarded = lb.counter(Counter::VipForwarded);
+    assert_eq!(lb.send(port), Some(backend(1).1));
+    assert_eq!(
+        lb.counter(Counter::VipForwarded),
+        forwarded + 1,
+        "not recorded whole"
+    );
 }
