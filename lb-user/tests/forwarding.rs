@@ -67,15 +67,7 @@ impl TestLb {
     /// The backend MAC the active Maglev table gives CLIENT:sport -> VIP:80.
     fn maglev_pick(&self, sport: u16) -> Option<[u8; 6]> {
         let service = self.maps.service(&TCP_SERVICE).unwrap()?;
-        let key = FlowKey {
-            src: CLIENT.octets(),
-            dst: VIP.octets(),
-            src_port: sport.to_be_bytes(),
-            dst_port: 80u16.to_be_bytes(),
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
-        };
-        let entry = flow_hash(&key) % service.active_size();
+        let entry = flow_hash(&client_flow(sport)) % service.active_size();
         let addr = self
             .maps
             .maglev_entry(service.maglev_index(service.active_slot, entry))
@@ -86,6 +78,18 @@ impl TestLb {
             .into_iter()
             .find(|(k, _)| k.addr == addr)
             .map(|(_, e)| e.mac)
+    }
+}
+
+/// The flow CLIENT:sport -> VIP:80 (TCP).
+fn client_flow(sport: u16) -> FlowKey {
+    FlowKey {
+        src: CLIENT.octets(),
+        dst: VIP.octets(),
+        src_port: sport.to_be_bytes(),
+        dst_port: 80u16.to_be_bytes(),
+        proto: IPPROTO_TCP,
+        _pad: [0; 3],
     }
 }
 
@@ -564,15 +568,7 @@ fn a_torn_connection_table_slot_is_no_entry() {
     let port = (7000..7100)
         .find(|&p| lb.connect(p) == Some(backend(1).1))
         .expect("a flow on backend 1");
-    let key = FlowKey {
-        src: CLIENT.octets(),
-        dst: VIP.octets(),
-        src_port: port.to_be_bytes(),
-        dst_port: 80u16.to_be_bytes(),
-        proto: IPPROTO_TCP,
-        _pad: [0; 3],
-    }
-    .words();
+    let key = client_flow(port).words();
     let mut table = flow_table(&mut lb);
     let (index, mut bucket) = (0..table.len())
         .map(|i| (i, table.get(&i, 0).unwrap()))
