@@ -17,7 +17,6 @@ const WRK_SECONDS: &str = "5";
 const WRK_CONNECTIONS: &str = "32";
 
 struct Result {
-    name: &'static str,
     requests_per_sec: f64,
     p99_ms: f64,
 }
@@ -74,18 +73,122 @@ fn parse_wrk(output: &str) -> anyhow::Result<(f64, f64)> {
     Ok((rps, number.parse::<f64>()? * scale))
 }
 
-/// wrk from the client against `url`, once per way of reusing
-/// connections, each result added to its table in `tables`.
-fn wrk(
-    topo: &Topology,
+/// Rounds of each end-to-end table: every path once per round, in turn,
+/// set up just before its turn and torn down after it, so that no path's
+/// machinery runs during another's; each ratio is the median of the
+/// rounds' ratios (direct's own rate moved by a fifth between runs here).
+const ROUNDS: usize = 3;
+
+/// A path's results, one per round.
+struct Runs {
     name: &'static str,
-    url: &str,
-    tables: &mut [Vec<Result>; 2],
+    results: Vec<Result>,
+}
+
+/// A path in its turn: dropping it tears the path down.
+enum Up {
+    Nothing,
+    /// A program that runs until killed.
+    Program {
+        _process: Proc,
+    },
+    /// An LB and its agents: the LB gets SIGTERM and detaches XDP (a killed
+    /// LB would leave it attached, as designed, in every later path).
+    Lb {
+        lb: Proc,
+        _agents: Vec<Proc>,
+    },
+    /// An nftables table (name) in host `LB`'s namespace.
+    Nft(String, &'static str),
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        match self {
+            Up::Lb { lb, .. } => {
+                lb.signal(libc::SIGTERM);
+                if let Err(e) = lb.wait_exit(Duration::from_secs(10)) {
+                    eprintln!("{e:#}");
+                }
+            }
+            Up::Nft(netns, table) => {
+                let _ = lb_tests::sh(
+                    "ip",
+                    &[
+                        "netns", "exec", netns, "nft", "delete", "table", "ip", table,
+                    ],
+                );
+            }
+            Up::Nothing | Up::Program { .. } => {}
+        }
+    }
+}
+
+/// One way from a client to the servers: its name, and how to set it up
+/// for a turn (returning its URL and what keeps it up).
+struct Path<'a> {
+    name: &'static str,
+    start: Box<dyn Fn() -> anyhow::Result<(String, Up)> + 'a>,
+}
+
+/// `ROUNDS` rounds of wrk from host `client` through each of `paths` (the
+/// first is the baseline), for each way of reusing connections in
+/// `reuses`; prints each run, then one table per way.
+fn rounds(
+    topo: &Topology,
+    client: usize,
+    paths: &[Path<'_>],
+    reuses: &[Reuse],
 ) -> anyhow::Result<()> {
-    for (reuse, table) in Reuse::BOTH.into_iter().zip(tables.iter_mut()) {
-        table.push(wrk_from(topo, CLIENT, name, url, reuse)?);
+    let mut tables: Vec<Vec<Runs>> = reuses
+        .iter()
+        .map(|_| {
+            paths
+                .iter()
+                .map(|p| Runs {
+                    name: p.name,
+                    results: Vec::new(),
+                })
+                .collect()
+        })
+        .collect();
+    for round in 1..=ROUNDS {
+        println!("round {round} of {ROUNDS}");
+        for (i, path) in paths.iter().enumerate() {
+            let (url, _up) = (path.start)()?;
+            for (reuse, table) in reuses.iter().zip(tables.iter_mut()) {
+                table[i]
+                    .results
+                    .push(wrk_from(topo, client, path.name, &url, *reuse)?);
+            }
+        }
+    }
+    for (reuse, table) in reuses.iter().zip(&tables) {
+        println!("\n{} (medians of {ROUNDS} rounds):", reuse.title());
+        print_table(table);
     }
     Ok(())
+}
+
+/// Starts an LB on host `LB` serving `vip` and agents on `backends`, and
+/// waits until every backend is registered.
+fn lb_up(topo: &Topology, backends: &[usize], vip: &str, lb_args: &[&str]) -> anyhow::Result<Up> {
+    let mut args = lb_args.to_vec();
+    args.extend(["--vip", vip, "--service", "tcp:80"]);
+    let (lb, pin) = topo.start_lb(LB, "bench", &args)?;
+    let agents = topo.spawn_agents(backends, &["--iface", "eth0", "--vip", vip])?;
+    let up = Up::Lb {
+        lb,
+        _agents: agents,
+    };
+    wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
+        topo.status(&pin)
+            .ok()
+            .filter(|s| registered(s).len() == backends.len())
+    })
+    .context("backends did not register with the LB")?;
+    sleep(Duration::from_millis(500));
+    Ok(up)
 }
 
 /// wrk in host `client` against `url`.
@@ -112,7 +215,6 @@ fn wrk_from(
     let (requests_per_sec, p99_ms) = parse_wrk(&text).with_context(|| format!("{name}: {text}"))?;
     println!("{name:<28} {requests_per_sec:>10.0} req/s   p99 {p99_ms:>7.2} ms");
     Ok(Result {
-        name,
         requests_per_sec,
         p99_ms,
     })
@@ -237,36 +339,20 @@ fn end_to_end_routed() -> anyhow::Result<()> {
         let _servers = topo.start_servers(&backends)?;
         println!("\nend to end through a router: backends on three subnets behind it");
         let first = topo.host(backends[0]).addr;
-        let direct = wrk_from(
-            topo,
-            1,
-            "direct to one backend (routed)",
-            &format!("http://{first}/"),
-            Reuse::KeepAlive,
-        )?;
-        let (_lb, pin) = topo.start_lb(
-            LB,
-            "bench-routed",
-            &["--ttl", "2", "--vip", &vip, "--service", "tcp:80"],
-        )?;
-        let _agents: Vec<Proc> =
-            topo.spawn_agents(&backends, &["--iface", "eth0", "--vip", &vip])?;
-        wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-            topo.status(&pin)
-                .ok()
-                .filter(|s| registered(s).len() == backends.len())
-        })
-        .context("routed backends did not register with the LB")?;
-        sleep(Duration::from_millis(500));
-        let ipip = wrk_from(
-            topo,
-            1,
-            "xdp-lb (XDP, IPIP, DSR)",
-            &format!("http://{vip}/"),
-            Reuse::KeepAlive,
-        )?;
-        print_table(&[direct, ipip]);
-        Ok(())
+        let paths = [
+            Path {
+                name: "direct to one backend (routed)",
+                start: Box::new(|| Ok((format!("http://{first}/"), Up::Nothing))),
+            },
+            Path {
+                name: "xdp-lb (XDP, IPIP, DSR)",
+                start: Box::new(|| {
+                    let up = lb_up(topo, &backends, &vip, &["--ttl", "2"])?;
+                    Ok((format!("http://{vip}/"), up))
+                }),
+            },
+        ];
+        rounds(topo, 1, &paths, &[Reuse::KeepAlive])
     })
 }
 
@@ -285,109 +371,114 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         topo.sysctl(host, "net.ipv4.tcp_tw_reuse", "1")?;
         topo.sysctl(host, "net.ipv4.ip_local_port_range", "1024 65535")?;
     }
+    topo.sysctl(LB, "net.ipv4.ip_forward", "1")?;
     sleep(Duration::from_millis(300));
     println!(
         "\nend to end: wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, 3 backends, keep-alive and a new connection per request"
     );
-    let mut results: [Vec<Result>; 2] = Default::default();
-    wrk(
-        topo,
-        "direct to one backend",
-        &format!("http://{}/", backend_addrs[0]),
-        &mut results,
-    )?;
-
-    // Our LB: XDP with direct server return.
-    {
-        let (_lb, pin) = topo.start_lb(LB, "bench", &["--vip", &vip, "--service", "tcp:80"])?;
-        let _agents: Vec<Proc> =
-            topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip])?;
-        wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
-            topo.status(&pin)
-                .ok()
-                .filter(|s| registered(s).len() == BACKENDS.len())
-        })
-        .context("backends did not register with the LB")?;
-        sleep(Duration::from_millis(500));
-        wrk(
-            topo,
-            "xdp-lb (XDP, DSR)",
-            &format!("http://{vip}/"),
-            &mut results,
-        )?;
-    }
-
-    // HAProxy in the LB's namespace: a full proxy.
-    {
-        let servers: String = backend_addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("    server b{i} {a}:80\n"))
-            .collect();
-        let config = format!(
-            "global\n    maxconn 4096\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
-             frontend bench\n    bind {lb}:8080\n    default_backend backends\nbackend backends\n    balance roundrobin\n{servers}"
-        );
-        let path = topo.logs.join("haproxy.cfg");
-        fs::write(&path, config)?;
-        let _haproxy = topo.spawn_program(
-            LB,
-            "haproxy",
-            "haproxy",
-            &["-db", "-f", path.to_str().context("path")?],
-        )?;
-        sleep(Duration::from_millis(500));
-        wrk(
-            topo,
-            "HAProxy (mode tcp)",
-            &format!("http://{lb}:8080/"),
-            &mut results,
-        )?;
-    }
-
-    // nftables DNAT with numgen and masquerade, as kube-proxy does.
-    {
-        let map: Vec<String> = backend_addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{i} : {a}"))
-            .collect();
-        let rules = format!(
-            "table ip xlbbench {{\n  chain pre {{ type nat hook prerouting priority -100; ip daddr {lb} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }}; }}\n  chain post {{ type nat hook postrouting priority 100; ip daddr {{ {addrs} }} tcp dport 80 masquerade; }}\n}}\n",
-            n = backend_addrs.len(),
-            map = map.join(", "),
-            addrs = backend_addrs.join(", ")
-        );
-        let path = topo.logs.join("nat.nft");
-        fs::write(&path, rules)?;
-        topo.sysctl(LB, "net.ipv4.ip_forward", "1")?;
-        topo.exec_program(LB, "nft", &["-f", path.to_str().context("path")?])?;
-        wrk(
-            topo,
-            "nftables DNAT (numgen)",
-            &format!("http://{lb}/"),
-            &mut results,
-        )?;
-    }
-
-    for (reuse, table) in Reuse::BOTH.into_iter().zip(&results) {
-        println!("\n{}:", reuse.title());
-        print_table(table);
-    }
-    Ok(())
+    let logs = &topo.logs;
+    let paths = [
+        Path {
+            name: "direct to one backend",
+            start: Box::new(|| Ok((format!("http://{}/", backend_addrs[0]), Up::Nothing))),
+        },
+        // Our LB: XDP with direct server return.
+        Path {
+            name: "xdp-lb (XDP, DSR)",
+            start: Box::new(|| {
+                let up = lb_up(topo, &BACKENDS, &vip, &[])?;
+                Ok((format!("http://{vip}/"), up))
+            }),
+        },
+        // HAProxy in the LB's namespace: a full proxy.
+        Path {
+            name: "HAProxy (mode tcp)",
+            start: Box::new(|| {
+                let path = logs.join("haproxy.cfg");
+                fs::write(&path, haproxy_config(lb, &backend_addrs))?;
+                let haproxy = topo.spawn_program(
+                    LB,
+                    "haproxy",
+                    "haproxy",
+                    &["-db", "-f", path.to_str().context("path")?],
+                )?;
+                sleep(Duration::from_millis(500));
+                Ok((
+                    format!("http://{lb}:8080/"),
+                    Up::Program { _process: haproxy },
+                ))
+            }),
+        },
+        // nftables DNAT with numgen and masquerade, as kube-proxy does.
+        Path {
+            name: "nftables DNAT (numgen)",
+            start: Box::new(|| {
+                let path = logs.join("nat.nft");
+                fs::write(&path, nft_rules(lb, &backend_addrs))?;
+                topo.exec_program(LB, "nft", &["-f", path.to_str().context("path")?])?;
+                let up = Up::Nft(topo.host(LB).netns.clone(), NFT_TABLE);
+                Ok((format!("http://{lb}/"), up))
+            }),
+        },
+    ];
+    rounds(topo, CLIENT, &paths, &Reuse::BOTH)
 }
 
-/// The results as a Markdown table, each against the first (direct).
-fn print_table(results: &[Result]) {
-    let direct = results[0].requests_per_sec;
+fn haproxy_config(lb: std::net::Ipv4Addr, backends: &[String]) -> String {
+    let servers: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("    server b{i} {a}:80\n"))
+        .collect();
+    format!(
+        "global\n    maxconn 4096\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\
+         frontend bench\n    bind {lb}:8080\n    default_backend backends\nbackend backends\n    balance roundrobin\n{servers}"
+    )
+}
+
+/// The nftables table of the DNAT path.
+const NFT_TABLE: &str = "xlbbench";
+
+fn nft_rules(lb: std::net::Ipv4Addr, backends: &[String]) -> String {
+    let map: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{i} : {a}"))
+        .collect();
+    format!(
+        "table ip {NFT_TABLE} {{\n  chain pre {{ type nat hook prerouting priority -100; ip daddr {lb} tcp dport 80 dnat to numgen inc mod {n} map {{ {map} }}; }}\n  chain post {{ type nat hook postrouting priority 100; ip daddr {{ {addrs} }} tcp dport 80 masquerade; }}\n}}\n",
+        n = backends.len(),
+        map = map.join(", "),
+        addrs = backends.join(", ")
+    )
+}
+
+/// The results as a Markdown table, each path against the first (direct):
+/// medians of the rounds' rates, p99 latencies and ratios.
+fn print_table(paths: &[Runs]) {
+    let baseline = &paths[0].results;
     println!("\n| path | requests/s | p99 latency | vs direct |\n|---|---:|---:|---:|");
-    for r in results {
+    for path in paths {
+        let ratios = path
+            .results
+            .iter()
+            .zip(baseline)
+            .map(|(r, b)| r.requests_per_sec / b.requests_per_sec)
+            .collect();
+        let rates = path.results.iter().map(|r| r.requests_per_sec).collect();
+        let p99s = path.results.iter().map(|r| r.p99_ms).collect();
         println!(
             "| {} | {:.0} | {:.2} ms | {:.2} |",
-            r.name,
-            r.requests_per_sec,
-            r.p99_ms,
-            r.requests_per_sec / direct
+            path.name,
+            median(rates),
+            median(p99s),
+            median(ratios)
         );
     }
+}
+
+/// The middle value (the upper one of an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
