@@ -98,8 +98,11 @@ enum Up {
         lb: Proc,
         _agents: Vec<Proc>,
     },
-    /// An nftables table (name) in host `LB`'s namespace.
-    Nft(String, &'static str),
+    /// A change in a namespace, undone by running a program there.
+    Undo {
+        netns: String,
+        undo: Vec<String>,
+    },
 }
 
 impl Drop for Up {
@@ -111,13 +114,12 @@ impl Drop for Up {
                     eprintln!("{e:#}");
                 }
             }
-            Up::Nft(netns, table) => {
-                let _ = lb_tests::sh(
-                    "ip",
-                    &[
-                        "netns", "exec", netns, "nft", "delete", "table", "ip", table,
-                    ],
-                );
+            Up::Undo { netns, undo } => {
+                let mut args = vec!["netns", "exec", netns.as_str()];
+                args.extend(undo.iter().map(String::as_str));
+                if let Err(e) = lb_tests::sh("ip", &args) {
+                    eprintln!("{e:#}");
+                }
             }
             Up::Nothing | Up::Program { .. } => {}
         }
@@ -372,6 +374,10 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         topo.sysctl(host, "net.ipv4.ip_local_port_range", "1024 65535")?;
     }
     topo.sysctl(LB, "net.ipv4.ip_forward", "1")?;
+    // Forwarding within the segment, the LB host would redirect the client.
+    for iface in ["all", "eth0"] {
+        topo.sysctl(LB, &format!("net.ipv4.conf.{iface}.send_redirects"), "0")?;
+    }
     sleep(Duration::from_millis(300));
     println!(
         "\nend to end: wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, 3 backends, keep-alive and a new connection per request"
@@ -381,6 +387,21 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
         Path {
             name: "direct to one backend",
             start: Box::new(|| Ok((format!("http://{}/", backend_addrs[0]), Up::Nothing))),
+        },
+        // The LB host's hop alone: the client reaches that backend through
+        // the LB host, which the kernel forwards (no LB), and the backend
+        // answers directly, as with direct server return.
+        Path {
+            name: "direct via the LB host (kernel forwarding)",
+            start: Box::new(|| {
+                let prefix = format!("{}/32", backend_addrs[0]);
+                topo.add_route(CLIENT, &prefix, lb)?;
+                let up = Up::Undo {
+                    netns: topo.host(CLIENT).netns.clone(),
+                    undo: ["ip", "route", "del", &prefix].map(String::from).to_vec(),
+                };
+                Ok((format!("http://{}/", backend_addrs[0]), up))
+            }),
         },
         // Our LB: XDP with direct server return.
         Path {
@@ -416,7 +437,12 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
                 let path = logs.join("nat.nft");
                 fs::write(&path, nft_rules(lb, &backend_addrs))?;
                 topo.exec_program(LB, "nft", &["-f", path.to_str().context("path")?])?;
-                let up = Up::Nft(topo.host(LB).netns.clone(), NFT_TABLE);
+                let up = Up::Undo {
+                    netns: topo.host(LB).netns.clone(),
+                    undo: ["nft", "delete", "table", "ip", NFT_TABLE]
+                        .map(String::from)
+                        .to_vec(),
+                };
                 Ok((format!("http://{lb}/"), up))
             }),
         },
