@@ -351,9 +351,13 @@ pub fn flow_buckets_of(hash: u64, buckets: u32) -> [u32; 2] {
 /// flow, its backend from another) fails it, and counts as no entry.
 #[inline(always)]
 pub fn flow_check(hash: u64, backend: [u8; 4], mac: [u8; 6]) -> u32 {
+    // The MAC in the low 48 bits, the whole address in the high 32: they
+    // overlap in 16 bits, so only a change of both at once, in step,
+    // could leave the word as it was.
     let mac = u64::from(u16::from_ne_bytes([mac[0], mac[1]])) << 32
         | u64::from(u32::from_ne_bytes([mac[2], mac[3], mac[4], mac[5]]));
-    splitmix64(hash ^ mac ^ u64::from(u32::from_ne_bytes(backend)) << 48) as u32
+    let backend = u64::from(u32::from_ne_bytes(backend)) << 32;
+    splitmix64(hash ^ mac ^ backend) as u32
 }
 
 /// One slot of the connection table.
@@ -898,6 +902,40 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), Counter::ALL.len(), "duplicate counter name");
+    }
+
+    #[test]
+    fn a_flow_has_two_buckets_inside_any_table() {
+        for buckets in [1, 2, 3, 1000, flow_buckets(DEFAULT_MAX_FLOWS), u32::MAX] {
+            for hash in [0, 1, u64::MAX, 0x8000_0000_0000_0000, 0xdead_beef_cafe_f00d] {
+                let [a, b] = flow_buckets_of(hash, buckets);
+                assert!(a < buckets && b < buckets, "{hash:x} in {buckets}");
+            }
+        }
+        // Two slots per flow, in whole buckets.
+        assert_eq!(flow_buckets(1), 1);
+        assert_eq!(flow_buckets(4096), 2048);
+        assert_eq!(flow_buckets(4097), 2049);
+    }
+
+    #[test]
+    fn the_slot_check_covers_the_backend_and_the_mac() {
+        let key = FlowKey {
+            src: [10, 0, 0, 50],
+            dst: [10, 0, 0, 100],
+            src_port: 40000u16.to_be_bytes(),
+            dst_port: 80u16.to_be_bytes(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let hash = flow_hash64(&key);
+        let (backend, mac) = ([10, 0, 0, 11], [2, 0xbe, 0, 0, 0, 1]);
+        let check = flow_check(hash, backend, mac);
+        assert_ne!(check, flow_check(hash, [10, 0, 0, 12], mac));
+        assert_ne!(check, flow_check(hash, backend, [2, 0xbe, 0, 0, 0, 2]));
+        assert_ne!(check, flow_check(hash ^ 1, backend, mac));
+        assert_eq!(flow_hash(&key), hash as u32);
+        assert_ne!(key.words(), [0; 2], "a flow's key is never an empty slot's");
     }
 
     #[test]

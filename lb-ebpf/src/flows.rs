@@ -11,6 +11,33 @@ use lb_common::{
 
 use crate::maps::{FLOW_BUCKETS, FLOWS};
 
+/// What the table holds for a flow: its slot (null for none) and the
+/// entry read from it. Not an `Option`: a `None` leaves the payload's
+/// registers undefined, and the verifier rejects a program that spills
+/// one.
+#[derive(Clone, Copy)]
+pub struct Found {
+    pub slot: *mut FlowSlot,
+    pub flow: Flow,
+}
+
+impl Found {
+    pub const NONE: Found = Found {
+        slot: core::ptr::null_mut(),
+        flow: Flow {
+            backend: [0; 4],
+            mac: [0; 6],
+            _pad: [0; 2],
+            epoch: 0,
+        },
+    };
+
+    #[inline(always)]
+    pub fn is_some(&self) -> bool {
+        !self.slot.is_null()
+    }
+}
+
 /// A flow's place in the table: its key's words, hash and buckets.
 pub struct Place {
     key: [u64; 2],
@@ -47,7 +74,7 @@ impl Place {
     /// entry is copied once and checked, never read again from a slot
     /// another CPU may be writing.
     #[inline(always)]
-    pub fn find(&self) -> Option<(*mut FlowSlot, Flow)> {
+    pub fn find(&self) -> Found {
         for bucket in self.buckets {
             // SAFETY: a valid pointer into the array's value for its index.
             let bucket = unsafe { &mut *bucket };
@@ -55,17 +82,17 @@ impl Place {
                 if slot.key == self.key {
                     let flow = slot.flow;
                     if slot.check != flow_check(self.hash, flow.backend, flow.mac) {
-                        return None;
+                        return Found::NONE;
                     }
                     let now = now();
                     if now.wrapping_sub(slot.used) > FLOW_USED_TICKS {
                         slot.used = now;
                     }
-                    return Some((slot, flow));
+                    return Found { slot, flow };
                 }
             }
         }
-        None
+        Found::NONE
     }
 
     /// Marks the flow's slot checked under `epoch`: only the count is

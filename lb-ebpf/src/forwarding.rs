@@ -5,14 +5,14 @@
 //! directly.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    BackendKey, Counter, Flow, FlowKey, FlowSlot, ForwardingMode, Service, ServiceKey, flow_hash64,
+    BackendKey, Counter, Flow, FlowKey, ForwardingMode, Service, ServiceKey, flow_hash64,
     wire::FLAG_DOWN,
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
     epochs,
-    flows::Place,
+    flows::{Found, Place},
     ipip,
     maps::{BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICES, VIPS},
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
@@ -49,8 +49,13 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     // Read before any check of the server list, so that a change during
     // it leaves what the check finds under an old count.
     let epoch = epochs::current();
-    let known = if new_connection { None } else { place.find() };
-    if let Some((_, flow)) = known {
+    let known = if new_connection {
+        Found::NONE
+    } else {
+        place.find()
+    };
+    if known.is_some() {
+        let flow = known.flow;
         // A flow exists only for a service's packet, and nothing that
         // could end its claim happened since its check: no service lookup.
         if flow.epoch == epoch {
@@ -145,14 +150,15 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
 fn pick_backend(
     service: &Service,
     place: &Place,
-    known: Option<(*mut FlowSlot, Flow)>,
+    known: Found,
     epoch: u32,
 ) -> Option<([u8; 4], [u8; 6], bool)> {
-    if let Some((slot, flow)) = known {
+    if known.is_some() {
+        let flow = known.flow;
         let backend = flow.backend;
         if let Some(mac) = backend_mac(service, backend) {
             if flow.mac == mac {
-                place.checked(slot, epoch);
+                place.checked(known.slot, epoch);
             } else {
                 // A new MAC (rare) replaces the entry whole.
                 place.record(new_flow(backend, mac, epoch));
