@@ -1,9 +1,9 @@
 //! The connection table (`FLOWS`): an array of buckets of `FLOW_WAYS`
 //! slots, written with plain stores. A flow lives in one of the two
-//! buckets its hash names; a new flow takes its own old slot, else the
-//! emptier bucket's empty or least recently used slot. Slots carry a check
-//! of their contents, so a slot torn by two CPUs writing it at once reads
-//! as no entry.
+//! buckets its hash names; a new flow takes its own old slot, else an
+//! empty slot of the emptier bucket, else the least recently used of
+//! both. Slots carry a check of their contents, so a slot torn by two
+//! CPUs writing it at once reads as no entry.
 use aya_ebpf::helpers::bpf_jiffies64;
 use lb_common::{
     FLOW_USED_TICKS, FLOW_WAYS, Flow, FlowBucket, FlowSlot, flow_buckets_of, flow_check,
@@ -109,8 +109,8 @@ impl Place {
     }
 
     /// Records (or replaces) the flow: in its own slot if it has one, else
-    /// in the emptier bucket's empty or least recently used slot (or the
-    /// first bucket's, if neither has room: both are full then).
+    /// in an empty slot of the emptier bucket, else over the least
+    /// recently used flow of both.
     #[inline(always)]
     pub fn record(&self, flow: Flow) {
         let now = now();
@@ -118,12 +118,21 @@ impl Place {
             Some(own) => own,
             None => {
                 let [first, second] = self.buckets;
-                let bucket = if empties(second) > empties(first) {
-                    second
+                let (room_first, room_second) = (empties(first), empties(second));
+                let (in_first, idle_first) = idlest(first, now);
+                if room_second > room_first {
+                    idlest(second, now).0
+                } else if room_first > 0 {
+                    in_first
                 } else {
-                    first
-                };
-                idlest(bucket, now)
+                    // Both full: the least recently used of both.
+                    let (in_second, idle_second) = idlest(second, now);
+                    if idle_second > idle_first {
+                        in_second
+                    } else {
+                        in_first
+                    }
+                }
             }
         };
         // SAFETY: a valid pointer into one of the buckets.
@@ -164,9 +173,10 @@ fn empties(bucket: *mut FlowBucket) -> u32 {
         .sum()
 }
 
-/// The slot of `bucket` idle longest (an empty one first).
+/// The slot of `bucket` idle longest (an empty one first), and its idle
+/// ticks.
 #[inline(always)]
-fn idlest(bucket: *mut FlowBucket, now: u32) -> *mut FlowSlot {
+fn idlest(bucket: *mut FlowBucket, now: u32) -> (*mut FlowSlot, u32) {
     // SAFETY: a valid pointer into the array's value for its index.
     let bucket = unsafe { &mut *bucket };
     let mut most = 0;
@@ -183,5 +193,5 @@ fn idlest(bucket: *mut FlowBucket, now: u32) -> *mut FlowSlot {
         }
     }
     // The mask is for the verifier: the index stays inside the bucket.
-    &mut bucket.ways[most & (FLOW_WAYS - 1)]
+    (&mut bucket.ways[most & (FLOW_WAYS - 1)], idle_most)
 }
