@@ -283,6 +283,18 @@ pub struct Flow {
 }
 const _: () = assert!(core::mem::size_of::<Flow>() == 16);
 
+impl Flow {
+    /// A flow pinned to `backend` at `mac`, checked under count `epoch`.
+    pub const fn new(backend: [u8; 4], mac: [u8; 6], epoch: u32) -> Self {
+        Self {
+            backend,
+            mac,
+            _pad: [0; 2],
+            epoch,
+        }
+    }
+}
+
 impl FlowKey {
     /// The key as two words (addresses; ports and protocol), as a
     /// connection-table slot stores it: never all zero (the protocol is not).
@@ -375,6 +387,14 @@ pub struct FlowSlot {
     pub check: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowSlot>() == 40);
+
+impl FlowSlot {
+    /// Whether the slot holds no flow.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.key == [0; 2]
+    }
+}
 
 /// One bucket of the connection table: [`FLOW_WAYS`] slots.
 #[repr(C)]

@@ -9,11 +9,17 @@ use lb_common::CoarseClock;
 
 use crate::maps::COARSE_CLOCK;
 
+/// The kernel's tick count (jiffies).
+#[inline(always)]
+pub fn jiffies() -> u64 {
+    // SAFETY: helper without preconditions (inlined by the verifier).
+    unsafe { bpf_jiffies64() }
+}
+
 /// CLOCK_MONOTONIC_COARSE ns, as read in the current tick.
 #[inline(always)]
 pub fn coarse_ns() -> u64 {
-    // SAFETY: helper without preconditions (inlined by the verifier).
-    let jiffies = unsafe { bpf_jiffies64() };
+    let jiffies = jiffies();
     let Some(cached) = COARSE_CLOCK.get_ptr_mut(0) else {
         // Never: the array has its one entry.
         // SAFETY: helper without preconditions.

@@ -4,12 +4,14 @@
 //! empty slot of the emptier bucket, else the least recently used of
 //! both. Slots carry a check of their contents, so a slot torn by two
 //! CPUs writing it at once reads as no entry.
-use aya_ebpf::helpers::bpf_jiffies64;
 use lb_common::{
     FLOW_USED_TICKS, FLOW_WAYS, Flow, FlowBucket, FlowSlot, flow_buckets_of, flow_check,
 };
 
-use crate::maps::{FLOW_BUCKETS, FLOWS};
+use crate::{
+    clock,
+    maps::{FLOW_BUCKETS, FLOWS},
+};
 
 /// What the table holds for a flow: its slot (null for none) and the
 /// entry read from it. Not an `Option`: a `None` leaves the payload's
@@ -24,12 +26,7 @@ pub struct Found {
 impl Found {
     pub const NONE: Found = Found {
         slot: core::ptr::null_mut(),
-        flow: Flow {
-            backend: [0; 4],
-            mac: [0; 6],
-            _pad: [0; 2],
-            epoch: 0,
-        },
+        flow: Flow::new([0; 4], [0; 6], 0),
     };
 
     #[inline(always)]
@@ -48,8 +45,7 @@ pub struct Place {
 /// Low 32 bits of jiffies: a slot's `used` clock.
 #[inline(always)]
 fn now() -> u32 {
-    // SAFETY: helper without preconditions (inlined by the verifier).
-    unsafe { bpf_jiffies64() as u32 }
+    clock::jiffies() as u32
 }
 
 impl Place {
@@ -75,24 +71,20 @@ impl Place {
     /// another CPU may be writing.
     #[inline(always)]
     pub fn find(&self) -> Found {
-        for bucket in self.buckets {
-            // SAFETY: a valid pointer into the array's value for its index.
-            let bucket = unsafe { &mut *bucket };
-            for slot in bucket.ways.iter_mut() {
-                if slot.key == self.key {
-                    let flow = slot.flow;
-                    if slot.check != flow_check(self.hash, flow.backend, flow.mac) {
-                        return Found::NONE;
-                    }
-                    let now = now();
-                    if now.wrapping_sub(slot.used) > FLOW_USED_TICKS {
-                        slot.used = now;
-                    }
-                    return Found { slot, flow };
-                }
-            }
+        let Some(slot) = self.own_slot() else {
+            return Found::NONE;
+        };
+        // SAFETY: a valid pointer into one of the buckets.
+        let slot = unsafe { &mut *slot };
+        let flow = slot.flow;
+        if slot.check != flow_check(self.hash, flow.backend, flow.mac) {
+            return Found::NONE;
         }
-        Found::NONE
+        let now = now();
+        if now.wrapping_sub(slot.used) > FLOW_USED_TICKS {
+            slot.used = now;
+        }
+        Found { slot, flow }
     }
 
     /// Marks the flow's slot checked under `epoch`: only the count is
@@ -119,13 +111,13 @@ impl Place {
             None => {
                 let [first, second] = self.buckets;
                 let (room_first, room_second) = (empties(first), empties(second));
-                let (in_first, idle_first) = idlest(first, now);
                 if room_second > room_first {
                     idlest(second, now).0
                 } else if room_first > 0 {
-                    in_first
+                    idlest(first, now).0
                 } else {
                     // Both full: the least recently used of both.
+                    let (in_first, idle_first) = idlest(first, now);
                     let (in_second, idle_second) = idlest(second, now);
                     if idle_second > idle_first {
                         in_second
@@ -169,7 +161,7 @@ fn empties(bucket: *mut FlowBucket) -> u32 {
     bucket
         .ways
         .iter()
-        .map(|slot| u32::from(slot.key == [0; 2]))
+        .map(|slot| u32::from(slot.is_empty()))
         .sum()
 }
 
@@ -182,7 +174,7 @@ fn idlest(bucket: *mut FlowBucket, now: u32) -> (*mut FlowSlot, u32) {
     let mut most = 0;
     let mut idle_most = 0;
     for (way, slot) in bucket.ways.iter().enumerate() {
-        let idle = if slot.key == [0; 2] {
+        let idle = if slot.is_empty() {
             u32::MAX
         } else {
             now.wrapping_sub(slot.used)

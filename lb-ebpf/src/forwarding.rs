@@ -142,10 +142,10 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
 }
 
 /// The backend (address, MAC) for a flow, and whether the flow is new. A
-/// known flow (its slot and entry `known`, whose `epoch` is older than `epoch`, the
-/// count read before this check) keeps its backend while that backend is
-/// registered (even DRAINING); a new connection or an unknown flow gets one
-/// from the Maglev table.
+/// known flow (its slot and entry `known`, whose `epoch` is older than
+/// `epoch`, the count read before this check) keeps its backend while that
+/// backend is registered (even DRAINING); a new connection or an unknown
+/// flow gets one from the Maglev table.
 #[inline(always)]
 fn pick_backend(
     service: &Service,
@@ -161,7 +161,7 @@ fn pick_backend(
                 place.checked(known.slot, epoch);
             } else {
                 // A new MAC (rare) replaces the entry whole.
-                place.record(new_flow(backend, mac, epoch));
+                place.record(Flow::new(backend, mac, epoch));
             }
             return Some((backend, mac, false));
         }
@@ -175,19 +175,8 @@ fn pick_backend(
     let index = service.maglev_index(service.active_slot, place.maglev_hash() % size);
     let backend = *MAGLEV.get(index)?;
     let mac = backend_mac(service, backend)?;
-    place.record(new_flow(backend, mac, epoch));
+    place.record(Flow::new(backend, mac, epoch));
     Some((backend, mac, true))
-}
-
-/// A flow's entry, checked under `epoch`.
-#[inline(always)]
-fn new_flow(backend: [u8; 4], mac: [u8; 6], epoch: u32) -> Flow {
-    Flow {
-        backend,
-        mac,
-        _pad: [0; 2],
-        epoch,
-    }
 }
 
 /// MAC of `addr` if it is registered in the service's group and not DOWN

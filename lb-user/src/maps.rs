@@ -547,7 +547,7 @@ impl LbMaps {
         Ok(buckets
             .iter()
             .flat_map(|(_, bucket)| bucket.ways.iter())
-            .filter(|slot| slot.key != [0; 2])
+            .filter(|slot| !slot.is_empty())
             .count())
     }
 }
