@@ -120,6 +120,13 @@ pub fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
     lb_host::system::cpu_time(&pid.to_string()).with_context(|| format!("reading /proc/{pid}/stat"))
 }
 
+/// The middle value of `samples` (the upper one of an even count): the
+/// benchmarks' statistic.
+pub fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
 /// Polls `probe` every `every` until it yields a value or `limit` passes.
 pub fn wait_for<T>(
     limit: Duration,

@@ -6,7 +6,7 @@
 use std::{fs, thread::sleep, time::Duration};
 
 use anyhow::{Context, bail};
-use lb_tests::{Bridge, Proc, Topology, cpu_time, registered, wait_for};
+use lb_tests::{Bridge, Proc, Topology, cpu_time, median, registered, wait_for};
 
 use crate::{cargo, root, setup};
 
@@ -501,10 +501,4 @@ fn print_table(paths: &[Runs]) {
             median(ratios)
         );
     }
-}
-
-/// The middle value (the upper one of an even count).
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }

@@ -140,12 +140,8 @@ pub fn backend(i: u8) -> (Ipv4Addr, [u8; 6]) {
     (Ipv4Addr::new(10, 0, 0, 10 + i), [0x02, 0xbe, 0, 0, 0, i])
 }
 
-/// The middle value of `samples` (the upper one of an even count): the
-/// benchmarks' statistic.
-pub fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
+/// The benchmarks' statistic, as xtask's end-to-end rows use it.
+pub use lb_tests::median;
 
 /// How the control loop of an LB loaded with `load` reaches backends.
 pub fn reach(load: LoadParams) -> Reach {
