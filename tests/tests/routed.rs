@@ -1,5 +1,6 @@
-//! Beyond one segment (SPEC 4.4, 7): backends behind real kernel multicast
-//! routers (static routes from smcroute) register through the routed
+//! Beyond one segment (SPEC 4.4, 7): backends behind multicast routers
+//! (the kernel's, driven by smcroute, or nftables' replication where the
+//! kernel has no multicast routing: SPEC 8) register through the routed
 //! query and report, and serve a VIP through IPIP that their agents strip.
 //! The original design's figure 4 (one router, three backend subnets),
 //! figure 5 (router A feeds a backend and router B, which feeds two), and
@@ -15,7 +16,7 @@ use std::{
 use anyhow::{Context, ensure};
 use lb_tests::{
     Bridge, Counter, FAST_TIMERS, Proc, StatusReport, Topology, counter, first_group, registered,
-    wait_for,
+    routed::Mrouter, wait_for,
 };
 use serde_json::Value;
 
@@ -39,7 +40,7 @@ struct Bed<'a> {
     lb: Proc,
     /// The LB's arguments after `run --iface eth0 --pin-path PIN`.
     lb_args: Vec<String>,
-    _routers: Vec<Proc>,
+    _routers: Vec<Mrouter>,
     vip: String,
     backends: Vec<(usize, u16)>,
     agents: BTreeMap<usize, Proc>,
@@ -56,7 +57,7 @@ impl<'a> Bed<'a> {
     /// that took from the agents' start.
     fn start(
         topo: &'a Topology,
-        routers: Vec<Proc>,
+        routers: Vec<Mrouter>,
         backends: &[(usize, u16)],
     ) -> anyhow::Result<(Self, Duration)> {
         Self::start_with(topo, routers, backends, &[], &[])
@@ -66,7 +67,7 @@ impl<'a> Bed<'a> {
     /// `agent_extra`.
     fn start_with(
         topo: &'a Topology,
-        routers: Vec<Proc>,
+        routers: Vec<Mrouter>,
         backends: &[(usize, u16)],
         lb_extra: &[&str],
         agent_extra: &[&str],
@@ -215,7 +216,7 @@ impl<'a> Bed<'a> {
 /// all leave.
 fn serves_through_routers(
     topo: &Topology,
-    routers: Vec<Proc>,
+    routers: Vec<Mrouter>,
     backends: &[(usize, u16)],
     depth: &str,
 ) -> anyhow::Result<()> {

@@ -318,7 +318,7 @@ fn scale_row(topo: &Topology, count: u32) -> anyhow::Result<()> {
 }
 
 /// The routed topology: the LB and the client on one segment, a router
-/// (smcroute) with a subnet per backend behind it.
+/// (multicast: `start_mrouter`) with a subnet per backend behind it.
 const ROUTER: usize = 2;
 
 /// Requests per second through IPIP (backends behind a router), next to
