@@ -96,6 +96,9 @@ macro_rules! program_maps {
             /// gave it (LRU), written and read by XDP: a FIB lookup per
             /// packet costs more than the rest of the IPIP path.
             NEXT_HOPS / next_hops: LruHashMap<[u8; 4], $crate::NextHop>[$crate::DEFAULT_MAX_BACKENDS];
+            /// Packet counters of the GSO program (per CPU), indexed by
+            /// [`GsoCounter`]($crate::GsoCounter).
+            GSO_COUNTERS / gso_counters: PerCpuArray<u64>[$crate::GsoCounter::ALL.len() as u32];
             /// This CPU's coarse clock as last read, with the tick it was
             /// read in (per CPU), written and read by XDP: the coarse clock
             /// helper is read once per tick, not on every heartbeat.
@@ -125,6 +128,10 @@ macro_rules! program_globals {
             SEGMENT_MASK: [u8; 4] = [0; 4];
             /// Buckets of FLOWS (its capacity): set with it at load.
             FLOW_BUCKETS: u32 = $crate::flow_buckets($crate::DEFAULT_MAX_FLOWS);
+            /// 1 when the GSO program ([`GSO_PROGRAM_NAME`]($crate::GSO_PROGRAM_NAME))
+            /// runs on the interface's ingress (XDP in generic mode): XDP
+            /// hands it the GSO super-packets it cannot wrap in IPIP.
+            GSO_HANDOFF: u8 = 0;
         }
     };
 }
@@ -577,6 +584,30 @@ pub struct CoarseClock {
 }
 const _: () = assert!(core::mem::size_of::<CoarseClock>() == 16);
 
+/// Name of the LB's tc program that wraps GSO super-packets in IPIP.
+pub const GSO_PROGRAM_NAME: &str = "lb_gso";
+
+/// What XDP puts in a GSO super-packet's metadata (`bpf_xdp_adjust_meta`)
+/// for the GSO program: the backend and next hop it chose. XDP cannot
+/// wrap such a packet (it would have to split it); tc can, with
+/// `bpf_skb_adjust_room`, which keeps the packet's GSO state valid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct GsoHandoff {
+    /// [`GsoHandoff::MAGIC`]: metadata of this program's, whole.
+    pub magic: u32,
+    /// The backend (network order): the outer header's destination.
+    pub backend: [u8; 4],
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+// bpf_xdp_adjust_meta takes multiples of 4 bytes, at most 32.
+const _: () = assert!(core::mem::size_of::<GsoHandoff>() == 20);
+
+impl GsoHandoff {
+    pub const MAGIC: u32 = u32::from_be_bytes(*b"LBGS");
+}
+
 /// Most XDP's coarse readings lag CLOCK_MONOTONIC: two of the longest
 /// timer ticks (HZ 100), because jiffies advance just before the coarse
 /// clock at each tick and XDP reads the clock once per jiffy.
@@ -804,6 +835,11 @@ counters! {
     IpipForwarded = "ipip_forwarded" => Tx,
     /// Client packet that started a new flow, wrapped in IPIP and sent.
     IpipNewFlow = "ipip_new_flow" => Tx,
+    /// Client packet for an IPIP backend longer than the interface's MTU
+    /// (a GSO super-packet, which generic XDP sees whole): passed with its
+    /// backend and next hop in the metadata to the GSO program, which
+    /// wraps it ([`GsoCounter`] counts what became of it).
+    IpipGsoHandoff = "ipip_gso_handoff" => Pass,
     /// Client packet dropped: the kernel's FIB has no usable next hop toward
     /// its IPIP backend (recorded in NEXT_HOP_ERRORS for lb-user to report
     /// and resolve).
@@ -847,13 +883,32 @@ macro_rules! decap_maps {
     };
 }
 
-/// What the decapsulation program does with a packet: the tc action it
-/// returns (`TC_ACT_OK`, `TC_ACT_SHOT`).
+/// What a tc program does with a packet: the action it returns
+/// (`TC_ACT_OK`, `TC_ACT_SHOT`, `TC_ACT_REDIRECT`).
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcAction {
     Pass = 0,
     Drop = 2,
+    Redirect = 7,
+}
+
+counters! {
+    /// What the LB's GSO program did with a packet on the interface's
+    /// ingress (only where XDP runs in generic mode).
+    GsoCounter => TcAction {
+    /// A super-packet XDP handed over: wrapped in IPIP (the GSO size
+    /// lowered by the outer header, so that each segment fits the MTU)
+    /// and sent out of the interface toward its next hop.
+    Wrapped = "gso_wrapped" => Redirect,
+    /// A super-packet XDP handed over that could not be grown or
+    /// rewritten (`bpf_skb_adjust_room` refused it): dropped.
+    CannotWrap = "gso_cannot_wrap" => Drop,
+    /// A super-packet XDP handed over that is no IPv4 packet: dropped.
+    Malformed = "gso_malformed" => Drop,
+    /// Any other packet: left to the stack.
+    NotHandedOver = "gso_not_handed_over" => Pass,
+    }
 }
 
 counters! {

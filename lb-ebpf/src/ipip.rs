@@ -3,7 +3,9 @@
 //! backend and sent to the next hop the kernel's FIB gives for the backend;
 //! the backend's agent strips the header. A packet that would not fit the
 //! egress MTU once wrapped is answered with ICMP "fragmentation needed"
-//! (DF set) or dropped (DF clear): XDP cannot fragment.
+//! (DF set) or dropped (DF clear): XDP cannot fragment. A packet longer
+//! than the interface's MTU is no wire frame but a GSO super-packet (XDP in
+//! generic mode sees them whole): it goes to the GSO program (`gso`).
 use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
@@ -21,7 +23,7 @@ use lb_common::{
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
-    clock,
+    clock, gso,
     maps::{LB_ADDR, NEXT_HOP_ERRORS, NEXT_HOPS},
     parse::{Ipv4Packet, ptr_at},
 };
@@ -29,10 +31,10 @@ use crate::{
 /// `AF_INET`, the FIB lookup's address family.
 const AF_INET: u8 = 2;
 /// IP protocol numbers of the outer headers.
-const IPPROTO_IPIP: u8 = 4;
+pub const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_ICMP: u8 = 1;
 /// The DF bit of the IPv4 flags (first byte of the fragment field).
-const DONT_FRAGMENT: u8 = 0x40;
+pub const DONT_FRAGMENT: u8 = 0x40;
 const OUTER_TTL: u8 = 64;
 /// ICMP "destination unreachable", code "fragmentation needed and DF set".
 const ICMP_UNREACHABLE: u8 = 3;
@@ -69,6 +71,9 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
         }
         _ => match resolve(ctx, packet, lb, backend, outer_len, now) {
             Ok(hop) => hop,
+            Err(Resolve::TooBig { .. }) if gso::is_super_packet(ctx) => {
+                return gso::hand_over(ctx, packet, lb, backend);
+            }
             Err(Resolve::TooBig { mtu }) if dont_fragment => return too_big(ctx, packet.src, mtu),
             Err(Resolve::TooBig { .. }) => return Counter::IpipTooBigDropped,
             Err(Resolve::NoNextHop) => return Counter::IpipNoNextHop,
@@ -102,7 +107,7 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
 const CACHE_COARSE_NS: u64 = NEXT_HOP_CACHE_NS - COARSE_LAG_MAX_NS;
 
 /// Why the FIB gave no next hop for a packet.
-enum Resolve {
+pub enum Resolve {
     /// The packet would exceed the egress MTU (`mtu`) once wrapped.
     TooBig { mtu: u16 },
     /// No usable route or neighbour (recorded for lb-user).
@@ -113,6 +118,24 @@ enum Resolve {
 /// packet of `outer_len` bytes from `lb`, and caches the answer.
 #[inline(always)]
 fn resolve(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    lb: [u8; 4],
+    backend: [u8; 4],
+    outer_len: u16,
+    now: u64,
+) -> Result<NextHop, Resolve> {
+    let hop = next_hop(ctx, packet, lb, backend, outer_len, now)?;
+    // A full LRU evicts its oldest entry; a failed insert costs a lookup.
+    let _ = NEXT_HOPS.insert(&backend, &hop, 0);
+    Ok(hop)
+}
+
+/// The next hop toward `backend` from the kernel's FIB for an outer
+/// packet of `outer_len` bytes from `lb` (a length of 0 skips the MTU
+/// check), stamped `now`.
+#[inline(always)]
+pub fn next_hop(
     ctx: &XdpContext,
     packet: &Ipv4Packet,
     lb: [u8; 4],
@@ -158,21 +181,18 @@ fn resolve(
             fib.__bindgen_anon_6.__bindgen_anon_2.dmac,
         )
     };
-    let hop = NextHop {
+    Ok(NextHop {
         resolved_ns: now,
         dmac,
         smac,
         fits: outer_len,
         _pad: [0; 2],
-    };
-    // A full LRU evicts its oldest entry; a failed insert costs a lookup.
-    let _ = NEXT_HOPS.insert(&backend, &hop, 0);
-    Ok(hop)
+    })
 }
 
 /// An option-free IPv4 header with its checksum.
 #[inline(always)]
-fn ipv4_header(
+pub fn ipv4_header(
     tos: u8,
     total_len: u16,
     dont_fragment: bool,

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use lb_common::{
-    Action, BackendEntry, BackendKey, Counter,
+    Action, BackendEntry, BackendKey, Counter, GsoCounter,
     wire::{FLAG_DOWN, FLAG_DRAINING},
 };
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,9 @@ pub struct StatusReport {
     /// Packets per XDP action (`drop`, `pass`, `tx`): the counters summed
     /// by the action each belongs to.
     pub actions: BTreeMap<String, u64>,
+    /// Packet counters of the GSO program (tc, where XDP runs in generic
+    /// mode) by reason, summed over CPUs.
+    pub gso_counters: BTreeMap<String, u64>,
     /// Backends reached by IPIP whose packets XDP dropped for want of a
     /// next hop, most recent first.
     pub next_hop_errors: Vec<NextHopReport>,
@@ -117,6 +120,11 @@ impl StatusReport {
         lookup(&self.counters, "counter", counter.name())
     }
 
+    /// The value of the GSO program's `counter`.
+    pub fn gso_counter(&self, counter: GsoCounter) -> Result<u64, UnknownName> {
+        lookup(&self.gso_counters, "GSO counter", counter.name())
+    }
+
     /// Packets that ended in `action`.
     pub fn action(&self, action: Action) -> Result<u64, UnknownName> {
         lookup(&self.actions, "action", action.name())
@@ -213,6 +221,7 @@ impl StatusReport {
             );
         }
         let _ = writeln!(out, "counters: {}", name_value_list(&self.counters));
+        let _ = writeln!(out, "GSO program: {}", name_value_list(&self.gso_counters));
         let _ = writeln!(out, "actions: {}", name_value_list(&self.actions));
         out
     }

@@ -7,8 +7,9 @@ use std::{
 };
 
 use aya::programs::{
-    Xdp, XdpMode,
+    LinkOrder, SchedClassifier, TcAttachType, Xdp, XdpMode,
     links::{FdLink, PinnedLink},
+    tc::{SchedClassifierLink, TcAttach},
     xdp::XdpLink,
 };
 
@@ -16,6 +17,8 @@ use crate::maps::ALL_MAPS;
 
 /// Name of the pinned XDP link in the pin directory.
 pub const LINK_PIN: &str = "LINK";
+/// Name of the pinned TCX link of the GSO program in the pin directory.
+pub const GSO_LINK_PIN: &str = "GSO_LINK";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
@@ -90,7 +93,8 @@ impl InstanceLock {
 /// once no process holds it), then the maps and the directory. Returns the
 /// names removed.
 pub fn remove_pins(dir: &Path) -> Vec<&'static str> {
-    let removed = std::iter::once(LINK_PIN)
+    let removed = [LINK_PIN, GSO_LINK_PIN]
+        .into_iter()
         .chain(ALL_MAPS.iter().copied())
         .filter(|name| fs::remove_file(dir.join(name)).is_ok())
         .collect();
@@ -149,6 +153,47 @@ pub fn attach_or_adopt(
         ))
     })?;
     // The program stays attached as long as this pin exists.
+    fd_link.pin(&path).map_err(|e| link_err(e.to_string()))?;
+    Ok(Attachment { adopted: false })
+}
+
+/// Attaches the GSO program to `ifindex`'s ingress through a new pinned
+/// TCX link, or swaps it into the link a killed instance left at `dir`, as
+/// [`attach_or_adopt`] does for XDP.
+pub fn attach_or_adopt_gso(
+    program: &mut SchedClassifier,
+    ifindex: u32,
+    dir: &Path,
+) -> Result<Attachment, InstanceError> {
+    let path = dir.join(GSO_LINK_PIN);
+    let link_err = |reason: String| InstanceError::Link {
+        path: path.clone(),
+        reason,
+    };
+    let program_err = |what: &str| {
+        let what = what.to_owned();
+        move |source| InstanceError::Program { what, source }
+    };
+    if path.exists() {
+        let pinned = PinnedLink::from_pin(&path).map_err(|e| link_err(e.to_string()))?;
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+            .map_err(|e| link_err(e.to_string()))?;
+        program
+            .attach_to_link(link)
+            .map_err(program_err("replacing the GSO program in the pinned link"))?;
+        return Ok(Attachment { adopted: true });
+    }
+    let attach = TcAttach::Tcx {
+        attach_type: TcAttachType::Ingress,
+        order: LinkOrder::default(),
+    };
+    let id = program.attach(ifindex, attach).map_err(program_err(
+        "attaching the GSO program to the interface's ingress (TCX needs Linux 6.6)",
+    ))?;
+    let link = program
+        .take_link(id)
+        .map_err(program_err("taking the GSO program's link"))?;
+    let fd_link = FdLink::try_from(link).map_err(|e| link_err(e.to_string()))?;
     fd_link.pin(&path).map_err(|e| link_err(e.to_string()))?;
     Ok(Attachment { adopted: false })
 }

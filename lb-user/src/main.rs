@@ -9,6 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use aya::programs::XdpMode;
 use aya_log::EbpfLogger;
 use clap::{Parser, Subcommand};
 use lb_common::{
@@ -27,7 +28,7 @@ use lb_user::{
     forwarding::{Reach, Segment},
     instance::{self, InstanceLock, ModeArg},
     maglev::{self, DEFAULT_TABLE_SIZE},
-    maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
+    maps::{self, GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
     metrics::{self, ControlMetrics},
     next_hop::{self, NextHops},
     status, system,
@@ -363,23 +364,6 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
         dir: args.pin_path.clone(),
         armed: !adopting,
     };
-    let load = LoadParams {
-        lb_addr: iface.addr,
-        lb_mac: iface.mac,
-        max_backends: args.max_backends,
-        max_flows: args.max_flows,
-        allowlist_on: !args.allow.is_empty(),
-        auth_on,
-        forwarding: args.forwarding.into(),
-        segment_prefix_len: iface.prefix_len,
-    };
-    let mut ebpf = load_program(load, Some(&args.pin_path)).with_context(|| {
-        format!(
-            "loading the XDP program with its maps pinned at {dir} (if they were left by an instance with \
-             other flags or an older build, restart with its flags or remove it with `lb-user stop --pin-path {dir}`)",
-            dir = args.pin_path.display()
-        )
-    })?;
     let choice = instance::choose_mode(
         args.xdp_mode,
         system::interface_driver(&args.iface)?.as_deref(),
@@ -389,12 +373,39 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
     } else if !adopting {
         info!(iface = %args.iface, mode = ?choice.mode, "XDP mode: {}", choice.why);
     }
+    // Generic XDP (asked for, or the kernel's fallback) sees GSO
+    // super-packets whole; native XDP sees wire frames only.
+    let gso_handoff = choice.mode != XdpMode::Driver;
+    let load = LoadParams {
+        lb_addr: iface.addr,
+        lb_mac: iface.mac,
+        max_backends: args.max_backends,
+        max_flows: args.max_flows,
+        allowlist_on: !args.allow.is_empty(),
+        auth_on,
+        forwarding: args.forwarding.into(),
+        segment_prefix_len: iface.prefix_len,
+        gso_handoff,
+    };
+    let mut ebpf = load_program(load, Some(&args.pin_path)).with_context(|| {
+        format!(
+            "loading the XDP program with its maps pinned at {dir} (if they were left by an instance with \
+             other flags or an older build, restart with its flags or remove it with `lb-user stop --pin-path {dir}`)",
+            dir = args.pin_path.display()
+        )
+    })?;
     let program = xdp_program(&mut ebpf)?;
     let attachment = instance::attach_or_adopt(program, iface.index, choice.mode, &args.pin_path)
         .with_context(|| format!("attaching XDP to {}", args.iface))?;
     pins.armed = true;
     if attachment.adopted {
         info!(pin_path = %args.pin_path.display(), "took over the XDP program and maps left by an earlier instance (its attach mode stays)");
+    }
+    if gso_handoff {
+        let program = maps::gso_program(&mut ebpf)?;
+        instance::attach_or_adopt_gso(program, iface.index, &args.pin_path)
+            .with_context(|| format!("attaching the GSO program to {}", args.iface))?;
+        info!(iface = %args.iface, "GSO program on the ingress (TCX): GSO super-packets to IPIP backends, which generic XDP cannot wrap, are wrapped there");
     }
     Ok(Attached {
         ebpf,

@@ -9,14 +9,14 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader, Pod,
     maps::{IterableMap, Map, MapData, MapError, PerCpuValues, lpm_trie::Key},
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
     sys::SyscallError,
 };
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, CoarseClock, Counter, Departure,
-    DepartureReason, ForwardingMode, GroupReports, GroupStatus, LogBudget, MAX_AUTH_KEYS,
-    MAX_GROUPS, NextHop, NextHopError, PROGRAM_NAME, PendingLeave, Service, ServiceKey,
-    flow_buckets, global_name, map_name, vip_filter_bit,
+    DepartureReason, ForwardingMode, GSO_PROGRAM_NAME, GroupReports, GroupStatus, GsoCounter,
+    LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHop, NextHopError, PROGRAM_NAME, PendingLeave,
+    Service, ServiceKey, flow_buckets, global_name, map_name, vip_filter_bit,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -30,9 +30,9 @@ pub const ALL_MAPS: &[&str] = map_name::ALL;
 pub enum MapsError {
     #[error("loading the XDP object failed")]
     Load(#[from] aya::EbpfError),
-    #[error("the XDP program was rejected")]
+    #[error("a program of the XDP object was rejected")]
     Program(#[from] ProgramError),
-    #[error("the XDP object has no map {name}")]
+    #[error("the XDP object has no map or program {name}")]
     Missing { name: &'static str },
     #[error(
         "the Maglev pool ({pool} entries) has no room for two tables of {entries}: fewer services, or a smaller --maglev-size"
@@ -92,6 +92,9 @@ pub struct LoadParams {
     /// Prefix length of the LB's segment: in `auto` mode, backends outside
     /// it are reached by IPIP.
     pub segment_prefix_len: u8,
+    /// The GSO program will run on the interface's ingress: XDP hands it
+    /// the super-packets it cannot wrap.
+    pub gso_handoff: bool,
 }
 
 /// The netmask of a prefix length, network order.
@@ -134,6 +137,11 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
             &flow_buckets(params.max_flows),
             true,
         )
+        .override_global(
+            global_name::GSO_HANDOFF,
+            &u8::from(params.gso_handoff),
+            true,
+        )
         .map_max_entries(
             map_name::LAST_SEQUENCE,
             params.max_backends.saturating_mul(2),
@@ -144,7 +152,18 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
         .load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
+    gso_program(&mut ebpf)?.load()?;
     Ok(ebpf)
+}
+
+/// The GSO program (tc) of a loaded object.
+pub fn gso_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, MapsError> {
+    let program = ebpf
+        .program_mut(GSO_PROGRAM_NAME)
+        .ok_or(MapsError::Missing {
+            name: GSO_PROGRAM_NAME,
+        })?;
+    Ok(program.try_into()?)
 }
 
 /// The XDP program of a loaded object.
@@ -430,6 +449,20 @@ impl LbMaps {
                     .counters
                     .get(&(c as u32), 0)
                     .map_err(map_err(map_name::COUNTERS))?;
+                Ok((c, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// The GSO program's counters summed over CPUs.
+    pub fn gso_counters(&self) -> Result<Vec<(GsoCounter, u64)>, MapsError> {
+        GsoCounter::ALL
+            .iter()
+            .map(|&c| {
+                let per_cpu = self
+                    .gso_counters
+                    .get(&(c as u32), 0)
+                    .map_err(map_err(map_name::GSO_COUNTERS))?;
                 Ok((c, per_cpu.iter().sum()))
             })
             .collect()

@@ -127,6 +127,18 @@ pub fn render(status: &StatusReport, control: &ControlMetrics) -> Result<String,
         })),
     );
     lb.register(
+        "gso_packets",
+        "Packets the GSO program (tc, where XDP runs in generic mode) handled, by reason",
+        counters(status.gso_counters.iter().map(|(reason, &n)| {
+            (
+                ReasonLabels {
+                    reason: reason.clone(),
+                },
+                n,
+            )
+        })),
+    );
+    lb.register(
         "packets_by_action",
         "Packets the XDP program handled, by XDP action (drop, pass, tx)",
         counters(status.actions.iter().map(|(action, &n)| {

@@ -99,11 +99,17 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
         })
         .collect();
     next_hop_errors.sort_by_key(|e| e.last_ms_ago);
+    let gso_counters = maps
+        .gso_counters()?
+        .iter()
+        .map(|(c, n)| (c.name().to_owned(), *n))
+        .collect();
     Ok(StatusReport {
         groups,
         services,
         counters,
         actions,
+        gso_counters,
         next_hop_errors,
     })
 }

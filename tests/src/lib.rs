@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-pub use lb_common::Counter;
+pub use lb_common::{Counter, GsoCounter};
 pub use lb_host::status::{GroupReport, StatusReport};
 
 pub mod fd_store;

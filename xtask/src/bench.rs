@@ -222,10 +222,42 @@ fn wrk_from(
     })
 }
 
-pub fn bench() -> anyhow::Result<()> {
+/// A part of the bench, to run alone (`cargo xtask bench PART`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The XDP per-path costs, UDP forwarding rate and Maglev builds.
+    Xdp,
+    /// Requests per second on one segment, against HAProxy, nftables and direct.
+    EndToEnd,
+    /// Requests per second and 1 MB transfers through a router (IPIP).
+    Routed,
+    /// The control plane against swarms of backends.
+    Scale,
+}
+
+pub fn bench(only: Option<Part>) -> anyhow::Result<()> {
     setup::setup()?;
     setup::apt_packages(&[("haproxy", "haproxy"), ("wrk", "wrk")])?;
     cargo(&["build", "--release", "--bins"], &[])?;
+    let runs = |part| only.is_none_or(|o| o == part);
+    if runs(Part::Xdp) {
+        xdp_paths()?;
+    }
+    // SAFETY: single-threaded at this point; lb_tests reads it when spawning.
+    unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
+    if runs(Part::EndToEnd) {
+        Topology::new(5, Bridge::Snooping)?.run(end_to_end)?;
+    }
+    if runs(Part::Routed) {
+        end_to_end_routed()?;
+    }
+    if runs(Part::Scale) {
+        scale()?;
+    }
+    Ok(())
+}
+
+fn xdp_paths() -> anyhow::Result<()> {
     cargo(
         &[
             "bench",
@@ -239,14 +271,7 @@ pub fn bench() -> anyhow::Result<()> {
             "maglev",
         ],
         &[],
-    )?;
-    // SAFETY: single-threaded at this point; lb_tests reads it when spawning.
-    unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
-    let topo = Topology::new(5, Bridge::Snooping)?;
-    topo.run(end_to_end)?;
-    drop(topo);
-    end_to_end_routed()?;
-    scale()
+    )
 }
 
 /// Swarm sizes of the control plane's scale table.
@@ -322,7 +347,9 @@ fn scale_row(topo: &Topology, count: u32) -> anyhow::Result<()> {
 const ROUTER: usize = 2;
 
 /// Requests per second through IPIP (backends behind a router), next to
-/// direct requests to one backend through the same router.
+/// direct requests to one backend through the same router, then the time
+/// of 1 MB each way by both paths; the client's offloads at their
+/// defaults, so that its TSO super-packets reach the LB whole.
 fn end_to_end_routed() -> anyhow::Result<()> {
     let mut topo = Topology::new(3, Bridge::Snooping)?;
     let mut backends = Vec::new();
@@ -354,8 +381,56 @@ fn end_to_end_routed() -> anyhow::Result<()> {
                 }),
             },
         ];
-        rounds(topo, 1, &paths, &[Reuse::KeepAlive])
+        rounds(topo, 1, &paths, &Reuse::BOTH)?;
+        transfers(topo, 1, &paths)
     })
+}
+
+/// Rounds of the transfer table.
+const TRANSFERS: usize = 3;
+
+/// The median time of a 1 MB upload and of a 1 MB download by each of
+/// `paths` from host `client` (`http-probe`), `TRANSFERS` of each.
+fn transfers(topo: &Topology, client: usize, paths: &[Path<'_>]) -> anyhow::Result<()> {
+    println!(
+        "
+1 MB through each path (medians of {TRANSFERS}):"
+    );
+    println!("| path | upload | download |");
+    println!("|---|---:|---:|");
+    for path in paths {
+        let (url, _up) = (path.start)()?;
+        let target = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned()
+            + ":80";
+        let mut times = [Vec::new(), Vec::new()];
+        for _ in 0..TRANSFERS {
+            for (mode, samples) in ["upload", "download"].iter().zip(times.iter_mut()) {
+                let out = topo.exec(client, "http-probe", &[mode, &target, "1048576"])?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                let line: serde_json::Value =
+                    serde_json::from_str(text.lines().last().unwrap_or("{}"))?;
+                if !line["error"].is_null() {
+                    println!("{}: {mode} failed: {line}", path.name);
+                    samples.push(f64::INFINITY);
+                    continue;
+                }
+                samples.push(line["ms"].as_f64().context("http-probe printed no time")?);
+            }
+        }
+        let [up, down] = times.map(|t| {
+            let m = median(t);
+            if m.is_finite() {
+                format!("{m:.0} ms")
+            } else {
+                "failed".to_owned()
+            }
+        });
+        println!("| {} | {up} | {down} |", path.name);
+    }
+    Ok(())
 }
 
 fn end_to_end(topo: &Topology) -> anyhow::Result<()> {

@@ -37,7 +37,10 @@ enum Task {
     /// Set up, then show backends registering, serving and leaving in namespaces.
     Demo,
     /// XDP per-path costs and end-to-end comparison with HAProxy, nftables and direct.
-    Bench,
+    Bench {
+        /// Only this part (all by default).
+        part: Option<bench::Part>,
+    },
     /// Debian packages of lb-user and backend-agent, with systemd units,
     /// settings files, man pages and completions (in target/package).
     Package,
@@ -184,7 +187,7 @@ fn main() -> ExitCode {
         Task::Run { args } => run(&args),
         Task::Test => test(),
         Task::Demo => demo::demo(),
-        Task::Bench => bench::bench(),
+        Task::Bench { part } => bench::bench(part),
         Task::Package => package::package().map(drop),
         Task::Fuzz { target, seconds } => fuzz::fuzz(target.as_deref(), seconds),
     };

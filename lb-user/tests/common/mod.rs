@@ -29,6 +29,7 @@ pub const LOAD: LoadParams = LoadParams {
     auth_on: false,
     forwarding: ForwardingMode::Auto,
     segment_prefix_len: 24,
+    gso_handoff: false,
 };
 
 /// Builds Ethernet + IPv4 frames.
