@@ -26,6 +26,7 @@ use lb_common::wire::{
 use lb_host::{
     cli::{parse_duration, parse_group, parse_port, read_key_file},
     igmp_socket::{IgmpSocket, Received},
+    kernel,
     metrics_server::MetricsEndpoint,
     routed_socket::{RoutedReceived, RoutedSocket},
     service_manager, system,
@@ -64,11 +65,16 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// Interface facing the LB; its first IPv4 address is announced.
-    #[arg(long, required_unless_present = "generate")]
+    #[arg(long, required_unless_present_any = ["generate", "check_kernel"])]
     iface: Option<String>,
     /// Write the man page or a shell completion script to stdout, and exit.
     #[arg(long, value_enum, exclusive = true)]
     generate: Option<lb_host::cli::Generated>,
+    /// Print the kernel features backend-agent and lb-user rely on, each
+    /// with the Linux version that brought it and whether this kernel has
+    /// it, and exit (non-zero if the agent lacks one).
+    #[arg(long, exclusive = true)]
+    check_kernel: bool,
     /// Print the state of the agent running on --iface (the LBs it knows,
     /// its service state, its last transitions) and exit.
     #[arg(long)]
@@ -769,6 +775,10 @@ async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow:
     if let Some(what) = args.generate {
         return lb_host::cli::generate::<Args>(what);
     }
+    if args.check_kernel {
+        print!("{}", kernel::report(&kernel::release()?)?);
+        return Ok(kernel::require(kernel::User::Agent)?);
+    }
     if args.status {
         print!(
             "{}",
@@ -786,6 +796,7 @@ async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow:
         .transpose()
         .map_err(anyhow::Error::msg)?;
     system::require_root("backend-agent")?;
+    kernel::require(kernel::User::Agent)?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigusr1 =
@@ -859,4 +870,15 @@ fn main() -> ExitCode {
             .context("starting the async runtime")?
             .block_on(run(args, passed))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_subcommand_and_flag_has_a_help_line() {
+        assert_eq!(
+            lb_host::cli::undocumented::<super::Args>(),
+            Vec::<String>::new()
+        );
+    }
 }

@@ -232,6 +232,32 @@ pub enum Generated {
     Fish,
 }
 
+/// The subcommands and arguments of the CLI `T` defines (all the way
+/// down) that have no help line: `--help`, the man page and the
+/// completions would show them bare.
+pub fn undocumented<T: clap::CommandFactory>() -> Vec<String> {
+    let mut missing = Vec::new();
+    collect_undocumented(&T::command(), &mut missing);
+    missing
+}
+
+fn collect_undocumented(command: &clap::Command, missing: &mut Vec<String>) {
+    let name = command.get_name();
+    for arg in command.get_arguments() {
+        // clap's own --help and --version carry their text.
+        let id = arg.get_id().as_str();
+        if arg.get_help().is_none() && id != "help" && id != "version" {
+            missing.push(format!("{name} {id}"));
+        }
+    }
+    for sub in command.get_subcommands() {
+        if sub.get_about().is_none() {
+            missing.push(format!("{name} {}", sub.get_name()));
+        }
+        collect_undocumented(sub, missing);
+    }
+}
+
 /// Writes the man page (roff) or a completion script of the CLI `T`
 /// defines to stdout: generated from the same definitions as the parser,
 /// so they never disagree with it.

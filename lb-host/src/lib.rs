@@ -4,6 +4,7 @@
 //! `status --json` schema that lb-user writes and the tests read.
 pub mod cli;
 pub mod igmp_socket;
+pub mod kernel;
 pub mod metrics_server;
 pub mod routed_socket;
 pub mod service_manager;

@@ -18,6 +18,7 @@ use lb_common::{
 use lb_host::{
     cli::{parse_duration, parse_port, read_key_file},
     igmp_socket::IgmpSocket,
+    kernel,
     metrics_server::MetricsEndpoint,
     routed_socket::RoutedSocket,
 };
@@ -62,12 +63,17 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PIN_PATH)]
         pin_path: PathBuf,
     },
-    /// Show the registered backends of a running instance.
     /// Write the man page or a shell completion script to stdout.
     Generate {
+        /// What to write.
         #[arg(value_enum)]
         what: lb_host::cli::Generated,
     },
+    /// Print the kernel features lb-user and backend-agent rely on, each
+    /// with the Linux version that brought it and whether this kernel has
+    /// it; fails if lb-user lacks one.
+    CheckKernel,
+    /// Show the registered backends of a running instance.
     Status {
         /// Directory on a bpffs where `run` pinned its maps.
         #[arg(long, default_value = DEFAULT_PIN_PATH)]
@@ -417,6 +423,7 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
 /// Attaches (or adopts) the program, fills its maps and opens the query socket.
 fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     system::require_root("lb-user run")?;
+    kernel::require(kernel::User::Lb)?;
     let iface = Interface::read(&args.iface)?;
     // Bound first: a port in use is an error before anything is attached.
     let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
@@ -698,6 +705,11 @@ fn watch_status(pin_path: &Path, interval: Duration) -> anyhow::Result<()> {
     })
 }
 
+fn check_kernel() -> anyhow::Result<()> {
+    print!("{}", kernel::report(&kernel::release()?)?);
+    Ok(kernel::require(kernel::User::Lb)?)
+}
+
 fn main() -> ExitCode {
     lb_host::cli::main_with(|cli: Cli| match cli.command {
         Command::Run(args) => run(&args),
@@ -715,5 +727,17 @@ fn main() -> ExitCode {
         }
         Command::Stop { pin_path } => stop(&pin_path),
         Command::Generate { what } => lb_host::cli::generate::<Cli>(what),
+        Command::CheckKernel => check_kernel(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_subcommand_and_flag_has_a_help_line() {
+        assert_eq!(
+            lb_host::cli::undocumented::<super::Cli>(),
+            Vec::<String>::new()
+        );
+    }
 }

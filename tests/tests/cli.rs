@@ -429,3 +429,30 @@ fn man_pages_render_and_completions_are_produced() {
         assert!(bash.contains("complete -F"), "{binary}: {bash}");
     }
 }
+
+/// Both binaries check the kernel at start; `lb-user check-kernel` and
+/// `backend-agent --check-kernel` print the same table of features with
+/// this kernel's verdict on each: a kernel the README names has them all.
+#[test]
+fn this_kernel_has_every_feature_both_binaries_need() {
+    for (binary, args) in [
+        ("lb-user", &["check-kernel"][..]),
+        ("backend-agent", &["--check-kernel"][..]),
+    ] {
+        let out = output_within(
+            Command::new(bin(binary)).args(args),
+            Duration::from_secs(10),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("{binary} {}:\n{text}", args.join(" "));
+        assert!(
+            out.status.success(),
+            "{binary}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), lb_host::kernel::FEATURES.len(), "{text}");
+        assert!(rows.iter().all(|r| r.starts_with("ok ")), "{text}");
+        assert!(text.starts_with("kernel ") && text.contains("needs Linux 6.6"));
+    }
+}
