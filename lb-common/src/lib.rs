@@ -103,6 +103,10 @@ macro_rules! program_maps {
             /// read in (per CPU), written and read by XDP: the coarse clock
             /// helper is read once per tick, not on every heartbeat.
             COARSE_CLOCK / coarse_clock: PerCpuArray<$crate::CoarseClock>[1];
+            /// The GSO super-packet XDP passed last on this CPU, with the
+            /// backend and next hop it chose (per CPU), written by XDP and
+            /// taken by the GSO program: see [`GsoHandoff`]($crate::GsoHandoff).
+            GSO_HANDOFFS / gso_handoffs: PerCpuArray<$crate::GsoHandoff>[1];
         }
     };
 }
@@ -587,26 +591,26 @@ const _: () = assert!(core::mem::size_of::<CoarseClock>() == 16);
 /// Name of the LB's tc program that wraps GSO super-packets in IPIP.
 pub const GSO_PROGRAM_NAME: &str = "lb_gso";
 
-/// What XDP puts in a GSO super-packet's metadata (`bpf_xdp_adjust_meta`)
-/// for the GSO program: the backend and next hop it chose. XDP cannot
-/// wrap such a packet (it would have to split it); tc can, with
-/// `bpf_skb_adjust_room`, which keeps the packet's GSO state valid.
+/// What XDP leaves in its CPU's slot of `GSO_HANDOFFS` for the GSO program
+/// when it passes a GSO super-packet: the backend and next hop it chose.
+/// XDP cannot wrap such a packet (it would have to split it); tc can, with
+/// `bpf_skb_adjust_room`, which keeps the packet's GSO state valid. Generic
+/// XDP and the tc ingress hook run one after the other for a packet, on
+/// one CPU, so the slot is the packet's own when its IPv4 header matches;
+/// a slot rather than the packet's metadata because some kernels refuse
+/// `bpf_xdp_adjust_meta` (measured: Linux 6.18.44 of these machines).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct GsoHandoff {
-    /// [`GsoHandoff::MAGIC`]: metadata of this program's, whole.
-    pub magic: u32,
+    /// The super-packet's IPv4 header (20 bytes: no options reach this
+    /// path), as XDP saw it: tc wraps only the packet that matches it.
+    pub ip_header: [u8; 20],
     /// The backend (network order): the outer header's destination.
     pub backend: [u8; 4],
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
 }
-// bpf_xdp_adjust_meta takes multiples of 4 bytes, at most 32.
-const _: () = assert!(core::mem::size_of::<GsoHandoff>() == 20);
-
-impl GsoHandoff {
-    pub const MAGIC: u32 = u32::from_be_bytes(*b"LBGS");
-}
+const _: () = assert!(core::mem::size_of::<GsoHandoff>() == 36);
 
 /// Most XDP's coarse readings lag CLOCK_MONOTONIC: two of the longest
 /// timer ticks (HZ 100), because jiffies advance just before the coarse
@@ -837,7 +841,7 @@ counters! {
     IpipNewFlow = "ipip_new_flow" => Tx,
     /// Client packet for an IPIP backend longer than the interface's MTU
     /// (a GSO super-packet, which generic XDP sees whole): passed with its
-    /// backend and next hop in the metadata to the GSO program, which
+    /// backend and next hop in its CPU's `GSO_HANDOFFS` slot to the GSO program, which
     /// wraps it ([`GsoCounter`] counts what became of it).
     IpipGsoHandoff = "ipip_gso_handoff" => Pass,
     /// Client packet dropped: the kernel's FIB has no usable next hop toward
@@ -904,8 +908,6 @@ counters! {
     /// A super-packet XDP handed over that could not be grown or
     /// rewritten (`bpf_skb_adjust_room` refused it): dropped.
     CannotWrap = "gso_cannot_wrap" => Drop,
-    /// A super-packet XDP handed over that is no IPv4 packet: dropped.
-    Malformed = "gso_malformed" => Drop,
     /// Any other packet: left to the stack.
     NotHandedOver = "gso_not_handed_over" => Pass,
     }
@@ -960,7 +962,8 @@ mod pod {
         NextHopError,
         PendingLeave,
         NextHop,
-        CoarseClock
+        CoarseClock,
+        GsoHandoff
     );
 }
 

@@ -2,21 +2,20 @@
 //! generic mode (a veth, or behind GRO), it sees a sender's TSO/GSO
 //! super-packets whole, up to 64 KB: it can neither wrap nor split them,
 //! and an ICMP "fragmentation needed" does not help (the sender's GSO goes
-//! on). So XDP picks the backend and next hop as for any packet, writes
-//! them into the packet's metadata and passes it; the GSO program on the
+//! on). So XDP picks the backend and next hop as for any packet, leaves
+//! them with the packet's IPv4 header in its CPU's `GSO_HANDOFFS` slot and
+//! passes it; the GSO program on the
 //! interface's tc ingress then wraps it with `bpf_skb_adjust_room`, which
 //! marks the packet IPIP-encapsulated and lowers its GSO size by the outer
 //! header, and sends it back out of the interface, where the kernel cuts it
 //! into segments that fit the MTU (as Cilium does).
-use core::mem::size_of;
-
 use aya_ebpf::{
     EbpfContext,
     bindings::{
         __sk_buff, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
         bpf_check_mtu_ret::BPF_MTU_CHK_RET_FRAG_NEEDED,
     },
-    helpers::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_meta},
+    helpers::{bpf_check_mtu, bpf_redirect},
     programs::{TcContext, XdpContext},
 };
 use lb_common::{Counter, GsoCounter, GsoHandoff, TcAction};
@@ -24,8 +23,8 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     ipip::{self, DONT_FRAGMENT, IPPROTO_IPIP},
-    maps::{GSO_COUNTERS, GSO_HANDOFF, LB_ADDR},
-    parse::Ipv4Packet,
+    maps::{GSO_COUNTERS, GSO_HANDOFF, GSO_HANDOFFS, LB_ADDR},
+    parse::{Ipv4Packet, ptr_at},
 };
 
 /// Whether the frame is longer than the interface's MTU allows: no wire
@@ -44,31 +43,31 @@ pub fn is_super_packet(ctx: &XdpContext) -> bool {
 
 /// Hands the super-packet of `packet`, for `backend`, to the GSO program:
 /// the next hop (no MTU check: the segments will fit) and the backend go
-/// into its metadata.
+/// into this CPU's slot, with the packet's IPv4 header that names it.
 #[inline(always)]
 pub fn hand_over(ctx: &XdpContext, packet: &Ipv4Packet, lb: [u8; 4], backend: [u8; 4]) -> Counter {
     // Not cached: its `fits` would be no packet's.
     let Ok(hop) = ipip::next_hop(ctx, packet, lb, backend, 0, 0) else {
         return Counter::IpipNoNextHop;
     };
-    let len = size_of::<GsoHandoff>();
-    // SAFETY: a negative delta grows the metadata area; the helper checks it.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(len as i32)) } != 0 {
+    // The caller parsed this header (without options): only for the verifier.
+    let Some(ip_header) = ptr_at::<[u8; Ipv4Hdr::LEN]>(ctx, EthHdr::LEN) else {
         return Counter::IpipNoRoom;
-    }
-    let (meta, data) = (ctx.metadata(), ctx.data());
-    // The helper made this room: only for the verifier.
-    if meta + len > data {
+    };
+    // The array has its one slot on every CPU: only for the verifier.
+    let Some(slot) = GSO_HANDOFFS.get_ptr_mut(0) else {
         return Counter::IpipNoRoom;
-    }
+    };
     let handoff = GsoHandoff {
-        magic: GsoHandoff::MAGIC,
+        // SAFETY: ptr_at checked the bounds; a copy.
+        ip_header: unsafe { *ip_header },
         backend,
         dmac: hop.dmac,
         smac: hop.smac,
     };
-    // SAFETY: inside the metadata area checked above, which is writable.
-    unsafe { (meta as *mut GsoHandoff).write_unaligned(handoff) };
+    // SAFETY: this CPU's slot; the GSO program reads it on this CPU after
+    // this program returns. One copy in, through the raw pointer.
+    unsafe { slot.write(handoff) };
     Counter::IpipGsoHandoff
 }
 
@@ -78,12 +77,6 @@ pub fn wrap(ctx: &TcContext) -> GsoCounter {
     let Some(handoff) = handoff(ctx) else {
         return GsoCounter::NotHandedOver;
     };
-    let Ok(inner) = ctx.load::<Ipv4Hdr>(EthHdr::LEN) else {
-        return GsoCounter::Malformed;
-    };
-    if inner.vihl >> 4 != 4 {
-        return GsoCounter::Malformed;
-    }
     // The room right after the MAC header becomes the outer header; the
     // flag marks the packet encapsulated and lowers its GSO size to match.
     if ctx
@@ -99,10 +92,12 @@ pub fn wrap(ctx: &TcContext) -> GsoCounter {
     // The kernel writes each segment's own length and checksum when it
     // cuts the packet; the super-packet's may exceed 16 bits.
     let outer_len = (ctx.len() as usize - EthHdr::LEN).min(usize::from(u16::MAX)) as u16;
+    // The inner header's TOS (byte 1) and DF (in byte 6) carry over.
+    let inner = handoff.ip_header;
     let header = ipip::ipv4_header(
-        inner.tos,
+        inner[1],
         outer_len,
-        inner.frags[0] & DONT_FRAGMENT != 0,
+        inner[6] & DONT_FRAGMENT != 0,
         IPPROTO_IPIP,
         LB_ADDR.load(),
         handoff.backend,
@@ -117,19 +112,21 @@ pub fn wrap(ctx: &TcContext) -> GsoCounter {
     GsoCounter::Wrapped
 }
 
-/// What XDP left in the packet's metadata for this program, if anything.
+/// What XDP left in this CPU's slot for this packet, if XDP handed this
+/// packet over: the slot is taken (emptied) so that it names no later one.
 #[inline(always)]
 fn handoff(ctx: &TcContext) -> Option<GsoHandoff> {
-    let skb = ctx.as_ptr().cast::<__sk_buff>();
-    // SAFETY: the context is the kernel's __sk_buff for this program.
-    let (meta, data) = unsafe { ((*skb).data_meta as usize, (*skb).data as usize) };
-    // Also the verifier's bounds check of the read below.
-    if meta + size_of::<GsoHandoff>() > data {
+    let slot = GSO_HANDOFFS.get_ptr_mut(0)?;
+    let header = ctx.load::<[u8; Ipv4Hdr::LEN]>(EthHdr::LEN).ok()?;
+    // SAFETY: this CPU's slot, written by XDP before this program ran for
+    // the packet on this CPU; copies through the raw pointer.
+    let handoff = unsafe { slot.read() };
+    if handoff.ip_header != header {
         return None;
     }
-    // SAFETY: inside the metadata area checked above.
-    let handoff = unsafe { (meta as *const GsoHandoff).read_unaligned() };
-    (handoff.magic == GsoHandoff::MAGIC).then_some(handoff)
+    // SAFETY: as above.
+    unsafe { slot.write(GsoHandoff::default()) };
+    Some(handoff)
 }
 
 /// Counts `outcome` and returns its tc action; a wrapped packet leaves by

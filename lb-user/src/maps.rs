@@ -15,8 +15,8 @@ use aya::{
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, CoarseClock, Counter, Departure,
     DepartureReason, ForwardingMode, GSO_PROGRAM_NAME, GroupReports, GroupStatus, GsoCounter,
-    LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHop, NextHopError, PROGRAM_NAME, PendingLeave,
-    Service, ServiceKey, flow_buckets, global_name, map_name, vip_filter_bit,
+    GsoHandoff, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHop, NextHopError, PROGRAM_NAME,
+    PendingLeave, Service, ServiceKey, flow_buckets, global_name, map_name, vip_filter_bit,
 };
 
 /// The XDP object, built by build.rs from the current sources.
@@ -452,6 +452,16 @@ impl LbMaps {
                 Ok((c, per_cpu.iter().sum()))
             })
             .collect()
+    }
+
+    /// What each CPU's slot of `GSO_HANDOFFS` holds: the last GSO
+    /// super-packet XDP passed there, until the GSO program takes it.
+    pub fn gso_handoffs(&self) -> Result<Vec<GsoHandoff>, MapsError> {
+        let per_cpu = self
+            .gso_handoffs
+            .get(&0, 0)
+            .map_err(map_err(map_name::GSO_HANDOFFS))?;
+        Ok(per_cpu.iter().copied().collect())
     }
 
     /// The GSO program's counters summed over CPUs.

@@ -14,6 +14,7 @@ use lb_common::{
 
 pub mod common;
 use common::{routed::*, *};
+use lb_user::maps::LoadParams;
 
 const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
@@ -238,5 +239,37 @@ fn ipip_flows_follow_weights_draining_and_leaves_as_at_layer_2() {
                 "flow {port} (on {backend}) after {HEAVY} left"
             );
         }
+    });
+}
+
+#[test]
+fn a_gso_super_packet_is_handed_to_the_gso_program_with_its_backend_and_next_hop() {
+    lb_tests_require_root();
+    in_namespace(|ifindex| {
+        let mut lb = TestLb::with(LoadParams {
+            gso_handoff: true,
+            ..LOAD
+        });
+        lb.register_routed(ROUTED_BACKEND);
+        // Longer than the interface's MTU: a sender's GSO super-packet, as
+        // generic XDP sees it on a veth or behind GRO (twice the MTU fits
+        // the one page BPF_PROG_TEST_RUN gives a frame).
+        let frame = segment(1000, ACK, 2 * MTU, true);
+        let before = lb.counter(Counter::IpipGsoHandoff);
+        let (action, out) = lb.run_on(ifindex, &frame);
+        assert_eq!(action, XDP_PASS, "passed on to the GSO program");
+        assert_eq!(out, frame, "untouched");
+        assert_eq!(lb.counter(Counter::IpipGsoHandoff), before + 1);
+        let handoffs = lb.maps.gso_handoffs().unwrap();
+        let handoff = handoffs
+            .iter()
+            .find(|h| h.backend == ROUTED_BACKEND.octets())
+            .unwrap_or_else(|| panic!("no CPU's slot names the backend: {handoffs:?}"));
+        assert_eq!(
+            handoff.ip_header[..],
+            frame[14..34],
+            "the packet's own header"
+        );
+        assert_eq!((handoff.dmac, handoff.smac), (ROUTER_MAC, LB_MAC));
     });
 }
