@@ -4,6 +4,11 @@
 //! empty slot of the emptier bucket, else the least recently used of
 //! both. Slots carry a check of their contents, so a slot torn by two
 //! CPUs writing it at once reads as no entry.
+//!
+//! Every CPU reads and writes any slot at any time, so slots are touched
+//! only through raw pointers, each access a copy in or out, never through a
+//! reference: a race leaves a slot torn (its check then fails), old or new,
+//! and the worst it does is send one flow by its Maglev pick.
 use lb_common::{
     FLOW_USED_TICKS, FLOW_WAYS, Flow, FlowBucket, FlowSlot, flow_buckets_of, flow_check,
 };
@@ -74,15 +79,22 @@ impl Place {
         let Some(slot) = self.own_slot() else {
             return Found::NONE;
         };
-        // SAFETY: a valid pointer into one of the buckets.
-        let slot = unsafe { &mut *slot };
-        let flow = slot.flow;
-        if slot.check != flow_check(self.hash, flow.backend, flow.mac) {
+        // SAFETY: a valid pointer into one of the buckets; copies only (see
+        // the module's comment).
+        let (flow, check, used) = unsafe {
+            (
+                (&raw const (*slot).flow).read(),
+                (&raw const (*slot).check).read(),
+                (&raw const (*slot).used).read(),
+            )
+        };
+        if check != flow_check(self.hash, flow.backend, flow.mac) {
             return Found::NONE;
         }
         let now = now();
-        if now.wrapping_sub(slot.used) > FLOW_USED_TICKS {
-            slot.used = now;
+        if now.wrapping_sub(used) > FLOW_USED_TICKS {
+            // SAFETY: as above.
+            unsafe { (&raw mut (*slot).used).write(now) };
         }
         Found { slot, flow }
     }
@@ -93,10 +105,12 @@ impl Place {
     /// its own backend, MAC and check).
     #[inline(always)]
     pub fn checked(&self, slot: *mut FlowSlot, epoch: u32) {
-        // SAFETY: a valid pointer into one of the buckets.
-        let slot = unsafe { &mut *slot };
-        if slot.key == self.key {
-            slot.flow.epoch = epoch;
+        // SAFETY: a valid pointer into one of the buckets; copies only (see
+        // the module's comment).
+        unsafe {
+            if (&raw const (*slot).key).read() == self.key {
+                (&raw mut (*slot).flow.epoch).write(epoch);
+            }
         }
     }
 
@@ -127,24 +141,25 @@ impl Place {
                 }
             }
         };
-        // SAFETY: a valid pointer into one of the buckets.
-        let slot = unsafe { &mut *slot };
-        *slot = FlowSlot {
+        let whole = FlowSlot {
             key: self.key,
             flow,
             used: now,
             check: flow_check(self.hash, flow.backend, flow.mac),
         };
+        // SAFETY: a valid pointer into one of the buckets; one copy in (see
+        // the module's comment).
+        unsafe { slot.write(whole) };
     }
 
     /// The slot holding this flow's key, whole or not.
     #[inline(always)]
     fn own_slot(&self) -> Option<*mut FlowSlot> {
         for bucket in self.buckets {
-            // SAFETY: a valid pointer into the array's value for its index.
-            let bucket = unsafe { &mut *bucket };
-            for slot in bucket.ways.iter_mut() {
-                if slot.key == self.key {
+            for way in 0..FLOW_WAYS {
+                let slot = way_of(bucket, way);
+                // SAFETY: a valid slot pointer; a copy of its key.
+                if unsafe { (&raw const (*slot).key).read() } == self.key {
                     return Some(slot);
                 }
             }
@@ -153,37 +168,58 @@ impl Place {
     }
 }
 
+/// Slot `way` of `bucket`.
+#[inline(always)]
+fn way_of(bucket: *mut FlowBucket, way: usize) -> *mut FlowSlot {
+    // The mask is for the verifier: the index stays inside the bucket.
+    // SAFETY: a valid bucket pointer, and an index inside its array.
+    unsafe {
+        (&raw mut (*bucket).ways)
+            .cast::<FlowSlot>()
+            .add(way & (FLOW_WAYS - 1))
+    }
+}
+
+/// The key and last use of `slot`, copied out.
+#[inline(always)]
+fn key_and_use(slot: *mut FlowSlot) -> ([u64; 2], u32) {
+    // SAFETY: a valid slot pointer; copies only (see the module's comment).
+    unsafe {
+        (
+            (&raw const (*slot).key).read(),
+            (&raw const (*slot).used).read(),
+        )
+    }
+}
+
 /// Empty slots in `bucket` (branch-free: few paths for the verifier).
 #[inline(always)]
 fn empties(bucket: *mut FlowBucket) -> u32 {
-    // SAFETY: a valid pointer into the array's value for its index.
-    let bucket = unsafe { &*bucket };
-    bucket
-        .ways
-        .iter()
-        .map(|slot| u32::from(slot.is_empty()))
+    (0..FLOW_WAYS)
+        .map(|way| u32::from(key_and_use(way_of(bucket, way)).0 == EMPTY))
         .sum()
 }
+
+/// The key of an empty slot.
+const EMPTY: [u64; 2] = [0; 2];
 
 /// The slot of `bucket` idle longest (an empty one first), and its idle
 /// ticks.
 #[inline(always)]
 fn idlest(bucket: *mut FlowBucket, now: u32) -> (*mut FlowSlot, u32) {
-    // SAFETY: a valid pointer into the array's value for its index.
-    let bucket = unsafe { &mut *bucket };
     let mut most = 0;
     let mut idle_most = 0;
-    for (way, slot) in bucket.ways.iter().enumerate() {
-        let idle = if slot.is_empty() {
+    for way in 0..FLOW_WAYS {
+        let (key, used) = key_and_use(way_of(bucket, way));
+        let idle = if key == EMPTY {
             u32::MAX
         } else {
-            now.wrapping_sub(slot.used)
+            now.wrapping_sub(used)
         };
         if idle > idle_most {
             most = way;
             idle_most = idle;
         }
     }
-    // The mask is for the verifier: the index stays inside the bucket.
-    (&mut bucket.ways[most & (FLOW_WAYS - 1)], idle_most)
+    (way_of(bucket, most), idle_most)
 }

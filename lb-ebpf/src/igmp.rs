@@ -1,4 +1,4 @@
-//! IGMP membership reports and leaves for the configured groups (SPEC 4.2, 5.4).
+//! IGMP membership reports and leaves for the configured groups (protocol §4.2, §5.4).
 //! Reports are recorded per group for liveness and always passed on: the
 //! LB's kernel and other listeners see them unchanged.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
@@ -14,7 +14,7 @@ use crate::{
     epochs, events,
     maps::{AUTH_ON, BACKENDS, GROUP_ADDRS, LEAVES},
     parse::{Ipv4Packet, ptr_at},
-    stats,
+    stats::{self, GroupEvent},
 };
 
 /// Group records of one IGMPv3 report that are examined; a host's report
@@ -105,7 +105,7 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> V3Report {
 /// A leave from `key.addr`. Without a key it removes that backend at once.
 /// With a key it cannot be authenticated (anyone on the segment can send
 /// one), so it only asks lb-user to confirm: a query, and removal unless
-/// an authenticated announcement arrives in the window (SPEC 4.2).
+/// an authenticated announcement arrives in the window (protocol §4.2).
 /// Not registered is fine: the leave is only counted. Returns whether the
 /// server list changed (or a leave waits for confirmation).
 #[inline(always)]
@@ -143,20 +143,19 @@ fn record(
 ) -> Option<Counter> {
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let group_id = *unsafe { GROUP_ADDRS.get(&group) }?;
-    let stats = stats::group(group_id)?;
     Some(match membership {
         Membership::Report => {
-            stats.reports += 1;
+            stats::group_add(group_id, GroupEvent::Report, 1);
             Counter::IgmpReport
         }
         Membership::Leave => {
-            stats.leaves += 1;
+            stats::group_add(group_id, GroupEvent::Leave, 1);
             let key = BackendKey {
                 group_id,
                 addr: source,
             };
             if leave(ctx, &key) {
-                stats.changes += 1;
+                stats::group_add(group_id, GroupEvent::Change, 1);
             }
             Counter::IgmpLeave
         }

@@ -1,4 +1,4 @@
-//! Announcements (SPEC 4.3, 5.2, 5.5): insert or refresh a backend in the
+//! Announcements (protocol §4.3, §5.2, §5.5): insert or refresh a backend in the
 //! server list, or remove it at once when it is LEAVING.
 use aya_ebpf::btf_maps::lpm_trie::Key;
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
@@ -15,7 +15,8 @@ use crate::{
     auth, clock, epochs, events,
     maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
     parse::{Ipv4Packet, ptr_at},
-    routed, stats,
+    routed,
+    stats::{self, GroupEvent},
 };
 
 /// The error (a negated errno) of an insert that finds its key there.
@@ -85,11 +86,9 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
         }
     }
     let (outcome, changed) = apply(ctx, packet, &key, Payload::from_v1(v1));
-    if outcome != Counter::AnnounceTableFull
-        && let Some(stats) = stats::group(group_id)
-    {
-        stats.announcements += 1;
-        stats.changes += u64::from(changed);
+    if outcome != Counter::AnnounceTableFull {
+        stats::group_add(group_id, GroupEvent::Announcement, 1);
+        stats::group_add(group_id, GroupEvent::Change, u64::from(changed));
     }
     outcome
 }
@@ -123,17 +122,25 @@ fn apply(
     // heartbeat path. lb-user only reads the entry, and each field is
     // written whole, so a reader sees the old or the new value of each.
     if let Some(entry) = BACKENDS.get_ptr_mut(key) {
-        // SAFETY: a valid pointer into the map's value for this key.
-        let entry = unsafe { &mut *entry };
-        let changed = entry.weight != payload.weight || entry.flags != payload.flags;
-        let moved = entry.mac != packet.eth_src;
-        entry.last_seen_ns = now;
-        entry.sequence = payload.sequence;
-        entry.announcements += 1;
-        entry.mac = packet.eth_src;
-        entry.weight = payload.weight;
-        entry.flags = payload.flags;
-        entry.version = payload.version;
+        // SAFETY: a valid pointer into the map's value for this key. Other
+        // CPUs (this backend's next heartbeat) and lb-user (aging) touch it
+        // too, so it is read and written field by field through the raw
+        // pointer, never as a reference: a racing heartbeat writes the same
+        // values, and a reader sees each field whole, old or new.
+        let (changed, moved) = unsafe {
+            let changed = (&raw const (*entry).weight).read() != payload.weight
+                || (&raw const (*entry).flags).read() != payload.flags;
+            let moved = (&raw const (*entry).mac).read() != packet.eth_src;
+            let announcements = &raw mut (*entry).announcements;
+            (&raw mut (*entry).last_seen_ns).write(now);
+            (&raw mut (*entry).sequence).write(payload.sequence);
+            announcements.write(announcements.read() + 1);
+            (&raw mut (*entry).mac).write(packet.eth_src);
+            (&raw mut (*entry).weight).write(payload.weight);
+            (&raw mut (*entry).flags).write(payload.flags);
+            (&raw mut (*entry).version).write(payload.version);
+            (changed, moved)
+        };
         if changed || moved {
             // After the write: flows check the new flags and MAC.
             epochs::bump();

@@ -1,4 +1,4 @@
-//! Routed reports (SPEC 4.4): members behind multicast routers report as
+//! Routed reports (protocol §4.4): members behind multicast routers report as
 //! UDP to group:port, since routers never forward IGMP. Each one counts for
 //! the group's liveness like an IGMP report; with a key set, only one whose
 //! tag verifies and whose sequence is within the clock skew.
@@ -17,7 +17,7 @@ use crate::{
     auth,
     maps::{AUTH_ON, GROUP_ADDRS},
     parse::{Ipv4Packet, ptr_at},
-    stats,
+    stats::{self, GroupEvent},
 };
 
 /// A UDP datagram to group `group_id`'s port that is not addressed to the LB.
@@ -50,9 +50,7 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet, udp_len: usize, group_id: u
     if AUTH_ON.load() != 0 && !is_authentic(packet.src, payload) {
         return Counter::RoutedRefused;
     }
-    if let Some(stats) = stats::group(group_id) {
-        stats.reports += 1;
-    }
+    stats::group_add(group_id, GroupEvent::Report, 1);
     Counter::RoutedReport
 }
 

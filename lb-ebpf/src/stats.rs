@@ -8,15 +8,39 @@ use crate::maps::{COUNTERS, GROUP_REPORTS};
 #[inline(always)]
 pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
-        // SAFETY: per-CPU slot; only this CPU writes it while the program runs.
+        // SAFETY: per-CPU slot; only this CPU writes it while the program
+        // runs (lb-user reads a copy the kernel takes).
         unsafe { *slot += 1 };
     }
 }
 
-/// This CPU's statistics of group `group_id`.
-#[inline(always)]
-pub fn group(group_id: u32) -> Option<&'static mut GroupReports> {
-    let stats = GROUP_REPORTS.get_ptr_mut(group_id)?;
-    // SAFETY: per-CPU slot, written only by this CPU, one packet at a time.
-    Some(unsafe { &mut *stats })
+/// The field of [`GroupReports`] an event moves.
+#[derive(Clone, Copy)]
+pub enum GroupEvent {
+    Report,
+    Leave,
+    Announcement,
+    Change,
 }
+
+/// Adds `n` to `event`'s count in this CPU's statistics of group
+/// `group_id`.
+#[inline(always)]
+pub fn group_add(group_id: u32, event: GroupEvent, n: u64) {
+    let Some(stats) = GROUP_REPORTS.get_ptr_mut(group_id) else {
+        return;
+    };
+    // SAFETY: per-CPU slot, written only by this CPU, one packet at a
+    // time; through the raw pointer, so that no reference outlives it.
+    unsafe {
+        let field: *mut u64 = match event {
+            GroupEvent::Report => &raw mut (*stats).reports,
+            GroupEvent::Leave => &raw mut (*stats).leaves,
+            GroupEvent::Announcement => &raw mut (*stats).announcements,
+            GroupEvent::Change => &raw mut (*stats).changes,
+        };
+        field.write(field.read() + n);
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<GroupReports>() == 32);
