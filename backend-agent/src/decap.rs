@@ -1,4 +1,4 @@
-//! IPIP decapsulation on the backend (SPEC 7): the agent attaches the
+//! IPIP decapsulation on the backend (protocol §7): the agent attaches the
 //! `agent_decap` tc program (lb-ebpf's `bin/agent-decap.rs`) to its
 //! interface's ingress through a TCX link, tells it the LBs it learns from
 //! queries and its own address, and reads its counters. The link belongs

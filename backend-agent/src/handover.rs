@@ -1,8 +1,8 @@
 //! A restart that keeps state (SIGQUIT; `RestartKillSignal=SIGQUIT` in
 //! xdp-lb-agent.service). The group membership lives in the agent's two
 //! sockets, the IGMP one and the routed one: when the last of them closes
-//! the kernel sends a leave and the LB removes the backend at once (SPEC
-//! 4.1). So the exiting agent hands both sockets to the service manager's
+//! the kernel sends a leave and the LB removes the backend at once (protocol
+//! §4.1). So the exiting agent hands both sockets to the service manager's
 //! descriptor store, keeps the VIP, the ARP settings and the decapsulation
 //! program (its link pinned), records what the next agent needs beside its
 //! state file, and exits without LEAVING. The next agent adopts the sockets

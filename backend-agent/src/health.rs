@@ -1,4 +1,4 @@
-//! Service checks (SPEC 5, agent side): what a check is, and the rise/fall
+//! Service checks (protocol §5.7): what a check is, and the rise/fall
 //! counting that turns check results into UP and DOWN, as HAProxy counts
 //! them. Free of I/O; `checker` runs the checks.
 use std::{fmt, str::FromStr};

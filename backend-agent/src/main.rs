@@ -1,5 +1,5 @@
 //! backend-agent: registers this host with every LB that queries the group
-//! (SPEC 5, backend side). Answers each query with a suppressible membership
+//! (protocol §5.7). Answers each query with a suppressible membership
 //! report and one announcement to the LB; sends LEAVING on SIGINT/SIGTERM.
 //! SIGUSR1 switches it to DRAINING (no new flows), SIGUSR2 back. SIGQUIT
 //! exits keeping state for the next agent (handover.rs).
@@ -90,7 +90,7 @@ struct Args {
     weight: u16,
     /// TTL of the membership reports. Default: 1 for IGMP reports on the
     /// segment, and 16 for routed reports (sent only in answer to a routed
-    /// query, SPEC 4.4), which must cross the routers the query came through.
+    /// query, protocol §4.4), which must cross the routers the query came through.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=255))]
     ttl: Option<u32>,
     /// SipHash key (32 hex digits) shared with the LB; announcements are
@@ -156,7 +156,7 @@ struct Agent {
     args: Args,
     local: Ipv4Addr,
     igmp: AsyncFd<IgmpSocket>,
-    /// Routed queries and reports (SPEC 4.4), to group:port.
+    /// Routed queries and reports (protocol §4.4), to group:port.
     routed: AsyncFd<RoutedSocket>,
     udp: UdpSocket,
     schedule: Schedule,
@@ -190,7 +190,7 @@ impl Agent {
         }
     }
 
-    /// A routed message (SPEC 4.4); with a key, one whose tag does not
+    /// A routed message (protocol §4.4); with a key, one whose tag does not
     /// verify is ignored.
     fn handle_routed(&mut self, received: RoutedReceived) {
         let source = received.source.octets();
@@ -714,7 +714,7 @@ impl Agent {
         // The kernel's join report revives a dead group on the LB's
         // segment, but never crosses a router: an unsolicited routed report
         // does, so an LB whose group died before any backend came hears of
-        // this one (SPEC 5.4).
+        // this one (protocol §5.4).
         if let Err(e) = agent.report(true) {
             warn!("sending the first membership report failed: {e}");
         }

@@ -1,4 +1,4 @@
-//! What the agent sends and when, free of I/O (SPEC 4.2, 5): one
+//! What the agent sends and when, free of I/O (protocol §4.2, §5): one
 //! suppressible report per query round and one announcement per query to
 //! the LB that sent it.
 use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
@@ -9,7 +9,7 @@ use tokio::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Due {
     /// The membership report; `routed` if a routed query asked for it, so
-    /// that it must also go out as a routed report (SPEC 4.4).
+    /// that it must also go out as a routed report (protocol §4.4).
     Report {
         routed: bool,
     },

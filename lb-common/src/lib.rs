@@ -72,7 +72,7 @@ macro_rules! program_maps {
             BACKEND_EPOCH / backend_epoch: MmapArray<u32>[1];
             /// Source prefixes allowed to announce (network-order address, prefix length).
             ANNOUNCE_ALLOW / announce_allow: LpmTrie<[u8; 4], u8>[$crate::MAX_ALLOW_PREFIXES];
-            /// Announcement keys (SPEC 4.3), written by lb-user.
+            /// Announcement keys (protocol §4.3), written by lb-user.
             AUTH_KEYS / auth_keys: Array<$crate::AuthKey>[$crate::MAX_AUTH_KEYS];
             /// Wall-clock offset and allowed skew, kept current by lb-user.
             AUTH_CLOCK / auth_clock: Array<$crate::AuthClock>[1];
@@ -80,7 +80,7 @@ macro_rules! program_maps {
             /// removal so that a replayed announcement cannot bring a backend back.
             LAST_SEQUENCE / last_sequence: LruHashMap<$crate::BackendKey, u64>[2 * $crate::DEFAULT_MAX_BACKENDS];
             /// IGMP leaves waiting for confirmation (with a key set a leave
-            /// cannot be authenticated, SPEC 4.2), written by XDP, resolved
+            /// cannot be authenticated, protocol §4.2), written by XDP, resolved
             /// by lb-user.
             LEAVES / leaves: HashMap<$crate::BackendKey, $crate::PendingLeave>[$crate::DEFAULT_MAX_BACKENDS];
             /// Why and when backends left the server list (LRU), written by
@@ -474,7 +474,7 @@ pub struct PendingLeave {
 }
 const _: () = assert!(core::mem::size_of::<PendingLeave>() == 16);
 
-/// Control-plane aging state of one backend (SPEC 5.3).
+/// Control-plane aging state of one backend (protocol §5.3).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct AgingState {
@@ -497,7 +497,7 @@ pub struct GroupReports {
     pub reports: u64,
     /// Leaves (IGMPv2 leave, IGMPv3 change to include nothing) seen.
     pub leaves: u64,
-    /// Announcements accepted (liveness: SPEC 5.4).
+    /// Announcements accepted (liveness: protocol §5.4).
     pub announcements: u64,
     /// Changes of the group's server list that XDP made: a backend
     /// inserted or removed, a changed weight or flags, a leave held for
@@ -506,7 +506,7 @@ pub struct GroupReports {
 }
 const _: () = assert!(core::mem::size_of::<GroupReports>() == 32);
 
-/// How client traffic reaches a backend (SPEC 7).
+/// How client traffic reaches a backend (protocol §7).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForwardingMode {
@@ -770,12 +770,16 @@ macro_rules! counters {
             /// Every counter, in slot order.
             pub const ALL: &[$enum] = &[$($enum::$variant),*];
 
-            /// The counter's name in `status` and the README.
+            /// The counter's name in `status` and docs/architecture.md.
             pub const fn name(self) -> &'static str {
                 match self {
                     $($enum::$variant => $name,)*
                 }
             }
+
+            /// Each counter's doc comment, as `doc = "..."` lines, in slot
+            /// order: the counters table of docs/architecture.md.
+            pub const DOCS: &[&str] = &[$( concat!($(stringify!($doc), "\n"),*) ),*];
 
             /// The action of every packet counted here.
             #[inline(always)]
@@ -819,7 +823,7 @@ counters! {
     IgmpReport = "igmp_report" => Pass,
     /// IGMP leave for a configured group, passed on.
     IgmpLeave = "igmp_leave" => Pass,
-    /// Routed membership report for a configured group (SPEC 4.4), counted
+    /// Routed membership report for a configured group (protocol §4.4), counted
     /// for its liveness.
     RoutedReport = "routed_report" => Drop,
     /// Routed message to a group's port dropped: not a whole v1 report for
@@ -864,7 +868,7 @@ counters! {
     }
 }
 
-/// Name of the agent's decapsulation program (SPEC 7) in its object.
+/// Name of the agent's decapsulation program (protocol §7) in its object.
 pub const DECAP_PROGRAM_NAME: &str = "agent_decap";
 /// Most LBs whose IPIP an agent accepts.
 pub const MAX_DECAP_LBS: u32 = 64;
@@ -1014,6 +1018,150 @@ mod tests {
         assert_ne!(check, flow_check(hash ^ 1, backend, mac));
         assert_eq!(flow_hash(&key), hash as u32);
         assert_ne!(key.words(), [0; 2], "a flow's key is never an empty slot's");
+    }
+
+    /// The text of doc attributes (`doc = r" text"`, or `doc = r#" text
+    /// with "quotes""#`, as `stringify!` gives them, which may break a
+    /// line anywhere), joined.
+    fn doc_text(attrs: &[&str]) -> String {
+        attrs
+            .iter()
+            .flat_map(|a| a.split("doc =").skip(1))
+            .filter_map(|raw| {
+                let raw = raw.trim().strip_prefix('r')?.trim_matches('#');
+                Some(raw.strip_prefix('"')?.strip_suffix('"')?.trim())
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+            // An intra-doc link's target means nothing on the page.
+            .split("]($crate::")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part
+                } else {
+                    part.split_once(')').map_or(part, |(_, rest)| rest)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("]")
+    }
+
+    /// A declaration's tokens as the page shows them: no `$crate::`.
+    fn tokens(text: &str) -> String {
+        text.replace("$crate ::", "")
+            .replace(" :: ", "::")
+            .replace(":: ", "::")
+            .replace(" <", "<")
+            .replace("< ", "<")
+            .replace(" >", ">")
+            .replace(" (", "(")
+            .replace("( ", "(")
+            .replace(" )", ")")
+            .replace(" .", ".")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn maps_table() -> String {
+        macro_rules! rows {
+            ($( $(#[$doc:meta])* $name:ident / $field:ident : $kind:ident <$($ty:ty),+> [$cap:expr]; )*) => {
+                vec![$( (
+                    stringify!($name),
+                    stringify!($kind),
+                    vec![$(stringify!($ty)),+],
+                    stringify!($cap),
+                    doc_text(&[$(stringify!($doc)),*]),
+                ) ),*]
+            };
+        }
+        let mut table = String::from(
+            "| map | kind | key -> value | default capacity | what it holds |\n|---|---|---|---|---|\n",
+        );
+        for (name, kind, types, capacity, doc) in crate::program_maps!(rows) {
+            let types: Vec<String> = types.iter().map(|t| tokens(t)).collect();
+            let entry = match types.as_slice() {
+                [value] => format!("index -> `{value}`"),
+                [key, value] => format!("`{key}` -> `{value}`"),
+                _ => unreachable!("a map has a key and a value, or a value"),
+            };
+            table += &format!(
+                "| `{name}` | {kind} | {entry} | `{}` | {doc} |\n",
+                tokens(capacity)
+            );
+        }
+        table
+    }
+
+    fn counters_table() -> String {
+        let mut table =
+            String::from("| program | counter | action | what it counts |\n|---|---|---|---|\n");
+        let xdp = Counter::ALL.iter().map(|c| {
+            (
+                "XDP",
+                c.name(),
+                c.action().name(),
+                Counter::DOCS[*c as usize],
+            )
+        });
+        let tc_action = |a: TcAction| match a {
+            TcAction::Pass => "pass",
+            TcAction::Drop => "drop",
+            TcAction::Redirect => "redirect",
+        };
+        let gso = GsoCounter::ALL.iter().map(|c| {
+            (
+                "GSO (tc)",
+                c.name(),
+                tc_action(c.action()),
+                GsoCounter::DOCS[*c as usize],
+            )
+        });
+        let decap = DecapCounter::ALL.iter().map(|c| {
+            (
+                "agent decap (tc)",
+                c.name(),
+                tc_action(c.action()),
+                DecapCounter::DOCS[*c as usize],
+            )
+        });
+        for (program, name, action, doc) in xdp.chain(gso).chain(decap) {
+            table += &format!(
+                "| {program} | `{name}` | {action} | {} |\n",
+                doc_text(&[doc])
+            );
+        }
+        table
+    }
+
+    /// The tables of docs/architecture.md that restate declarations are
+    /// generated from them: `XDP_LB_WRITE_DOCS=1 cargo test -p lb-common`
+    /// writes them into the page; otherwise a difference fails.
+    #[test]
+    fn the_architecture_pages_tables_match_the_declarations() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/architecture.md");
+        let mut page = std::fs::read_to_string(path).expect("docs/architecture.md");
+        for (name, table) in [("maps", maps_table()), ("counters", counters_table())] {
+            let start = format!("<!-- generated: {name} -->\n");
+            let from = page.find(&start).expect("the table's start marker") + start.len();
+            let to = from
+                + page[from..]
+                    .find("<!-- end -->")
+                    .expect("the table's end marker");
+            if std::env::var_os("XDP_LB_WRITE_DOCS").is_some() {
+                page.replace_range(from..to, &table);
+            } else {
+                assert_eq!(
+                    page[from..to],
+                    table,
+                    "docs/architecture.md: the {name} table differs from its declaration; XDP_LB_WRITE_DOCS=1 cargo test -p lb-common writes it"
+                );
+            }
+        }
+        if std::env::var_os("XDP_LB_WRITE_DOCS").is_some() {
+            std::fs::write(path, page).expect("writing docs/architecture.md");
+        }
     }
 
     #[test]

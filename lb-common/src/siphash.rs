@@ -1,4 +1,4 @@
-//! SipHash-2-4 (Aumasson and Bernstein), the announcement tag of SPEC 4.3.
+//! SipHash-2-4 (Aumasson and Bernstein), the announcement tag of protocol §4.3.
 //! One implementation for the XDP program, which tags fixed 24-byte
 //! messages, and for the agent.
 
@@ -61,7 +61,7 @@ pub fn siphash24(key: &[u8; 16], data: &[u8]) -> u64 {
 /// Length of the tagged message: source (4), LB address (4), payload[0..16].
 pub const TAGGED_LEN: usize = 24;
 
-/// The message an announcement's tag covers (SPEC 4.3).
+/// The message an announcement's tag covers (protocol §4.3).
 #[inline(always)]
 pub fn tagged_message(src: [u8; 4], lb: [u8; 4], head: &[u8; 16]) -> [u8; TAGGED_LEN] {
     let mut msg = [0u8; TAGGED_LEN];
@@ -71,7 +71,7 @@ pub fn tagged_message(src: [u8; 4], lb: [u8; 4], head: &[u8; 16]) -> [u8; TAGGED
     msg
 }
 
-/// The message a routed query's or report's tag covers (SPEC 4.4):
+/// The message a routed query's or report's tag covers (protocol §4.4):
 /// source (4), payload[0..20]; as long as an announcement's.
 #[inline(always)]
 pub fn routed_tagged_message(src: [u8; 4], head: &[u8; 20]) -> [u8; TAGGED_LEN] {

@@ -1,4 +1,4 @@
-//! Wire formats of SPEC section 4: the LB's query, membership reports and
+//! Wire formats of protocol §4: the LB's query, membership reports and
 //! the UDP announcement. Offsets are shared with the XDP parser; the
 //! encoders and parsers are used by userspace and the packet tests.
 
@@ -34,7 +34,7 @@ pub const IGMP_V3_REPORT: u8 = 0x22;
 pub const IGMP_V3_CHANGE_TO_INCLUDE: u8 = 3;
 /// Length of an IGMPv1/v2 message and of the LB's v2-layout query.
 pub const IGMP_V2_LEN: usize = 8;
-/// Length of the LB's IGMPv3-layout query (no sources), SPEC 4.1.
+/// Length of the LB's IGMPv3-layout query (no sources), protocol §4.1.
 pub const IGMP_V3_QUERY_LEN: usize = 12;
 /// Multicast Router Discovery advertisement (RFC 4286).
 pub const IGMP_MRD_ADVERTISEMENT: u8 = 0x30;
@@ -47,7 +47,7 @@ pub const IPPROTO_IGMP: u8 = 2;
 /// IP Router Alert option (RFC 2113), as carried in queries and reports.
 pub const IP_ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0x00, 0x00];
 
-/// A v1 announcement payload (SPEC 4.3).
+/// A v1 announcement payload (protocol §4.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AnnouncementV1 {
     pub flags: u8,
@@ -69,7 +69,7 @@ impl AnnouncementV1 {
     }
 
     /// Encodes with the tag computed under `key` for an announcement from
-    /// `src` to the LB at `lb` (SPEC 4.3); the `tag` field is ignored.
+    /// `src` to the LB at `lb` (protocol §4.3); the `tag` field is ignored.
     pub fn encode_tagged(
         &self,
         key: &[u8; 16],
@@ -110,7 +110,7 @@ impl AnnouncementV1 {
     }
 }
 
-/// Routed query and report magic, `LBQY` (SPEC 4.4).
+/// Routed query and report magic, `LBQY` (protocol §4.4).
 pub const ROUTED_MAGIC: [u8; 4] = *b"LBQY";
 /// Routed message version this code speaks.
 pub const ROUTED_VERSION: u8 = 1;
@@ -126,7 +126,7 @@ pub const ROUTED_OFF_TAG: usize = 20;
 pub const ROUTED_KIND_QUERY: u8 = 1;
 pub const ROUTED_KIND_REPORT: u8 = 2;
 
-/// A routed query or report (SPEC 4.4): UDP to group:port, replicated by
+/// A routed query or report (protocol §4.4): UDP to group:port, replicated by
 /// multicast routers, which never forward IGMP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Routed {
@@ -270,7 +270,7 @@ pub const fn igmp_v3_units(code: u8) -> u32 {
     (mant | 0x10) << (exp + 3)
 }
 
-/// The LB's IGMPv3-layout query (SPEC 4.1): the LB's address in the group
+/// The LB's IGMPv3-layout query (protocol §4.1): the LB's address in the group
 /// field, `qrv` (robustness, at most 7), `qqic` (query interval code), no
 /// sources; checksum filled in.
 pub fn igmp_v3_query(max_resp_code: u8, lb: [u8; 4], qrv: u8, qqic: u8) -> [u8; IGMP_V3_QUERY_LEN] {
@@ -322,7 +322,7 @@ pub fn mrd_advertisement(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IgmpMessage {
     /// The LB's query, in either layout: the group field carries the LB's
-    /// address (SPEC 4.1); the max response time in tenths of a second.
+    /// address (protocol §4.1); the max response time in tenths of a second.
     Query {
         max_resp_tenths: u32,
         group_field: [u8; 4],

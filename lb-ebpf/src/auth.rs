@@ -1,4 +1,4 @@
-//! Authenticated announcements (SPEC 4.3): a SipHash-2-4 tag under one of
+//! Authenticated announcements (protocol §4.3): a SipHash-2-4 tag under one of
 //! up to two keys, a sequence above the backend's last accepted one, and a
 //! sequence within the allowed skew of the LB's wall clock.
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};

@@ -1,4 +1,4 @@
-//! Client traffic to a service's VIP, direct server return (SPEC 7): on
+//! Client traffic to a service's VIP, direct server return (protocol §7): on
 //! the LB's segment the frame goes back out with the backend's MAC as
 //! destination; across routers it is wrapped in IPIP (`ipip`). Either way
 //! the backend (which holds the VIP on its loopback) answers the client

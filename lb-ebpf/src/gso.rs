@@ -1,4 +1,4 @@
-//! GSO super-packets to IPIP backends (SPEC 7, 8). Where XDP runs in
+//! GSO super-packets to IPIP backends (protocol §7, §8). Where XDP runs in
 //! generic mode (a veth, or behind GRO), it sees a sender's TSO/GSO
 //! super-packets whole, up to 64 KB: it can neither wrap nor split them,
 //! and an ICMP "fragmentation needed" does not help (the sender's GSO goes

@@ -1,4 +1,4 @@
-//! IPIP forwarding (SPEC 7): direct server return across routers. The
+//! IPIP forwarding (protocol §7): direct server return across routers. The
 //! client's packet is wrapped in an outer IPv4 header from the LB to the
 //! backend and sent to the next hop the kernel's FIB gives for the backend;
 //! the backend's agent strips the header. A packet that would not fit the

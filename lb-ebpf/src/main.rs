@@ -1,5 +1,5 @@
-//! XDP fast path: registers backends from their announcements (SPEC 4.3) and
-//! records IGMP membership reports for group liveness (SPEC 4.2). Everything
+//! XDP fast path: registers backends from their announcements (protocol §4.3) and
+//! records IGMP membership reports for group liveness (protocol §4.2). Everything
 //! else passes untouched.
 #![no_std]
 #![no_main]

@@ -142,7 +142,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// An announcement port: a non-system port (SPEC 3).
+/// An announcement port: a non-system port (protocol §3).
 pub fn parse_port(s: &str) -> Result<u16, String> {
     let port: u16 = s
         .parse()

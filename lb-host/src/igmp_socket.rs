@@ -1,5 +1,5 @@
 //! The raw IGMP socket that the LB sends its queries from and that agents
-//! receive queries and send reports on (SPEC 4.1, 4.2). The kernel ignores
+//! receive queries and send reports on (protocol §4.1, §4.2). The kernel ignores
 //! the LB's query, so both ends speak IGMP from user space.
 use std::{
     io,

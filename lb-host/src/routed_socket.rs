@@ -1,4 +1,4 @@
-//! The UDP socket of the routed query and report (SPEC 4.4): multicast
+//! The UDP socket of the routed query and report (protocol §4.4): multicast
 //! routers replicate UDP to the group, never IGMP, so where backends sit
 //! behind routers the LB queries and agents report this way too.
 use std::{

@@ -1,4 +1,4 @@
-//! Heartbeat aging (SPEC 3, 5.2, 5.3), free of I/O.
+//! Heartbeat aging (protocol §3, §5.2, §5.3), free of I/O.
 //!
 //! XDP owns `last_seen_ns`; this logic only reads it, so a heartbeat that
 //! lands while a pass runs is seen by the next pass instead of being

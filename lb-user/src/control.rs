@@ -28,7 +28,7 @@ use crate::{
     next_hop::NextHops,
 };
 
-/// Protocol parameters of one LB instance (SPEC 3).
+/// Protocol parameters of one LB instance (protocol §3).
 #[derive(Clone, Copy, Debug)]
 pub struct ControlParams {
     pub lb_addr: Ipv4Addr,
@@ -47,7 +47,7 @@ pub struct ControlParams {
 /// second: the shortest there is.
 const CONFIRMATION_TENTHS: u32 = 1;
 
-/// The layout of the LB's query (SPEC 4.1).
+/// The layout of the LB's query (protocol §4.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueryVersion {
     /// The original 8 bytes: hosts that hear it fall back to IGMPv2 and
@@ -109,7 +109,7 @@ impl ControlParams {
 }
 
 /// Where queries leave from: the raw IGMP socket on the LB's segment and,
-/// where `--ttl` is above 1, the routed query's UDP socket (SPEC 4.4).
+/// where `--ttl` is above 1, the routed query's UDP socket (protocol §4.4).
 pub struct Queriers {
     pub igmp: IgmpSocket,
     pub routed: Option<RoutedQuerier>,
@@ -367,7 +367,7 @@ impl Controller {
     }
 
     /// Resolves the IGMP leaves XDP holds for confirmation (with a key
-    /// set, SPEC 4.2): queries the group once, then removes each backend
+    /// set, protocol §4.2): queries the group once, then removes each backend
     /// that has not announced since its leave when the window closes.
     /// Returns `backends` without the ones removed.
     fn confirm_leaves(
@@ -426,7 +426,7 @@ impl Controller {
         Ok(backends)
     }
 
-    /// Multicast Router Discovery (RFC 4286, SPEC 5.6) once per query
+    /// Multicast Router Discovery (RFC 4286, protocol §5.6) once per query
     /// interval: a snooping switch then treats the LB's port as a router
     /// port and forwards membership reports and leaves to it.
     fn advertise_router(&mut self, now_ns: u64) {

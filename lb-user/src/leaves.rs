@@ -1,4 +1,4 @@
-//! Confirming IGMP leaves when announcements are keyed (SPEC 4.2): a leave
+//! Confirming IGMP leaves when announcements are keyed (protocol §4.2): a leave
 //! cannot be authenticated, so it only starts a confirmation, as IGMP's own
 //! last-member query does. Free of I/O.
 use lb_common::PendingLeave;

@@ -1,4 +1,4 @@
-//! Group liveness and the query schedule (SPEC 5.1, 5.4), free of I/O.
+//! Group liveness and the query schedule (protocol §5.1, §5.4), free of I/O.
 use std::time::Duration;
 
 /// Liveness parameters.
@@ -52,7 +52,7 @@ pub struct GroupLiveness {
 }
 
 impl GroupLiveness {
-    /// A group starts alive and queries at once (SPEC 5.1).
+    /// A group starts alive and queries at once (protocol §5.1).
     pub fn new(params: LivenessParams, heard: Heard) -> Self {
         Self {
             params,
@@ -87,7 +87,7 @@ impl GroupLiveness {
 
     /// Called often (every control tick) with what XDP heard from the group.
     /// A period counts as silent only with neither a report nor an accepted
-    /// announcement (SPEC 5.4); only a report revives a dead group.
+    /// announcement (protocol §5.4); only a report revives a dead group.
     pub fn poll(&mut self, now_ns: u64, heard: Heard) -> LivenessEvent {
         let period_ns = u64::try_from(self.params.query_interval.as_nanos()).unwrap_or(u64::MAX);
         let reported = heard.reports != self.reports_at_period_start;

@@ -102,7 +102,7 @@ struct RunArgs {
         conflicts_with = "config"
     )]
     groups: Vec<String>,
-    /// TOML file with several groups, VIPs and services (see the README);
+    /// TOML file with several groups, VIPs and services (see docs/operations.md);
     /// replaces --group, --vip and --service.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -145,7 +145,7 @@ struct RunArgs {
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR:PORT/metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
-    /// How client traffic reaches a backend (SPEC 7): `l2` rewrites the MAC
+    /// How client traffic reaches a backend (protocol §7): `l2` rewrites the MAC
     /// (backends on the LB's segment only), `ipip` wraps every packet in an
     /// outer IPv4 header, `auto` does L2 on the segment and IPIP beyond it.
     #[arg(long, value_enum, default_value_t = ForwardingArg::Auto)]
@@ -518,7 +518,7 @@ fn open_query_socket(
 }
 
 /// With `--ttl` above 1 backends may sit behind multicast routers, which
-/// never forward IGMP: the queries then also go out as UDP (SPEC 4.4),
+/// never forward IGMP: the queries then also go out as UDP (protocol §4.4),
 /// tagged with the first key.
 fn open_routed_querier(
     args: &RunArgs,

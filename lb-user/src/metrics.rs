@@ -293,3 +293,59 @@ fn register_services(lb: &mut Registry, status: &StatusReport, control: &Control
         control.last_rebuild_seconds.clone(),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The families of an exposition: the names of its `# TYPE` lines.
+    fn families(exposition: &str) -> Vec<&str> {
+        exposition
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+            .collect()
+    }
+
+    #[test]
+    fn every_metric_family_is_in_the_operations_page() {
+        // One of everything, so that every family has a series.
+        let status: StatusReport = serde_json::from_str(
+            r#"{"groups": [{"group": "239.192.0.1", "port": 2000, "state": "alive",
+                "silent_periods": 0, "queries_sent": 1, "reports": 1, "leaves": 0,
+                "backends": [{"address": "10.0.0.2", "mac": "02:00:00:00:00:02",
+                    "misses": 0, "last_seen_ms": 1, "weight": 100, "state": "active",
+                    "announcements": 1, "sequence": 1}],
+                "departed": []}],
+              "services": [{"vip": "10.0.0.100", "port": 80, "proto": "tcp",
+                "group": "239.192.0.1", "table_size": 65537, "active_slot": 0,
+                "table_digest": "0"}],
+              "counters": {"ignored": 1}, "actions": {"pass": 1},
+              "gso_counters": {"gso_wrapped": 1},
+              "next_hop_errors": [{"backend": "10.1.0.2", "reason": "no route",
+                "drops": 1, "last_ms_ago": 1}]}"#,
+        )
+        .unwrap();
+        let control = ControlMetrics::default();
+        let service = ServiceLabels {
+            vip: "10.0.0.100".into(),
+            port: 80,
+            proto: "tcp".into(),
+        };
+        control.rebuilds.get_or_create(&service).inc();
+        control
+            .last_rebuild_seconds
+            .get_or_create(&service)
+            .set(0.001);
+        let exposition = render(&status, &control).unwrap();
+        let page = include_str!("../../docs/operations.md");
+        let names = families(&exposition);
+        assert!(names.len() > 10, "{exposition}");
+        for name in names {
+            // A counter's family is listed with its `_total` sample name.
+            assert!(
+                page.contains(&format!("`{name}")),
+                "docs/operations.md does not list the metric family {name}"
+            );
+        }
+    }
+}

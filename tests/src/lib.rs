@@ -258,7 +258,7 @@ impl Topology {
                     "mcast_query_interval",
                     &interval,
                     // Hosts that hear an IGMPv2 general query fall back to
-                    // IGMPv2 and rarely report leaving (SPEC 4.1).
+                    // IGMPv2 and rarely report leaving (protocol §4.1).
                     "mcast_igmp_version",
                     "3",
                 ]);

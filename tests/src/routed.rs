@@ -1,7 +1,7 @@
-//! Routed topologies (SPEC 4.4, 7, 8): subnets behind routers, and the
+//! Routed topologies (protocol §4.4, §7; docs/testing.md): subnets behind routers, and the
 //! multicast routers that replicate the group's UDP between them. Where
 //! the kernel routes multicast (`CONFIG_IP_MROUTE`), smcroute drives it;
-//! where it does not (SPEC 8), nftables' netdev `dup` replicates the
+//! where it does not (docs/testing.md), nftables' netdev `dup` replicates the
 //! group's UDP the way a multicast router does: the TTL decremented, TTL 1
 //! and IGMP never forwarded.
 use std::{fmt::Write as _, fs, net::Ipv4Addr, path::Path, time::Duration};

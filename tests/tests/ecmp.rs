@@ -1,4 +1,4 @@
-//! Several LBs, one VIP (issue 9): each LB host runs BIRD with the
+//! Several LBs, one VIP: each LB host runs BIRD with the
 //! project's configuration (deploy/bird/lb.conf) and announces the VIP
 //! while lb-user serves it; a router running BIRD merges the routes into
 //! one ECMP route hashed on layer 4. A client behind the router keeps 200

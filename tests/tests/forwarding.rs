@@ -1,4 +1,4 @@
-//! End-to-end forwarding (issue 3): a client, the LB with a VIP and three
+//! End-to-end forwarding: a client, the LB with a VIP and three
 //! backends running HTTP servers that answer with their own name, on one
 //! bridge. Real XDP_TX, real direct server return, real TCP.
 use std::{

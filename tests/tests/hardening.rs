@@ -1,4 +1,4 @@
-//! Hardening on a real bridge (issue 4): random loss of announcements does
+//! Hardening on a real bridge: random loss of announcements does
 //! not cause false removals, and a flood of spoofed announcements registers
 //! nothing while the real backends stay registered and forwarding goes on.
 use std::{

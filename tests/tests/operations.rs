@@ -1,4 +1,4 @@
-//! Operating it (issue 12): the LB's and the agents' `/metrics` scraped
+//! Operating it: the LB's and the agents' `/metrics` scraped
 //! during a namespace test, validated with `promtool check metrics`,
 //! compared with `status --json`, and followed as a backend leaves;
 //! `status --watch`; an agent run from its settings file.

@@ -1,4 +1,4 @@
-//! End-to-end registration (SPEC 5) on a bridge: one LB, three agents, the
+//! End-to-end registration (protocol §5) on a bridge: one LB, three agents, the
 //! real XDP program, real IGMP; with the bridge's IGMP snooping on and off.
 //! Each behaviour is its own test on a topology of its own, after the same
 //! start (three agents register within 2 P), so that one failure does not
@@ -410,7 +410,7 @@ fn second_lb_registers_the_same_backends(bed: &mut Bed<'_>) -> anyhow::Result<()
 /// SIGKILL: the agent sends nothing, but with the default IGMPv3-layout
 /// query its host stays in IGMPv3 mode and reports leaving the group the
 /// moment the socket closes; XDP removes the backend on that leave, within
-/// one P (SPEC 4.1).
+/// one P (protocol §4.1).
 fn killed_agent_removed_by_its_hosts_leave(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     let a1 = bed.addr(1);
     bed.agents[0].signal(libc::SIGKILL);

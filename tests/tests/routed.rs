@@ -1,6 +1,6 @@
-//! Beyond one segment (SPEC 4.4, 7): backends behind multicast routers
+//! Beyond one segment (protocol §4.4, §7): backends behind multicast routers
 //! (the kernel's, driven by smcroute, or nftables' replication where the
-//! kernel has no multicast routing: SPEC 8) register through the routed
+//! kernel has no multicast routing: docs/testing.md) register through the routed
 //! query and report, and serve a VIP through IPIP that their agents strip.
 //! The original design's figure 4 (one router, three backend subnets),
 //! figure 5 (router A feeds a backend and router B, which feeds two), and

@@ -1,4 +1,4 @@
-//! Scale (issue 9): `swarm` plays thousands of backends from one
+//! Scale: `swarm` plays thousands of backends from one
 //! namespace, speaking the agents' protocol; the LB registers them within
 //! 2 P, keeps them while they answer, and removes them on time when they
 //! fall silent. The 65,536-backend figures come from `cargo xtask bench`.

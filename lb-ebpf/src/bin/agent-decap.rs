@@ -1,4 +1,4 @@
-//! The backend agent's decapsulation program (SPEC 7): strips the outer
+//! The backend agent's decapsulation program (protocol §7): strips the outer
 //! IPv4 header of IPIP from an LB the agent learned from a query to this
 //! backend's own address, and passes the client's packet up to the stack,
 //! where the VIP on the loopback accepts it. No tunnel device or module is

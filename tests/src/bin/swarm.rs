@@ -1,6 +1,6 @@
 //! Plays COUNT backends from one network namespace, for the scale tests
 //! and benchmarks: members FIRST_ADDR, FIRST_ADDR + 1, ... answer every LB
-//! query exactly as backend-agent does (SPEC 4, 5): one membership report
+//! query exactly as backend-agent does (protocol §4, §5): one membership report
 //! per query round, after a random delay and cancelled by any report heard
 //! first (IGMP, or routed when the query was routed), and one v1
 //! announcement per member to the LB, tagged with the key if one is given.
