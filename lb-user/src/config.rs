@@ -84,7 +84,7 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
         Ok(len) if len <= 32 => len,
         _ => return Err(format!("{len:?} is not a prefix length (0..=32)")),
     };
-    let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    let mask = crate::forwarding::netmask(len);
     if u32::from(addr) & !mask != 0 {
         return Err(format!(
             "{s} has host bits set; did you mean {}/{len}?",

@@ -52,23 +52,26 @@ impl Reach {
 
     /// Whether traffic to `backend` is wrapped in IPIP (as XDP decides it).
     pub fn wraps(&self, backend: Ipv4Addr) -> bool {
-        let prefix = u32::from(self.segment.prefix_len.min(32));
-        let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
         self.mode.wraps(
             backend.octets(),
             self.segment.addr.octets(),
-            mask.to_be_bytes(),
+            netmask(self.segment.prefix_len).to_be_bytes(),
         )
     }
 }
 
 impl Segment {
     pub fn contains(&self, other: Ipv4Addr) -> bool {
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix_len))
-            .unwrap_or(0);
+        let mask = netmask(self.prefix_len);
         u32::from(self.addr) & mask == u32::from(other) & mask
     }
+}
+
+/// The netmask of a prefix length (host order); lengths above 32 count as 32.
+pub fn netmask(prefix_len: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0)
 }
 
 /// The backends that get new flows of a service: registered in its group,
@@ -502,6 +505,14 @@ fn fresh_service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_netmask_covers_its_prefix_and_clamps_above_32() {
+        assert_eq!(netmask(0), 0);
+        assert_eq!(netmask(24), 0xffff_ff00);
+        assert_eq!(netmask(32), u32::MAX);
+        assert_eq!(netmask(40), u32::MAX);
+    }
 
     fn entry(weight: u16, flags: u8) -> BackendEntry {
         BackendEntry {

@@ -97,14 +97,6 @@ pub struct LoadParams {
     pub gso_handoff: bool,
 }
 
-/// The netmask of a prefix length, network order.
-fn netmask(prefix_len: u8) -> [u8; 4] {
-    u32::MAX
-        .checked_shl(32 - u32::from(prefix_len.min(32)))
-        .unwrap_or(0)
-        .to_be_bytes()
-}
-
 /// Loads the object and verifies the program. With `pin_dir`, every map
 /// is pinned there, or, if a map of that name is pinned there already (a
 /// killed instance's), that map is reused; a pinned map whose layout differs
@@ -129,7 +121,7 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .override_global(global_name::FORWARDING, &(params.forwarding as u8), true)
         .override_global(
             global_name::SEGMENT_MASK,
-            &netmask(params.segment_prefix_len),
+            &crate::forwarding::netmask(params.segment_prefix_len).to_be_bytes(),
             true,
         )
         .override_global(
