@@ -179,6 +179,18 @@ fn process_basics() -> Option<ProcessBasics> {
     })
 }
 
+/// The metric families of `exposition` (the names of its `# TYPE` lines)
+/// that `page` does not name as `` `family ``: a counter's family is
+/// listed with its `_total` sample name, which starts so. The binaries'
+/// tests keep docs/operations.md complete with it.
+pub fn families_missing_from<'a>(exposition: &'a str, page: &str) -> Vec<&'a str> {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .filter(|name| !page.contains(&format!("`{name}")))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

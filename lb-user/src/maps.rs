@@ -227,6 +227,12 @@ fn entries<K: Pod, V: Pod>(
     })
 }
 
+/// Every CPU's value of the one slot of a per-CPU array.
+fn every_cpu<V: Pod>(map: &kind::PerCpuArray<V>, name: &'static str) -> Result<Vec<V>, MapsError> {
+    let per_cpu = map.get(&0, 0).map_err(map_err(name))?;
+    Ok(per_cpu.iter().copied().collect())
+}
+
 /// A delete that finds nothing to delete is fine (XDP, or a LEAVING that
 /// raced us, removed it first); every other error is one.
 fn removed(result: Result<(), MapError>, name: &'static str) -> Result<(), MapsError> {
@@ -449,11 +455,7 @@ impl LbMaps {
     /// What each CPU's slot of `GSO_HANDOFFS` holds: the last GSO
     /// super-packet XDP passed there, until the GSO program takes it.
     pub fn gso_handoffs(&self) -> Result<Vec<GsoHandoff>, MapsError> {
-        let per_cpu = self
-            .gso_handoffs
-            .get(&0, 0)
-            .map_err(map_err(map_name::GSO_HANDOFFS))?;
-        Ok(per_cpu.iter().copied().collect())
+        every_cpu(&self.gso_handoffs, map_name::GSO_HANDOFFS)
     }
 
     /// The GSO program's counters summed over CPUs.
@@ -508,11 +510,7 @@ impl LbMaps {
 
     /// Each CPU's last reading of the coarse clock in XDP (its stamps).
     pub fn coarse_clocks(&self) -> Result<Vec<CoarseClock>, MapsError> {
-        let per_cpu = self
-            .coarse_clock
-            .get(&0, 0)
-            .map_err(map_err(map_name::COARSE_CLOCK))?;
-        Ok(per_cpu.iter().copied().collect())
+        every_cpu(&self.coarse_clock, map_name::COARSE_CLOCK)
     }
 
     /// The next hops XDP caches for IPIP backends.
