@@ -1,0 +1,119 @@
+//! The server list: a registered backend, its aging, its leave and departure.
+
+/// Default capacity of the server list.
+pub const DEFAULT_MAX_BACKENDS: u32 = 65536;
+
+/// Key of the server list: one backend in one group.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BackendKey {
+    pub group_id: u32,
+    /// The backend's unicast IPv4 address, network order.
+    pub addr: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<BackendKey>() == 8);
+
+/// One registered backend, as XDP last saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackendEntry {
+    /// CLOCK_MONOTONIC_COARSE ns of the last accepted announcement, as
+    /// XDP read it in that tick (CLOCK_MONOTONIC up to
+    /// [`COARSE_LAG_MAX_NS`] late).
+    pub last_seen_ns: u64,
+    /// Sequence of the last v1 announcement (0 for plain announcements).
+    pub sequence: u64,
+    /// Announcements accepted since the backend registered.
+    pub announcements: u64,
+    /// Ethernet source address of the last announcement.
+    pub mac: [u8; 6],
+    /// Announced weight (default [`wire::DEFAULT_WEIGHT`]).
+    pub weight: u16,
+    /// `wire::FLAG_*` bits of the last announcement.
+    pub flags: u8,
+    /// Payload version of the last announcement: 0 plain, 1 v1.
+    pub version: u8,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<BackendEntry>() == 40);
+
+/// An IGMP leave waiting for confirmation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PendingLeave {
+    /// CLOCK_MONOTONIC ns of the leave.
+    pub leave_ns: u64,
+    /// The backend's `announcements` when the leave came: a larger count
+    /// refutes the leave (a count, not a time, because announcements are
+    /// stamped with the coarse clock).
+    pub announcements: u64,
+}
+const _: () = assert!(core::mem::size_of::<PendingLeave>() == 16);
+
+/// Control-plane aging state of one backend (protocol §5.3).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AgingState {
+    /// When the heartbeat timer last (re)started, CLOCK_MONOTONIC ns.
+    pub timer_start_ns: u64,
+    /// `last_seen_ns` of the entry when it was last examined.
+    pub seen_ns: u64,
+    /// Consecutive misses.
+    pub misses: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<AgingState>() == 24);
+
+/// Departures remembered for `status`.
+pub const MAX_DEPARTURES: u32 = 1024;
+
+/// Why a backend left the server list; each reason's name is what the
+/// log and `status` say.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepartureReason {
+    /// It announced LEAVING (a clean stop).
+    Leaving = 1,
+    /// Its host left the group (IGMP leave), no key set.
+    IgmpLeave = 2,
+    /// With a key: its host left the group and no announcement answered
+    /// the confirmation query.
+    LeaveConfirmed = 3,
+    /// More than N heartbeat timeouts in a row.
+    MissedHeartbeats = 4,
+}
+
+impl DepartureReason {
+    pub const ALL: [DepartureReason; 4] = [
+        DepartureReason::Leaving,
+        DepartureReason::IgmpLeave,
+        DepartureReason::LeaveConfirmed,
+        DepartureReason::MissedHeartbeats,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DepartureReason::Leaving => "LEAVING announcement",
+            DepartureReason::IgmpLeave => "IGMP leave",
+            DepartureReason::LeaveConfirmed => "IGMP leave confirmed",
+            DepartureReason::MissedHeartbeats => "missed heartbeats",
+        }
+    }
+
+    /// The reason stored as `raw`, if it is one.
+    pub fn from_raw(raw: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| *r as u32 == raw)
+    }
+}
+
+/// When and why a backend left.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Departure {
+    /// CLOCK_MONOTONIC ns.
+    pub left_ns: u64,
+    /// A `DepartureReason`.
+    pub reason: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Departure>() == 16);

@@ -1,0 +1,203 @@
+//! What each program counts: every packet moves exactly one counter, and
+//! each counter belongs to one action of its program.
+
+/// What the program does with a packet: the XDP action it returns.
+/// lb-ebpf checks these values against the kernel's at compile time.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Drop = 1,
+    Pass = 2,
+    Tx = 3,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Drop, Action::Pass, Action::Tx];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Drop => "drop",
+            Action::Pass => "pass",
+            Action::Tx => "tx",
+        }
+    }
+}
+
+/// Declares a program's counters once: the enum, its `ALL`, each
+/// counter's name and the action it ends in all come from one table.
+macro_rules! counters {
+    (
+        $(#[$enum_doc:meta])*
+        $enum:ident => $action_ty:ident {
+            $( $(#[$doc:meta])* $variant:ident = $name:literal => $action:ident, )*
+        }
+    ) => {
+        $(#[$enum_doc])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $enum {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl $enum {
+            /// Every counter, in slot order.
+            pub const ALL: &[$enum] = &[$($enum::$variant),*];
+
+            /// The counter's name in `status` and docs/architecture.md.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $name,)*
+                }
+            }
+
+            /// Each counter's doc comment, as `doc = "..."` lines, in slot
+            /// order: the counters table of docs/architecture.md.
+            pub const DOCS: &[&str] = &[$( concat!($(stringify!($doc), "\n"),*) ),*];
+
+            /// The action of every packet counted here.
+            #[inline(always)]
+            pub const fn action(self) -> $action_ty {
+                match self {
+                    $($enum::$variant => $action_ty::$action,)*
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Why the XDP program did what it did with a packet: every packet
+    /// moves exactly one counter, and each counter belongs to one
+    /// [`Action`], so the totals per action follow from the counters.
+    Counter => Action {
+    /// Announcement accepted (a refresh, or a LEAVING for no registered backend).
+    AnnounceAccepted = "announce_accepted" => Drop,
+    /// Announcement that inserted a new backend.
+    AnnounceRegistered = "announce_registered" => Drop,
+    /// Announcement with LEAVING that removed a backend.
+    AnnounceLeaving = "announce_leaving" => Drop,
+    /// Announcement dropped: the server list is full.
+    AnnounceTableFull = "announce_table_full" => Drop,
+    /// Announcement dropped: source address or MAC not a unicast host.
+    AnnounceBadSource = "announce_bad_source" => Drop,
+    /// Announcement dropped: source not in the `--allow` prefixes.
+    AnnounceNotAllowed = "announce_not_allowed" => Drop,
+    /// Announcement dropped: a fragment, or a UDP length that does not fit.
+    AnnounceMalformed = "announce_malformed" => Drop,
+    /// Announcement dropped: a key is set and it is not a whole v1 payload.
+    AuthMissing = "auth_missing" => Drop,
+    /// Announcement dropped: the tag matches no key.
+    AuthBadTag = "auth_bad_tag" => Drop,
+    /// Announcement dropped: its sequence is not above the last accepted one.
+    AuthReplay = "auth_replay" => Drop,
+    /// Announcement dropped: its sequence is outside the allowed clock skew.
+    AuthStale = "auth_stale" => Drop,
+    /// IGMP membership report for a configured group, passed on.
+    IgmpReport = "igmp_report" => Pass,
+    /// IGMP leave for a configured group, passed on.
+    IgmpLeave = "igmp_leave" => Pass,
+    /// Routed membership report for a configured group (protocol §4.4), counted
+    /// for its liveness.
+    RoutedReport = "routed_report" => Drop,
+    /// Routed message to a group's port dropped: not a whole v1 report for
+    /// that group, or (with a key) a tag that verifies under no key or a
+    /// sequence outside the clock skew.
+    RoutedRefused = "routed_refused" => Drop,
+    /// Truncated or inconsistent Ethernet, IPv4, UDP or IGMP header: left
+    /// to the kernel, which drops it; nothing is registered from it.
+    Malformed = "malformed" => Pass,
+    /// Not for us: passed untouched.
+    Ignored = "ignored" => Pass,
+    /// Client packet of a known flow sent to its backend.
+    VipForwarded = "vip_forwarded" => Tx,
+    /// Client packet that started a new flow (Maglev pick), sent to its backend.
+    VipNewFlow = "vip_new_flow" => Tx,
+    /// Client packet wrapped in IPIP and sent toward its backend (known flow).
+    IpipForwarded = "ipip_forwarded" => Tx,
+    /// Client packet that started a new flow, wrapped in IPIP and sent.
+    IpipNewFlow = "ipip_new_flow" => Tx,
+    /// Client packet for an IPIP backend longer than the interface's MTU
+    /// (a GSO super-packet, which generic XDP sees whole): passed with its
+    /// backend and next hop in its CPU's `GSO_HANDOFFS` slot to the GSO program, which
+    /// wraps it ([`GsoCounter`] counts what became of it).
+    IpipGsoHandoff = "ipip_gso_handoff" => Pass,
+    /// Client packet dropped: the kernel's FIB has no usable next hop toward
+    /// its IPIP backend (recorded in NEXT_HOP_ERRORS for lb-user to report
+    /// and resolve).
+    IpipNoNextHop = "ipip_no_next_hop" => Drop,
+    /// Client packet too big once wrapped, with DF set: answered with an
+    /// ICMP "fragmentation needed" carrying the usable MTU.
+    IpipTooBig = "ipip_too_big" => Tx,
+    /// Client packet too big once wrapped, with DF clear: dropped (XDP
+    /// cannot fragment).
+    IpipTooBigDropped = "ipip_too_big_dropped" => Drop,
+    /// Client packet dropped: the frame could not be grown or cut (no headroom).
+    IpipNoRoom = "ipip_no_room" => Drop,
+    /// Client packet dropped: the service has no registered backend.
+    VipNoBackend = "vip_no_backend" => Drop,
+    /// Client packet to a VIP service dropped: fragment, IP options or a
+    /// truncated TCP or UDP header.
+    VipMalformed = "vip_malformed" => Drop,
+    }
+}
+
+/// What a tc program does with a packet: the action it returns
+/// (`TC_ACT_OK`, `TC_ACT_SHOT`, `TC_ACT_REDIRECT`).
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcAction {
+    Pass = 0,
+    Drop = 2,
+    Redirect = 7,
+}
+
+counters! {
+    /// What the LB's GSO program did with a packet on the interface's
+    /// ingress (only where XDP runs in generic mode).
+    GsoCounter => TcAction {
+    /// A super-packet XDP handed over: wrapped in IPIP (the GSO size
+    /// lowered by the outer header, so that each segment fits the MTU)
+    /// and sent out of the interface toward its next hop.
+    Wrapped = "gso_wrapped" => Redirect,
+    /// A super-packet XDP handed over that could not be grown or
+    /// rewritten (`bpf_skb_adjust_room` refused it): dropped.
+    CannotWrap = "gso_cannot_wrap" => Drop,
+    /// Any other packet: left to the stack.
+    NotHandedOver = "gso_not_handed_over" => Pass,
+    }
+}
+
+counters! {
+    /// Why the agent's decapsulation program did what it did with a packet.
+    DecapCounter => TcAction {
+    /// IPIP from a known LB to this backend: outer header stripped, the
+    /// client's packet passed up.
+    Decapsulated = "decapsulated" => Pass,
+    /// IPIP to this backend from a source that is no LB it learned: dropped,
+    /// never seen by the stack.
+    UnknownSource = "unknown_source" => Drop,
+    /// IPIP to another address: left alone.
+    NotForUs = "not_for_us" => Pass,
+    /// IPIP to this backend that cannot be stripped (a fragment, IP options
+    /// on the outer header, no whole inner IPv4 header): dropped.
+    Malformed = "malformed" => Drop,
+    /// Not IPIP: left alone.
+    NotIpip = "not_ipip" => Pass,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_fill_their_slots_in_order_with_unique_names() {
+        for (slot, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as usize, slot, "{}", counter.name());
+        }
+        let mut names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::ALL.len(), "duplicate counter name");
+    }
+}

@@ -1,0 +1,202 @@
+//! The connection table: flow keys, their hash and buckets, and slots.
+
+#[cfg(test)]
+use crate::IPPROTO_TCP;
+
+/// Default capacity of the connection table.
+pub const DEFAULT_MAX_FLOWS: u32 = 262_144;
+
+/// A client flow (5-tuple), as seen arriving at the LB.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    /// Ports in network order, as on the wire.
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+
+/// The backend a flow is pinned to, and what XDP last found of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Flow {
+    /// Backend address, network order.
+    pub backend: [u8; 4],
+    /// The backend's MAC when the flow was last checked against the
+    /// server list.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// The `BACKEND_EPOCH` count read before that check: while it is
+    /// current, the backend is still registered, up and at `mac`.
+    pub epoch: u32,
+}
+const _: () = assert!(core::mem::size_of::<Flow>() == 16);
+
+impl Flow {
+    /// A flow pinned to `backend` at `mac`, checked under count `epoch`.
+    pub const fn new(backend: [u8; 4], mac: [u8; 6], epoch: u32) -> Self {
+        Self {
+            backend,
+            mac,
+            _pad: [0; 2],
+            epoch,
+        }
+    }
+}
+
+impl FlowKey {
+    /// The key as two words (addresses; ports and protocol), as a
+    /// connection-table slot stores it: never all zero (the protocol is not).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 2] {
+        [
+            u64::from(u32::from_ne_bytes(self.src)) << 32 | u64::from(u32::from_ne_bytes(self.dst)),
+            u64::from(u16::from_ne_bytes(self.src_port)) << 24
+                | u64::from(u16::from_ne_bytes(self.dst_port)) << 8
+                | u64::from(self.proto),
+        ]
+    }
+}
+
+/// The 64-bit flow hash: its low half indexes the Maglev table
+/// ([`flow_hash`]); each half names one of the flow's two buckets in the
+/// connection table ([`flow_buckets_of`]).
+#[inline(always)]
+pub fn flow_hash64(key: &FlowKey) -> u64 {
+    let [addrs, rest] = key.words();
+    splitmix64(addrs ^ rest.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// splitmix64's finalizer.
+#[inline(always)]
+const fn splitmix64(mut h: u64) -> u64 {
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The flow hash XDP indexes the Maglev table with. Shared so that tests
+/// can predict where a flow lands.
+#[inline(always)]
+pub fn flow_hash(key: &FlowKey) -> u32 {
+    flow_hash64(key) as u32
+}
+
+/// Ways (slots) per bucket of the connection table.
+pub const FLOW_WAYS: usize = 4;
+// XDP masks a way's index with FLOW_WAYS - 1.
+const _: () = assert!(FLOW_WAYS.is_power_of_two());
+
+/// Slots per flow of the connection table's capacity: with two buckets
+/// per flow, a table half full evicts almost no flow early (measured in
+/// lb-user's forwarding tests), as an LRU hash map of that capacity.
+pub const FLOW_SLOTS_PER_FLOW: u32 = 2;
+
+/// Buckets of a connection table for `max_flows` flows.
+pub const fn flow_buckets(max_flows: u32) -> u32 {
+    (max_flows.saturating_mul(FLOW_SLOTS_PER_FLOW)).div_ceil(FLOW_WAYS as u32)
+}
+
+/// The two buckets (indices among `buckets`) a flow of hash `hash` may
+/// live in: a new flow takes the one with room, which keeps the table
+/// nearly full before a flow is evicted early. A multiply and a shift
+/// each: no division, any count.
+#[inline(always)]
+pub fn flow_buckets_of(hash: u64, buckets: u32) -> [u32; 2] {
+    let index = |half: u64| ((half * u64::from(buckets)) >> 32) as u32;
+    [index(hash >> 32), index(hash & 0xffff_ffff)]
+}
+
+/// The check of a slot holding a flow of hash `hash` pinned to `backend`
+/// at `mac`: a slot torn by two CPUs writing it at once (its key from one
+/// flow, its backend from another) fails it, and counts as no entry.
+#[inline(always)]
+pub fn flow_check(hash: u64, backend: [u8; 4], mac: [u8; 6]) -> u32 {
+    // The MAC in the low 48 bits, the whole address in the high 32: they
+    // overlap in 16 bits, so only a change of both at once, in step,
+    // could leave the word as it was.
+    let mac = u64::from(u16::from_ne_bytes([mac[0], mac[1]])) << 32
+        | u64::from(u32::from_ne_bytes([mac[2], mac[3], mac[4], mac[5]]));
+    let backend = u64::from(u32::from_ne_bytes(backend)) << 32;
+    splitmix64(hash ^ mac ^ backend) as u32
+}
+
+/// One slot of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowSlot {
+    /// [`FlowKey::words`] of the flow; all zero for an empty slot.
+    pub key: [u64; 2],
+    pub flow: Flow,
+    /// Low 32 bits of jiffies when the flow was last used, updated at
+    /// most every [`FLOW_USED_TICKS`]: a new flow takes an empty slot of
+    /// its buckets, else their least recently used.
+    pub used: u32,
+    /// [`flow_check`] of the key, backend and MAC.
+    pub check: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowSlot>() == 40);
+
+impl FlowSlot {
+    /// Whether the slot holds no flow.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.key == [0; 2]
+    }
+}
+
+/// One bucket of the connection table: [`FLOW_WAYS`] slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowBucket {
+    pub ways: [FlowSlot; FLOW_WAYS],
+}
+const _: () = assert!(core::mem::size_of::<FlowBucket>() == 160);
+
+/// Ticks (jiffies) a slot's `used` may lag before a packet of its flow
+/// writes it again: a write per flow every 0.06-0.6 s (HZ 1000-100) keeps
+/// active flows from being evicted without a store on every packet.
+pub const FLOW_USED_TICKS: u32 = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_has_two_buckets_inside_any_table() {
+        for buckets in [1, 2, 3, 1000, flow_buckets(DEFAULT_MAX_FLOWS), u32::MAX] {
+            for hash in [0, 1, u64::MAX, 0x8000_0000_0000_0000, 0xdead_beef_cafe_f00d] {
+                let [a, b] = flow_buckets_of(hash, buckets);
+                assert!(a < buckets && b < buckets, "{hash:x} in {buckets}");
+            }
+        }
+        // Two slots per flow, in whole buckets.
+        assert_eq!(flow_buckets(1), 1);
+        assert_eq!(flow_buckets(4096), 2048);
+        assert_eq!(flow_buckets(4097), 2049);
+    }
+
+    #[test]
+    fn the_slot_check_covers_the_backend_and_the_mac() {
+        let key = FlowKey {
+            src: [10, 0, 0, 50],
+            dst: [10, 0, 0, 100],
+            src_port: 40000u16.to_be_bytes(),
+            dst_port: 80u16.to_be_bytes(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let hash = flow_hash64(&key);
+        let (backend, mac) = ([10, 0, 0, 11], [2, 0xbe, 0, 0, 0, 1]);
+        let check = flow_check(hash, backend, mac);
+        assert_ne!(check, flow_check(hash, [10, 0, 0, 12], mac));
+        assert_ne!(check, flow_check(hash, backend, [2, 0xbe, 0, 0, 0, 2]));
+        assert_ne!(check, flow_check(hash ^ 1, backend, mac));
+        assert_eq!(flow_hash(&key), hash as u32);
+        assert_ne!(key.words(), [0; 2], "a flow's key is never an empty slot's");
+    }
+}

@@ -1,0 +1,33 @@
+//! `aya::Pod` for every map value, so that userspace reads and writes them.
+
+macro_rules! pod {
+    ($($ty:ident),*) => {
+        $(
+            // SAFETY: a repr(C) struct of plain integers and byte arrays
+            // whose padding is explicit (size asserted beside its declaration).
+            unsafe impl aya::Pod for super::$ty {}
+        )*
+    };
+}
+pod!(
+    BackendKey,
+    BackendEntry,
+    AgingState,
+    GroupReports,
+    GroupStatus,
+    ServiceKey,
+    Service,
+    FlowKey,
+    Flow,
+    FlowSlot,
+    FlowBucket,
+    AuthKey,
+    AuthClock,
+    LogBudget,
+    Departure,
+    NextHopError,
+    PendingLeave,
+    NextHop,
+    CoarseClock,
+    GsoHandoff
+);

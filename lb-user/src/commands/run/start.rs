@@ -1,0 +1,281 @@
+//! Starting an instance: the program attached (or adopted), its maps
+//! filled, the query sockets open, the services and VIPs in place.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use aya::programs::XdpMode;
+use aya_log::EbpfLogger;
+use lb_common::ForwardingMode;
+use lb_host::{
+    igmp_socket::IgmpSocket, kernel, metrics_server::MetricsEndpoint, routed_socket::RoutedSocket,
+};
+use lb_user::{
+    control::{ControlParams, Controller, Queriers, RoutedQuerier},
+    forwarding::{Reach, Segment},
+    instance::{self, InstanceLock},
+    maps::{self, GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
+    metrics::{self, ControlMetrics},
+    next_hop::NextHops,
+    status, system,
+};
+use tracing::{info, warn};
+
+use super::{RunArgs, Settings};
+
+/// Removes the instance's pins (detaching XDP) when `run` ends, if armed:
+/// from the start for a new instance, once running for an adopted one, so
+/// that a failed takeover leaves the surviving data path alone.
+pub(super) struct PinGuard {
+    pub(super) dir: PathBuf,
+    pub(super) armed: bool,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            instance::remove_pins(&self.dir);
+        }
+    }
+}
+
+/// A started instance: XDP attached, maps pinned, control plane ready.
+pub(super) struct Running {
+    pub(super) controller: Controller,
+    pub(super) tick: Duration,
+    /// Reads the records XDP logs (registrations, removals, a full list).
+    pub(super) xdp_log: EbpfLogger<&'static dyn log::Log>,
+    /// The loaded object: its program stays referenced while we run.
+    pub(super) _ebpf: aya::Ebpf,
+    /// Held for the life of the instance, released in reverse order.
+    pub(super) vips: Vec<system::AddedAddress>,
+    pub(super) pins: PinGuard,
+    pub(super) _lock: InstanceLock,
+}
+
+/// The facts about `--iface` that `run` needs.
+struct Interface {
+    addr: Ipv4Addr,
+    prefix_len: u8,
+    mac: [u8; 6],
+    index: u32,
+}
+
+impl Interface {
+    fn read(name: &str) -> anyhow::Result<Self> {
+        let (addr, prefix_len) = system::interface_ipv4_net(name)?;
+        Ok(Self {
+            addr,
+            prefix_len,
+            mac: system::interface_mac(name)?,
+            index: system::interface_index(name)?,
+        })
+    }
+}
+
+/// The program, loaded with its maps pinned and attached to the interface,
+/// or swapped into the link a killed instance left.
+struct Attached {
+    ebpf: aya::Ebpf,
+    pins: PinGuard,
+    adopted: bool,
+}
+
+fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<Attached> {
+    // A link left behind means a killed instance whose XDP still forwards.
+    let adopting = args.pin_path.join(instance::LINK_PIN).exists();
+    let mut pins = PinGuard {
+        dir: args.pin_path.clone(),
+        armed: !adopting,
+    };
+    let choice = instance::choose_mode(
+        args.xdp_mode,
+        system::interface_driver(&args.iface)?.as_deref(),
+    );
+    if choice.forwarding_lost {
+        warn!(iface = %args.iface, "XDP mode: {}", choice.why);
+    } else if !adopting {
+        info!(iface = %args.iface, mode = ?choice.mode, "XDP mode: {}", choice.why);
+    }
+    // Generic XDP (asked for, or the kernel's fallback) sees GSO
+    // super-packets whole; native XDP sees wire frames only.
+    let gso_handoff = choice.mode != XdpMode::Driver;
+    let load = LoadParams {
+        lb_addr: iface.addr,
+        lb_mac: iface.mac,
+        max_backends: args.max_backends,
+        max_flows: args.max_flows,
+        allowlist_on: !args.allow.is_empty(),
+        auth_on,
+        forwarding: args.forwarding.into(),
+        segment_prefix_len: iface.prefix_len,
+        gso_handoff,
+    };
+    let mut ebpf = load_program(load, Some(&args.pin_path)).with_context(|| {
+        format!(
+            "loading the XDP program with its maps pinned at {dir} (if they were left by an instance with \
+             other flags or an older build, restart with its flags or remove it with `lb-user stop --pin-path {dir}`)",
+            dir = args.pin_path.display()
+        )
+    })?;
+    let program = xdp_program(&mut ebpf)?;
+    let attachment = instance::attach_or_adopt(program, iface.index, choice.mode, &args.pin_path)
+        .with_context(|| format!("attaching XDP to {}", args.iface))?;
+    pins.armed = true;
+    if attachment.adopted {
+        info!(pin_path = %args.pin_path.display(), "took over the XDP program and maps left by an earlier instance (its attach mode stays)");
+    }
+    if gso_handoff {
+        let program = maps::gso_program(&mut ebpf)?;
+        instance::attach_or_adopt_gso(program, iface.index, &args.pin_path)
+            .with_context(|| format!("attaching the GSO program to {}", args.iface))?;
+        info!(iface = %args.iface, "GSO program on the ingress (TCX): GSO super-packets to IPIP backends, which generic XDP cannot wrap, are wrapped there");
+    }
+    Ok(Attached {
+        ebpf,
+        pins,
+        adopted: attachment.adopted,
+    })
+}
+
+/// Attaches (or adopts) the program, fills its maps and opens the query socket.
+pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
+    system::require_root("lb-user run")?;
+    kernel::require(kernel::User::Lb)?;
+    let iface = Interface::read(&args.iface)?;
+    // Bound first: a port in use is an error before anything is attached.
+    let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
+    system::require_bpffs(&args.pin_path)?;
+    let lock = InstanceLock::acquire(&args.pin_path)?;
+    fs::create_dir_all(&args.pin_path)
+        .with_context(|| format!("creating the pin directory {}", args.pin_path.display()))?;
+    let Attached {
+        mut ebpf,
+        pins,
+        adopted,
+    } = attach(args, &iface, !settings.keys.is_empty())?;
+    // Records go through the `log` facade into this process's tracing output.
+    let xdp_log = EbpfLogger::init(&mut ebpf).context("reading the XDP program's log ring")?;
+    let mut maps = LbMaps::take(&mut ebpf)?;
+    maps.set_keys(&settings.keys)?;
+    for &(prefix, len) in &args.allow {
+        maps.allow(prefix, len)?;
+    }
+    let groups = &settings.plan.groups;
+    let queriers = Queriers {
+        igmp: open_query_socket(&args.iface, iface.index, args.ttl, groups)?,
+        routed: open_routed_querier(args, &iface, settings.keys.first().copied())?,
+    };
+    let params = ControlParams {
+        lb_addr: iface.addr,
+        ..settings.control
+    };
+    let reach = Reach {
+        mode: args.forwarding.into(),
+        segment: Segment {
+            addr: iface.addr,
+            prefix_len: iface.prefix_len,
+        },
+    };
+    let control_metrics = ControlMetrics::default();
+    let mut controller = Controller::new(params, maps, queriers, groups, control_metrics.clone())?;
+    let services = &settings.plan.services;
+    let next_hops = (reach.mode != ForwardingMode::L2 && !services.is_empty())
+        .then(|| NextHops::open(&args.iface, reach, &args.pin_path))
+        .transpose()?;
+    controller.serve(services, args.maglev_size, reach, next_hops)?;
+    if let Some(endpoint) = metrics_endpoint {
+        serve_metrics(endpoint, &args.pin_path, control_metrics)?;
+    }
+    // The VIP lives on the interface so that the LB answers ARP for it;
+    // XDP takes the service traffic before the stack sees it.
+    let vips = settings
+        .plan
+        .vips
+        .iter()
+        .map(|&vip| system::AddedAddress::add(vip, &args.iface, adopted))
+        .collect::<Result<Vec<_>, _>>()?;
+    info!(
+        iface = %args.iface, lb_addr = %iface.addr, pin_path = %args.pin_path.display(),
+        groups = ?groups.iter().map(|g| format!("{}:{}", g.group, g.port)).collect::<Vec<_>>(),
+        query_interval = %humantime::format_duration(args.query_interval),
+        timeout = %humantime::format_duration(args.timeout),
+        max_misses = args.max_misses, robustness = args.robustness,
+        "load balancer running"
+    );
+    Ok(Running {
+        controller,
+        tick: params.tick(),
+        xdp_log,
+        _ebpf: ebpf,
+        vips,
+        pins,
+        _lock: lock,
+    })
+}
+
+/// The raw IGMP socket the queries leave from, joined to every group (so
+/// the NIC accepts their reports) and to 224.0.0.22 (IGMPv3 reports).
+fn open_query_socket(
+    iface: &str,
+    ifindex: u32,
+    ttl: u32,
+    groups: &[GroupConfig],
+) -> anyhow::Result<IgmpSocket> {
+    let socket =
+        IgmpSocket::open(iface, ifindex, ttl).context("opening the raw IGMP socket for queries")?;
+    for g in groups {
+        socket
+            .join(g.group)
+            .with_context(|| format!("joining group {} on {iface}", g.group))?;
+    }
+    socket
+        .join(Ipv4Addr::new(224, 0, 0, 22))
+        .context("joining 224.0.0.22 for IGMPv3 reports")?;
+    Ok(socket)
+}
+
+/// With `--ttl` above 1 backends may sit behind multicast routers, which
+/// never forward IGMP: the queries then also go out as UDP (protocol §4.4),
+/// tagged with the first key.
+fn open_routed_querier(
+    args: &RunArgs,
+    iface: &Interface,
+    key: Option<[u8; 16]>,
+) -> anyhow::Result<Option<RoutedQuerier>> {
+    if args.ttl <= 1 {
+        return Ok(None);
+    }
+    let socket = RoutedSocket::sender(iface.addr, iface.index, args.ttl).with_context(|| {
+        format!(
+            "opening the UDP socket for routed queries from {}",
+            iface.addr
+        )
+    })?;
+    info!(
+        ttl = args.ttl,
+        "queries also go out as routed UDP queries to each group's port, for backends behind multicast routers"
+    );
+    Ok(Some(RoutedQuerier { socket, key }))
+}
+
+/// Serves `/metrics` from the pinned maps (read as `status` reads them,
+/// from a thread of their own) and the control loop's own measurements.
+fn serve_metrics(
+    endpoint: MetricsEndpoint,
+    pin_path: &Path,
+    control: ControlMetrics,
+) -> anyhow::Result<()> {
+    let maps = LbMaps::open_pinned(pin_path).context("opening the pinned maps for /metrics")?;
+    info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics");
+    endpoint.serve(move || {
+        let status = status::read(&maps, system::monotonic_ns()).map_err(|e| e.to_string())?;
+        metrics::render(&status, &control).map_err(|e| e.to_string())
+    });
+    Ok(())
+}
