@@ -11,7 +11,7 @@ use std::process::Command;
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use lb_common::{FLOOR_PROGRAM_NAME, IPPROTO_UDP, ServiceKey, TX_FLOOR_PROGRAM_NAME};
 use lb_host::system;
-use lb_user::maps::LoadParams;
+use lb_user::loader::LoadParams;
 
 #[path = "../tests/common/mod.rs"]
 pub mod common;

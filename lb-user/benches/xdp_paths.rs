@@ -108,7 +108,7 @@ fn registration_rows(lb: &mut TestLb) -> Vec<(&'static str, f64, f64)> {
     ];
     for (name, budget) in budgets {
         let mut ran = 0u32;
-        let program = lb_user::maps::xdp_program(&mut lb.ebpf).unwrap();
+        let program = lb_user::loader::xdp_program(&mut lb.ebpf).unwrap();
         let ns = median_single_ns(program, &frames, || {
             lb.maps.set_log_budget(budget).unwrap();
             ran += 1;
@@ -149,7 +149,7 @@ fn new_flow_rows(lb: &mut TestLb) -> Vec<(&'static str, f64, f64)> {
         ("SYN, distinct clients, evicting", &distinct),
     ] {
         let before = lb.counter(Counter::VipNewFlow);
-        let program = lb_user::maps::xdp_program(&mut lb.ebpf).unwrap();
+        let program = lb_user::loader::xdp_program(&mut lb.ebpf).unwrap();
         let ns = median_single_ns(program, frames, || {});
         assert_eq!(
             lb.counter(Counter::VipNewFlow) - before,

@@ -15,7 +15,7 @@ use lb_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_GROUPS, MAX_SERVICES, ServiceKey};
 use lb_host::cli::{parse_group, parse_port};
 use serde::Deserialize;
 
-use crate::{forwarding::ServiceConfig, maps::GroupConfig};
+use crate::{maps::GroupConfig, tables::ServiceConfig};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -84,7 +84,7 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
         Ok(len) if len <= 32 => len,
         _ => return Err(format!("{len:?} is not a prefix length (0..=32)")),
     };
-    let mask = crate::forwarding::netmask(len);
+    let mask = crate::reach::netmask(len);
     if u32::from(addr) & !mask != 0 {
         return Err(format!(
             "{s} has host bits set; did you mean {}/{len}?",

@@ -10,22 +10,21 @@ use std::{
 use lb_common::{
     AgingState, AuthClock, BackendEntry, BackendKey, DepartureReason, GROUP_STATE_ALIVE,
     GROUP_STATE_DEAD, GroupReports, GroupStatus,
-    wire::{
-        ALL_SNOOPERS, IGMP_QUERY, Routed, igmp_v2_message, igmp_v3_code, igmp_v3_query,
-        mrd_advertisement,
-    },
+    wire::{ALL_SNOOPERS, mrd_advertisement},
 };
-use lb_host::{igmp_socket::IgmpSocket, routed_socket::RoutedSocket, status::format_mac, system};
+use lb_host::{status::format_mac, system};
 use tracing::{debug, info, warn};
 
 use crate::{
     aging::{AgingParams, AgingVerdict, age},
-    forwarding::{Forwarding, Reach, ServiceConfig},
     leaves::{LeaveVerdict, judge},
     liveness::{GroupLiveness, Heard, LivenessEvent, LivenessParams},
     maps::{GroupConfig, LbMaps, MapsError},
     metrics::ControlMetrics,
     next_hop::NextHops,
+    queries::{Queriers, QueryVersion},
+    reach::Reach,
+    tables::{ServiceConfig, ServiceTables},
 };
 
 /// Protocol parameters of one LB instance (protocol §3).
@@ -47,20 +46,9 @@ pub struct ControlParams {
 /// second: the shortest there is.
 const CONFIRMATION_TENTHS: u32 = 1;
 
-/// The layout of the LB's query (protocol §4.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueryVersion {
-    /// The original 8 bytes: hosts that hear it fall back to IGMPv2 and
-    /// rarely send a leave.
-    V2,
-    /// 12 bytes: hosts stay in IGMPv3 mode and report leaving the group at
-    /// once, even when the agent is killed.
-    V3,
-}
-
 impl ControlParams {
     /// The max response time in tenths of a second, at least 1.
-    fn max_resp_tenths(&self) -> u32 {
+    pub(crate) fn max_resp_tenths(&self) -> u32 {
         u32::try_from(self.max_response_time.as_millis() / 100)
             .unwrap_or(u32::MAX)
             .max(1)
@@ -71,24 +59,6 @@ impl ControlParams {
     /// verdict comes at the first tick after it, so no margin is added.
     pub fn confirmation_window(&self) -> Duration {
         Duration::from_millis(100) * CONFIRMATION_TENTHS
-    }
-
-    /// The IGMP query with a max response time of `max_resp_tenths`.
-    fn igmp_query(&self, max_resp_tenths: u32) -> Vec<u8> {
-        let lb = self.lb_addr.octets();
-        match self.query_version {
-            QueryVersion::V2 => {
-                let code = u8::try_from(max_resp_tenths).unwrap_or(u8::MAX);
-                igmp_v2_message(IGMP_QUERY, code, lb).to_vec()
-            }
-            QueryVersion::V3 => igmp_v3_query(
-                igmp_v3_code(max_resp_tenths),
-                lb,
-                u8::try_from(self.robustness).unwrap_or(u8::MAX),
-                igmp_v3_code(self.query_interval.as_secs_f64().ceil().max(1.0) as u32),
-            )
-            .to_vec(),
-        }
     }
 
     /// How often aging sweeps the server list when nothing changed: the
@@ -108,47 +78,6 @@ impl ControlParams {
     }
 }
 
-/// Where queries leave from: the raw IGMP socket on the LB's segment and,
-/// where `--ttl` is above 1, the routed query's UDP socket (protocol §4.4).
-pub struct Queriers {
-    pub igmp: IgmpSocket,
-    pub routed: Option<RoutedQuerier>,
-}
-
-/// The routed query's socket and the key its tag is computed with.
-pub struct RoutedQuerier {
-    pub socket: RoutedSocket,
-    pub key: Option<[u8; 16]>,
-}
-
-impl Queriers {
-    /// Queries `group` with a max response time of `max_resp_tenths`: on
-    /// the segment, and across routers where configured.
-    fn query(
-        &self,
-        params: &ControlParams,
-        group: &GroupConfig,
-        max_resp_tenths: u32,
-    ) -> std::io::Result<()> {
-        self.igmp
-            .send(&params.igmp_query(max_resp_tenths), group.group)?;
-        if let Some(routed) = &self.routed {
-            let lb = params.lb_addr.octets();
-            let query = Routed::Query {
-                lb,
-                max_resp_ms: u16::try_from(max_resp_tenths * 100).unwrap_or(u16::MAX),
-                sequence: system::realtime_ns(),
-            };
-            routed.socket.send(
-                &query.encode(lb, routed.key.as_ref()),
-                group.group,
-                group.port,
-            )?;
-        }
-        Ok(())
-    }
-}
-
 struct Group {
     id: u32,
     config: GroupConfig,
@@ -165,7 +94,7 @@ pub struct Controller {
     queriers: Queriers,
     groups: Vec<Group>,
     aging: HashMap<BackendKey, AgingState>,
-    forwarding: Option<Forwarding>,
+    tables: Option<ServiceTables>,
     sweeps: Sweeps,
     /// Resolves and reports next hops toward IPIP backends.
     next_hops: Option<NextHops>,
@@ -251,7 +180,7 @@ impl Controller {
             queriers,
             groups,
             aging,
-            forwarding: None,
+            tables: None,
             sweeps: Sweeps::default(),
             next_hops: None,
             metrics,
@@ -299,7 +228,7 @@ impl Controller {
     ) -> Result<(), MapsError> {
         self.next_hops = next_hops;
         if !services.is_empty() {
-            self.forwarding = Some(Forwarding::new(
+            self.tables = Some(ServiceTables::new(
                 &mut self.maps,
                 services,
                 (table_size, reach),
@@ -360,8 +289,8 @@ impl Controller {
         if let Some(next_hops) = &mut self.next_hops {
             next_hops.poll(&mut self.maps, &backends, now_ns)?;
         }
-        if let Some(forwarding) = &mut self.forwarding {
-            forwarding.sync(&mut self.maps, &backends)?;
+        if let Some(tables) = &mut self.tables {
+            tables.sync(&mut self.maps, &backends)?;
         }
         Ok(())
     }

@@ -7,20 +7,16 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader, Pod,
+    Ebpf, Pod,
     maps::{IterableMap, Map, MapData, MapError, PerCpuValues, lpm_trie::Key},
-    programs::{ProgramError, SchedClassifier, Xdp},
+    programs::ProgramError,
     sys::SyscallError,
 };
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, CoarseClock, Counter, Departure,
-    DepartureReason, ForwardingMode, GSO_PROGRAM_NAME, GroupReports, GroupStatus, GsoCounter,
-    GsoHandoff, LogBudget, MAX_AUTH_KEYS, MAX_GROUPS, NextHop, NextHopError, PROGRAM_NAME,
-    PendingLeave, Service, ServiceKey, flow_buckets, global_name, map_name, vip_filter_bit,
+    DepartureReason, GroupReports, GroupStatus, GsoCounter, GsoHandoff, LogBudget, MAX_AUTH_KEYS,
+    MAX_GROUPS, NextHop, NextHopError, PendingLeave, Service, ServiceKey, map_name, vip_filter_bit,
 };
-
-/// The XDP object, built by build.rs from the current sources.
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
 
 /// Every map the program declares (`lb_common::program_maps!`): all are
 /// pinned, and adopted by the next `run`.
@@ -70,100 +66,6 @@ pub enum MapsError {
 pub struct GroupConfig {
     pub group: Ipv4Addr,
     pub port: u16,
-}
-
-/// Where and how big: what the object is loaded with.
-#[derive(Clone, Copy, Debug)]
-pub struct LoadParams {
-    /// The LB's own address: announcements go to it.
-    pub lb_addr: Ipv4Addr,
-    /// The LB interface's MAC: the source of forwarded frames.
-    pub lb_mac: [u8; 6],
-    /// Capacity of the server list.
-    pub max_backends: u32,
-    /// Capacity of the connection table.
-    pub max_flows: u32,
-    /// Only sources in the allowlist (`LbMaps::allow`) may announce.
-    pub allowlist_on: bool,
-    /// Announcements must carry a tag under a key of `LbMaps::set_keys`.
-    pub auth_on: bool,
-    /// How client traffic reaches a backend.
-    pub forwarding: ForwardingMode,
-    /// Prefix length of the LB's segment: in `auto` mode, backends outside
-    /// it are reached by IPIP.
-    pub segment_prefix_len: u8,
-    /// The GSO program will run on the interface's ingress: XDP hands it
-    /// the super-packets it cannot wrap.
-    pub gso_handoff: bool,
-}
-
-/// Loads the object and verifies the program. With `pin_dir`, every map
-/// is pinned there, or, if a map of that name is pinned there already (a
-/// killed instance's), that map is reused; a pinned map whose layout differs
-/// from this build's is an error, never misread.
-pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, MapsError> {
-    let octets = params.lb_addr.octets();
-    let mut loader = EbpfLoader::new();
-    if let Some(dir) = pin_dir {
-        for &name in ALL_MAPS {
-            loader.map_pin_path(name, dir.join(name));
-        }
-    }
-    let mut ebpf = loader
-        .override_global(global_name::LB_ADDR, &octets, true)
-        .override_global(global_name::LB_MAC, &params.lb_mac, true)
-        .override_global(
-            global_name::ALLOWLIST_ON,
-            &u8::from(params.allowlist_on),
-            true,
-        )
-        .override_global(global_name::AUTH_ON, &u8::from(params.auth_on), true)
-        .override_global(global_name::FORWARDING, &(params.forwarding as u8), true)
-        .override_global(
-            global_name::SEGMENT_MASK,
-            &crate::forwarding::netmask(params.segment_prefix_len).to_be_bytes(),
-            true,
-        )
-        .override_global(
-            global_name::FLOW_BUCKETS,
-            &flow_buckets(params.max_flows),
-            true,
-        )
-        .override_global(
-            global_name::GSO_HANDOFF,
-            &u8::from(params.gso_handoff),
-            true,
-        )
-        .map_max_entries(
-            map_name::LAST_SEQUENCE,
-            params.max_backends.saturating_mul(2),
-        )
-        .map_max_entries(map_name::BACKENDS, params.max_backends)
-        .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
-        .map_max_entries(map_name::LEAVES, params.max_backends)
-        .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
-        .load(EBPF_OBJECT)?;
-    xdp_program(&mut ebpf)?.load()?;
-    gso_program(&mut ebpf)?.load()?;
-    Ok(ebpf)
-}
-
-/// The GSO program (tc) of a loaded object.
-pub fn gso_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, MapsError> {
-    let program = ebpf
-        .program_mut(GSO_PROGRAM_NAME)
-        .ok_or(MapsError::Missing {
-            name: GSO_PROGRAM_NAME,
-        })?;
-    Ok(program.try_into()?)
-}
-
-/// The XDP program of a loaded object.
-pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MapsError> {
-    let program = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or(MapsError::Missing { name: PROGRAM_NAME })?;
-    Ok(program.try_into()?)
 }
 
 /// The userspace type of each kind of map in `lb_common::program_maps!`.

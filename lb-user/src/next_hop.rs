@@ -29,9 +29,9 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tracing::{info, warn};
 
 use crate::{
-    forwarding::Reach,
     instance,
     maps::{LbMaps, MapsError},
+    reach::Reach,
 };
 
 /// `BPF_FIB_LKUP_RET_NO_NEIGH`: the one FIB result an echo can fix.

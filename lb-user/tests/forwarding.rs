@@ -11,7 +11,7 @@ use lb_common::{
 
 pub mod common;
 use common::*;
-use lb_user::forwarding::{Forwarding, ServiceConfig};
+use lb_user::tables::{ServiceConfig, ServiceTables};
 
 const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
@@ -259,7 +259,7 @@ fn a_service_the_next_instance_drops_forwards_no_more() {
         key: https,
         group_id: 0,
     }];
-    Forwarding::new(
+    ServiceTables::new(
         &mut lb.maps,
         &configs,
         (1009, reach(LOAD)),
@@ -468,7 +468,7 @@ fn bad_vip_packets_are_dropped_and_other_traffic_passes() {
 #[test]
 fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
     use std::net::Ipv4Addr;
-    let load = lb_user::maps::LoadParams {
+    let load = lb_user::loader::LoadParams {
         // Every 10.x address is on the segment: forwarded at layer 2.
         segment_prefix_len: 8,
         max_backends: 4096,
@@ -484,14 +484,14 @@ fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
     }
     let backends = lb.maps.backends().unwrap();
     assert_eq!(backends.len(), 3000);
-    lb.forwarding.sync(&mut lb.maps, &backends).unwrap();
+    lb.tables.sync(&mut lb.maps, &backends).unwrap();
     let service = lb.maps.service(&TCP_SERVICE).unwrap().unwrap();
     assert_eq!(
         service.active_size(),
         1009,
         "the large table is built off the control loop, the old one serves meanwhile"
     );
-    lb.forwarding
+    lb.tables
         .settle(&mut lb.maps, &backends, std::time::Duration::from_secs(60))
         .unwrap();
     let service = lb.maps.service(&TCP_SERVICE).unwrap().unwrap();

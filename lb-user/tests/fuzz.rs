@@ -9,7 +9,7 @@ use lb_common::{
     siphash::{siphash24, tagged_message},
     wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, IGMP_V2_REPORT, igmp_v2_message},
 };
-use lb_user::maps::LoadParams;
+use lb_user::loader::LoadParams;
 
 pub mod common;
 use common::*;
@@ -180,7 +180,7 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         // The control loop's pass: forwarding tables follow the server list.
         if i % 500 == 0 {
             let backends = lb.maps.backends().unwrap();
-            lb.forwarding.sync(&mut lb.maps, &backends).unwrap();
+            lb.tables.sync(&mut lb.maps, &backends).unwrap();
         }
         // Whatever is registered was announced with a valid tag.
         if i % 100 == 0 {

@@ -14,7 +14,7 @@ use lb_common::{
 
 pub mod common;
 use common::{routed::*, *};
-use lb_user::maps::LoadParams;
+use lb_user::loader::LoadParams;
 
 const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;

@@ -11,7 +11,10 @@ use lb_common::{
         IGMP_V2_REPORT, Routed, igmp_v2_message, igmp_v3_query,
     },
 };
-use lb_user::maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program};
+use lb_user::{
+    loader::{LoadParams, load_program, xdp_program},
+    maps::{GroupConfig, LbMaps},
+};
 
 pub mod common;
 use common::*;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use aya::maps::{Map, MapData, MapInfo};
 use lb_user::{
     instance::remove_pins,
-    maps::{ALL_MAPS, LbMaps, load_program},
+    loader::load_program,
+    maps::{ALL_MAPS, LbMaps},
 };
 
 pub mod common;

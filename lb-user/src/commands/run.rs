@@ -14,9 +14,10 @@ use lb_host::cli::{parse_duration, parse_port, read_key_file};
 use lb_user::{
     aging::AgingParams,
     config::{self, GroupSpec, Plan},
-    control::{ControlParams, QueryVersion},
+    control::ControlParams,
     instance::ModeArg,
     maglev::{self, DEFAULT_TABLE_SIZE},
+    queries::QueryVersion,
 };
 
 use crate::DEFAULT_PIN_PATH;

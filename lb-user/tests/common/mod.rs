@@ -4,8 +4,10 @@ use std::net::Ipv4Addr;
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{Counter, ForwardingMode, ServiceKey, wire::AnnouncementV1};
 use lb_user::{
-    forwarding::{Forwarding, Reach, Segment, ServiceConfig},
-    maps::{GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
+    loader::{LoadParams, load_program, xdp_program},
+    maps::{GroupConfig, LbMaps},
+    reach::{Reach, Segment},
+    tables::{ServiceConfig, ServiceTables},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -160,7 +162,7 @@ pub fn reach(load: LoadParams) -> Reach {
 pub struct TestLb {
     pub ebpf: aya::Ebpf,
     pub maps: LbMaps,
-    pub forwarding: Forwarding,
+    pub tables: ServiceTables,
 }
 
 impl TestLb {
@@ -176,18 +178,14 @@ impl TestLb {
             key: service,
             group_id: 0,
         };
-        let forwarding = Forwarding::new(
+        let tables = ServiceTables::new(
             &mut maps,
             &[service],
             (table_size, reach(load)),
             Default::default(),
         )
         .unwrap();
-        TestLb {
-            ebpf,
-            maps,
-            forwarding,
-        }
+        TestLb { ebpf, maps, tables }
     }
 
     /// Loaded with `load`, serving TCP_SERVICE from a 1009-entry table.
@@ -229,7 +227,7 @@ impl TestLb {
         // Announcements are consumed.
         assert_eq!(self.run(&frame).0, XDP_DROP);
         let backends = self.maps.backends().unwrap();
-        self.forwarding.sync(&mut self.maps, &backends).unwrap();
+        self.tables.sync(&mut self.maps, &backends).unwrap();
     }
 
     /// Another program of the object (the benchmarks' floors), loaded on first use.
@@ -357,7 +355,7 @@ pub mod routed {
                 .bytes();
             assert_eq!(self.run(&frame).0, XDP_DROP);
             let backends = self.maps.backends().unwrap();
-            self.forwarding.sync(&mut self.maps, &backends).unwrap();
+            self.tables.sync(&mut self.maps, &backends).unwrap();
         }
     }
 }

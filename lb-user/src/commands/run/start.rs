@@ -16,12 +16,14 @@ use lb_host::{
     igmp_socket::IgmpSocket, kernel, metrics_server::MetricsEndpoint, routed_socket::RoutedSocket,
 };
 use lb_user::{
-    control::{ControlParams, Controller, Queriers, RoutedQuerier},
-    forwarding::{Reach, Segment},
+    control::{ControlParams, Controller},
     instance::{self, InstanceLock},
-    maps::{self, GroupConfig, LbMaps, LoadParams, load_program, xdp_program},
+    loader::{self, LoadParams, load_program, xdp_program},
+    maps::{GroupConfig, LbMaps},
     metrics::{self, ControlMetrics},
     next_hop::NextHops,
+    queries::{Queriers, RoutedQuerier},
+    reach::{Reach, Segment},
     status, system,
 };
 use tracing::{info, warn};
@@ -131,7 +133,7 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
         info!(pin_path = %args.pin_path.display(), "took over the XDP program and maps left by an earlier instance (its attach mode stays)");
     }
     if gso_handoff {
-        let program = maps::gso_program(&mut ebpf)?;
+        let program = loader::gso_program(&mut ebpf)?;
         instance::attach_or_adopt_gso(program, iface.index, &args.pin_path)
             .with_context(|| format!("attaching the GSO program to {}", args.iface))?;
         info!(iface = %args.iface, "GSO program on the ingress (TCX): GSO super-packets to IPIP backends, which generic XDP cannot wrap, are wrapped there");

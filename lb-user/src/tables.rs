@@ -1,9 +1,9 @@
-//! Forwarding tables: for each service, the Maglev table built from the
+//! Service tables: for each service, the Maglev table built from the
 //! group's registered, non-draining backends, written into the inactive
 //! slot and then made active with one map update, so XDP never reads a
 //! half-built table. A table's size follows its backend count
 //! (`maglev::table_size`); the slots are ranges of the MAGLEV pool, given
-//! out by `Pool`. Large tables are built on a thread of their own, so the
+//! out by `pool::Pool`. Large tables are built on a thread of their own, so the
 //! control loop never waits for one.
 use std::{
     net::Ipv4Addr,
@@ -12,7 +12,7 @@ use std::{
 };
 
 use lb_common::{
-    BackendEntry, BackendKey, ForwardingMode, MAGLEV_POOL, Service, ServiceKey,
+    BackendEntry, BackendKey, MAGLEV_POOL, Service, ServiceKey,
     wire::{FLAG_DOWN, FLAG_DRAINING},
 };
 use tracing::{info, warn};
@@ -21,6 +21,8 @@ use crate::{
     maglev::{MaglevBackend, MaglevError, MaglevTable, table_size},
     maps::{LbMaps, MapsError},
     metrics::{ControlMetrics, ServiceLabels},
+    pool::Pool,
+    reach::Reach,
 };
 
 /// One service as configured.
@@ -28,50 +30,6 @@ use crate::{
 pub struct ServiceConfig {
     pub key: ServiceKey,
     pub group_id: u32,
-}
-
-/// The LB's own segment: backends on it are reached at layer 2.
-#[derive(Clone, Copy, Debug)]
-pub struct Segment {
-    pub addr: Ipv4Addr,
-    pub prefix_len: u8,
-}
-
-/// How backends are reached: the forwarding mode and the LB's segment.
-#[derive(Clone, Copy, Debug)]
-pub struct Reach {
-    pub mode: ForwardingMode,
-    pub segment: Segment,
-}
-
-impl Reach {
-    /// Whether traffic can reach `backend` at all (`l2` reaches only the segment).
-    pub fn reaches(&self, backend: Ipv4Addr) -> bool {
-        self.mode != ForwardingMode::L2 || self.segment.contains(backend)
-    }
-
-    /// Whether traffic to `backend` is wrapped in IPIP (as XDP decides it).
-    pub fn wraps(&self, backend: Ipv4Addr) -> bool {
-        self.mode.wraps(
-            backend.octets(),
-            self.segment.addr.octets(),
-            netmask(self.segment.prefix_len).to_be_bytes(),
-        )
-    }
-}
-
-impl Segment {
-    pub fn contains(&self, other: Ipv4Addr) -> bool {
-        let mask = netmask(self.prefix_len);
-        u32::from(self.addr) & mask == u32::from(other) & mask
-    }
-}
-
-/// The netmask of a prefix length (host order); lengths above 32 count as 32.
-pub fn netmask(prefix_len: u8) -> u32 {
-    u32::MAX
-        .checked_shl(32 - u32::from(prefix_len.min(32)))
-        .unwrap_or(0)
 }
 
 /// The backends that get new flows of a service: registered in its group,
@@ -108,51 +66,6 @@ pub fn table_diff<'a>(
         .map(|(i, (_, n))| (i, *n))
 }
 
-/// The MAGLEV pool, parcelled out in ranges (offset, length) to the
-/// services' slots; first fit.
-#[derive(Debug, Default)]
-pub struct Pool {
-    used: Vec<(u32, u32)>,
-}
-
-impl Pool {
-    /// Marks a range as taken (a slot adopted from an earlier instance);
-    /// false if it does not fit in the pool or overlaps a taken one.
-    pub fn reserve(&mut self, offset: u32, len: u32) -> bool {
-        let end = u64::from(offset) + u64::from(len);
-        let free = end <= u64::from(MAGLEV_POOL)
-            && self.used.iter().all(|&(o, l)| {
-                end <= u64::from(o) || u64::from(offset) >= u64::from(o) + u64::from(l)
-            });
-        if free {
-            self.used.push((offset, len));
-            self.used.sort_unstable();
-        }
-        free
-    }
-
-    /// A free range of `len` entries, if the pool has one.
-    pub fn alloc(&mut self, len: u32) -> Option<u32> {
-        let mut start = 0u64;
-        for &(o, l) in &self.used {
-            if u64::from(o) - start >= u64::from(len) {
-                break;
-            }
-            start = u64::from(o) + u64::from(l);
-        }
-        (start + u64::from(len) <= u64::from(MAGLEV_POOL)).then(|| {
-            let offset = start as u32;
-            self.used.push((offset, len));
-            self.used.sort_unstable();
-            offset
-        })
-    }
-
-    pub fn free(&mut self, offset: u32) {
-        self.used.retain(|&(o, _)| o != offset);
-    }
-}
-
 /// Tables up to this size are built in the control loop itself (a few
 /// milliseconds, so a new backend gets flows on the same pass); larger
 /// ones on a thread of their own.
@@ -179,8 +92,8 @@ struct ServiceState {
     rebuilds: u64,
 }
 
-/// Forwarding state of all services.
-pub struct Forwarding {
+/// The Maglev tables of all services.
+pub struct ServiceTables {
     services: Vec<ServiceState>,
     metrics: ControlMetrics,
     reach: Reach,
@@ -214,7 +127,7 @@ fn forget_unconfigured(
     Ok(())
 }
 
-impl Forwarding {
+impl ServiceTables {
     /// Registers the services with XDP, with empty tables of `min_size`
     /// entries, or keeps the tables of an earlier instance serving until
     /// the first rebuild.
@@ -504,15 +417,10 @@ fn fresh_service(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use lb_common::ForwardingMode;
 
-    #[test]
-    fn a_netmask_covers_its_prefix_and_clamps_above_32() {
-        assert_eq!(netmask(0), 0);
-        assert_eq!(netmask(24), 0xffff_ff00);
-        assert_eq!(netmask(32), u32::MAX);
-        assert_eq!(netmask(40), u32::MAX);
-    }
+    use super::*;
+    use crate::reach::Segment;
 
     fn entry(weight: u16, flags: u8) -> BackendEntry {
         BackendEntry {
@@ -597,31 +505,6 @@ mod tests {
         )];
         assert_eq!(eligible_backends(0, &backends, auto).len(), 1);
         assert!(eligible_backends(0, &backends, l2).is_empty());
-    }
-
-    #[test]
-    fn segment_membership() {
-        assert!(SEGMENT.contains(Ipv4Addr::new(10, 0, 0, 200)));
-        assert!(!SEGMENT.contains(Ipv4Addr::new(10, 0, 1, 2)));
-        let all = Segment {
-            addr: Ipv4Addr::new(10, 0, 0, 1),
-            prefix_len: 0,
-        };
-        assert!(all.contains(Ipv4Addr::new(192, 0, 2, 1)));
-    }
-
-    #[test]
-    fn the_pool_gives_out_first_fit_ranges_and_refuses_overlaps() {
-        let mut pool = Pool::default();
-        assert_eq!(pool.alloc(100), Some(0));
-        assert_eq!(pool.alloc(50), Some(100));
-        assert!(!pool.reserve(120, 10), "overlaps a taken range");
-        assert!(pool.reserve(1000, 10));
-        pool.free(0);
-        assert_eq!(pool.alloc(80), Some(0), "first fit reuses the freed range");
-        assert_eq!(pool.alloc(30), Some(150));
-        assert!(!pool.reserve(MAGLEV_POOL - 5, 10), "past the pool");
-        assert_eq!(pool.alloc(MAGLEV_POOL), None);
     }
 
     #[test]

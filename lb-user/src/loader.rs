@@ -1,0 +1,111 @@
+//! Loading the program: the object built from the current sources, its
+//! globals and map sizes set, its maps pinned (or a killed instance's pins
+//! reused), both programs verified.
+use std::{net::Ipv4Addr, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{SchedClassifier, Xdp},
+};
+use lb_common::{
+    ForwardingMode, GSO_PROGRAM_NAME, PROGRAM_NAME, flow_buckets, global_name, map_name,
+};
+
+use crate::maps::{ALL_MAPS, MapsError};
+
+/// The XDP object, built by build.rs from the current sources.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
+
+/// Where and how big: what the object is loaded with.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadParams {
+    /// The LB's own address: announcements go to it.
+    pub lb_addr: Ipv4Addr,
+    /// The LB interface's MAC: the source of forwarded frames.
+    pub lb_mac: [u8; 6],
+    /// Capacity of the server list.
+    pub max_backends: u32,
+    /// Capacity of the connection table.
+    pub max_flows: u32,
+    /// Only sources in the allowlist (`LbMaps::allow`) may announce.
+    pub allowlist_on: bool,
+    /// Announcements must carry a tag under a key of `LbMaps::set_keys`.
+    pub auth_on: bool,
+    /// How client traffic reaches a backend.
+    pub forwarding: ForwardingMode,
+    /// Prefix length of the LB's segment: in `auto` mode, backends outside
+    /// it are reached by IPIP.
+    pub segment_prefix_len: u8,
+    /// The GSO program will run on the interface's ingress: XDP hands it
+    /// the super-packets it cannot wrap.
+    pub gso_handoff: bool,
+}
+
+/// Loads the object and verifies the program. With `pin_dir`, every map
+/// is pinned there, or, if a map of that name is pinned there already (a
+/// killed instance's), that map is reused; a pinned map whose layout differs
+/// from this build's is an error, never misread.
+pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, MapsError> {
+    let octets = params.lb_addr.octets();
+    let mut loader = EbpfLoader::new();
+    if let Some(dir) = pin_dir {
+        for &name in ALL_MAPS {
+            loader.map_pin_path(name, dir.join(name));
+        }
+    }
+    let mut ebpf = loader
+        .override_global(global_name::LB_ADDR, &octets, true)
+        .override_global(global_name::LB_MAC, &params.lb_mac, true)
+        .override_global(
+            global_name::ALLOWLIST_ON,
+            &u8::from(params.allowlist_on),
+            true,
+        )
+        .override_global(global_name::AUTH_ON, &u8::from(params.auth_on), true)
+        .override_global(global_name::FORWARDING, &(params.forwarding as u8), true)
+        .override_global(
+            global_name::SEGMENT_MASK,
+            &crate::reach::netmask(params.segment_prefix_len).to_be_bytes(),
+            true,
+        )
+        .override_global(
+            global_name::FLOW_BUCKETS,
+            &flow_buckets(params.max_flows),
+            true,
+        )
+        .override_global(
+            global_name::GSO_HANDOFF,
+            &u8::from(params.gso_handoff),
+            true,
+        )
+        .map_max_entries(
+            map_name::LAST_SEQUENCE,
+            params.max_backends.saturating_mul(2),
+        )
+        .map_max_entries(map_name::BACKENDS, params.max_backends)
+        .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
+        .map_max_entries(map_name::LEAVES, params.max_backends)
+        .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
+        .load(EBPF_OBJECT)?;
+    xdp_program(&mut ebpf)?.load()?;
+    gso_program(&mut ebpf)?.load()?;
+    Ok(ebpf)
+}
+
+/// The GSO program (tc) of a loaded object.
+pub fn gso_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, MapsError> {
+    let program = ebpf
+        .program_mut(GSO_PROGRAM_NAME)
+        .ok_or(MapsError::Missing {
+            name: GSO_PROGRAM_NAME,
+        })?;
+    Ok(program.try_into()?)
+}
+
+/// The XDP program of a loaded object.
+pub fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, MapsError> {
+    let program = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or(MapsError::Missing { name: PROGRAM_NAME })?;
+    Ok(program.try_into()?)
+}
