@@ -7,6 +7,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     process::Command,
+    sync::mpsc,
     task::JoinSet,
     time::timeout,
 };
@@ -141,6 +142,38 @@ async fn exec(command: &str, limit: Duration) -> CheckResult {
                 humantime::format_duration(limit)
             ))
         }
+    }
+}
+
+/// Runs the checks every `interval` in a task of their own; each round's
+/// result arrives on the returned channel. `None` without checks.
+pub fn start_checks(
+    checks: Vec<CheckSpec>,
+    interval: Duration,
+    limit: Duration,
+) -> Option<mpsc::Receiver<CheckResult>> {
+    if checks.is_empty() {
+        return None;
+    }
+    let (results, receiver) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if results.send(round(&checks, limit).await).await.is_err() {
+                break;
+            }
+        }
+    });
+    Some(receiver)
+}
+
+/// The next round's result; never, without checks.
+pub async fn next_checks(results: &mut Option<mpsc::Receiver<CheckResult>>) -> Option<CheckResult> {
+    match results {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }
 

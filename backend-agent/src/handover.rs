@@ -12,14 +12,16 @@
 use std::{
     fs, io,
     net::Ipv4Addr,
-    os::fd::OwnedFd,
+    os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
+use anyhow::Context;
+use lb_host::service_manager;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::state;
+use crate::{agent::Agent, start::VipSetup, state};
 
 /// The sockets' names in the service manager's store.
 pub const IGMP_SOCKET: &str = "igmp";
@@ -109,6 +111,44 @@ fn read_record(iface: &str) -> io::Result<Option<Record>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Exits keeping state: the sockets go to the service
+/// manager's store, the rest stays in place for the next agent. Fails,
+/// having changed nothing, when no service manager takes the sockets.
+pub fn hand_over(agent: &mut Agent, vip: Option<&mut VipSetup>) -> anyhow::Result<()> {
+    service_manager::store(IGMP_SOCKET, agent.igmp.get_ref().as_fd())
+        .and_then(|()| service_manager::store(ROUTED_SOCKET, agent.routed.get_ref().as_fd()))
+        .context("handing the group membership to the service manager")?;
+    let iface = agent.args.iface().to_owned();
+    if let Some(decap) = agent.decap.take() {
+        let kept = link_path(&agent.args.pin_path, &iface)
+            .map_err(anyhow::Error::from)
+            .and_then(|path| decap.keep(&path));
+        if let Err(e) = kept {
+            warn!("IPIP is not decapsulated until the next agent starts: {e:#}");
+        }
+    }
+    let record = Record {
+        group: agent.args.group,
+        port: agent.args.port,
+        lbs: agent.schedule.known_lbs().collect(),
+        vip: vip
+            .zip(agent.args.vip)
+            .map(|((addr, arp_ignore, arp_announce), vip)| {
+                let kept = KeptVip {
+                    addr: vip,
+                    added: addr.owned(),
+                    arp_ignore: arp_ignore.original().to_owned(),
+                    arp_announce: arp_announce.original().to_owned(),
+                };
+                addr.keep();
+                arp_ignore.keep();
+                arp_announce.keep();
+                kept
+            }),
+    };
+    save(&iface, &record).context("recording the state for the next agent")
 }
 
 #[cfg(test)]

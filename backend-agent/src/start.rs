@@ -1,0 +1,167 @@
+//! Starting the agent: its sockets opened (or a predecessor's adopted),
+//! the group joined, the decapsulation program attached, the VIP set up.
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+
+use anyhow::Context;
+use lb_host::{igmp_socket::IgmpSocket, routed_socket::RoutedSocket, service_manager, system};
+use tokio::io::unix::AsyncFd;
+use tracing::{info, warn};
+
+use crate::{
+    agent::Agent,
+    args::Args,
+    decap::Decap,
+    handover::{self, Inherited, KeptVip},
+    health::Health,
+    metrics::AgentMetrics,
+    schedule::Schedule,
+    state::AgentStatus,
+};
+
+/// What the direct-server-return setup changed, undone on drop: the VIP
+/// on the loopback and the interface's ARP settings.
+pub type VipSetup = (
+    system::AddedAddress,
+    system::SysctlOverride,
+    system::SysctlOverride,
+);
+
+/// Opens the IGMP and routed sockets and joins the group.
+fn open_sockets(args: &Args, ifindex: u32) -> anyhow::Result<(IgmpSocket, RoutedSocket)> {
+    let igmp = IgmpSocket::open(args.iface(), ifindex, args.igmp_ttl())
+        .context("opening the raw IGMP socket")?;
+    let routed = RoutedSocket::member(args.group, args.port, ifindex, args.routed_ttl())
+        .with_context(|| {
+            format!(
+                "opening the UDP socket for routed queries on {}:{}",
+                args.group, args.port
+            )
+        })?;
+    igmp.join(args.group)
+        .with_context(|| format!("joining {} on {}", args.group, args.iface()))?;
+    Ok((igmp, routed))
+}
+
+/// Takes over a predecessor's sockets, still members of the group (no
+/// leave, no join), and empties the service manager's store: a crash from
+/// now on leaves the group at once, as without a handover.
+fn adopt_sockets(
+    args: &Args,
+    ifindex: u32,
+    (igmp, routed): (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
+) -> anyhow::Result<(IgmpSocket, RoutedSocket)> {
+    let igmp = IgmpSocket::adopt(igmp, ifindex, args.igmp_ttl())
+        .context("adopting the predecessor's IGMP socket")?;
+    let routed = RoutedSocket::adopt(routed, args.routed_ttl())
+        .context("adopting the predecessor's routed socket")?;
+    for name in [handover::IGMP_SOCKET, handover::ROUTED_SOCKET] {
+        if let Err(e) = service_manager::remove(name) {
+            warn!("the service manager still holds the {name} socket: {e}");
+        }
+    }
+    info!(group = %args.group, "adopted the predecessor's group membership (restart keeping state)");
+    Ok((igmp, routed))
+}
+
+/// Direct server return: the backend accepts VIP traffic on its loopback
+/// and never answers ARP for the VIP, which belongs to the LB. What a
+/// predecessor `kept` for this VIP is taken over: removed and restored on
+/// this agent's stop.
+pub fn set_up_vip(vip: Ipv4Addr, iface: &str, kept: Option<&KeptVip>) -> anyhow::Result<VipSetup> {
+    let kept = kept.filter(|k| k.addr == vip);
+    let original = |value: fn(&KeptVip) -> &String| kept.map(|k| value(k).clone());
+    Ok((
+        system::AddedAddress::add(vip, "lo", kept.is_some_and(|k| k.added))?,
+        system::SysctlOverride::set_restoring(
+            &format!("net/ipv4/conf/{iface}/arp_ignore"),
+            "1",
+            original(|k| &k.arp_ignore),
+        )?,
+        system::SysctlOverride::set_restoring(
+            &format!("net/ipv4/conf/{iface}/arp_announce"),
+            "2",
+            original(|k| &k.arp_announce),
+        )?,
+    ))
+}
+
+/// Joins the group and opens the sockets, or adopts a predecessor's
+/// (`inherited`); the agent starts with no LB but those it inherits.
+pub fn start(args: Args, key: Option<[u8; 16]>, inherited: Inherited) -> anyhow::Result<Agent> {
+    let local = system::interface_ipv4(args.iface())?;
+    let ifindex = system::interface_index(args.iface())?;
+    let record = inherited
+        .record
+        .filter(|r| r.group == args.group && r.port == args.port);
+    let (igmp, routed) = match inherited.sockets.filter(|_| record.is_some()) {
+        Some(sockets) => adopt_sockets(&args, ifindex, sockets)?,
+        None => open_sockets(&args, ifindex)?,
+    };
+    let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
+        .with_context(|| format!("binding a UDP socket to {local}"))?;
+    info!(iface = %args.iface(), %local, group = %args.group, port = args.port, weight = args.weight, "agent is a member of the group");
+    let checks: Vec<String> = args.checks.iter().map(ToString::to_string).collect();
+    if !checks.is_empty() {
+        info!(?checks, interval = %humantime::format_duration(args.check_interval), rise = args.rise, fall = args.fall, "service checks: DOWN until they pass {} times in a row", args.rise);
+    }
+    let state = AgentStatus {
+        pid: std::process::id(),
+        iface: args.iface().to_owned(),
+        group: Some(args.group),
+        service: if checks.is_empty() {
+            "unchecked"
+        } else {
+            "down"
+        }
+        .to_owned(),
+        checks,
+        ..AgentStatus::default()
+    };
+    // Only a backend that serves a VIP (direct server return) can be
+    // sent IPIP; it accepts it only from the LBs it learns.
+    let kept_link = handover::link_path(&args.pin_path, args.iface())?;
+    let decap = if args.vip.is_some() {
+        let decap = Decap::attach(args.iface(), local, &kept_link)?;
+        info!(iface = %args.iface(), "IPIP decapsulation attached (tc ingress): IPIP from the LBs that query this agent is stripped");
+        Some(decap)
+    } else {
+        // A predecessor's kept program goes with its VIP.
+        let _ = std::fs::remove_file(&kept_link);
+        None
+    };
+    let metrics = AgentMetrics::default();
+    metrics.service(&state.service, false);
+    let mut agent = Agent {
+        decap,
+        metrics,
+        health: (!args.checks.is_empty()).then(|| Health::new(args.rise, args.fall)),
+        args,
+        local,
+        // SAFETY: the AsyncFd owns the socket, so the fd stays open while registered.
+        igmp: unsafe { AsyncFd::register(igmp) }
+            .map_err(|e| anyhow::anyhow!("registering the IGMP socket: {e}"))?,
+        // SAFETY: as above.
+        routed: unsafe { AsyncFd::register(routed) }
+            .map_err(|e| anyhow::anyhow!("registering the routed query socket: {e}"))?,
+        udp,
+        schedule: Schedule::default(),
+        last_sequence: 0,
+        draining: false,
+        last_failure: None,
+        state,
+        key,
+    };
+    for lb in record.map(|r| r.lbs).unwrap_or_default() {
+        agent.schedule.know(lb);
+        agent.learn_lb(lb);
+    }
+    agent.publish();
+    // The kernel's join report revives a dead group on the LB's
+    // segment, but never crosses a router: an unsolicited routed report
+    // does, so an LB whose group died before any backend came hears of
+    // this one (protocol §5.4).
+    if let Err(e) = agent.report(true) {
+        warn!("sending the first membership report failed: {e}");
+    }
+    Ok(agent)
+}
