@@ -67,6 +67,10 @@ pub struct ServiceReport {
     /// FNV-1a of the active table's entries, in hex: LBs that see the same
     /// backends show the same digest (their tables are byte for byte equal).
     pub table_digest: String,
+    /// The backends the active table names, sorted: those that get new
+    /// flows of this service now.
+    #[serde(default)]
+    pub table_backends: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -209,8 +213,15 @@ impl StatusReport {
         for s in &self.services {
             let _ = writeln!(
                 out,
-                "service {}:{}/{} -> group {} (Maglev {} entries, slot {}, digest {})",
-                s.vip, s.port, s.proto, s.group, s.table_size, s.active_slot, s.table_digest
+                "service {}:{}/{} -> group {} (Maglev {} entries for {} backends, slot {}, digest {})",
+                s.vip,
+                s.port,
+                s.proto,
+                s.group,
+                s.table_size,
+                s.table_backends.len(),
+                s.active_slot,
+                s.table_digest
             );
         }
         for e in &self.next_hop_errors {

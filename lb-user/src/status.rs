@@ -59,6 +59,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
     }
     let mut services = Vec::new();
     for (key, service) in maps.services()? {
+        let table = maps.active_table(&service)?;
         services.push(ServiceReport {
             vip: Ipv4Addr::from(key.vip),
             port: key.port,
@@ -67,7 +68,8 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
                 .get(service.group_id as usize)
                 .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
             table_size: service.active_size(),
-            table_digest: format!("{:016x}", digest(&maps.active_table(&service)?)),
+            table_digest: format!("{:016x}", digest(&table)),
+            table_backends: table_backends(&table),
             active_slot: service.active_slot,
         });
     }
@@ -145,4 +147,11 @@ fn digest(table: &[[u8; 4]]) -> u64 {
     table.iter().flatten().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// The distinct backends a table names (all-zero entries name none), sorted.
+fn table_backends(table: &[[u8; 4]]) -> Vec<Ipv4Addr> {
+    let named: std::collections::BTreeSet<[u8; 4]> =
+        table.iter().copied().filter(|e| *e != [0; 4]).collect();
+    named.into_iter().map(Ipv4Addr::from).collect()
 }

@@ -449,6 +449,70 @@ impl Topology {
         )?;
         Ok(serde_json::from_slice(&out.stdout)?)
     }
+
+    /// Waits until every service of the instance at `pin_path` has a table
+    /// naming exactly the active backends of its group: the control pass
+    /// after a registration, a leave or a change of state has rebuilt it.
+    /// Returns how long that took.
+    pub fn wait_tables(&self, pin_path: &Path) -> anyhow::Result<Duration> {
+        self.wait_tables_without(pin_path, &[])
+    }
+
+    /// The same, for tables that never name the active backends
+    /// `unreachable` (routed ones, with `--forwarding l2`).
+    pub fn wait_tables_without(
+        &self,
+        pin_path: &Path,
+        unreachable: &[Ipv4Addr],
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            self.status(pin_path)
+                .ok()
+                .filter(|s| tables_name_the_active_backends(s, unreachable))
+        })
+        .with_context(|| {
+            format!(
+                "the tables at {} did not come to name the active backends: {:?}",
+                pin_path.display(),
+                self.status(pin_path).map(|s| s.services)
+            )
+        })?;
+        Ok(start.elapsed())
+    }
+}
+
+/// Whether every service's table names exactly its group's active
+/// backends but `unreachable` (and there is a service).
+pub fn tables_name_the_active_backends(status: &StatusReport, unreachable: &[Ipv4Addr]) -> bool {
+    let active = |group: Ipv4Addr| {
+        let mut addrs: Vec<Ipv4Addr> = status
+            .groups
+            .iter()
+            .filter(|g| g.group == group)
+            .flat_map(|g| &g.backends)
+            .filter(|b| b.state == "active" && !unreachable.contains(&b.address))
+            .map(|b| b.address)
+            .collect();
+        addrs.sort();
+        addrs
+    };
+    !status.services.is_empty()
+        && status
+            .services
+            .iter()
+            .all(|s| s.table_backends == active(s.group))
+}
+
+/// The backend a `http-probe hold` answered from first (its `first NAME`
+/// line), once it has.
+pub fn first_answer(hold: &Proc) -> anyhow::Result<String> {
+    wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
+        hold.log_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("first ").map(str::to_owned))
+    })
+    .with_context(|| format!("{}: no answer: {}", hold.name, hold.log_text()))
 }
 
 /// The fast protocol timers the tests run with: P = 200 ms, max response

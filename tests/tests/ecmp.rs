@@ -143,8 +143,9 @@ fn two_lbs_behind_ecmp(
         }
         let took = wait_next_hops(topo, vip, 2)?;
         println!("the router has both LBs' routes ({} ms)", took.as_millis());
-        // The control loops rebuild their tables on their next pass.
-        sleep(Duration::from_secs(1));
+        for pin in [&pin1, &pin2] {
+            topo.wait_tables(pin)?;
+        }
         let _ = client;
         let mut lbs = Lbs {
             vip,

@@ -160,7 +160,7 @@ fn flood_phase(
         topo.status(&pin).ok().filter(|s| registered(s) == want)
     })
     .context("backends did not register")?;
-    sleep(Duration::from_millis(300));
+    topo.wait_tables(&pin)?;
     let before = topo.status(&pin)?;
     let target = format!("{vip}:80");
     let hold = topo.spawn(

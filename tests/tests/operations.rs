@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, Topology, counter, fd_store::FdStore, first_group, registered,
-    wait_for, with_topology,
+    Bridge, Counter, FAST_TIMERS, Topology, counter, fd_store::FdStore, first_answer, first_group,
+    registered, wait_for, with_topology,
 };
 
 const LB: usize = 0;
@@ -257,11 +257,11 @@ fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyh
             topo.status(&pin).ok().filter(|s| registered(s).len() == 2)
         })
         .context("the agents did not register")?;
-        std::thread::sleep(Duration::from_millis(300));
+        topo.wait_tables(&pin)?;
         let registrations = counter(&topo.status(&pin)?, Counter::AnnounceRegistered)?;
         let target = format!("{vip}:80");
         let mut hold = topo.spawn(CLIENT, "hold", "http-probe", &["hold", &target, "3"])?;
-        std::thread::sleep(Duration::from_millis(500));
+        first_answer(&hold)?;
 
         lb.signal(libc::SIGQUIT);
         ensure!(

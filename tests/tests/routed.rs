@@ -15,8 +15,8 @@ use std::{
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, GsoCounter, Proc, StatusReport, Topology, counter, first_group,
-    registered, routed::Mrouter, wait_for,
+    Bridge, Counter, FAST_TIMERS, GsoCounter, Proc, StatusReport, Topology, counter, first_answer,
+    first_group, registered, routed::Mrouter, wait_for,
 };
 use serde_json::Value;
 
@@ -110,8 +110,16 @@ impl<'a> Bed<'a> {
         })
         .with_context(|| format!("{want} backends did not register"))?;
         let took = start.elapsed();
-        // The control loop rebuilds the tables on its next pass.
-        sleep(P);
+        // With --forwarding l2 the tables leave out the routed backends:
+        // those outside the LB's /24.
+        let l2 = lb_extra.windows(2).any(|w| w == ["--forwarding", "l2"]);
+        let lb_net = |addr: std::net::Ipv4Addr| addr.octets()[..3].to_vec();
+        let unreachable: Vec<_> = backends
+            .iter()
+            .map(|&(host, _)| topo.host(host).addr)
+            .filter(|&addr| l2 && lb_net(addr) != lb_net(topo.host(LB).addr))
+            .collect();
+        bed.topo.wait_tables_without(&bed.pin, &unreachable)?;
         Ok((bed, took))
     }
 
@@ -552,7 +560,7 @@ fn an_ipip_connection_survives_the_control_planes_restart() -> anyhow::Result<()
         let hold = bed
             .topo
             .spawn(CLIENT, "hold", "http-probe", &["hold", &target, "3"])?;
-        sleep(Duration::from_millis(500));
+        first_answer(&hold)?;
         bed.lb.signal(libc::SIGKILL);
         bed.lb.wait_exit(Duration::from_secs(5))?;
         let pin = bed.pin.to_str().context("pin")?.to_owned();
@@ -615,8 +623,16 @@ fn with_a_key_routed_queries_and_reports_are_authenticated() -> anyhow::Result<(
             "backend-agent",
             &["--iface", "eth0", "--vip", &bed.vip, "--key-file", &other],
         )?;
-        sleep(5 * P);
-        let status = bed.status()?;
+        // The other key's reports are refused while the group's own are
+        // counted: wait for one of each (queries go out every P).
+        let refused_and_counted = |s: &StatusReport| {
+            counter(s, Counter::RoutedReport).is_ok_and(|n| n > 0)
+                && counter(s, Counter::RoutedRefused).is_ok_and(|n| n > 0)
+        };
+        let status = wait_for(10 * P, POLL, || {
+            bed.status().ok().filter(refused_and_counted)
+        })
+        .map_or_else(|| bed.status(), Ok)?;
         println!(
             "routed reports counted {}, refused {}",
             counter(&status, Counter::RoutedReport)?,
