@@ -359,3 +359,20 @@ pub mod routed {
         }
     }
 }
+
+/// An IGMPv3 report with the given (record type, group, sources) records.
+pub fn igmp_v3_report(records: &[(u8, Ipv4Addr, u16)]) -> Vec<u8> {
+    let mut msg = vec![0x22, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    for &(kind, group, sources) in records {
+        msg.extend_from_slice(&[kind, 0]);
+        msg.extend_from_slice(&sources.to_be_bytes());
+        msg.extend_from_slice(&group.octets());
+        for s in 0..sources {
+            msg.extend_from_slice(&[10, 9, 0, s as u8]);
+        }
+    }
+    let sum = lb_common::wire::internet_checksum(&msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    msg
+}
