@@ -5,7 +5,7 @@ use std::{
     fs,
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Output, Stdio},
     sync::{
         Mutex, MutexGuard,
         atomic::{AtomicU32, Ordering},
@@ -14,112 +14,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 pub use lb_common::{Counter, GsoCounter};
 pub use lb_host::status::{GroupReport, StatusReport};
 
 pub mod fd_store;
+mod lb;
+mod process;
+pub mod raw;
 pub mod routed;
 
-/// Raw IPv4 sending for the test tools that forge packets (`flood`,
-/// `forge-leave`): they write whole IP headers, spoofed sources included.
-pub mod raw {
-    use std::{
-        io,
-        mem::size_of,
-        net::Ipv4Addr,
-        os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    };
-
-    /// An IPPROTO_RAW socket: every packet sent carries its own IP header.
-    pub fn socket() -> io::Result<OwnedFd> {
-        // SAFETY: plain socket creation; the fd is owned at once.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is a fresh socket nobody else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
-
-    /// Sends `packet` (IP header included) towards `to`.
-    pub fn send(socket: &OwnedFd, packet: &[u8], to: Ipv4Addr) -> io::Result<()> {
-        let to = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(to).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: the buffer and address are valid for the call.
-        let rc = unsafe {
-            libc::sendto(
-                socket.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&raw const to).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
+pub use lb::*;
+pub use process::*;
 
 /// Topologies are built one at a time: timing assertions need the CPUs.
 static SERIAL: Mutex<()> = Mutex::new(());
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
-
-/// Directory holding the project's binaries: `XDP_LB_BIN_DIR` (absolute,
-/// or relative to the workspace root), or the
-/// profile directory of the running test executable.
-pub fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDP_LB_BIN_DIR") {
-        // Relative to the workspace root, wherever the test runs from.
-        return Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf()
-}
-
-pub fn bin(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (`cargo build --bins`, or run `./xtask.sh test`)",
-        path.display()
-    );
-    path
-}
-
-/// Runs a command to completion, failing with its stderr if it fails.
-pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<Output> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    if !out.status.success() {
-        bail!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out)
-}
-
-/// CPU time (user + system) a process has used, from /proc.
-pub fn cpu_time(pid: i32) -> anyhow::Result<Duration> {
-    lb_host::system::cpu_time(&pid.to_string()).with_context(|| format!("reading /proc/{pid}/stat"))
-}
 
 /// The middle value of `samples` (the upper one of an even count): the
 /// benchmarks' statistic.
@@ -150,46 +60,6 @@ pub fn wait_for<T>(
 pub struct Host {
     pub netns: String,
     pub addr: Ipv4Addr,
-}
-
-/// A process started by a test; killed on drop if still running.
-pub struct Proc {
-    pub name: String,
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory preconditions; the pid is our child.
-        unsafe { libc::kill(self.pid(), sig) };
-    }
-
-    /// Waits (bounded) for the process to exit; returns its exit code.
-    pub fn wait_exit(&mut self, limit: Duration) -> anyhow::Result<i32> {
-        let status = wait_for(limit, Duration::from_millis(10), || {
-            self.child.try_wait().ok().flatten()
-        })
-        .with_context(|| format!("{} did not exit within {limit:?}", self.name))?;
-        Ok(status.code().unwrap_or(-1))
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// How the bridge treats multicast.
@@ -423,132 +293,6 @@ impl Topology {
             log,
         })
     }
-
-    /// The status of the instance at `pin_path` once it has configured its
-    /// groups (its maps are pinned, and answer, a moment before).
-    pub fn configured_status(&self, pin_path: &Path) -> Option<StatusReport> {
-        self.status(pin_path).ok().filter(|s| !s.groups.is_empty())
-    }
-
-    /// Pin path of an LB instance named `name`.
-    pub fn pin_path(&self, name: &str) -> PathBuf {
-        self.bpffs.join(name)
-    }
-
-    /// `lb-user status --json` of the instance pinned at `pin_path`, read
-    /// into the type that printed it.
-    pub fn status(&self, pin_path: &Path) -> anyhow::Result<StatusReport> {
-        let out = sh(
-            bin("lb-user").to_str().context("path")?,
-            &[
-                "status",
-                "--json",
-                "--pin-path",
-                pin_path.to_str().context("path")?,
-            ],
-        )?;
-        Ok(serde_json::from_slice(&out.stdout)?)
-    }
-
-    /// Waits until every service of the instance at `pin_path` has a table
-    /// naming exactly the active backends of its group: the control pass
-    /// after a registration, a leave or a change of state has rebuilt it.
-    /// Returns how long that took.
-    pub fn wait_tables(&self, pin_path: &Path) -> anyhow::Result<Duration> {
-        self.wait_tables_without(pin_path, &[])
-    }
-
-    /// The same, for tables that never name the active backends
-    /// `unreachable` (routed ones, with `--forwarding l2`).
-    pub fn wait_tables_without(
-        &self,
-        pin_path: &Path,
-        unreachable: &[Ipv4Addr],
-    ) -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
-            self.status(pin_path)
-                .ok()
-                .filter(|s| tables_name_the_active_backends(s, unreachable))
-        })
-        .with_context(|| {
-            format!(
-                "the tables at {} did not come to name the active backends: {:?}",
-                pin_path.display(),
-                self.status(pin_path).map(|s| s.services)
-            )
-        })?;
-        Ok(start.elapsed())
-    }
-}
-
-/// Whether every service's table names exactly its group's active
-/// backends but `unreachable` (and there is a service).
-pub fn tables_name_the_active_backends(status: &StatusReport, unreachable: &[Ipv4Addr]) -> bool {
-    let active = |group: Ipv4Addr| {
-        let mut addrs: Vec<Ipv4Addr> = status
-            .groups
-            .iter()
-            .filter(|g| g.group == group)
-            .flat_map(|g| &g.backends)
-            .filter(|b| b.state == "active" && !unreachable.contains(&b.address))
-            .map(|b| b.address)
-            .collect();
-        addrs.sort();
-        addrs
-    };
-    !status.services.is_empty()
-        && status
-            .services
-            .iter()
-            .all(|s| s.table_backends == active(s.group))
-}
-
-/// The backend a `http-probe hold` answered from first (its `first NAME`
-/// line), once it has.
-pub fn first_answer(hold: &Proc) -> anyhow::Result<String> {
-    wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
-        hold.log_text()
-            .lines()
-            .find_map(|l| l.strip_prefix("first ").map(str::to_owned))
-    })
-    .with_context(|| format!("{}: no answer: {}", hold.name, hold.log_text()))
-}
-
-/// The fast protocol timers the tests run with: P = 200 ms, max response
-/// 100 ms, T = 400 ms, N = 3.
-pub const FAST_TIMERS: [&str; 8] = [
-    "--query-interval",
-    "200ms",
-    "--max-response-time",
-    "100ms",
-    "--timeout",
-    "400ms",
-    "--max-misses",
-    "3",
-];
-
-impl Topology {
-    /// Starts `lb-user run --iface eth0` with `extra` arguments on host `i`,
-    /// its maps pinned under this topology's bpffs as `name`; returns once
-    /// its status answers.
-    pub fn start_lb(
-        &self,
-        i: usize,
-        name: &str,
-        extra: &[&str],
-    ) -> anyhow::Result<(Proc, PathBuf)> {
-        let pin = self.pin_path(name);
-        let pin_str = pin.to_str().context("pin path")?.to_owned();
-        let mut args = vec!["run", "--iface", "eth0", "--pin-path", &pin_str];
-        args.extend_from_slice(extra);
-        let lb = self.spawn(i, name, "lb-user", &args)?;
-        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-            self.configured_status(&pin)
-        })
-        .with_context(|| format!("{name} did not come up: {}", lb.log_text()))?;
-        Ok((lb, pin))
-    }
 }
 
 impl Drop for Topology {
@@ -607,41 +351,6 @@ fn agent_state_prefix(netns: &str) -> Option<String> {
         .ok()?
         .ino();
     Some(format!("agent-{inode}-"))
-}
-
-/// The first group of a status report (a report without one is an error
-/// of the LB, not a group without backends).
-pub fn first_group(status: &StatusReport) -> &GroupReport {
-    status
-        .groups
-        .first()
-        .expect("status lists the configured group")
-}
-
-/// Addresses registered in the first group, sorted.
-pub fn registered(status: &StatusReport) -> Vec<String> {
-    let mut addrs: Vec<String> = first_group(status)
-        .backends
-        .iter()
-        .map(|b| b.address.to_string())
-        .collect();
-    addrs.sort();
-    addrs
-}
-
-/// Why `addr` left the first group, if status lists it as departed.
-pub fn departure_reason(status: &StatusReport, addr: &str) -> Option<String> {
-    first_group(status)
-        .departed
-        .iter()
-        .find(|d| d.address.to_string() == addr)
-        .map(|d| d.reason.clone())
-}
-
-/// The value of `counter` in a status report; an error if the report has
-/// no such counter (renamed or removed), never a silent zero.
-pub fn counter(status: &StatusReport, counter: Counter) -> anyhow::Result<u64> {
-    Ok(status.counter(counter)?)
 }
 
 impl Topology {

@@ -1,0 +1,174 @@
+//! The LB under test: starting it, reading its status, and what tests
+//! look up in a status report.
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+
+use crate::{Counter, GroupReport, Proc, StatusReport, Topology, bin, sh, wait_for};
+
+impl Topology {
+    /// The status of the instance at `pin_path` once it has configured its
+    /// groups (its maps are pinned, and answer, a moment before).
+    pub fn configured_status(&self, pin_path: &Path) -> Option<StatusReport> {
+        self.status(pin_path).ok().filter(|s| !s.groups.is_empty())
+    }
+
+    /// Pin path of an LB instance named `name`.
+    pub fn pin_path(&self, name: &str) -> PathBuf {
+        self.bpffs.join(name)
+    }
+
+    /// `lb-user status --json` of the instance pinned at `pin_path`, read
+    /// into the type that printed it.
+    pub fn status(&self, pin_path: &Path) -> anyhow::Result<StatusReport> {
+        let out = sh(
+            bin("lb-user").to_str().context("path")?,
+            &[
+                "status",
+                "--json",
+                "--pin-path",
+                pin_path.to_str().context("path")?,
+            ],
+        )?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits until every service of the instance at `pin_path` has a table
+    /// naming exactly the active backends of its group: the control pass
+    /// after a registration, a leave or a change of state has rebuilt it.
+    /// Returns how long that took.
+    pub fn wait_tables(&self, pin_path: &Path) -> anyhow::Result<Duration> {
+        self.wait_tables_without(pin_path, &[])
+    }
+
+    /// The same, for tables that never name the active backends
+    /// `unreachable` (routed ones, with `--forwarding l2`).
+    pub fn wait_tables_without(
+        &self,
+        pin_path: &Path,
+        unreachable: &[Ipv4Addr],
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        wait_for(Duration::from_secs(5), Duration::from_millis(20), || {
+            self.status(pin_path)
+                .ok()
+                .filter(|s| tables_name_the_active_backends(s, unreachable))
+        })
+        .with_context(|| {
+            format!(
+                "the tables at {} did not come to name the active backends: {:?}",
+                pin_path.display(),
+                self.status(pin_path).map(|s| s.services)
+            )
+        })?;
+        Ok(start.elapsed())
+    }
+}
+
+/// Whether every service's table names exactly its group's active
+/// backends but `unreachable` (and there is a service).
+pub fn tables_name_the_active_backends(status: &StatusReport, unreachable: &[Ipv4Addr]) -> bool {
+    let active = |group: Ipv4Addr| {
+        let mut addrs: Vec<Ipv4Addr> = status
+            .groups
+            .iter()
+            .filter(|g| g.group == group)
+            .flat_map(|g| &g.backends)
+            .filter(|b| b.state == "active" && !unreachable.contains(&b.address))
+            .map(|b| b.address)
+            .collect();
+        addrs.sort();
+        addrs
+    };
+    !status.services.is_empty()
+        && status
+            .services
+            .iter()
+            .all(|s| s.table_backends == active(s.group))
+}
+
+/// The backend a `http-probe hold` answered from first (its `first NAME`
+/// line), once it has.
+pub fn first_answer(hold: &Proc) -> anyhow::Result<String> {
+    wait_for(Duration::from_secs(3), Duration::from_millis(20), || {
+        hold.log_text()
+            .lines()
+            .find_map(|l| l.strip_prefix("first ").map(str::to_owned))
+    })
+    .with_context(|| format!("{}: no answer: {}", hold.name, hold.log_text()))
+}
+
+/// The fast protocol timers the tests run with: P = 200 ms, max response
+/// 100 ms, T = 400 ms, N = 3.
+pub const FAST_TIMERS: [&str; 8] = [
+    "--query-interval",
+    "200ms",
+    "--max-response-time",
+    "100ms",
+    "--timeout",
+    "400ms",
+    "--max-misses",
+    "3",
+];
+
+impl Topology {
+    /// Starts `lb-user run --iface eth0` with `extra` arguments on host `i`,
+    /// its maps pinned under this topology's bpffs as `name`; returns once
+    /// its status answers.
+    pub fn start_lb(
+        &self,
+        i: usize,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<(Proc, PathBuf)> {
+        let pin = self.pin_path(name);
+        let pin_str = pin.to_str().context("pin path")?.to_owned();
+        let mut args = vec!["run", "--iface", "eth0", "--pin-path", &pin_str];
+        args.extend_from_slice(extra);
+        let lb = self.spawn(i, name, "lb-user", &args)?;
+        wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            self.configured_status(&pin)
+        })
+        .with_context(|| format!("{name} did not come up: {}", lb.log_text()))?;
+        Ok((lb, pin))
+    }
+}
+
+/// The first group of a status report (a report without one is an error
+/// of the LB, not a group without backends).
+pub fn first_group(status: &StatusReport) -> &GroupReport {
+    status
+        .groups
+        .first()
+        .expect("status lists the configured group")
+}
+
+/// Addresses registered in the first group, sorted.
+pub fn registered(status: &StatusReport) -> Vec<String> {
+    let mut addrs: Vec<String> = first_group(status)
+        .backends
+        .iter()
+        .map(|b| b.address.to_string())
+        .collect();
+    addrs.sort();
+    addrs
+}
+
+/// Why `addr` left the first group, if status lists it as departed.
+pub fn departure_reason(status: &StatusReport, addr: &str) -> Option<String> {
+    first_group(status)
+        .departed
+        .iter()
+        .find(|d| d.address.to_string() == addr)
+        .map(|d| d.reason.clone())
+}
+
+/// The value of `counter` in a status report; an error if the report has
+/// no such counter (renamed or removed), never a silent zero.
+pub fn counter(status: &StatusReport, counter: Counter) -> anyhow::Result<u64> {
+    Ok(status.counter(counter)?)
+}
