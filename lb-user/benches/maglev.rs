@@ -31,8 +31,8 @@ fn main() {
         times.sort();
         let table = table.expect("built");
         let mut counts: HashMap<Ipv4Addr, u64> = HashMap::new();
-        for addr in table.entries().iter().flatten() {
-            *counts.entry(*addr).or_default() += 1;
+        for addr in table.iter().flatten() {
+            *counts.entry(addr).or_default() += 1;
         }
         let ideal = f64::from(size) / f64::from(count);
         let worst = set

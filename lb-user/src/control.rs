@@ -71,10 +71,13 @@ impl ControlParams {
         u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// How often the loop runs: fine enough for the shortest timer.
+    /// How often the loop runs: fine enough for the shortest timer, and at
+    /// most 25 ms, which bounds how long a change to the server list waits
+    /// before its table is built (a pass with nothing to do reads a few
+    /// per-group counters).
     pub fn tick(&self) -> Duration {
         (self.query_interval.min(self.aging.timeout) / 8)
-            .clamp(Duration::from_millis(5), Duration::from_millis(250))
+            .clamp(Duration::from_millis(5), Duration::from_millis(25))
     }
 }
 
@@ -259,8 +262,14 @@ impl Controller {
             self.step_group(index, now_ns, heard(&reports))?;
         }
         self.advertise_router(now_ns);
+        // A table built on a thread goes in as soon as it is done; the
+        // backends may have changed meanwhile, so the list is read again.
+        let installed = match &mut self.tables {
+            Some(tables) => tables.install_finished(&mut self.maps)?,
+            None => false,
+        };
         let changed = changes != self.sweeps.changes_seen;
-        if changed || self.sweeps.leaves_pending || now_ns >= self.sweeps.next_ns {
+        if changed || installed || self.sweeps.leaves_pending || now_ns >= self.sweeps.next_ns {
             self.sweeps.changes_seen = changes;
             self.sweeps.next_ns = now_ns.saturating_add(self.params.sweep_interval_ns());
             self.sweep(now_ns)?;

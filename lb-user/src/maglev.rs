@@ -48,7 +48,9 @@ pub struct MaglevBackend {
 /// A built lookup table: entry `i` is the backend for hash slot `i`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaglevTable {
-    entries: Vec<Option<Ipv4Addr>>,
+    /// Each entry's backend as an index into `backends` plus one; 0 for none.
+    entries: Vec<u32>,
+    backends: Vec<Ipv4Addr>,
 }
 
 pub fn is_prime(n: u32) -> bool {
@@ -89,58 +91,34 @@ impl MaglevTable {
                 backends: usable.len(),
             });
         }
-        let m = u64::from(size);
-        let mut entries = vec![None; size as usize];
-        if usable.is_empty() {
-            return Ok(Self { entries });
-        }
-        let max_weight = usable
-            .iter()
-            .map(|b| u64::from(b.weight))
-            .max()
-            .unwrap_or(1);
-        // Permutation of each backend: offset + j * skip (mod size).
-        let perms: Vec<(u64, u64)> = usable
-            .iter()
-            .map(|b| {
-                (
-                    stable_hash(b.addr, 0) % m,
-                    stable_hash(b.addr, 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1,
-                )
-            })
-            .collect();
-        let mut next = vec![0u64; usable.len()];
-        let mut credit = vec![0u64; usable.len()];
-        let mut filled = 0u64;
-        while filled < m {
-            for (i, backend) in usable.iter().enumerate() {
-                // Weighted turns: a backend takes a slot each time its
-                // accumulated weight reaches the largest weight.
-                credit[i] += u64::from(backend.weight);
-                if credit[i] < max_weight {
-                    continue;
-                }
-                credit[i] -= max_weight;
-                let (offset, skip) = perms[i];
-                loop {
-                    let slot = ((offset + next[i] * skip) % m) as usize;
-                    next[i] += 1;
-                    if entries[slot].is_none() {
-                        entries[slot] = Some(backend.addr);
-                        filled += 1;
-                        break;
-                    }
-                }
-                if filled == m {
-                    break;
-                }
-            }
-        }
-        Ok(Self { entries })
+        let backends: Vec<Ipv4Addr> = usable.iter().map(|b| b.addr).collect();
+        let entries = if usable.is_empty() {
+            vec![0; size as usize]
+        } else {
+            populate(&usable, size)
+        };
+        Ok(Self { entries, backends })
     }
 
-    pub fn entries(&self) -> &[Option<Ipv4Addr>] {
-        &self.entries
+    /// Entry `i`'s backend.
+    pub fn entry(&self, i: usize) -> Option<Ipv4Addr> {
+        let index = self.entries[i].checked_sub(1)?;
+        Some(self.backends[index as usize])
+    }
+
+    /// Every entry's backend, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Option<Ipv4Addr>> + '_ {
+        (0..self.entries.len()).map(|i| self.entry(i))
+    }
+
+    /// Every entry as XDP reads it: the backend's address in network
+    /// order, all zeros for none.
+    pub fn octets(&self) -> Vec<[u8; 4]> {
+        let octets: Vec<[u8; 4]> = self.backends.iter().map(|a| a.octets()).collect();
+        self.entries
+            .iter()
+            .map(|&e| e.checked_sub(1).map_or([0; 4], |i| octets[i as usize]))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -149,6 +127,162 @@ impl MaglevTable {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+}
+
+/// Maglev's population: the backends take turns (weighted: a backend takes
+/// one each time its accumulated weight reaches the largest weight), and
+/// each takes the next free entry of its permutation `offset + j * skip`
+/// (mod `size`). The same table as the paper's, found faster:
+/// - the permutation is walked by adding `skip` (the size is below 2^22,
+///   so no sum overflows), not with a modulo per step;
+/// - free entries are looked up in a bitmap that stays in the CPU's cache,
+///   which the table itself does not;
+/// - once few entries are free, a backend's next one is found among them
+///   instead: the free entry it reaches first is the one whose place in
+///   its permutation, `(entry - offset) / skip` (mod `size`), is smallest
+///   (every entry before its current place is taken), which costs one
+///   product per free entry instead of `size / free` probes.
+fn populate(usable: &[MaglevBackend], size: u32) -> Vec<u32> {
+    let mut walks: Vec<Walk> = usable.iter().map(|b| Walk::new(b.addr, size)).collect();
+    let max_weight = usable.iter().map(|b| b.weight).max().unwrap_or(1);
+    let weighted = usable.iter().any(|b| b.weight != max_weight);
+    let mut credit = vec![0u32; usable.len()];
+    let mut taken = vec![0u64; (size as usize).div_ceil(64)];
+    let mut entries = vec![0u32; size as usize];
+    let mut left = size;
+    // Below this many free entries a search among them beats probing.
+    let tail = (f64::from(size).sqrt() as u32).max(1);
+    let mut free: Option<Vec<u32>> = None;
+    let modulus = Modulus::new(size);
+    while left > 0 {
+        for (i, backend) in usable.iter().enumerate() {
+            if weighted {
+                credit[i] += u32::from(backend.weight);
+                if credit[i] < u32::from(max_weight) {
+                    continue;
+                }
+                credit[i] -= u32::from(max_weight);
+            }
+            let slot = match &mut free {
+                None => walks[i].next_free(&mut taken, size),
+                Some(free) => walks[i].take_first_of(free, &modulus),
+            };
+            entries[slot as usize] = i as u32 + 1;
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+            if left == tail && free.is_none() {
+                free = Some(
+                    (0..size)
+                        .filter(|&e| taken[e as usize / 64] & (1 << (e % 64)) == 0)
+                        .collect(),
+                );
+            }
+        }
+    }
+    entries
+}
+
+/// Where one backend is in its permutation of the table's entries.
+struct Walk {
+    offset: u32,
+    skip: u32,
+    /// The next entry of the permutation.
+    position: u32,
+    /// `skip`'s inverse modulo the size, once a search among free entries
+    /// needs it.
+    inverse: Option<u64>,
+}
+
+impl Walk {
+    fn new(addr: Ipv4Addr, size: u32) -> Self {
+        let m = u64::from(size);
+        // Both below the size, which fits in u32.
+        let offset = (stable_hash(addr, 0) % m) as u32;
+        let skip = (stable_hash(addr, 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1) as u32;
+        Self {
+            offset,
+            skip,
+            position: offset,
+            inverse: None,
+        }
+    }
+
+    /// Takes the next entry of the permutation that `taken` says is free.
+    fn next_free(&mut self, taken: &mut [u64], size: u32) -> u32 {
+        let mut p = self.position;
+        let slot = loop {
+            let slot = p;
+            p += self.skip;
+            if p >= size {
+                p -= size;
+            }
+            let (word, bit) = (slot as usize / 64, 1u64 << (slot % 64));
+            if taken[word] & bit == 0 {
+                taken[word] |= bit;
+                break slot;
+            }
+        };
+        self.position = p;
+        slot
+    }
+
+    /// Takes, out of `free`, the entry this backend's permutation reaches
+    /// first.
+    fn take_first_of(&mut self, free: &mut Vec<u32>, modulus: &Modulus) -> u32 {
+        let m = u64::from(modulus.size);
+        let inverse = *self
+            .inverse
+            .get_or_insert_with(|| modulus.pow(u64::from(self.skip), m - 2));
+        let place =
+            |entry: u32| modulus.reduce((u64::from(entry) + m - u64::from(self.offset)) * inverse);
+        let (index, _) = free
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, &entry)| place(entry))
+            .expect("an entry is free while entries are left");
+        free.swap_remove(index)
+    }
+}
+
+/// Reduction modulo the table's size (a prime below 2^22) by one
+/// multiplication (Barrett), for the products of the search among free
+/// entries, which are below 2^44.
+struct Modulus {
+    size: u32,
+    /// floor(2^64 / size).
+    reciprocal: u64,
+}
+
+impl Modulus {
+    fn new(size: u32) -> Self {
+        Self {
+            size,
+            reciprocal: u64::MAX / u64::from(size),
+        }
+    }
+
+    fn reduce(&self, x: u64) -> u64 {
+        let m = u64::from(self.size);
+        let q = ((u128::from(x) * u128::from(self.reciprocal)) >> 64) as u64;
+        let r = x - q * m;
+        if r >= m { r - m } else { r }
+    }
+
+    /// `base^exp` modulo the size (Fermat's little theorem gives inverses).
+    fn pow(&self, mut base: u64, mut exp: u64) -> u64 {
+        let mut result = 1;
+        base = self.reduce(base);
+        while exp > 0 {
+            if exp & 1 == 1 {
+                result = self.reduce(result * base);
+            }
+            base = self.reduce(base * base);
+            exp >>= 1;
+        }
+        result
     }
 }
 
@@ -171,8 +305,8 @@ mod tests {
 
     fn shares(table: &MaglevTable) -> HashMap<Ipv4Addr, f64> {
         let mut counts = HashMap::new();
-        for addr in table.entries().iter().flatten() {
-            *counts.entry(*addr).or_insert(0.0) += 1.0;
+        for addr in table.iter().flatten() {
+            *counts.entry(addr).or_insert(0.0) += 1.0;
         }
         counts.values_mut().for_each(|c| *c /= table.len() as f64);
         counts
@@ -188,7 +322,7 @@ mod tests {
         ] {
             let set = backends(weights);
             let table = MaglevTable::build(&set, DEFAULT_TABLE_SIZE).unwrap();
-            assert!(table.entries().iter().all(Option::is_some));
+            assert!(table.iter().all(|e| e.is_some()));
             let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
             let got = shares(&table);
             for b in &set {
@@ -213,17 +347,15 @@ mod tests {
             let after = MaglevTable::build(&rest, DEFAULT_TABLE_SIZE).unwrap();
             let size = before.len() as f64;
             let moved = before
-                .entries()
                 .iter()
-                .zip(after.entries())
+                .zip(after.iter())
                 .filter(|(a, b)| a != b)
                 .count() as f64
                 / size;
             let collateral = before
-                .entries()
                 .iter()
-                .zip(after.entries())
-                .filter(|(a, b)| a != b && **a != Some(removed))
+                .zip(after.iter())
+                .filter(|(a, b)| a != b && *a != Some(removed))
                 .count() as f64
                 / size;
             let expected = 1.0 / n as f64;
@@ -251,10 +383,10 @@ mod tests {
     #[test]
     fn zero_weight_and_empty_sets_get_no_entries() {
         let table = MaglevTable::build(&backends(&[0, 0]), 1009).unwrap();
-        assert!(table.entries().iter().all(Option::is_none));
+        assert!(table.iter().all(|e| e.is_none()));
         let set = backends(&[0, 100]);
         let table = MaglevTable::build(&set, 1009).unwrap();
-        assert!(table.entries().iter().all(|e| *e == Some(set[1].addr)));
+        assert!(table.iter().all(|e| e == Some(set[1].addr)));
     }
 
     #[test]
@@ -297,5 +429,74 @@ mod tests {
             .map(|s| (s - want).abs() / want)
             .fold(0.0, f64::max);
         assert!(worst <= 0.01, "worst share off by {:.2}%", worst * 100.0);
+    }
+
+    /// The population as the paper writes it, one modulo per step: the
+    /// table every LB builds must stay this one, whatever version built it.
+    fn textbook(usable: &[MaglevBackend], size: u32) -> Vec<Option<Ipv4Addr>> {
+        let m = u64::from(size);
+        let mut entries = vec![None; size as usize];
+        let max_weight = usable
+            .iter()
+            .map(|b| u64::from(b.weight))
+            .max()
+            .unwrap_or(1);
+        let perms: Vec<(u64, u64)> = usable
+            .iter()
+            .map(|b| {
+                (
+                    stable_hash(b.addr, 0) % m,
+                    stable_hash(b.addr, 0x9e37_79b9_7f4a_7c15) % (m - 1) + 1,
+                )
+            })
+            .collect();
+        let (mut next, mut credit) = (vec![0u64; usable.len()], vec![0u64; usable.len()]);
+        let mut filled = 0;
+        while filled < m {
+            for (i, backend) in usable.iter().enumerate() {
+                credit[i] += u64::from(backend.weight);
+                if credit[i] < max_weight {
+                    continue;
+                }
+                credit[i] -= max_weight;
+                let (offset, skip) = perms[i];
+                loop {
+                    let slot = ((offset + next[i] * skip) % m) as usize;
+                    next[i] += 1;
+                    if entries[slot].is_none() {
+                        entries[slot] = Some(backend.addr);
+                        filled += 1;
+                        break;
+                    }
+                }
+                if filled == m {
+                    break;
+                }
+            }
+        }
+        entries
+    }
+
+    #[test]
+    fn the_table_is_the_textbook_population_byte_for_byte() {
+        for (weights, size) in [
+            (vec![100; 3], 1009),
+            (vec![100, 200, 300, 50], 65537),
+            (vec![1, 10, 100, 1000, 65535], 65537),
+            (
+                (1..=700).map(|w| (w % 300 + 1) as u16).collect(),
+                DEFAULT_TABLE_SIZE,
+            ),
+            (vec![100; 2000], 262_139),
+        ] {
+            let set = backends(&weights);
+            let table = MaglevTable::build(&set, size).unwrap();
+            let want = textbook(&set, size);
+            assert!(
+                table.iter().eq(want.iter().copied()),
+                "{} backends, {size} entries: the table differs from the textbook's",
+                set.len()
+            );
+        }
     }
 }

@@ -71,6 +71,8 @@ pub struct ControlMetrics {
     pub rebuilds: Family<ServiceLabels, Counter>,
     /// Build and write time of each service's last table.
     pub last_rebuild_seconds: Family<ServiceLabels, GaugeF64>,
+    /// From a change of a service's backends to the table with it active.
+    pub change_seconds: Histogram,
 }
 
 impl Default for ControlMetrics {
@@ -80,6 +82,8 @@ impl Default for ControlMetrics {
             pass_seconds: Histogram::new(exponential_buckets(0.000_05, 3.0, 11)),
             rebuilds: Family::default(),
             last_rebuild_seconds: Family::default(),
+            // 1 ms to about 8 s.
+            change_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
         }
     }
 }
@@ -291,6 +295,11 @@ fn register_services(lb: &mut Registry, status: &StatusReport, control: &Control
         "service_last_rebuild_seconds",
         "Build and write time of the service's last table",
         control.last_rebuild_seconds.clone(),
+    );
+    lb.register(
+        "table_change_seconds",
+        "From a change of a service's backends (an announcement or removal, as XDP stamped it) to the table that has it being active",
+        control.change_seconds.clone(),
     );
 }
 

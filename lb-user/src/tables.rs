@@ -6,6 +6,7 @@
 //! out by `pool::Pool`. Large tables are built on a thread of their own, so the
 //! control loop never waits for one.
 use std::{
+    collections::HashMap,
     net::Ipv4Addr,
     sync::mpsc,
     time::{Duration, Instant},
@@ -23,6 +24,7 @@ use crate::{
     metrics::{ControlMetrics, ServiceLabels},
     pool::Pool,
     reach::Reach,
+    system,
 };
 
 /// One service as configured.
@@ -71,11 +73,17 @@ pub fn table_diff<'a>(
 /// ones on a thread of their own.
 const INLINE_BUILD_MAX: u32 = 262_139;
 
-/// A table being built on a thread: the backends it is for, when it began,
-/// and where it will come.
-struct Build {
+/// A table on its way: the backends it is for, when its build began, and
+/// when the oldest change it brings happened (CLOCK_MONOTONIC ns).
+struct Pending {
     set: Vec<MaglevBackend>,
     started: Instant,
+    changed_ns: Option<u64>,
+}
+
+/// A table being built on a thread, and where it will come.
+struct Build {
+    pending: Pending,
     result: mpsc::Receiver<Result<MaglevTable, MaglevError>>,
 }
 
@@ -202,10 +210,8 @@ impl ServiceTables {
         backends: &[(BackendKey, BackendEntry)],
     ) -> Result<(), MapsError> {
         self.report_off_segment(backends);
+        self.install_finished(maps)?;
         for index in 0..self.services.len() {
-            if let Some((set, started, result)) = self.finished_build(index) {
-                self.install(maps, index, set, started, result)?;
-            }
             let state = &self.services[index];
             if state.building.is_some() {
                 continue;
@@ -214,37 +220,52 @@ impl ServiceTables {
             if state.built_from.as_ref() == Some(&eligible) {
                 continue;
             }
+            let changed_ns = state
+                .built_from
+                .as_deref()
+                .map(|old| oldest_change(old, &eligible, backends, maps))
+                .transpose()?;
             let size = table_size(eligible.len(), self.min_size);
-            let started = Instant::now();
+            let pending = Pending {
+                set: eligible,
+                started: Instant::now(),
+                changed_ns,
+            };
             if size <= INLINE_BUILD_MAX {
-                let result = MaglevTable::build(&eligible, size);
-                self.install(maps, index, eligible, started, result)?;
+                let result = MaglevTable::build(&pending.set, size);
+                self.install(maps, index, pending, result)?;
                 continue;
             }
             let (done, result) = mpsc::channel();
-            let set = eligible.clone();
+            let set = pending.set.clone();
             std::thread::spawn(move || {
                 // The receiver may be gone (the LB stops): nothing to do then.
                 let _ = done.send(MaglevTable::build(&set, size));
             });
-            self.services[index].building = Some(Build {
-                set: eligible,
-                started,
-                result,
-            });
+            self.services[index].building = Some(Build { pending, result });
         }
         Ok(())
+    }
+
+    /// Installs the tables whose builds have finished; returns whether any
+    /// was (the backends may have changed during its build: the caller
+    /// syncs again).
+    pub fn install_finished(&mut self, maps: &mut LbMaps) -> Result<bool, MapsError> {
+        let mut installed = false;
+        for index in 0..self.services.len() {
+            if let Some((pending, result)) = self.finished_build(index) {
+                self.install(maps, index, pending, result)?;
+                installed = true;
+            }
+        }
+        Ok(installed)
     }
 
     /// The result of service `index`'s build, if it has come.
     fn finished_build(
         &mut self,
         index: usize,
-    ) -> Option<(
-        Vec<MaglevBackend>,
-        Instant,
-        Result<MaglevTable, MaglevError>,
-    )> {
+    ) -> Option<(Pending, Result<MaglevTable, MaglevError>)> {
         let state = &mut self.services[index];
         let result = match state.building.as_ref()?.result.try_recv() {
             Ok(result) => result,
@@ -256,7 +277,7 @@ impl ServiceTables {
             }
         };
         let build = state.building.take()?;
-        Some((build.set, build.started, result))
+        Some((build.pending, result))
     }
 
     /// Writes a built table into service `index`'s inactive slot (a range
@@ -266,10 +287,14 @@ impl ServiceTables {
         &mut self,
         maps: &mut LbMaps,
         index: usize,
-        set: Vec<MaglevBackend>,
-        started: Instant,
+        pending: Pending,
         result: Result<MaglevTable, MaglevError>,
     ) -> Result<(), MapsError> {
+        let Pending {
+            set,
+            started,
+            changed_ns,
+        } = pending;
         let state = &mut self.services[index];
         let key = state.config.key;
         let table = match result {
@@ -282,11 +307,7 @@ impl ServiceTables {
             }
         };
         let built_in = started.elapsed();
-        let next: Vec<[u8; 4]> = table
-            .entries()
-            .iter()
-            .map(|e| e.map_or([0; 4], |a| a.octets()))
-            .collect();
+        let next = table.octets();
         let size = next.len() as u32;
         let inactive = (state.service.active_slot ^ 1) as usize;
         let same_range = state.service.slot_size[inactive] == size;
@@ -334,10 +355,17 @@ impl ServiceTables {
             .last_rebuild_seconds
             .get_or_create(&labels)
             .set(started.elapsed().as_secs_f64());
+        // From the oldest change this table brings (as XDP stamped it) to
+        // the table being active; none for the first table after a start.
+        let change_ms = changed_ns.map(|at| {
+            let took = system::monotonic_ns().saturating_sub(at);
+            self.metrics.change_seconds.observe(took as f64 / 1e9);
+            took / 1_000_000
+        });
         info!(
             vip = %Ipv4Addr::from(key.vip), port = key.port, backends = set.len(),
             entries = size, built_ms = built_in.as_millis() as u64, written = writes.len(),
-            "forwarding table rebuilt"
+            change_ms, "forwarding table rebuilt"
         );
         state.built_from = Some(set);
         Ok(())
@@ -388,6 +416,49 @@ impl ServiceTables {
         self.reported_off_segment
             .retain(|id| backends.iter().any(|(k, _)| (k.group_id, k.addr) == *id));
     }
+}
+
+/// When the oldest of the changes between the `old` and `new` backend sets
+/// happened (CLOCK_MONOTONIC ns): a backend that came or changed, at its
+/// last announcement; one that went, when it left; now, for what no map
+/// dates.
+fn oldest_change(
+    old: &[MaglevBackend],
+    new: &[MaglevBackend],
+    backends: &[(BackendKey, BackendEntry)],
+    maps: &LbMaps,
+) -> Result<u64, MapsError> {
+    let now = system::monotonic_ns();
+    // Both sets are sorted by address (`eligible_backends`).
+    let has = |set: &[MaglevBackend], b: &MaglevBackend| set.binary_search(b).is_ok();
+    let came: Vec<[u8; 4]> = new
+        .iter()
+        .filter(|b| !has(old, b))
+        .map(|b| b.addr.octets())
+        .collect();
+    let gone: Vec<[u8; 4]> = old
+        .iter()
+        .filter(|b| new.binary_search_by_key(&b.addr, |n| n.addr).is_err())
+        .map(|b| b.addr.octets())
+        .collect();
+    let mut oldest = now;
+    if !came.is_empty() {
+        let last_seen: HashMap<[u8; 4], u64> = backends
+            .iter()
+            .map(|(k, e)| (k.addr, e.last_seen_ns))
+            .collect();
+        for addr in &came {
+            oldest = oldest.min(last_seen.get(addr).copied().unwrap_or(now));
+        }
+    }
+    if !gone.is_empty() {
+        for (key, departure) in maps.departures()? {
+            if gone.contains(&key.addr) {
+                oldest = oldest.min(departure.left_ns);
+            }
+        }
+    }
+    Ok(oldest)
 }
 
 /// A service with both slots of `size` entries taken from the pool, slot

@@ -10,6 +10,8 @@ use lb_tests::{Bridge, Proc, Topology, cpu_time, median, registered, wait_for};
 
 use crate::{cargo, root, setup};
 
+mod churn;
+
 const LB: usize = 0;
 const BACKENDS: [usize; 3] = [1, 2, 3];
 const CLIENT: usize = 4;
@@ -233,6 +235,8 @@ pub enum Part {
     Routed,
     /// The control plane against swarms of backends.
     Scale,
+    /// The control plane against swarms whose backends come and go.
+    Churn,
 }
 
 pub fn bench(only: Option<Part>) -> anyhow::Result<()> {
@@ -254,6 +258,9 @@ pub fn bench(only: Option<Part>) -> anyhow::Result<()> {
     }
     if runs(Part::Scale) {
         scale()?;
+    }
+    if runs(Part::Churn) {
+        churn::churn()?;
     }
     if !not_measured.is_empty() {
         bail!(

@@ -6,9 +6,13 @@
 //! announcement per member to the LB, tagged with the key if one is given.
 //! The announcements leave through a raw socket with each member's source
 //! address. SIGTERM sends every member's LEAVING, like agents that stop.
-//! Usage: swarm IFACE FIRST_ADDR COUNT [KEY_FILE]
+//! With `--churn N`, from the fourth query round on, the N oldest members
+//! leave (LEAVING) and N new ones join (the addresses after the last) in
+//! every round, as a fleet that deploys and autoscales.
+//! Usage: swarm IFACE FIRST_ADDR COUNT [KEY_FILE] [--churn N]
 //! Prints one JSON line per query round answered: when the query came
-//! (Unix ns), how many announcements went out and in how long.
+//! (Unix ns), how many announcements went out and in how long, and how
+//! many members left and joined.
 use std::{
     net::Ipv4Addr,
     os::fd::{AsRawFd, OwnedFd},
@@ -45,6 +49,11 @@ extern "C" fn on_sigterm(_: libc::c_int) {
 struct Swarm {
     first: u32,
     count: u32,
+    /// Members that have left (churn): the current ones are `base..base + count`.
+    base: u32,
+    /// Members that leave and join per round, from round `CHURN_FROM`.
+    churn: u32,
+    rounds: u32,
     key: Option<[u8; 16]>,
     own: Ipv4Addr,
     raw: OwnedFd,
@@ -58,18 +67,28 @@ struct Swarm {
     lb: Option<Ipv4Addr>,
 }
 
+/// The query round from which members churn: the first ones register
+/// the swarm whole.
+const CHURN_FROM: u32 = 3;
+
 impl Swarm {
     fn member(&self, i: u32) -> Ipv4Addr {
         Ipv4Addr::from(self.first.wrapping_add(i))
     }
 
-    /// One v1 announcement from every member to `lb`; returns how many
-    /// went out (a full socket buffer drops one, as a lossy network would).
+    /// One v1 announcement from every current member to `lb`; returns how
+    /// many went out (a full socket buffer drops one, as a lossy network
+    /// would).
     fn announce_all(&mut self, lb: Ipv4Addr, flags: u8) -> u32 {
+        self.announce(self.base..self.base + self.count, lb, flags)
+    }
+
+    /// One v1 announcement from each of the `members` to `lb`.
+    fn announce(&mut self, members: std::ops::Range<u32>, lb: Ipv4Addr, flags: u8) -> u32 {
         self.sequence = realtime_ns().max(self.sequence + 1);
         let mut packet = [0u8; 20 + 8 + 24];
         let mut sent = 0;
-        for i in 0..self.count {
+        for i in members {
             let src = self.member(i);
             let announcement = AnnouncementV1 {
                 flags,
@@ -114,10 +133,19 @@ impl Swarm {
             None => (at, routed),
         });
         let (start, query_unix_ns) = (Instant::now(), realtime_ns());
+        self.rounds += 1;
+        let churn = if self.rounds > CHURN_FROM {
+            self.churn
+        } else {
+            0
+        };
+        // The oldest leave; the window's end brings as many new ones.
+        self.announce(self.base..self.base + churn, lb, FLAG_LEAVING);
+        self.base += churn;
         let sent = self.announce_all(lb, 0);
         self.lb = Some(lb);
         println!(
-            "{{\"lb\":\"{lb}\",\"routed\":{routed},\"query_unix_ns\":{query_unix_ns},\"announced\":{sent},\"ms\":{}}}",
+            "{{\"lb\":\"{lb}\",\"routed\":{routed},\"query_unix_ns\":{query_unix_ns},\"announced\":{sent},\"left\":{churn},\"joined\":{churn},\"ms\":{}}}",
             start.elapsed().as_millis()
         );
     }
@@ -194,10 +222,19 @@ fn wait_readable(fds: [i32; 2], limit: Duration) {
 }
 
 fn start(args: &[String]) -> Result<Swarm, String> {
-    let (iface, first, count, key) = match args {
+    let mut args = args.to_vec();
+    let churn = match args.iter().position(|a| a == "--churn") {
+        Some(at) => {
+            let value = args.get(at + 1).ok_or("--churn needs a count")?.clone();
+            args.drain(at..at + 2);
+            value.parse().map_err(|e| format!("--churn: {e}"))?
+        }
+        None => 0,
+    };
+    let (iface, first, count, key) = match args.as_slice() {
         [iface, first, count] => (iface, first, count, None),
         [iface, first, count, key] => (iface, first, count, Some(key)),
-        _ => return Err("usage: swarm IFACE FIRST_ADDR COUNT [KEY_FILE]".into()),
+        _ => return Err("usage: swarm IFACE FIRST_ADDR COUNT [KEY_FILE] [--churn N]".into()),
     };
     let first: Ipv4Addr = first.parse().map_err(|e| format!("FIRST_ADDR: {e}"))?;
     let count: u32 = count.parse().map_err(|e| format!("COUNT: {e}"))?;
@@ -215,6 +252,9 @@ fn start(args: &[String]) -> Result<Swarm, String> {
     Ok(Swarm {
         first: u32::from(first),
         count,
+        base: 0,
+        churn,
+        rounds: 0,
         key,
         own,
         raw,
