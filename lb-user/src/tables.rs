@@ -6,7 +6,7 @@
 //! out by `pool::Pool`. Large tables are built on a thread of their own, so the
 //! control loop never waits for one.
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::Ipv4Addr,
     sync::mpsc,
     time::{Duration, Instant},
@@ -109,7 +109,7 @@ pub struct ServiceTables {
     min_size: u32,
     pool: Pool,
     /// Off-segment backends already reported.
-    reported_off_segment: Vec<(u32, [u8; 4])>,
+    reported_off_segment: HashSet<(u32, [u8; 4])>,
 }
 
 /// Removes the services and VIPs an earlier instance configured and this
@@ -197,7 +197,7 @@ impl ServiceTables {
             reach,
             min_size,
             pool,
-            reported_off_segment: Vec::new(),
+            reported_off_segment: HashSet::new(),
         })
     }
 
@@ -411,10 +411,13 @@ impl ServiceTables {
                     segment.addr, segment.prefix_len
                 );
             }
-            self.reported_off_segment.push(id);
+            self.reported_off_segment.insert(id);
         }
-        self.reported_off_segment
-            .retain(|id| backends.iter().any(|(k, _)| (k.group_id, k.addr) == *id));
+        if self.reported_off_segment.len() > backends.len() {
+            let current: HashSet<(u32, [u8; 4])> =
+                backends.iter().map(|(k, _)| (k.group_id, k.addr)).collect();
+            self.reported_off_segment.retain(|id| current.contains(id));
+        }
     }
 }
 
