@@ -1,7 +1,7 @@
 //! Weighted Maglev consistent hashing (Eisenbud et al., NSDI 2016), free of
 //! I/O. The table maps a flow hash slot to a backend; XDP indexes it with
 //! `hash % size`. Built in userspace, swapped into XDP atomically.
-use std::net::Ipv4Addr;
+use std::{collections::HashSet, net::Ipv4Addr};
 
 use lb_common::MAX_MAGLEV_SIZE;
 
@@ -128,6 +128,85 @@ impl MaglevTable {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// The table for `after` made from `table`, the table of `before`, by
+/// moving only what the change needs: the entries of backends that went
+/// (or whose weight changed) go to the owner of the next entry that keeps
+/// its owner, and each backend that came (or changed) takes its share of
+/// the table, `size * weight / total`, along its permutation. A function
+/// of the three alone, so that LBs that hold the same table and see the
+/// same change make the same one; the full population of `after`
+/// (`MaglevTable::build`) then replaces it when the backends are quiet.
+/// Entries are addresses in network order, all zeros for none.
+pub fn patch(table: &[[u8; 4]], before: &[MaglevBackend], after: &[MaglevBackend]) -> Vec<[u8; 4]> {
+    const FREE: [u8; 4] = [0; 4];
+    let usable = |set: &[MaglevBackend]| {
+        let mut usable: Vec<MaglevBackend> = set.iter().copied().filter(|b| b.weight > 0).collect();
+        usable.sort();
+        usable.dedup_by_key(|b| b.addr);
+        usable
+    };
+    let (before, after) = (usable(before), usable(after));
+    if after.is_empty() || table.is_empty() {
+        return vec![FREE; table.len()];
+    }
+    let came: Vec<MaglevBackend> = after
+        .iter()
+        .copied()
+        .filter(|b| before.binary_search(b).is_err())
+        .collect();
+    // Went, or changed weight: their entries are handed on.
+    let gone: Vec<[u8; 4]> = before
+        .iter()
+        .filter(|b| after.binary_search(b).is_err())
+        .map(|b| b.addr.octets())
+        .collect();
+    // One bit per address, so that most entries are cleared of suspicion
+    // with a shift: a patch is a scan of the whole table.
+    let filter_bit = |a: &[u8; 4]| 1u64 << ((a[3] ^ a[2]) & 63);
+    let suspects = gone.iter().fold(0u64, |f, a| f | filter_bit(a));
+    let mut next: Vec<[u8; 4]> = table
+        .iter()
+        .map(|e| {
+            let went = suspects & filter_bit(e) != 0 && gone.contains(e);
+            if went || *e == FREE { FREE } else { *e }
+        })
+        .collect();
+    let size = table.len() as u32;
+    let total: u64 = after.iter().map(|b| u64::from(b.weight)).sum();
+    let mut claimed: HashSet<u32> = HashSet::new();
+    for backend in &came {
+        let share = (u64::from(size) * u64::from(backend.weight) / total).max(1);
+        let mut walk = Walk::new(backend.addr, size);
+        let mut taken = 0;
+        // A permutation visits every entry once: at most `size` steps.
+        for _ in 0..size {
+            if taken == share {
+                break;
+            }
+            let entry = walk.position;
+            walk.position = (walk.position + walk.skip) % size;
+            if claimed.insert(entry) {
+                next[entry as usize] = backend.addr.octets();
+                taken += 1;
+            }
+        }
+    }
+    // Every entry left free takes the owner of the next one that has one
+    // (going round), which is a backend of `after`.
+    let Some(first) = next.iter().position(|e| *e != FREE) else {
+        return next;
+    };
+    let mut owner = next[first];
+    for entry in next.iter_mut().rev() {
+        if *entry == FREE {
+            *entry = owner;
+        } else {
+            owner = *entry;
+        }
+    }
+    next
 }
 
 /// Maglev's population: the backends take turns (weighted: a backend takes
@@ -498,5 +577,58 @@ mod tests {
                 set.len()
             );
         }
+    }
+
+    fn addresses(table: &MaglevTable) -> Vec<[u8; 4]> {
+        table.octets()
+    }
+
+    #[test]
+    fn a_patch_moves_only_what_the_change_needs() {
+        let size = 65537;
+        let set = backends(&[100; 100]);
+        let table = addresses(&MaglevTable::build(&set, size).unwrap());
+        // One leaves, one comes, one doubles its weight.
+        let mut after: Vec<MaglevBackend> = set[1..].to_vec();
+        after.push(MaglevBackend {
+            addr: Ipv4Addr::new(10, 9, 9, 9),
+            weight: 100,
+        });
+        after[10].weight = 200;
+        let next = patch(&table, &set, &after);
+        let owners: HashSet<[u8; 4]> = after.iter().map(|b| b.addr.octets()).collect();
+        assert!(
+            next.iter().all(|e| owners.contains(e)),
+            "an entry of no backend"
+        );
+        let count = |t: &[[u8; 4]], a: Ipv4Addr| t.iter().filter(|e| **e == a.octets()).count();
+        let total: f64 = after.iter().map(|b| f64::from(b.weight)).sum();
+        for b in [after[10], after[after.len() - 1]] {
+            let want = f64::from(size) * f64::from(b.weight) / total;
+            let got = count(&next, b.addr) as f64;
+            assert!(
+                (got - want).abs() <= want * 0.05,
+                "{}: {got} entries, want {want:.0}",
+                b.addr
+            );
+        }
+        // Entries move only to the backends that came or changed, or away
+        // from the one that went: a few percent of the table, not all.
+        let moved = table.iter().zip(&next).filter(|(a, b)| a != b).count() as f64;
+        assert!(moved / f64::from(size) < 0.05, "{moved} entries moved");
+        assert_eq!(patch(&table, &set, &set), table, "no change, no move");
+        let mut shuffled = after.clone();
+        shuffled.reverse();
+        assert_eq!(patch(&table, &set, &shuffled), next, "order of the input");
+    }
+
+    #[test]
+    fn a_patch_to_no_backend_empties_the_table_and_from_none_fills_it() {
+        let set = backends(&[100, 100]);
+        let table = addresses(&MaglevTable::build(&set, 1009).unwrap());
+        assert!(patch(&table, &set, &[]).iter().all(|e| *e == [0; 4]));
+        let empty = vec![[0; 4]; 1009];
+        let filled = patch(&empty, &[], &set);
+        assert!(filled.iter().all(|e| *e != [0; 4]));
     }
 }

@@ -19,7 +19,7 @@ use lb_common::{
 use tracing::{info, warn};
 
 use crate::{
-    maglev::{MaglevBackend, MaglevError, MaglevTable, table_size},
+    maglev::{MaglevBackend, MaglevError, MaglevTable, patch, table_size},
     maps::{LbMaps, MapsError},
     metrics::{ControlMetrics, ServiceLabels},
     pool::Pool,
@@ -70,15 +70,22 @@ pub fn table_diff<'a>(
 
 /// Tables up to this size are built in the control loop itself (a few
 /// milliseconds, so a new backend gets flows on the same pass); larger
-/// ones on a thread of their own.
+/// ones on a thread of their own, and patched meanwhile.
 const INLINE_BUILD_MAX: u32 = 262_139;
 
-/// A table on its way: the backends it is for, when its build began, and
-/// when the oldest change it brings happened (CLOCK_MONOTONIC ns).
+/// Least time between two full populations of a large table while its
+/// backends change: the patches in between carry the changes (a population
+/// of 2,097,143 entries costs 50-90 ms here, a patch a few).
+const FULL_BUILD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A table on its way: the backends it is for, when its build began,
+/// when the oldest change it brings happened (CLOCK_MONOTONIC ns), and
+/// whether it is a patch or a full population.
 struct Pending {
     set: Vec<MaglevBackend>,
     started: Instant,
     changed_ns: Option<u64>,
+    how: &'static str,
 }
 
 /// A table being built on a thread, and where it will come.
@@ -95,7 +102,14 @@ struct ServiceState {
     slots: [Option<Vec<[u8; 4]>>; 2],
     /// The backend set the active slot was built from.
     built_from: Option<Vec<MaglevBackend>>,
+    /// The backends eligible at the last sync.
+    latest: Vec<MaglevBackend>,
+    /// The last full population and its backends: a change is patched
+    /// onto it (`maglev::patch`) until the next full build replaces it.
+    base: Option<(Vec<MaglevBackend>, Vec<[u8; 4]>)>,
     building: Option<Build>,
+    /// When the last full build of a large table began.
+    last_full: Option<Instant>,
     /// Tables made active since start.
     rebuilds: u64,
 }
@@ -177,7 +191,10 @@ impl ServiceTables {
                 service,
                 slots: [None, None],
                 built_from: None,
+                latest: Vec::new(),
+                base: None,
                 building: None,
+                last_full: None,
                 rebuilds: 0,
             });
         }
@@ -201,9 +218,12 @@ impl ServiceTables {
         })
     }
 
-    /// Rebuilds every service whose eligible backends changed: small tables
-    /// at once, large ones on a thread whose table is installed by a later
-    /// call (the newest backend set is built next).
+    /// Rebuilds every service whose eligible backends changed. A small
+    /// table is populated at once. A large one is patched at once from its
+    /// last full population (a change costs in proportion to itself, not
+    /// to the table), and populated in full on a thread, at most every
+    /// `FULL_BUILD_INTERVAL`, whose table is installed by a later call:
+    /// LBs that see the same backends end with byte-identical tables.
     pub fn sync(
         &mut self,
         maps: &mut LbMaps,
@@ -212,51 +232,106 @@ impl ServiceTables {
         self.report_off_segment(backends);
         self.install_finished(maps)?;
         for index in 0..self.services.len() {
-            let state = &self.services[index];
-            if state.building.is_some() {
-                continue;
-            }
+            let state = &mut self.services[index];
             let eligible = eligible_backends(state.config.group_id, backends, self.reach);
-            if state.built_from.as_ref() == Some(&eligible) {
-                continue;
-            }
-            let changed_ns = state
-                .built_from
-                .as_deref()
-                .map(|old| oldest_change(old, &eligible, backends, maps))
-                .transpose()?;
             let size = table_size(eligible.len(), self.min_size);
-            let pending = Pending {
-                set: eligible,
-                started: Instant::now(),
-                changed_ns,
-            };
-            if size <= INLINE_BUILD_MAX {
-                let result = MaglevTable::build(&pending.set, size);
-                self.install(maps, index, pending, result)?;
-                continue;
+            state.latest = eligible.clone();
+            if state.built_from.as_ref() != Some(&eligible) {
+                let changed_ns = state
+                    .built_from
+                    .as_deref()
+                    .map(|old| oldest_change(old, &eligible, backends, maps))
+                    .transpose()?;
+                let mut pending = Pending {
+                    set: eligible,
+                    started: Instant::now(),
+                    changed_ns,
+                    how: "population",
+                };
+                match &state.base {
+                    Some((set, table))
+                        if size > INLINE_BUILD_MAX && table.len() == size as usize =>
+                    {
+                        let next = patch(table, set, &pending.set);
+                        pending.how = "patch";
+                        self.install(maps, index, pending, Ok(next))?;
+                    }
+                    _ if state.building.is_none() => self.build(maps, index, pending, size)?,
+                    // A new size: the build under way is followed by another.
+                    _ => {}
+                }
             }
-            let (done, result) = mpsc::channel();
-            let set = pending.set.clone();
-            std::thread::spawn(move || {
-                // The receiver may be gone (the LB stops): nothing to do then.
-                let _ = done.send(MaglevTable::build(&set, size));
-            });
-            self.services[index].building = Some(Build { pending, result });
+            let state = &self.services[index];
+            let patched = state
+                .base
+                .as_ref()
+                .is_some_and(|(set, _)| state.built_from.as_ref() != Some(set));
+            let due = state
+                .last_full
+                .is_none_or(|at| at.elapsed() >= FULL_BUILD_INTERVAL);
+            if patched && due && state.building.is_none() {
+                let pending = Pending {
+                    set: state.latest.clone(),
+                    started: Instant::now(),
+                    changed_ns: None,
+                    how: "population",
+                };
+                self.build(maps, index, pending, size)?;
+            }
         }
         Ok(())
     }
 
-    /// Installs the tables whose builds have finished; returns whether any
-    /// was (the backends may have changed during its build: the caller
-    /// syncs again).
+    /// Populates service `index`'s table for `pending`: at once if small,
+    /// else on a thread.
+    fn build(
+        &mut self,
+        maps: &mut LbMaps,
+        index: usize,
+        pending: Pending,
+        size: u32,
+    ) -> Result<(), MapsError> {
+        if size <= INLINE_BUILD_MAX {
+            let result = MaglevTable::build(&pending.set, size).map(|t| t.octets());
+            return self.install(maps, index, pending, result);
+        }
+        let (done, result) = mpsc::channel();
+        let set = pending.set.clone();
+        std::thread::spawn(move || {
+            // The receiver may be gone (the LB stops): nothing to do then.
+            let _ = done.send(MaglevTable::build(&set, size));
+        });
+        let state = &mut self.services[index];
+        state.last_full = Some(pending.started);
+        state.building = Some(Build { pending, result });
+        Ok(())
+    }
+
+    /// Installs the tables whose builds have finished, each patched to the
+    /// backends eligible now if they changed during its build; returns
+    /// whether any was (the caller then reads the backends again).
     pub fn install_finished(&mut self, maps: &mut LbMaps) -> Result<bool, MapsError> {
         let mut installed = false;
         for index in 0..self.services.len() {
-            if let Some((pending, result)) = self.finished_build(index) {
-                self.install(maps, index, pending, result)?;
-                installed = true;
+            let Some((mut pending, result)) = self.finished_build(index) else {
+                continue;
+            };
+            let state = &mut self.services[index];
+            let result = result.map(|table| {
+                let full = table.octets();
+                let next = if state.latest == pending.set {
+                    full.clone()
+                } else {
+                    patch(&full, &pending.set, &state.latest)
+                };
+                state.base = Some((pending.set.clone(), full));
+                next
+            });
+            if result.is_ok() {
+                pending.set = state.latest.clone();
             }
+            self.install(maps, index, pending, result)?;
+            installed = true;
         }
         Ok(installed)
     }
@@ -280,25 +355,26 @@ impl ServiceTables {
         Some((build.pending, result))
     }
 
-    /// Writes a built table into service `index`'s inactive slot (a range
-    /// of its size, taken from the pool if the size changed) and makes it
-    /// active with one map update.
+    /// Writes a table into service `index`'s inactive slot (a range of its
+    /// size, taken from the pool if the size changed) and makes it active
+    /// with one map update.
     fn install(
         &mut self,
         maps: &mut LbMaps,
         index: usize,
         pending: Pending,
-        result: Result<MaglevTable, MaglevError>,
+        result: Result<Vec<[u8; 4]>, MaglevError>,
     ) -> Result<(), MapsError> {
         let Pending {
             set,
             started,
             changed_ns,
+            how,
         } = pending;
         let state = &mut self.services[index];
         let key = state.config.key;
-        let table = match result {
-            Ok(table) => table,
+        let next = match result {
+            Ok(next) => next,
             Err(e) => {
                 warn!(vip = %Ipv4Addr::from(key.vip), port = key.port, "forwarding table not rebuilt: {e}");
                 // Not retried until the backend set changes.
@@ -307,7 +383,6 @@ impl ServiceTables {
             }
         };
         let built_in = started.elapsed();
-        let next = table.octets();
         let size = next.len() as u32;
         let inactive = (state.service.active_slot ^ 1) as usize;
         let same_range = state.service.slot_size[inactive] == size;
@@ -365,7 +440,7 @@ impl ServiceTables {
         info!(
             vip = %Ipv4Addr::from(key.vip), port = key.port, backends = set.len(),
             entries = size, built_ms = built_in.as_millis() as u64, written = writes.len(),
-            change_ms, "forwarding table rebuilt"
+            change_ms, how, "forwarding table rebuilt"
         );
         state.built_from = Some(set);
         Ok(())

@@ -19,7 +19,7 @@ pub fn churn() -> anyhow::Result<()> {
         "\ncontrol plane under churn (swarm, default timers P = 1 s, release build, one VIP service)"
     );
     println!(
-        "| backends | leave + join per P | lb-user CPU | change -> active table p50 / p99 / max | tables per s | entries written per change | build p50 | registered -> table in place |"
+        "| backends | leave + join per P | lb-user CPU | change -> active table p50 / p99 / max | tables per s | entries written per change | patch / population p50 | registered -> table in place |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (count, churn) in CASES {
@@ -36,6 +36,8 @@ struct Rebuild {
     written: u64,
     built_ms: u64,
     change_ms: Option<u64>,
+    /// A full population, not a patch.
+    population: bool,
 }
 
 fn churn_row(topo: &Topology, count: u32, churn: u32) -> anyhow::Result<()> {
@@ -100,9 +102,22 @@ fn churn_row(topo: &Topology, count: u32, churn: u32) -> anyhow::Result<()> {
     let seconds = WINDOW.as_secs_f64();
     let changes = 2.0 * f64::from(churn) * seconds;
     let written: u64 = in_window.iter().map(|r| r.written).sum();
-    let builds = median(in_window.iter().map(|r| r.built_ms as f64).collect());
+    // None in the window: every build took longer than it.
+    let median_of = |population: bool| {
+        let times: Vec<f64> = in_window
+            .iter()
+            .filter(|r| r.population == population)
+            .map(|r| r.built_ms as f64)
+            .collect();
+        if times.is_empty() {
+            f64::NAN
+        } else {
+            median(times)
+        }
+    };
+    let (patches, populations) = (median_of(false), median_of(true));
     println!(
-        "| {count} | {churn} + {churn} | {:.1}% of a core | {:.0} / {:.0} / {:.0} ms | {:.1} | {:.0} | {builds:.0} ms | {:.2} s |",
+        "| {count} | {churn} + {churn} | {:.1}% of a core | {:.0} / {:.0} / {:.0} ms | {:.1} | {:.0} | {patches:.0} / {populations:.0} ms | {:.2} s |",
         cpu * 100.0,
         percentile(0.5),
         percentile(0.99),
@@ -130,6 +145,7 @@ fn rebuild(line: &str) -> Option<Rebuild> {
         written: field("written")?,
         built_ms: field("built_ms")?,
         change_ms: field("change_ms"),
+        population: line.contains("how=\"population\"") || line.contains("how=population"),
     })
 }
 
