@@ -1,11 +1,9 @@
 //! The control loop of `lb-user run`: queries, group liveness and aging,
 //! driven by a periodic tick. Decisions come from the pure `aging` and
 //! `liveness` modules; this module does the map and socket I/O.
-use std::{
-    collections::{HashMap, HashSet},
-    net::Ipv4Addr,
-    time::Duration,
-};
+use std::{net::Ipv4Addr, time::Duration};
+
+use foldhash::{HashMap, HashSet};
 
 use lb_common::{
     AgingState, AuthClock, BackendEntry, BackendKey, DepartureReason, GROUP_STATE_ALIVE,

@@ -15,12 +15,13 @@
 //! after a restart or a kill restores the original, not its predecessor's
 //! "1", and so does `lb-user stop` after a kill.
 use std::{
-    collections::{HashMap, HashSet},
     fs, io,
     net::{Ipv4Addr, SocketAddrV4},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use anyhow::Context;
 use lb_common::{BackendEntry, BackendKey, fib_result_name, wire::internet_checksum};

@@ -1,9 +1,8 @@
 //! `lb-user status`: a snapshot of a running instance, read from its pins
 //! into `lb_host::status::StatusReport`.
-use std::{
-    collections::{HashMap, HashSet},
-    net::Ipv4Addr,
-};
+use std::net::Ipv4Addr;
+
+use foldhash::{HashMap, HashSet};
 
 use lb_common::{
     Action, AgingState, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE,

@@ -6,11 +6,12 @@
 //! out by `pool::Pool`. Large tables are built on a thread of their own, so the
 //! control loop never waits for one.
 use std::{
-    collections::{HashMap, HashSet},
     net::Ipv4Addr,
     sync::mpsc,
     time::{Duration, Instant},
 };
+
+use foldhash::{HashMap, HashSet, HashSetExt};
 
 use lb_common::{
     BackendEntry, BackendKey, MAGLEV_POOL, Service, ServiceKey,
