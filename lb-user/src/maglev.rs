@@ -162,15 +162,23 @@ pub fn patch(table: &[[u8; 4]], before: &[MaglevBackend], after: &[MaglevBackend
         .filter(|b| after.binary_search(b).is_err())
         .map(|b| b.addr.octets())
         .collect();
-    // One bit per address, so that most entries are cleared of suspicion
-    // with a shift: a patch is a scan of the whole table.
-    let filter_bit = |a: &[u8; 4]| 1u64 << ((a[3] ^ a[2]) & 63);
-    let suspects = gone.iter().fold(0u64, |f, a| f | filter_bit(a));
+    // A patch scans the whole table: a bitmap of the gone addresses' low
+    // 12 bits clears most entries with one load, the set the rest.
+    let bit = |a: &[u8; 4]| usize::from(u16::from_be_bytes([a[2], a[3]]) & 0xfff);
+    let mut suspects = [0u64; 64];
+    for a in &gone {
+        suspects[bit(a) / 64] |= 1 << (bit(a) % 64);
+    }
+    let gone: foldhash::HashSet<[u8; 4]> = gone.into_iter().collect();
     let mut next: Vec<[u8; 4]> = table
         .iter()
         .map(|e| {
-            let went = suspects & filter_bit(e) != 0 && gone.contains(e);
-            if went || *e == FREE { FREE } else { *e }
+            let suspect = suspects[bit(e) / 64] & (1 << (bit(e) % 64)) != 0;
+            if (suspect && gone.contains(e)) || *e == FREE {
+                FREE
+            } else {
+                *e
+            }
         })
         .collect();
     let size = table.len() as u32;
