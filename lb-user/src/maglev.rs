@@ -48,9 +48,9 @@ pub struct MaglevBackend {
 /// A built lookup table: entry `i` is the backend for hash slot `i`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaglevTable {
-    /// Each entry's backend as an index into `backends` plus one; 0 for none.
-    entries: Vec<u32>,
-    backends: Vec<Ipv4Addr>,
+    /// Each entry's backend as XDP reads it: the address in network order,
+    /// all zeros for none.
+    entries: Vec<[u8; 4]>,
 }
 
 pub fn is_prime(n: u32) -> bool {
@@ -91,34 +91,36 @@ impl MaglevTable {
                 backends: usable.len(),
             });
         }
-        let backends: Vec<Ipv4Addr> = usable.iter().map(|b| b.addr).collect();
+        let addresses: Vec<[u8; 4]> = usable.iter().map(|b| b.addr.octets()).collect();
         let entries = if usable.is_empty() {
-            vec![0; size as usize]
+            vec![[0; 4]; size as usize]
+        } else if usable.len() <= usize::from(u16::MAX) + 1 {
+            // Half the memory written at random while populating.
+            let owners: Vec<u16> = populate(&usable, size);
+            owners.iter().map(|&o| addresses[usize::from(o)]).collect()
         } else {
-            populate(&usable, size)
+            let owners: Vec<u32> = populate(&usable, size);
+            owners.iter().map(|&o| addresses[o as usize]).collect()
         };
-        Ok(Self { entries, backends })
-    }
-
-    /// Entry `i`'s backend.
-    pub fn entry(&self, i: usize) -> Option<Ipv4Addr> {
-        let index = self.entries[i].checked_sub(1)?;
-        Some(self.backends[index as usize])
+        Ok(Self { entries })
     }
 
     /// Every entry's backend, in order.
     pub fn iter(&self) -> impl Iterator<Item = Option<Ipv4Addr>> + '_ {
-        (0..self.entries.len()).map(|i| self.entry(i))
+        self.entries
+            .iter()
+            .map(|e| (*e != [0; 4]).then(|| Ipv4Addr::from(*e)))
     }
 
     /// Every entry as XDP reads it: the backend's address in network
     /// order, all zeros for none.
-    pub fn octets(&self) -> Vec<[u8; 4]> {
-        let octets: Vec<[u8; 4]> = self.backends.iter().map(|a| a.octets()).collect();
+    pub fn octets(&self) -> &[[u8; 4]] {
+        &self.entries
+    }
+
+    /// The entries, taken.
+    pub fn into_octets(self) -> Vec<[u8; 4]> {
         self.entries
-            .iter()
-            .map(|&e| e.checked_sub(1).map_or([0; 4], |i| octets[i as usize]))
-            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -230,13 +232,13 @@ pub fn patch(table: &[[u8; 4]], before: &[MaglevBackend], after: &[MaglevBackend
 ///   its permutation, `(entry - offset) / skip` (mod `size`), is smallest
 ///   (every entry before its current place is taken), which costs one
 ///   product per free entry instead of `size / free` probes.
-fn populate(usable: &[MaglevBackend], size: u32) -> Vec<u32> {
+fn populate<Owner: BackendIndex>(usable: &[MaglevBackend], size: u32) -> Vec<Owner> {
     let mut walks: Vec<Walk> = usable.iter().map(|b| Walk::new(b.addr, size)).collect();
     let max_weight = usable.iter().map(|b| b.weight).max().unwrap_or(1);
     let weighted = usable.iter().any(|b| b.weight != max_weight);
     let mut credit = vec![0u32; usable.len()];
     let mut taken = vec![0u64; (size as usize).div_ceil(64)];
-    let mut entries = vec![0u32; size as usize];
+    let mut entries = vec![Owner::default(); size as usize];
     let mut left = size;
     // Below this many free entries a search among them beats probing.
     let tail = (f64::from(size).sqrt() as u32).max(1);
@@ -255,7 +257,7 @@ fn populate(usable: &[MaglevBackend], size: u32) -> Vec<u32> {
                 None => walks[i].next_free(&mut taken, size),
                 Some(free) => walks[i].take_first_of(free, &modulus),
             };
-            entries[slot as usize] = i as u32 + 1;
+            entries[slot as usize] = Owner::of(i);
             left -= 1;
             if left == 0 {
                 break;
@@ -270,6 +272,26 @@ fn populate(usable: &[MaglevBackend], size: u32) -> Vec<u32> {
         }
     }
     entries
+}
+
+/// A backend's index among the usable ones, as `populate` stores it: u16
+/// up to 65,536 backends, u32 above.
+trait BackendIndex: Copy + Default {
+    fn of(index: usize) -> Self;
+}
+
+impl BackendIndex for u16 {
+    fn of(index: usize) -> Self {
+        // `build` chooses u16 only for up to 65,536 backends.
+        index as u16
+    }
+}
+
+impl BackendIndex for u32 {
+    fn of(index: usize) -> Self {
+        // The server list holds fewer than 2^32 backends.
+        index as u32
+    }
 }
 
 /// Where one backend is in its permutation of the table's entries.
@@ -588,7 +610,7 @@ mod tests {
     }
 
     fn addresses(table: &MaglevTable) -> Vec<[u8; 4]> {
-        table.octets()
+        table.octets().to_vec()
     }
 
     #[test]

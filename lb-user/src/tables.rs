@@ -293,7 +293,7 @@ impl ServiceTables {
         size: u32,
     ) -> Result<(), MapsError> {
         if size <= INLINE_BUILD_MAX {
-            let result = MaglevTable::build(&pending.set, size).map(|t| t.octets());
+            let result = MaglevTable::build(&pending.set, size).map(MaglevTable::into_octets);
             return self.install(maps, index, pending, result);
         }
         let (done, result) = mpsc::channel();
@@ -319,7 +319,7 @@ impl ServiceTables {
             };
             let state = &mut self.services[index];
             let result = result.map(|table| {
-                let full = table.octets();
+                let full = table.into_octets();
                 let next = if state.latest == pending.set {
                     full.clone()
                 } else {
