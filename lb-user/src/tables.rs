@@ -293,6 +293,8 @@ impl ServiceTables {
         size: u32,
     ) -> Result<(), MapsError> {
         if size <= INLINE_BUILD_MAX {
+            // A small table is never patched: no base to patch from.
+            self.services[index].base = None;
             let result = MaglevTable::build(&pending.set, size).map(MaglevTable::into_octets);
             return self.install(maps, index, pending, result);
         }
@@ -328,7 +330,9 @@ impl ServiceTables {
                 state.base = Some((pending.set.clone(), full));
                 next
             });
-            if result.is_ok() {
+            if result.is_ok() && state.latest != pending.set {
+                // The backends changed during the build: patched to them.
+                pending.how = "population, patched";
                 pending.set = state.latest.clone();
             }
             self.install(maps, index, pending, result)?;

@@ -232,3 +232,73 @@ fn two_lbs_that_see_the_same_backends_build_identical_tables() -> anyhow::Result
         Ok(())
     })
 }
+
+/// Two LBs with tables large enough to be patched (3,000 backends: 524,287
+/// entries) end with byte-identical tables after registration and after
+/// an agent joins, whatever order the announcements reached each in: the
+/// full population replaces the patches.
+#[test]
+fn two_lbs_that_patch_large_tables_end_byte_identical() -> anyhow::Result<()> {
+    const LB2: usize = 2;
+    const AGENT: usize = 3;
+    const FIRST: usize = 3_000;
+    with_topology(4, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        // The default timers (P = 1 s): the debug build's first pass over
+        // 3,000 new IPIP backends (a next hop probed and a line logged for
+        // each) takes longer than the two periods of the fast ones.
+        let args = ["--vip", vip.as_str(), "--service", "tcp:80"];
+        let (lb1, pin1) = topo.start_lb(LB, "lb1", &args)?;
+        let (lb2, pin2) = topo.start_lb(LB2, "lb2", &args)?;
+        let [a, b, _, _] = topo.host(LB).addr.octets();
+        let agreed = |backends: usize, what: &str| -> anyhow::Result<Duration> {
+            let start = Instant::now();
+            let view = wait_for(Duration::from_secs(10), POLL, || {
+                let one = forwarding_view(&topo.status(&pin1).ok()?);
+                let two = forwarding_view(&topo.status(&pin2).ok()?);
+                let large = one.1.iter().all(|(size, _)| *size > 262_139);
+                (one == two && one.0.len() == backends && large).then_some(one)
+            })
+            .with_context(|| {
+                let view = |pin| topo.status(pin).map(|s| forwarding_view(&s));
+                let tables = |v: anyhow::Result<ForwardingView>| v.map(|v| (v.0.len(), v.1));
+                format!(
+                    "{what}: the LBs' tables differ: {:?} and {:?}",
+                    tables(view(&pin1)),
+                    tables(view(&pin2))
+                )
+            })?;
+            println!("{what}: both LBs' tables {:?}", view.1);
+            Ok(start.elapsed())
+        };
+        let first = Ipv4Addr::new(a, b, 128, 1).to_string();
+        let count = FIRST.to_string();
+        let _swarm = topo.spawn(SWARM_HOST, "swarm", "swarm", &["eth0", &first, &count])?;
+        let took = agreed(FIRST, "3,000 registered")?;
+        println!(
+            "tables equal {} ms after both listed 3,000 or sooner",
+            took.as_millis()
+        );
+        let _agent = topo.spawn(
+            AGENT,
+            "agent",
+            "backend-agent",
+            &["--iface", "eth0", "--vip", &vip],
+        )?;
+        let took = agreed(FIRST + 1, "an agent joined")?;
+        println!(
+            "tables equal {} ms after the join was seen or sooner",
+            took.as_millis()
+        );
+        let logs = lb1.log_text() + &lb2.log_text();
+        ensure!(
+            logs.contains("how=\"patch\"") || logs.contains("how=patch"),
+            "no table was patched: {}",
+            logs.lines()
+                .filter(|l| l.contains("rebuilt"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        Ok(())
+    })
+}

@@ -145,7 +145,7 @@ fn rebuild(line: &str) -> Option<Rebuild> {
         written: field("written")?,
         built_ms: field("built_ms")?,
         change_ms: field("change_ms"),
-        population: line.contains("how=\"population\"") || line.contains("how=population"),
+        population: line.contains("how=\"population") || line.contains("how=population"),
     })
 }
 
