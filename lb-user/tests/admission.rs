@@ -260,16 +260,25 @@ fn a_full_server_list_rejects_newcomers_and_keeps_its_backends() {
     assert_eq!(lb.counter(Counter::AnnounceAccepted), 1);
 }
 
-#[test]
-fn with_a_key_a_leave_only_asks_for_confirmation() {
-    lb_tests_require_root();
-    const KEY: [u8; 16] = [7; 16];
+/// The key of the keyed tests below.
+const KEY: [u8; 16] = [7; 16];
+
+/// An LB whose announcements must carry a tag under `KEY`, with a clock
+/// skew of 30 s.
+fn keyed_lb() -> TestLb {
     let mut lb = TestLb::with(LoadParams {
         auth_on: true,
         ..LOAD
     });
     lb.maps.set_keys(&[KEY]).unwrap();
     lb.sync_clock(30_000_000_000);
+    lb
+}
+
+#[test]
+fn with_a_key_a_leave_only_asks_for_confirmation() {
+    lb_tests_require_root();
+    let mut lb = keyed_lb();
     let payload = AnnouncementV1 {
         flags: 0,
         weight: 100,
@@ -333,13 +342,7 @@ fn with_a_key_a_leave_only_asks_for_confirmation() {
 #[test]
 fn with_a_key_only_verified_fresh_routed_reports_count() {
     lb_tests_require_root();
-    const KEY: [u8; 16] = [7; 16];
-    let mut lb = TestLb::with(LoadParams {
-        auth_on: true,
-        ..LOAD
-    });
-    lb.maps.set_keys(&[KEY]).unwrap();
-    lb.sync_clock(30_000_000_000);
+    let mut lb = keyed_lb();
     let now = lb_host::system::realtime_ns();
     let report = |key: &[u8; 16], signer: Ipv4Addr, sequence: u64| {
         let payload = Routed::Report {
