@@ -8,6 +8,7 @@ pub mod maps;
 pub use lb_host::system;
 pub mod config;
 pub mod control;
+pub mod eligible;
 pub mod instance;
 pub mod leaves;
 pub mod maglev;

@@ -2,7 +2,9 @@
 //! beyond it (IPIP), as XDP decides it with the same forwarding mode.
 use std::net::Ipv4Addr;
 
-use lb_common::ForwardingMode;
+use foldhash::HashSet;
+use lb_common::{BackendEntry, BackendKey, ForwardingMode};
+use tracing::{info, warn};
 
 /// The LB's own segment: backends on it are reached at layer 2.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +48,46 @@ pub fn netmask(prefix_len: u8) -> u32 {
     u32::MAX
         .checked_shl(32 - u32::from(prefix_len.min(32)))
         .unwrap_or(0)
+}
+
+/// Says once per backend off the LB's segment how it is reached: by IPIP,
+/// or (with `--forwarding l2`) not at all.
+#[derive(Debug, Default)]
+pub struct OffSegmentReport {
+    /// (group, backend) already reported.
+    reported: HashSet<(u32, [u8; 4])>,
+}
+
+impl OffSegmentReport {
+    pub fn report(&mut self, reach: Reach, backends: &[(BackendKey, BackendEntry)]) {
+        let segment = reach.segment;
+        for (key, _) in backends {
+            let addr = Ipv4Addr::from(key.addr);
+            let id = (key.group_id, key.addr);
+            if segment.contains(addr) || self.reported.contains(&id) {
+                continue;
+            }
+            if reach.reaches(addr) {
+                info!(
+                    backend = %addr,
+                    "backend is off the LB's segment ({}/{}): its traffic is wrapped in IPIP, which its agent strips (backend-agent --vip)",
+                    segment.addr, segment.prefix_len
+                );
+            } else {
+                warn!(
+                    backend = %addr,
+                    "backend is not on the LB's segment ({}/{}) and --forwarding is l2: it gets no traffic (--forwarding auto reaches it by IPIP)",
+                    segment.addr, segment.prefix_len
+                );
+            }
+            self.reported.insert(id);
+        }
+        if self.reported.len() > backends.len() {
+            let current: HashSet<(u32, [u8; 4])> =
+                backends.iter().map(|(k, _)| (k.group_id, k.addr)).collect();
+            self.reported.retain(|id| current.contains(id));
+        }
+    }
 }
 
 #[cfg(test)]

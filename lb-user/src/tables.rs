@@ -11,20 +11,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use foldhash::{HashMap, HashSet, HashSetExt};
-
-use lb_common::{
-    BackendEntry, BackendKey, MAGLEV_POOL, Service, ServiceKey,
-    wire::{FLAG_DOWN, FLAG_DRAINING},
-};
+use lb_common::{BackendEntry, BackendKey, MAGLEV_POOL, Service, ServiceKey};
 use tracing::{info, warn};
 
 use crate::{
+    eligible::{eligible_backends, oldest_change},
     maglev::{MaglevBackend, MaglevError, MaglevTable, patch, table_size},
     maps::{LbMaps, MapsError},
     metrics::{ControlMetrics, ServiceLabels},
     pool::Pool,
-    reach::Reach,
+    reach::{OffSegmentReport, Reach},
     system,
 };
 
@@ -33,29 +29,6 @@ use crate::{
 pub struct ServiceConfig {
     pub key: ServiceKey,
     pub group_id: u32,
-}
-
-/// The backends that get new flows of a service: registered in its group,
-/// neither DRAINING nor DOWN, with a weight, reachable (with `l2`, on the
-/// LB's segment). Sorted.
-pub fn eligible_backends(
-    group_id: u32,
-    backends: &[(BackendKey, BackendEntry)],
-    reach: Reach,
-) -> Vec<MaglevBackend> {
-    let mut set: Vec<MaglevBackend> = backends
-        .iter()
-        .filter(|(k, e)| {
-            k.group_id == group_id && e.flags & (FLAG_DRAINING | FLAG_DOWN) == 0 && e.weight > 0
-        })
-        .map(|(k, e)| MaglevBackend {
-            addr: Ipv4Addr::from(k.addr),
-            weight: e.weight,
-        })
-        .filter(|b| reach.reaches(b.addr))
-        .collect();
-    set.sort();
-    set
 }
 
 /// Entries of `next` that differ from `current` (index, new value).
@@ -123,8 +96,7 @@ pub struct ServiceTables {
     /// The smallest table (`--maglev-size`).
     min_size: u32,
     pool: Pool,
-    /// Off-segment backends already reported.
-    reported_off_segment: HashSet<(u32, [u8; 4])>,
+    off_segment: OffSegmentReport,
 }
 
 /// Removes the services and VIPs an earlier instance configured and this
@@ -215,7 +187,7 @@ impl ServiceTables {
             reach,
             min_size,
             pool,
-            reported_off_segment: HashSet::new(),
+            off_segment: OffSegmentReport::default(),
         })
     }
 
@@ -230,7 +202,7 @@ impl ServiceTables {
         maps: &mut LbMaps,
         backends: &[(BackendKey, BackendEntry)],
     ) -> Result<(), MapsError> {
-        self.report_off_segment(backends);
+        self.off_segment.report(self.reach, backends);
         self.install_finished(maps)?;
         for index in 0..self.services.len() {
             let state = &mut self.services[index];
@@ -467,81 +439,6 @@ impl ServiceTables {
         }
         Ok(())
     }
-
-    /// Says once per backend off the LB's segment how it is reached:
-    /// by IPIP, or (with `--forwarding l2`) not at all.
-    fn report_off_segment(&mut self, backends: &[(BackendKey, BackendEntry)]) {
-        let segment = self.reach.segment;
-        for (key, _) in backends {
-            let addr = Ipv4Addr::from(key.addr);
-            let id = (key.group_id, key.addr);
-            if segment.contains(addr) || self.reported_off_segment.contains(&id) {
-                continue;
-            }
-            if self.reach.reaches(addr) {
-                info!(
-                    backend = %addr,
-                    "backend is off the LB's segment ({}/{}): its traffic is wrapped in IPIP, which its agent strips (backend-agent --vip)",
-                    segment.addr, segment.prefix_len
-                );
-            } else {
-                warn!(
-                    backend = %addr,
-                    "backend is not on the LB's segment ({}/{}) and --forwarding is l2: it gets no traffic (--forwarding auto reaches it by IPIP)",
-                    segment.addr, segment.prefix_len
-                );
-            }
-            self.reported_off_segment.insert(id);
-        }
-        if self.reported_off_segment.len() > backends.len() {
-            let current: HashSet<(u32, [u8; 4])> =
-                backends.iter().map(|(k, _)| (k.group_id, k.addr)).collect();
-            self.reported_off_segment.retain(|id| current.contains(id));
-        }
-    }
-}
-
-/// When the oldest of the changes between the `old` and `new` backend sets
-/// happened (CLOCK_MONOTONIC ns): a backend that came or changed, at its
-/// last announcement; one that went, when it left; now, for what no map
-/// dates.
-fn oldest_change(
-    old: &[MaglevBackend],
-    new: &[MaglevBackend],
-    backends: &[(BackendKey, BackendEntry)],
-    maps: &LbMaps,
-) -> Result<u64, MapsError> {
-    let now = system::monotonic_ns();
-    // Both sets are sorted by address (`eligible_backends`).
-    let has = |set: &[MaglevBackend], b: &MaglevBackend| set.binary_search(b).is_ok();
-    let came: Vec<[u8; 4]> = new
-        .iter()
-        .filter(|b| !has(old, b))
-        .map(|b| b.addr.octets())
-        .collect();
-    let gone: Vec<[u8; 4]> = old
-        .iter()
-        .filter(|b| new.binary_search_by_key(&b.addr, |n| n.addr).is_err())
-        .map(|b| b.addr.octets())
-        .collect();
-    let mut oldest = now;
-    if !came.is_empty() {
-        let last_seen: HashMap<[u8; 4], u64> = backends
-            .iter()
-            .map(|(k, e)| (k.addr, e.last_seen_ns))
-            .collect();
-        for addr in &came {
-            oldest = oldest.min(last_seen.get(addr).copied().unwrap_or(now));
-        }
-    }
-    if !gone.is_empty() {
-        for (key, departure) in maps.departures()? {
-            if gone.contains(&key.addr) {
-                oldest = oldest.min(departure.left_ns);
-            }
-        }
-    }
-    Ok(oldest)
 }
 
 /// A service with both slots of `size` entries taken from the pool, slot
@@ -571,95 +468,7 @@ fn fresh_service(
 
 #[cfg(test)]
 mod tests {
-    use lb_common::ForwardingMode;
-
     use super::*;
-    use crate::reach::Segment;
-
-    fn entry(weight: u16, flags: u8) -> BackendEntry {
-        BackendEntry {
-            last_seen_ns: 1,
-            sequence: 0,
-            announcements: 1,
-            mac: [2, 0, 0, 0, 0, 1],
-            weight,
-            flags,
-            version: 1,
-            _pad: [0; 6],
-        }
-    }
-
-    const SEGMENT: Segment = Segment {
-        addr: Ipv4Addr::new(10, 0, 0, 1),
-        prefix_len: 24,
-    };
-
-    #[test]
-    fn draining_down_zero_weight_other_groups_and_with_l2_off_segment_get_no_new_flows() {
-        let key = |g, last| BackendKey {
-            group_id: g,
-            addr: [10, 0, 0, last],
-        };
-        let backends = vec![
-            (key(0, 2), entry(100, 0)),
-            (key(0, 3), entry(100, FLAG_DRAINING)),
-            (key(0, 8), entry(100, FLAG_DOWN)),
-            (key(0, 4), entry(0, 0)),
-            (key(1, 5), entry(100, 0)),
-            (
-                BackendKey {
-                    group_id: 0,
-                    addr: [10, 9, 0, 6],
-                },
-                entry(100, 0),
-            ),
-            (key(0, 7), entry(50, 0)),
-        ];
-        let l2 = Reach {
-            mode: ForwardingMode::L2,
-            segment: SEGMENT,
-        };
-        let set = eligible_backends(0, &backends, l2);
-        assert_eq!(
-            set,
-            vec![
-                MaglevBackend {
-                    addr: Ipv4Addr::new(10, 0, 0, 2),
-                    weight: 100
-                },
-                MaglevBackend {
-                    addr: Ipv4Addr::new(10, 0, 0, 7),
-                    weight: 50
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn auto_reaches_off_segment_backends_by_ipip_and_l2_not_at_all() {
-        let off = Ipv4Addr::new(10, 9, 0, 6);
-        let on = Ipv4Addr::new(10, 0, 0, 6);
-        let reach = |mode| Reach {
-            mode,
-            segment: SEGMENT,
-        };
-        let auto = reach(ForwardingMode::Auto);
-        assert!(auto.reaches(off) && auto.wraps(off));
-        assert!(auto.reaches(on) && !auto.wraps(on));
-        let l2 = reach(ForwardingMode::L2);
-        assert!(!l2.reaches(off) && !l2.wraps(off));
-        let ipip = reach(ForwardingMode::Ipip);
-        assert!(ipip.wraps(on) && ipip.wraps(off));
-        let backends = vec![(
-            BackendKey {
-                group_id: 0,
-                addr: off.octets(),
-            },
-            entry(100, 0),
-        )];
-        assert_eq!(eligible_backends(0, &backends, auto).len(), 1);
-        assert!(eligible_backends(0, &backends, l2).is_empty());
-    }
 
     #[test]
     fn diff_lists_only_changed_entries() {

@@ -1,0 +1,175 @@
+//! Which backends get a service's new flows, and when a change of them
+//! happened.
+use std::net::Ipv4Addr;
+
+use foldhash::HashMap;
+use lb_common::{
+    BackendEntry, BackendKey,
+    wire::{FLAG_DOWN, FLAG_DRAINING},
+};
+
+use crate::{
+    maglev::MaglevBackend,
+    maps::{LbMaps, MapsError},
+    reach::Reach,
+    system,
+};
+
+/// The backends that get new flows of a service: registered in its group,
+/// neither DRAINING nor DOWN, with a weight, reachable (with `l2`, on the
+/// LB's segment). Sorted.
+pub fn eligible_backends(
+    group_id: u32,
+    backends: &[(BackendKey, BackendEntry)],
+    reach: Reach,
+) -> Vec<MaglevBackend> {
+    let mut set: Vec<MaglevBackend> = backends
+        .iter()
+        .filter(|(k, e)| {
+            k.group_id == group_id && e.flags & (FLAG_DRAINING | FLAG_DOWN) == 0 && e.weight > 0
+        })
+        .map(|(k, e)| MaglevBackend {
+            addr: Ipv4Addr::from(k.addr),
+            weight: e.weight,
+        })
+        .filter(|b| reach.reaches(b.addr))
+        .collect();
+    set.sort();
+    set
+}
+
+/// When the oldest of the changes between the `old` and `new` backend sets
+/// happened (CLOCK_MONOTONIC ns): a backend that came or changed, at its
+/// last announcement; one that went, when it left; now, for what no map
+/// dates.
+pub fn oldest_change(
+    old: &[MaglevBackend],
+    new: &[MaglevBackend],
+    backends: &[(BackendKey, BackendEntry)],
+    maps: &LbMaps,
+) -> Result<u64, MapsError> {
+    let now = system::monotonic_ns();
+    // Both sets are sorted by address (`eligible_backends`).
+    let has = |set: &[MaglevBackend], b: &MaglevBackend| set.binary_search(b).is_ok();
+    let came: Vec<[u8; 4]> = new
+        .iter()
+        .filter(|b| !has(old, b))
+        .map(|b| b.addr.octets())
+        .collect();
+    let gone: Vec<[u8; 4]> = old
+        .iter()
+        .filter(|b| new.binary_search_by_key(&b.addr, |n| n.addr).is_err())
+        .map(|b| b.addr.octets())
+        .collect();
+    let mut oldest = now;
+    if !came.is_empty() {
+        let last_seen: HashMap<[u8; 4], u64> = backends
+            .iter()
+            .map(|(k, e)| (k.addr, e.last_seen_ns))
+            .collect();
+        for addr in &came {
+            oldest = oldest.min(last_seen.get(addr).copied().unwrap_or(now));
+        }
+    }
+    if !gone.is_empty() {
+        for (key, departure) in maps.departures()? {
+            if gone.contains(&key.addr) {
+                oldest = oldest.min(departure.left_ns);
+            }
+        }
+    }
+    Ok(oldest)
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::ForwardingMode;
+
+    use super::*;
+    use crate::reach::Segment;
+
+    fn entry(weight: u16, flags: u8) -> BackendEntry {
+        BackendEntry {
+            last_seen_ns: 1,
+            sequence: 0,
+            announcements: 1,
+            mac: [2, 0, 0, 0, 0, 1],
+            weight,
+            flags,
+            version: 1,
+            _pad: [0; 6],
+        }
+    }
+
+    const SEGMENT: Segment = Segment {
+        addr: Ipv4Addr::new(10, 0, 0, 1),
+        prefix_len: 24,
+    };
+
+    #[test]
+    fn draining_down_zero_weight_other_groups_and_with_l2_off_segment_get_no_new_flows() {
+        let key = |g, last| BackendKey {
+            group_id: g,
+            addr: [10, 0, 0, last],
+        };
+        let backends = vec![
+            (key(0, 2), entry(100, 0)),
+            (key(0, 3), entry(100, FLAG_DRAINING)),
+            (key(0, 8), entry(100, FLAG_DOWN)),
+            (key(0, 4), entry(0, 0)),
+            (key(1, 5), entry(100, 0)),
+            (
+                BackendKey {
+                    group_id: 0,
+                    addr: [10, 9, 0, 6],
+                },
+                entry(100, 0),
+            ),
+            (key(0, 7), entry(50, 0)),
+        ];
+        let l2 = Reach {
+            mode: ForwardingMode::L2,
+            segment: SEGMENT,
+        };
+        let set = eligible_backends(0, &backends, l2);
+        assert_eq!(
+            set,
+            vec![
+                MaglevBackend {
+                    addr: Ipv4Addr::new(10, 0, 0, 2),
+                    weight: 100
+                },
+                MaglevBackend {
+                    addr: Ipv4Addr::new(10, 0, 0, 7),
+                    weight: 50
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_reaches_off_segment_backends_by_ipip_and_l2_not_at_all() {
+        let off = Ipv4Addr::new(10, 9, 0, 6);
+        let on = Ipv4Addr::new(10, 0, 0, 6);
+        let reach = |mode| Reach {
+            mode,
+            segment: SEGMENT,
+        };
+        let auto = reach(ForwardingMode::Auto);
+        assert!(auto.reaches(off) && auto.wraps(off));
+        assert!(auto.reaches(on) && !auto.wraps(on));
+        let l2 = reach(ForwardingMode::L2);
+        assert!(!l2.reaches(off) && !l2.wraps(off));
+        let ipip = reach(ForwardingMode::Ipip);
+        assert!(ipip.wraps(on) && ipip.wraps(off));
+        let backends = vec![(
+            BackendKey {
+                group_id: 0,
+                addr: off.octets(),
+            },
+            entry(100, 0),
+        )];
+        assert_eq!(eligible_backends(0, &backends, auto).len(), 1);
+        assert!(eligible_backends(0, &backends, l2).is_empty());
+    }
+}
