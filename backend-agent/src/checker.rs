@@ -3,14 +3,10 @@
 //! process group). A round passes when every check passes.
 use std::{process::Stdio, time::Duration};
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    process::Command,
-    sync::mpsc,
-    task::JoinSet,
-    time::timeout,
-};
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, body::Bytes, header};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, process::Command, sync::mpsc, task::JoinSet, time::timeout};
 
 use crate::health::CheckSpec;
 
@@ -63,40 +59,49 @@ async fn tcp(port: u16) -> CheckResult {
         .map_err(|e| format!("connect: {e}"))
 }
 
-/// `GET path` over HTTP/1.0; a 2xx or 3xx status passes.
+/// Most of a body read: the status decides, the body is read so that the
+/// server's answer is whole (chunked or not), up to this much.
+const HTTP_BODY_READ: usize = 64 * 1024;
+
+/// `GET path` over HTTP/1.1 with hyper; a 2xx or 3xx status passes (a
+/// redirect is not followed).
 async fn http(host: &str, port: u16, path: &str) -> CheckResult {
-    let mut stream = TcpStream::connect((host, port))
+    let stream = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("send: {e}"))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
-    // The status line is all that is needed; bounded in size.
-    while !head.contains(&b'\n') && head.len() < 4096 {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("receive: {e}"))?;
-        if n == 0 {
-            break;
+        .map_err(|e| format!("HTTP: {e}"))?;
+    // Drives the connection; it ends with the check (its stream is dropped).
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(header::HOST, format!("{host}:{port}"))
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    let line = format!(
+        "HTTP {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut body = response.into_body();
+    let mut read = 0;
+    while read < HTTP_BODY_READ {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(e)) => return Err(format!("{line}, body: {e}")),
+            None => break,
         }
-        head.extend_from_slice(&buf[..n]);
     }
-    let line = String::from_utf8_lossy(&head);
-    let line = line.lines().next().unwrap_or("").trim();
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))?;
-    if (200..400).contains(&status) {
-        Ok(line.to_owned())
+    if status.is_success() || status.is_redirection() {
+        Ok(line.trim_end().to_owned())
     } else {
-        Err(line.to_owned())
+        Err(line.trim_end().to_owned())
     }
 }
 
@@ -227,5 +232,60 @@ mod tests {
         assert!(round(&[CheckSpec::Tcp { port }], LIMIT).await.is_ok());
         drop(listener);
         assert!(round(&[CheckSpec::Tcp { port }], LIMIT).await.is_err());
+    }
+
+    /// A server on loopback that answers every connection with `answer`
+    /// (after reading the request head), or with nothing when it is empty.
+    async fn canned(answer: &'static str) -> CheckSpec {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 1024];
+                    let _ = stream.read(&mut buf).await;
+                    if answer.is_empty() {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        CheckSpec::Http {
+            host: "127.0.0.1".into(),
+            port,
+            path: "/health".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn http_passes_on_2xx_and_3xx_unfollowed_and_fails_on_the_rest() {
+        let chunked =
+            canned("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+                .await;
+        assert_eq!(
+            round(&[chunked], LIMIT).await.unwrap().split(": ").last(),
+            Some("HTTP 200 OK")
+        );
+        let redirect = canned(
+            "HTTP/1.1 302 Found\r\nLocation: http://192.0.2.1/\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(
+            round(&[redirect], LIMIT).await.is_ok(),
+            "a redirect passes, not followed"
+        );
+        let error = canned("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n").await;
+        let failed = round(&[error], LIMIT).await.unwrap_err();
+        assert!(
+            failed.ends_with("HTTP 500 Internal Server Error"),
+            "{failed}"
+        );
+        let garbage = canned("SSH-2.0-OpenSSH\r\n").await;
+        assert!(round(&[garbage], LIMIT).await.is_err(), "not HTTP");
+        let silent = canned("").await;
+        let failed = round(&[silent], LIMIT).await.unwrap_err();
+        assert!(failed.contains("no answer within"), "{failed}");
     }
 }

@@ -1,26 +1,42 @@
 //! The `/metrics` endpoint of `--metrics ADDR:PORT` (lb-user and
-//! backend-agent): a small HTTP/1.1 server on a thread of its own, so a
-//! scrape never waits for the control loop nor the loop for a scrape. The
-//! exposition itself is rendered by the caller (with prometheus-client).
+//! backend-agent), served with hyper on a runtime of its own thread, so a
+//! scrape never waits for the control loop nor the loop for a scrape, and
+//! one slow client never holds up another. The exposition itself is
+//! rendered by the caller (with prometheus-client).
 use std::{
-    io::{self, BufRead, BufReader, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::atomic::AtomicU64,
+    convert::Infallible,
+    io,
+    net::{SocketAddr, TcpListener},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::Duration,
 };
 
+use http_body_util::Full;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header,
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::{
     metrics::{counter::Counter, gauge::Gauge},
     registry::Registry,
 };
+use tracing::error;
 
 /// OpenMetrics text, as prometheus-client encodes it: for scrapers that
 /// ask for it (Prometheus does).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The Prometheus text format (0.0.4): for everyone else (curl, promtool).
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// A client that sends nothing for this long is dropped.
+/// A client that has not sent a whole request head for this long is
+/// dropped.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What renders the exposition; one render at a time.
+type Render = Arc<Mutex<dyn FnMut() -> Result<String, String> + Send>>;
 
 /// The bound listener: binding happens at start, so that a port in use or
 /// a bad address is one clear error before anything else starts.
@@ -30,9 +46,9 @@ pub struct MetricsEndpoint {
 
 impl MetricsEndpoint {
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        Ok(Self {
-            listener: TcpListener::bind(addr)?,
-        })
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        Ok(Self { listener })
     }
 
     /// The endpoint of a `--metrics` flag, if given; the error names the flag.
@@ -50,49 +66,98 @@ impl MetricsEndpoint {
 
     /// Serves `GET /metrics` with what `render` returns, on a thread of its
     /// own, for as long as the process lives.
-    pub fn serve(self, render: impl Fn() -> Result<String, String> + Send + 'static) {
+    pub fn serve(self, render: impl FnMut() -> Result<String, String> + Send + 'static) {
+        let render: Render = Arc::new(Mutex::new(render));
         std::thread::spawn(move || {
-            for stream in self.listener.incoming().flatten() {
-                // One client at a time: scrapes are rare, and a failed one
-                // only costs that scrape.
-                let _ = answer(stream, &render);
-            }
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => return error!("metrics endpoint: no runtime: {e}"),
+            };
+            runtime.block_on(accept(self.listener, render));
         });
     }
 }
 
-fn answer(mut stream: TcpStream, render: &impl Fn() -> Result<String, String>) -> io::Result<()> {
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Of the rest of the head, only Accept matters.
-    let mut openmetrics = false;
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        let lower = line.to_ascii_lowercase();
-        openmetrics |=
-            lower.starts_with("accept:") && lower.contains("application/openmetrics-text");
-        line.clear();
-    }
-    let path = request.split_whitespace().nth(1).unwrap_or("");
-    let rendered = (path == "/metrics").then(render);
-    let (status, content_type, body) = match rendered {
-        Some(Ok(text)) if openmetrics => ("200 OK", OPENMETRICS, text),
-        Some(Ok(text)) => ("200 OK", PROMETHEUS_TEXT, prometheus_text(&text)),
-        Some(Err(e)) => ("500 Internal Server Error", "text/plain", format!("{e}\n")),
-        None => (
-            "404 Not Found",
-            "text/plain",
-            "metrics are at /metrics\n".to_owned(),
-        ),
+/// Accepts connections for ever, each served by a task of its own.
+async fn accept(listener: TcpListener, render: Render) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(e) => return error!("metrics endpoint: {e}"),
     };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    loop {
+        // A failed accept (out of descriptors, say) costs that client only.
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let render = render.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| respond(request, render.clone()));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(CLIENT_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// `GET /metrics`: the exposition, in the format the client asks for;
+/// anything else on `/metrics`: 405; any other path: 404.
+async fn respond(
+    request: Request<Incoming>,
+    render: Render,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.uri().path() != "/metrics" {
+        return Ok(plain(StatusCode::NOT_FOUND, "metrics are at /metrics\n"));
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
+    }
+    let openmetrics = request.headers().get_all(header::ACCEPT).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.contains("application/openmetrics-text"))
+    });
+    // Rendering reads maps: off the runtime, one at a time.
+    let rendered = tokio::task::spawn_blocking(move || match render.lock() {
+        Ok(mut render) => render(),
+        Err(_) => Err("an earlier render panicked".to_owned()),
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    Ok(match rendered {
+        Ok(text) if openmetrics => with_type(Response::new(Full::from(text)), OPENMETRICS),
+        Ok(text) => with_type(
+            Response::new(Full::from(prometheus_text(&text))),
+            PROMETHEUS_TEXT,
+        ),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+    })
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut response = with_type(Response::new(Full::from(text.to_owned())), "text/plain");
+    *response.status_mut() = status;
+    response
+}
+
+fn with_type(
+    mut response: Response<Full<Bytes>>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 /// OpenMetrics text as the Prometheus text format: a counter family's HELP
@@ -203,6 +268,62 @@ mod tests {
             prometheus_text(openmetrics),
             "# HELP requests_total Requests.\n# TYPE requests_total counter\nrequests_total 3\n\
              # HELP up Up.\n# TYPE up gauge\nup 1\n"
+        );
+    }
+
+    /// The whole answer to `request` sent to `addr`.
+    fn ask(addr: SocketAddr, request: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    }
+
+    #[test]
+    fn get_metrics_is_served_beside_a_stalled_client_and_the_rest_is_refused() {
+        let endpoint = MetricsEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        endpoint.serve(|| Ok("# TYPE up gauge\nup 1\n# EOF\n".to_owned()));
+        let mut stalled = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(&mut stalled, b"GET /metr").unwrap();
+        let started = std::time::Instant::now();
+        let answer = ask(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "held up by the stalled client"
+        );
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.contains("version=0.0.4") && answer.ends_with("up 1\n"),
+            "{answer}"
+        );
+        let open = ask(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\n\r\n",
+        );
+        assert!(
+            open.contains("openmetrics-text") && open.ends_with("# EOF\n"),
+            "{open}"
+        );
+        let post = ask(
+            addr,
+            "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(
+            post.starts_with("HTTP/1.1 405") && post.contains("allow: GET"),
+            "{post}"
+        );
+        let elsewhere = ask(addr, "GET /elsewhere HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(elsewhere.starts_with("HTTP/1.1 404"), "{elsewhere}");
+        let garbage = ask(addr, "\x16\x03\x01 not http\r\n\r\n");
+        assert!(
+            garbage.is_empty() || garbage.starts_with("HTTP/1.1 400"),
+            "{garbage}"
         );
     }
 }

@@ -62,7 +62,44 @@ fn both_endpoints_validate_follow_the_backends_and_match_status() -> anyhow::Res
             )
         };
 
+        // A client that sends half a request and waits holds up no scrape,
+        // and requests other than GET /metrics get their status codes.
+        let _stalled = topo.spawn_program(
+            LB,
+            "stalled-client",
+            "bash",
+            &[
+                "-c",
+                &format!(
+                    "exec 3<>/dev/tcp/{}; printf 'GET /metr' >&3; sleep 8",
+                    LB_METRICS.replace(':', "/")
+                ),
+            ],
+        )?;
+        std::thread::sleep(Duration::from_millis(200));
+        let started = std::time::Instant::now();
         let lb = scrape(topo, LB, LB_METRICS)?;
+        let scraped_in = started.elapsed();
+        let code = |args: &[&str]| -> anyhow::Result<String> {
+            let mut all = vec!["-s", "-o", "/dev/null", "-w", "%{http_code}"];
+            all.extend_from_slice(args);
+            let out = topo.exec_program(LB, "curl", &all)?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let post = code(&["-X", "POST", &format!("http://{LB_METRICS}/metrics")])?;
+        let elsewhere = code(&[&format!("http://{LB_METRICS}/elsewhere")])?;
+        println!(
+            "with a stalled client: scrape in {} ms; POST /metrics {post}, GET /elsewhere {elsewhere}",
+            scraped_in.as_millis()
+        );
+        ensure!(
+            scraped_in < Duration::from_secs(2),
+            "a stalled client held the scrape up for {scraped_in:?}"
+        );
+        ensure!(
+            (post.as_str(), elsewhere.as_str()) == ("405", "404"),
+            "POST /metrics answered {post}, GET /elsewhere {elsewhere}"
+        );
         let status = topo.status(&pin)?;
         println!(
             "LB metrics: {} lines; {}",
