@@ -256,6 +256,35 @@ pub fn families_missing_from<'a>(exposition: &'a str, page: &str) -> Vec<&'a str
         .collect()
 }
 
+/// The metric names in `queries` (PromQL in a dashboard or rule file:
+/// every word starting with one of `prefixes`) whose family `exposition`
+/// does not export: a histogram's `_bucket`, `_sum` and `_count` and a
+/// counter's `_total` samples belong to their family.
+pub fn names_not_exported<'a>(
+    queries: &'a str,
+    prefixes: &[&str],
+    exposition: &str,
+) -> Vec<&'a str> {
+    let families: std::collections::HashSet<&str> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .collect();
+    let mut missing: Vec<&str> = queries
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| prefixes.iter().any(|p| word.starts_with(p)))
+        .filter(|word| {
+            let family = ["_bucket", "_sum", "_count", "_total"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .unwrap_or(word);
+            !families.contains(family) && !families.contains(word)
+        })
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    missing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +353,18 @@ mod tests {
         assert!(
             garbage.is_empty() || garbage.starts_with("HTTP/1.1 400"),
             "{garbage}"
+        );
+    }
+
+    #[test]
+    fn a_query_of_a_family_not_exported_is_named() {
+        let exposition = "# TYPE xdp_lb_up gauge\nxdp_lb_up 1\n# TYPE xdp_lb_hits counter\n\
+                          xdp_lb_hits_total 2\n# TYPE xdp_lb_wait histogram\nxdp_lb_wait_bucket{le=\"1\"} 1\n";
+        let queries = "xdp_lb_up == 0 and rate(xdp_lb_hits_total[1m]) > 0 \
+                       or histogram_quantile(0.9, xdp_lb_wait_bucket) or xdp_lb_gone{a=\"xdp_lb_x\"}";
+        assert_eq!(
+            names_not_exported(queries, &["xdp_lb_"], exposition),
+            vec!["xdp_lb_gone", "xdp_lb_x"]
         );
     }
 }

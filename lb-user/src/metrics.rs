@@ -307,9 +307,9 @@ fn register_services(lb: &mut Registry, status: &StatusReport, control: &Control
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_metric_family_is_in_the_operations_page() {
-        // One of everything, so that every family has a series.
+    /// An exposition with one of everything, so that every family has a
+    /// series.
+    fn every_family() -> String {
         let status: StatusReport = serde_json::from_str(
             r#"{"groups": [{"group": "239.192.0.1", "port": 2000, "state": "alive",
                 "silent_periods": 0, "queries_sent": 1, "reports": 1, "leaves": 0,
@@ -337,7 +337,12 @@ mod tests {
             .last_rebuild_seconds
             .get_or_create(&service)
             .set(0.001);
-        let exposition = render(&status, &control).unwrap();
+        render(&status, &control).unwrap()
+    }
+
+    #[test]
+    fn every_metric_family_is_in_the_operations_page() {
+        let exposition = every_family();
         assert!(exposition.matches("# TYPE ").count() > 10, "{exposition}");
         let missing = lb_host::metrics_server::families_missing_from(
             &exposition,
@@ -347,5 +352,32 @@ mod tests {
             missing.is_empty(),
             "docs/operations.md does not list {missing:?}"
         );
+    }
+
+    /// The shipped dashboard and alert rules query only what lb-user exports.
+    #[test]
+    fn the_dashboard_and_the_alert_rules_query_exported_families() {
+        let exposition = every_family();
+        for (file, text) in [
+            (
+                "deploy/grafana/xdp-lb.json",
+                include_str!("../../deploy/grafana/xdp-lb.json"),
+            ),
+            (
+                "deploy/prometheus/alerts.yml",
+                include_str!("../../deploy/prometheus/alerts.yml"),
+            ),
+        ] {
+            let missing = lb_host::metrics_server::names_not_exported(
+                text,
+                &["xdp_lb_", "process_"],
+                &exposition,
+            );
+            assert!(
+                missing.is_empty(),
+                "{file} queries {missing:?}, which lb-user does not export"
+            );
+            assert!(text.contains("xdp_lb_"), "{file} queries nothing");
+        }
     }
 }

@@ -568,3 +568,29 @@ fn sighup_rotates_the_announcement_key_without_a_restart() -> anyhow::Result<()>
         Ok(())
     })
 }
+
+/// The shipped alert rules load in Prometheus (`promtool check rules`) and
+/// each alert fires on the series that should fire it, and only then
+/// (`promtool test rules`, deploy/prometheus/alerts_test.yml).
+#[test]
+fn the_alert_rules_load_and_fire_as_their_tests_say() -> anyhow::Result<()> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new("promtool")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("running promtool (the test command installs Debian's prometheus)")?;
+        ensure!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
