@@ -244,10 +244,20 @@ fn two_lbs_that_patch_large_tables_end_byte_identical() -> anyhow::Result<()> {
     const FIRST: usize = 3_000;
     with_topology(4, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
-        // The default timers (P = 1 s): the debug build's first pass over
-        // 3,000 new IPIP backends (a next hop probed and a line logged for
-        // each) takes longer than the two periods of the fast ones.
-        let args = ["--vip", vip.as_str(), "--service", "tcp:80"];
+        // The default timers (P = 1 s), and a group declared dead only
+        // after 10 silent periods: the debug build's first passes over 3,000
+        // new IPIP backends (a next hop probed and a line logged for each)
+        // stall the control loop, and one swarm answering two LBs sends one
+        // report per round, which a stalled period can miss (what the
+        // group's liveness does then is tested elsewhere, with agents).
+        let args = [
+            "--vip",
+            vip.as_str(),
+            "--service",
+            "tcp:80",
+            "--robustness",
+            "10",
+        ];
         let (lb1, pin1) = topo.start_lb(LB, "lb1", &args)?;
         let (lb2, pin2) = topo.start_lb(LB2, "lb2", &args)?;
         let [a, b, _, _] = topo.host(LB).addr.octets();
