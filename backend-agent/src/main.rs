@@ -82,7 +82,7 @@ async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow:
             .transpose()?;
         let metrics = agent.metrics.clone();
         info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics");
-        endpoint.serve(move || metrics.render(decap.as_ref()));
+        endpoint.serve(move || metrics.render(decap.as_ref()), None);
     }
     let mut vip = vip
         .map(|vip| set_up_vip(vip, &iface, kept_vip.as_ref()))

@@ -35,8 +35,22 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// dropped.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What renders the exposition; one render at a time.
+/// What renders a document; one render at a time.
 type Render = Arc<Mutex<dyn FnMut() -> Result<String, String> + Send>>;
+
+/// A status page beside `/metrics`: `html` at `/`, which reads what `json`
+/// renders at `/status.json`.
+pub struct StatusPage {
+    pub html: &'static str,
+    pub json: Box<dyn FnMut() -> Result<String, String> + Send>,
+}
+
+/// What one endpoint serves.
+#[derive(Clone)]
+struct Routes {
+    metrics: Render,
+    page: Option<(&'static str, Render)>,
+}
 
 /// The bound listener: binding happens at start, so that a port in use or
 /// a bad address is one clear error before anything else starts.
@@ -64,10 +78,21 @@ impl MetricsEndpoint {
         self.listener.local_addr()
     }
 
-    /// Serves `GET /metrics` with what `render` returns, on a thread of its
-    /// own, for as long as the process lives.
-    pub fn serve(self, render: impl FnMut() -> Result<String, String> + Send + 'static) {
-        let render: Render = Arc::new(Mutex::new(render));
+    /// Serves `GET /metrics` with what `render` returns and, with a
+    /// `page`, the status page at `/` and its `/status.json`, on a thread
+    /// of its own, for as long as the process lives.
+    pub fn serve(
+        self,
+        render: impl FnMut() -> Result<String, String> + Send + 'static,
+        page: Option<StatusPage>,
+    ) {
+        let routes = Routes {
+            metrics: Arc::new(Mutex::new(render)),
+            page: page.map(|p| {
+                let json: Render = Arc::new(Mutex::new(p.json));
+                (p.html, json)
+            }),
+        };
         std::thread::spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -76,13 +101,13 @@ impl MetricsEndpoint {
                 Ok(runtime) => runtime,
                 Err(e) => return error!("metrics endpoint: no runtime: {e}"),
             };
-            runtime.block_on(accept(self.listener, render));
+            runtime.block_on(accept(self.listener, routes));
         });
     }
 }
 
 /// Accepts connections for ever, each served by a task of its own.
-async fn accept(listener: TcpListener, render: Render) {
+async fn accept(listener: TcpListener, routes: Routes) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(e) => return error!("metrics endpoint: {e}"),
@@ -93,9 +118,9 @@ async fn accept(listener: TcpListener, render: Render) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let render = render.clone();
+        let routes = routes.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| respond(request, render.clone()));
+            let service = service_fn(move |request| respond(request, routes.clone()));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(CLIENT_TIMEOUT)
@@ -107,40 +132,67 @@ async fn accept(listener: TcpListener, render: Render) {
 }
 
 /// `GET /metrics`: the exposition, in the format the client asks for;
-/// anything else on `/metrics`: 405; any other path: 404.
+/// with a status page, `GET /` and `GET /status.json`; anything else on
+/// those paths: 405; any other path: 404.
 async fn respond(
     request: Request<Incoming>,
-    render: Render,
+    routes: Routes,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if request.uri().path() != "/metrics" {
-        return Ok(plain(StatusCode::NOT_FOUND, "metrics are at /metrics\n"));
+    let path = request.uri().path();
+    let known =
+        path == "/metrics" || (routes.page.is_some() && (path == "/" || path == "/status.json"));
+    if !known {
+        let paths = if routes.page.is_some() {
+            "/, /status.json and /metrics"
+        } else {
+            "/metrics"
+        };
+        return Ok(plain(
+            StatusCode::NOT_FOUND,
+            &format!("this endpoint serves {paths}\n"),
+        ));
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics\n");
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         response
             .headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return Ok(response);
     }
-    let openmetrics = request.headers().get_all(header::ACCEPT).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.contains("application/openmetrics-text"))
-    });
-    // Rendering reads maps: off the runtime, one at a time.
-    let rendered = tokio::task::spawn_blocking(move || match render.lock() {
+    Ok(match (path, &routes.page) {
+        ("/", Some((html, _))) => {
+            with_type(Response::new(Full::from(*html)), "text/html; charset=utf-8")
+        }
+        ("/status.json", Some((_, json))) => match rendered(json.clone()).await {
+            Ok(text) => with_type(Response::new(Full::from(text)), "application/json"),
+            Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+        },
+        _ => {
+            let openmetrics = request.headers().get_all(header::ACCEPT).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.contains("application/openmetrics-text"))
+            });
+            match rendered(routes.metrics).await {
+                Ok(text) if openmetrics => with_type(Response::new(Full::from(text)), OPENMETRICS),
+                Ok(text) => with_type(
+                    Response::new(Full::from(prometheus_text(&text))),
+                    PROMETHEUS_TEXT,
+                ),
+                Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+            }
+        }
+    })
+}
+
+/// What `render` returns, rendered off the runtime (it reads maps), one
+/// render at a time.
+async fn rendered(render: Render) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || match render.lock() {
         Ok(mut render) => render(),
         Err(_) => Err("an earlier render panicked".to_owned()),
     })
     .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    Ok(match rendered {
-        Ok(text) if openmetrics => with_type(Response::new(Full::from(text)), OPENMETRICS),
-        Ok(text) => with_type(
-            Response::new(Full::from(prometheus_text(&text))),
-            PROMETHEUS_TEXT,
-        ),
-        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
-    })
+    .unwrap_or_else(|e| Err(e.to_string()))
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
@@ -317,7 +369,7 @@ mod tests {
     fn get_metrics_is_served_beside_a_stalled_client_and_the_rest_is_refused() {
         let endpoint = MetricsEndpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = endpoint.local_addr().unwrap();
-        endpoint.serve(|| Ok("# TYPE up gauge\nup 1\n# EOF\n".to_owned()));
+        endpoint.serve(|| Ok("# TYPE up gauge\nup 1\n# EOF\n".to_owned()), None);
         let mut stalled = std::net::TcpStream::connect(addr).unwrap();
         std::io::Write::write_all(&mut stalled, b"GET /metr").unwrap();
         let started = std::time::Instant::now();

@@ -4,7 +4,6 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use foldhash::{HashMap, HashSet};
-
 use lb_common::{
     AgingState, AuthClock, BackendEntry, BackendKey, DepartureReason, GROUP_STATE_ALIVE,
     GROUP_STATE_DEAD, GroupReports, GroupStatus,

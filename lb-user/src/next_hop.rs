@@ -21,9 +21,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-
 use anyhow::Context;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use lb_common::{BackendEntry, BackendKey, fib_result_name, wire::internet_checksum};
 use lb_host::system::SysctlOverride;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};

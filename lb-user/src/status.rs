@@ -3,7 +3,6 @@
 use std::net::Ipv4Addr;
 
 use foldhash::{HashMap, HashSet};
-
 use lb_common::{
     Action, AgingState, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE,
     GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, fib_result_name,
@@ -14,6 +13,10 @@ use lb_host::status::{
 };
 
 use crate::maps::{LbMaps, MapsError};
+
+/// The status page `lb-user run --metrics` serves at `/`: it reads the
+/// `status --json` document from `/status.json` every second.
+pub const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// Reads every map once, at monotonic time `now_ns`.
 pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {

@@ -100,6 +100,25 @@ fn both_endpoints_validate_follow_the_backends_and_match_status() -> anyhow::Res
             (post.as_str(), elsewhere.as_str()) == ("405", "404"),
             "POST /metrics answered {post}, GET /elsewhere {elsewhere}"
         );
+        // The status page and the document it reads.
+        let page = topo.exec_program(LB, "curl", &["-sf", &format!("http://{LB_METRICS}/")])?;
+        let page = String::from_utf8_lossy(&page.stdout);
+        ensure!(
+            page.contains("<title>xdp-lb status</title>") && page.contains("/status.json"),
+            "no status page at /: {page}"
+        );
+        let json = topo.exec_program(
+            LB,
+            "curl",
+            &["-sf", &format!("http://{LB_METRICS}/status.json")],
+        )?;
+        let document: lb_tests::StatusReport = serde_json::from_slice(&json.stdout)
+            .with_context(|| format!("/status.json: {}", String::from_utf8_lossy(&json.stdout)))?;
+        ensure!(
+            registered(&document).len() == 2,
+            "/status.json lists {:?}",
+            registered(&document)
+        );
         let status = topo.status(&pin)?;
         println!(
             "LB metrics: {} lines; {}",
@@ -593,4 +612,104 @@ fn the_alert_rules_load_and_fire_as_their_tests_say() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The page at `/` as headless Chromium renders it after its first fetch
+/// of /status.json (Chromium runs in the LB's namespace; a screenshot of
+/// the same moment is kept as target/test-output/`name`.png).
+fn rendered_page(topo: &Topology, name: &str) -> anyhow::Result<String> {
+    let url = format!("http://{LB_METRICS}/");
+    let profile = topo.logs.join(format!("chromium-{name}"));
+    let output = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-output");
+    std::fs::create_dir_all(&output)?;
+    let shot = output.join(format!("{name}.png"));
+    // Without the background-networking flags Chromium reaches for the
+    // internet at every start; the virtual time budget lets the page's
+    // fetch finish before the DOM is dumped.
+    let common = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=3000",
+        "--window-size=1000,700",
+    ];
+    let mut dump: Vec<String> = common.iter().map(|a| a.to_string()).collect();
+    dump.push(format!("--user-data-dir={}", profile.display()));
+    let mut picture = dump.clone();
+    dump.extend(["--dump-dom".to_owned(), url.clone()]);
+    picture.extend([format!("--screenshot={}", shot.display()), url]);
+    let dump: Vec<&str> = dump.iter().map(String::as_str).collect();
+    let picture: Vec<&str> = picture.iter().map(String::as_str).collect();
+    let out = topo.exec_program(LB, "chromium", &dump)?;
+    topo.exec_program(LB, "chromium", &picture)?;
+    println!("screenshot: {}", shot.display());
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The status page in a real browser: a backend that registers appears on
+/// it, a draining one shows as draining, a departed one shows its reason.
+#[test]
+fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Result<()> {
+    with_topology(3, Bridge::Flooding, |topo| {
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--metrics", LB_METRICS]);
+        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let mut agents = topo.spawn_agents(&AGENTS, &["--iface", "eth0"])?;
+        let registered_at = std::time::Instant::now();
+        wait_for(Duration::from_secs(5), POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).len() == 2)
+        })
+        .context("the agents did not register")?;
+        let (first, second) = (
+            topo.host(AGENTS[0]).addr.to_string(),
+            topo.host(AGENTS[1]).addr.to_string(),
+        );
+        let row = |addr: &str, state: &str| {
+            format!("class=\"backend\" data-address=\"{addr}\" data-state=\"{state}\"")
+        };
+        let dom = rendered_page(topo, "status-page-registered")?;
+        println!(
+            "the page listed both backends {} ms after the agents started",
+            registered_at.elapsed().as_millis()
+        );
+        ensure!(
+            dom.contains(&row(&first, "active")) && dom.contains(&row(&second, "active")),
+            "the page does not show both backends active: {dom}"
+        );
+
+        agents[0].signal(libc::SIGUSR1);
+        wait_for(Duration::from_secs(3), POLL, || {
+            let s = topo.status(&pin).ok()?;
+            first_group(&s)
+                .backends
+                .iter()
+                .any(|b| b.state == "draining")
+                .then_some(())
+        })
+        .context("no backend draining")?;
+        agents[1].signal(libc::SIGTERM);
+        agents[1].wait_exit(Duration::from_secs(3))?;
+        wait_for(Duration::from_secs(3), POLL, || {
+            topo.status(&pin).ok().filter(|s| registered(s).len() == 1)
+        })
+        .context("the second agent did not leave")?;
+        let dom = rendered_page(topo, "status-page-draining-and-left")?;
+        let left = format!(
+            "class=\"departed\" data-address=\"{second}\" data-reason=\"LEAVING announcement\""
+        );
+        ensure!(
+            dom.contains(&row(&first, "draining")),
+            "the page does not show {first} draining: {dom}"
+        );
+        ensure!(
+            dom.contains(&left),
+            "the page does not show {second} left with its reason: {dom}"
+        );
+        Ok(())
+    })
 }

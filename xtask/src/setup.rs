@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context, bail};
 
 /// Debian packages the project needs, with a command each provides.
-const PACKAGES: [(&str, &str); 10] = [
+const PACKAGES: [(&str, &str); 11] = [
     ("bpftool", "bpftool"),
     ("iproute2", "ip"),
     ("nftables", "nft"),
@@ -20,6 +20,7 @@ const PACKAGES: [(&str, &str); 10] = [
     ("curl", "curl"),
     ("man-db", "man"),
     ("prometheus", "promtool"),
+    ("chromium", "chromium"),
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";

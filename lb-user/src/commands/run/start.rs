@@ -13,7 +13,10 @@ use aya::programs::XdpMode;
 use aya_log::EbpfLogger;
 use lb_common::ForwardingMode;
 use lb_host::{
-    igmp_socket::IgmpSocket, kernel, metrics_server::MetricsEndpoint, routed_socket::RoutedSocket,
+    igmp_socket::IgmpSocket,
+    kernel,
+    metrics_server::{MetricsEndpoint, StatusPage},
+    routed_socket::RoutedSocket,
 };
 use lb_user::{
     control::{ControlParams, Controller},
@@ -267,17 +270,29 @@ fn open_routed_querier(
 }
 
 /// Serves `/metrics` from the pinned maps (read as `status` reads them,
-/// from a thread of their own) and the control loop's own measurements.
+/// from a thread of their own) and the control loop's own measurements,
+/// and the status page at `/` with its `/status.json`.
 fn serve_metrics(
     endpoint: MetricsEndpoint,
     pin_path: &Path,
     control: ControlMetrics,
 ) -> anyhow::Result<()> {
-    let maps = LbMaps::open_pinned(pin_path).context("opening the pinned maps for /metrics")?;
-    info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics");
-    endpoint.serve(move || {
-        let status = status::read(&maps, system::monotonic_ns()).map_err(|e| e.to_string())?;
-        metrics::render(&status, &control).map_err(|e| e.to_string())
-    });
+    let open = || LbMaps::open_pinned(pin_path).context("opening the pinned maps for --metrics");
+    let (maps, page_maps) = (open()?, open()?);
+    info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics and the status page at /");
+    let json = move || {
+        let status = status::read(&page_maps, system::monotonic_ns()).map_err(|e| e.to_string())?;
+        serde_json::to_string(&status).map_err(|e| e.to_string())
+    };
+    endpoint.serve(
+        move || {
+            let status = status::read(&maps, system::monotonic_ns()).map_err(|e| e.to_string())?;
+            metrics::render(&status, &control).map_err(|e| e.to_string())
+        },
+        Some(StatusPage {
+            html: status::STATUS_PAGE,
+            json: Box::new(json),
+        }),
+    );
     Ok(())
 }
