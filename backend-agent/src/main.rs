@@ -18,7 +18,10 @@ use std::{process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use lb_host::{
-    cli::read_key_file, kernel, metrics_server::MetricsEndpoint, service_manager, system,
+    cli::read_key_file,
+    kernel,
+    metrics_server::{MetricsEndpoint, StatusPage},
+    service_manager, system,
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -32,6 +35,10 @@ use crate::{
     decap::Decap,
     start::set_up_vip,
 };
+
+/// The status page `--metrics` serves at `/`: it reads `/status.json`,
+/// what `--status` shows, every second.
+const STATUS_PAGE: &str = include_str!("status_page.html");
 
 async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow::Result<()> {
     if let Some(what) = args.generate {
@@ -81,8 +88,19 @@ async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow:
             .map(Decap::counters_handle)
             .transpose()?;
         let metrics = agent.metrics.clone();
-        info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics");
-        endpoint.serve(move || metrics.render(decap.as_ref()), None);
+        info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics and the status page at /");
+        let iface = iface.clone();
+        let json = move || {
+            let state = state::read(&iface)?;
+            serde_json::to_string(&state).map_err(|e| e.to_string())
+        };
+        endpoint.serve(
+            move || metrics.render(decap.as_ref()),
+            Some(StatusPage {
+                html: STATUS_PAGE,
+                json: Box::new(json),
+            }),
+        );
     }
     let mut vip = vip
         .map(|vip| set_up_vip(vip, &iface, kept_vip.as_ref()))

@@ -155,6 +155,21 @@ fn both_endpoints_validate_follow_the_backends_and_match_status() -> anyhow::Res
 
         let agent = scrape(topo, AGENTS[0], AGENT_METRICS)?;
         let lb_addr = topo.host(LB).addr;
+        // The agent's page and the state it reads.
+        let get = |path: &str| -> anyhow::Result<String> {
+            let url = format!("http://{AGENT_METRICS}{path}");
+            let out = topo.exec_program(AGENTS[0], "curl", &["-sf", &url])?;
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        ensure!(
+            get("/")?.contains("<title>xdp-lb agent status</title>"),
+            "no agent status page"
+        );
+        let state: serde_json::Value = serde_json::from_str(&get("/status.json")?)?;
+        ensure!(
+            state["lbs"] == serde_json::json!([lb_addr.to_string()]),
+            "the agent's /status.json: {state}"
+        );
         let queries = sample(
             &agent,
             &format!("xdp_lb_agent_queries_total{{lb=\"{lb_addr}\",via=\"segment\"}}"),
