@@ -728,3 +728,108 @@ fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Resu
         Ok(())
     })
 }
+
+/// A real Prometheus (Debian's `prometheus`) in the LB's namespace scrapes
+/// both binaries every second with the shipped rules; when a backend's
+/// service dies, its agent's check announces it DOWN and the
+/// `XdpLbBackendDown` alert fires in that Prometheus (after its `for`).
+#[test]
+fn a_real_prometheus_fires_the_down_alert_when_a_service_dies() -> anyhow::Result<()> {
+    with_topology(3, Bridge::Flooding, |topo| {
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--metrics", LB_METRICS]);
+        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let mut servers = topo.start_servers(&AGENTS)?;
+        let mut agents = Vec::new();
+        for host in AGENTS {
+            let metrics = format!("{}:9101", topo.host(host).addr);
+            agents.push(topo.spawn(
+                host,
+                &format!("agent{host}"),
+                "backend-agent",
+                &[
+                    "--iface",
+                    "eth0",
+                    "--metrics",
+                    &metrics,
+                    "--check",
+                    "http://127.0.0.1:80/",
+                    "--check-interval",
+                    "200ms",
+                    "--rise",
+                    "2",
+                    "--fall",
+                    "2",
+                ],
+            )?);
+        }
+        wait_for(Duration::from_secs(5), POLL, || {
+            let s = topo.status(&pin).ok()?;
+            let active = first_group(&s)
+                .backends
+                .iter()
+                .filter(|b| b.state == "active")
+                .count();
+            (active == 2).then_some(())
+        })
+        .context("the backends did not come up")?;
+
+        let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/alerts.yml");
+        let agent_targets: Vec<String> = AGENTS
+            .iter()
+            .map(|&h| format!("'{}:9101'", topo.host(h).addr))
+            .collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['{rules}']\n\
+             scrape_configs:\n  - job_name: lb\n    static_configs: [{{targets: ['{LB_METRICS}']}}]\n\
+             \x20 - job_name: agent\n    static_configs: [{{targets: [{}]}}]\n",
+            agent_targets.join(", ")
+        );
+        let config_file = topo.logs.join("prometheus.yml");
+        std::fs::write(&config_file, config)?;
+        let data = topo.logs.join("prometheus-data");
+        let _prometheus = topo.spawn_program(
+            LB,
+            "prometheus",
+            "prometheus",
+            &[
+                &format!("--config.file={}", config_file.display()),
+                &format!("--storage.tsdb.path={}", data.display()),
+                "--web.listen-address=127.0.0.1:9090",
+            ],
+        )?;
+        let api = |path: &str| -> Option<serde_json::Value> {
+            let url = format!("http://127.0.0.1:9090/api/v1/{path}");
+            let out = topo.exec_program(LB, "curl", &["-sf", &url]).ok()?;
+            serde_json::from_slice(&out.stdout).ok()
+        };
+        // Every target scraped and up.
+        wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
+            let targets = api("targets")?;
+            let active = targets["data"]["activeTargets"].as_array()?;
+            (active.len() == 3 && active.iter().all(|t| t["health"] == "up")).then_some(())
+        })
+        .context("Prometheus did not scrape the LB and both agents")?;
+
+        let dead = topo.host(AGENTS[0]).addr.to_string();
+        servers.remove(0); // killed on drop
+        let killed = std::time::Instant::now();
+        let firing = wait_for(Duration::from_secs(60), Duration::from_millis(250), || {
+            let alerts = api("alerts")?;
+            alerts["data"]["alerts"].as_array()?.iter().find_map(|a| {
+                (a["labels"]["alertname"] == "XdpLbBackendDown"
+                    && a["labels"]["address"] == dead.as_str()
+                    && a["state"] == "firing")
+                    .then(|| a.clone())
+            })
+        })
+        .context("XdpLbBackendDown did not fire in Prometheus")?;
+        println!(
+            "XdpLbBackendDown firing in Prometheus {} ms after {dead}'s service was killed (the rule's for: 30s): {}",
+            killed.elapsed().as_millis(),
+            firing["annotations"]["summary"]
+        );
+        drop(agents);
+        Ok(())
+    })
+}
