@@ -35,6 +35,10 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// dropped.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The style and the script both status pages load.
+const PAGE_CSS: &str = include_str!("page.css");
+const PAGE_JS: &str = include_str!("page.js");
+
 /// What renders a document; one render at a time.
 type Render = Arc<Mutex<dyn FnMut() -> Result<String, String> + Send>>;
 
@@ -139,8 +143,8 @@ async fn respond(
     routes: Routes,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
-    let known =
-        path == "/metrics" || (routes.page.is_some() && (path == "/" || path == "/status.json"));
+    let page_paths = ["/", "/status.json", "/page.css", "/page.js"];
+    let known = path == "/metrics" || (routes.page.is_some() && page_paths.contains(&path));
     if !known {
         let paths = if routes.page.is_some() {
             "/, /status.json and /metrics"
@@ -163,6 +167,14 @@ async fn respond(
         ("/", Some((html, _))) => {
             with_type(Response::new(Full::from(*html)), "text/html; charset=utf-8")
         }
+        ("/page.css", Some(_)) => with_type(
+            Response::new(Full::from(PAGE_CSS)),
+            "text/css; charset=utf-8",
+        ),
+        ("/page.js", Some(_)) => with_type(
+            Response::new(Full::from(PAGE_JS)),
+            "text/javascript; charset=utf-8",
+        ),
         ("/status.json", Some((_, json))) => match rendered(json.clone()).await {
             Ok(text) => with_type(Response::new(Full::from(text)), "application/json"),
             Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),

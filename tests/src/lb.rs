@@ -172,3 +172,49 @@ pub fn departure_reason(status: &StatusReport, addr: &str) -> Option<String> {
 pub fn counter(status: &StatusReport, counter: Counter) -> anyhow::Result<u64> {
     Ok(status.counter(counter)?)
 }
+
+impl Topology {
+    /// Waits (at most `limit`) until the first group of the instance at
+    /// `pin_path` has `count` backends in `state` ("active", "draining",
+    /// "down").
+    pub fn wait_backends(
+        &self,
+        pin_path: &Path,
+        state: &str,
+        count: usize,
+        limit: Duration,
+    ) -> anyhow::Result<()> {
+        wait_for(limit, Duration::from_millis(20), || {
+            let status = self.status(pin_path).ok()?;
+            let n = first_group(&status)
+                .backends
+                .iter()
+                .filter(|b| b.state == state)
+                .count();
+            (n == count).then_some(())
+        })
+        .with_context(|| {
+            format!(
+                "{count} backends {state} not reached at {}",
+                pin_path.display()
+            )
+        })
+    }
+}
+
+/// The agent's flags for one service check, run every 200 ms and taking
+/// two rounds to rise or fall.
+pub fn check_args(check: &str) -> Vec<String> {
+    [
+        "--check",
+        check,
+        "--check-interval",
+        "200ms",
+        "--rise",
+        "2",
+        "--fall",
+        "2",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}

@@ -10,8 +10,8 @@ use std::{
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, Proc, StatusReport, Topology, counter, first_answer, first_group,
-    wait_for,
+    Bridge, Counter, FAST_TIMERS, Proc, StatusReport, Topology, check_args, counter, first_answer,
+    first_group, wait_for,
 };
 use serde_json::Value;
 
@@ -477,26 +477,11 @@ fn restart_without_loss(bed: &mut Bed<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Service checks of the agents in the health tests: every 200 ms, up
-/// after 2 passes, down after 2 failures.
+/// Service checks of the agents in the health tests (`check_args`): every
+/// 200 ms, up after 2 passes, down after 2 failures.
 const CHECK_INTERVAL: Duration = Duration::from_millis(200);
 const RISE: u32 = 2;
 const FALL: u32 = 2;
-
-fn check_args(check: &str) -> Vec<String> {
-    [
-        "--check",
-        check,
-        "--check-interval",
-        "200ms",
-        "--rise",
-        "2",
-        "--fall",
-        "2",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
 
 impl Bed<'_> {
     /// Waits until `host` is registered in `state`; returns how long it took.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, Topology, counter, fd_store::FdStore, first_answer, first_group,
-    registered, wait_for, with_topology,
+    Bridge, Counter, FAST_TIMERS, Topology, check_args, counter, fd_store::FdStore, first_answer,
+    first_group, registered, wait_for, with_topology,
 };
 
 const LB: usize = 0;
@@ -698,15 +698,7 @@ fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Resu
         );
 
         agents[0].signal(libc::SIGUSR1);
-        wait_for(Duration::from_secs(3), POLL, || {
-            let s = topo.status(&pin).ok()?;
-            first_group(&s)
-                .backends
-                .iter()
-                .any(|b| b.state == "draining")
-                .then_some(())
-        })
-        .context("no backend draining")?;
+        topo.wait_backends(&pin, "draining", 1, Duration::from_secs(3))?;
         agents[1].signal(libc::SIGTERM);
         agents[1].wait_exit(Duration::from_secs(3))?;
         wait_for(Duration::from_secs(3), POLL, || {
@@ -743,38 +735,22 @@ fn a_real_prometheus_fires_the_down_alert_when_a_service_dies() -> anyhow::Resul
         let mut agents = Vec::new();
         for host in AGENTS {
             let metrics = format!("{}:9101", topo.host(host).addr);
-            agents.push(topo.spawn(
-                host,
-                &format!("agent{host}"),
-                "backend-agent",
-                &[
-                    "--iface",
-                    "eth0",
-                    "--metrics",
-                    &metrics,
-                    "--check",
-                    "http://127.0.0.1:80/",
-                    "--check-interval",
-                    "200ms",
-                    "--rise",
-                    "2",
-                    "--fall",
-                    "2",
-                ],
-            )?);
+            let mut args = vec![
+                "--iface".to_owned(),
+                "eth0".into(),
+                "--metrics".into(),
+                metrics,
+            ];
+            args.extend(check_args("http://127.0.0.1:80/"));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            agents.push(topo.spawn(host, &format!("agent{host}"), "backend-agent", &args)?);
         }
-        wait_for(Duration::from_secs(5), POLL, || {
-            let s = topo.status(&pin).ok()?;
-            let active = first_group(&s)
-                .backends
-                .iter()
-                .filter(|b| b.state == "active")
-                .count();
-            (active == 2).then_some(())
-        })
-        .context("the backends did not come up")?;
+        topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
 
-        let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/alerts.yml");
+        let rules = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/prometheus/alerts.yml"
+        );
         let agent_targets: Vec<String> = AGENTS
             .iter()
             .map(|&h| format!("'{}:9101'", topo.host(h).addr))

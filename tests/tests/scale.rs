@@ -217,15 +217,7 @@ fn two_lbs_that_see_the_same_backends_build_identical_tables() -> anyhow::Result
         start_agent(5, "100")?;
         agreed(4, "a fourth joined")?;
         agents[&3].signal(libc::SIGUSR1);
-        wait_for(Duration::from_secs(3), POLL, || {
-            let s = topo.status(&pin1).ok()?;
-            first_group(&s)
-                .backends
-                .iter()
-                .any(|b| b.state == "draining")
-                .then_some(())
-        })
-        .context("no backend draining")?;
+        topo.wait_backends(&pin1, "draining", 1, Duration::from_secs(3))?;
         agreed(4, "one draining")?;
         agents[&4].signal(libc::SIGTERM);
         agreed(3, "one left")?;
