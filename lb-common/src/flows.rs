@@ -29,7 +29,8 @@ pub struct Flow {
     /// The backend's MAC when the flow was last checked against the
     /// server list.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The service's id (`Service::service_id`): its traffic counters.
+    pub service: u16,
     /// The `BACKEND_EPOCH` count read before that check: while it is
     /// current, the backend is still registered, up and at `mac`.
     pub epoch: u32,
@@ -37,12 +38,13 @@ pub struct Flow {
 const _: () = assert!(core::mem::size_of::<Flow>() == 16);
 
 impl Flow {
-    /// A flow pinned to `backend` at `mac`, checked under count `epoch`.
-    pub const fn new(backend: [u8; 4], mac: [u8; 6], epoch: u32) -> Self {
+    /// A flow of service `service` pinned to `backend` at `mac`, checked
+    /// under count `epoch`.
+    pub const fn new(backend: [u8; 4], mac: [u8; 6], service: u16, epoch: u32) -> Self {
         Self {
             backend,
             mac,
-            _pad: [0; 2],
+            service,
             epoch,
         }
     }

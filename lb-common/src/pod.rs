@@ -17,6 +17,7 @@ pod!(
     GroupStatus,
     ServiceKey,
     Service,
+    ServiceTraffic,
     FlowKey,
     Flow,
     FlowSlot,

@@ -52,6 +52,9 @@ macro_rules! program_maps {
             VIP_FILTER / vip_filter: Array<u64>[1];
             /// Services, written by lb-user.
             SERVICES / services: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
+            /// What each service carried (per CPU), indexed by its id,
+            /// written by XDP: see [`ServiceTraffic`]($crate::ServiceTraffic).
+            SERVICE_TRAFFIC / service_traffic: PerCpuArray<$crate::ServiceTraffic>[$crate::MAX_SERVICES];
             /// The pool of Maglev tables: each service has two slots, each a
             /// range of the pool (see `Service::maglev_index`), sized by
             /// lb-user to its backend count; an all-zero entry means no backend.

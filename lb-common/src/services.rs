@@ -65,6 +65,20 @@ impl Service {
     }
 }
 
+/// What a service carried, per CPU: written by XDP for every packet it
+/// forwards to one of the service's backends, summed by lb-user.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceTraffic {
+    pub packets: u64,
+    /// Bytes of the client's packets as they arrived (IP header and
+    /// payload, before any IPIP header).
+    pub bytes: u64,
+    /// Packets that started a flow (a Maglev pick).
+    pub new_flows: u64,
+}
+const _: () = assert!(core::mem::size_of::<ServiceTraffic>() == 24);
+
 /// The bit of `addr` in the VIP filter: from its two low bytes, which
 /// differ most between the addresses of one site.
 #[inline(always)]

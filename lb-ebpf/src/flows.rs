@@ -31,7 +31,7 @@ pub struct Found {
 impl Found {
     pub const NONE: Found = Found {
         slot: core::ptr::null_mut(),
-        flow: Flow::new([0; 4], [0; 6], 0),
+        flow: Flow::new([0; 4], [0; 6], 0, 0),
     };
 
     #[inline(always)]

@@ -11,7 +11,7 @@ use lb_common::{
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
-    epochs,
+    epochs, stats,
     flows::{Found, Place},
     ipip,
     maps::{BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICES, VIPS},
@@ -59,6 +59,7 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         // A flow exists only for a service's packet, and nothing that
         // could end its claim happened since its check: no service lookup.
         if flow.epoch == epoch {
+            stats::service_add(flow.service, packet_bytes(ctx), false);
             return Some(send(ctx, eth, packet, flow.backend, flow.mac, false));
         }
     }
@@ -77,6 +78,8 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     let Some((backend, mac, new_flow)) = pick_backend(&service, &place, known, epoch) else {
         return Some(Counter::VipNoBackend);
     };
+    // Ids are below MAX_SERVICES (16): u16 holds them.
+    stats::service_add(service.service_id as u16, packet_bytes(ctx), new_flow);
     Some(send(ctx, eth, packet, backend, mac, new_flow))
 }
 
@@ -105,6 +108,12 @@ fn send(
     } else {
         Counter::VipForwarded
     }
+}
+
+/// Bytes of the client's packet as it arrived: its IP header and payload.
+#[inline(always)]
+fn packet_bytes(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64
 }
 
 /// Whether `addr` is a VIP: asked only on the rare paths (fragments,
@@ -161,7 +170,7 @@ fn pick_backend(
                 place.checked(known.slot, epoch);
             } else {
                 // A new MAC (rare) replaces the entry whole.
-                place.record(Flow::new(backend, mac, epoch));
+                place.record(Flow::new(backend, mac, service.service_id as u16, epoch));
             }
             return Some((backend, mac, false));
         }
@@ -175,7 +184,7 @@ fn pick_backend(
     let index = service.maglev_index(service.active_slot, place.maglev_hash() % size);
     let backend = *MAGLEV.get(index)?;
     let mac = backend_mac(service, backend)?;
-    place.record(Flow::new(backend, mac, epoch));
+    place.record(Flow::new(backend, mac, service.service_id as u16, epoch));
     Some((backend, mac, true))
 }
 

@@ -3,7 +3,7 @@
 //! per-packet cost.
 use lb_common::{Counter, GroupReports};
 
-use crate::maps::{COUNTERS, GROUP_REPORTS};
+use crate::maps::{COUNTERS, GROUP_REPORTS, SERVICE_TRAFFIC};
 
 #[inline(always)]
 pub fn count(counter: Counter) {
@@ -44,3 +44,22 @@ pub fn group_add(group_id: u32, event: GroupEvent, n: u64) {
 }
 
 const _: () = assert!(core::mem::size_of::<GroupReports>() == 32);
+
+/// Adds a packet of `bytes` (a new flow's first, with `new_flow`) to this
+/// CPU's traffic of service `service`.
+#[inline(always)]
+pub fn service_add(service: u16, bytes: u64, new_flow: bool) {
+    // A service id is below MAX_SERVICES, the array's size: a miss is a
+    // stale flow of a service gone, counted nowhere.
+    let Some(traffic) = SERVICE_TRAFFIC.get_ptr_mut(u32::from(service)) else {
+        return;
+    };
+    // SAFETY: per-CPU slot; only this CPU writes it while the program runs
+    // (lb-user reads a copy the kernel takes). Field by field through the
+    // raw pointer: no reference to the slot is made.
+    unsafe {
+        (*traffic).packets += 1;
+        (*traffic).bytes += bytes;
+        (*traffic).new_flows += u64::from(new_flow);
+    }
+}

@@ -71,6 +71,15 @@ pub struct ServiceReport {
     /// flows of this service now.
     #[serde(default)]
     pub table_backends: Vec<Ipv4Addr>,
+    /// Client packets XDP forwarded to the service's backends since the
+    /// program was loaded, their bytes (IP header and payload, as they
+    /// arrived) and the new flows among them.
+    #[serde(default)]
+    pub packets: u64,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub new_flows: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

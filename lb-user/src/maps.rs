@@ -15,7 +15,8 @@ use aya::{
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, CoarseClock, Counter, Departure,
     DepartureReason, GroupReports, GroupStatus, GsoCounter, GsoHandoff, LogBudget, MAX_AUTH_KEYS,
-    MAX_GROUPS, NextHop, NextHopError, PendingLeave, Service, ServiceKey, map_name, vip_filter_bit,
+    MAX_GROUPS, NextHop, NextHopError, PendingLeave, Service, ServiceKey, ServiceTraffic, map_name,
+    vip_filter_bit,
 };
 
 /// Every map the program declares (`lb_common::program_maps!`): all are
@@ -227,6 +228,21 @@ impl LbMaps {
     /// Every configured service.
     pub fn services(&self) -> Result<Vec<(ServiceKey, Service)>, MapsError> {
         entries(&self.services, map_name::SERVICES)
+    }
+
+    /// What service `id` carried, summed over the CPUs.
+    pub fn service_traffic(&self, id: u32) -> Result<ServiceTraffic, MapsError> {
+        let per_cpu = self
+            .service_traffic
+            .get(&id, 0)
+            .map_err(map_err(map_name::SERVICE_TRAFFIC))?;
+        Ok(per_cpu
+            .iter()
+            .fold(ServiceTraffic::default(), |sum, t| ServiceTraffic {
+                packets: sum.packets + t.packets,
+                bytes: sum.bytes + t.bytes,
+                new_flows: sum.new_flows + t.new_flows,
+            }))
     }
 
     /// Adds or replaces a service; XDP sees the new value atomically.

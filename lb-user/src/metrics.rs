@@ -286,6 +286,29 @@ fn register_services(lb: &mut Registry, status: &StatusReport, control: &Control
                 .map(|s| (label(s), f64::from(s.table_size))),
         ),
     );
+    for (name, help, value) in [
+        (
+            "service_packets",
+            "Client packets forwarded to the service's backends",
+            (|s| s.packets) as fn(&lb_host::status::ServiceReport) -> u64,
+        ),
+        (
+            "service_bytes",
+            "Bytes of the client packets forwarded to the service's backends (IP header and payload, as they arrived)",
+            |s| s.bytes,
+        ),
+        (
+            "service_new_flows",
+            "Client packets that started a flow of the service (a Maglev pick)",
+            |s| s.new_flows,
+        ),
+    ] {
+        lb.register(
+            name,
+            help,
+            counters(status.services.iter().map(|s| (label(s), value(s)))),
+        );
+    }
     lb.register(
         "service_rebuilds",
         "Forwarding tables made active since start",

@@ -62,6 +62,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
     let mut services = Vec::new();
     for (key, service) in maps.services()? {
         let table = maps.active_table(&service)?;
+        let traffic = maps.service_traffic(service.service_id)?;
         services.push(ServiceReport {
             vip: Ipv4Addr::from(key.vip),
             port: key.port,
@@ -72,6 +73,9 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             table_size: service.active_size(),
             table_digest: format!("{:016x}", digest(&table)),
             table_backends: table_backends(&table),
+            packets: traffic.packets,
+            bytes: traffic.bytes,
+            new_flows: traffic.new_flows,
             active_slot: service.active_slot,
         });
     }

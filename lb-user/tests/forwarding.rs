@@ -184,6 +184,27 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
     }
 }
 
+#[test]
+fn a_service_counts_the_packets_bytes_and_new_flows_it_forwards() {
+    let mut lb = TestLb::with(LOAD);
+    lb.announce(1, 0, 100);
+    for port in 2000..2003 {
+        lb.connect(port).expect("forwarded");
+        lb.send(port).expect("forwarded");
+        lb.send(port).expect("forwarded");
+    }
+    // A packet to no backend is the service's drop, not its traffic.
+    lb.announce(1, FLAG_LEAVING, 100);
+    assert_eq!(lb.connect(3000), None);
+    let ip_bytes = (Frame::tcp(CLIENT, 2000, VIP, 80, ACK).bytes().len() - 14) as u64;
+    let traffic = lb.maps.service_traffic(0).unwrap();
+    assert_eq!(
+        (traffic.packets, traffic.new_flows, traffic.bytes),
+        (9, 3, 9 * ip_bytes),
+        "{traffic:?}"
+    );
+}
+
 /// Established flows skip the server-list lookup while nothing changed
 /// (`BACKEND_EPOCH`); every change that matters still reaches them at once.
 #[test]
