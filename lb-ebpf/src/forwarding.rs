@@ -11,11 +11,12 @@ use lb_common::{
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
 use crate::{
-    epochs, stats,
+    epochs,
     flows::{Found, Place},
     ipip,
     maps::{BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICES, VIPS},
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
+    stats,
 };
 
 /// A packet the VIP filter let through: forwarded, or dropped as a VIP's,
