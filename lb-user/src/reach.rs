@@ -58,16 +58,27 @@ pub struct OffSegmentReport {
     reported: HashSet<(u32, [u8; 4])>,
 }
 
+/// Backends reported one by one in one pass; the rest in one line, so that
+/// thousands registering at once do not flood the log.
+const REPORTED_ONE_BY_ONE: usize = 10;
+
 impl OffSegmentReport {
     pub fn report(&mut self, reach: Reach, backends: &[(BackendKey, BackendEntry)]) {
         let segment = reach.segment;
+        let (mut new, mut unreached) = (0usize, 0usize);
         for (key, _) in backends {
             let addr = Ipv4Addr::from(key.addr);
             let id = (key.group_id, key.addr);
-            if segment.contains(addr) || self.reported.contains(&id) {
+            if segment.contains(addr) || !self.reported.insert(id) {
                 continue;
             }
-            if reach.reaches(addr) {
+            new += 1;
+            let reached = reach.reaches(addr);
+            if new > REPORTED_ONE_BY_ONE {
+                unreached += usize::from(!reached);
+                continue;
+            }
+            if reached {
                 info!(
                     backend = %addr,
                     "backend is off the LB's segment ({}/{}): its traffic is wrapped in IPIP, which its agent strips (backend-agent --vip)",
@@ -80,7 +91,15 @@ impl OffSegmentReport {
                     segment.addr, segment.prefix_len
                 );
             }
-            self.reported.insert(id);
+        }
+        if let Some(more) = new.checked_sub(REPORTED_ONE_BY_ONE).filter(|&n| n > 0) {
+            info!(
+                more,
+                unreached,
+                "more backends off the LB's segment ({}/{}) in this pass: reached by IPIP, but for the unreached (--forwarding l2)",
+                segment.addr,
+                segment.prefix_len
+            );
         }
         if self.reported.len() > backends.len() {
             let current: HashSet<(u32, [u8; 4])> =
