@@ -134,9 +134,11 @@ pub struct FlowSlot {
     /// [`FlowKey::words`] of the flow; all zero for an empty slot.
     pub key: [u64; 2],
     pub flow: Flow,
-    /// Low 32 bits of jiffies when the flow was last used, updated at
-    /// most every [`FLOW_USED_TICKS`]: a new flow takes an empty slot of
-    /// its buckets, else their least recently used.
+    /// Low 31 bits of jiffies when the flow was last used, updated at
+    /// most every [`FLOW_USED_TICKS`], and [`FLOW_ESTABLISHED`] once a
+    /// packet other than a SYN has used it: a new flow takes an empty slot of
+    /// its buckets, else their least recently used that never got past its
+    /// handshake, else their least recently used.
     pub used: u32,
     /// [`flow_check`] of the key, backend and MAC.
     pub check: u32,
@@ -158,6 +160,12 @@ pub struct FlowBucket {
     pub ways: [FlowSlot; FLOW_WAYS],
 }
 const _: () = assert!(core::mem::size_of::<FlowBucket>() == 160);
+
+/// The bit of a slot's `used` that says a packet other than a SYN used the
+/// flow: a flow that got past its handshake. New flows evict flows that
+/// never did first, so a SYN flood that fills the table pushes out its
+/// own entries, not established connections.
+pub const FLOW_ESTABLISHED: u32 = 1 << 31;
 
 /// Ticks (jiffies) a slot's `used` may lag before a packet of its flow
 /// writes it again: a write per flow every 0.06-0.6 s (HZ 1000-100) keeps

@@ -2,15 +2,18 @@
 //! slots, written with plain stores. A flow lives in one of the two
 //! buckets its hash names; a new flow takes its own old slot, else an
 //! empty slot of the emptier bucket, else the least recently used of
-//! both. Slots carry a check of their contents, so a slot torn by two
-//! CPUs writing it at once reads as no entry.
+//! both, a flow that never got past its SYN before one that did (so a SYN
+//! flood evicts its own entries, not established connections). Slots
+//! carry a check of their contents, so a slot torn by two CPUs writing it
+//! at once reads as no entry.
 //!
 //! Every CPU reads and writes any slot at any time, so slots are touched
 //! only through raw pointers, each access a copy in or out, never through a
 //! reference: a race leaves a slot torn (its check then fails), old or new,
 //! and the worst it does is send one flow by its Maglev pick.
 use lb_common::{
-    FLOW_USED_TICKS, FLOW_WAYS, Flow, FlowBucket, FlowSlot, flow_buckets_of, flow_check,
+    FLOW_ESTABLISHED, FLOW_USED_TICKS, FLOW_WAYS, Flow, FlowBucket, FlowSlot, flow_buckets_of,
+    flow_check,
 };
 
 use crate::{
@@ -47,10 +50,17 @@ pub struct Place {
     buckets: [*mut FlowBucket; 2],
 }
 
-/// Low 32 bits of jiffies: a slot's `used` clock.
+/// Low 31 bits of jiffies: a slot's `used` clock (the top bit is
+/// `FLOW_ESTABLISHED`).
 #[inline(always)]
 fn now() -> u32 {
-    clock::jiffies() as u32
+    clock::jiffies() as u32 & !FLOW_ESTABLISHED
+}
+
+/// Ticks since `used` (a slot's clock), on 31 bits.
+#[inline(always)]
+fn ticks_since(now: u32, used: u32) -> u32 {
+    now.wrapping_sub(used) & !FLOW_ESTABLISHED
 }
 
 impl Place {
@@ -73,7 +83,8 @@ impl Place {
 
     /// The flow's slot and the entry it held, if it held it whole: the
     /// entry is copied once and checked, never read again from a slot
-    /// another CPU may be writing.
+    /// another CPU may be writing. Only packets other than SYNs look a flow
+    /// up: the flow is marked established.
     #[inline(always)]
     pub fn find(&self) -> Found {
         let Some(slot) = self.own_slot() else {
@@ -92,9 +103,9 @@ impl Place {
             return Found::NONE;
         }
         let now = now();
-        if now.wrapping_sub(used) > FLOW_USED_TICKS {
+        if used & FLOW_ESTABLISHED == 0 || ticks_since(now, used) > FLOW_USED_TICKS {
             // SAFETY: as above.
-            unsafe { (&raw mut (*slot).used).write(now) };
+            unsafe { (&raw mut (*slot).used).write(now | FLOW_ESTABLISHED) };
         }
         Found { slot, flow }
     }
@@ -114,11 +125,12 @@ impl Place {
         }
     }
 
-    /// Records (or replaces) the flow: in its own slot if it has one, else
-    /// in an empty slot of the emptier bucket, else over the least
-    /// recently used flow of both.
+    /// Records (or replaces) the flow, `established` unless a SYN opens
+    /// it: in its own slot if it has one, else in an empty slot of the
+    /// emptier bucket, else over the least recently used flow of both
+    /// (one that never got past its SYN first).
     #[inline(always)]
-    pub fn record(&self, flow: Flow) {
+    pub fn record(&self, flow: Flow, established: bool) {
         let now = now();
         let slot = match self.own_slot() {
             Some(own) => own,
@@ -144,7 +156,11 @@ impl Place {
         let whole = FlowSlot {
             key: self.key,
             flow,
-            used: now,
+            used: if established {
+                now | FLOW_ESTABLISHED
+            } else {
+                now
+            },
             check: flow_check(self.hash, flow.backend, flow.mac),
         };
         // SAFETY: a valid pointer into one of the buckets; one copy in (see
@@ -203,8 +219,10 @@ fn empties(bucket: *mut FlowBucket) -> u32 {
 /// The key of an empty slot.
 const EMPTY: [u64; 2] = [0; 2];
 
-/// The slot of `bucket` idle longest (an empty one first), and its idle
-/// ticks.
+/// The slot of `bucket` to take (an empty one first, then the one idle
+/// longest of those that never got past their SYN, then the one idle
+/// longest), and how eagerly: its idle ticks, with the top bit set for an
+/// empty slot or one that never got past its SYN.
 #[inline(always)]
 fn idlest(bucket: *mut FlowBucket, now: u32) -> (*mut FlowSlot, u32) {
     let mut most = 0;
@@ -214,7 +232,7 @@ fn idlest(bucket: *mut FlowBucket, now: u32) -> (*mut FlowSlot, u32) {
         let idle = if key == EMPTY {
             u32::MAX
         } else {
-            now.wrapping_sub(used)
+            ticks_since(now, used) | (!used & FLOW_ESTABLISHED)
         };
         if idle > idle_most {
             most = way;

@@ -76,7 +76,9 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         // a VIP's other ports that ends in `ignored`, and the stack).
         return None;
     };
-    let Some((backend, mac, new_flow)) = pick_backend(&service, &place, known, epoch) else {
+    let Some((backend, mac, new_flow)) =
+        pick_backend(&service, &place, known, epoch, new_connection)
+    else {
         return Some(Counter::VipNoBackend);
     };
     // Ids are below MAX_SERVICES (16): u16 holds them.
@@ -162,6 +164,7 @@ fn pick_backend(
     place: &Place,
     known: Found,
     epoch: u32,
+    new_connection: bool,
 ) -> Option<([u8; 4], [u8; 6], bool)> {
     if known.is_some() {
         let flow = known.flow;
@@ -171,7 +174,10 @@ fn pick_backend(
                 place.checked(known.slot, epoch);
             } else {
                 // A new MAC (rare) replaces the entry whole.
-                place.record(Flow::new(backend, mac, service.service_id as u16, epoch));
+                place.record(
+                    Flow::new(backend, mac, service.service_id as u16, epoch),
+                    true,
+                );
             }
             return Some((backend, mac, false));
         }
@@ -185,7 +191,11 @@ fn pick_backend(
     let index = service.maglev_index(service.active_slot, place.maglev_hash() % size);
     let backend = *MAGLEV.get(index)?;
     let mac = backend_mac(service, backend)?;
-    place.record(Flow::new(backend, mac, service.service_id as u16, epoch));
+    // A flow seen first past its SYN (its entry was lost) is established.
+    place.record(
+        Flow::new(backend, mac, service.service_id as u16, epoch),
+        !new_connection,
+    );
     Some((backend, mac, true))
 }
 

@@ -568,6 +568,58 @@ fn the_connection_table_keeps_flows_up_to_its_capacity() {
 
 /// The connection table of `lb`'s program, opened by id beside `LbMaps`
 /// (which offers no way to write it).
+/// A SYN flood that fills the table many times over pushes out its own
+/// entries, not established connections: after it, and after a backend
+/// joins (which moves some Maglev picks), every established flow keeps its
+/// backend through its entry.
+#[test]
+fn a_syn_flood_does_not_evict_established_flows() {
+    lb_tests_require_root();
+    let mut lb = TestLb::with(LOAD);
+    for i in 0..3 {
+        lb.announce(i, 0, 100);
+    }
+    let ports = 2000..2064;
+    let mut backends = HashMap::new();
+    for port in ports.clone() {
+        lb.connect(port).expect("forwarded");
+        backends.insert(port, lb.send(port).expect("forwarded"));
+    }
+    let flood = 3 * LOAD.max_flows;
+    let spoofed = |i: u32| Ipv4Addr::from(0x0a80_0000 + i);
+    let (mut legit, mut legit_kept) = (0, 0);
+    for i in 0..flood {
+        lb.run(&Frame::tcp(spoofed(i), 40000, VIP, 80, SYN).bytes());
+        // Every 64th: a legitimate connection opens during the flood.
+        if i % 64 == 0 {
+            let port = 10_000 + (i / 64) as u16;
+            lb.connect(port).expect("a new connection during the flood");
+            let before = lb.counter(Counter::VipForwarded);
+            lb.send(port).expect("its first ACK");
+            legit += 1;
+            legit_kept += lb.counter(Counter::VipForwarded) - before;
+        }
+    }
+    println!(
+        "{flood} spoofed SYNs into a table of {} flows; {legit} connections opened during the flood, {legit_kept} of them found their entry at their ACK",
+        LOAD.max_flows
+    );
+    lb.announce(3, 0, 100);
+    let new_flows = lb.counter(Counter::VipNewFlow);
+    for port in ports {
+        assert_eq!(lb.send(port), Some(backends[&port]), "flow {port} moved");
+    }
+    assert_eq!(
+        lb.counter(Counter::VipNewFlow),
+        new_flows,
+        "an established flow lost its entry to the flood"
+    );
+    assert_eq!(
+        legit_kept, legit,
+        "a connection opened during the flood lost its entry"
+    );
+}
+
 fn flow_table(lb: &mut TestLb) -> aya::maps::Array<aya::maps::MapData, FlowBucket> {
     let ids = lb.program().info().unwrap().map_ids().unwrap().unwrap();
     let id = ids
