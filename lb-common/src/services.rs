@@ -2,6 +2,7 @@
 
 /// Most services one LB instance serves.
 pub const MAX_SERVICES: u32 = 16;
+const _: () = assert!(MAX_SERVICES <= u16::MAX as u32 + 1);
 /// Entries of the Maglev pool (4 bytes each: 32 MiB, allocated when the
 /// program loads): every service's two table slots are ranges of it.
 pub const MAGLEV_POOL: u32 = 1 << 23;
@@ -52,6 +53,13 @@ pub struct Service {
 const _: () = assert!(core::mem::size_of::<Service>() == 32);
 
 impl Service {
+    /// The service's id as a connection-table slot carries it
+    /// (`Flow::service`): ids are below `MAX_SERVICES`, which u16 holds.
+    #[inline(always)]
+    pub const fn flow_id(&self) -> u16 {
+        self.service_id as u16
+    }
+
     /// Index in `MAGLEV` of `entry` of `slot`.
     #[inline(always)]
     pub const fn maglev_index(&self, slot: u32, entry: u32) -> u32 {

@@ -81,8 +81,7 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     else {
         return Some(Counter::VipNoBackend);
     };
-    // Ids are below MAX_SERVICES (16): u16 holds them.
-    stats::service_add(service.service_id as u16, packet_bytes(ctx), new_flow);
+    stats::service_add(service.flow_id(), packet_bytes(ctx), new_flow);
     Some(send(ctx, eth, packet, backend, mac, new_flow))
 }
 
@@ -174,10 +173,7 @@ fn pick_backend(
                 place.checked(known.slot, epoch);
             } else {
                 // A new MAC (rare) replaces the entry whole.
-                place.record(
-                    Flow::new(backend, mac, service.service_id as u16, epoch),
-                    true,
-                );
+                place.record(Flow::new(backend, mac, service.flow_id(), epoch), true);
             }
             return Some((backend, mac, false));
         }
@@ -193,7 +189,7 @@ fn pick_backend(
     let mac = backend_mac(service, backend)?;
     // A flow seen first past its SYN (its entry was lost) is established.
     place.record(
-        Flow::new(backend, mac, service.service_id as u16, epoch),
+        Flow::new(backend, mac, service.flow_id(), epoch),
         !new_connection,
     );
     Some((backend, mac, true))

@@ -206,17 +206,16 @@ impl ServiceTables {
         self.install_finished(maps)?;
         for index in 0..self.services.len() {
             let state = &mut self.services[index];
-            let eligible = eligible_backends(state.config.group_id, backends, self.reach);
-            let size = table_size(eligible.len(), self.min_size);
-            state.latest = eligible.clone();
-            if state.built_from.as_ref() != Some(&eligible) {
+            state.latest = eligible_backends(state.config.group_id, backends, self.reach);
+            let size = table_size(state.latest.len(), self.min_size);
+            if state.built_from.as_ref() != Some(&state.latest) {
                 let changed_ns = state
                     .built_from
                     .as_deref()
-                    .map(|old| oldest_change(old, &eligible, backends, maps))
+                    .map(|old| oldest_change(old, &state.latest, backends, maps))
                     .transpose()?;
                 let mut pending = Pending {
-                    set: eligible,
+                    set: state.latest.clone(),
                     started: Instant::now(),
                     changed_ns,
                     how: "population",
@@ -292,17 +291,18 @@ impl ServiceTables {
                 continue;
             };
             let state = &mut self.services[index];
+            let changed = state.latest != pending.set;
             let result = result.map(|table| {
                 let full = table.into_octets();
-                let next = if state.latest == pending.set {
-                    full.clone()
-                } else {
+                let next = if changed {
                     patch(&full, &pending.set, &state.latest)
+                } else {
+                    full.clone()
                 };
                 state.base = Some((pending.set.clone(), full));
                 next
             });
-            if result.is_ok() && state.latest != pending.set {
+            if result.is_ok() && changed {
                 // The backends changed during the build: patched to them.
                 pending.how = "population, patched";
                 pending.set = state.latest.clone();

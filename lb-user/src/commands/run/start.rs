@@ -277,8 +277,11 @@ fn serve_metrics(
     pin_path: &Path,
     control: ControlMetrics,
 ) -> anyhow::Result<()> {
-    let open = || LbMaps::open_pinned(pin_path).context("opening the pinned maps for --metrics");
-    let (maps, page_maps) = (open()?, open()?);
+    // One set of handles for both documents: each request reads the maps.
+    let maps = std::sync::Arc::new(
+        LbMaps::open_pinned(pin_path).context("opening the pinned maps for --metrics")?,
+    );
+    let page_maps = maps.clone();
     info!(addr = %endpoint.local_addr()?, "serving Prometheus metrics at /metrics and the status page at /");
     let json = move || {
         let status = status::read(&page_maps, system::monotonic_ns()).map_err(|e| e.to_string())?;
