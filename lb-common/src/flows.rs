@@ -24,27 +24,28 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Flow {
-    /// Backend address, network order.
-    pub backend: [u8; 4],
+    /// The row (`SERVICE_BACKENDS`) of the backend and service: where the
+    /// backend's address is, and where the flow's traffic is counted.
+    pub row: u32,
     /// The backend's MAC when the flow was last checked against the
     /// server list.
     pub mac: [u8; 6],
-    /// The service's id (`Service::service_id`): its traffic counters.
-    pub service: u16,
+    pub _pad: [u8; 2],
     /// The `BACKEND_EPOCH` count read before that check: while it is
-    /// current, the backend is still registered, up and at `mac`.
+    /// current, the backend is still registered, up and at `mac`, and its
+    /// row names it.
     pub epoch: u32,
 }
 const _: () = assert!(core::mem::size_of::<Flow>() == 16);
 
 impl Flow {
-    /// A flow of service `service` pinned to `backend` at `mac`, checked
-    /// under count `epoch`.
-    pub const fn new(backend: [u8; 4], mac: [u8; 6], service: u16, epoch: u32) -> Self {
+    /// A flow pinned to the backend of `row` at `mac`, checked under count
+    /// `epoch`.
+    pub const fn new(row: u32, mac: [u8; 6], epoch: u32) -> Self {
         Self {
-            backend,
+            row,
             mac,
-            service,
+            _pad: [0; 2],
             epoch,
         }
     }
@@ -113,18 +114,18 @@ pub fn flow_buckets_of(hash: u64, buckets: u32) -> [u32; 2] {
     [index(hash >> 32), index(hash & 0xffff_ffff)]
 }
 
-/// The check of a slot holding a flow of hash `hash` pinned to `backend`
-/// at `mac`: a slot torn by two CPUs writing it at once (its key from one
-/// flow, its backend from another) fails it, and counts as no entry.
+/// The check of a slot holding a flow of hash `hash` pinned to the backend
+/// of `row` at `mac`: a slot torn by two CPUs writing it at once (its key
+/// from one flow, its row from another) fails it, and counts as no entry.
 #[inline(always)]
-pub fn flow_check(hash: u64, backend: [u8; 4], mac: [u8; 6]) -> u32 {
-    // The MAC in the low 48 bits, the whole address in the high 32: they
+pub fn flow_check(hash: u64, row: u32, mac: [u8; 6]) -> u32 {
+    // The MAC in the low 48 bits, the whole row in the high 32: they
     // overlap in 16 bits, so only a change of both at once, in step,
     // could leave the word as it was.
     let mac = u64::from(u16::from_ne_bytes([mac[0], mac[1]])) << 32
         | u64::from(u32::from_ne_bytes([mac[2], mac[3], mac[4], mac[5]]));
-    let backend = u64::from(u32::from_ne_bytes(backend)) << 32;
-    splitmix64(hash ^ mac ^ backend) as u32
+    let row = u64::from(row) << 32;
+    splitmix64(hash ^ mac ^ row) as u32
 }
 
 /// One slot of the connection table.
@@ -140,7 +141,7 @@ pub struct FlowSlot {
     /// its buckets, else their least recently used that never got past its
     /// handshake, else their least recently used.
     pub used: u32,
-    /// [`flow_check`] of the key, backend and MAC.
+    /// [`flow_check`] of the key, row and MAC.
     pub check: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowSlot>() == 40);
@@ -191,7 +192,7 @@ mod tests {
     }
 
     #[test]
-    fn the_slot_check_covers_the_backend_and_the_mac() {
+    fn the_slot_check_covers_the_row_and_the_mac() {
         let key = FlowKey {
             src: [10, 0, 0, 50],
             dst: [10, 0, 0, 100],
@@ -201,11 +202,11 @@ mod tests {
             _pad: [0; 3],
         };
         let hash = flow_hash64(&key);
-        let (backend, mac) = ([10, 0, 0, 11], [2, 0xbe, 0, 0, 0, 1]);
-        let check = flow_check(hash, backend, mac);
-        assert_ne!(check, flow_check(hash, [10, 0, 0, 12], mac));
-        assert_ne!(check, flow_check(hash, backend, [2, 0xbe, 0, 0, 0, 2]));
-        assert_ne!(check, flow_check(hash ^ 1, backend, mac));
+        let (row, mac) = (17, [2, 0xbe, 0, 0, 0, 1]);
+        let check = flow_check(hash, row, mac);
+        assert_ne!(check, flow_check(hash, 18, mac));
+        assert_ne!(check, flow_check(hash, row, [2, 0xbe, 0, 0, 0, 2]));
+        assert_ne!(check, flow_check(hash ^ 1, row, mac));
         assert_eq!(flow_hash(&key), hash as u32);
         assert_ne!(key.words(), [0; 2], "a flow's key is never an empty slot's");
     }

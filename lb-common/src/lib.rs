@@ -19,6 +19,7 @@ mod groups;
 #[cfg(feature = "user")]
 mod pod;
 mod program;
+mod rows;
 mod services;
 pub mod siphash;
 pub mod wire;
@@ -33,4 +34,5 @@ pub use flows::*;
 pub use forwarding::*;
 pub use groups::*;
 pub use program::*;
+pub use rows::*;
 pub use services::*;

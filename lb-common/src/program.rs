@@ -52,13 +52,17 @@ macro_rules! program_maps {
             VIP_FILTER / vip_filter: Array<u64>[1];
             /// Services, written by lb-user.
             SERVICES / services: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
-            /// What each service carried (per CPU), indexed by its id,
-            /// written by XDP: see [`ServiceTraffic`]($crate::ServiceTraffic).
-            SERVICE_TRAFFIC / service_traffic: PerCpuArray<$crate::ServiceTraffic>[$crate::MAX_SERVICES];
+            /// Rows: the backend of a service each names (see
+            /// [`ServiceBackend`]($crate::ServiceBackend)), written by lb-user.
+            SERVICE_BACKENDS / service_backends: Array<$crate::ServiceBackend>[$crate::backend_rows($crate::DEFAULT_MAX_BACKENDS)];
+            /// What each row carried (per CPU), written by XDP: see
+            /// [`Traffic`]($crate::Traffic).
+            TRAFFIC / traffic: PerCpuArray<$crate::Traffic>[$crate::backend_rows($crate::DEFAULT_MAX_BACKENDS)];
             /// The pool of Maglev tables: each service has two slots, each a
             /// range of the pool (see `Service::maglev_index`), sized by
-            /// lb-user to its backend count; an all-zero entry means no backend.
-            MAGLEV / maglev: Array<[u8; 4]>[$crate::MAGLEV_POOL];
+            /// lb-user to its backend count. An entry is a row of
+            /// SERVICE_BACKENDS; 0 means no backend.
+            MAGLEV / maglev: Array<u32>[$crate::MAGLEV_POOL];
             /// Connection table: an established flow keeps its backend.
             /// Set-associative, written by XDP with plain stores (an LRU
             /// hash map's insert cost more than the rest of a new flow's

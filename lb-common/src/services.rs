@@ -2,7 +2,6 @@
 
 /// Most services one LB instance serves.
 pub const MAX_SERVICES: u32 = 16;
-const _: () = assert!(MAX_SERVICES <= u16::MAX as u32 + 1);
 /// Entries of the Maglev pool (4 bytes each: 32 MiB, allocated when the
 /// program loads): every service's two table slots are ranges of it.
 pub const MAGLEV_POOL: u32 = 1 << 23;
@@ -38,7 +37,7 @@ const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Service {
-    /// The service's number, recorded in its flows.
+    /// The service's number, below [`MAX_SERVICES`]: its rows name it.
     pub service_id: u32,
     /// Group whose registered backends serve it.
     pub group_id: u32,
@@ -53,13 +52,6 @@ pub struct Service {
 const _: () = assert!(core::mem::size_of::<Service>() == 32);
 
 impl Service {
-    /// The service's id as a connection-table slot carries it
-    /// (`Flow::service`): ids are below `MAX_SERVICES`, which u16 holds.
-    #[inline(always)]
-    pub const fn flow_id(&self) -> u16 {
-        self.service_id as u16
-    }
-
     /// Index in `MAGLEV` of `entry` of `slot`.
     #[inline(always)]
     pub const fn maglev_index(&self, slot: u32, entry: u32) -> u32 {
@@ -72,20 +64,6 @@ impl Service {
         self.slot_size[(self.active_slot & 1) as usize]
     }
 }
-
-/// What a service carried, per CPU: written by XDP for every packet it
-/// forwards to one of the service's backends, summed by lb-user.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct ServiceTraffic {
-    pub packets: u64,
-    /// Bytes of the client's packets as they arrived (IP header and
-    /// payload, before any IPIP header).
-    pub bytes: u64,
-    /// Packets that started a flow (a Maglev pick).
-    pub new_flows: u64,
-}
-const _: () = assert!(core::mem::size_of::<ServiceTraffic>() == 24);
 
 /// The bit of `addr` in the VIP filter: from its two low bytes, which
 /// differ most between the addresses of one site.

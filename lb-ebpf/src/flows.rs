@@ -34,7 +34,7 @@ pub struct Found {
 impl Found {
     pub const NONE: Found = Found {
         slot: core::ptr::null_mut(),
-        flow: Flow::new([0; 4], [0; 6], 0, 0),
+        flow: Flow::new(0, [0; 6], 0),
     };
 
     #[inline(always)]
@@ -99,7 +99,7 @@ impl Place {
                 (&raw const (*slot).used).read(),
             )
         };
-        if check != flow_check(self.hash, flow.backend, flow.mac) {
+        if check != flow_check(self.hash, flow.row, flow.mac) {
             return Found::NONE;
         }
         let now = now();
@@ -161,7 +161,7 @@ impl Place {
             } else {
                 now
             },
-            check: flow_check(self.hash, flow.backend, flow.mac),
+            check: flow_check(self.hash, flow.row, flow.mac),
         };
         // SAFETY: a valid pointer into one of the buckets; one copy in (see
         // the module's comment).

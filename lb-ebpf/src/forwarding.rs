@@ -5,8 +5,8 @@
 //! directly.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    BackendKey, Counter, Flow, FlowKey, ForwardingMode, Service, ServiceKey, flow_hash64,
-    wire::FLAG_DOWN,
+    BackendKey, Counter, Flow, FlowKey, ForwardingMode, Service, ServiceBackend, ServiceKey,
+    flow_hash64, wire::FLAG_DOWN,
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
@@ -14,7 +14,10 @@ use crate::{
     epochs,
     flows::{Found, Place},
     ipip,
-    maps::{BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICES, VIPS},
+    maps::{
+        BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICE_BACKENDS, SERVICES,
+        VIPS,
+    },
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
     stats,
 };
@@ -58,10 +61,13 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     if known.is_some() {
         let flow = known.flow;
         // A flow exists only for a service's packet, and nothing that
-        // could end its claim happened since its check: no service lookup.
-        if flow.epoch == epoch {
-            stats::service_add(flow.service, packet_bytes(ctx), false);
-            return Some(send(ctx, eth, packet, flow.backend, flow.mac, false));
+        // could end its claim (or its row's) happened since its check: no
+        // service lookup.
+        if flow.epoch == epoch
+            && let Some(target) = named_by(flow.row)
+        {
+            stats::traffic_add(flow.row, packet_bytes(ctx), false);
+            return Some(send(ctx, eth, packet, target.addr, flow.mac, false));
         }
     }
     let service_key = ServiceKey {
@@ -76,13 +82,18 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         // a VIP's other ports that ends in `ignored`, and the stack).
         return None;
     };
-    let Some((backend, mac, new_flow)) =
-        pick_backend(&service, &place, known, epoch, new_connection)
-    else {
+    let Some(picked) = pick_backend(&service, &place, known, epoch, new_connection) else {
         return Some(Counter::VipNoBackend);
     };
-    stats::service_add(service.flow_id(), packet_bytes(ctx), new_flow);
-    Some(send(ctx, eth, packet, backend, mac, new_flow))
+    stats::traffic_add(picked.row, packet_bytes(ctx), picked.new_flow);
+    Some(send(
+        ctx,
+        eth,
+        packet,
+        picked.addr,
+        picked.mac,
+        picked.new_flow,
+    ))
 }
 
 /// Sends the packet on to `backend`: wrapped in IPIP beyond the LB's
@@ -152,11 +163,42 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
     }
 }
 
-/// The backend (address, MAC) for a flow, and whether the flow is new. A
-/// known flow (its slot and entry `known`, whose `epoch` is older than
-/// `epoch`, the count read before this check) keeps its backend while that
-/// backend is registered (even DRAINING); a new connection or an unknown
-/// flow gets one from the Maglev table.
+/// Where a flow's packet goes: the backend's row, address and MAC, and
+/// whether the flow is new.
+struct Picked {
+    row: u32,
+    addr: [u8; 4],
+    mac: [u8; 6],
+    new_flow: bool,
+}
+
+/// What row `row` names, copied out; `None` past the array (never: rows
+/// come from lb-user's tables and from slots whose check passed).
+#[inline(always)]
+fn named_by(row: u32) -> Option<ServiceBackend> {
+    // SAFETY: a plain value only lb-user writes, copied out at once.
+    SERVICE_BACKENDS
+        .get_ptr(row)
+        .map(|target| unsafe { target.read() })
+}
+
+/// The backend of a known flow's `row` with its MAC, if the row names a
+/// backend of `service` that is registered in its group and not DOWN.
+#[inline(always)]
+fn row_backend(service: &Service, row: u32) -> Option<([u8; 4], [u8; 6])> {
+    let target = named_by(row)?;
+    // A row freed and given to another service's backend since the flow
+    // was checked names that backend: not this flow's.
+    if target.service_id != service.service_id {
+        return None;
+    }
+    Some((target.addr, backend_mac(service, target.addr)?))
+}
+
+/// The backend for a flow. A known flow (its slot and entry `known`, whose
+/// `epoch` is older than `epoch`, the count read before this check) keeps
+/// its backend while that backend is registered (even DRAINING); a new
+/// connection or an unknown flow gets one from the Maglev table.
 #[inline(always)]
 fn pick_backend(
     service: &Service,
@@ -164,18 +206,22 @@ fn pick_backend(
     known: Found,
     epoch: u32,
     new_connection: bool,
-) -> Option<([u8; 4], [u8; 6], bool)> {
+) -> Option<Picked> {
     if known.is_some() {
         let flow = known.flow;
-        let backend = flow.backend;
-        if let Some(mac) = backend_mac(service, backend) {
+        if let Some((addr, mac)) = row_backend(service, flow.row) {
             if flow.mac == mac {
                 place.checked(known.slot, epoch);
             } else {
                 // A new MAC (rare) replaces the entry whole.
-                place.record(Flow::new(backend, mac, service.flow_id(), epoch), true);
+                place.record(Flow::new(flow.row, mac, epoch), true);
             }
-            return Some((backend, mac, false));
+            return Some(Picked {
+                row: flow.row,
+                addr,
+                mac,
+                new_flow: false,
+            });
         }
     }
     let size = service.active_size();
@@ -185,14 +231,20 @@ fn pick_backend(
     }
     // An index past the pool (never written so) finds no entry.
     let index = service.maglev_index(service.active_slot, place.maglev_hash() % size);
-    let backend = *MAGLEV.get(index)?;
-    let mac = backend_mac(service, backend)?;
+    let row = *MAGLEV.get(index)?;
+    // No service check: the table names only its service's rows (lb-user
+    // frees a row only once the active table does not name it). Row 0 (an
+    // empty entry) names no backend: `backend_mac` refuses it.
+    let addr = named_by(row)?.addr;
+    let mac = backend_mac(service, addr)?;
     // A flow seen first past its SYN (its entry was lost) is established.
-    place.record(
-        Flow::new(backend, mac, service.flow_id(), epoch),
-        !new_connection,
-    );
-    Some((backend, mac, true))
+    place.record(Flow::new(row, mac, epoch), !new_connection);
+    Some(Picked {
+        row,
+        addr,
+        mac,
+        new_flow: true,
+    })
 }
 
 /// MAC of `addr` if it is registered in the service's group and not DOWN

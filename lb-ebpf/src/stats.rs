@@ -3,7 +3,7 @@
 //! per-packet cost.
 use lb_common::{Counter, GroupReports};
 
-use crate::maps::{COUNTERS, GROUP_REPORTS, SERVICE_TRAFFIC};
+use crate::maps::{COUNTERS, GROUP_REPORTS, TRAFFIC};
 
 #[inline(always)]
 pub fn count(counter: Counter) {
@@ -46,12 +46,12 @@ pub fn group_add(group_id: u32, event: GroupEvent, n: u64) {
 const _: () = assert!(core::mem::size_of::<GroupReports>() == 32);
 
 /// Adds a packet of `bytes` (a new flow's first, with `new_flow`) to this
-/// CPU's traffic of service `service`.
+/// CPU's traffic of row `row` (a backend of a service).
 #[inline(always)]
-pub fn service_add(service: u16, bytes: u64, new_flow: bool) {
-    // A service id is below MAX_SERVICES, the array's size: a miss is a
-    // stale flow of a service gone, counted nowhere.
-    let Some(traffic) = SERVICE_TRAFFIC.get_ptr_mut(u32::from(service)) else {
+pub fn traffic_add(row: u32, bytes: u64, new_flow: bool) {
+    // Rows come from the Maglev table and the connection table, which
+    // lb-user fills with rows of the array: a miss is never.
+    let Some(traffic) = TRAFFIC.get_ptr_mut(row) else {
         return;
     };
     // SAFETY: per-CPU slot; only this CPU writes it while the program runs

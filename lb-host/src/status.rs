@@ -80,6 +80,24 @@ pub struct ServiceReport {
     pub bytes: u64,
     #[serde(default)]
     pub new_flows: u64,
+    /// The same per backend: every backend the service's table named while
+    /// it stayed registered, sorted by address. The service's totals also
+    /// hold what departed backends carried.
+    #[serde(default)]
+    pub backends: Vec<BackendTraffic>,
+}
+
+/// What one backend carried for one service.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackendTraffic {
+    pub address: Ipv4Addr,
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    /// The share of the service's new flows the backend's weight asks
+    /// for: its weight over the weights of the backends the table names
+    /// (0 when it names not this one).
+    pub weight_share: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

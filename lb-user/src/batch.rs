@@ -32,20 +32,20 @@ struct BatchAttr {
 
 /// One `BPF_MAP_LOOKUP_BATCH` call: up to `count` (at most CHUNK) entries
 /// after `in_token` (from the start of the map without one) into `keys`
-/// and `values`, which it empties first; the kernel's next token goes to
-/// `out_token`. Returns false at the end of the map (the last entries
-/// come with it).
+/// and `values` (`per_key` values each: one per CPU for a per-CPU map),
+/// which it empties first; the kernel's next token goes to `out_token`.
+/// Returns false at the end of the map (the last entries come with it).
 fn lookup_chunk<T, K, V>(
     fd: BorrowedFd<'_>,
     (in_token, out_token): (Option<&T>, &mut T),
-    keys: &mut Vec<MaybeUninit<K>>,
-    values: &mut Vec<MaybeUninit<V>>,
+    (keys, values): (&mut Vec<MaybeUninit<K>>, &mut Vec<MaybeUninit<V>>),
     count: usize,
+    per_key: usize,
 ) -> io::Result<bool> {
     keys.clear();
     values.clear();
     keys.reserve(CHUNK);
-    values.reserve(CHUNK);
+    values.reserve(CHUNK * per_key);
     let mut attr = BatchAttr {
         in_batch: in_token.map_or(0, |t| std::ptr::from_ref(t) as u64),
         out_batch: std::ptr::from_mut(out_token) as u64,
@@ -56,7 +56,8 @@ fn lookup_chunk<T, K, V>(
         ..BatchAttr::default()
     };
     // SAFETY: `attr` describes buffers of at least `count` keys and values
-    // and two tokens (as large as the map's batch token), all of which
+    // (`per_key` each; a per-CPU map's V is a multiple of 8 bytes, as the
+    // kernel lays its values out) and two tokens (as large as the map's batch token), all of which
     // outlive the call.
     let rc = unsafe {
         libc::syscall(
@@ -71,7 +72,7 @@ fn lookup_chunk<T, K, V>(
     // SAFETY: the kernel initialised the first `copied` keys and values.
     unsafe {
         keys.set_len(copied);
-        values.set_len(copied);
+        values.set_len(copied * per_key);
     }
     match error {
         None => Ok(true),
@@ -94,9 +95,9 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>>
         let more = lookup_chunk(
             fd,
             (in_token, &mut next_token),
-            &mut keys,
-            &mut values,
+            (&mut keys, &mut values),
             CHUNK,
+            1,
         )?;
         entries.extend(
             keys.drain(..)
@@ -114,7 +115,29 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>>
 
 /// `count` values of the array behind `fd` from index `start` on.
 pub fn lookup_range<V: Pod>(fd: BorrowedFd<'_>, start: u32, count: u32) -> io::Result<Vec<V>> {
-    let count = count as usize;
+    lookup_range_per_key(fd, (start, count), 1)
+}
+
+/// `count` entries of the per-CPU array behind `fd` from index `start` on,
+/// `cpus` values each (one per possible CPU), one entry after another.
+pub fn lookup_range_per_cpu<V: Pod>(
+    fd: BorrowedFd<'_>,
+    start: u32,
+    count: u32,
+    cpus: usize,
+) -> io::Result<Vec<V>> {
+    // The kernel rounds each CPU's value up to 8 bytes.
+    assert_eq!(size_of::<V>() % 8, 0, "a per-CPU value of whole words");
+    lookup_range_per_key(fd, (start, count), cpus)
+}
+
+/// `count` entries from index `start` on, `per_key` values each.
+fn lookup_range_per_key<V: Pod>(
+    fd: BorrowedFd<'_>,
+    (start, count): (u32, u32),
+    per_key: usize,
+) -> io::Result<Vec<V>> {
+    let count = count as usize * per_key;
     let (mut keys, mut values) = (Vec::<MaybeUninit<u32>>::new(), Vec::<MaybeUninit<V>>::new());
     let mut out = Vec::with_capacity(count);
     // An array's batch token is the last index read: start after `start - 1`.
@@ -124,9 +147,9 @@ pub fn lookup_range<V: Pod>(fd: BorrowedFd<'_>, start: u32, count: u32) -> io::R
         let more = lookup_chunk(
             fd,
             (in_token, &mut next_token),
-            &mut keys,
-            &mut values,
-            count - out.len(),
+            (&mut keys, &mut values),
+            (count - out.len()) / per_key,
+            per_key,
         )?;
         // SAFETY: initialised by the kernel; V is plain data.
         out.extend(values.drain(..).map(|v| unsafe { v.assume_init() }));

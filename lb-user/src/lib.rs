@@ -17,5 +17,6 @@ pub mod next_hop;
 pub mod pool;
 pub mod queries;
 pub mod reach;
+pub mod rows;
 pub mod status;
 pub mod tables;

@@ -8,7 +8,8 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use lb_common::{
-    ForwardingMode, GSO_PROGRAM_NAME, PROGRAM_NAME, flow_buckets, global_name, map_name,
+    ForwardingMode, GSO_PROGRAM_NAME, PROGRAM_NAME, backend_rows, flow_buckets, global_name,
+    map_name,
 };
 
 use crate::maps::{ALL_MAPS, MapsError};
@@ -86,6 +87,11 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
         .map_max_entries(map_name::LEAVES, params.max_backends)
         .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
+        .map_max_entries(
+            map_name::SERVICE_BACKENDS,
+            backend_rows(params.max_backends),
+        )
+        .map_max_entries(map_name::TRAFFIC, backend_rows(params.max_backends))
         .load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
     gso_program(&mut ebpf)?.load()?;

@@ -15,8 +15,8 @@ use aya::{
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, CoarseClock, Counter, Departure,
     DepartureReason, GroupReports, GroupStatus, GsoCounter, GsoHandoff, LogBudget, MAX_AUTH_KEYS,
-    MAX_GROUPS, NextHop, NextHopError, PendingLeave, Service, ServiceKey, ServiceTraffic, map_name,
-    vip_filter_bit,
+    MAX_GROUPS, NextHop, NextHopError, PendingLeave, Service, ServiceBackend, ServiceKey, Traffic,
+    map_name, vip_filter_bit,
 };
 
 /// Every map the program declares (`lb_common::program_maps!`): all are
@@ -106,6 +106,17 @@ lb_common::program_maps!(lb_maps);
 /// The one way a map error becomes a `MapsError`: it names the map.
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { name, source }
+}
+
+/// The possible CPUs: the values of a per-CPU map.
+pub fn possible_cpus() -> Result<usize, MapsError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
+    Ok(cpus.get() as usize)
+}
+
+/// A batched operation's error, naming the map and the command.
+fn batch_err(name: &'static str, call: &'static str) -> impl FnOnce(std::io::Error) -> MapsError {
+    move |io_error| map_err(name)(MapError::SyscallError(SyscallError { call, io_error }))
 }
 
 /// `Ok(None)` for a key that is not there; every other error stays one.
@@ -230,19 +241,56 @@ impl LbMaps {
         entries(&self.services, map_name::SERVICES)
     }
 
-    /// What service `id` carried, summed over the CPUs.
-    pub fn service_traffic(&self, id: u32) -> Result<ServiceTraffic, MapsError> {
-        let per_cpu = self
-            .service_traffic
-            .get(&id, 0)
-            .map_err(map_err(map_name::SERVICE_TRAFFIC))?;
+    /// What every row names (`lb_common::ServiceBackend`), in one batched read.
+    pub fn rows(&self) -> Result<Vec<ServiceBackend>, MapsError> {
+        let fd = self.service_backends.map().fd().as_fd();
+        crate::batch::lookup_range(fd, 0, self.service_backends.len()).map_err(batch_err(
+            map_name::SERVICE_BACKENDS,
+            "bpf_map_lookup_batch",
+        ))
+    }
+
+    /// Makes `row` name `target` (address 0: nothing).
+    pub fn set_row(&mut self, row: u32, target: &ServiceBackend) -> Result<(), MapsError> {
+        self.service_backends
+            .set(row, target, 0)
+            .map_err(map_err(map_name::SERVICE_BACKENDS))
+    }
+
+    /// What rows `0..count` carried, each summed over the CPUs, in
+    /// batched reads.
+    pub fn traffic(&self, count: u32) -> Result<Vec<Traffic>, MapsError> {
+        let cpus = possible_cpus()?;
+        let fd = self.traffic.map().fd().as_fd();
+        let per_cpu: Vec<Traffic> = crate::batch::lookup_range_per_cpu(fd, 0, count, cpus)
+            .map_err(batch_err(map_name::TRAFFIC, "bpf_map_lookup_batch"))?;
         Ok(per_cpu
-            .iter()
-            .fold(ServiceTraffic::default(), |sum, t| ServiceTraffic {
-                packets: sum.packets + t.packets,
-                bytes: sum.bytes + t.bytes,
-                new_flows: sum.new_flows + t.new_flows,
-            }))
+            .chunks(cpus)
+            .map(|row| {
+                row.iter().fold(Traffic::default(), |mut sum, &t| {
+                    sum += t;
+                    sum
+                })
+            })
+            .collect())
+    }
+
+    /// What `row` carried, per CPU.
+    pub fn row_traffic(&self, row: u32) -> Result<PerCpuValues<Traffic>, MapsError> {
+        self.traffic
+            .get(&row, 0)
+            .map_err(map_err(map_name::TRAFFIC))
+    }
+
+    /// Sets what `row` carried, per CPU.
+    pub fn set_row_traffic(
+        &mut self,
+        row: u32,
+        values: PerCpuValues<Traffic>,
+    ) -> Result<(), MapsError> {
+        self.traffic
+            .set(row, values, 0)
+            .map_err(map_err(map_name::TRAFFIC))
     }
 
     /// Adds or replaces a service; XDP sees the new value atomically.
@@ -294,38 +342,24 @@ impl LbMaps {
             .map_err(map_err(map_name::VIP_FILTER))
     }
 
-    pub fn maglev_entry(&self, index: u32) -> Result<[u8; 4], MapsError> {
+    /// The row at `index` of the Maglev pool.
+    pub fn maglev_entry(&self, index: u32) -> Result<u32, MapsError> {
         self.maglev
             .get(&index, 0)
             .map_err(map_err(map_name::MAGLEV))
     }
 
-    /// The table XDP reads now for `service` (its active slot).
-    pub fn active_table(&self, service: &Service) -> Result<Vec<[u8; 4]>, MapsError> {
+    /// The table XDP reads now for `service` (its active slot): rows.
+    pub fn active_table(&self, service: &Service) -> Result<Vec<u32>, MapsError> {
         let start = service.maglev_index(service.active_slot, 0);
         crate::batch::lookup_range(self.maglev.map().fd().as_fd(), start, service.active_size())
-            .map_err(|io_error| {
-                map_err(map_name::MAGLEV)(MapError::SyscallError(SyscallError {
-                    call: "bpf_map_lookup_batch",
-                    io_error,
-                }))
-            })
+            .map_err(batch_err(map_name::MAGLEV, "bpf_map_lookup_batch"))
     }
 
-    /// Writes `backends[i]` at `indices[i]` of the Maglev pool, in batches.
-    pub fn set_maglev_entries(
-        &mut self,
-        indices: &[u32],
-        backends: &[[u8; 4]],
-    ) -> Result<(), MapsError> {
-        crate::batch::update_all(self.maglev.map().fd().as_fd(), indices, backends).map_err(
-            |io_error| {
-                map_err(map_name::MAGLEV)(MapError::SyscallError(SyscallError {
-                    call: "bpf_map_update_batch",
-                    io_error,
-                }))
-            },
-        )
+    /// Writes `rows[i]` at `indices[i]` of the Maglev pool, in batches.
+    pub fn set_maglev_entries(&mut self, indices: &[u32], rows: &[u32]) -> Result<(), MapsError> {
+        crate::batch::update_all(self.maglev.map().fd().as_fd(), indices, rows)
+            .map_err(batch_err(map_name::MAGLEV, "bpf_map_update_batch"))
     }
 
     pub fn group_status(&self, id: u32) -> Result<GroupStatus, MapsError> {
@@ -484,9 +518,8 @@ impl LbMaps {
     /// Sets the log rate limit of every CPU (the benchmark measures the
     /// registration path with its log record written and held back).
     pub fn set_log_budget(&mut self, budget: LogBudget) -> Result<(), MapsError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| MapsError::Cpus(e))?;
         let values =
-            PerCpuValues::try_from(vec![budget; cpus.get() as usize]).map_err(MapsError::Cpus)?;
+            PerCpuValues::try_from(vec![budget; possible_cpus()?]).map_err(MapsError::Cpus)?;
         self.log_budget
             .set(0, values, 0)
             .map_err(map_err(map_name::LOG_BUDGET))

@@ -25,6 +25,15 @@ pub struct ServiceLabels {
     pub proto: String,
 }
 
+/// A backend of a service, as labelled.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceBackendLabels {
+    vip: String,
+    port: u16,
+    proto: String,
+    address: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
@@ -309,6 +318,47 @@ fn register_services(lb: &mut Registry, status: &StatusReport, control: &Control
             counters(status.services.iter().map(|s| (label(s), value(s)))),
         );
     }
+    let per_backend = || {
+        status.services.iter().flat_map(move |s| {
+            s.backends.iter().map(move |b| {
+                let labels = ServiceBackendLabels {
+                    vip: s.vip.to_string(),
+                    port: s.port,
+                    proto: s.proto.clone(),
+                    address: b.address.to_string(),
+                };
+                (labels, b)
+            })
+        })
+    };
+    for (name, help, value) in [
+        (
+            "backend_packets",
+            "Client packets of the service forwarded to the backend",
+            (|b| b.packets) as fn(&lb_host::status::BackendTraffic) -> u64,
+        ),
+        (
+            "backend_bytes",
+            "Bytes of the service's client packets forwarded to the backend (IP header and payload, as they arrived)",
+            |b| b.bytes,
+        ),
+        (
+            "backend_new_flows",
+            "Flows of the service the backend got (Maglev picks)",
+            |b| b.new_flows,
+        ),
+    ] {
+        lb.register(
+            name,
+            help,
+            counters(per_backend().map(|(l, b)| (l, value(b)))),
+        );
+    }
+    lb.register(
+        "backend_weight_share",
+        "The share of the service's new flows the backend's weight asks for (0 when its table does not name it: draining, down)",
+        gauges(per_backend().map(|(l, b)| (l, b.weight_share))),
+    );
     lb.register(
         "service_rebuilds",
         "Forwarding tables made active since start",
@@ -342,7 +392,8 @@ mod tests {
                 "departed": []}],
               "services": [{"vip": "10.0.0.100", "port": 80, "proto": "tcp",
                 "group": "239.192.0.1", "table_size": 65537, "active_slot": 0,
-                "table_digest": "0"}],
+                "table_digest": "0", "backends": [{"address": "10.0.0.2",
+                    "packets": 1, "bytes": 60, "new_flows": 1, "weight_share": 1.0}]}],
               "counters": {"ignored": 1}, "actions": {"pass": 1},
               "gso_counters": {"gso_wrapped": 1},
               "next_hop_errors": [{"backend": "10.1.0.2", "reason": "no route",

@@ -4,12 +4,13 @@ use std::net::Ipv4Addr;
 
 use foldhash::{HashMap, HashSet};
 use lb_common::{
-    Action, AgingState, BackendKey, Departure, DepartureReason, GROUP_STATE_ALIVE,
-    GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, fib_result_name,
+    Action, AgingState, BackendKey, Departure, DepartureReason, FIRST_BACKEND_ROW,
+    GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, ServiceBackend, Traffic,
+    fib_result_name,
 };
 use lb_host::status::{
-    BackendReport, DepartureReport, GroupReport, NextHopReport, ServiceReport, StatusReport,
-    format_mac,
+    BackendReport, BackendTraffic, DepartureReport, GroupReport, NextHopReport, ServiceReport,
+    StatusReport, format_mac,
 };
 
 use crate::maps::{LbMaps, MapsError};
@@ -59,10 +60,28 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             departed: departed(&departures, &registered, id, now_ns),
         });
     }
+    let rows = maps.rows()?;
+    // Rows are given out lowest first: those past the last that names a
+    // backend carry nothing.
+    let in_use = rows
+        .iter()
+        .rposition(ServiceBackend::is_backend)
+        .map_or(FIRST_BACKEND_ROW, |last| last as u32 + 1);
+    let traffic = maps.traffic(in_use)?;
     let mut services = Vec::new();
     for (key, service) in maps.services()? {
-        let table = maps.active_table(&service)?;
-        let traffic = maps.service_traffic(service.service_id)?;
+        let table: Vec<[u8; 4]> = maps
+            .active_table(&service)?
+            .into_iter()
+            .map(|row| rows.get(row as usize).map_or([0; 4], |target| target.addr))
+            .collect();
+        let (totals, mut backends) = service_traffic(service.service_id, &rows, &traffic);
+        let table_backends = table_backends(&table);
+        weigh(
+            &mut backends,
+            &table_backends,
+            &backend_weights(&groups, service.group_id),
+        );
         services.push(ServiceReport {
             vip: Ipv4Addr::from(key.vip),
             port: key.port,
@@ -72,10 +91,11 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
                 .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
             table_size: service.active_size(),
             table_digest: format!("{:016x}", digest(&table)),
-            table_backends: table_backends(&table),
-            packets: traffic.packets,
-            bytes: traffic.bytes,
-            new_flows: traffic.new_flows,
+            table_backends,
+            packets: totals.packets,
+            bytes: totals.bytes,
+            new_flows: totals.new_flows,
+            backends,
             active_slot: service.active_slot,
         });
     }
@@ -146,6 +166,57 @@ fn departed(
         .collect();
     departed.sort_by_key(|d| std::cmp::Reverse(d.0));
     departed.into_iter().map(|(_, d)| d).collect()
+}
+
+/// What service `service_id` carried in all (its departed row and its
+/// backends' rows) and per backend, from `traffic` (per row, summed over
+/// the CPUs) and what each row names.
+fn service_traffic(
+    service_id: u32,
+    rows: &[ServiceBackend],
+    traffic: &[Traffic],
+) -> (Traffic, Vec<BackendTraffic>) {
+    let mut totals = traffic
+        .get(service_id as usize)
+        .copied()
+        .unwrap_or_default();
+    let mut backends = Vec::new();
+    for (target, carried) in rows.iter().zip(traffic).skip(FIRST_BACKEND_ROW as usize) {
+        if target.is_backend() && target.service_id == service_id {
+            totals += *carried;
+            backends.push(BackendTraffic {
+                address: Ipv4Addr::from(target.addr),
+                packets: carried.packets,
+                bytes: carried.bytes,
+                new_flows: carried.new_flows,
+                weight_share: 0.0,
+            });
+        }
+    }
+    backends.sort_by_key(|b| b.address);
+    (totals, backends)
+}
+
+/// The weights of the backends of group `group_id` (index in `groups`, as
+/// `read` lists them).
+fn backend_weights(groups: &[GroupReport], group_id: u32) -> HashMap<Ipv4Addr, u16> {
+    groups
+        .get(group_id as usize)
+        .map(|g| g.backends.iter().map(|b| (b.address, b.weight)).collect())
+        .unwrap_or_default()
+}
+
+/// Sets each backend's `weight_share`: its weight over the weights of the
+/// backends the table names (`in_table`).
+fn weigh(backends: &mut [BackendTraffic], in_table: &[Ipv4Addr], weights: &HashMap<Ipv4Addr, u16>) {
+    let weight = |addr: &Ipv4Addr| f64::from(weights.get(addr).copied().unwrap_or(0));
+    let total: f64 = in_table.iter().map(weight).sum();
+    let in_table: HashSet<&Ipv4Addr> = in_table.iter().collect();
+    for backend in backends.iter_mut() {
+        if total > 0.0 && in_table.contains(&backend.address) {
+            backend.weight_share = weight(&backend.address) / total;
+        }
+    }
 }
 
 /// FNV-1a (64 bits) over the table's bytes.

@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use foldhash::HashSet;
 use lb_common::{BackendEntry, BackendKey, MAGLEV_POOL, Service, ServiceKey};
 use tracing::{info, warn};
 
@@ -21,6 +22,7 @@ use crate::{
     metrics::{ControlMetrics, ServiceLabels},
     pool::Pool,
     reach::{OffSegmentReport, Reach},
+    rows::Rows,
     system,
 };
 
@@ -30,6 +32,11 @@ pub struct ServiceConfig {
     pub key: ServiceKey,
     pub group_id: u32,
 }
+
+/// What a slot's copy of its table holds where the map may hold a row
+/// that no longer names that entry's backend (freed, or never given): no
+/// backend has this address, so the next table written there rewrites it.
+const STALE: [u8; 4] = [255; 4];
 
 /// Entries of `next` that differ from `current` (index, new value).
 pub fn table_diff<'a>(
@@ -71,11 +78,16 @@ struct Build {
 struct ServiceState {
     config: ServiceConfig,
     service: Service,
-    /// What each slot holds in the map; `None` when not known (adopted),
-    /// so that the next table there is written whole.
+    /// The backends each slot's entries name in the map (its rows'
+    /// addresses, or `STALE`); `None` when not known (adopted), so that
+    /// the next table there is written whole.
     slots: [Option<Vec<[u8; 4]>>; 2],
     /// The backend set the active slot was built from.
     built_from: Option<Vec<MaglevBackend>>,
+    /// Whether the active slot holds the table of `built_from` (a table
+    /// that could not be installed leaves an older one, which may name
+    /// backends gone since: their rows stay until a table is installed).
+    installed: bool,
     /// The backends eligible at the last sync.
     latest: Vec<MaglevBackend>,
     /// The last full population and its backends: a change is patched
@@ -96,6 +108,7 @@ pub struct ServiceTables {
     /// The smallest table (`--maglev-size`).
     min_size: u32,
     pool: Pool,
+    rows: Rows,
     off_segment: OffSegmentReport,
 }
 
@@ -146,6 +159,8 @@ impl ServiceTables {
                 }))
             })
             .collect::<Result<_, MapsError>>()?;
+        let kept_ids: Vec<u32> = kept.iter().flatten().map(|s| s.service_id).collect();
+        let rows = Rows::adopt(maps, &kept_ids)?;
         for ((service_id, config), kept) in (0u32..).zip(configs).zip(kept) {
             let service = match kept {
                 Some(kept) => kept,
@@ -154,7 +169,7 @@ impl ServiceTables {
                     // The range may hold an old instance's entries: clear the active slot.
                     let indices: Vec<u32> =
                         (0..min_size).map(|e| fresh.maglev_index(0, e)).collect();
-                    maps.set_maglev_entries(&indices, &vec![[0; 4]; indices.len()])?;
+                    maps.set_maglev_entries(&indices, &vec![0; indices.len()])?;
                     maps.set_service(&config.key, &fresh)?;
                     fresh
                 }
@@ -164,6 +179,7 @@ impl ServiceTables {
                 service,
                 slots: [None, None],
                 built_from: None,
+                installed: false,
                 latest: Vec::new(),
                 base: None,
                 building: None,
@@ -187,6 +203,7 @@ impl ServiceTables {
             reach,
             min_size,
             pool,
+            rows,
             off_segment: OffSegmentReport::default(),
         })
     }
@@ -249,6 +266,39 @@ impl ServiceTables {
                     how: "population",
                 };
                 self.build(maps, index, pending, size)?;
+            }
+        }
+        self.release_rows(maps, backends)
+    }
+
+    /// Frees the rows of backends no longer registered in their service's
+    /// group, once the active table names none of them (XDP takes a
+    /// table's rows as its service's unchecked), and marks their entries
+    /// in the slots' copies `STALE`: a freed row may name another backend
+    /// when it is given out again.
+    fn release_rows(
+        &mut self,
+        maps: &mut LbMaps,
+        backends: &[(BackendKey, BackendEntry)],
+    ) -> Result<(), MapsError> {
+        for state in self.services.iter_mut().filter(|s| s.installed) {
+            let registered: HashSet<[u8; 4]> = backends
+                .iter()
+                .filter(|(key, _)| key.group_id == state.config.group_id)
+                .map(|(key, _)| key.addr)
+                .collect();
+            let freed: HashSet<[u8; 4]> = self
+                .rows
+                .release(maps, state.service.service_id, &registered)?
+                .into_iter()
+                .collect();
+            if freed.is_empty() {
+                continue;
+            }
+            for entry in state.slots.iter_mut().flatten().flat_map(|t| t.iter_mut()) {
+                if freed.contains(entry) {
+                    *entry = STALE;
+                }
             }
         }
         Ok(())
@@ -356,6 +406,7 @@ impl ServiceTables {
                 warn!(vip = %Ipv4Addr::from(key.vip), port = key.port, "forwarding table not rebuilt: {e}");
                 // Not retried until the backend set changes.
                 state.built_from = Some(set);
+                state.installed = false;
                 return Ok(());
             }
         };
@@ -378,6 +429,7 @@ impl ServiceTables {
                         state.service.slot_size[inactive] = 0;
                         state.slots[inactive] = None;
                         state.built_from = Some(set);
+                        state.installed = false;
                         return Ok(());
                     };
                     state.service.slot_offset[inactive] = offset;
@@ -390,9 +442,21 @@ impl ServiceTables {
             .iter()
             .map(|&(e, _)| state.service.maglev_index(inactive as u32, e))
             .collect();
-        let values: Vec<[u8; 4]> = writes.iter().map(|&(_, v)| v).collect();
+        let mut copy = next;
+        let mut values = Vec::with_capacity(writes.len());
+        for &(entry, addr) in &writes {
+            let row = match addr {
+                [0, 0, 0, 0] => Some(0),
+                addr => self.rows.row(maps, state.service.service_id, addr)?,
+            };
+            if row.is_none() {
+                // No row to give: no backend there, until one frees.
+                copy[entry as usize] = STALE;
+            }
+            values.push(row.unwrap_or(0));
+        }
         maps.set_maglev_entries(&indices, &values)?;
-        state.slots[inactive] = Some(next);
+        state.slots[inactive] = Some(copy);
         state.service.active_slot = inactive as u32;
         // One update makes the whole new table visible to XDP.
         maps.set_service(&key, &state.service)?;
@@ -420,6 +484,7 @@ impl ServiceTables {
             change_ms, how, "forwarding table rebuilt"
         );
         state.built_from = Some(set);
+        state.installed = true;
         Ok(())
     }
 

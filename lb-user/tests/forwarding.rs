@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use aya::maps::{MapData, MapInfo};
 use lb_common::{
-    Counter, FlowBucket, FlowKey, IPPROTO_TCP, ServiceKey, flow_hash, map_name,
+    Counter, FlowBucket, FlowKey, IPPROTO_TCP, ServiceKey, Traffic, flow_hash, map_name,
     wire::{FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING},
 };
 
@@ -68,10 +68,11 @@ impl TestLb {
     fn maglev_pick(&self, sport: u16) -> Option<[u8; 6]> {
         let service = self.maps.service(&TCP_SERVICE).unwrap()?;
         let entry = flow_hash(&client_flow(sport)) % service.active_size();
-        let addr = self
+        let row = self
             .maps
             .maglev_entry(service.maglev_index(service.active_slot, entry))
             .unwrap();
+        let addr = self.maps.rows().unwrap()[row as usize].addr;
         self.maps
             .backends()
             .unwrap()
@@ -184,25 +185,69 @@ fn vip_packets_go_to_a_backend_with_xdp_tx_and_flows_stick() {
     }
 }
 
+/// The service's traffic and each backend's share of it, as `status` reads them.
+fn traffic(lb: &TestLb) -> (Traffic, Vec<(Ipv4Addr, Traffic)>) {
+    let status = lb_user::status::read(&lb.maps, 0).unwrap();
+    let [service] = &status.services[..] else {
+        panic!("one service: {:?}", status.services)
+    };
+    let traffic = |packets, bytes, new_flows| Traffic {
+        packets,
+        bytes,
+        new_flows,
+    };
+    let backends = service
+        .backends
+        .iter()
+        .map(|b| (b.address, traffic(b.packets, b.bytes, b.new_flows)))
+        .collect();
+    (
+        traffic(service.packets, service.bytes, service.new_flows),
+        backends,
+    )
+}
+
 #[test]
-fn a_service_counts_the_packets_bytes_and_new_flows_it_forwards() {
+fn a_service_and_its_backends_count_the_packets_bytes_and_new_flows_they_carry() {
     let mut lb = TestLb::with(LOAD);
     lb.announce(1, 0, 100);
-    for port in 2000..2003 {
-        lb.connect(port).expect("forwarded");
-        lb.send(port).expect("forwarded");
-        lb.send(port).expect("forwarded");
-    }
-    // A packet to no backend is the service's drop, not its traffic.
-    lb.announce(1, FLAG_LEAVING, 100);
-    assert_eq!(lb.connect(3000), None);
+    lb.announce(2, 0, 100);
     let ip_bytes = (Frame::tcp(CLIENT, 2000, VIP, 80, ACK).bytes().len() - 14) as u64;
-    let traffic = lb.maps.service_traffic(0).unwrap();
+    let carried = |flows: u64| Traffic {
+        packets: 3 * flows,
+        bytes: 3 * flows * ip_bytes,
+        new_flows: flows,
+    };
+    let mut on = HashMap::<[u8; 6], u64>::new();
+    for port in 2000..2010 {
+        let mac = lb.connect(port).expect("forwarded");
+        lb.send(port).expect("forwarded");
+        lb.send(port).expect("forwarded");
+        *on.entry(mac).or_default() += 1;
+    }
+    let [(addr1, mac1), (addr2, mac2)] = [backend(1), backend(2)];
+    let (flows1, flows2) = (on[&mac1], on[&mac2]);
+    assert!(flows1 > 0 && flows2 > 0, "both backends got flows: {on:?}");
     assert_eq!(
-        (traffic.packets, traffic.new_flows, traffic.bytes),
-        (9, 3, 9 * ip_bytes),
-        "{traffic:?}"
+        traffic(&lb),
+        (
+            carried(10),
+            vec![(addr1, carried(flows1)), (addr2, carried(flows2))]
+        )
     );
+
+    // A packet to no backend is the service's drop, not its traffic; a
+    // backend that leaves takes its row, not its share of the totals.
+    lb.announce(1, FLAG_LEAVING, 100);
+    lb.announce(2, FLAG_LEAVING, 100);
+    assert_eq!(lb.connect(3000), None);
+    assert_eq!(traffic(&lb), (carried(10), vec![]));
+    // Back again: a row of its own, from zero.
+    lb.announce(2, 0, 100);
+    lb.connect(3001).expect("forwarded");
+    lb.send(3001).expect("forwarded");
+    lb.send(3001).expect("forwarded");
+    assert_eq!(traffic(&lb), (carried(11), vec![(addr2, carried(1))]));
 }
 
 /// Established flows skip the server-list lookup while nothing changed
@@ -648,7 +693,9 @@ fn a_torn_connection_table_slot_is_no_entry() {
         .find(|(_, b)| b.ways.iter().any(|s| s.key == key))
         .expect("the flow's slot");
     let slot = bucket.ways.iter_mut().find(|s| s.key == key).unwrap();
-    slot.flow.backend = backend(2).0.octets();
+    let rows = lb.maps.rows().unwrap();
+    let row2 = rows.iter().position(|r| r.addr == backend(2).0.octets());
+    slot.flow.row = row2.expect("backend 2 has a row") as u32;
     slot.flow.mac = backend(2).1;
     table.set(index, &bucket, 0).unwrap();
 

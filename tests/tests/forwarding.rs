@@ -278,6 +278,29 @@ fn spread_follows_the_weights(bed: &mut Bed<'_>) -> anyhow::Result<()> {
             name(host)
         );
     }
+    // The LB counted as much per backend: a new flow per connection (a
+    // retransmitted SYN counts again).
+    let status = bed.status()?;
+    let service = status
+        .services
+        .iter()
+        .find(|s| s.vip.to_string() == bed.vip)
+        .context("the service in status")?;
+    println!("per backend: {:?}", service.backends);
+    for (host, _) in BACKENDS {
+        let addr = bed.topo.host(host).addr;
+        let counted = service
+            .backends
+            .iter()
+            .find(|b| b.address == addr)
+            .map_or(0, |b| b.new_flows);
+        let served = names.get(&name(host)).copied().unwrap_or(0);
+        ensure!(
+            (served..=served + served / 20 + 5).contains(&counted),
+            "{}: {counted} new flows counted for {served} connections",
+            name(host)
+        );
+    }
 
     // The second VIP has no backend: its connections are dropped and counted.
     let (names, errors) = bed.spread_to(&bed.vip2, 3)?;

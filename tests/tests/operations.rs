@@ -670,11 +670,21 @@ fn rendered_page(topo: &Topology, name: &str) -> anyhow::Result<String> {
 /// it, a draining one shows as draining, a departed one shows its reason.
 #[test]
 fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Result<()> {
-    with_topology(3, Bridge::Flooding, |topo| {
+    const CLIENT: usize = 3;
+    with_topology(4, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
         let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--metrics", LB_METRICS]);
+        args.extend([
+            "--metrics",
+            LB_METRICS,
+            "--vip",
+            &vip,
+            "--service",
+            "tcp:80",
+        ]);
         let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
-        let mut agents = topo.spawn_agents(&AGENTS, &["--iface", "eth0"])?;
+        let _servers = topo.start_servers(&AGENTS)?;
+        let mut agents = topo.spawn_agents(&AGENTS, &["--iface", "eth0", "--vip", &vip])?;
         let registered_at = std::time::Instant::now();
         wait_for(Duration::from_secs(5), POLL, || {
             topo.status(&pin).ok().filter(|s| registered(s).len() == 2)
@@ -697,6 +707,15 @@ fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Resu
             "the page does not show both backends active: {dom}"
         );
 
+        // Traffic, so that the page has each backend's share of it.
+        topo.wait_tables(&pin)?;
+        let out = topo.exec(
+            CLIENT,
+            "http-probe",
+            &["spread", &format!("{vip}:80"), "200"],
+        )?;
+        let spread: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        ensure!(spread["errors"] == 0, "connections failed: {spread}");
         agents[0].signal(libc::SIGUSR1);
         topo.wait_backends(&pin, "draining", 1, Duration::from_secs(3))?;
         agents[1].signal(libc::SIGTERM);
@@ -717,35 +736,58 @@ fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Resu
             dom.contains(&left),
             "the page does not show {second} left with its reason: {dom}"
         );
+        // The draining backend's traffic stays listed; the departed one's
+        // went into the service's totals.
+        let traffic = |addr: &str| {
+            format!(
+                "class=\"service-backend\" data-service=\"{vip}:80/tcp\" data-address=\"{addr}\""
+            )
+        };
+        ensure!(
+            dom.contains(&traffic(&first)) && !dom.contains(&traffic(&second)),
+            "the page does not show {first}'s traffic alone: {dom}"
+        );
         Ok(())
     })
 }
 
 /// A real Prometheus (Debian's `prometheus`) in the LB's namespace scrapes
-/// both binaries every second with the shipped rules; when a backend's
-/// service dies, its agent's check announces it DOWN and the
-/// `XdpLbBackendDown` alert fires in that Prometheus (after its `for`).
+/// both binaries every second with the shipped rules. Its API answers the
+/// per-backend traffic query: after short connections from a client, each
+/// backend's share of the service's new flows is the share its weight asks
+/// for (1:3), within 15%. When a backend's service dies, its agent's check
+/// announces it DOWN and the `XdpLbBackendDown` alert fires in that
+/// Prometheus (after its `for`).
 #[test]
-fn a_real_prometheus_fires_the_down_alert_when_a_service_dies() -> anyhow::Result<()> {
-    with_topology(3, Bridge::Flooding, |topo| {
+fn a_real_prometheus_sees_the_weights_and_fires_the_down_alert() -> anyhow::Result<()> {
+    const CLIENT: usize = 3;
+    with_topology(4, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
         let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--metrics", LB_METRICS]);
+        args.extend([
+            "--metrics",
+            LB_METRICS,
+            "--vip",
+            &vip,
+            "--service",
+            "tcp:80",
+        ]);
         let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
         let mut servers = topo.start_servers(&AGENTS)?;
         let mut agents = Vec::new();
-        for host in AGENTS {
+        for (host, weight) in AGENTS.into_iter().zip(["100", "300"]) {
             let metrics = format!("{}:9101", topo.host(host).addr);
-            let mut args = vec![
-                "--iface".to_owned(),
-                "eth0".into(),
-                "--metrics".into(),
-                metrics,
-            ];
+            let mut args: Vec<String> = ["--iface", "eth0", "--metrics", &metrics]
+                .into_iter()
+                .chain(["--vip", &vip, "--weight", weight])
+                .map(str::to_owned)
+                .collect();
             args.extend(check_args("http://127.0.0.1:80/"));
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             agents.push(topo.spawn(host, &format!("agent{host}"), "backend-agent", &args)?);
         }
         topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
 
         let rules = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -786,6 +828,51 @@ fn a_real_prometheus_fires_the_down_alert_when_a_service_dies() -> anyhow::Resul
             (active.len() == 3 && active.iter().all(|t| t["health"] == "up")).then_some(())
         })
         .context("Prometheus did not scrape the LB and both agents")?;
+
+        // Short connections, then each backend's share of the new flows
+        // beside the share its weight asks for, both from Prometheus.
+        let connections = 2000;
+        let out = topo.exec(
+            CLIENT,
+            "http-probe",
+            &["spread", &format!("{vip}:80"), &connections.to_string()],
+        )?;
+        let spread: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        ensure!(spread["errors"] == 0, "connections failed: {spread}");
+        let query = |promql: &str| -> Option<Vec<(String, f64)>> {
+            let url = "http://127.0.0.1:9090/api/v1/query";
+            let form = format!("query={promql}");
+            let out = topo
+                .exec_program(LB, "curl", &["-sf", "--data-urlencode", &form, url])
+                .ok()?;
+            let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            answer["data"]["result"]
+                .as_array()?
+                .iter()
+                .map(|r| {
+                    let address = r["metric"]["address"].as_str().unwrap_or("").to_owned();
+                    Some((address, r["value"][1].as_str()?.parse().ok()?))
+                })
+                .collect()
+        };
+        let share = "xdp_lb_backend_new_flows_total / on (instance, vip, port, proto) group_left \
+                     sum by (instance, vip, port, proto) (xdp_lb_backend_new_flows_total)";
+        let ratios = format!("({share}) / xdp_lb_backend_weight_share");
+        // Until a scrape after the last connection has the whole count.
+        let scraped = format!("sum(xdp_lb_backend_new_flows_total) >= {connections}");
+        wait_for(Duration::from_secs(10), Duration::from_millis(250), || {
+            query(&scraped).filter(|r| r.len() == 1)
+        })
+        .context("Prometheus did not scrape the connections' new flows")?;
+        let shares = query(share).context("the share query")?;
+        let ratios = query(&ratios).context("the ratio query")?;
+        println!(
+            "Prometheus: shares of {connections} new flows {shares:?} (weights 1:3); share / weight share {ratios:?}"
+        );
+        ensure!(
+            ratios.len() == 2 && ratios.iter().all(|(_, r)| (r - 1.0).abs() <= 0.15),
+            "the shares are not those of the weights within 15%: {ratios:?}"
+        );
 
         let dead = topo.host(AGENTS[0]).addr.to_string();
         servers.remove(0); // killed on drop
