@@ -2,16 +2,18 @@
 //! during a namespace test, validated with `promtool check metrics`,
 //! compared with `status --json`, and followed as a backend leaves;
 //! `status --watch`; an agent run from its settings file.
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, Topology, check_args, counter, fd_store::FdStore, first_answer,
-    first_group, registered, wait_for, with_topology,
+    Bridge, Counter, FAST_TIMERS, Proc, Topology, check_args, counter, fd_store::FdStore,
+    first_answer, first_group, registered, wait_for, with_topology,
 };
 
 const LB: usize = 0;
 const AGENTS: [usize; 2] = [1, 2];
+/// The client host of the tests that send traffic (topologies of four).
+const CLIENT: usize = 3;
 const POLL: Duration = Duration::from_millis(20);
 const LB_METRICS: &str = "127.0.0.1:9100";
 const AGENT_METRICS: &str = "127.0.0.1:9101";
@@ -316,7 +318,6 @@ fn an_agent_runs_from_its_settings_file() -> anyhow::Result<()> {
 /// backends. SIGTERM (a stop) still removes everything.
 #[test]
 fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyhow::Result<()> {
-    const CLIENT: usize = 3;
     with_topology(4, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
         let mut args = FAST_TIMERS.to_vec();
@@ -414,7 +415,6 @@ fn an_lb_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyh
 /// removes the backend and undoes the VIP setup.
 #[test]
 fn an_agent_restarted_with_sigquit_loses_nothing_and_a_stop_still_removes() -> anyhow::Result<()> {
-    const CLIENT: usize = 3;
     with_topology(4, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
         let (lb, pin) = topo.start_lb(LB, "lb", &["--vip", &vip, "--service", "tcp:80"])?;
@@ -629,6 +629,37 @@ fn the_alert_rules_load_and_fire_as_their_tests_say() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The LB with `--metrics` and a VIP serving tcp:80, and the agents' HTTP
+/// servers: the LB, its pin path, the VIP and the servers.
+fn start_service(topo: &Topology) -> anyhow::Result<(Proc, PathBuf, String, Vec<Proc>)> {
+    let vip = topo.segment_address(100).to_string();
+    let mut args = FAST_TIMERS.to_vec();
+    args.extend([
+        "--metrics",
+        LB_METRICS,
+        "--vip",
+        &vip,
+        "--service",
+        "tcp:80",
+    ]);
+    let (lb, pin) = topo.start_lb(LB, "lb", &args)?;
+    let servers = topo.start_servers(&AGENTS)?;
+    Ok((lb, pin, vip, servers))
+}
+
+/// `count` short connections from the client to the VIP, none failing.
+fn connect(topo: &Topology, vip: &str, count: u32) -> anyhow::Result<()> {
+    let target = format!("{vip}:80");
+    let out = topo.exec(
+        CLIENT,
+        "http-probe",
+        &["spread", &target, &count.to_string()],
+    )?;
+    let spread: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(spread["errors"] == 0, "connections failed: {spread}");
+    Ok(())
+}
+
 /// The page at `/` as headless Chromium renders it after its first fetch
 /// of /status.json (Chromium runs in the LB's namespace; a screenshot of
 /// the same moment is kept as target/test-output/`name`.png).
@@ -670,20 +701,8 @@ fn rendered_page(topo: &Topology, name: &str) -> anyhow::Result<String> {
 /// it, a draining one shows as draining, a departed one shows its reason.
 #[test]
 fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Result<()> {
-    const CLIENT: usize = 3;
     with_topology(4, Bridge::Flooding, |topo| {
-        let vip = topo.segment_address(100).to_string();
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend([
-            "--metrics",
-            LB_METRICS,
-            "--vip",
-            &vip,
-            "--service",
-            "tcp:80",
-        ]);
-        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
-        let _servers = topo.start_servers(&AGENTS)?;
+        let (_lb, pin, vip, _servers) = start_service(topo)?;
         let mut agents = topo.spawn_agents(&AGENTS, &["--iface", "eth0", "--vip", &vip])?;
         let registered_at = std::time::Instant::now();
         wait_for(Duration::from_secs(5), POLL, || {
@@ -709,13 +728,7 @@ fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Resu
 
         // Traffic, so that the page has each backend's share of it.
         topo.wait_tables(&pin)?;
-        let out = topo.exec(
-            CLIENT,
-            "http-probe",
-            &["spread", &format!("{vip}:80"), "200"],
-        )?;
-        let spread: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        ensure!(spread["errors"] == 0, "connections failed: {spread}");
+        connect(topo, &vip, 200)?;
         agents[0].signal(libc::SIGUSR1);
         topo.wait_backends(&pin, "draining", 1, Duration::from_secs(3))?;
         agents[1].signal(libc::SIGTERM);
@@ -760,20 +773,8 @@ fn the_status_page_shows_backends_as_they_come_drain_and_leave() -> anyhow::Resu
 /// Prometheus (after its `for`).
 #[test]
 fn a_real_prometheus_sees_the_weights_and_fires_the_down_alert() -> anyhow::Result<()> {
-    const CLIENT: usize = 3;
     with_topology(4, Bridge::Flooding, |topo| {
-        let vip = topo.segment_address(100).to_string();
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend([
-            "--metrics",
-            LB_METRICS,
-            "--vip",
-            &vip,
-            "--service",
-            "tcp:80",
-        ]);
-        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
-        let mut servers = topo.start_servers(&AGENTS)?;
+        let (_lb, pin, vip, mut servers) = start_service(topo)?;
         let mut agents = Vec::new();
         for (host, weight) in AGENTS.into_iter().zip(["100", "300"]) {
             let metrics = format!("{}:9101", topo.host(host).addr);
@@ -832,13 +833,7 @@ fn a_real_prometheus_sees_the_weights_and_fires_the_down_alert() -> anyhow::Resu
         // Short connections, then each backend's share of the new flows
         // beside the share its weight asks for, both from Prometheus.
         let connections = 2000;
-        let out = topo.exec(
-            CLIENT,
-            "http-probe",
-            &["spread", &format!("{vip}:80"), &connections.to_string()],
-        )?;
-        let spread: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        ensure!(spread["errors"] == 0, "connections failed: {spread}");
+        connect(topo, &vip, connections)?;
         let query = |promql: &str| -> Option<Vec<(String, f64)>> {
             let url = "http://127.0.0.1:9090/api/v1/query";
             let form = format!("query={promql}");
