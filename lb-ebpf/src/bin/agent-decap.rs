@@ -6,6 +6,14 @@
 //! packet is left alone. Each packet moves one counter, whose declaration
 //! in lb-common fixes the tc action.
 //!
+//! A second-chance packet (IPIP from a known LB holding IPIP from the same
+//! LB to another backend) is the LB's way of naming the backend that may
+//! hold the connection when this one does not: kept here if this backend
+//! has a socket for it (or it opens a connection), else sent on to the
+//! named backend with only the first header stripped. What goes on is
+//! plain IPIP from the LB, so the next backend strips it and never hands it
+//! on again.
+//!
 //! tc (ingress, attached through a TCX link), not XDP: it runs on every
 //! driver with no generic-mode caveat, leaves the interface's XDP hook to
 //! others, and a TCX link belongs to the agent's file descriptor, so the
@@ -14,23 +22,32 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC},
+    EbpfContext,
+    bindings::{
+        __sk_buff, BPF_F_CURRENT_NETNS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+    },
     btf_maps::{Array, HashMap, PerCpuArray},
+    helpers::{bpf_redirect_neigh, bpf_sk_release, bpf_skc_lookup_tcp},
     macros::{btf_map, classifier},
     programs::TcContext,
 };
-use lb_common::{DecapCounter, TcAction};
+use lb_common::{DecapCounter, IPPROTO_TCP, TcAction};
 use lb_ebpf::declare_maps;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
 
 lb_common::decap_maps!(declare_maps);
 
 // lb-common numbers the actions the way the kernel does.
 const _: () = assert!(TcAction::Pass as i32 == TC_ACT_OK);
 const _: () = assert!(TcAction::Drop as i32 == TC_ACT_SHOT);
+const _: () = assert!(TcAction::Redirect as i32 == TC_ACT_REDIRECT);
 
 const ETH_P_IP: u16 = 0x0800;
 const IPPROTO_IPIP: u8 = 4;
+/// `TCP_LISTEN` (include/net/tcp_states.h): a listener is no connection.
+const TCP_LISTEN: u32 = 10;
 
 // Not `pub`: the macro's wrapper takes a raw pointer, which clippy refuses
 // in a public function; `no_mangle` exports it all the same.
@@ -40,6 +57,14 @@ fn agent_decap(ctx: TcContext) -> i32 {
     if let Some(slot) = DECAP_COUNTERS.get_ptr_mut(outcome as u32) {
         // SAFETY: per-CPU slot; only this CPU writes it while the program runs.
         unsafe { *slot += 1 };
+    }
+    if outcome.action() == TcAction::Redirect {
+        // Back out of the interface it came in on, toward the next
+        // backend's next hop as the kernel's FIB and neighbours give it.
+        let skb = ctx.as_ptr().cast::<__sk_buff>();
+        // SAFETY: the context's own skb; no parameters (the kernel looks
+        // the next hop up itself).
+        return unsafe { bpf_redirect_neigh((*skb).ifindex, core::ptr::null_mut(), 0, 0) } as i32;
     }
     outcome.action() as i32
 }
@@ -77,14 +102,90 @@ fn classify(ctx: &TcContext) -> DecapCounter {
     if inner.vihl >> 4 != 4 {
         return DecapCounter::Malformed;
     }
-    // Removes the bytes right after the MAC header: the outer IPv4 header.
-    if ctx
-        .adjust_room(-(Ipv4Hdr::LEN as i32), BPF_ADJ_ROOM_MAC, 0)
-        .is_err()
-    {
+    if inner.proto == IPPROTO_IPIP {
+        return second_chance(ctx, &outer, &inner);
+    }
+    if !strip(ctx, 1) {
         return DecapCounter::Malformed;
     }
     DecapCounter::Decapsulated
+}
+
+/// A second-chance packet: `outer` from a known LB to this backend,
+/// `middle` the LB's IPIP header to the backend it names next.
+fn second_chance(ctx: &TcContext, outer: &Ipv4Hdr, middle: &Ipv4Hdr) -> DecapCounter {
+    let is_fragment = u16::from_be_bytes(middle.frags) & 0x3fff != 0;
+    // Only the LB that sent the packet may name the next backend, and
+    // never this one (a loop).
+    if middle.src_addr != outer.src_addr
+        || middle.dst_addr == outer.dst_addr
+        || middle.vihl != 0x45
+        || is_fragment
+    {
+        return DecapCounter::SecondChanceRefused;
+    }
+    let Ok(client) = ctx.load::<Ipv4Hdr>(EthHdr::LEN + 2 * Ipv4Hdr::LEN) else {
+        return DecapCounter::SecondChanceRefused;
+    };
+    if client.proto == IPPROTO_TCP && !opens_or_held(ctx, &client) {
+        // The LB's IPIP to the next backend, as it would have sent it.
+        if !strip(ctx, 1) {
+            return DecapCounter::SecondChanceRefused;
+        }
+        return DecapCounter::SecondChanceHandedOn;
+    }
+    if !strip(ctx, 2) {
+        return DecapCounter::SecondChanceRefused;
+    }
+    DecapCounter::SecondChanceKept
+}
+
+/// Whether the client's TCP packet (its IPv4 header `client`, after both
+/// outer headers) opens a connection (a SYN without ACK) or belongs to a
+/// socket of this backend's (any state but listening).
+fn opens_or_held(ctx: &TcContext, client: &Ipv4Hdr) -> bool {
+    let header_len = usize::from(client.vihl & 0x0f) * 4;
+    let Ok(tcp) = ctx.load::<TcpHdr>(EthHdr::LEN + 2 * Ipv4Hdr::LEN + header_len) else {
+        // No whole TCP header: the stack drops it wherever it goes.
+        return true;
+    };
+    if tcp.syn() != 0 && tcp.ack() == 0 {
+        return true;
+    }
+    let mut tuple = bpf_sock_tuple {
+        __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
+            ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: u32::from_ne_bytes(client.src_addr),
+                daddr: u32::from_ne_bytes(client.dst_addr),
+                sport: u16::from_ne_bytes(tcp.source),
+                dport: u16::from_ne_bytes(tcp.dest),
+            },
+        },
+    };
+    let size = size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    // SAFETY: the context's own skb and a tuple on the stack of `size`
+    // bytes; the socket found is released before return.
+    unsafe {
+        let sock = bpf_skc_lookup_tcp(
+            ctx.as_ptr(),
+            &raw mut tuple,
+            size,
+            BPF_F_CURRENT_NETNS as u64,
+            0,
+        );
+        if sock.is_null() {
+            return false;
+        }
+        let listening = (*sock).state == TCP_LISTEN;
+        bpf_sk_release(sock.cast());
+        !listening
+    }
+}
+
+/// Removes `headers` IPv4 headers of 20 bytes right after the MAC header.
+fn strip(ctx: &TcContext, headers: i32) -> bool {
+    ctx.adjust_room(-(Ipv4Hdr::LEN as i32) * headers, BPF_ADJ_ROOM_MAC, 0)
+        .is_ok()
 }
 
 #[unsafe(link_section = "license")]

@@ -1,0 +1,167 @@
+//! Connection continuity (protocol §7, second chance): the agents'
+//! decapsulation program keeps a second-chance packet whose connection its
+//! backend holds and hands the rest on, once, to the backend the LB names;
+//! a connection no backend holds fails fast (RST). The packets are forged
+//! with the LB's address, as the LB sends them, for a real connection
+//! through the LB.
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{Context, ensure};
+use lb_tests::{Bridge, FAST_TIMERS, Topology, first_answer, wait_for, with_topology};
+
+const LB: usize = 0;
+const BACKENDS: [usize; 2] = [1, 2];
+const CLIENT: usize = 3;
+const POLL: Duration = Duration::from_millis(50);
+
+/// The agent's decapsulation counter `name` on `host`, as its status file
+/// has it (written at each query, every 200 ms here).
+fn decap_counter(topo: &Topology, host: usize, name: &str) -> anyhow::Result<u64> {
+    let out = topo.exec(host, "backend-agent", &["--status", "--iface", "eth0"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("IPIP decapsulation: "))
+        .with_context(|| format!("no decapsulation counters in: {text}"))?;
+    Ok(line
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Waits (bounded) until `host`'s counter `name` is at least `want`.
+fn wait_counter(topo: &Topology, host: usize, name: &str, want: u64) -> anyhow::Result<()> {
+    wait_for(Duration::from_secs(3), POLL, || {
+        decap_counter(topo, host, name).ok().filter(|&n| n >= want)
+    })
+    .with_context(|| format!("host {host}: {name} did not reach {want}"))?;
+    Ok(())
+}
+
+/// The RSTs host `host`'s kernel sent (`Tcp: OutRsts` of /proc/net/snmp).
+fn resets_sent(topo: &Topology, host: usize) -> anyhow::Result<u64> {
+    let out = topo.exec_program(host, "cat", &["/proc/net/snmp"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (
+        tcp.next().context("Tcp names")?,
+        tcp.next().context("Tcp values")?,
+    );
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutRsts")
+        .and_then(|(_, v)| v.parse().ok())
+        .context("no OutRsts")
+}
+
+/// The client's port of its one established connection to `vip`:80.
+fn client_port(topo: &Topology, vip: &str) -> anyhow::Result<u16> {
+    let filter = format!("dst {vip}:80");
+    let out = topo.exec_program(CLIENT, "ss", &["-Htn", "state", "established", &filter])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let local = text
+        .split_whitespace()
+        .nth(2)
+        .with_context(|| format!("no connection to {vip}: {text}"))?;
+    let port = local.rsplit(':').next().context("port")?;
+    Ok(port.parse()?)
+}
+
+#[test]
+fn a_second_chance_reaches_the_backend_that_holds_the_connection_once() -> anyhow::Result<()> {
+    with_topology(4, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--vip", &vip, "--service", "tcp:80"]);
+        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let _servers = topo.start_servers(&BACKENDS)?;
+        let _agents = topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip])?;
+        let lb = topo.host(LB).addr.to_string();
+        // Both agents decapsulate from the LB once it has queried them.
+        for host in BACKENDS {
+            wait_for(Duration::from_secs(5), POLL, || {
+                let out = topo
+                    .exec(host, "backend-agent", &["--status", "--iface", "eth0"])
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains(&lb)
+                    .then_some(())
+            })
+            .with_context(|| format!("host {host} never heard the LB"))?;
+        }
+        topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
+        let target = format!("{vip}:80");
+        let hold = topo.spawn(CLIENT, "hold", "http-probe", &["hold", &target, "30"])?;
+        let name = first_answer(&hold)?;
+        let holder = BACKENDS
+            .into_iter()
+            .find(|&h| name == format!("b{h}"))
+            .with_context(|| format!("answered by {name}"))?;
+        let other = BACKENDS
+            .into_iter()
+            .find(|&h| h != holder)
+            .context("other")?;
+        let client = format!("{}:{}", topo.host(CLIENT).addr, client_port(topo, &vip)?);
+        let addr = |h: usize| topo.host(h).addr.to_string();
+        let send = |first: usize, middle_src: &str, next: usize, client: &str| {
+            let args = [&lb, &addr(first), middle_src, &addr(next), client, &target];
+            let args: Vec<&str> = args.iter().map(|a| &a[..]).collect();
+            topo.exec(LB, "second-chance", &args)
+        };
+        let counter = |h, name| decap_counter(topo, h, name);
+
+        // Sent first to the backend that holds the connection: kept there.
+        let kept = counter(holder, "second_chance_kept")?;
+        send(holder, &lb, other, &client)?;
+        wait_counter(topo, holder, "second_chance_kept", kept + 1)?;
+
+        // Sent first to the other one: handed on once, taken by the holder
+        // as plain IPIP from the LB, and its socket answers (no RST).
+        let (handed, decapsulated) = (
+            counter(other, "second_chance_handed_on")?,
+            counter(holder, "decapsulated")?,
+        );
+        let resets = resets_sent(topo, holder)?;
+        send(other, &lb, holder, &client)?;
+        wait_counter(topo, other, "second_chance_handed_on", handed + 1)?;
+        wait_counter(topo, holder, "decapsulated", decapsulated + 1)?;
+        ensure!(
+            resets_sent(topo, holder)? == resets,
+            "the holder reset the connection it holds"
+        );
+        ensure!(
+            counter(holder, "second_chance_handed_on")? == 0,
+            "the packet was handed on twice"
+        );
+
+        // A connection no backend holds fails fast: handed on, then reset.
+        let port: u16 = client.rsplit(':').next().context("port")?.parse()?;
+        let gone = format!("{}:{}", topo.host(CLIENT).addr, port ^ 1);
+        let resets = resets_sent(topo, holder)?;
+        send(other, &lb, holder, &gone)?;
+        wait_counter(topo, other, "second_chance_handed_on", handed + 2)?;
+        wait_for(Duration::from_secs(3), POLL, || {
+            resets_sent(topo, holder).ok().filter(|&n| n > resets)
+        })
+        .context("no RST for a connection no backend holds")?;
+
+        // Only the LB that sent the packet may name the next backend.
+        let refused = counter(other, "second_chance_refused")?;
+        let stranger = Ipv4Addr::new(192, 0, 2, 1).to_string();
+        send(other, &stranger, holder, &client)?;
+        wait_counter(topo, other, "second_chance_refused", refused + 1)?;
+        ensure!(
+            counter(other, "second_chance_handed_on")? == handed + 2,
+            "a packet another source named the next backend in was handed on"
+        );
+        ensure!(
+            !hold.log_text().contains("error"),
+            "the held connection broke: {}",
+            hold.log_text()
+        );
+        Ok(())
+    })
+}
