@@ -4,10 +4,13 @@
 //! a connection no backend holds fails fast (RST). The packets are forged
 //! with the LB's address, as the LB sends them, for a real connection
 //! through the LB.
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, ensure};
-use lb_tests::{Bridge, FAST_TIMERS, Topology, first_answer, wait_for, with_topology};
+use lb_tests::{Bridge, FAST_TIMERS, Proc, Topology, first_answer, wait_for, with_topology};
 
 const LB: usize = 0;
 const BACKENDS: [usize; 2] = [1, 2];
@@ -69,53 +72,88 @@ fn client_port(topo: &Topology, vip: &str) -> anyhow::Result<u16> {
     Ok(port.parse()?)
 }
 
+/// The LB serving a VIP (tcp:80) at layer 2, both backends' HTTP servers
+/// and agents, registered, in its table and decapsulating from it.
+struct Serving {
+    _lb: Proc,
+    vip: String,
+    lb: String,
+    _servers: Vec<Proc>,
+    agents: Vec<Proc>,
+}
+
+fn serving(topo: &Topology) -> anyhow::Result<Serving> {
+    let vip = topo.segment_address(100).to_string();
+    let mut args = FAST_TIMERS.to_vec();
+    args.extend(["--vip", &vip, "--service", "tcp:80"]);
+    let (lb_proc, pin) = topo.start_lb(LB, "lb", &args)?;
+    let servers = topo.start_servers(&BACKENDS)?;
+    let agents = topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip])?;
+    let lb = topo.host(LB).addr.to_string();
+    // Both agents decapsulate from the LB once it has queried them.
+    for host in BACKENDS {
+        wait_for(Duration::from_secs(5), POLL, || {
+            let out = topo
+                .exec(host, "backend-agent", &["--status", "--iface", "eth0"])
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&lb)
+                .then_some(())
+        })
+        .with_context(|| format!("host {host} never heard the LB"))?;
+    }
+    topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
+    topo.wait_tables(&pin)?;
+    Ok(Serving {
+        _lb: lb_proc,
+        vip,
+        lb,
+        _servers: servers,
+        agents,
+    })
+}
+
+/// A long-lived connection from the client to the VIP, and the backend
+/// host that answered it.
+fn hold(topo: &Topology, vip: &str, seconds: u32) -> anyhow::Result<(Proc, usize)> {
+    let target = format!("{vip}:80");
+    let hold = topo.spawn(
+        CLIENT,
+        "hold",
+        "http-probe",
+        &["hold", &target, &seconds.to_string()],
+    )?;
+    let name = first_answer(&hold)?;
+    let holder = BACKENDS
+        .into_iter()
+        .find(|&h| name == format!("b{h}"))
+        .with_context(|| format!("answered by {name}"))?;
+    Ok((hold, holder))
+}
+
 #[test]
 fn a_second_chance_reaches_the_backend_that_holds_the_connection_once() -> anyhow::Result<()> {
     with_topology(4, Bridge::Flooding, |topo| {
-        let vip = topo.segment_address(100).to_string();
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--vip", &vip, "--service", "tcp:80"]);
-        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
-        let _servers = topo.start_servers(&BACKENDS)?;
-        let _agents = topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip])?;
-        let lb = topo.host(LB).addr.to_string();
-        // Both agents decapsulate from the LB once it has queried them.
-        for host in BACKENDS {
-            wait_for(Duration::from_secs(5), POLL, || {
-                let out = topo
-                    .exec(host, "backend-agent", &["--status", "--iface", "eth0"])
-                    .ok()?;
-                String::from_utf8_lossy(&out.stdout)
-                    .contains(&lb)
-                    .then_some(())
-            })
-            .with_context(|| format!("host {host} never heard the LB"))?;
-        }
-        topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
-        topo.wait_tables(&pin)?;
+        let Serving { vip, lb, .. } = &serving(topo)?;
+        let (vip, lb) = (vip.as_str(), lb.as_str());
         let target = format!("{vip}:80");
-        let hold = topo.spawn(CLIENT, "hold", "http-probe", &["hold", &target, "30"])?;
-        let name = first_answer(&hold)?;
-        let holder = BACKENDS
-            .into_iter()
-            .find(|&h| name == format!("b{h}"))
-            .with_context(|| format!("answered by {name}"))?;
+        let (hold, holder) = hold(topo, vip, 30)?;
         let other = BACKENDS
             .into_iter()
             .find(|&h| h != holder)
             .context("other")?;
-        let client = format!("{}:{}", topo.host(CLIENT).addr, client_port(topo, &vip)?);
+        let client = format!("{}:{}", topo.host(CLIENT).addr, client_port(topo, vip)?);
         let addr = |h: usize| topo.host(h).addr.to_string();
         let send = |first: usize, middle_src: &str, next: usize, client: &str| {
-            let args = [&lb, &addr(first), middle_src, &addr(next), client, &target];
-            let args: Vec<&str> = args.iter().map(|a| &a[..]).collect();
+            let (first, next) = (addr(first), addr(next));
+            let args = [lb, &first, middle_src, &next, client, &target];
             topo.exec(LB, "second-chance", &args)
         };
         let counter = |h, name| decap_counter(topo, h, name);
 
         // Sent first to the backend that holds the connection: kept there.
         let kept = counter(holder, "second_chance_kept")?;
-        send(holder, &lb, other, &client)?;
+        send(holder, lb, other, &client)?;
         wait_counter(topo, holder, "second_chance_kept", kept + 1)?;
 
         // Sent first to the other one: handed on once, taken by the holder
@@ -125,7 +163,7 @@ fn a_second_chance_reaches_the_backend_that_holds_the_connection_once() -> anyho
             counter(holder, "decapsulated")?,
         );
         let resets = resets_sent(topo, holder)?;
-        send(other, &lb, holder, &client)?;
+        send(other, lb, holder, &client)?;
         wait_counter(topo, other, "second_chance_handed_on", handed + 1)?;
         wait_counter(topo, holder, "decapsulated", decapsulated + 1)?;
         ensure!(
@@ -141,7 +179,7 @@ fn a_second_chance_reaches_the_backend_that_holds_the_connection_once() -> anyho
         let port: u16 = client.rsplit(':').next().context("port")?.parse()?;
         let gone = format!("{}:{}", topo.host(CLIENT).addr, port ^ 1);
         let resets = resets_sent(topo, holder)?;
-        send(other, &lb, holder, &gone)?;
+        send(other, lb, holder, &gone)?;
         wait_counter(topo, other, "second_chance_handed_on", handed + 2)?;
         wait_for(Duration::from_secs(3), POLL, || {
             resets_sent(topo, holder).ok().filter(|&n| n > resets)
@@ -161,6 +199,41 @@ fn a_second_chance_reaches_the_backend_that_holds_the_connection_once() -> anyho
             !hold.log_text().contains("error"),
             "the held connection broke: {}",
             hold.log_text()
+        );
+        Ok(())
+    })
+}
+
+/// A backend that leaves takes its connections with it, and they fail
+/// fast: the LB sends their next packet to another backend, whose stack
+/// resets it, instead of leaving the client waiting on a dead path.
+#[test]
+fn a_departed_backends_connections_are_reset_not_left_hanging() -> anyhow::Result<()> {
+    with_topology(4, Bridge::Flooding, |topo| {
+        let serving = serving(topo)?;
+        let (mut hold, holder) = hold(topo, &serving.vip, 20)?;
+        let index = BACKENDS
+            .iter()
+            .position(|&h| h == holder)
+            .context("holder")?;
+        let left = Instant::now();
+        // Its server stays up: only the backend's registration goes.
+        serving.agents[index].signal(libc::SIGTERM);
+        hold.wait_exit(Duration::from_secs(5))?;
+        let took = left.elapsed();
+        let log = hold.log_text();
+        println!(
+            "b{holder} left; its held connection ended {} ms later: {}",
+            took.as_millis(),
+            log.trim()
+        );
+        ensure!(
+            log.contains("reset"),
+            "the connection did not end in a reset: {log}"
+        );
+        ensure!(
+            took < Duration::from_secs(2),
+            "the connection took {took:?} to fail"
         );
         Ok(())
     })
