@@ -25,6 +25,10 @@ pub struct BackendEntry {
     pub sequence: u64,
     /// Announcements accepted since the backend registered.
     pub announcements: u64,
+    /// CLOCK_MONOTONIC_COARSE ns when XDP registered the backend: backends
+    /// registered long enough ago make the previous tables (the second
+    /// chance, protocol §7).
+    pub registered_ns: u64,
     /// Ethernet source address of the last announcement.
     pub mac: [u8; 6],
     /// Announced weight (default [`wire::DEFAULT_WEIGHT`]).
@@ -35,7 +39,7 @@ pub struct BackendEntry {
     pub version: u8,
     pub _pad: [u8; 6],
 }
-const _: () = assert!(core::mem::size_of::<BackendEntry>() == 40);
+const _: () = assert!(core::mem::size_of::<BackendEntry>() == 48);
 
 /// An IGMP leave waiting for confirmation.
 #[repr(C)]

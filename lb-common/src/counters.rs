@@ -138,6 +138,12 @@ counters! {
     /// Client packet to a VIP service dropped: fragment, IP options or a
     /// truncated TCP or UDP header.
     VipMalformed = "vip_malformed" => Drop,
+    /// A TCP packet past its SYN of a flow this LB has no entry for, whose
+    /// backend in the service's previous table is not its pick: sent to the
+    /// pick wrapped twice, the inner header naming the previous backend,
+    /// which gets it when the pick holds no such connection (second chance,
+    /// protocol §7).
+    VipSecondChance = "vip_second_chance" => Tx,
     }
 }
 

@@ -15,8 +15,8 @@ use crate::{
     flows::{Found, Place},
     ipip,
     maps::{
-        BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, SEGMENT_MASK, SERVICE_BACKENDS, SERVICES,
-        VIPS,
+        BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, PREVIOUS_SERVICES, SEGMENT_MASK,
+        SERVICE_BACKENDS, SERVICES, VIPS,
     },
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
     stats,
@@ -58,18 +58,42 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     } else {
         place.find()
     };
-    if known.is_some() {
+    // A flow exists only for a service's packet, and nothing that could
+    // end its claim (or its row's) happened since its check: no service
+    // lookup.
+    if known.is_some()
+        && known.flow.epoch == epoch
+        && let Some(target) = named_by(known.flow.row)
+    {
         let flow = known.flow;
-        // A flow exists only for a service's packet, and nothing that
-        // could end its claim (or its row's) happened since its check: no
-        // service lookup.
-        if flow.epoch == epoch
-            && let Some(target) = named_by(flow.row)
-        {
-            stats::traffic_add(flow.row, packet_bytes(ctx), false);
-            return Some(send(ctx, eth, packet, target.addr, flow.mac, false));
-        }
+        stats::traffic_add(flow.row, packet_bytes(ctx), false);
+        let hit = Picked {
+            row: flow.row,
+            addr: target.addr,
+            mac: flow.mac,
+            new_flow: false,
+            previous: NO_BACKEND,
+        };
+        return Some(send(ctx, eth, packet, &hit));
     }
+    let picked = match pick_for_service(&place, known, epoch, (new_connection, packet, dst_port)) {
+        Ok(picked) => picked,
+        Err(outcome) => return outcome,
+    };
+    stats::traffic_add(picked.row, packet_bytes(ctx), picked.new_flow);
+    Some(send(ctx, eth, packet, &picked))
+}
+
+/// The backend for a flow that needs its service: `Err` with what to do
+/// when there is none (`None`: no service of a VIP, classified like any
+/// packet; else the counted drop).
+#[inline(always)]
+fn pick_for_service(
+    place: &Place,
+    known: Found,
+    epoch: u32,
+    (new_connection, packet, dst_port): (bool, &Ipv4Packet, [u8; 2]),
+) -> Result<Picked, Option<Counter>> {
     let service_key = ServiceKey {
         vip: packet.dst,
         port: u16::from_be_bytes(dst_port),
@@ -80,43 +104,44 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     let Some(service) = (unsafe { SERVICES.get(&service_key) }).copied() else {
         // Another port of a VIP, or no VIP: classified like any packet (to
         // a VIP's other ports that ends in `ignored`, and the stack).
-        return None;
+        return Err(None);
     };
-    let Some(picked) = pick_backend(&service, &place, known, epoch, new_connection) else {
-        return Some(Counter::VipNoBackend);
+    // A TCP packet past its SYN of a flow this LB does not know may belong
+    // to a connection another LB (or this one before a restart) sent
+    // where the previous table says.
+    let previous = if !new_connection && packet.proto == IPPROTO_TCP && !known.is_some() {
+        previous_pick(&service_key, place.maglev_hash())
+    } else {
+        NO_BACKEND
     };
-    stats::traffic_add(picked.row, packet_bytes(ctx), picked.new_flow);
-    Some(send(
-        ctx,
-        eth,
-        packet,
-        picked.addr,
-        picked.mac,
-        picked.new_flow,
-    ))
+    pick_backend(&service, place, known, epoch, (new_connection, previous))
+        .ok_or(Some(Counter::VipNoBackend))
 }
 
-/// Sends the packet on to `backend`: wrapped in IPIP beyond the LB's
+/// Sends the packet on to its backend: wrapped twice for a second chance
+/// (naming the previous backend), wrapped in IPIP beyond the LB's
 /// segment, else with the backend's MAC as destination (layer-2 DSR).
 #[inline(always)]
-fn send(
-    ctx: &XdpContext,
-    eth: *mut EthHdr,
-    packet: &Ipv4Packet,
-    backend: [u8; 4],
-    mac: [u8; 6],
-    new_flow: bool,
-) -> Counter {
+fn send(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet, to: &Picked) -> Counter {
+    let second_chance = to.previous != NO_BACKEND;
     let mode = ForwardingMode::from_raw(FORWARDING.load());
-    if mode.wraps(backend, LB_ADDR.load(), SEGMENT_MASK.load()) {
-        return ipip::forward(ctx, packet, backend, new_flow);
+    let wraps = mode.wraps(to.addr, LB_ADDR.load(), SEGMENT_MASK.load());
+    if second_chance || wraps {
+        let (next, sent) = match (second_chance, to.new_flow) {
+            (true, _) => (Some(to.previous), Counter::VipSecondChance),
+            (false, true) => (None, Counter::IpipNewFlow),
+            (false, false) => (None, Counter::IpipForwarded),
+        };
+        // A layer-2 backend is reached at the MAC it announces from.
+        let on_segment = (!wraps).then_some(to.mac);
+        return ipip::forward(ctx, packet, to.addr, (next, on_segment), sent);
     }
     // SAFETY: eth was bounds-checked by the caller; XDP packets are writable.
     unsafe {
-        (*eth).dst_addr = mac;
+        (*eth).dst_addr = to.mac;
         (*eth).src_addr = LB_MAC.load();
     }
-    if new_flow {
+    if to.new_flow {
         Counter::VipNewFlow
     } else {
         Counter::VipForwarded
@@ -163,13 +188,18 @@ fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], boo
     }
 }
 
-/// Where a flow's packet goes: the backend's row, address and MAC, and
-/// whether the flow is new.
+/// The address no backend has: no previous backend.
+const NO_BACKEND: [u8; 4] = [0; 4];
+
+/// Where a flow's packet goes: the backend's row, address and MAC,
+/// whether the flow is new, and for a second chance the backend the
+/// previous table gives (else `NO_BACKEND`).
 struct Picked {
     row: u32,
     addr: [u8; 4],
     mac: [u8; 6],
     new_flow: bool,
+    previous: [u8; 4],
 }
 
 /// What row `row` names, copied out; `None` past the array (never: rows
@@ -198,14 +228,17 @@ fn row_backend(service: &Service, row: u32) -> Option<([u8; 4], [u8; 6])> {
 /// The backend for a flow. A known flow (its slot and entry `known`, whose
 /// `epoch` is older than `epoch`, the count read before this check) keeps
 /// its backend while that backend is registered (even DRAINING); a new
-/// connection or an unknown flow gets one from the Maglev table.
+/// connection or an unknown flow gets one from the Maglev table; a pick
+/// that the previous table's `previous` (for an unknown flow's TCP packet
+/// past its SYN; else `NO_BACKEND`) disagrees with names it and is not
+/// recorded: each packet of the flow asks again.
 #[inline(always)]
 fn pick_backend(
     service: &Service,
     place: &Place,
     known: Found,
     epoch: u32,
-    new_connection: bool,
+    (new_connection, previous): (bool, [u8; 4]),
 ) -> Option<Picked> {
     if known.is_some() {
         let flow = known.flow;
@@ -221,6 +254,7 @@ fn pick_backend(
                 addr,
                 mac,
                 new_flow: false,
+                previous: NO_BACKEND,
             });
         }
     }
@@ -237,6 +271,15 @@ fn pick_backend(
     // empty entry) names no backend: `backend_mac` refuses it.
     let addr = named_by(row)?.addr;
     let mac = backend_mac(service, addr)?;
+    if previous != NO_BACKEND && previous != addr {
+        return Some(Picked {
+            row,
+            addr,
+            mac,
+            new_flow: false,
+            previous,
+        });
+    }
     // A flow seen first past its SYN (its entry was lost) is established.
     place.record(Flow::new(row, mac, epoch), !new_connection);
     Some(Picked {
@@ -244,7 +287,36 @@ fn pick_backend(
         addr,
         mac,
         new_flow: true,
+        previous: NO_BACKEND,
     })
+}
+
+/// The backend service `key`'s previous table gives a flow of Maglev hash
+/// `hash`, if that table exists and its backend is registered and not
+/// DOWN (DRAINING is fine: its open connections are what this is for);
+/// else `NO_BACKEND` (not an `Option`: a `None` leaves the payload's register
+/// undefined, which the verifier refuses across a call).
+///
+/// Not inlined: its own stack frame keeps the program's within the
+/// verifier's 512 bytes.
+#[inline(never)]
+fn previous_pick(key: &ServiceKey, hash: u32) -> [u8; 4] {
+    // SAFETY: plain value written only by lb-user, which replaces it whole
+    // (a hash map element: the old one stays valid while read).
+    let Some(previous) = (unsafe { PREVIOUS_SERVICES.get(key) }) else {
+        return NO_BACKEND;
+    };
+    let size = previous.active_size();
+    // Checked for the verifier too: a zero size must not divide.
+    if size == 0 {
+        return NO_BACKEND;
+    }
+    let Some(&row) = MAGLEV.get(previous.maglev_index(previous.active_slot, hash % size)) else {
+        return NO_BACKEND;
+    };
+    // Checked: a previous table that could not be rebuilt may name rows
+    // freed since.
+    row_backend(previous, row).map_or(NO_BACKEND, |(addr, _)| addr)
 }
 
 /// MAC of `addr` if it is registered in the service's group and not DOWN

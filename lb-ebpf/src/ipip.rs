@@ -14,7 +14,9 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
         bpf_fib_lookup as FibLookup,
     },
-    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::{
+        bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
+    },
     programs::XdpContext,
 };
 use lb_common::{
@@ -24,7 +26,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
     clock, gso,
-    maps::{LB_ADDR, NEXT_HOP_ERRORS, NEXT_HOPS},
+    maps::{LB_ADDR, LB_MAC, NEXT_HOP_ERRORS, NEXT_HOPS},
     parse::{Ipv4Packet, ptr_at},
 };
 
@@ -47,9 +49,17 @@ const QUOTED_LEN: usize = Ipv4Hdr::LEN + 8;
 const TOO_BIG_FRAME_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN + ICMP_HEADER_LEN + QUOTED_LEN;
 
 /// Wraps the client packet of `packet` for `backend` and sends it to the
-/// next hop; `new_flow` picks the counter of a sent packet.
+/// next hop, counted as `sent`. With `next` (a second chance, protocol §7)
+/// it is wrapped twice: the inner header, from the LB to `next`, names
+/// the backend to pass it to when `backend` holds no such connection.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow: bool) -> Counter {
+pub fn forward(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    backend: [u8; 4],
+    (next, on_segment): (Option<[u8; 4]>, Option<[u8; 6]>),
+    sent: Counter,
+) -> Counter {
     let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
         // The caller parsed this header: only for the verifier.
         return Counter::IpipNoRoom;
@@ -57,47 +67,99 @@ pub fn forward(ctx: &XdpContext, packet: &Ipv4Packet, backend: [u8; 4], new_flow
     // SAFETY: ptr_at checked the bounds; copied out before the frame moves.
     let (tos, dont_fragment) = unsafe { ((*inner).tos, (*inner).frags[0] & DONT_FRAGMENT != 0) };
     let inner_len = packet.l4_offset - EthHdr::LEN + packet.l4_len;
-    let outer_len = (inner_len + Ipv4Hdr::LEN) as u16;
+    let overhead = if next.is_some() { 2 } else { 1 } * Ipv4Hdr::LEN;
+    let outer_len = (inner_len + overhead) as u16;
     let lb = LB_ADDR.load();
+    let hop = match hop_toward(ctx, packet, (lb, backend), outer_len, on_segment) {
+        Ok(hop) => hop,
+        // Wrapped once there, second chance or not.
+        Err(Resolve::TooBig { .. }) if on_segment.is_none() && gso::is_super_packet(ctx) => {
+            return gso::hand_over(ctx, packet, lb, backend);
+        }
+        Err(Resolve::TooBig { mtu }) if dont_fragment => {
+            return too_big(ctx, packet.src, mtu.saturating_sub(overhead as u16));
+        }
+        Err(Resolve::TooBig { .. }) => return Counter::IpipTooBigDropped,
+        Err(Resolve::NoNextHop) => return Counter::IpipNoNextHop,
+    };
+    // SAFETY: a negative delta grows the headroom; the helper checks it.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
+        return Counter::IpipNoRoom;
+    }
+    let Some(eth) = ptr_at::<[u8; EthHdr::LEN]>(ctx, 0) else {
+        return Counter::IpipNoRoom;
+    };
+    // SAFETY: ptr_at checked the bounds; XDP packets are writable.
+    let eth = unsafe { &mut *eth.cast_mut() };
+    eth[..6].copy_from_slice(&hop.dmac);
+    eth[6..12].copy_from_slice(&hop.smac);
+    eth[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    // One buffer for both headers: the program's stack is tight.
+    let mut header = ipv4_header(tos, outer_len, dont_fragment, IPPROTO_IPIP, lb, backend);
+    if !put_header(ctx, EthHdr::LEN, &header) {
+        return Counter::IpipNoRoom;
+    }
+    if let Some(next) = next {
+        let len = outer_len - Ipv4Hdr::LEN as u16;
+        header = ipv4_header(tos, len, dont_fragment, IPPROTO_IPIP, lb, next);
+        if !put_header(ctx, EthHdr::LEN + Ipv4Hdr::LEN, &header) {
+            return Counter::IpipNoRoom;
+        }
+    }
+    sent
+}
+
+/// Writes an IPv4 header at `offset` of the frame; false past its end.
+#[inline(always)]
+fn put_header(ctx: &XdpContext, offset: usize, header: &[u8; Ipv4Hdr::LEN]) -> bool {
+    let Some(at) = ptr_at::<[u8; Ipv4Hdr::LEN]>(ctx, offset) else {
+        return false;
+    };
+    // SAFETY: ptr_at checked the bounds; XDP packets are writable.
+    unsafe { *at.cast_mut() = *header };
+    true
+}
+
+/// Where an outer packet of `outer_len` bytes from `lb` to `backend` goes:
+/// straight to `on_segment` (the MAC of a backend on the LB's segment, for
+/// a second chance, which no FIB or neighbour entry of the LB's knows)
+/// if the interface's MTU takes it, else to the next hop the cache or the
+/// kernel's FIB gives.
+#[inline(always)]
+fn hop_toward(
+    ctx: &XdpContext,
+    packet: &Ipv4Packet,
+    (lb, backend): ([u8; 4], [u8; 4]),
+    outer_len: u16,
+    on_segment: Option<[u8; 6]>,
+) -> Result<NextHop, Resolve> {
+    if let Some(dmac) = on_segment {
+        let grown = i32::from(outer_len) - (packet.l4_offset - EthHdr::LEN + packet.l4_len) as i32;
+        let mut mtu = 0u32;
+        // SAFETY: the context's own packet; the helper checks the rest.
+        let result = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu, grown, 0) };
+        if result != 0 {
+            return Err(Resolve::TooBig { mtu: mtu as u16 });
+        }
+        return Ok(NextHop {
+            resolved_ns: 0,
+            dmac,
+            smac: LB_MAC.load(),
+            fits: outer_len,
+            _pad: [0; 2],
+        });
+    }
     // The coarse clock (a tick or two behind) is enough to age a 100 ms
     // cache, and costs a fraction of the fine one on every packet.
     let now = clock::coarse_ns();
     // SAFETY: a plain value written only by XDP; copied out at once.
-    let hop = match unsafe { NEXT_HOPS.get(&backend) }.copied() {
+    match unsafe { NEXT_HOPS.get(&backend) }.copied() {
         Some(hop)
             if now.wrapping_sub(hop.resolved_ns) < CACHE_COARSE_NS && outer_len <= hop.fits =>
         {
-            hop
+            Ok(hop)
         }
-        _ => match resolve(ctx, packet, lb, backend, outer_len, now) {
-            Ok(hop) => hop,
-            Err(Resolve::TooBig { .. }) if gso::is_super_packet(ctx) => {
-                return gso::hand_over(ctx, packet, lb, backend);
-            }
-            Err(Resolve::TooBig { mtu }) if dont_fragment => return too_big(ctx, packet.src, mtu),
-            Err(Resolve::TooBig { .. }) => return Counter::IpipTooBigDropped,
-            Err(Resolve::NoNextHop) => return Counter::IpipNoNextHop,
-        },
-    };
-    let (smac, dmac) = (hop.smac, hop.dmac);
-    let header = ipv4_header(tos, outer_len, dont_fragment, IPPROTO_IPIP, lb, backend);
-    // SAFETY: a negative delta grows the headroom; the helper checks it.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(Ipv4Hdr::LEN as i32)) } != 0 {
-        return Counter::IpipNoRoom;
-    }
-    let Some(headers) = ptr_at::<[u8; EthHdr::LEN + Ipv4Hdr::LEN]>(ctx, 0) else {
-        return Counter::IpipNoRoom;
-    };
-    // SAFETY: ptr_at checked the bounds; XDP packets are writable.
-    let headers = unsafe { &mut *headers.cast_mut() };
-    headers[..6].copy_from_slice(&dmac);
-    headers[6..12].copy_from_slice(&smac);
-    headers[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    headers[EthHdr::LEN..].copy_from_slice(&header);
-    if new_flow {
-        Counter::IpipNewFlow
-    } else {
-        Counter::IpipForwarded
+        _ => resolve(ctx, packet, lb, backend, outer_len, now),
     }
 }
 
@@ -213,9 +275,10 @@ pub fn ipv4_header(
 }
 
 /// Turns the frame into an ICMP "fragmentation needed" to `client`,
-/// quoting its IP header and 8 bytes, with the MTU left once wrapped.
+/// quoting its IP header and 8 bytes, with the MTU left once wrapped
+/// (`usable`).
 #[inline(always)]
-fn too_big(ctx: &XdpContext, client: [u8; 4], egress_mtu: u16) -> Counter {
+fn too_big(ctx: &XdpContext, client: [u8; 4], usable: u16) -> Counter {
     let frame_len = ctx.data_end() - ctx.data();
     let prepended = Ipv4Hdr::LEN + ICMP_HEADER_LEN;
     // SAFETY: the helpers check their deltas against the frame.
@@ -250,7 +313,7 @@ fn too_big(ctx: &XdpContext, client: [u8; 4], egress_mtu: u16) -> Counter {
         client,
     );
     frame[EthHdr::LEN..EthHdr::LEN + Ipv4Hdr::LEN].copy_from_slice(&header);
-    let usable = egress_mtu.saturating_sub(Ipv4Hdr::LEN as u16).to_be_bytes();
+    let usable = usable.to_be_bytes();
     let mut icmp = [0u8; ICMP_HEADER_LEN + QUOTED_LEN];
     icmp.copy_from_slice(&frame[EthHdr::LEN + Ipv4Hdr::LEN..]);
     icmp[..ICMP_HEADER_LEN].copy_from_slice(&[

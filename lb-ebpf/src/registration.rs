@@ -151,6 +151,7 @@ fn apply(
         last_seen_ns: now,
         sequence: payload.sequence,
         announcements: 1,
+        registered_ns: now,
         mac: packet.eth_src,
         weight: payload.weight,
         flags: payload.flags,

@@ -20,8 +20,7 @@ use crate::{
     metrics::ControlMetrics,
     next_hop::NextHops,
     queries::{Queriers, QueryVersion},
-    reach::Reach,
-    tables::{ServiceConfig, ServiceTables},
+    tables::{ServiceConfig, ServiceTables, TableParams},
 };
 
 /// Protocol parameters of one LB instance (protocol §3).
@@ -222,8 +221,7 @@ impl Controller {
     pub fn serve(
         &mut self,
         services: &[ServiceConfig],
-        table_size: u32,
-        reach: Reach,
+        tables: TableParams,
         next_hops: Option<NextHops>,
     ) -> Result<(), MapsError> {
         self.next_hops = next_hops;
@@ -231,7 +229,7 @@ impl Controller {
             self.tables = Some(ServiceTables::new(
                 &mut self.maps,
                 services,
-                (table_size, reach),
+                tables,
                 self.metrics.clone(),
             )?);
         }

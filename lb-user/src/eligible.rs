@@ -23,11 +23,37 @@ pub fn eligible_backends(
     backends: &[(BackendKey, BackendEntry)],
     reach: Reach,
 ) -> Vec<MaglevBackend> {
+    backends_where(group_id, backends, reach, |e| {
+        e.flags & (FLAG_DRAINING | FLAG_DOWN) == 0
+    })
+}
+
+/// The backends of a group's previous table (second chance, protocol
+/// §7): those registered at `registered_by_ns` (CLOCK_MONOTONIC ns) or
+/// before, DRAINING ones included (their open flows came from such a
+/// table), not DOWN, weight above 0, reachable; sorted.
+pub fn previous_backends(
+    group_id: u32,
+    backends: &[(BackendKey, BackendEntry)],
+    reach: Reach,
+    registered_by_ns: u64,
+) -> Vec<MaglevBackend> {
+    backends_where(group_id, backends, reach, |e| {
+        e.flags & FLAG_DOWN == 0 && e.registered_ns <= registered_by_ns
+    })
+}
+
+/// The group's backends of positive weight that `keep` keeps and `reach`
+/// reaches, sorted.
+fn backends_where(
+    group_id: u32,
+    backends: &[(BackendKey, BackendEntry)],
+    reach: Reach,
+    keep: impl Fn(&BackendEntry) -> bool,
+) -> Vec<MaglevBackend> {
     let mut set: Vec<MaglevBackend> = backends
         .iter()
-        .filter(|(k, e)| {
-            k.group_id == group_id && e.flags & (FLAG_DRAINING | FLAG_DOWN) == 0 && e.weight > 0
-        })
+        .filter(|(k, e)| k.group_id == group_id && e.weight > 0 && keep(e))
         .map(|(k, e)| MaglevBackend {
             addr: Ipv4Addr::from(k.addr),
             weight: e.weight,
@@ -93,6 +119,7 @@ mod tests {
             last_seen_ns: 1,
             sequence: 0,
             announcements: 1,
+            registered_ns: 1,
             mac: [2, 0, 0, 0, 0, 1],
             weight,
             flags,
@@ -145,6 +172,34 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn the_previous_table_keeps_draining_backends_and_leaves_young_and_down_ones_out() {
+        let key = |last| BackendKey {
+            group_id: 0,
+            addr: [10, 0, 0, last],
+        };
+        let registered = |e: BackendEntry, at| BackendEntry {
+            registered_ns: at,
+            ..e
+        };
+        let backends = vec![
+            (key(2), registered(entry(100, 0), 10)),
+            (key(3), registered(entry(100, FLAG_DRAINING), 10)),
+            (key(4), registered(entry(100, FLAG_DOWN), 10)),
+            (key(5), registered(entry(100, 0), 21)),
+            (key(6), registered(entry(100, 0), 20)),
+        ];
+        let reach = Reach {
+            mode: ForwardingMode::L2,
+            segment: SEGMENT,
+        };
+        let addrs: Vec<u8> = previous_backends(0, &backends, reach, 20)
+            .iter()
+            .map(|b| b.addr.octets()[3])
+            .collect();
+        assert_eq!(addrs, vec![2, 3, 6]);
     }
 
     #[test]

@@ -62,6 +62,26 @@ pub enum MapsError {
     Cpus(std::io::Error),
 }
 
+/// Which of a service's tables: the one new flows take (`SERVICES`), or
+/// the one of the backends registered at least the second-chance window
+/// ago (`PREVIOUS_SERVICES`, protocol §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TableKind {
+    Current,
+    Previous,
+}
+
+impl TableKind {
+    pub const ALL: [TableKind; 2] = [TableKind::Current, TableKind::Previous];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::Current => "current",
+            TableKind::Previous => "previous",
+        }
+    }
+}
+
 /// One configured group: the multicast address and its announcement port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupConfig {
@@ -231,14 +251,36 @@ impl LbMaps {
             .map_err(map_err(map_name::ANNOUNCE_ALLOW))
     }
 
-    /// A configured service, if XDP has it (one left by a killed instance).
-    pub fn service(&self, key: &ServiceKey) -> Result<Option<Service>, MapsError> {
-        found(self.services.get(key, 0), map_name::SERVICES)
+    /// A configured service's `kind` of table, if XDP has it (one left by
+    /// a killed instance).
+    pub fn service(&self, kind: TableKind, key: &ServiceKey) -> Result<Option<Service>, MapsError> {
+        let (map, name) = self.service_map(kind);
+        found(map.get(key, 0), name)
     }
 
-    /// Every configured service.
-    pub fn services(&self) -> Result<Vec<(ServiceKey, Service)>, MapsError> {
-        entries(&self.services, map_name::SERVICES)
+    /// Every configured service, with its `kind` of table.
+    pub fn services(&self, kind: TableKind) -> Result<Vec<(ServiceKey, Service)>, MapsError> {
+        let (map, name) = self.service_map(kind);
+        entries(map, name)
+    }
+
+    /// The map of `kind` of tables and its name.
+    fn service_map(&self, kind: TableKind) -> (&kind::HashMap<ServiceKey, Service>, &'static str) {
+        match kind {
+            TableKind::Current => (&self.services, map_name::SERVICES),
+            TableKind::Previous => (&self.previous_services, map_name::PREVIOUS_SERVICES),
+        }
+    }
+
+    /// The map of `kind` of tables and its name, to write.
+    fn service_map_mut(
+        &mut self,
+        kind: TableKind,
+    ) -> (&mut kind::HashMap<ServiceKey, Service>, &'static str) {
+        match kind {
+            TableKind::Current => (&mut self.services, map_name::SERVICES),
+            TableKind::Previous => (&mut self.previous_services, map_name::PREVIOUS_SERVICES),
+        }
     }
 
     /// What every row names (`lb_common::ServiceBackend`), in one batched read.
@@ -293,16 +335,22 @@ impl LbMaps {
             .map_err(map_err(map_name::TRAFFIC))
     }
 
-    /// Adds or replaces a service; XDP sees the new value atomically.
-    pub fn set_service(&mut self, key: &ServiceKey, service: &Service) -> Result<(), MapsError> {
-        self.services
-            .insert(key, service, 0)
-            .map_err(map_err(map_name::SERVICES))
+    /// Adds or replaces a service's `kind` of table; XDP sees the new
+    /// value atomically.
+    pub fn set_service(
+        &mut self,
+        kind: TableKind,
+        key: &ServiceKey,
+        service: &Service,
+    ) -> Result<(), MapsError> {
+        let (map, name) = self.service_map_mut(kind);
+        map.insert(key, service, 0).map_err(map_err(name))
     }
 
-    /// Removes a service an earlier instance configured.
-    pub fn remove_service(&mut self, key: &ServiceKey) -> Result<(), MapsError> {
-        removed(self.services.remove(key), map_name::SERVICES)
+    /// Removes a service's `kind` of table an earlier instance configured.
+    pub fn remove_service(&mut self, kind: TableKind, key: &ServiceKey) -> Result<(), MapsError> {
+        let (map, name) = self.service_map_mut(kind);
+        removed(map.remove(key), name)
     }
 
     /// The VIPs XDP knows.

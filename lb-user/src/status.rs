@@ -13,7 +13,7 @@ use lb_host::status::{
     StatusReport, format_mac,
 };
 
-use crate::maps::{LbMaps, MapsError};
+use crate::maps::{LbMaps, MapsError, TableKind};
 
 /// The status page `lb-user run --metrics` serves at `/`: it reads the
 /// `status --json` document from `/status.json` every second.
@@ -69,7 +69,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
         .map_or(FIRST_BACKEND_ROW, |last| last as u32 + 1);
     let traffic = maps.traffic(in_use)?;
     let mut services = Vec::new();
-    for (key, service) in maps.services()? {
+    for (key, service) in maps.services(TableKind::Current)? {
         let table: Vec<[u8; 4]> = maps
             .active_table(&service)?
             .into_iter()

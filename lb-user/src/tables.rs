@@ -16,15 +16,26 @@ use lb_common::{BackendEntry, BackendKey, MAGLEV_POOL, Service, ServiceKey};
 use tracing::{info, warn};
 
 use crate::{
-    eligible::{eligible_backends, oldest_change},
+    eligible::{eligible_backends, oldest_change, previous_backends},
     maglev::{MaglevBackend, MaglevError, MaglevTable, patch, table_size},
-    maps::{LbMaps, MapsError},
+    maps::{LbMaps, MapsError, TableKind},
     metrics::{ControlMetrics, ServiceLabels},
     pool::Pool,
     reach::{OffSegmentReport, Reach},
     rows::Rows,
     system,
 };
+
+/// How the tables are sized and filled.
+#[derive(Clone, Copy, Debug)]
+pub struct TableParams {
+    /// The smallest table (`--maglev-size`).
+    pub min_size: u32,
+    pub reach: Reach,
+    /// How long a backend must have been registered to be in the previous
+    /// tables (`--second-chance-window`).
+    pub second_chance_window: Duration,
+}
 
 /// One service as configured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +87,7 @@ struct Build {
 }
 
 struct ServiceState {
+    kind: TableKind,
     config: ServiceConfig,
     service: Service,
     /// The backends each slot's entries name in the map (its rows'
@@ -104,9 +116,7 @@ struct ServiceState {
 pub struct ServiceTables {
     services: Vec<ServiceState>,
     metrics: ControlMetrics,
-    reach: Reach,
-    /// The smallest table (`--maglev-size`).
-    min_size: u32,
+    params: TableParams,
     pool: Pool,
     rows: Rows,
     off_segment: OffSegmentReport,
@@ -121,9 +131,11 @@ fn forget_unconfigured(
     configs: &[ServiceConfig],
     vips: &[Ipv4Addr],
 ) -> Result<(), MapsError> {
-    for (key, _) in maps.services()? {
-        if !configs.iter().any(|c| c.key == key) {
-            maps.remove_service(&key)?;
+    for kind in TableKind::ALL {
+        for (key, _) in maps.services(kind)? {
+            if !configs.iter().any(|c| c.key == key) {
+                maps.remove_service(kind, &key)?;
+            }
         }
     }
     for vip in maps.vips()? {
@@ -136,45 +148,63 @@ fn forget_unconfigured(
 }
 
 impl ServiceTables {
-    /// Registers the services with XDP, with empty tables of `min_size`
-    /// entries, or keeps the tables of an earlier instance serving until
-    /// the first rebuild.
+    /// Registers the services with XDP, each with empty current and
+    /// previous tables of `min_size` entries, or keeps the tables of an
+    /// earlier instance serving until the first rebuild.
     pub fn new(
         maps: &mut LbMaps,
         configs: &[ServiceConfig],
-        (min_size, reach): (u32, Reach),
+        params: TableParams,
         metrics: ControlMetrics,
     ) -> Result<Self, MapsError> {
         let mut pool = Pool::default();
-        let mut services = Vec::with_capacity(configs.len());
         // Adopted tables first: their ranges are taken before fresh ones are given out.
-        let kept: Vec<Option<Service>> = configs
-            .iter()
-            .zip(0u32..)
-            .map(|(config, service_id)| {
-                Ok(maps.service(&config.key)?.filter(|kept| {
+        let mut kept = Vec::new();
+        for kind in TableKind::ALL {
+            for (config, service_id) in configs.iter().zip(0u32..) {
+                let adopted = maps.service(kind, &config.key)?.filter(|kept| {
                     kept.service_id == service_id
                         && kept.group_id == config.group_id
                         && (0..2).all(|s| pool.reserve(kept.slot_offset[s], kept.slot_size[s]))
-                }))
-            })
-            .collect::<Result<_, MapsError>>()?;
-        let kept_ids: Vec<u32> = kept.iter().flatten().map(|s| s.service_id).collect();
+                });
+                kept.push((kind, config, service_id, adopted));
+            }
+        }
+        let kept_ids: Vec<u32> = kept
+            .iter()
+            .filter(|(kind, _, _, adopted)| *kind == TableKind::Current && adopted.is_some())
+            .map(|(_, _, id, _)| *id)
+            .collect();
         let rows = Rows::adopt(maps, &kept_ids)?;
-        for ((service_id, config), kept) in (0u32..).zip(configs).zip(kept) {
-            let service = match kept {
-                Some(kept) => kept,
+        let mut services = Vec::with_capacity(kept.len());
+        for (kind, config, service_id, adopted) in kept {
+            let service = match adopted {
+                Some(adopted) => adopted,
                 None => {
-                    let fresh = fresh_service(&mut pool, service_id, config.group_id, min_size)?;
+                    let fresh = match fresh_service(
+                        &mut pool,
+                        service_id,
+                        config.group_id,
+                        params.min_size,
+                    ) {
+                        Ok(fresh) => fresh,
+                        Err(e) if kind == TableKind::Previous => {
+                            warn!(vip = %Ipv4Addr::from(config.key.vip), port = config.key.port, "no previous table, so no second chance for this service: {e}");
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     // The range may hold an old instance's entries: clear the active slot.
-                    let indices: Vec<u32> =
-                        (0..min_size).map(|e| fresh.maglev_index(0, e)).collect();
+                    let indices: Vec<u32> = (0..params.min_size)
+                        .map(|e| fresh.maglev_index(0, e))
+                        .collect();
                     maps.set_maglev_entries(&indices, &vec![0; indices.len()])?;
-                    maps.set_service(&config.key, &fresh)?;
+                    maps.set_service(kind, &config.key, &fresh)?;
                     fresh
                 }
             };
             services.push(ServiceState {
+                kind,
                 config: *config,
                 service,
                 slots: [None, None],
@@ -200,8 +230,7 @@ impl ServiceTables {
         Ok(Self {
             services,
             metrics,
-            reach,
-            min_size,
+            params,
             pool,
             rows,
             off_segment: OffSegmentReport::default(),
@@ -219,12 +248,25 @@ impl ServiceTables {
         maps: &mut LbMaps,
         backends: &[(BackendKey, BackendEntry)],
     ) -> Result<(), MapsError> {
-        self.off_segment.report(self.reach, backends);
+        let TableParams {
+            min_size,
+            reach,
+            second_chance_window,
+        } = self.params;
+        self.off_segment.report(reach, backends);
         self.install_finished(maps)?;
+        let window_ns = u64::try_from(second_chance_window.as_nanos()).unwrap_or(u64::MAX);
+        let registered_by_ns = system::monotonic_ns().saturating_sub(window_ns);
         for index in 0..self.services.len() {
             let state = &mut self.services[index];
-            state.latest = eligible_backends(state.config.group_id, backends, self.reach);
-            let size = table_size(state.latest.len(), self.min_size);
+            let group_id = state.config.group_id;
+            state.latest = match state.kind {
+                TableKind::Current => eligible_backends(group_id, backends, reach),
+                TableKind::Previous => {
+                    previous_backends(group_id, backends, reach, registered_by_ns)
+                }
+            };
+            let size = table_size(state.latest.len(), min_size);
             if state.built_from.as_ref() != Some(&state.latest) {
                 let changed_ns = state
                     .built_from
@@ -272,7 +314,7 @@ impl ServiceTables {
     }
 
     /// Frees the rows of backends no longer registered in their service's
-    /// group, once the active table names none of them (XDP takes a
+    /// group, once the service's tables name none of them (XDP takes a
     /// table's rows as its service's unchecked), and marks their entries
     /// in the slots' copies `STALE`: a freed row may name another backend
     /// when it is given out again.
@@ -281,21 +323,44 @@ impl ServiceTables {
         maps: &mut LbMaps,
         backends: &[(BackendKey, BackendEntry)],
     ) -> Result<(), MapsError> {
-        for state in self.services.iter_mut().filter(|s| s.installed) {
+        let mut services: Vec<(u32, u32)> = self
+            .services
+            .iter()
+            .map(|s| (s.service.service_id, s.config.group_id))
+            .collect();
+        services.sort_unstable();
+        services.dedup();
+        for (service_id, group_id) in services {
+            let tables = || {
+                self.services
+                    .iter()
+                    .filter(move |s| s.service.service_id == service_id)
+            };
+            // A previous table that could not be installed may name freed
+            // rows: XDP checks a previous pick's service and registration.
+            if !tables().all(|s| s.installed || s.kind == TableKind::Previous) {
+                continue;
+            }
             let registered: HashSet<[u8; 4]> = backends
                 .iter()
-                .filter(|(key, _)| key.group_id == state.config.group_id)
+                .filter(|(key, _)| key.group_id == group_id)
                 .map(|(key, _)| key.addr)
                 .collect();
             let freed: HashSet<[u8; 4]> = self
                 .rows
-                .release(maps, state.service.service_id, &registered)?
+                .release(maps, service_id, &registered)?
                 .into_iter()
                 .collect();
             if freed.is_empty() {
                 continue;
             }
-            for entry in state.slots.iter_mut().flatten().flat_map(|t| t.iter_mut()) {
+            let states = self
+                .services
+                .iter_mut()
+                .filter(|s| s.service.service_id == service_id);
+            for entry in
+                states.flat_map(|s| s.slots.iter_mut().flatten().flat_map(|t| t.iter_mut()))
+            {
                 if freed.contains(entry) {
                     *entry = STALE;
                 }
@@ -459,8 +524,29 @@ impl ServiceTables {
         state.slots[inactive] = Some(copy);
         state.service.active_slot = inactive as u32;
         // One update makes the whole new table visible to XDP.
-        maps.set_service(&key, &state.service)?;
+        maps.set_service(state.kind, &key, &state.service)?;
         state.rebuilds += 1;
+        state.built_from = Some(set);
+        state.installed = true;
+        let kind = state.kind;
+        // From the oldest change this table brings (as XDP stamped it) to
+        // the table being active; none for the first table after a start.
+        let change_ms = changed_ns.map(|at| system::monotonic_ns().saturating_sub(at) / 1_000_000);
+        if kind == TableKind::Current {
+            self.observe_rebuild(key, started, change_ms);
+        }
+        info!(
+            vip = %Ipv4Addr::from(key.vip), port = key.port, table = kind.name(),
+            backends = self.services[index].latest.len(), entries = size,
+            built_ms = built_in.as_millis() as u64, written = writes.len(),
+            change_ms, how, "forwarding table rebuilt"
+        );
+        Ok(())
+    }
+
+    /// The metrics of a current table made active: its build, and the
+    /// time from the change it brings (`change_ms`).
+    fn observe_rebuild(&self, key: ServiceKey, started: Instant, change_ms: Option<u64>) {
         let labels = ServiceLabels {
             vip: Ipv4Addr::from(key.vip).to_string(),
             port: key.port,
@@ -471,21 +557,9 @@ impl ServiceTables {
             .last_rebuild_seconds
             .get_or_create(&labels)
             .set(started.elapsed().as_secs_f64());
-        // From the oldest change this table brings (as XDP stamped it) to
-        // the table being active; none for the first table after a start.
-        let change_ms = changed_ns.map(|at| {
-            let took = system::monotonic_ns().saturating_sub(at);
-            self.metrics.change_seconds.observe(took as f64 / 1e9);
-            took / 1_000_000
-        });
-        info!(
-            vip = %Ipv4Addr::from(key.vip), port = key.port, backends = set.len(),
-            entries = size, built_ms = built_in.as_millis() as u64, written = writes.len(),
-            change_ms, how, "forwarding table rebuilt"
-        );
-        state.built_from = Some(set);
-        state.installed = true;
-        Ok(())
+        if let Some(ms) = change_ms {
+            self.metrics.change_seconds.observe(ms as f64 / 1e3);
+        }
     }
 
     /// Waits (bounded) until no table is being built: for tests and tools

@@ -11,7 +11,10 @@ use lb_common::{
 
 pub mod common;
 use common::*;
-use lb_user::tables::{ServiceConfig, ServiceTables};
+use lb_user::{
+    maps::TableKind,
+    tables::{ServiceConfig, ServiceTables, TableParams},
+};
 
 const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
@@ -66,7 +69,10 @@ impl TestLb {
 
     /// The backend MAC the active Maglev table gives CLIENT:sport -> VIP:80.
     fn maglev_pick(&self, sport: u16) -> Option<[u8; 6]> {
-        let service = self.maps.service(&TCP_SERVICE).unwrap()?;
+        let service = self
+            .maps
+            .service(TableKind::Current, &TCP_SERVICE)
+            .unwrap()?;
         let entry = flow_hash(&client_flow(sport)) % service.active_size();
         let row = self
             .maps
@@ -328,11 +334,20 @@ fn a_service_the_next_instance_drops_forwards_no_more() {
     ServiceTables::new(
         &mut lb.maps,
         &configs,
-        (1009, reach(LOAD)),
+        TableParams {
+            min_size: 1009,
+            reach: reach(LOAD),
+            second_chance_window: std::time::Duration::from_secs(600),
+        },
         Default::default(),
     )
     .unwrap();
-    assert!(lb.maps.service(&TCP_SERVICE).unwrap().is_none());
+    assert!(
+        lb.maps
+            .service(TableKind::Current, &TCP_SERVICE)
+            .unwrap()
+            .is_none()
+    );
     let ignored = lb.counter(Counter::Ignored);
     for port in 9000..9050 {
         let frame = Frame::tcp(CLIENT, port, VIP, 80, ACK).bytes();
@@ -551,7 +566,11 @@ fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
     let backends = lb.maps.backends().unwrap();
     assert_eq!(backends.len(), 3000);
     lb.tables.sync(&mut lb.maps, &backends).unwrap();
-    let service = lb.maps.service(&TCP_SERVICE).unwrap().unwrap();
+    let service = lb
+        .maps
+        .service(TableKind::Current, &TCP_SERVICE)
+        .unwrap()
+        .unwrap();
     assert_eq!(
         service.active_size(),
         1009,
@@ -560,7 +579,11 @@ fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
     lb.tables
         .settle(&mut lb.maps, &backends, std::time::Duration::from_secs(60))
         .unwrap();
-    let service = lb.maps.service(&TCP_SERVICE).unwrap().unwrap();
+    let service = lb
+        .maps
+        .service(TableKind::Current, &TCP_SERVICE)
+        .unwrap()
+        .unwrap();
     assert_eq!(service.active_size(), 524_287);
     // The batched read of the active table (status's digest) is the table.
     let table = lb.maps.active_table(&service).unwrap();

@@ -273,3 +273,84 @@ fn a_gso_super_packet_is_handed_to_the_gso_program_with_its_backend_and_next_hop
         assert_eq!((handoff.dmac, handoff.smac), (ROUTER_MAC, LB_MAC));
     });
 }
+
+/// Second chance (protocol §7): a TCP packet past its SYN of a flow the LB
+/// has no entry for, whose backend in the previous table (the backends
+/// registered at least the window ago) is not its pick, goes to the pick
+/// wrapped twice, the inner header naming the previous backend; it is not
+/// recorded, so every packet of the flow asks again. A SYN takes the pick
+/// alone and is recorded; so is a flow whose pick the previous table
+/// agrees with.
+#[test]
+fn an_unknown_flow_whose_previous_backend_differs_gets_a_second_chance() {
+    lb_tests_require_root();
+    in_namespace(|ifindex| {
+        let window = std::time::Duration::from_millis(200);
+        let mut lb = TestLb::with_window(LOAD, TCP_SERVICE, 1009, window);
+        let old = [Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 3)];
+        let young = Ipv4Addr::new(10, 1, 0, 4);
+        for addr in old {
+            lb.register_routed(addr);
+        }
+        std::thread::sleep(window + std::time::Duration::from_millis(50));
+        lb.register_routed(young);
+        let (mut chances, mut recorded) = (0, 0);
+        for port in 3000..3300 {
+            let frame = segment(port, ACK, 60, true);
+            let inner = &frame[14..];
+            let before = lb.counter(Counter::VipSecondChance);
+            let (action, out) = lb.run_on(ifindex, &frame);
+            assert_eq!(action, XDP_TX, "port {port}");
+            if lb.counter(Counter::VipSecondChance) == before {
+                // Agreed: one header, to an old backend, recorded.
+                let to = Ipv4Addr::from(<[u8; 4]>::try_from(&out[30..34]).unwrap());
+                assert!(old.contains(&to), "port {port}: recorded on {to}");
+                assert_eq!(out, wrapped(&frame, LB_MAC, to), "port {port}");
+                recorded += 1;
+                continue;
+            }
+            chances += 1;
+            let first = Ipv4Addr::from(<[u8; 4]>::try_from(&out[30..34]).unwrap());
+            let next = Ipv4Addr::from(<[u8; 4]>::try_from(&out[50..54]).unwrap());
+            assert!(
+                old.contains(&next) && next != first,
+                "port {port}: {first} then {next}"
+            );
+            let mut expected = ROUTER_MAC.to_vec();
+            expected.extend_from_slice(&LB_MAC);
+            expected.extend_from_slice(&[0x08, 0x00]);
+            expected.extend(ipv4_header(inner.len() + 40, 0x40, 4, LB, first));
+            expected.extend(ipv4_header(inner.len() + 20, 0x40, 4, LB, next));
+            expected.extend_from_slice(inner);
+            assert_eq!(out, expected, "port {port}: output frame");
+            // Not recorded: the next packet asks again.
+            let again = lb.counter(Counter::VipSecondChance);
+            assert_eq!(lb.run_on(ifindex, &frame).1, expected, "port {port}: again");
+            assert_eq!(lb.counter(Counter::VipSecondChance), again + 1);
+        }
+        println!("300 unknown flows: {chances} second chances, {recorded} recorded");
+        // The young backend takes about a third of the table: its flows
+        // (and Maglev's few moved between old ones) get a second chance.
+        assert!((60..=160).contains(&chances), "{chances} second chances");
+        // A SYN opens the connection on the pick alone, recorded.
+        let port = (3000..3300)
+            .find(|&p| {
+                let (_, out) = lb.run_on(ifindex, &segment(p, ACK, 60, true));
+                out.len() == 14 + 40 + 60
+            })
+            .expect("a second-chance port");
+        let syn = segment(port, SYN, 60, true);
+        let (action, out) = lb.run_on(ifindex, &syn);
+        assert_eq!(action, XDP_TX);
+        let to = Ipv4Addr::from(<[u8; 4]>::try_from(&out[30..34]).unwrap());
+        assert_eq!(out, wrapped(&syn, LB_MAC, to), "the SYN is wrapped once");
+        let before = lb.counter(Counter::IpipForwarded);
+        let ack = segment(port, ACK, 60, true);
+        assert_eq!(lb.run_on(ifindex, &ack).1, wrapped(&ack, LB_MAC, to));
+        assert_eq!(
+            lb.counter(Counter::IpipForwarded),
+            before + 1,
+            "not recorded"
+        );
+    });
+}

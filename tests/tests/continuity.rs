@@ -238,3 +238,127 @@ fn a_departed_backends_connections_are_reset_not_left_hanging() -> anyhow::Resul
         Ok(())
     })
 }
+
+/// What the client's 200 keep-alive connections saw (`http-probe many`).
+#[derive(Debug)]
+struct Seen {
+    broken: u64,
+    failures: u64,
+    moved: u64,
+    requests: u64,
+}
+
+/// The MAC of host `i`'s eth0.
+fn mac(topo: &Topology, i: usize) -> anyhow::Result<String> {
+    let out = topo.exec_program(i, "cat", &["/sys/class/net/eth0/address"])?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Failover after a join: two LBs serve one VIP at layer 2 with the same
+/// backends; the client reaches it through LB 1 (a permanent neighbour
+/// entry for the VIP, as a router's ECMP next hop); its 200 keep-alive
+/// connections run while a third backend joins and both LBs take it in;
+/// then the client's neighbour entry moves to LB 2, which has none of the
+/// connections in its table. `window` is both LBs' second-chance window.
+fn failover_after_a_join(window: Duration) -> anyhow::Result<Seen> {
+    const LB2: usize = 4;
+    const CLIENT2: usize = 5;
+    const JOINING: usize = 3;
+    let mut result = None;
+    with_topology(6, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        let window_arg = format!("{}ms", window.as_millis());
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--vip", &vip, "--service", "tcp:80"]);
+        args.extend(["--second-chance-window", &window_arg]);
+        let (_lb1, pin1) = topo.start_lb(LB, "lb1", &args)?;
+        let (_lb2, pin2) = topo.start_lb(LB2, "lb2", &args)?;
+        let _servers = topo.start_servers(&[1, 2, JOINING])?;
+        let agent_args = ["--iface", "eth0", "--vip", &vip];
+        let _agents = topo.spawn_agents(&BACKENDS, &agent_args)?;
+        for pin in [&pin1, &pin2] {
+            topo.wait_backends(pin, "active", 2, Duration::from_secs(5))?;
+            topo.wait_tables(pin)?;
+        }
+        // The first two backends become old enough for the previous tables.
+        if window < Duration::from_secs(60) {
+            std::thread::sleep(window + Duration::from_millis(500));
+        }
+        let neighbour = |lb: usize| -> anyhow::Result<()> {
+            let lladdr = mac(topo, lb)?;
+            let args = [
+                "neigh",
+                "replace",
+                &vip,
+                "lladdr",
+                &lladdr,
+                "dev",
+                "eth0",
+                "nud",
+                "permanent",
+            ];
+            let out = topo.exec_program(CLIENT2, "ip", &args)?;
+            ensure!(
+                out.status.success(),
+                "ip neigh: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(())
+        };
+        neighbour(LB)?;
+        let target = format!("{vip}:80");
+        let mut many = topo.spawn(CLIENT2, "many", "http-probe", &["many", &target, "10"])?;
+        std::thread::sleep(Duration::from_secs(2));
+        let _joined = topo.spawn_agents(&[JOINING], &agent_args)?;
+        for pin in [&pin1, &pin2] {
+            topo.wait_backends(pin, "active", 3, Duration::from_secs(5))?;
+            topo.wait_tables(pin)?;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        neighbour(LB2)?;
+        many.wait_exit(Duration::from_secs(30))?;
+        let log = many.log_text();
+        let line = log
+            .lines()
+            .last()
+            .context("no result from http-probe many")?;
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let get = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
+        let seen = Seen {
+            broken: get("broken_connections")?,
+            failures: get("failures")?,
+            moved: get("moved")?,
+            requests: get("requests")?,
+        };
+        let status = topo.status(&pin2)?;
+        println!(
+            "window {window:?}: {seen:?}; LB 2 second chances: {}; handed on by the joining backend: {}",
+            lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?,
+            decap_counter(topo, JOINING, "second_chance_handed_on")?
+        );
+        result = Some(seen);
+        Ok(())
+    })?;
+    result.context("no result")
+}
+
+/// Issue 22's first measured case: without a second chance (a window no
+/// backend reaches) connections break when LB 2 takes over after the
+/// join; with one, none breaks or moves.
+#[test]
+fn a_failover_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
+    let without = failover_after_a_join(Duration::from_secs(3600))?;
+    ensure!(
+        without.broken > 0,
+        "the case does not break connections even without a second chance: {without:?}"
+    );
+    // Longer than the connections run after the join: the joining backend
+    // stays young throughout.
+    let with = failover_after_a_join(Duration::from_secs(10))?;
+    ensure!(with.requests > 0, "no request made: {with:?}");
+    ensure!(
+        with.broken == 0 && with.failures == 0 && with.moved == 0,
+        "with a second chance: {with:?} (without: {without:?})"
+    );
+    Ok(())
+}

@@ -94,6 +94,14 @@ pub struct RunArgs {
     /// the backend count, to 100 entries per backend, up to 2,097,143.
     #[arg(long, default_value_t = DEFAULT_TABLE_SIZE)]
     maglev_size: u32,
+    /// How long a backend must have been registered to be in the previous
+    /// tables: a packet of a flow this LB has no entry for (after a
+    /// failover or restart) goes to its pick naming the backend the
+    /// previous table gives, which gets it when the pick holds no such
+    /// connection. Connections older than this that fail over after a
+    /// change of the backends may break.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    second_chance_window: Duration,
     /// SipHash key (32 hex digits) that announcements must be tagged with;
     /// give two during a key rotation. Without one, any announcement counts.
     /// SIGHUP reads the files again (a rotation without a restart).

@@ -7,7 +7,7 @@ use lb_user::{
     loader::{LoadParams, load_program, xdp_program},
     maps::{GroupConfig, LbMaps},
     reach::{Reach, Segment},
-    tables::{ServiceConfig, ServiceTables},
+    tables::{ServiceConfig, ServiceTables, TableParams},
 };
 
 pub const XDP_DROP: u32 = 1;
@@ -165,8 +165,23 @@ pub struct TestLb {
     pub tables: ServiceTables,
 }
 
+/// The second-chance window of the tests' LBs: no backend of a test gets
+/// that old, so their previous tables stay empty unless a test sets its own.
+pub const SECOND_CHANCE_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
 impl TestLb {
     pub fn new(load: LoadParams, service: ServiceKey, table_size: u32) -> Self {
+        Self::with_window(load, service, table_size, SECOND_CHANCE_WINDOW)
+    }
+
+    /// The same, with previous tables of the backends registered
+    /// `window` ago.
+    pub fn with_window(
+        load: LoadParams,
+        service: ServiceKey,
+        table_size: u32,
+        window: std::time::Duration,
+    ) -> Self {
         let mut ebpf = load_program(load, None).expect("load the XDP program (are you root?)");
         let mut maps = LbMaps::take(&mut ebpf).unwrap();
         maps.configure_groups(&[GroupConfig {
@@ -181,7 +196,11 @@ impl TestLb {
         let tables = ServiceTables::new(
             &mut maps,
             &[service],
-            (table_size, reach(load)),
+            TableParams {
+                min_size: table_size,
+                reach: reach(load),
+                second_chance_window: window,
+            },
             Default::default(),
         )
         .unwrap();

@@ -28,6 +28,7 @@ use lb_user::{
     queries::{Queriers, RoutedQuerier},
     reach::{Reach, Segment},
     status, system,
+    tables::TableParams,
 };
 use tracing::{info, warn};
 
@@ -193,7 +194,12 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
     let next_hops = (reach.mode != ForwardingMode::L2 && !services.is_empty())
         .then(|| NextHops::open(&args.iface, reach, &args.pin_path))
         .transpose()?;
-    controller.serve(services, args.maglev_size, reach, next_hops)?;
+    let tables = TableParams {
+        min_size: args.maglev_size,
+        reach,
+        second_chance_window: args.second_chance_window,
+    };
+    controller.serve(services, tables, next_hops)?;
     if let Some(endpoint) = metrics_endpoint {
         serve_metrics(endpoint, &args.pin_path, control_metrics)?;
     }
