@@ -362,3 +362,91 @@ fn a_failover_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// An LB restarted with a fresh table (SIGTERM, then a new `run`: no
+/// pins adopted) after a join: its 200 keep-alive connections retransmit
+/// through the gap and reach a new LB that knows none of them, but learns
+/// from the agents' announced ages which backends are older than its
+/// window. `window` is its second-chance window.
+fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
+    const JOINING: usize = 3;
+    let mut result = None;
+    with_topology(5, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        let window_arg = format!("{}ms", window.as_millis());
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--vip", &vip, "--service", "tcp:80"]);
+        args.extend(["--second-chance-window", &window_arg]);
+        let (mut lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let _servers = topo.start_servers(&[1, 2, JOINING])?;
+        let agent_args = ["--iface", "eth0", "--vip", &vip];
+        let _agents = topo.spawn_agents(&BACKENDS, &agent_args)?;
+        topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
+        if window < Duration::from_secs(60) {
+            std::thread::sleep(window + Duration::from_millis(500));
+        }
+        let target = format!("{vip}:80");
+        let mut many = topo.spawn(4, "many", "http-probe", &["many", &target, "10"])?;
+        std::thread::sleep(Duration::from_secs(2));
+        let _joined = topo.spawn_agents(&[JOINING], &agent_args)?;
+        topo.wait_backends(&pin, "active", 3, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
+        std::thread::sleep(Duration::from_secs(1));
+        lb.signal(libc::SIGTERM);
+        ensure!(
+            lb.wait_exit(Duration::from_secs(5))? == 0,
+            "the LB did not stop cleanly"
+        );
+        let restarted = std::time::Instant::now();
+        let (lb_again, pin) = topo.start_lb(LB, "lb-again", &args)?;
+        topo.wait_backends(&pin, "active", 3, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
+        println!(
+            "the fresh LB had all three backends in its tables {} ms after the stop",
+            restarted.elapsed().as_millis()
+        );
+        many.wait_exit(Duration::from_secs(30))?;
+        let log = many.log_text();
+        let line = log
+            .lines()
+            .last()
+            .context("no result from http-probe many")?;
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let get = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
+        let seen = Seen {
+            broken: get("broken_connections")?,
+            failures: get("failures")?,
+            moved: get("moved")?,
+            requests: get("requests")?,
+        };
+        let status = topo.status(&pin)?;
+        println!(
+            "window {window:?}: {seen:?}; second chances: {}",
+            lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?
+        );
+        drop(lb_again);
+        result = Some(seen);
+        Ok(())
+    })?;
+    result.context("no result")
+}
+
+/// Issue 22's third measured case: an LB that starts with a fresh table
+/// after a join breaks connections without a second chance, none with one
+/// (the backends' ages come with their announcements).
+#[test]
+fn an_lb_restarted_with_a_fresh_table_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
+    let without = restart_after_a_join(Duration::from_secs(3600))?;
+    ensure!(
+        without.broken > 0,
+        "the case does not break connections even without a second chance: {without:?}"
+    );
+    let with = restart_after_a_join(Duration::from_secs(10))?;
+    ensure!(with.requests > 0, "no request made: {with:?}");
+    ensure!(
+        with.broken == 0 && with.failures == 0 && with.moved == 0,
+        "with a second chance: {with:?} (without: {without:?})"
+    );
+    Ok(())
+}
