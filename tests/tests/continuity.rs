@@ -254,16 +254,26 @@ fn mac(topo: &Topology, i: usize) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Failover after a join: two LBs serve one VIP at layer 2 with the same
+/// A change of the backends that an LB failover follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// A third backend joins.
+    Join,
+    /// The third backend, there from the start, drains.
+    Drain,
+}
+
+/// Failover after a change: two LBs serve one VIP at layer 2 with the same
 /// backends; the client reaches it through LB 1 (a permanent neighbour
 /// entry for the VIP, as a router's ECMP next hop); its 200 keep-alive
-/// connections run while a third backend joins and both LBs take it in;
-/// then the client's neighbour entry moves to LB 2, which has none of the
-/// connections in its table. `window` is both LBs' second-chance window.
-fn failover_after_a_join(window: Duration) -> anyhow::Result<Seen> {
+/// connections run while the third backend joins or drains and both LBs
+/// take the change in; then the client's neighbour entry moves to LB 2,
+/// which has none of the connections in its table. `window` is both LBs'
+/// second-chance window.
+fn failover_after(change: Change, window: Duration) -> anyhow::Result<Seen> {
     const LB2: usize = 4;
     const CLIENT2: usize = 5;
-    const JOINING: usize = 3;
+    const THIRD: usize = 3;
     let mut result = None;
     with_topology(6, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
@@ -273,14 +283,18 @@ fn failover_after_a_join(window: Duration) -> anyhow::Result<Seen> {
         args.extend(["--second-chance-window", &window_arg]);
         let (_lb1, pin1) = topo.start_lb(LB, "lb1", &args)?;
         let (_lb2, pin2) = topo.start_lb(LB2, "lb2", &args)?;
-        let _servers = topo.start_servers(&[1, 2, JOINING])?;
+        let _servers = topo.start_servers(&[1, 2, THIRD])?;
         let agent_args = ["--iface", "eth0", "--vip", &vip];
-        let _agents = topo.spawn_agents(&BACKENDS, &agent_args)?;
+        let first = match change {
+            Change::Join => BACKENDS.to_vec(),
+            Change::Drain => vec![1, 2, THIRD],
+        };
+        let mut agents = topo.spawn_agents(&first, &agent_args)?;
         for pin in [&pin1, &pin2] {
-            topo.wait_backends(pin, "active", 2, Duration::from_secs(5))?;
+            topo.wait_backends(pin, "active", first.len(), Duration::from_secs(5))?;
             topo.wait_tables(pin)?;
         }
-        // The first two backends become old enough for the previous tables.
+        // The first backends become old enough for the previous tables.
         if window < Duration::from_secs(60) {
             std::thread::sleep(window + Duration::from_millis(500));
         }
@@ -309,9 +323,16 @@ fn failover_after_a_join(window: Duration) -> anyhow::Result<Seen> {
         let target = format!("{vip}:80");
         let mut many = topo.spawn(CLIENT2, "many", "http-probe", &["many", &target, "10"])?;
         std::thread::sleep(Duration::from_secs(2));
-        let _joined = topo.spawn_agents(&[JOINING], &agent_args)?;
+        match change {
+            Change::Join => agents.extend(topo.spawn_agents(&[THIRD], &agent_args)?),
+            Change::Drain => agents[2].signal(libc::SIGUSR1),
+        }
+        let (state, count) = match change {
+            Change::Join => ("active", 3),
+            Change::Drain => ("draining", 1),
+        };
         for pin in [&pin1, &pin2] {
-            topo.wait_backends(pin, "active", 3, Duration::from_secs(5))?;
+            topo.wait_backends(pin, state, count, Duration::from_secs(5))?;
             topo.wait_tables(pin)?;
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -332,9 +353,9 @@ fn failover_after_a_join(window: Duration) -> anyhow::Result<Seen> {
         };
         let status = topo.status(&pin2)?;
         println!(
-            "window {window:?}: {seen:?}; LB 2 second chances: {}; handed on by the joining backend: {}",
+            "{change:?}, window {window:?}: {seen:?}; LB 2 second chances: {}; handed on by the third backend: {}",
             lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?,
-            decap_counter(topo, JOINING, "second_chance_handed_on")?
+            decap_counter(topo, THIRD, "second_chance_handed_on")?
         );
         result = Some(seen);
         Ok(())
@@ -347,14 +368,14 @@ fn failover_after_a_join(window: Duration) -> anyhow::Result<Seen> {
 /// join; with one, none breaks or moves.
 #[test]
 fn a_failover_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
-    let without = failover_after_a_join(Duration::from_secs(3600))?;
+    let without = failover_after(Change::Join, Duration::from_secs(3600))?;
     ensure!(
         without.broken > 0,
         "the case does not break connections even without a second chance: {without:?}"
     );
     // Longer than the connections run after the join: the joining backend
     // stays young throughout.
-    let with = failover_after_a_join(Duration::from_secs(10))?;
+    let with = failover_after(Change::Join, Duration::from_secs(10))?;
     ensure!(with.requests > 0, "no request made: {with:?}");
     ensure!(
         with.broken == 0 && with.failures == 0 && with.moved == 0,
@@ -443,6 +464,26 @@ fn an_lb_restarted_with_a_fresh_table_after_a_join_breaks_no_connection() -> any
         "the case does not break connections even without a second chance: {without:?}"
     );
     let with = restart_after_a_join(Duration::from_secs(10))?;
+    ensure!(with.requests > 0, "no request made: {with:?}");
+    ensure!(
+        with.broken == 0 && with.failures == 0 && with.moved == 0,
+        "with a second chance: {with:?} (without: {without:?})"
+    );
+    Ok(())
+}
+
+/// A DRAINING backend's connections survive an LB failover: the previous
+/// tables still name it (they take DRAINING backends), so the connections
+/// LB 2 does not know reach it through their new pick; without a second
+/// chance they break.
+#[test]
+fn a_draining_backends_connections_survive_a_failover() -> anyhow::Result<()> {
+    let without = failover_after(Change::Drain, Duration::from_secs(3600))?;
+    ensure!(
+        without.broken > 0,
+        "the case does not break connections even without a second chance: {without:?}"
+    );
+    let with = failover_after(Change::Drain, Duration::from_secs(10))?;
     ensure!(with.requests > 0, "no request made: {with:?}");
     ensure!(
         with.broken == 0 && with.failures == 0 && with.moved == 0,
