@@ -57,6 +57,16 @@ impl ControlParams {
         Duration::from_millis(100) * CONFIRMATION_TENTHS
     }
 
+    /// How long a new instance waits before it builds its first tables:
+    /// until the answers to its first query (within the max response time)
+    /// are in. Tables of a partial view would send the established
+    /// connections it does not know (after a failover or a restart) to
+    /// backends that do not hold them; its services drop their packets
+    /// meanwhile (`vip_no_backend`, an adopted instance's tables serve).
+    pub fn first_tables_after(&self) -> Duration {
+        self.max_response_time + 2 * self.tick()
+    }
+
     /// How often aging sweeps the server list when nothing changed: the
     /// shorter of P and T. A miss is counted from the timestamps (a late
     /// sweep does not stretch the period, misses stay exact and
@@ -116,6 +126,10 @@ struct Sweeps {
     leaves_pending: bool,
     /// Backends removed for missed heartbeats in the current sweep.
     removed: u32,
+    /// When the first tables may be built (set at the first pass), and
+    /// whether they have been.
+    first_tables_ns: Option<u64>,
+    tables_built: bool,
 }
 
 /// Removals for missed heartbeats logged one by one in one sweep.
@@ -264,7 +278,18 @@ impl Controller {
             None => false,
         };
         let changed = changes != self.sweeps.changes_seen;
-        if changed || installed || self.sweeps.leaves_pending || now_ns >= self.sweeps.next_ns {
+        let wait = u64::try_from(self.params.first_tables_after().as_nanos()).unwrap_or(u64::MAX);
+        let first_tables_ns = *self
+            .sweeps
+            .first_tables_ns
+            .get_or_insert(now_ns.saturating_add(wait));
+        let tables_due = !self.sweeps.tables_built && now_ns >= first_tables_ns;
+        if changed
+            || installed
+            || tables_due
+            || self.sweeps.leaves_pending
+            || now_ns >= self.sweeps.next_ns
+        {
             self.sweeps.changes_seen = changes;
             self.sweeps.next_ns = now_ns.saturating_add(self.params.sweep_interval_ns());
             self.sweep(now_ns)?;
@@ -293,8 +318,12 @@ impl Controller {
         if let Some(next_hops) = &mut self.next_hops {
             next_hops.poll(&mut self.maps, &backends, now_ns)?;
         }
-        if let Some(tables) = &mut self.tables {
+        let first_tables_ns = self.sweeps.first_tables_ns.unwrap_or(0);
+        if let Some(tables) = &mut self.tables
+            && now_ns >= first_tables_ns
+        {
             tables.sync(&mut self.maps, &backends)?;
+            self.sweeps.tables_built = true;
         }
         Ok(())
     }

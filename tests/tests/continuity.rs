@@ -491,3 +491,114 @@ fn a_draining_backends_connections_survive_a_failover() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// What a SYN flood scenario saw: the keep-alive connections, the new
+/// connections made during the flood (and how many failed), the flood's
+/// rate.
+#[derive(Debug)]
+struct Flooded {
+    seen: Seen,
+    new_connections: u64,
+    new_failed: u64,
+    flood_pps: f64,
+}
+
+/// A SYN flood while a backend joins: spoofed SYNs at 20,000 a second for
+/// 5 s into a connection table of `--max-flows 1024` (20 table-fulls a
+/// second, as 5 Mpps into the default 262,144) while the client's 200
+/// keep-alive connections run and a third backend joins; 100 new
+/// connections are made during the flood. `window` is the LB's
+/// second-chance window.
+fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> {
+    const JOINING: usize = 3;
+    const CLIENT5: usize = 4;
+    let mut result = None;
+    with_topology(5, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        let window_arg = format!("{}ms", window.as_millis());
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--vip", &vip, "--service", "tcp:80", "--max-flows", "1024"]);
+        args.extend(["--second-chance-window", &window_arg]);
+        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let _servers = topo.start_servers(&[1, 2, JOINING])?;
+        let agent_args = ["--iface", "eth0", "--vip", &vip];
+        let _agents = topo.spawn_agents(&BACKENDS, &agent_args)?;
+        topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
+        if window < Duration::from_secs(60) {
+            std::thread::sleep(window + Duration::from_millis(500));
+        }
+        let target = format!("{vip}:80");
+        let mut many = topo.spawn(CLIENT5, "many", "http-probe", &["many", &target, "10"])?;
+        std::thread::sleep(Duration::from_secs(1));
+        let flood_args = ["syn", &vip, "80", "5", "10.200.0.0/16", "20000"];
+        let mut flood = topo.spawn(CLIENT5, "flood", "flood", &flood_args)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let _joined = topo.spawn_agents(&[JOINING], &agent_args)?;
+        topo.wait_backends(&pin, "active", 3, Duration::from_secs(5))?;
+        let out = topo.exec(CLIENT5, "http-probe", &["spread", &target, "100"])?;
+        let spread: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let new_failed = spread["errors"].as_u64().context("spread errors")?;
+        flood.wait_exit(Duration::from_secs(15))?;
+        let flood_log = flood.log_text();
+        let flood_line = flood_log.lines().last().context("no result from flood")?;
+        let flood_pps = serde_json::from_str::<serde_json::Value>(flood_line)?["pps"]
+            .as_f64()
+            .with_context(|| format!("pps in {flood_line}"))?;
+        many.wait_exit(Duration::from_secs(30))?;
+        let log = many.log_text();
+        let line = log
+            .lines()
+            .last()
+            .context("no result from http-probe many")?;
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let get = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
+        let flooded = Flooded {
+            seen: Seen {
+                broken: get("broken_connections")?,
+                failures: get("failures")?,
+                moved: get("moved")?,
+                requests: get("requests")?,
+            },
+            new_connections: 100,
+            new_failed,
+            flood_pps,
+        };
+        let status = topo.status(&pin)?;
+        println!(
+            "window {window:?}: {flooded:?}; second chances: {}; new flows: {}",
+            lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?,
+            lb_tests::counter(&status, lb_tests::Counter::VipNewFlow)?
+        );
+        result = Some(flooded);
+        Ok(())
+    })?;
+    result.context("no result")
+}
+
+/// Issue 22's second measured case: a SYN flood that turns the connection
+/// table over twenty times a second while a backend joins breaks no
+/// established connection (the flood evicts its own entries first, and a
+/// connection that still lost its entry gets a second chance), and the new
+/// connections made during the flood are served.
+#[test]
+fn a_syn_flood_while_a_backend_joins_breaks_no_connection() -> anyhow::Result<()> {
+    let with = syn_flood_while_a_backend_joins(Duration::from_secs(10))?;
+    ensure!(with.seen.requests > 0, "no request made: {with:?}");
+    ensure!(
+        with.flood_pps >= 10_000.0,
+        "the flood reached only {:.0} packets a second: no flood to test against",
+        with.flood_pps
+    );
+    ensure!(
+        with.seen.broken == 0 && with.seen.moved == 0,
+        "established connections broke or moved during the flood: {with:?}"
+    );
+    ensure!(
+        with.new_failed == 0,
+        "{} of {} new connections failed during the flood",
+        with.new_failed,
+        with.new_connections
+    );
+    Ok(())
+}

@@ -172,7 +172,11 @@ fn flood_phase(
     // Sources from the upper half of 10.x.0.0/16: never a backend's address.
     let flood_prefix = format!("{}.{}.128.0/17", lb_addr[0], lb_addr[1]);
     let lb_str = topo.host(LB).addr.to_string();
-    let out = topo.exec(CLIENT, "flood", &[&lb_str, "2000", "3", &flood_prefix])?;
+    let out = topo.exec(
+        CLIENT,
+        "flood",
+        &["announce", &lb_str, "2000", "3", &flood_prefix],
+    )?;
     let flood: Value = serde_json::from_slice(&out.stdout)?;
     let (names, errors) = {
         let out = topo.exec(CLIENT, "http-probe", &["spread", &target, "200"])?;
