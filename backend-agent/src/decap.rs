@@ -226,6 +226,9 @@ mod tests {
     const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
     const TC_ACT_OK: i32 = 0;
     const TC_ACT_SHOT: i32 = 2;
+    const TC_ACT_REDIRECT: i32 = 7;
+    /// Another backend of the group, which a second chance names.
+    const NEXT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 3);
 
     fn ipv4(proto: u8, frags: u16, src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
         let mut h = vec![0x45, 0];
@@ -250,10 +253,15 @@ mod tests {
 
     /// The client's TCP SYN to the VIP, as the LB wrapped it.
     fn client_packet() -> Vec<u8> {
+        client_segment(0x02)
+    }
+
+    /// A client TCP segment with `flags` to the VIP (no socket here has it).
+    fn client_segment(flags: u8) -> Vec<u8> {
         let mut tcp = vec![0u8; 20];
         tcp[..4].copy_from_slice(&[0x03, 0xe8, 0, 80]);
         tcp[12] = 5 << 4;
-        tcp[13] = 0x02;
+        tcp[13] = flags;
         ipv4(6, 0x4000, CLIENT, VIP, &tcp)
     }
 
@@ -271,7 +279,41 @@ mod tests {
         let from_lb = ipip(LB, LOCAL, 0x4000, &inner);
         let plain = frame(0x0800, &inner);
         let arp = frame(0x0806, &[0; 28]);
+        // Second chances: IPIP from the LB to here holding IPIP from the
+        // same LB to the next backend.
+        let twice = |middle_src, next, client: &[u8]| {
+            ipip(LB, LOCAL, 0x4000, &ipv4(4, 0x4000, middle_src, next, client))
+        };
+        let ack = client_segment(0x10);
         let cases = [
+            (
+                "a second chance for a connection no socket here holds: handed on",
+                twice(LB, NEXT, &ack),
+                TC_ACT_REDIRECT,
+                DecapCounter::SecondChanceHandedOn,
+                frame(0x0800, &ipv4(4, 0x4000, LB, NEXT, &ack)),
+            ),
+            (
+                "a second chance for a SYN: kept, both headers stripped",
+                twice(LB, NEXT, &inner),
+                TC_ACT_OK,
+                DecapCounter::SecondChanceKept,
+                plain.clone(),
+            ),
+            (
+                "a second chance naming the next backend from another source",
+                twice(CLIENT, NEXT, &ack),
+                TC_ACT_SHOT,
+                DecapCounter::SecondChanceRefused,
+                twice(CLIENT, NEXT, &ack),
+            ),
+            (
+                "a second chance naming this backend: a loop",
+                twice(LB, LOCAL, &ack),
+                TC_ACT_SHOT,
+                DecapCounter::SecondChanceRefused,
+                twice(LB, LOCAL, &ack),
+            ),
             (
                 "IPIP from a learned LB",
                 from_lb.clone(),
