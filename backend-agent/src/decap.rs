@@ -282,7 +282,12 @@ mod tests {
         // Second chances: IPIP from the LB to here holding IPIP from the
         // same LB to the next backend.
         let twice = |middle_src, next, client: &[u8]| {
-            ipip(LB, LOCAL, 0x4000, &ipv4(4, 0x4000, middle_src, next, client))
+            ipip(
+                LB,
+                LOCAL,
+                0x4000,
+                &ipv4(4, 0x4000, middle_src, next, client),
+            )
         };
         let ack = client_segment(0x10);
         let cases = [

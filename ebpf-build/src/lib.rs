@@ -100,25 +100,31 @@ pub fn build(target_dir: &Path) -> Result<Objects, BuildError> {
     })
 }
 
+/// Which of the built objects a build script wants.
+pub type ObjectPick = fn(&Objects) -> &PathBuf;
+
 /// For a build script: builds the objects into the shared eBPF target
 /// directory (one for all userspace profiles: the objects do not depend
 /// on them, and a nightly build-std takes a while), asks cargo to run it
-/// again when an input changes, and copies the object `pick` chooses into
-/// `OUT_DIR` as `name`. Exits with cargo's error format on failure.
-pub fn build_for_build_script(pick: fn(Objects) -> PathBuf, name: &str) {
+/// again when an input changes, and copies each object of `objects` (the
+/// one its function picks) into `OUT_DIR` under its name. Exits with
+/// cargo's error format on failure.
+pub fn build_for_build_script(objects: &[(ObjectPick, &str)]) {
     for input in ebpf_inputs() {
         println!("cargo:rerun-if-changed={}", input.display());
     }
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ebpf");
-    let object = match build(&target_dir) {
-        Ok(objects) => pick(objects),
+    let built = match build(&target_dir) {
+        Ok(built) => built,
         Err(e) => {
             println!("cargo::error={e}");
             std::process::exit(1);
         }
     };
-    fs::copy(&object, out_dir.join(name)).expect("copy the eBPF object into OUT_DIR");
+    for (pick, name) in objects {
+        fs::copy(pick(&built), out_dir.join(name)).expect("copy the eBPF object into OUT_DIR");
+    }
 }
 
 /// Runs clippy on the eBPF crate for its BPF target, warnings as errors.

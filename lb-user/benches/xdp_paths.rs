@@ -13,7 +13,7 @@
 //! Run: `cargo bench -p lb-user --bench xdp_paths` (or `cargo xtask bench`).
 use std::{net::Ipv4Addr, time::Duration};
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use lb_common::{
     Counter, FLOOR_PROGRAM_NAME, LogBudget,
     wire::{IGMP_V2_REPORT, igmp_v2_message},
@@ -246,6 +246,84 @@ fn second_chance_ns(ifindex: u32) -> f64 {
     ns
 }
 
+/// The agent's decapsulation object (backend-agent embeds the same).
+static DECAP_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-decap.o"));
+
+/// The agent's side of the path, in a network namespace of its own where
+/// it holds one TCP connection: IPIP from a known LB stripped, and a
+/// second chance kept (its socket found) or handed on (no socket: the
+/// first header stripped, redirected); each the median of single runs
+/// (each run rewrites its frame).
+fn decap_rows() -> Vec<(&'static str, f64)> {
+    routed::in_namespace(|_| {
+        let mut ebpf = aya::Ebpf::load(DECAP_OBJECT).expect("the decapsulation object");
+        let local = Ipv4Addr::new(127, 0, 0, 1);
+        // The maps of `lb_common::decap_maps!`, filled as the agent does.
+        let mut local_map: aya::maps::Array<_, [u8; 4]> =
+            ebpf.map_mut("DECAP_LOCAL").unwrap().try_into().unwrap();
+        local_map.set(0, &local.octets(), 0).unwrap();
+        let mut lbs: aya::maps::HashMap<_, [u8; 4], u8> =
+            ebpf.map_mut("DECAP_LBS").unwrap().try_into().unwrap();
+        lbs.insert(&LB.octets(), &1, 0).unwrap();
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(lb_common::DECAP_PROGRAM_NAME)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        program.load().expect("verifying the decapsulation program");
+        // One connection this backend holds (loopback to loopback).
+        let listener = std::net::TcpListener::bind((local, 0)).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (from, to) = (client.local_addr().unwrap(), listener.local_addr().unwrap());
+        let ack =
+            |sport: u16| Frame::tcp(local, sport, local, to.port(), 0x10).bytes()[14..].to_vec();
+        let next = Ipv4Addr::new(127, 0, 0, 2);
+        let wrap = |src: Ipv4Addr, dst: Ipv4Addr, inner: &[u8]| {
+            Frame::ip(4, src, dst, inner.to_vec()).bytes()[14..].to_vec()
+        };
+        let frame = |packet: Vec<u8>| {
+            let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+            f.extend(packet);
+            f
+        };
+        let cases = [
+            (
+                "IPIP from a known LB",
+                frame(wrap(LB, local, &ack(from.port()))),
+            ),
+            (
+                "second chance, kept (its socket)",
+                frame(wrap(LB, local, &wrap(LB, next, &ack(from.port())))),
+            ),
+            (
+                "second chance, handed on",
+                frame(wrap(LB, local, &wrap(LB, next, &ack(from.port() ^ 1)))),
+            ),
+        ];
+        cases
+            .into_iter()
+            .map(|(name, frame)| {
+                let ns = median(
+                    (0..SINGLE_RUNS)
+                        .map(|_| {
+                            program
+                                .test_run(TestRunOptions {
+                                    data_in: Some(&frame),
+                                    ..TestRunOptions::default()
+                                })
+                                .expect("BPF_PROG_TEST_RUN")
+                                .duration
+                                .as_nanos() as f64
+                        })
+                        .collect(),
+                );
+                (name, ns)
+            })
+            .collect()
+    })
+}
+
 fn main() {
     let mut lb = TestLb::new(LOAD, TCP_SERVICE, 65537);
     // Three registered backends and a built table, as in production.
@@ -326,4 +404,12 @@ fn main() {
         println!("{name:<34} {ns:>9.1} {:>9.2}", ns / floor);
     }
     println!("IPIP / L2: {:.2}", rows[2].1 / rows[1].1);
+    println!();
+    println!(
+        "the agent's decapsulation (tc), BPF_PROG_TEST_RUN, median of {SINGLE_RUNS} single runs"
+    );
+    println!("{:<34} {:>9}", "path", "ns/pkt");
+    for (name, ns) in decap_rows() {
+        println!("{name:<34} {ns:>9.1}");
+    }
 }

@@ -58,13 +58,14 @@ impl ControlParams {
     }
 
     /// How long a new instance waits before it builds its first tables:
-    /// until the answers to its first query (within the max response time)
-    /// are in. Tables of a partial view would send the established
-    /// connections it does not know (after a failover or a restart) to
-    /// backends that do not hold them; its services drop their packets
-    /// meanwhile (`vip_no_backend`, an adopted instance's tables serve).
+    /// a query period, by which the answers to its first query (due within
+    /// the max response time) are in even on a loaded host. Tables of a
+    /// partial view would send the established connections it does not
+    /// know (after a failover or a restart) to backends that do not hold
+    /// them; its services drop their packets meanwhile (`vip_no_backend`;
+    /// an adopted instance's tables serve).
     pub fn first_tables_after(&self) -> Duration {
-        self.max_response_time + 2 * self.tick()
+        self.query_interval.max(self.max_response_time) + 2 * self.tick()
     }
 
     /// How often aging sweeps the server list when nothing changed: the

@@ -90,5 +90,9 @@ pub(super) fn serve(running: Running, key_files: &[PathBuf]) -> anyhow::Result<(
     } else {
         info!("stopping: detaching XDP and removing the pins");
     }
+    // The VIPs go before XDP: a VIP left on the interface without XDP
+    // would have the LB's own stack reset the clients' connections.
+    drop(vips);
+    drop(pins);
     Ok(())
 }
