@@ -248,6 +248,59 @@ struct Seen {
     requests: u64,
 }
 
+impl Seen {
+    /// What `http-probe many` printed when it ended.
+    fn parse(line: &str) -> anyhow::Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let get = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
+        Ok(Seen {
+            broken: get("broken_connections")?,
+            failures: get("failures")?,
+            moved: get("moved")?,
+            requests: get("requests")?,
+        })
+    }
+}
+
+/// Waits (bounded) for `http-probe many` to end; what it saw.
+fn seen(many: &mut Proc) -> anyhow::Result<Seen> {
+    many.wait_exit(Duration::from_secs(30))?;
+    let log = many.log_text();
+    Seen::parse(
+        log.lines()
+            .last()
+            .context("no result from http-probe many")?,
+    )
+}
+
+/// The LB arguments of these tests: fast timers, the VIP's tcp:80, the
+/// second-chance window (as `window_arg`, e.g. "10000ms"), and `extra`.
+fn lb_args<'a>(vip: &'a str, window_arg: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = FAST_TIMERS.to_vec();
+    args.extend(["--vip", vip, "--service", "tcp:80"]);
+    args.extend(["--second-chance-window", window_arg]);
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A scenario run twice, with a second-chance window no backend reaches
+/// (the case must break connections) and with one of 10 s, longer than
+/// the connections run after the change: none may break or move.
+fn before_and_after(scenario: impl Fn(Duration) -> anyhow::Result<Seen>) -> anyhow::Result<()> {
+    let without = scenario(Duration::from_secs(3600))?;
+    ensure!(
+        without.broken > 0,
+        "the case does not break connections even without a second chance: {without:?}"
+    );
+    let with = scenario(Duration::from_secs(10))?;
+    ensure!(with.requests > 0, "no request made: {with:?}");
+    ensure!(
+        with.broken == 0 && with.failures == 0 && with.moved == 0,
+        "with a second chance: {with:?} (without: {without:?})"
+    );
+    Ok(())
+}
+
 /// The MAC of host `i`'s eth0.
 fn mac(topo: &Topology, i: usize) -> anyhow::Result<String> {
     let out = topo.exec_program(i, "cat", &["/sys/class/net/eth0/address"])?;
@@ -278,9 +331,7 @@ fn failover_after(change: Change, window: Duration) -> anyhow::Result<Seen> {
     with_topology(6, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
         let window_arg = format!("{}ms", window.as_millis());
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--vip", &vip, "--service", "tcp:80"]);
-        args.extend(["--second-chance-window", &window_arg]);
+        let args = lb_args(&vip, &window_arg, &[]);
         let (_lb1, pin1) = topo.start_lb(LB, "lb1", &args)?;
         let (_lb2, pin2) = topo.start_lb(LB2, "lb2", &args)?;
         let _servers = topo.start_servers(&[1, 2, THIRD])?;
@@ -337,20 +388,7 @@ fn failover_after(change: Change, window: Duration) -> anyhow::Result<Seen> {
         }
         std::thread::sleep(Duration::from_secs(1));
         neighbour(LB2)?;
-        many.wait_exit(Duration::from_secs(30))?;
-        let log = many.log_text();
-        let line = log
-            .lines()
-            .last()
-            .context("no result from http-probe many")?;
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let get = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
-        let seen = Seen {
-            broken: get("broken_connections")?,
-            failures: get("failures")?,
-            moved: get("moved")?,
-            requests: get("requests")?,
-        };
+        let seen = seen(&mut many)?;
         let status = topo.status(&pin2)?;
         println!(
             "{change:?}, window {window:?}: {seen:?}; LB 2 second chances: {}; handed on by the third backend: {}",
@@ -368,20 +406,7 @@ fn failover_after(change: Change, window: Duration) -> anyhow::Result<Seen> {
 /// join; with one, none breaks or moves.
 #[test]
 fn a_failover_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
-    let without = failover_after(Change::Join, Duration::from_secs(3600))?;
-    ensure!(
-        without.broken > 0,
-        "the case does not break connections even without a second chance: {without:?}"
-    );
-    // Longer than the connections run after the join: the joining backend
-    // stays young throughout.
-    let with = failover_after(Change::Join, Duration::from_secs(10))?;
-    ensure!(with.requests > 0, "no request made: {with:?}");
-    ensure!(
-        with.broken == 0 && with.failures == 0 && with.moved == 0,
-        "with a second chance: {with:?} (without: {without:?})"
-    );
-    Ok(())
+    before_and_after(|window| failover_after(Change::Join, window))
 }
 
 /// An LB restarted with a fresh table (SIGTERM, then a new `run`: no
@@ -395,9 +420,7 @@ fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
     with_topology(5, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
         let window_arg = format!("{}ms", window.as_millis());
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--vip", &vip, "--service", "tcp:80"]);
-        args.extend(["--second-chance-window", &window_arg]);
+        let args = lb_args(&vip, &window_arg, &[]);
         let (mut lb, pin) = topo.start_lb(LB, "lb", &args)?;
         let _servers = topo.start_servers(&[1, 2, JOINING])?;
         let agent_args = ["--iface", "eth0", "--vip", &vip];
@@ -427,20 +450,7 @@ fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
             "the fresh LB had all three backends in its tables {} ms after the stop",
             restarted.elapsed().as_millis()
         );
-        many.wait_exit(Duration::from_secs(30))?;
-        let log = many.log_text();
-        let line = log
-            .lines()
-            .last()
-            .context("no result from http-probe many")?;
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let get = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
-        let seen = Seen {
-            broken: get("broken_connections")?,
-            failures: get("failures")?,
-            moved: get("moved")?,
-            requests: get("requests")?,
-        };
+        let seen = seen(&mut many)?;
         let status = topo.status(&pin)?;
         println!(
             "window {window:?}: {seen:?}; second chances: {}",
@@ -458,18 +468,7 @@ fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
 /// (the backends' ages come with their announcements).
 #[test]
 fn an_lb_restarted_with_a_fresh_table_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
-    let without = restart_after_a_join(Duration::from_secs(3600))?;
-    ensure!(
-        without.broken > 0,
-        "the case does not break connections even without a second chance: {without:?}"
-    );
-    let with = restart_after_a_join(Duration::from_secs(10))?;
-    ensure!(with.requests > 0, "no request made: {with:?}");
-    ensure!(
-        with.broken == 0 && with.failures == 0 && with.moved == 0,
-        "with a second chance: {with:?} (without: {without:?})"
-    );
-    Ok(())
+    before_and_after(restart_after_a_join)
 }
 
 /// A DRAINING backend's connections survive an LB failover: the previous
@@ -478,18 +477,7 @@ fn an_lb_restarted_with_a_fresh_table_after_a_join_breaks_no_connection() -> any
 /// chance they break.
 #[test]
 fn a_draining_backends_connections_survive_a_failover() -> anyhow::Result<()> {
-    let without = failover_after(Change::Drain, Duration::from_secs(3600))?;
-    ensure!(
-        without.broken > 0,
-        "the case does not break connections even without a second chance: {without:?}"
-    );
-    let with = failover_after(Change::Drain, Duration::from_secs(10))?;
-    ensure!(with.requests > 0, "no request made: {with:?}");
-    ensure!(
-        with.broken == 0 && with.failures == 0 && with.moved == 0,
-        "with a second chance: {with:?} (without: {without:?})"
-    );
-    Ok(())
+    before_and_after(|window| failover_after(Change::Drain, window))
 }
 
 /// What a SYN flood scenario saw: the keep-alive connections, the new
@@ -516,9 +504,7 @@ fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> 
     with_topology(5, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
         let window_arg = format!("{}ms", window.as_millis());
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--vip", &vip, "--service", "tcp:80", "--max-flows", "1024"]);
-        args.extend(["--second-chance-window", &window_arg]);
+        let args = lb_args(&vip, &window_arg, &["--max-flows", "1024"]);
         let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
         let _servers = topo.start_servers(&[1, 2, JOINING])?;
         let agent_args = ["--iface", "eth0", "--vip", &vip];
@@ -545,21 +531,8 @@ fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> 
         let flood_pps = serde_json::from_str::<serde_json::Value>(flood_line)?["pps"]
             .as_f64()
             .with_context(|| format!("pps in {flood_line}"))?;
-        many.wait_exit(Duration::from_secs(30))?;
-        let log = many.log_text();
-        let line = log
-            .lines()
-            .last()
-            .context("no result from http-probe many")?;
-        let v: serde_json::Value = serde_json::from_str(line)?;
-        let get = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {line}"));
         let flooded = Flooded {
-            seen: Seen {
-                broken: get("broken_connections")?,
-                failures: get("failures")?,
-                moved: get("moved")?,
-                requests: get("requests")?,
-            },
+            seen: seen(&mut many)?,
             new_connections: 100,
             new_failed,
             flood_pps,
