@@ -185,8 +185,11 @@ impl Topology {
         limit: Duration,
     ) -> anyhow::Result<()> {
         wait_for(limit, Duration::from_millis(20), || {
+            // A starting LB's status has no group yet: not reached.
             let status = self.status(pin_path).ok()?;
-            let n = first_group(&status)
+            let n = status
+                .groups
+                .first()?
                 .backends
                 .iter()
                 .filter(|b| b.state == state)

@@ -397,11 +397,24 @@ fn one_router(
     extra: [&[&str]; 2],
     body: impl FnOnce(&mut Bed<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    one_router_starting(subnets, subnets, unrouted, extra, body)
+}
+
+/// The same with only the backends of the first `started` subnets
+/// started; the others' hosts are there for the test to start.
+fn one_router_starting(
+    subnets: u8,
+    started: u8,
+    unrouted: &[u8],
+    extra: [&[&str]; 2],
+    body: impl FnOnce(&mut Bed<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut topo = Topology::new(3, Bridge::Flooding)?;
     let mut backends = Vec::new();
     for subnet in 1..=subnets {
         backends.push((topo.add_subnet(ROUTER, subnet, 1)?[0], 100));
     }
+    backends.truncate(usize::from(started));
     topo.run(|topo| {
         topo.route_through(ROUTER, &[CLIENT])?;
         let via = topo.host(ROUTER).addr;
@@ -663,4 +676,65 @@ fn with_a_key_routed_queries_and_reports_are_authenticated() -> anyhow::Result<(
     });
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// The second chance through a router (protocol §7): two IPIP backends
+/// behind the router, a third joins, the LB is stopped and started again
+/// with a fresh table while the client's 200 keep-alive connections run.
+/// The fresh LB sends the connections it does not know whose pick is the
+/// joining backend to it wrapped twice, through the router; that backend's
+/// agent hands them on, through the router again, to the backend that
+/// holds them: none breaks or moves.
+#[test]
+fn through_a_router_a_fresh_lb_breaks_no_connection_after_a_join() -> anyhow::Result<()> {
+    let window = Duration::from_secs(10);
+    let lb_extra = ["--second-chance-window", "10s"];
+    one_router_starting(3, 2, &[], [&lb_extra, &[]], |bed| {
+        sleep(window + Duration::from_millis(500));
+        let target = format!("{}:80", bed.vip);
+        let mut many = bed
+            .topo
+            .spawn(CLIENT, "many", "http-probe", &["many", &target, "10"])?;
+        sleep(Duration::from_secs(2));
+        let joining = bed.topo.hosts.len() - 1;
+        let _server = bed.topo.start_servers(&[joining])?;
+        bed.start_agent(joining, "agent-joined")?;
+        bed.topo
+            .wait_backends(&bed.pin, "active", 3, Duration::from_secs(5))?;
+        bed.topo.wait_tables(&bed.pin)?;
+        sleep(Duration::from_secs(1));
+        bed.lb.signal(libc::SIGTERM);
+        ensure!(
+            bed.lb.wait_exit(Duration::from_secs(5))? == 0,
+            "the LB did not stop cleanly"
+        );
+        let pin = bed.pin.to_str().context("pin")?.to_owned();
+        let mut args = vec!["run", "--iface", "eth0", "--pin-path", &pin];
+        args.extend(bed.lb_args.iter().map(String::as_str));
+        bed.lb = bed.topo.spawn(LB, "lb-again", "lb-user", &args)?;
+        bed.topo
+            .wait_backends(&bed.pin, "active", 3, Duration::from_secs(10))?;
+        bed.topo.wait_tables(&bed.pin)?;
+        many.wait_exit(Duration::from_secs(30))?;
+        let text = many.log_text();
+        let line = text
+            .lines()
+            .last()
+            .context("http-probe many printed nothing")?;
+        let v: Value = serde_json::from_str(line)?;
+        let status = bed.status()?;
+        println!(
+            "through the router, a fresh LB after a join: {v}; second chances: {}",
+            counter(&status, Counter::VipSecondChance)?
+        );
+        ensure!(
+            v["broken_connections"] == 0 && v["moved"] == 0 && v["failures"] == 0,
+            "connections broke or moved: {v}"
+        );
+        ensure!(
+            counter(&status, Counter::VipSecondChance)? > 0,
+            "no second chance taken"
+        );
+        Ok(())
+    })
 }
