@@ -24,50 +24,6 @@ pub const ANNOUNCE_OFF_WEIGHT: usize = 6;
 pub const ANNOUNCE_OFF_SEQUENCE: usize = 8;
 pub const ANNOUNCE_OFF_TAG: usize = 16;
 
-/// Magic of the registration-age extension after a v1 payload, `LBRA`.
-pub const AGE_MAGIC: [u8; 4] = *b"LBRA";
-/// Length of the extension: magic, seconds registered, tag.
-pub const AGE_EXTENSION_LEN: usize = 16;
-pub const AGE_OFF_SECONDS: usize = 4;
-pub const AGE_OFF_TAG: usize = 8;
-
-/// The registration-age extension (protocol §4.3): how long the backend
-/// has been registered, in seconds (saturating), after its v1 payload
-/// whose `sequence` the tag binds it to. Its tag is SipHash-2-4 over
-/// `src ‖ LB ‖ extension[0..8] ‖ sequence` (all zero without a key).
-/// An LB reads it when it registers the backend, so that a freshly
-/// started LB knows which backends are older than its second-chance
-/// window; LBs that do not know it ignore bytes after the v1 payload.
-pub fn age_extension(
-    seconds: u32,
-    sequence: u64,
-    key: Option<&[u8; 16]>,
-    (src, lb): ([u8; 4], [u8; 4]),
-) -> [u8; AGE_EXTENSION_LEN] {
-    let mut out = [0u8; AGE_EXTENSION_LEN];
-    out[..4].copy_from_slice(&AGE_MAGIC);
-    out[AGE_OFF_SECONDS..AGE_OFF_TAG].copy_from_slice(&seconds.to_be_bytes());
-    if let Some(key) = key {
-        let tag = crate::siphash::siphash24(key, &age_tagged_message(&out, sequence, src, lb));
-        out[AGE_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
-    }
-    out
-}
-
-/// The message an age extension's tag covers.
-#[inline(always)]
-pub fn age_tagged_message(
-    extension: &[u8; AGE_EXTENSION_LEN],
-    sequence: u64,
-    src: [u8; 4],
-    lb: [u8; 4],
-) -> [u8; crate::siphash::TAGGED_LEN] {
-    let mut head = [0u8; 16];
-    head[..AGE_OFF_TAG].copy_from_slice(&extension[..AGE_OFF_TAG]);
-    head[AGE_OFF_TAG..].copy_from_slice(&sequence.to_be_bytes());
-    crate::siphash::tagged_message(src, lb, &head)
-}
-
 /// IGMP message types.
 pub const IGMP_QUERY: u8 = 0x11;
 pub const IGMP_V1_REPORT: u8 = 0x12;

@@ -5,9 +5,8 @@ use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
 use lb_common::{
     BackendEntry, BackendKey, Counter, DepartureReason,
     wire::{
-        AGE_EXTENSION_LEN, AGE_MAGIC, AGE_OFF_SECONDS, AGE_OFF_TAG, ANNOUNCE_MAGIC,
-        ANNOUNCE_OFF_FLAGS, ANNOUNCE_OFF_SEQUENCE, ANNOUNCE_OFF_VERSION, ANNOUNCE_OFF_WEIGHT,
-        ANNOUNCE_V1_LEN, ANNOUNCE_VERSION, DEFAULT_WEIGHT, FLAG_LEAVING, age_tagged_message,
+        ANNOUNCE_MAGIC, ANNOUNCE_OFF_FLAGS, ANNOUNCE_OFF_SEQUENCE, ANNOUNCE_OFF_VERSION,
+        ANNOUNCE_OFF_WEIGHT, ANNOUNCE_V1_LEN, ANNOUNCE_VERSION, DEFAULT_WEIGHT, FLAG_LEAVING,
     },
 };
 use network_types::udp::UdpHdr;
@@ -86,18 +85,7 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
             return reject;
         }
     }
-    let payload = Payload::from_v1(v1);
-    let (at, len, sequence) = (
-        packet.l4_offset + UdpHdr::LEN,
-        udp_len - UdpHdr::LEN,
-        payload.sequence,
-    );
-    // Read only when the backend registers: never on the heartbeat path.
-    let age_ns = || match v1 {
-        Some(_) => announced_age_ns(ctx, (at, len), &key, sequence),
-        None => 0,
-    };
-    let (outcome, changed) = apply(ctx, packet, &key, payload, age_ns);
+    let (outcome, changed) = apply(ctx, packet, &key, Payload::from_v1(v1));
     if outcome != Counter::AnnounceTableFull {
         stats::group_add(group_id, GroupEvent::Announcement, 1);
         stats::group_add(group_id, GroupEvent::Change, u64::from(changed));
@@ -114,7 +102,6 @@ fn apply(
     packet: &Ipv4Packet,
     key: &BackendKey,
     payload: Payload,
-    age_ns: impl Fn() -> u64,
 ) -> (Counter, bool) {
     if payload.flags & FLAG_LEAVING != 0 {
         return match BACKENDS.remove(key) {
@@ -164,8 +151,7 @@ fn apply(
         last_seen_ns: now,
         sequence: payload.sequence,
         announcements: 1,
-        // A backend registered before this LB knew it is as old as it says.
-        registered_ns: now.saturating_sub(age_ns()),
+        registered_ns: now,
         mac: packet.eth_src,
         weight: payload.weight,
         flags: payload.flags,
@@ -185,40 +171,6 @@ fn apply(
             (Counter::AnnounceTableFull, false)
         }
     }
-}
-
-/// How long the backend says it has been registered, in ns: the age
-/// extension after its v1 payload (at `at`, `len` bytes with it), whose
-/// tag must verify with a key set; 0 without a valid one.
-#[inline(always)]
-fn announced_age_ns(
-    ctx: &XdpContext,
-    (at, len): (usize, usize),
-    key: &BackendKey,
-    sequence: u64,
-) -> u64 {
-    if len < ANNOUNCE_V1_LEN + AGE_EXTENSION_LEN {
-        return 0;
-    }
-    let Some(extension) = ptr_at::<[u8; AGE_EXTENSION_LEN]>(ctx, at + ANNOUNCE_V1_LEN) else {
-        return 0;
-    };
-    // SAFETY: ptr_at checked the bounds; copied out at once.
-    let extension = unsafe { *extension };
-    if extension[..4] != AGE_MAGIC {
-        return 0;
-    }
-    if AUTH_ON.load() != 0 {
-        let mut tag = [0u8; 8];
-        tag.copy_from_slice(&extension[AGE_OFF_TAG..]);
-        let message = age_tagged_message(&extension, sequence, key.addr, LB_ADDR.load());
-        if !auth::tag_matches(&message, u64::from_le_bytes(tag)) {
-            return 0;
-        }
-    }
-    let mut seconds = [0u8; 4];
-    seconds.copy_from_slice(&extension[AGE_OFF_SECONDS..AGE_OFF_TAG]);
-    u64::from(u32::from_be_bytes(seconds)) * 1_000_000_000
 }
 
 /// The 24 bytes of a v1 payload (magic, version 1, whole), if it is one.

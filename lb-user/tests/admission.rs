@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use lb_common::{
     BackendKey, Counter,
-    wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, Routed, age_extension, igmp_v2_message},
+    wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, Routed, igmp_v2_message},
 };
 use lb_user::loader::LoadParams;
 
@@ -411,74 +411,4 @@ fn with_a_key_only_verified_fresh_routed_reports_count() {
             "{name}: counted for liveness"
         );
     }
-}
-
-/// The registration-age extension (protocol §4.3): a backend registers as
-/// old as it says, with a key only under a tag that verifies; without the
-/// extension, or with a forged one, it registers now. Only the registration
-/// reads it: a refresh keeps the stamp.
-#[test]
-fn a_backend_registers_as_old_as_its_tagged_age_extension_says() {
-    lb_tests_require_root();
-    const KEY: [u8; 16] = [7; 16];
-    const SECOND: u64 = 1_000_000_000;
-    let mut lb = TestLb::with(LoadParams {
-        auth_on: true,
-        ..LOAD
-    });
-    lb.maps.set_keys(&[KEY]).unwrap();
-    lb.sync_clock(30 * SECOND);
-    let announce = |lb: &mut TestLb, src: Ipv4Addr, seconds: u32, signer: [u8; 16]| {
-        let sequence = lb_host::system::realtime_ns();
-        let head = AnnouncementV1 {
-            flags: 0,
-            weight: 100,
-            sequence,
-            tag: 0,
-        }
-        .encode_tagged(&KEY, src.octets(), LB.octets());
-        let age = age_extension(
-            seconds,
-            sequence,
-            Some(&signer),
-            (src.octets(), LB.octets()),
-        );
-        let payload = [&head[..], &age[..]].concat();
-        assert_eq!(
-            lb.run(&Frame::udp(src, LB, 2000, &payload).bytes()).0,
-            XDP_DROP
-        );
-    };
-    let registered_ago_s = |lb: &TestLb, src: Ipv4Addr| -> u64 {
-        let (_, entry) = lb
-            .maps
-            .backends()
-            .unwrap()
-            .into_iter()
-            .find(|(k, _)| k.addr == src.octets())
-            .expect("registered");
-        let now = lb_host::system::monotonic_ns();
-        now.saturating_sub(entry.registered_ns) / SECOND
-    };
-    let (old, forged, refreshed) = (
-        Ipv4Addr::new(10, 0, 0, 11),
-        Ipv4Addr::new(10, 0, 0, 12),
-        Ipv4Addr::new(10, 0, 0, 13),
-    );
-    announce(&mut lb, old, 3600, KEY);
-    assert_eq!(registered_ago_s(&lb, old), 3600, "as old as it says");
-    announce(&mut lb, forged, 3600, [8; 16]);
-    assert_eq!(
-        registered_ago_s(&lb, forged),
-        0,
-        "a forged age counts for nothing"
-    );
-    announce(&mut lb, refreshed, 0, KEY);
-    announce(&mut lb, refreshed, 3600, KEY);
-    assert_eq!(
-        registered_ago_s(&lb, refreshed),
-        0,
-        "a refresh keeps the stamp"
-    );
-    assert_eq!(lb.counter(Counter::AnnounceRegistered), 3);
 }
