@@ -138,6 +138,34 @@ impl Topology {
     }
 }
 
+impl Topology {
+    /// Sends host `client`'s traffic for `vip` to host `lb`'s eth0: a
+    /// permanent neighbour entry, as a router's ECMP next hop would (two
+    /// LBs holding one VIP on a segment both answer ARP for it).
+    pub fn send_vip_through(&self, client: usize, vip: &str, lb: usize) -> anyhow::Result<()> {
+        let out = self.exec_program(lb, "cat", &["/sys/class/net/eth0/address"])?;
+        let lladdr = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let args = [
+            "neigh",
+            "replace",
+            vip,
+            "lladdr",
+            &lladdr,
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ];
+        let out = self.exec_program(client, "ip", &args)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ip neigh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+}
+
 /// The first group of a status report (a report without one is an error
 /// of the LB, not a group without backends).
 pub fn first_group(status: &StatusReport) -> &GroupReport {

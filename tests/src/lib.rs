@@ -320,12 +320,12 @@ impl Drop for Topology {
 }
 
 /// Builds a topology, runs `body` on it (printing the logs if it fails)
-/// and tears it down: the whole of a namespace test.
-pub fn with_topology(
+/// and tears it down: the whole of a namespace test; what `body` returns.
+pub fn with_topology<T>(
     hosts: u8,
     bridge: Bridge,
-    body: impl FnOnce(&Topology) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    body: impl FnOnce(&Topology) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     Topology::new(hosts, bridge)?.run(body)
 }
 
@@ -373,7 +373,7 @@ impl Topology {
     }
 
     /// Runs `body`, printing the logs if it fails.
-    pub fn run(&self, body: impl FnOnce(&Self) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    pub fn run<T>(&self, body: impl FnOnce(&Self) -> anyhow::Result<T>) -> anyhow::Result<T> {
         let result = body(self);
         if result.is_err() {
             self.dump_logs();

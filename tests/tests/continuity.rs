@@ -301,12 +301,6 @@ fn before_and_after(scenario: impl Fn(Duration) -> anyhow::Result<Seen>) -> anyh
     Ok(())
 }
 
-/// The MAC of host `i`'s eth0.
-fn mac(topo: &Topology, i: usize) -> anyhow::Result<String> {
-    let out = topo.exec_program(i, "cat", &["/sys/class/net/eth0/address"])?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
 /// A change of the backends that an LB failover follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Change {
@@ -327,7 +321,6 @@ fn failover_after(change: Change, window: Duration) -> anyhow::Result<Seen> {
     const LB2: usize = 4;
     const CLIENT2: usize = 5;
     const THIRD: usize = 3;
-    let mut result = None;
     with_topology(6, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
         let window_arg = format!("{}ms", window.as_millis());
@@ -349,28 +342,7 @@ fn failover_after(change: Change, window: Duration) -> anyhow::Result<Seen> {
         if window < Duration::from_secs(60) {
             std::thread::sleep(window + Duration::from_millis(500));
         }
-        let neighbour = |lb: usize| -> anyhow::Result<()> {
-            let lladdr = mac(topo, lb)?;
-            let args = [
-                "neigh",
-                "replace",
-                &vip,
-                "lladdr",
-                &lladdr,
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ];
-            let out = topo.exec_program(CLIENT2, "ip", &args)?;
-            ensure!(
-                out.status.success(),
-                "ip neigh: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(())
-        };
-        neighbour(LB)?;
+        topo.send_vip_through(CLIENT2, &vip, LB)?;
         let target = format!("{vip}:80");
         let mut many = topo.spawn(CLIENT2, "many", "http-probe", &["many", &target, "10"])?;
         std::thread::sleep(Duration::from_secs(2));
@@ -387,7 +359,7 @@ fn failover_after(change: Change, window: Duration) -> anyhow::Result<Seen> {
             topo.wait_tables(pin)?;
         }
         std::thread::sleep(Duration::from_secs(1));
-        neighbour(LB2)?;
+        topo.send_vip_through(CLIENT2, &vip, LB2)?;
         let seen = seen(&mut many)?;
         let status = topo.status(&pin2)?;
         println!(
@@ -395,10 +367,8 @@ fn failover_after(change: Change, window: Duration) -> anyhow::Result<Seen> {
             lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?,
             decap_counter(topo, THIRD, "second_chance_handed_on")?
         );
-        result = Some(seen);
-        Ok(())
-    })?;
-    result.context("no result")
+        Ok(seen)
+    })
 }
 
 /// Issue 22's first measured case: without a second chance (a window no
@@ -438,7 +408,6 @@ struct Flooded {
 fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> {
     const JOINING: usize = 3;
     const CLIENT5: usize = 4;
-    let mut result = None;
     with_topology(5, Bridge::Flooding, |topo| {
         let vip = topo.segment_address(100).to_string();
         let window_arg = format!("{}ms", window.as_millis());
@@ -481,10 +450,8 @@ fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> 
             lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?,
             lb_tests::counter(&status, lb_tests::Counter::VipNewFlow)?
         );
-        result = Some(flooded);
-        Ok(())
-    })?;
-    result.context("no result")
+        Ok(flooded)
+    })
 }
 
 /// Issue 22's second measured case: a SYN flood that turns the connection

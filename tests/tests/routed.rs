@@ -714,29 +714,7 @@ fn through_a_router_a_failover_after_a_join_breaks_no_connection() -> anyhow::Re
         topo.wait_tables(&pin2)?;
         sleep(window + Duration::from_millis(500));
         let vip = bed.vip.clone();
-        let neighbour = |lb: usize| -> anyhow::Result<()> {
-            let out = topo.exec_program(lb, "cat", &["/sys/class/net/eth0/address"])?;
-            let lladdr = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            let args = [
-                "neigh",
-                "replace",
-                &vip,
-                "lladdr",
-                &lladdr,
-                "dev",
-                "eth0",
-                "nud",
-                "permanent",
-            ];
-            let out = topo.exec_program(CLIENT, "ip", &args)?;
-            ensure!(
-                out.status.success(),
-                "ip neigh: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Ok(())
-        };
-        neighbour(LB)?;
+        topo.send_vip_through(CLIENT, &vip, LB)?;
         let target = format!("{vip}:80");
         let mut many = topo.spawn(CLIENT, "many", "http-probe", &["many", &target, "10"])?;
         sleep(Duration::from_secs(2));
@@ -748,7 +726,7 @@ fn through_a_router_a_failover_after_a_join_breaks_no_connection() -> anyhow::Re
             topo.wait_tables(pin)?;
         }
         sleep(Duration::from_secs(1));
-        neighbour(SECOND_LB)?;
+        topo.send_vip_through(CLIENT, &vip, SECOND_LB)?;
         many.wait_exit(Duration::from_secs(30))?;
         let text = many.log_text();
         let line = text
