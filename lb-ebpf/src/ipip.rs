@@ -70,7 +70,13 @@ pub fn forward(
     let overhead = if next.is_some() { 2 } else { 1 } * Ipv4Hdr::LEN;
     let outer_len = (inner_len + overhead) as u16;
     let lb = LB_ADDR.load();
-    let hop = match hop_toward(ctx, packet, (lb, backend), outer_len, on_segment) {
+    let hop = match hop_toward(
+        ctx,
+        packet,
+        (lb, backend),
+        (outer_len, overhead),
+        on_segment,
+    ) {
         Ok(hop) => hop,
         // Wrapped once there, second chance or not.
         Err(Resolve::TooBig { .. }) if on_segment.is_none() && gso::is_super_packet(ctx) => {
@@ -120,7 +126,8 @@ fn put_header(ctx: &XdpContext, offset: usize, header: &[u8; Ipv4Hdr::LEN]) -> b
     true
 }
 
-/// Where an outer packet of `outer_len` bytes from `lb` to `backend` goes:
+/// Where an outer packet of `outer_len` bytes from `lb` to `backend`
+/// (`overhead` bytes of outer headers) goes:
 /// straight to `on_segment` (the MAC of a backend on the LB's segment, for
 /// a second chance, which no FIB or neighbour entry of the LB's knows)
 /// if the interface's MTU takes it, else to the next hop the cache or the
@@ -130,14 +137,13 @@ fn hop_toward(
     ctx: &XdpContext,
     packet: &Ipv4Packet,
     (lb, backend): ([u8; 4], [u8; 4]),
-    outer_len: u16,
+    (outer_len, overhead): (u16, usize),
     on_segment: Option<[u8; 6]>,
 ) -> Result<NextHop, Resolve> {
     if let Some(dmac) = on_segment {
-        let grown = i32::from(outer_len) - (packet.l4_offset - EthHdr::LEN + packet.l4_len) as i32;
         let mut mtu = 0u32;
         // SAFETY: the context's own packet; the helper checks the rest.
-        let result = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu, grown, 0) };
+        let result = unsafe { bpf_check_mtu(ctx.as_ptr(), 0, &mut mtu, overhead as i32, 0) };
         if result != 0 {
             return Err(Resolve::TooBig { mtu: mtu as u16 });
         }
