@@ -8,8 +8,8 @@ use std::{
 
 use anyhow::Context;
 use lb_common::wire::{
-    AnnouncementV1, FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING, IGMP_V2_REPORT, IgmpMessage, Routed,
-    igmp_v2_message,
+    AGE_EXTENSION_LEN, ANNOUNCE_V1_LEN, AnnouncementV1, FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING,
+    IGMP_V2_REPORT, IgmpMessage, Routed, age_extension, igmp_v2_message,
 };
 use lb_host::{
     cli::read_key_file,
@@ -44,6 +44,9 @@ pub struct Agent {
     pub(crate) udp: UdpSocket,
     pub(crate) schedule: Schedule,
     pub(crate) last_sequence: u64,
+    /// When the backend registered (Unix ms: its first announcement, or
+    /// its predecessor's across a handover): announced as its age.
+    pub(crate) registered_unix_ms: u64,
     /// Draining (SIGUSR1 on, SIGUSR2 off): no new flows.
     pub(crate) draining: bool,
     /// The service checks' state, if any check is configured.
@@ -183,10 +186,17 @@ impl Agent {
             sequence,
             tag: 0,
         };
-        let payload = match &self.key {
+        let head = match &self.key {
             Some(key) => announcement.encode_tagged(key, self.local.octets(), lb.octets()),
             None => announcement.encode(),
         };
+        let age_ms = unix_ms().saturating_sub(self.registered_unix_ms);
+        let seconds = u32::try_from(age_ms / 1000).unwrap_or(u32::MAX);
+        let addrs = (self.local.octets(), lb.octets());
+        let age = age_extension(seconds, sequence, self.key.as_ref(), addrs);
+        let mut payload = [0u8; ANNOUNCE_V1_LEN + AGE_EXTENSION_LEN];
+        payload[..ANNOUNCE_V1_LEN].copy_from_slice(&head);
+        payload[ANNOUNCE_V1_LEN..].copy_from_slice(&age);
         self.udp
             .send_to(&payload, SocketAddrV4::new(lb, self.args.port))?;
         self.metrics.announced(lb);
@@ -412,4 +422,11 @@ where
         }
     }
     received
+}
+
+/// The wall clock in Unix milliseconds.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -35,6 +35,10 @@ pub struct Record {
     /// Every LB that had queried it: they get LEAVING on the final stop.
     pub lbs: Vec<Ipv4Addr>,
     pub vip: Option<KeptVip>,
+    /// When the backend registered (Unix ms): its age goes on in the
+    /// announcements of the next agent.
+    #[serde(default)]
+    pub registered_unix_ms: Option<u64>,
 }
 
 /// The direct-server-return setup left in place, with what to restore.
@@ -133,6 +137,7 @@ pub fn hand_over(agent: &mut Agent, vip: Option<&mut VipSetup>) -> anyhow::Resul
         group: agent.args.group,
         port: agent.args.port,
         lbs: agent.schedule.known_lbs().collect(),
+        registered_unix_ms: Some(agent.registered_unix_ms),
         vip: vip
             .zip(agent.args.vip)
             .map(|((addr, arp_ignore, arp_announce), vip)| {
@@ -163,6 +168,7 @@ mod tests {
             port: 2000,
             lbs: vec![Ipv4Addr::new(10, 0, 0, 1)],
             vip: None,
+            registered_unix_ms: Some(1),
         };
         save(&iface, &record).unwrap();
         assert_eq!(take(&iface, Vec::new()).record, Some(record));

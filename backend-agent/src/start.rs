@@ -146,6 +146,10 @@ pub fn start(args: Args, key: Option<[u8; 16]>, inherited: Inherited) -> anyhow:
         udp,
         schedule: Schedule::default(),
         last_sequence: 0,
+        registered_unix_ms: record
+            .as_ref()
+            .and_then(|r| r.registered_unix_ms)
+            .unwrap_or_else(crate::agent::unix_ms),
         draining: false,
         last_failure: None,
         state,

@@ -65,8 +65,12 @@ pub struct AgingState {
     /// Consecutive misses.
     pub misses: u32,
     pub _pad: u32,
+    /// CLOCK_MONOTONIC ns the backend registered at by the age its
+    /// registering announcement carried (protocol §4.3), when that is
+    /// earlier than XDP's own stamp; 0 when it carried none.
+    pub registered_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<AgingState>() == 24);
+const _: () = assert!(core::mem::size_of::<AgingState>() == 32);
 
 /// Departures remembered for `status`.
 pub const MAX_DEPARTURES: u32 = 1024;

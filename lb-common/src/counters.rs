@@ -72,8 +72,9 @@ counters! {
     Counter => Action {
     /// Announcement accepted (a refresh, or a LEAVING for no registered backend).
     AnnounceAccepted = "announce_accepted" => Drop,
-    /// Announcement that inserted a new backend.
-    AnnounceRegistered = "announce_registered" => Drop,
+    /// Announcement that inserted a new backend; passed up for lb-user,
+    /// which reads the age it carries (protocol §4.3).
+    AnnounceRegistered = "announce_registered" => Pass,
     /// Announcement with LEAVING that removed a backend.
     AnnounceLeaving = "announce_leaving" => Drop,
     /// Announcement dropped: the server list is full.

@@ -24,6 +24,77 @@ pub const ANNOUNCE_OFF_WEIGHT: usize = 6;
 pub const ANNOUNCE_OFF_SEQUENCE: usize = 8;
 pub const ANNOUNCE_OFF_TAG: usize = 16;
 
+/// Magic of the registration-age extension after a v1 payload, `LBRA`.
+pub const AGE_MAGIC: [u8; 4] = *b"LBRA";
+/// Length of the extension: magic, seconds registered, tag.
+pub const AGE_EXTENSION_LEN: usize = 16;
+pub const AGE_OFF_SECONDS: usize = 4;
+pub const AGE_OFF_TAG: usize = 8;
+
+/// The registration-age extension (protocol §4.3): how long the backend
+/// has been registered, in seconds (saturating), after its v1 payload
+/// whose `sequence` the tag binds it to. Its tag is SipHash-2-4 over
+/// `src ‖ LB ‖ extension[0..8] ‖ sequence` (all zero without a key).
+/// XDP passes the announcement that registers a backend up to lb-user,
+/// which reads it ([`registration_age`]), so that a freshly started LB
+/// knows which backends are older than its second-chance window; LBs that
+/// do not know it ignore bytes after the v1 payload.
+pub fn age_extension(
+    seconds: u32,
+    sequence: u64,
+    key: Option<&[u8; 16]>,
+    (src, lb): ([u8; 4], [u8; 4]),
+) -> [u8; AGE_EXTENSION_LEN] {
+    let mut out = [0u8; AGE_EXTENSION_LEN];
+    out[..4].copy_from_slice(&AGE_MAGIC);
+    out[AGE_OFF_SECONDS..AGE_OFF_TAG].copy_from_slice(&seconds.to_be_bytes());
+    if let Some(key) = key {
+        let tag = crate::siphash::siphash24(key, &age_tagged_message(&out, sequence, src, lb));
+        out[AGE_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
+    }
+    out
+}
+
+/// The seconds the age extension after the v1 `payload` from `src` to `lb`
+/// says the backend has been registered, if it is there and, with `keys`,
+/// its tag verifies under one of them (without keys the tag is not read).
+pub fn registration_age(
+    payload: &[u8],
+    keys: &[[u8; 16]],
+    (src, lb): ([u8; 4], [u8; 4]),
+) -> Option<u32> {
+    let head = AnnouncementV1::parse(payload)?;
+    let extension: &[u8; AGE_EXTENSION_LEN] = payload
+        .get(ANNOUNCE_V1_LEN..ANNOUNCE_V1_LEN + AGE_EXTENSION_LEN)?
+        .try_into()
+        .ok()?;
+    if extension[..4] != AGE_MAGIC {
+        return None;
+    }
+    let tag = u64::from_le_bytes(extension[AGE_OFF_TAG..].try_into().ok()?);
+    let message = age_tagged_message(extension, head.sequence, src, lb);
+    let verifies = |key: &[u8; 16]| crate::siphash::siphash24(key, &message) == tag;
+    if !keys.is_empty() && !keys.iter().any(verifies) {
+        return None;
+    }
+    Some(u32::from_be_bytes(
+        extension[AGE_OFF_SECONDS..AGE_OFF_TAG].try_into().ok()?,
+    ))
+}
+
+/// The message an age extension's tag covers.
+fn age_tagged_message(
+    extension: &[u8; AGE_EXTENSION_LEN],
+    sequence: u64,
+    src: [u8; 4],
+    lb: [u8; 4],
+) -> [u8; crate::siphash::TAGGED_LEN] {
+    let mut head = [0u8; 16];
+    head[..AGE_OFF_TAG].copy_from_slice(&extension[..AGE_OFF_TAG]);
+    head[AGE_OFF_TAG..].copy_from_slice(&sequence.to_be_bytes());
+    crate::siphash::tagged_message(src, lb, &head)
+}
+
 /// IGMP message types.
 pub const IGMP_QUERY: u8 = 0x11;
 pub const IGMP_V1_REPORT: u8 = 0x12;
@@ -379,6 +450,40 @@ mod tests {
             [0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
         );
         assert_eq!(AnnouncementV1::parse(&bytes), Some(a));
+    }
+
+    /// The registration-age extension: read back as written; with keys,
+    /// only under a tag one of them verifies, bound to the sequence and
+    /// both addresses; absent or cut short, no age.
+    #[test]
+    fn registration_age_reads_only_what_verifies() {
+        let (key, other) = ([7u8; 16], [8u8; 16]);
+        let addrs = ([10, 0, 0, 11], [10, 0, 0, 1]);
+        let payload = |sequence: u64, signer: Option<&[u8; 16]>| {
+            let head = AnnouncementV1 {
+                flags: 0,
+                weight: 100,
+                sequence,
+                tag: 0,
+            }
+            .encode();
+            [&head[..], &age_extension(3600, sequence, signer, addrs)].concat()
+        };
+        let signed = payload(5, Some(&key));
+        assert_eq!(registration_age(&signed, &[key], addrs), Some(3600));
+        assert_eq!(registration_age(&signed, &[other, key], addrs), Some(3600));
+        assert_eq!(registration_age(&signed, &[other], addrs), None);
+        let moved = ([10, 0, 0, 12], addrs.1);
+        assert_eq!(registration_age(&signed, &[key], moved), None);
+        let mut replayed_onto = payload(6, Some(&key));
+        replayed_onto[ANNOUNCE_V1_LEN..].copy_from_slice(&signed[ANNOUNCE_V1_LEN..]);
+        assert_eq!(registration_age(&replayed_onto, &[key], addrs), None);
+        assert_eq!(registration_age(&payload(5, None), &[], addrs), Some(3600));
+        assert_eq!(registration_age(&signed[..39], &[key], addrs), None);
+        assert_eq!(
+            registration_age(&signed[..ANNOUNCE_V1_LEN], &[], addrs),
+            None
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn age(
                 seen_ns: last_seen_ns,
                 misses: 0,
                 _pad: 0,
+                registered_ns: previous.map_or(0, |p| p.registered_ns),
             },
             previous.is_none(),
         ),
@@ -98,7 +99,8 @@ mod tests {
                 timer_start_ns: 1000 * MS,
                 seen_ns: 1000 * MS,
                 misses: 0,
-                _pad: 0
+                _pad: 0,
+                registered_ns: 0,
             })
         );
     }
@@ -139,6 +141,16 @@ mod tests {
         assert_eq!(s.misses, 0, "exactly T is not past T");
         let s = state(age(Some(s), 950 * MS, 1351 * MS, PARAMS));
         assert_eq!(s.misses, 1);
+    }
+
+    /// The registration time an announcement's age gave is the backend's
+    /// for as long as it stays: heartbeats keep it.
+    #[test]
+    fn a_heartbeat_keeps_the_learned_registration_time() {
+        let mut s = state(age(None, 0, 0, PARAMS));
+        s.registered_ns = 7;
+        let s = state(age(Some(s), 950 * MS, 960 * MS, PARAMS));
+        assert_eq!(s.registered_ns, 7);
     }
 
     #[test]

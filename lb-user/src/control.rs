@@ -20,6 +20,7 @@ use crate::{
     metrics::ControlMetrics,
     next_hop::NextHops,
     queries::{Queriers, QueryVersion},
+    registrations::Registrations,
     tables::{ServiceConfig, ServiceTables, TableParams},
 };
 
@@ -104,6 +105,12 @@ pub struct Controller {
     queriers: Queriers,
     groups: Vec<Group>,
     aging: HashMap<BackendKey, AgingState>,
+    /// Where registering announcements arrive, the keys their ages are
+    /// verified with, and when the backends registered by those ages
+    /// (CLOCK_MONOTONIC ns), until the next sweep stores them.
+    registrations: Registrations,
+    keys: Vec<[u8; 16]>,
+    learned_ages: HashMap<BackendKey, u64>,
     tables: Option<ServiceTables>,
     sweeps: Sweeps,
     /// Resolves and reports next hops toward IPIP backends.
@@ -153,6 +160,7 @@ impl Controller {
         params: ControlParams,
         mut maps: LbMaps,
         queriers: Queriers,
+        registrations: Registrations,
         configs: &[GroupConfig],
         metrics: ControlMetrics,
     ) -> Result<Self, MapsError> {
@@ -194,6 +202,9 @@ impl Controller {
             queriers,
             groups,
             aging,
+            registrations,
+            keys: Vec::new(),
+            learned_ages: HashMap::default(),
             tables: None,
             sweeps: Sweeps::default(),
             next_hops: None,
@@ -204,9 +215,10 @@ impl Controller {
         Ok(controller)
     }
 
-    /// Installs the announcement keys (a reload).
+    /// Installs the announcement keys (at start, and on a reload).
     pub fn set_keys(&mut self, keys: &[[u8; 16]]) -> Result<(), MapsError> {
         self.maps.set_keys(keys)?;
+        self.keys = keys.to_vec();
         if let Some(routed) = &mut self.queriers.routed {
             routed.key = keys.first().copied();
         }
@@ -265,6 +277,7 @@ impl Controller {
 
     fn pass(&mut self, now_ns: u64) -> Result<(), MapsError> {
         self.update_clock()?;
+        self.learn_ages(now_ns);
         let mut changes = 0;
         for index in 0..self.groups.len() {
             let reports = self.maps.group_reports(self.groups[index].id)?;
@@ -296,6 +309,24 @@ impl Controller {
             self.sweep(now_ns)?;
         }
         Ok(())
+    }
+
+    /// Reads the registering announcements XDP passed up since the last
+    /// pass: when each backend says it registered. Before the sweep that
+    /// reads the server list, which XDP filled before passing them.
+    fn learn_ages(&mut self, now_ns: u64) {
+        let learned = &mut self.learned_ages;
+        let read = self.registrations.drain(&self.keys, |key, seconds| {
+            learned.insert(
+                key,
+                now_ns.saturating_sub(u64::from(seconds) * 1_000_000_000),
+            );
+        });
+        if let Err(e) = read {
+            warn!(
+                "reading registering announcements failed: {e}; those backends count as registered now"
+            );
+        }
     }
 
     /// Reads the server list (one batched read) and acts on it: leaves to
@@ -503,19 +534,33 @@ impl Controller {
                     continue;
                 }
             };
+            let mut state = state;
+            let mut entry = entry;
+            // The registration time the backend's age gives (a fresh LB's
+            // backends registered before it started) replaces XDP's stamp.
+            if let Some(at) = self.learned_ages.remove(&key) {
+                state.registered_ns = at;
+            }
+            if state.registered_ns != 0 {
+                entry.registered_ns = entry.registered_ns.min(state.registered_ns);
+            }
             kept.push((key, entry));
             if previous == Some(state) {
                 continue;
             }
             self.aging.insert(key, state);
             // Persisted (for `status` and the next instance) when the
-            // misses change: a heartbeat that only restarts the timer is
-            // one an adopting instance reads from the list itself, so
-            // idle backends cost no map write.
-            if previous.map(|p| p.misses) != Some(state.misses) {
+            // misses or the learned registration time change: a heartbeat
+            // that only restarts the timer is one an adopting instance
+            // reads from the list itself, so idle backends cost no map write.
+            let persisted = |s: AgingState| (s.misses, s.registered_ns);
+            if previous.map(persisted) != Some(persisted(state)) {
                 self.maps.set_aging_state(&key, &state)?;
             }
         }
+        // Ages of backends no longer listed (gone again, or never
+        // registered: the list was full) are not kept.
+        self.learned_ages.clear();
         // Every kept backend has an aging state: more states than kept
         // backends means some left the list (XDP removed them).
         if self.aging.len() > kept.len() {

@@ -17,6 +17,7 @@ pub mod next_hop;
 pub mod pool;
 pub mod queries;
 pub mod reach;
+pub mod registrations;
 pub mod rows;
 pub mod status;
 pub mod tables;

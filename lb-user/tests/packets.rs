@@ -144,7 +144,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "v1 announcement registers with its weight",
             frame: Frame::announce(BACKEND, 2000, 0, 250, 7).bytes(),
-            action: XDP_DROP,
+            action: XDP_PASS,
             counter: Counter::AnnounceRegistered,
             change: Backend {
                 group: 0,
@@ -172,7 +172,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "plain payload registers the source with defaults",
             frame: plain(b"hello").bytes(),
-            action: XDP_DROP,
+            action: XDP_PASS,
             counter: Counter::AnnounceRegistered,
             change: Backend {
                 group: 0,
@@ -235,7 +235,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "second group's port registers in that group",
             frame: Frame::announce(BACKEND, 2001, 0, 100, 10).bytes(),
-            action: XDP_DROP,
+            action: XDP_PASS,
             counter: Counter::AnnounceRegistered,
             change: Backend {
                 group: 1,
@@ -251,7 +251,7 @@ fn cases() -> Vec<Case> {
             frame: Frame::announce(OTHER_BACKEND, 2000, 0, 42, 11)
                 .with(|f| f.options = vec![1, 1, 1, 0])
                 .bytes(),
-            action: XDP_DROP,
+            action: XDP_PASS,
             counter: Counter::AnnounceRegistered,
             change: Backend {
                 group: 0,

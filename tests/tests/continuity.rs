@@ -379,6 +379,68 @@ fn a_failover_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
     before_and_after(|window| failover_after(Change::Join, window))
 }
 
+/// An LB restarted with a fresh table (SIGTERM, then a new `run`: no
+/// pins adopted) after a join: its 200 keep-alive connections retransmit
+/// through the gap and reach a new LB that knows none of them, but learns
+/// from the agents' announced ages which backends are older than its
+/// window. `window` is its second-chance window.
+fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
+    const JOINING: usize = 3;
+    let mut result = None;
+    with_topology(5, Bridge::Flooding, |topo| {
+        let vip = topo.segment_address(100).to_string();
+        let window_arg = format!("{}ms", window.as_millis());
+        let args = lb_args(&vip, &window_arg, &[]);
+        let (mut lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let _servers = topo.start_servers(&[1, 2, JOINING])?;
+        let agent_args = ["--iface", "eth0", "--vip", &vip];
+        let _agents = topo.spawn_agents(&BACKENDS, &agent_args)?;
+        topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
+        if window < Duration::from_secs(60) {
+            std::thread::sleep(window + Duration::from_millis(500));
+        }
+        let target = format!("{vip}:80");
+        let mut many = topo.spawn(4, "many", "http-probe", &["many", &target, "10"])?;
+        std::thread::sleep(Duration::from_secs(2));
+        let _joined = topo.spawn_agents(&[JOINING], &agent_args)?;
+        topo.wait_backends(&pin, "active", 3, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
+        std::thread::sleep(Duration::from_secs(1));
+        lb.signal(libc::SIGTERM);
+        ensure!(
+            lb.wait_exit(Duration::from_secs(5))? == 0,
+            "the LB did not stop cleanly"
+        );
+        let restarted = std::time::Instant::now();
+        let (lb_again, pin) = topo.start_lb(LB, "lb-again", &args)?;
+        topo.wait_backends(&pin, "active", 3, Duration::from_secs(5))?;
+        topo.wait_tables(&pin)?;
+        println!(
+            "the fresh LB had all three backends in its tables {} ms after the stop",
+            restarted.elapsed().as_millis()
+        );
+        let seen = seen(&mut many)?;
+        let status = topo.status(&pin)?;
+        println!(
+            "window {window:?}: {seen:?}; second chances: {}",
+            lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?
+        );
+        drop(lb_again);
+        result = Some(seen);
+        Ok(())
+    })?;
+    result.context("no result")
+}
+
+/// Issue 22's third measured case: an LB that starts with a fresh table
+/// after a join breaks connections without a second chance, none with one
+/// (the backends' ages come with their announcements).
+#[test]
+fn an_lb_restarted_with_a_fresh_table_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
+    before_and_after(restart_after_a_join)
+}
+
 /// A DRAINING backend's connections survive an LB failover: the previous
 /// tables still name it (they take DRAINING backends), so the connections
 /// LB 2 does not know reach it through their new pick; without a second

@@ -27,6 +27,7 @@ use lb_user::{
     next_hop::NextHops,
     queries::{Queriers, RoutedQuerier},
     reach::{Reach, Segment},
+    registrations::Registrations,
     status, system,
     tables::TableParams,
 };
@@ -156,6 +157,14 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
     let iface = Interface::read(&args.iface)?;
     // Bound first: a port in use is an error before anything is attached.
     let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
+    let groups = &settings.plan.groups;
+    let registrations = Registrations::bind(iface.addr, groups).with_context(|| {
+        format!(
+            "binding the groups' UDP ports on {} for the announcements that register backends \
+             (stop the process that holds one, or give the group another port)",
+            iface.addr
+        )
+    })?;
     system::require_bpffs(&args.pin_path)?;
     let lock = InstanceLock::acquire(&args.pin_path)?;
     fs::create_dir_all(&args.pin_path)
@@ -168,11 +177,9 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
     // Records go through the `log` facade into this process's tracing output.
     let xdp_log = EbpfLogger::init(&mut ebpf).context("reading the XDP program's log ring")?;
     let mut maps = LbMaps::take(&mut ebpf)?;
-    maps.set_keys(&settings.keys)?;
     for &(prefix, len) in &args.allow {
         maps.allow(prefix, len)?;
     }
-    let groups = &settings.plan.groups;
     let queriers = Queriers {
         igmp: open_query_socket(&args.iface, iface.index, args.ttl, groups)?,
         routed: open_routed_querier(args, &iface, settings.keys.first().copied())?,
@@ -189,7 +196,15 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
         },
     };
     let control_metrics = ControlMetrics::default();
-    let mut controller = Controller::new(params, maps, queriers, groups, control_metrics.clone())?;
+    let mut controller = Controller::new(
+        params,
+        maps,
+        queriers,
+        registrations,
+        groups,
+        control_metrics.clone(),
+    )?;
+    controller.set_keys(&settings.keys)?;
     let services = &settings.plan.services;
     let next_hops = (reach.mode != ForwardingMode::L2 && !services.is_empty())
         .then(|| NextHops::open(&args.iface, reach, &args.pin_path))
