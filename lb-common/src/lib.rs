@@ -16,6 +16,7 @@ mod events;
 mod flows;
 mod forwarding;
 mod groups;
+pub mod mld;
 #[cfg(feature = "user")]
 mod pod;
 mod program;

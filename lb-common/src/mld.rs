@@ -189,6 +189,10 @@ mod tests {
         assert_eq!(parse_mld(&done), MldMessage::Other);
         let mut short_query = mld_v1_query(10, LB).to_vec();
         short_query.push(0);
-        assert_eq!(parse_mld(&short_query), MldMessage::Other, "25 bytes: neither layout");
+        assert_eq!(
+            parse_mld(&short_query),
+            MldMessage::Other,
+            "25 bytes: neither layout"
+        );
     }
 }
