@@ -97,6 +97,9 @@ counters! {
     IgmpReport = "igmp_report" => Pass,
     /// IGMP leave for a configured group, passed on.
     IgmpLeave = "igmp_leave" => Pass,
+    /// MLD report (v1, or v2 with a record) for a configured IPv6 group
+    /// (protocol §9).
+    MldReport = "mld_report" => Pass,
     /// Routed membership report for a configured group (protocol §4.4), counted
     /// for its liveness.
     RoutedReport = "routed_report" => Drop,

@@ -11,6 +11,7 @@ macro_rules! pod {
 }
 pod!(
     BackendKey,
+    BackendKey6,
     BackendEntry,
     AgingState,
     GroupReports,

@@ -3,6 +3,16 @@
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "xdp_lb";
+/// Name of the XDP program of IPv6 packets (protocol §9), which
+/// [`PROGRAM_NAME`] tail-calls through [`FAMILY_PROGRAMS`] slot
+/// [`IPV6_SLOT`]: its own 512 bytes of stack, and no cost on the IPv4
+/// paths beyond the check of the Ethernet type.
+pub const IPV6_PROGRAM_NAME: &str = "xdp_lb6";
+/// The program array the XDP program tail-calls its IPv6 half through
+/// (not pinned: each instance loads it with the program that uses it).
+pub const FAMILY_PROGRAMS: &str = "FAMILY_PROGRAMS";
+/// The slot of [`IPV6_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
+pub const IPV6_SLOT: u32 = 0;
 /// Name of the do-nothing program the benchmarks measure as their floor.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_floor";
 /// Name of the program that only returns XDP_TX: the forwarding benchmark's ceiling.
@@ -29,6 +39,8 @@ macro_rules! program_maps {
         $callback! {
             /// The available-server list, written by XDP.
             BACKENDS / backends: HashMap<$crate::BackendKey, $crate::BackendEntry>[$crate::DEFAULT_MAX_BACKENDS];
+            /// The available-server list's IPv6 backends (protocol §9), written by XDP.
+            BACKENDS6 / backends6: HashMap<$crate::BackendKey6, $crate::BackendEntry>[$crate::DEFAULT_MAX_BACKENDS];
             /// Aging state of each backend, written by lb-user only; declared
             /// here so that it is created and pinned with BTF beside the list.
             BACKEND_AGING / aging: HashMap<$crate::BackendKey, $crate::AgingState>[$crate::DEFAULT_MAX_BACKENDS];
@@ -38,6 +50,8 @@ macro_rules! program_maps {
             ANNOUNCE_PORTS / announce_ports: Array<u32>[1 << 16];
             /// Group address (network order) -> group id.
             GROUP_ADDRS / group_addrs: HashMap<[u8; 4], u32>[$crate::MAX_GROUPS];
+            /// IPv6 group address -> group id.
+            GROUP_ADDRS6 / group_addrs6: HashMap<[u8; 16], u32>[$crate::MAX_GROUPS];
             /// IGMP report statistics per group (per CPU), written by XDP.
             GROUP_REPORTS / group_reports: PerCpuArray<$crate::GroupReports>[$crate::MAX_GROUPS];
             /// Group configuration and liveness, written by lb-user only.
@@ -92,6 +106,8 @@ macro_rules! program_maps {
             /// Last accepted sequence per backend (LRU), written by XDP; outlives
             /// removal so that a replayed announcement cannot bring a backend back.
             LAST_SEQUENCE / last_sequence: LruHashMap<$crate::BackendKey, u64>[2 * $crate::DEFAULT_MAX_BACKENDS];
+            /// The same for IPv6 backends.
+            LAST_SEQUENCE6 / last_sequence6: LruHashMap<$crate::BackendKey6, u64>[2 * $crate::DEFAULT_MAX_BACKENDS];
             /// IGMP leaves waiting for confirmation (with a key set a leave
             /// cannot be authenticated, protocol §4.2), written by XDP, resolved
             /// by lb-user.
@@ -132,6 +148,9 @@ macro_rules! program_globals {
         $callback! {
             /// The LB's own unicast address (network order): announcements go to it.
             LB_ADDR: [u8; 4] = [0; 4];
+            /// The LB's own unicast IPv6 address (protocol §9): IPv6
+            /// announcements go to it; all zero (no IPv6 group), none does.
+            LB_ADDR6: [u8; 16] = [0; 16];
             /// MAC of the LB's interface, the source of forwarded frames.
             LB_MAC: [u8; 6] = [0; 6];
             /// 1 when announcements must carry a valid tag.

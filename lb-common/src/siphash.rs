@@ -71,6 +71,20 @@ pub fn tagged_message(src: [u8; 4], lb: [u8; 4], head: &[u8; 16]) -> [u8; TAGGED
     msg
 }
 
+/// Length of an IPv6 announcement's tagged message: source (16), LB
+/// address (16), payload[0..16].
+pub const TAGGED6_LEN: usize = 48;
+
+/// The message an IPv6 announcement's tag covers (protocol §9).
+#[inline(always)]
+pub fn tagged_message6(src: [u8; 16], lb: [u8; 16], head: &[u8; 16]) -> [u8; TAGGED6_LEN] {
+    let mut msg = [0u8; TAGGED6_LEN];
+    msg[..16].copy_from_slice(&src);
+    msg[16..32].copy_from_slice(&lb);
+    msg[32..].copy_from_slice(head);
+    msg
+}
+
 /// The message a routed query's or report's tag covers (protocol §4.4):
 /// source (4), payload[0..20]; as long as an announcement's.
 #[inline(always)]

@@ -155,6 +155,22 @@ impl AnnouncementV1 {
         out
     }
 
+    /// Encodes with the tag of an IPv6 announcement from `src` to the LB
+    /// at `lb` (protocol §9).
+    pub fn encode_tagged6(
+        &self,
+        key: &[u8; 16],
+        src: [u8; 16],
+        lb: [u8; 16],
+    ) -> [u8; ANNOUNCE_V1_LEN] {
+        let mut out = self.encode();
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&out[..ANNOUNCE_OFF_TAG]);
+        let tag = crate::siphash::siphash24(key, &crate::siphash::tagged_message6(src, lb, &head));
+        out[ANNOUNCE_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
+        out
+    }
+
     /// Parses a v1 payload; `None` for anything else (which, without a key,
     /// still registers its source as a plain announcement).
     pub fn parse(payload: &[u8]) -> Option<Self> {

@@ -8,7 +8,7 @@
 //! only moves a counter.
 use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use aya_log_ebpf::{info, warn};
-use lb_common::{BackendKey, Departure, DepartureReason};
+use lb_common::{BackendKey, BackendKey6, Departure, DepartureReason};
 
 use crate::maps::{DEPARTURES, GROUP_STATUS, LOG_BUDGET};
 
@@ -99,6 +99,49 @@ pub fn table_full(ctx: &XdpContext, key: &BackendKey) {
             "server list full: backend {:i} not registered in group {:i} (raise --max-backends)",
             key.addr,
             group_addr(key.group_id)
+        );
+    }
+}
+
+/// A new IPv6 backend entered the server list (protocol §9).
+#[inline(always)]
+pub fn registered6(ctx: &XdpContext, key: &BackendKey6, mac: [u8; 6], weight: u16) {
+    if allowed(ctx) {
+        info!(
+            ctx,
+            "IPv6 backend {:i} registered in group #{} (mac {:mac}, weight {})",
+            key.addr,
+            key.group_id,
+            mac,
+            weight
+        );
+    }
+}
+
+/// An IPv6 backend left the server list: logged (`status` does not list
+/// IPv6 backends yet, so no departure is kept).
+#[inline(always)]
+pub fn removed6(ctx: &XdpContext, key: &BackendKey6, why: DepartureReason) {
+    if allowed(ctx) {
+        info!(
+            ctx,
+            "IPv6 backend {:i} removed from group #{}: {}",
+            key.addr,
+            key.group_id,
+            why.name()
+        );
+    }
+}
+
+/// An IPv6 newcomer was refused because the server list is full.
+#[inline(always)]
+pub fn table_full6(ctx: &XdpContext, key: &BackendKey6) {
+    if allowed(ctx) {
+        warn!(
+            ctx,
+            "server list full: IPv6 backend {:i} not registered in group #{} (raise --max-backends)",
+            key.addr,
+            key.group_id
         );
     }
 }

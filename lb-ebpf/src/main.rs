@@ -19,9 +19,11 @@ mod gso;
 mod igmp;
 mod ipip;
 mod maps;
+mod mld;
 mod parse;
 mod registration;
 mod routed;
+mod server_list;
 mod stats;
 
 use aya_ebpf::{
@@ -29,10 +31,13 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use lb_common::{Action, Counter, TcAction, vip_filter_bit};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use lb_common::{Action, Counter, IPV6_SLOT, TcAction, vip_filter_bit};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
-use crate::parse::{Ipv4Packet, ptr_at};
+use crate::parse::{Ipv4Packet, Ipv6Packet, ptr_at};
 
 // lb-common numbers the actions the way the kernel does.
 const _: () = assert!(Action::Drop as u32 == xdp_action::XDP_DROP);
@@ -56,7 +61,16 @@ fn classify(ctx: &XdpContext) -> Counter {
         return Counter::Malformed;
     };
     // SAFETY: ptr_at checked that the header lies inside the packet.
-    if unsafe { (*eth).ether_type } != (0x0800u16).to_be() {
+    let ether_type = unsafe { (*eth).ether_type };
+    if ether_type != (0x0800u16).to_be() {
+        if ether_type == (0x86ddu16).to_be() {
+            // IPv6 goes on in a program of its own (below), with its own
+            // stack: the verifier allows 512 bytes along a call chain and
+            // the IPv4 paths take most of them. A tail call returns only
+            // if the slot is empty.
+            // SAFETY: the context and the map are the kernel's.
+            unsafe { maps::FAMILY_PROGRAMS.tail_call(ctx, IPV6_SLOT) };
+        }
         return Counter::Ignored;
     }
     let Some(packet) =
@@ -74,6 +88,28 @@ fn classify(ctx: &XdpContext) -> Counter {
     match packet.proto {
         parse::IPPROTO_UDP => registration::handle(ctx, &packet),
         parse::IPPROTO_IGMP => igmp::handle(ctx, &packet),
+        _ => Counter::Ignored,
+    }
+}
+
+/// The IPv6 half (protocol §9): announcements and MLD reports, counted
+/// like the rest. Tail-called by `xdp_lb`, never attached.
+#[xdp]
+pub fn xdp_lb6(ctx: XdpContext) -> u32 {
+    let outcome = classify6(&ctx);
+    stats::count(outcome);
+    outcome.action() as u32
+}
+
+fn classify6(ctx: &XdpContext) -> Counter {
+    let Some(packet) = ptr_at::<EthHdr>(ctx, 0).and_then(|eth| {
+        ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).and_then(|ip| Ipv6Packet::parse(ctx, eth, ip))
+    }) else {
+        return Counter::Malformed;
+    };
+    match packet.proto {
+        parse::IPPROTO_UDP => registration::handle6(ctx, &packet),
+        lb_common::mld::IPPROTO_ICMPV6 => mld::handle(ctx, &packet),
         _ => Counter::Ignored,
     }
 }

@@ -4,7 +4,7 @@
 use aya_ebpf::{
     Global,
     bindings::BPF_F_MMAPABLE,
-    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray},
     macros::btf_map,
 };
 use lb_ebpf::declare_maps;
@@ -26,3 +26,8 @@ lb_common::program_globals!(declare_globals);
 type MmapArray<T, const MAX_ENTRIES: usize> = Array<T, MAX_ENTRIES, { BPF_F_MMAPABLE as usize }>;
 
 lb_common::program_maps!(declare_maps);
+
+/// The XDP program's IPv6 half (`lb_common::FAMILY_PROGRAMS`), filled by
+/// the loader: outside `program_maps!`, as it is not pinned.
+#[btf_map]
+pub static FAMILY_PROGRAMS: ProgramArray<1> = ProgramArray::new();

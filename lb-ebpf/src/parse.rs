@@ -1,6 +1,11 @@
-//! Bounds-checked packet access and the IPv4 header checks shared by all paths.
+//! Bounds-checked packet access and the IPv4 and IPv6 header checks shared
+//! by all paths.
 use aya_ebpf::programs::XdpContext;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use lb_common::mld::IPPROTO_HOPOPTS;
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
 pub use lb_common::{IPPROTO_TCP, IPPROTO_UDP, wire::IPPROTO_IGMP};
 
@@ -64,5 +69,65 @@ impl Ipv4Packet {
             is_fragment: frags & 0x3fff != 0,
             has_options: header_len > Ipv4Hdr::LEN,
         })
+    }
+}
+
+/// Largest Hop-by-Hop header walked (its length byte counts 8-byte units
+/// after the first 8): MLD's is 8 bytes.
+const MAX_HOP_BY_HOP: usize = 64;
+
+/// The parts of an IPv6 packet the program uses, read once: the upper
+/// layer after the fixed header or one Hop-by-Hop header (MLD always has
+/// one, protocol §9); any other extension header is left as the next
+/// header, which no IPv6 path takes.
+pub struct Ipv6Packet {
+    pub eth_src: [u8; 6],
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Next header after the Hop-by-Hop header, if any.
+    pub proto: u8,
+    pub l4_offset: usize,
+    /// Bytes after the extension headers according to the payload length.
+    pub l4_len: usize,
+}
+
+impl Ipv6Packet {
+    /// `None` for a header that is not IPv6, a payload length longer than
+    /// the frame, or a Hop-by-Hop header that does not fit in it.
+    #[inline(always)]
+    pub fn parse(ctx: &XdpContext, eth: *const EthHdr, ip: *const Ipv6Hdr) -> Option<Self> {
+        // SAFETY: both pointers come from ptr_at.
+        let (eth, ip) = unsafe { (&*eth, &*ip) };
+        if ip.vcf[0] >> 4 != 6 {
+            return None;
+        }
+        let payload_len = usize::from(u16::from_be_bytes(ip.payload_len));
+        let available = ctx.data_end() - ctx.data() - EthHdr::LEN - Ipv6Hdr::LEN;
+        if payload_len > available {
+            return None;
+        }
+        let mut packet = Self {
+            eth_src: eth.src_addr,
+            src: ip.src_addr,
+            dst: ip.dst_addr,
+            proto: ip.next_hdr,
+            l4_offset: EthHdr::LEN + Ipv6Hdr::LEN,
+            l4_len: payload_len,
+        };
+        if packet.proto == IPPROTO_HOPOPTS {
+            let hop_by_hop = ptr_at::<[u8; 2]>(ctx, packet.l4_offset)?;
+            // SAFETY: ptr_at checked the bounds.
+            let [next, units] = unsafe { *hop_by_hop };
+            let len = (usize::from(units) + 1) * 8;
+            if len > packet.l4_len || len > MAX_HOP_BY_HOP {
+                return None;
+            }
+            packet.proto = next;
+            // The mask is for the verifier (len is at most 64 already): it
+            // bounds the variable offset of every later packet access.
+            packet.l4_offset += len & (2 * MAX_HOP_BY_HOP - 1);
+            packet.l4_len -= len;
+        }
+        Some(packet)
     }
 }

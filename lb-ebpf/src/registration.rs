@@ -1,9 +1,8 @@
 //! Announcements (protocol §4.3, §5.2, §5.5): insert or refresh a backend in the
 //! server list, or remove it at once when it is LEAVING.
-use aya_ebpf::btf_maps::lpm_trie::Key;
-use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
+use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use lb_common::{
-    BackendEntry, BackendKey, Counter, DepartureReason,
+    BackendEntry, BackendKey, BackendKey6, Counter, DepartureReason,
     wire::{
         ANNOUNCE_MAGIC, ANNOUNCE_OFF_FLAGS, ANNOUNCE_OFF_SEQUENCE, ANNOUNCE_OFF_VERSION,
         ANNOUNCE_OFF_WEIGHT, ANNOUNCE_V1_LEN, ANNOUNCE_VERSION, DEFAULT_WEIGHT, FLAG_LEAVING,
@@ -12,10 +11,11 @@ use lb_common::{
 use network_types::udp::UdpHdr;
 
 use crate::{
-    auth, clock, epochs, events,
-    maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, BACKENDS, LB_ADDR},
-    parse::{Ipv4Packet, ptr_at},
+    auth, clock, epochs,
+    maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, LB_ADDR, LB_ADDR6},
+    parse::{Ipv4Packet, Ipv6Packet, ptr_at},
     routed,
+    server_list::ServerKey,
     stats::{self, GroupEvent},
 };
 
@@ -41,20 +41,12 @@ impl Payload {
 
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
-    let Some(udp) = ptr_at::<UdpHdr>(ctx, packet.l4_offset) else {
+    let Some((port, udp_len)) = udp_header(ctx, packet.l4_offset) else {
         return Counter::Malformed;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let udp = unsafe { &*udp };
-    let port = u16::from_be_bytes(udp.dst);
-    // Every port has a slot: 0 is no group's port.
-    let Some(group_id) = ANNOUNCE_PORTS
-        .get(u32::from(port))
-        .and_then(|&slot| slot.checked_sub(1))
-    else {
+    let Some(group_id) = port_group(port) else {
         return Counter::Ignored;
     };
-    let udp_len = usize::from(u16::from_be_bytes(udp.len));
     if packet.dst != LB_ADDR.load() {
         // A routed report travels to the group itself.
         return routed::handle(ctx, packet, udp_len, group_id);
@@ -72,21 +64,88 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     if ALLOWLIST_ON.load() != 0 && ANNOUNCE_ALLOW.get(&Key::new(32, packet.src)).is_none() {
         return Counter::AnnounceNotAllowed;
     }
-    let v1 = read_v1(ctx, packet.l4_offset + UdpHdr::LEN, udp_len - UdpHdr::LEN);
     let key = BackendKey {
         group_id,
         addr: packet.src,
     };
+    register(ctx, packet.l4_offset, udp_len, packet.eth_src, &key)
+}
+
+/// An IPv6 announcement (protocol §9): UDP to the LB's IPv6 address from
+/// a backend's global address. Fragments never get here (their next
+/// header is the fragment header). `--allow` holds IPv4 prefixes only, so
+/// with it set no IPv6 source is allowed.
+#[inline(always)]
+pub fn handle6(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
+    let Some((port, udp_len)) = udp_header(ctx, packet.l4_offset) else {
+        return Counter::Malformed;
+    };
+    let Some(group_id) = port_group(port) else {
+        return Counter::Ignored;
+    };
+    if packet.dst != LB_ADDR6.load() {
+        return Counter::Ignored;
+    }
+    if udp_len < UdpHdr::LEN || udp_len > packet.l4_len {
+        return Counter::AnnounceMalformed;
+    }
+    if !is_global_unicast6(&packet.src) || packet.eth_src[0] & 1 != 0 {
+        return Counter::AnnounceBadSource;
+    }
+    if ALLOWLIST_ON.load() != 0 {
+        return Counter::AnnounceNotAllowed;
+    }
+    let key = BackendKey6 {
+        group_id,
+        addr: packet.src,
+    };
+    register(ctx, packet.l4_offset, udp_len, packet.eth_src, &key)
+}
+
+/// The destination port and UDP length of the UDP header at `l4_offset`,
+/// if the packet holds it.
+#[inline(always)]
+fn udp_header(ctx: &XdpContext, l4_offset: usize) -> Option<(u16, usize)> {
+    let udp = ptr_at::<UdpHdr>(ctx, l4_offset)?;
+    // SAFETY: ptr_at checked the bounds.
+    let udp = unsafe { &*udp };
+    Some((
+        u16::from_be_bytes(udp.dst),
+        usize::from(u16::from_be_bytes(udp.len)),
+    ))
+}
+
+/// The group whose announcement port `port` is.
+#[inline(always)]
+fn port_group(port: u16) -> Option<u32> {
+    // Every port has a slot: 0 is no group's port.
+    ANNOUNCE_PORTS
+        .get(u32::from(port))
+        .and_then(|&slot| slot.checked_sub(1))
+}
+
+/// The part both families share, once the source is admitted: the payload,
+/// its tag, the server list.
+#[inline(always)]
+fn register<K: ServerKey>(
+    ctx: &XdpContext,
+    l4_offset: usize,
+    udp_len: usize,
+    eth_src: [u8; 6],
+    key: &K,
+) -> Counter {
+    let v1 = read_v1(ctx, l4_offset + UdpHdr::LEN, udp_len - UdpHdr::LEN);
     if AUTH_ON.load() != 0 {
         let Some(bytes) = v1 else {
             return Counter::AuthMissing;
         };
-        if let Err(reject) = auth::verify(&key, bytes) {
+        if let Err(reject) = auth::verify(key, bytes) {
             return reject;
         }
     }
-    let (outcome, changed) = apply(ctx, packet, &key, Payload::from_v1(v1));
+    let (outcome, changed) = apply(ctx, eth_src, key, Payload::from_v1(v1));
     if outcome != Counter::AnnounceTableFull {
+        let group_id = key.group_id();
         stats::group_add(group_id, GroupEvent::Announcement, 1);
         stats::group_add(group_id, GroupEvent::Change, u64::from(changed));
     }
@@ -97,22 +156,20 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
 /// counter and whether the list changed (a backend inserted or removed,
 /// its weight or flags changed), which lb-user watches for.
 #[inline(always)]
-fn apply(
+fn apply<K: ServerKey>(
     ctx: &XdpContext,
-    packet: &Ipv4Packet,
-    key: &BackendKey,
+    eth_src: [u8; 6],
+    key: &K,
     payload: Payload,
 ) -> (Counter, bool) {
     if payload.flags & FLAG_LEAVING != 0 {
-        return match BACKENDS.remove(key) {
-            Ok(()) => {
-                epochs::bump();
-                events::removed(ctx, key, DepartureReason::Leaving);
-                (Counter::AnnounceLeaving, true)
-            }
+        if !key.remove() {
             // Not registered: nothing to remove, but the message was valid.
-            Err(_) => (Counter::AnnounceAccepted, false),
-        };
+            return (Counter::AnnounceAccepted, false);
+        }
+        epochs::bump();
+        key.log_removed(ctx, DepartureReason::Leaving);
+        return (Counter::AnnounceLeaving, true);
     }
     // The coarse clock (a tick or two behind) costs a fraction of the
     // fine one, and heartbeats are periods apart; leaves are judged by
@@ -121,7 +178,7 @@ fn apply(
     // A known backend is refreshed in place: no map update on the
     // heartbeat path. lb-user only reads the entry, and each field is
     // written whole, so a reader sees the old or the new value of each.
-    if let Some(entry) = BACKENDS.get_ptr_mut(key) {
+    if let Some(entry) = key.entry() {
         // SAFETY: a valid pointer into the map's value for this key. Other
         // CPUs (this backend's next heartbeat) and lb-user (aging) touch it
         // too, so it is read and written field by field through the raw
@@ -130,12 +187,12 @@ fn apply(
         let (changed, moved) = unsafe {
             let changed = (&raw const (*entry).weight).read() != payload.weight
                 || (&raw const (*entry).flags).read() != payload.flags;
-            let moved = (&raw const (*entry).mac).read() != packet.eth_src;
+            let moved = (&raw const (*entry).mac).read() != eth_src;
             let announcements = &raw mut (*entry).announcements;
             (&raw mut (*entry).last_seen_ns).write(now);
             (&raw mut (*entry).sequence).write(payload.sequence);
             announcements.write(announcements.read() + 1);
-            (&raw mut (*entry).mac).write(packet.eth_src);
+            (&raw mut (*entry).mac).write(eth_src);
             (&raw mut (*entry).weight).write(payload.weight);
             (&raw mut (*entry).flags).write(payload.flags);
             (&raw mut (*entry).version).write(payload.version);
@@ -152,7 +209,7 @@ fn apply(
         sequence: payload.sequence,
         announcements: 1,
         registered_ns: now,
-        mac: packet.eth_src,
+        mac: eth_src,
         weight: payload.weight,
         flags: payload.flags,
         version: payload.version,
@@ -160,14 +217,14 @@ fn apply(
     };
     // BPF_NOEXIST: a CPU that registered the same backend a moment ago
     // keeps its entry; this announcement then only counts as a refresh.
-    match BACKENDS.insert(key, &entry, u64::from(BPF_NOEXIST)) {
+    match key.insert(&entry) {
         Ok(()) => {
-            events::registered(ctx, key, entry.mac, entry.weight);
+            key.log_registered(ctx, entry.mac, entry.weight);
             (Counter::AnnounceRegistered, true)
         }
         Err(EEXIST) => (Counter::AnnounceAccepted, false),
         Err(_) => {
-            events::table_full(ctx, key);
+            key.log_table_full(ctx);
             (Counter::AnnounceTableFull, false)
         }
     }
@@ -212,4 +269,12 @@ impl Payload {
 #[inline(always)]
 fn is_unicast_host(addr: [u8; 4]) -> bool {
     !matches!(addr[0], 0 | 127 | 224..=255)
+}
+
+/// Global unicast IPv6 (2000::/3) or unique-local (fc00::/7): what a
+/// backend announces from (protocol §9); never link-local, multicast,
+/// loopback or unspecified.
+#[inline(always)]
+fn is_global_unicast6(addr: &[u8; 16]) -> bool {
+    addr[0] & 0xe0 == 0x20 || addr[0] & 0xfe == 0xfc
 }

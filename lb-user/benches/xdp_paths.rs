@@ -16,6 +16,7 @@ use std::{net::Ipv4Addr, time::Duration};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use lb_common::{
     Counter, FLOOR_PROGRAM_NAME, LogBudget,
+    mld::{MLD_V1_REPORT, mld_v1_message},
     wire::{IGMP_V2_REPORT, igmp_v2_message},
 };
 
@@ -330,6 +331,8 @@ fn main() {
     for i in 0..3 {
         lb.announce(i, 0, 100);
     }
+    // An IPv6 group beside the IPv4 one (protocol §9).
+    lb.maps.configure_ipv6_group(1, GROUP6, 2001).unwrap();
     let established = Frame::tcp(CLIENT, 40000, VIP, 80, 0x10).bytes();
     // Records the flow so that the ACKs below hit the connection table.
     lb.run(&Frame::tcp(CLIENT, 40000, VIP, 80, 0x02).bytes());
@@ -350,6 +353,20 @@ fn main() {
             Frame::igmp(
                 igmp_v2_message(IGMP_V2_REPORT, 0, GROUP.octets()).to_vec(),
                 GROUP,
+            )
+            .bytes(),
+        ),
+        (
+            "IPv6 announcement (refresh)",
+            Frame6::announce("2001:db8::10".parse().unwrap(), 2001, 0, 100, 2)
+                .with(|f| f.src_mac = [2, 0xbe, 0, 0, 0, 0])
+                .bytes(),
+        ),
+        (
+            "MLD report",
+            Frame6::mld(
+                mld_v1_message(MLD_V1_REPORT, 0, GROUP6.octets()).to_vec(),
+                GROUP6,
             )
             .bytes(),
         ),

@@ -1,18 +1,22 @@
 //! Loading the program: the object built from the current sources, its
 //! globals and map sizes set, its maps pinned (or a killed instance's pins
 //! reused), both programs verified.
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::ProgramArray,
     programs::{SchedClassifier, Xdp},
 };
 use lb_common::{
-    ForwardingMode, GSO_PROGRAM_NAME, PROGRAM_NAME, backend_rows, flow_buckets, global_name,
-    map_name,
+    FAMILY_PROGRAMS, ForwardingMode, GSO_PROGRAM_NAME, IPV6_PROGRAM_NAME, IPV6_SLOT, PROGRAM_NAME,
+    backend_rows, flow_buckets, global_name, map_name,
 };
 
-use crate::maps::{ALL_MAPS, MapsError};
+use crate::maps::{ALL_MAPS, MapsError, map_err};
 
 /// The XDP object, built by build.rs from the current sources.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf.o"));
@@ -22,6 +26,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub struct LoadParams {
     /// The LB's own address: announcements go to it.
     pub lb_addr: Ipv4Addr,
+    /// The LB's own IPv6 address: IPv6 announcements go to it
+    /// (protocol §9); unspecified, none is accepted.
+    pub lb_addr6: Ipv6Addr,
     /// The LB interface's MAC: the source of forwarded frames.
     pub lb_mac: [u8; 6],
     /// Capacity of the server list.
@@ -56,6 +63,7 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
     }
     let mut ebpf = loader
         .override_global(global_name::LB_ADDR, &octets, true)
+        .override_global(global_name::LB_ADDR6, &params.lb_addr6.octets(), true)
         .override_global(global_name::LB_MAC, &params.lb_mac, true)
         .override_global(
             global_name::ALLOWLIST_ON,
@@ -84,6 +92,11 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
             params.max_backends.saturating_mul(2),
         )
         .map_max_entries(map_name::BACKENDS, params.max_backends)
+        .map_max_entries(map_name::BACKENDS6, params.max_backends)
+        .map_max_entries(
+            map_name::LAST_SEQUENCE6,
+            params.max_backends.saturating_mul(2),
+        )
         .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
         .map_max_entries(map_name::LEAVES, params.max_backends)
         .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
@@ -94,8 +107,36 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .map_max_entries(map_name::TRAFFIC, backend_rows(params.max_backends))
         .load(EBPF_OBJECT)?;
     xdp_program(&mut ebpf)?.load()?;
+    load_ipv6_half(&mut ebpf)?;
     gso_program(&mut ebpf)?.load()?;
     Ok(ebpf)
+}
+
+/// Loads the IPv6 half of the XDP program and puts it in the slot the
+/// XDP program tail-calls (protocol §9). The array stays in `ebpf`: the
+/// kernel empties a program array once no process holds it, so a killed
+/// instance's IPv6 half stops until the next one swaps its own program in
+/// (IPv6 groups are not configurable yet; pinning it comes with them).
+fn load_ipv6_half(ebpf: &mut Ebpf) -> Result<(), MapsError> {
+    let missing = |name| MapsError::Missing { name };
+    let program: &mut Xdp = ebpf
+        .program_mut(IPV6_PROGRAM_NAME)
+        .ok_or(missing(IPV6_PROGRAM_NAME))?
+        .try_into()?;
+    program.load()?;
+    let fd = program
+        .fd()?
+        .try_clone()
+        .map_err(|source| MapsError::ProgramFd {
+            name: IPV6_PROGRAM_NAME,
+            source,
+        })?;
+    let map = ebpf
+        .map_mut(FAMILY_PROGRAMS)
+        .ok_or(missing(FAMILY_PROGRAMS))?;
+    ProgramArray::try_from(map)
+        .and_then(|mut slots| slots.set(IPV6_SLOT, &fd, 0))
+        .map_err(map_err(FAMILY_PROGRAMS))
 }
 
 /// The GSO program (tc) of a loaded object.

@@ -13,10 +13,10 @@ use aya::{
     sys::SyscallError,
 };
 use lb_common::{
-    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, CoarseClock, Counter, Departure,
-    DepartureReason, GroupReports, GroupStatus, GsoCounter, GsoHandoff, LogBudget, MAX_AUTH_KEYS,
-    MAX_GROUPS, NextHop, NextHopError, PendingLeave, Service, ServiceBackend, ServiceKey, Traffic,
-    map_name, vip_filter_bit,
+    AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, BackendKey6, CoarseClock, Counter,
+    Departure, DepartureReason, GroupReports, GroupStatus, GsoCounter, GsoHandoff, LogBudget,
+    MAX_AUTH_KEYS, MAX_GROUPS, NextHop, NextHopError, PendingLeave, Service, ServiceBackend,
+    ServiceKey, Traffic, map_name, vip_filter_bit,
 };
 
 /// Every map the program declares (`lb_common::program_maps!`): all are
@@ -60,6 +60,12 @@ pub enum MapsError {
     TooManyKeys,
     #[error("cannot count the possible CPUs: {0}")]
     Cpus(std::io::Error),
+    #[error("cannot duplicate the descriptor of program {name}: {source}")]
+    ProgramFd {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Which of a service's tables: the one new flows take (`SERVICES`), or
@@ -124,7 +130,7 @@ macro_rules! lb_maps {
 lb_common::program_maps!(lb_maps);
 
 /// The one way a map error becomes a `MapsError`: it names the map.
-fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
+pub(crate) fn map_err(name: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Map { name, source }
 }
 
@@ -215,6 +221,23 @@ impl LbMaps {
             self.set_group_status(id, &status)?;
         }
         Ok(())
+    }
+
+    /// Configures IPv6 group `id` (protocol §9): its announcement port
+    /// and its address for MLD reports. `run` takes no IPv6 group yet;
+    /// the packet tests configure one.
+    pub fn configure_ipv6_group(
+        &mut self,
+        id: u32,
+        group: std::net::Ipv6Addr,
+        port: u16,
+    ) -> Result<(), MapsError> {
+        self.announce_ports
+            .set(u32::from(port), &(id + 1), 0)
+            .map_err(map_err(map_name::ANNOUNCE_PORTS))?;
+        self.group_addrs6
+            .insert(&group.octets(), &id, 0)
+            .map_err(map_err(map_name::GROUP_ADDRS6))
     }
 
     /// Installs the announcement keys (at most two: the current and the next).
@@ -477,6 +500,12 @@ impl LbMaps {
         entries(&self.backends, map_name::BACKENDS)
     }
 
+    /// The IPv6 backends of the server list (protocol §9), as XDP last
+    /// wrote them.
+    pub fn backends6(&self) -> Result<Vec<(BackendKey6, BackendEntry)>, MapsError> {
+        entries(&self.backends6, map_name::BACKENDS6)
+    }
+
     /// One backend of the server list, as XDP last wrote it.
     pub fn backend(&self, key: &BackendKey) -> Result<Option<BackendEntry>, MapsError> {
         found(self.backends.get(key, 0), map_name::BACKENDS)
@@ -561,6 +590,11 @@ impl LbMaps {
     /// The last accepted sequence of a source, kept after it is removed.
     pub fn last_sequence(&self, key: &BackendKey) -> Result<Option<u64>, MapsError> {
         found(self.last_sequence.get(key, 0), map_name::LAST_SEQUENCE)
+    }
+
+    /// The same for an IPv6 source (protocol §9).
+    pub fn last_sequence6(&self, key: &BackendKey6) -> Result<Option<u64>, MapsError> {
+        found(self.last_sequence6.get(key, 0), map_name::LAST_SEQUENCE6)
     }
 
     /// Sets the log rate limit of every CPU (the benchmark measures the

@@ -1,5 +1,5 @@
 //! Frame builder and constants shared by the packet tests.
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use lb_common::{Counter, ForwardingMode, ServiceKey, wire::AnnouncementV1};
@@ -22,8 +22,11 @@ pub const GROUP2: Ipv4Addr = Ipv4Addr::new(239, 192, 0, 2);
 pub const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const ROUTER_ALERT: [u8; 4] = [0x94, 0x04, 0, 0];
 pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+/// The LB's IPv6 address (2001:db8::1).
+pub const LB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 pub const LOAD: LoadParams = LoadParams {
     lb_addr: LB,
+    lb_addr6: LB6,
     lb_mac: LB_MAC,
     max_backends: 1024,
     max_flows: 4096,
@@ -123,6 +126,98 @@ impl Frame {
         out.extend_from_slice(&self.dst.octets());
         out.extend_from_slice(&self.options);
         out.extend_from_slice(&self.payload);
+        out.truncate(out.len() - self.truncate);
+        out
+    }
+}
+
+/// An IPv6 group (protocol §9's default).
+pub const GROUP6: Ipv6Addr = Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0, 0x4c42);
+
+/// Builds Ethernet + IPv6 frames, with a Hop-by-Hop header when
+/// `hop_by_hop` holds its options (6 + 8n bytes).
+#[derive(Clone)]
+pub struct Frame6 {
+    pub src_mac: [u8; 6],
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub next_header: u8,
+    pub hop_by_hop: Vec<u8>,
+    pub payload: Vec<u8>,
+    /// Bytes cut from the end after building.
+    pub truncate: usize,
+    /// Added to the true payload length in the header (a length that lies).
+    pub payload_len_extra: u16,
+}
+
+impl Frame6 {
+    pub fn ip(next_header: u8, src: Ipv6Addr, dst: Ipv6Addr, payload: Vec<u8>) -> Self {
+        Frame6 {
+            src_mac: BACKEND_MAC,
+            src,
+            dst,
+            next_header,
+            hop_by_hop: vec![],
+            payload,
+            truncate: 0,
+            payload_len_extra: 0,
+        }
+    }
+
+    pub fn udp(src: Ipv6Addr, dst: Ipv6Addr, port: u16, data: &[u8]) -> Self {
+        let Frame { payload, .. } = Frame::udp(LB, LB, port, data);
+        Self::ip(17, src, dst, payload)
+    }
+
+    /// A v1 announcement from `src` to the LB's IPv6 address.
+    pub fn announce(src: Ipv6Addr, port: u16, flags: u8, weight: u16, sequence: u64) -> Self {
+        let payload = AnnouncementV1 {
+            flags,
+            weight,
+            sequence,
+            tag: 0,
+        }
+        .encode();
+        Self::udp(src, LB6, port, &payload)
+    }
+
+    /// An MLD message behind a Hop-by-Hop header with Router Alert, as
+    /// hosts send them.
+    pub fn mld(message: Vec<u8>, dst: Ipv6Addr) -> Self {
+        let link_local = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+        let mut options = lb_common::mld::HOP_BY_HOP_ROUTER_ALERT_MLD.to_vec();
+        options.extend_from_slice(&[1, 0]);
+        Self {
+            hop_by_hop: options,
+            ..Self::ip(58, link_local, dst, message)
+        }
+    }
+
+    pub fn with(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut out = vec![0x33, 0x33, 0, 0, 0, 1];
+        out.extend_from_slice(&self.src_mac);
+        out.extend_from_slice(&0x86ddu16.to_be_bytes());
+        let mut body = Vec::new();
+        let first_next = if self.hop_by_hop.is_empty() {
+            self.next_header
+        } else {
+            body.push(self.next_header);
+            body.push(((2 + self.hop_by_hop.len()) / 8 - 1) as u8);
+            body.extend_from_slice(&self.hop_by_hop);
+            0
+        };
+        body.extend_from_slice(&self.payload);
+        out.extend_from_slice(&[0x60, 0, 0, 0]);
+        out.extend_from_slice(&(body.len() as u16 + self.payload_len_extra).to_be_bytes());
+        out.extend_from_slice(&[first_next, 1]);
+        out.extend_from_slice(&self.src.octets());
+        out.extend_from_slice(&self.dst.octets());
+        out.extend_from_slice(&body);
         out.truncate(out.len() - self.truncate);
         out
     }

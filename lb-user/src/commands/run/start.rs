@@ -114,6 +114,8 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
     let gso_handoff = choice.mode != XdpMode::Driver;
     let load = LoadParams {
         lb_addr: iface.addr,
+        // No IPv6 group is configurable yet (protocol §9 is being built).
+        lb_addr6: std::net::Ipv6Addr::UNSPECIFIED,
         lb_mac: iface.mac,
         max_backends: args.max_backends,
         max_flows: args.max_flows,
