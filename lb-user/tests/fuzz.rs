@@ -1,12 +1,16 @@
 //! Random and mutated packets through the real program (BPF_PROG_TEST_RUN):
-//! announcements, IGMP and VIP traffic, with a key set. Checks, for every
+//! announcements (IPv4 and IPv6), IGMP, MLD and VIP traffic, with a key set. Checks, for every
 //! packet or at the end, that nothing invalid is registered or forwarded
 //! and that the counters add up. Deterministic (fixed seed). Needs root.
-use std::{collections::HashSet, net::Ipv4Addr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use lb_common::{
     Counter,
-    siphash::{siphash24, tagged_message},
+    mld::{MLD_DONE, MLD_V1_REPORT, MLD_V2_REPORT, mld_v1_message},
+    siphash::{siphash24, tagged_message, tagged_message6},
     wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, IGMP_V2_REPORT, igmp_v2_message},
 };
 use lb_user::loader::LoadParams;
@@ -40,14 +44,33 @@ impl Rng {
 
 /// Does this frame carry, where XDP looks for it, an announcement whose tag
 /// verifies under KEY? Such a frame may legitimately register its source.
-fn carries_valid_tag(frame: &[u8]) -> Option<Ipv4Addr> {
+fn carries_valid_tag(frame: &[u8]) -> Option<IpAddr> {
+    if frame.get(12..14)? == [0x86, 0xdd] {
+        return carries_valid_tag6(frame);
+    }
     let ip = frame.get(14..)?;
     let header_len = usize::from(*ip.first()? & 0x0f) * 4;
     let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
     let payload = ip.get(header_len + 8..header_len + 8 + 24)?;
     let head: [u8; 16] = payload[..16].try_into().ok()?;
     let tag = u64::from_le_bytes(payload[16..24].try_into().ok()?);
-    (siphash24(&KEY, &tagged_message(src, LB.octets(), &head)) == tag).then(|| Ipv4Addr::from(src))
+    (siphash24(&KEY, &tagged_message(src, LB.octets(), &head)) == tag).then(|| src.into())
+}
+
+/// The same for an IPv6 frame (UDP right after the fixed header, or after
+/// a Hop-by-Hop header).
+fn carries_valid_tag6(frame: &[u8]) -> Option<IpAddr> {
+    let ip = frame.get(14..)?;
+    let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+    let upper = if *ip.get(6)? == 0 {
+        40 + (usize::from(*ip.get(41)?) + 1) * 8
+    } else {
+        40
+    };
+    let payload = ip.get(upper + 8..upper + 8 + 24)?;
+    let head: [u8; 16] = payload[..16].try_into().ok()?;
+    let tag = u64::from_le_bytes(payload[16..24].try_into().ok()?);
+    (siphash24(&KEY, &tagged_message6(src, LB6.octets(), &head)) == tag).then(|| src.into())
 }
 
 fn mutate(rng: &mut Rng, mut frame: Vec<u8>) -> Vec<u8> {
@@ -78,17 +101,25 @@ fn random_source(rng: &mut Rng) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, 20 + rng.below(40) as u8)
 }
 
+fn random_source6(rng: &mut Rng) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 20 + rng.below(40) as u16)
+}
+
+/// An announcement's sequence within a minute of `now` either way.
+fn sequence_near(rng: &mut Rng, now: u64) -> u64 {
+    now.wrapping_add(rng.below(120 * SECOND))
+        .wrapping_sub(60 * SECOND)
+}
+
 fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
-    match rng.below(10) {
+    match rng.below(13) {
         0 | 1 => (0..ETH_HLEN as u64 + rng.below(200))
             .map(|_| rng.byte())
             .collect(),
         2..=4 => {
             let src = random_source(rng);
             let flags = if rng.below(8) == 0 { FLAG_LEAVING } else { 0 };
-            let sequence = now
-                .wrapping_add(rng.below(120 * SECOND))
-                .wrapping_sub(60 * SECOND);
+            let sequence = sequence_near(rng, now);
             let key = if rng.below(4) == 0 { [9; 16] } else { KEY };
             let payload = AnnouncementV1 {
                 flags,
@@ -114,6 +145,55 @@ fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
                     .bytes(),
             )
         }
+        10 => {
+            let src = random_source6(rng);
+            let flags = if rng.below(8) == 0 { FLAG_LEAVING } else { 0 };
+            let key = if rng.below(4) == 0 { [9; 16] } else { KEY };
+            let payload = AnnouncementV1 {
+                flags,
+                weight: rng.next() as u16,
+                sequence: sequence_near(rng, now),
+                tag: 0,
+            }
+            .encode_tagged6(&key, src.octets(), LB6.octets());
+            let frame = Frame6::udp(src, LB6, PORT6, &payload);
+            let frame = if rng.below(4) == 0 {
+                frame.with(|f| f.hop_by_hop = vec![1, 4, 0, 0, 0, 0])
+            } else {
+                frame
+            };
+            mutate(rng, frame.bytes())
+        }
+        11 => {
+            let group = if rng.below(2) == 0 {
+                GROUP6
+            } else {
+                Ipv6Addr::from(u128::from(rng.next()))
+            };
+            let message = match rng.below(3) {
+                0 => mld_v1_message(MLD_V1_REPORT, 0, group.octets()).to_vec(),
+                1 => mld_v1_message(MLD_DONE, 0, group.octets()).to_vec(),
+                _ => {
+                    let mut msg = vec![
+                        MLD_V2_REPORT,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        1,
+                        rng.below(7) as u8,
+                        0,
+                        0,
+                        0,
+                    ];
+                    msg.extend_from_slice(&group.octets());
+                    msg
+                }
+            };
+            mutate(rng, Frame6::mld(message, group).bytes())
+        }
         _ => {
             let flags = [0x02, 0x10, 0x18, 0x11, 0x04][rng.below(5) as usize];
             let frame = Frame::tcp(
@@ -126,6 +206,18 @@ fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
             mutate(rng, frame.bytes())
         }
     }
+}
+
+/// The IPv6 group's port (group 1).
+const PORT6: u16 = 2001;
+
+/// Every registered backend's address, both families.
+fn registered(lb: &TestLb) -> Vec<IpAddr> {
+    let v4 = lb.maps.backends().unwrap().into_iter();
+    let v6 = lb.maps.backends6().unwrap().into_iter();
+    v4.map(|(k, _)| IpAddr::from(k.addr))
+        .chain(v6.map(|(k, _)| IpAddr::from(k.addr)))
+        .collect()
 }
 
 #[test]
@@ -142,13 +234,14 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         4001,
     );
     lb.maps.set_keys(&[KEY]).unwrap();
+    lb.maps.configure_ipv6_group(1, GROUP6, PORT6).unwrap();
     lb.sync_clock(30 * SECOND);
     let now = lb_host::system::realtime_ns();
     let counters_before: u64 = lb.maps.counters().unwrap().iter().map(|(_, n)| n).sum();
 
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut legit_sources = HashSet::new();
-    let (mut tx, mut registered_seen) = (0u64, 0usize);
+    let (mut tx, mut registered_seen, mut registered6_seen) = (0u64, 0usize, 0usize);
     for i in 0..PACKETS {
         let frame = generate(&mut rng, now);
         if let Some(src) = carries_valid_tag(&frame) {
@@ -184,23 +277,23 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         }
         // Whatever is registered was announced with a valid tag.
         if i % 100 == 0 {
-            for (key, _) in lb.maps.backends().unwrap() {
-                let addr = Ipv4Addr::from(key.addr);
+            for addr in registered(&lb) {
                 assert!(
                     legit_sources.contains(&addr),
                     "packet {i}: {addr} registered without a valid tag"
                 );
                 registered_seen += 1;
+                registered6_seen += usize::from(addr.is_ipv6());
             }
         }
     }
-    for (key, _) in lb.maps.backends().unwrap() {
-        let addr = Ipv4Addr::from(key.addr);
+    for addr in registered(&lb) {
         assert!(
             legit_sources.contains(&addr),
             "{addr} registered without a valid tag"
         );
     }
+    assert!(registered6_seen > 0, "no IPv6 backend ever registered");
     let counters = lb.maps.counters().unwrap();
     let total: u64 = counters.iter().map(|(_, n)| n).sum();
     assert_eq!(
@@ -223,6 +316,7 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         Counter::AuthMissing,
         Counter::Malformed,
         Counter::IgmpReport,
+        Counter::MldReport,
         Counter::VipNewFlow,
     ] {
         assert!(get(c) > 0, "{c:?} never happened");
