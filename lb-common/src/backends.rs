@@ -25,6 +25,18 @@ pub struct BackendKey6 {
 }
 const _: () = assert!(core::mem::size_of::<BackendKey6>() == 20);
 
+/// An IPv6 backend's MAC in a group: its host's MLD leaves come from its
+/// link-local address, so the LB ties them to the backend by the MAC its
+/// announcements came from (protocol §9).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    pub group_id: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<MacKey>() == 12);
+
 /// One registered backend, as XDP last saw it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,14 +113,17 @@ pub enum DepartureReason {
     LeaveConfirmed = 3,
     /// More than N heartbeat timeouts in a row.
     MissedHeartbeats = 4,
+    /// Its host left the IPv6 group (an MLD leave from its MAC), no key set.
+    MldLeave = 5,
 }
 
 impl DepartureReason {
-    pub const ALL: [DepartureReason; 4] = [
+    pub const ALL: [DepartureReason; 5] = [
         DepartureReason::Leaving,
         DepartureReason::IgmpLeave,
         DepartureReason::LeaveConfirmed,
         DepartureReason::MissedHeartbeats,
+        DepartureReason::MldLeave,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -117,6 +132,7 @@ impl DepartureReason {
             DepartureReason::IgmpLeave => "IGMP leave",
             DepartureReason::LeaveConfirmed => "IGMP leave confirmed",
             DepartureReason::MissedHeartbeats => "missed heartbeats",
+            DepartureReason::MldLeave => "MLD leave",
         }
     }
 

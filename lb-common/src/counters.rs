@@ -100,6 +100,15 @@ counters! {
     /// MLD report (v1, or v2 with a record) for a configured IPv6 group
     /// (protocol §9).
     MldReport = "mld_report" => Pass,
+    /// MLD leave (Done, or an MLDv2 CHANGE_TO_INCLUDE with no sources) for a
+    /// configured IPv6 group from the MAC of a registered backend: the
+    /// backend is removed (without a key), passed on.
+    MldLeave = "mld_leave" => Pass,
+    /// MLD leave for a configured IPv6 group that names no registered
+    /// backend (no IPv6 backend announced from its MAC), or, with a key
+    /// set, any (a leave cannot be authenticated; the backend ages out):
+    /// nothing removed, passed on.
+    MldLeaveUntied = "mld_leave_untied" => Pass,
     /// Routed membership report for a configured group (protocol §4.4), counted
     /// for its liveness.
     RoutedReport = "routed_report" => Drop,

@@ -12,6 +12,7 @@ macro_rules! pod {
 pod!(
     BackendKey,
     BackendKey6,
+    MacKey,
     BackendEntry,
     AgingState,
     GroupReports,

@@ -50,6 +50,10 @@ macro_rules! program_maps {
             ANNOUNCE_PORTS / announce_ports: Array<u32>[1 << 16];
             /// Group address (network order) -> group id.
             GROUP_ADDRS / group_addrs: HashMap<[u8; 4], u32>[$crate::MAX_GROUPS];
+            /// An IPv6 backend's MAC in its group -> its address (LRU), written
+            /// by XDP when it registers or moves: an MLD leave from that
+            /// MAC names it (see [`MacKey`]($crate::MacKey)).
+            MAC_BACKENDS6 / mac_backends6: LruHashMap<$crate::MacKey, [u8; 16]>[$crate::DEFAULT_MAX_BACKENDS];
             /// IPv6 group address -> group id.
             GROUP_ADDRS6 / group_addrs6: HashMap<[u8; 16], u32>[$crate::MAX_GROUPS];
             /// IGMP report statistics per group (per CPU), written by XDP.

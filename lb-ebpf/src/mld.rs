@@ -1,21 +1,23 @@
-//! MLD membership reports for the configured IPv6 groups (protocol §9):
-//! recorded per group for liveness, as IGMP reports are, and always
-//! passed on. Leaves (Done, an MLDv2 CHANGE_TO_INCLUDE with no sources)
-//! come from the backend's link-local address and are not tied to a
-//! backend yet: they pass uncounted, and the backend ages out.
+//! MLD reports and leaves for the configured IPv6 groups (protocol §9):
+//! reports are recorded per group for liveness, as IGMP reports are; a
+//! leave (Done, or an MLDv2 CHANGE_TO_INCLUDE with no sources) comes from
+//! the host's link-local address, so it is tied to a backend by its MAC
+//! (`MAC_BACKENDS6`) and, without a key, removes it. Always passed on.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    Counter,
+    BackendKey6, Counter, DepartureReason, MacKey,
     mld::{
-        MLD_OFF_ADDRESS, MLD_V1_LEN, MLD_V1_REPORT, MLD_V2_FIRST_RECORD, MLD_V2_OFF_RECORDS,
-        MLD_V2_RECORD_LEN, MLD_V2_REPORT,
+        MLD_DONE, MLD_OFF_ADDRESS, MLD_V1_LEN, MLD_V1_REPORT, MLD_V2_FIRST_RECORD,
+        MLD_V2_OFF_RECORDS, MLD_V2_RECORD_LEN, MLD_V2_REPORT,
     },
     wire::IGMP_V3_CHANGE_TO_INCLUDE,
 };
 
 use crate::{
-    maps::GROUP_ADDRS6,
+    epochs,
+    maps::{AUTH_ON, BACKENDS6, GROUP_ADDRS6, MAC_BACKENDS6},
     parse::{Ipv6Packet, ptr_at},
+    server_list::ServerKey,
     stats::{self, GroupEvent},
 };
 
@@ -34,6 +36,11 @@ struct V2Record {
 }
 const _: () = assert!(size_of::<V2Record>() == MLD_V2_RECORD_LEN);
 
+enum Membership {
+    Report,
+    Leave,
+}
+
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
     // Type and the v2 record count; an MLDv1 message is 24 bytes.
@@ -43,7 +50,10 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
     // SAFETY: ptr_at checked the bounds.
     let head = unsafe { &*head };
     let recorded = match head[0] {
-        MLD_V1_REPORT => v1_group(ctx, packet).and_then(record),
+        MLD_V1_REPORT => v1_group(ctx, packet)
+            .and_then(|group| record(ctx, packet.eth_src, group, Membership::Report)),
+        MLD_DONE => v1_group(ctx, packet)
+            .and_then(|group| record(ctx, packet.eth_src, group, Membership::Leave)),
         MLD_V2_REPORT => {
             let records =
                 u16::from_be_bytes([head[MLD_V2_OFF_RECORDS], head[MLD_V2_OFF_RECORDS + 1]]);
@@ -54,7 +64,7 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
     recorded.unwrap_or(Counter::Ignored)
 }
 
-/// The group of an MLDv1 report, if the message holds one.
+/// The group of an MLDv1 message, if the message holds one.
 #[inline(always)]
 fn v1_group(ctx: &XdpContext, packet: &Ipv6Packet) -> Option<[u8; 16]> {
     if packet.l4_len < MLD_V1_LEN {
@@ -65,8 +75,8 @@ fn v1_group(ctx: &XdpContext, packet: &Ipv6Packet) -> Option<[u8; 16]> {
     Some(unsafe { *group })
 }
 
-/// Walks the records of an MLDv2 report; the first record that reports
-/// membership of a configured group counts.
+/// Walks the records of an MLDv2 report; the first record for a
+/// configured group decides.
 #[inline(always)]
 fn v2_report(ctx: &XdpContext, packet: &Ipv6Packet, records: u16) -> Option<Counter> {
     let end = packet.l4_offset + packet.l4_len;
@@ -79,8 +89,12 @@ fn v2_report(ctx: &XdpContext, packet: &Ipv6Packet, records: u16) -> Option<Coun
         // SAFETY: ptr_at checked the bounds.
         let rec = unsafe { &*rec };
         let sources = u16::from_be_bytes(rec.sources);
-        let leaving = rec.kind == IGMP_V3_CHANGE_TO_INCLUDE && sources == 0;
-        if !leaving && let Some(counter) = record(rec.group) {
+        let membership = if rec.kind == IGMP_V3_CHANGE_TO_INCLUDE && sources == 0 {
+            Membership::Leave
+        } else {
+            Membership::Report
+        };
+        if let Some(counter) = record(ctx, packet.eth_src, rec.group, membership) {
             return Some(counter);
         }
         offset += MLD_V2_RECORD_LEN + usize::from(sources) * 16 + usize::from(rec.aux_words) * 4;
@@ -88,11 +102,62 @@ fn v2_report(ctx: &XdpContext, packet: &Ipv6Packet, records: u16) -> Option<Coun
     None
 }
 
-/// Records a report for `group` if it is one of ours.
+/// Records a report or leave for `group` if it is one of ours; a leave
+/// also removes the backend that announces from `mac`.
 #[inline(always)]
-fn record(group: [u8; 16]) -> Option<Counter> {
+fn record(
+    ctx: &XdpContext,
+    mac: [u8; 6],
+    group: [u8; 16],
+    membership: Membership,
+) -> Option<Counter> {
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let group_id = *unsafe { GROUP_ADDRS6.get(&group) }?;
-    stats::group_add(group_id, GroupEvent::Report, 1);
-    Some(Counter::MldReport)
+    Some(match membership {
+        Membership::Report => {
+            stats::group_add(group_id, GroupEvent::Report, 1);
+            Counter::MldReport
+        }
+        Membership::Leave => {
+            stats::group_add(group_id, GroupEvent::Leave, 1);
+            if leave(ctx, group_id, mac) {
+                stats::group_add(group_id, GroupEvent::Change, 1);
+                Counter::MldLeave
+            } else {
+                Counter::MldLeaveUntied
+            }
+        }
+    })
+}
+
+/// Removes the group's backend that announces from `mac`, if there is
+/// one and no key is set (with a key a leave cannot be authenticated:
+/// the backend ages out). Whether it removed one.
+#[inline(always)]
+fn leave(ctx: &XdpContext, group_id: u32, mac: [u8; 6]) -> bool {
+    if AUTH_ON.load() != 0 {
+        return false;
+    }
+    let by_mac = MacKey {
+        group_id,
+        mac,
+        _pad: [0; 2],
+    };
+    // SAFETY: copied out at once.
+    let Some(&addr) = (unsafe { MAC_BACKENDS6.get(&by_mac) }) else {
+        return false;
+    };
+    let key = BackendKey6 { group_id, addr };
+    // The note may be stale: the backend must still announce from `mac`.
+    let Some(entry) = BACKENDS6.get_ptr_mut(&key) else {
+        return false;
+    };
+    // SAFETY: a valid pointer into the map's value, read through the raw
+    // pointer (heartbeats on other CPUs write it).
+    if unsafe { (&raw const (*entry).mac).read() } != mac || !key.remove() {
+        return false;
+    }
+    epochs::bump();
+    key.log_removed(ctx, DepartureReason::MldLeave);
+    true
 }

@@ -198,6 +198,9 @@ fn apply<K: ServerKey>(
             (&raw mut (*entry).version).write(payload.version);
             (changed, moved)
         };
+        if moved {
+            key.remember_mac(eth_src);
+        }
         if changed || moved {
             // After the write: flows check the new flags and MAC.
             epochs::bump();
@@ -219,6 +222,7 @@ fn apply<K: ServerKey>(
     // keeps its entry; this announcement then only counts as a refresh.
     match key.insert(&entry) {
         Ok(()) => {
+            key.remember_mac(entry.mac);
             key.log_registered(ctx, entry.mac, entry.weight);
             (Counter::AnnounceRegistered, true)
         }

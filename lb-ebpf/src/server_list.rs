@@ -4,13 +4,13 @@
 //! which log records are its own (protocol §4.3, §9).
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
 use lb_common::{
-    BackendEntry, BackendKey, BackendKey6, DepartureReason,
+    BackendEntry, BackendKey, BackendKey6, DepartureReason, MacKey,
     siphash::{tagged_message, tagged_message6},
 };
 
 use crate::{
     auth, events,
-    maps::{BACKENDS, BACKENDS6, LAST_SEQUENCE, LAST_SEQUENCE6, LB_ADDR, LB_ADDR6},
+    maps::{BACKENDS, BACKENDS6, LAST_SEQUENCE, LAST_SEQUENCE6, LB_ADDR, LB_ADDR6, MAC_BACKENDS6},
 };
 
 /// A backend's key in its family's server list.
@@ -29,6 +29,8 @@ pub trait ServerKey: Sized {
     fn last_sequence(&self) -> Option<u64>;
     /// Remembers `sequence`; whether it could.
     fn set_last_sequence(&self, sequence: u64) -> bool;
+    /// Notes that the backend announces from `mac` (registered, or moved).
+    fn remember_mac(&self, mac: [u8; 6]);
     fn log_registered(&self, ctx: &XdpContext, mac: [u8; 6], weight: u16);
     fn log_removed(&self, ctx: &XdpContext, why: DepartureReason);
     fn log_table_full(&self, ctx: &XdpContext);
@@ -64,6 +66,9 @@ impl ServerKey for BackendKey {
     fn set_last_sequence(&self, sequence: u64) -> bool {
         LAST_SEQUENCE.insert(self, &sequence, 0).is_ok()
     }
+    /// IGMP leaves come from the backend's own address: nothing to note.
+    #[inline(always)]
+    fn remember_mac(&self, _mac: [u8; 6]) {}
     #[inline(always)]
     fn log_registered(&self, ctx: &XdpContext, mac: [u8; 6], weight: u16) {
         events::registered(ctx, self, mac, weight);
@@ -107,6 +112,18 @@ impl ServerKey for BackendKey6 {
     #[inline(always)]
     fn set_last_sequence(&self, sequence: u64) -> bool {
         LAST_SEQUENCE6.insert(self, &sequence, 0).is_ok()
+    }
+    /// MLD leaves come from the host's link-local address: they are tied
+    /// to the backend by this MAC (an LRU: a stale entry is checked
+    /// against the backend's MAC when a leave uses it).
+    #[inline(always)]
+    fn remember_mac(&self, mac: [u8; 6]) {
+        let key = MacKey {
+            group_id: self.group_id,
+            mac,
+            _pad: [0; 2],
+        };
+        let _ = MAC_BACKENDS6.insert(&key, &self.addr, 0);
     }
     #[inline(always)]
     fn log_registered(&self, ctx: &XdpContext, mac: [u8; 6], weight: u16) {

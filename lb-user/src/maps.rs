@@ -15,8 +15,8 @@ use aya::{
 use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, BackendKey6, CoarseClock, Counter,
     Departure, DepartureReason, GroupReports, GroupStatus, GsoCounter, GsoHandoff, LogBudget,
-    MAX_AUTH_KEYS, MAX_GROUPS, NextHop, NextHopError, PendingLeave, Service, ServiceBackend,
-    ServiceKey, Traffic, map_name, vip_filter_bit,
+    MAX_AUTH_KEYS, MAX_GROUPS, MacKey, NextHop, NextHopError, PendingLeave, Service,
+    ServiceBackend, ServiceKey, Traffic, map_name, vip_filter_bit,
 };
 
 /// Every map the program declares (`lb_common::program_maps!`): all are
@@ -590,6 +590,12 @@ impl LbMaps {
     /// The last accepted sequence of a source, kept after it is removed.
     pub fn last_sequence(&self, key: &BackendKey) -> Result<Option<u64>, MapsError> {
         found(self.last_sequence.get(key, 0), map_name::LAST_SEQUENCE)
+    }
+
+    /// The IPv6 backend XDP last saw announce from a MAC in a group: the
+    /// one an MLD leave from that MAC names (protocol §9).
+    pub fn mac_backend6(&self, key: &MacKey) -> Result<Option<[u8; 16]>, MapsError> {
+        found(self.mac_backends6.get(key, 0), map_name::MAC_BACKENDS6)
     }
 
     /// The same for an IPv6 source (protocol §9).

@@ -9,7 +9,7 @@ use std::net::Ipv6Addr;
 
 use common::*;
 use lb_common::{
-    BackendKey6, Counter,
+    BackendKey6, Counter, MacKey,
     mld::{MLD_DONE, MLD_V1_REPORT, MLD_V2_REPORT, mld_v1_message},
     wire::{AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_V3_CHANGE_TO_INCLUDE},
 };
@@ -20,6 +20,7 @@ const GROUP6_ID: u32 = 1;
 const PORT6: u16 = 2001;
 const BACKEND6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 const OTHER_BACKEND6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
+const OTHER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
 
 fn lb(load: LoadParams) -> TestLb {
     let mut lb = TestLb::with(load);
@@ -76,6 +77,7 @@ fn ipv6_announcements_and_mld_reports() {
     let other_group = Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0, 0x99);
     let through_hop_by_hop = Frame6::announce(OTHER_BACKEND6, PORT6, 0, 7, 1)
         .with(|f| f.hop_by_hop = vec![1, 4, 0, 0, 0, 0])
+        .with(|f| f.src_mac = OTHER_MAC)
         .bytes();
     let cases = [
         Case {
@@ -104,7 +106,9 @@ fn ipv6_announcements_and_mld_reports() {
         },
         Case {
             name: "LEAVING removes it",
-            frame: Frame6::announce(OTHER_BACKEND6, PORT6, FLAG_LEAVING, 7, 2).bytes(),
+            frame: Frame6::announce(OTHER_BACKEND6, PORT6, FLAG_LEAVING, 7, 2)
+                .with(|f| f.src_mac = OTHER_MAC)
+                .bytes(),
             action: XDP_DROP,
             counter: Counter::AnnounceLeaving,
             list: vec![(BACKEND6, 250, FLAG_DRAINING, 2)],
@@ -216,21 +220,22 @@ fn ipv6_announcements_and_mld_reports() {
             reports: 2,
         },
         Case {
-            name: "an MLDv2 leave (CHANGE_TO_INCLUDE, no sources) is no report",
+            name: "a Done from a MAC no backend announces from",
             frame: Frame6::mld(
-                mld_v2_report(&[(IGMP_V3_CHANGE_TO_INCLUDE, GROUP6, 0)]),
-                "ff02::16".parse().unwrap(),
+                mld_v1_message(MLD_DONE, 0, GROUP6.octets()).to_vec(),
+                GROUP6,
             )
+            .with(|f| f.src_mac = [0x02, 0, 0, 0, 0, 0x09])
             .bytes(),
             action: XDP_PASS,
-            counter: Counter::Ignored,
+            counter: Counter::MldLeaveUntied,
             list: vec![(BACKEND6, 250, FLAG_DRAINING, 2)],
             reports: 2,
         },
         Case {
-            name: "a Done: no report",
+            name: "a Done for another group",
             frame: Frame6::mld(
-                mld_v1_message(MLD_DONE, 0, GROUP6.octets()).to_vec(),
+                mld_v1_message(MLD_DONE, 0, other_group.octets()).to_vec(),
                 GROUP6,
             )
             .bytes(),
@@ -245,6 +250,30 @@ fn ipv6_announcements_and_mld_reports() {
             action: XDP_PASS,
             counter: Counter::Malformed,
             list: vec![(BACKEND6, 250, FLAG_DRAINING, 2)],
+            reports: 2,
+        },
+        Case {
+            name: "an MLDv2 leave (CHANGE_TO_INCLUDE, no sources) from its MAC removes it",
+            frame: Frame6::mld(
+                mld_v2_report(&[(IGMP_V3_CHANGE_TO_INCLUDE, GROUP6, 0)]),
+                "ff02::16".parse().unwrap(),
+            )
+            .bytes(),
+            action: XDP_PASS,
+            counter: Counter::MldLeave,
+            list: vec![],
+            reports: 2,
+        },
+        Case {
+            name: "a Done from that MAC again: nothing left to remove",
+            frame: Frame6::mld(
+                mld_v1_message(MLD_DONE, 0, GROUP6.octets()).to_vec(),
+                GROUP6,
+            )
+            .bytes(),
+            action: XDP_PASS,
+            counter: Counter::MldLeaveUntied,
+            list: vec![],
             reports: 2,
         },
     ];
@@ -267,6 +296,17 @@ fn ipv6_announcements_and_mld_reports() {
         lb.maps.backends().unwrap().is_empty(),
         "nothing reached the IPv4 server list"
     );
+    let note = |mac| MacKey {
+        group_id: GROUP6_ID,
+        mac,
+        _pad: [0; 2],
+    };
+    assert_eq!(
+        lb.maps.mac_backend6(&note(OTHER_MAC)).unwrap(),
+        Some(OTHER_BACKEND6.octets()),
+        "the MAC a backend registered from names it"
+    );
+    assert_eq!(lb.maps.group_reports(GROUP6_ID).unwrap().leaves, 3, "leaves of the group");
 }
 
 /// With a key, an IPv6 announcement registers only under a tag over the
@@ -313,6 +353,16 @@ fn with_a_key_ipv6_announcements_need_their_tag() {
         );
         assert_eq!(lb.counter(counter), before + 1, "{name}: counter");
     }
+    let leave = Frame6::mld(
+        mld_v1_message(MLD_DONE, 0, GROUP6.octets()).to_vec(),
+        GROUP6,
+    );
+    assert_eq!(lb.run(&leave.bytes()).0, XDP_PASS);
+    assert_eq!(
+        lb.counter(Counter::MldLeaveUntied),
+        1,
+        "with a key a leave removes nothing"
+    );
     let key = BackendKey6 {
         group_id: GROUP6_ID,
         addr: BACKEND6.octets(),
