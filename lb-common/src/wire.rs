@@ -147,12 +147,9 @@ impl AnnouncementV1 {
         src: [u8; 4],
         lb: [u8; 4],
     ) -> [u8; ANNOUNCE_V1_LEN] {
-        let mut out = self.encode();
-        let mut head = [0u8; 16];
-        head.copy_from_slice(&out[..ANNOUNCE_OFF_TAG]);
-        let tag = crate::siphash::siphash24(key, &crate::siphash::tagged_message(src, lb, &head));
-        out[ANNOUNCE_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
-        out
+        self.encode_with_tag(|head| {
+            crate::siphash::siphash24(key, &crate::siphash::tagged_message(src, lb, head))
+        })
     }
 
     /// Encodes with the tag of an IPv6 announcement from `src` to the LB
@@ -163,11 +160,17 @@ impl AnnouncementV1 {
         src: [u8; 16],
         lb: [u8; 16],
     ) -> [u8; ANNOUNCE_V1_LEN] {
+        self.encode_with_tag(|head| {
+            crate::siphash::siphash24(key, &crate::siphash::tagged_message6(src, lb, head))
+        })
+    }
+
+    /// Encodes with the tag `tag` computes over the payload's first 16 bytes.
+    fn encode_with_tag(&self, tag: impl FnOnce(&[u8; 16]) -> u64) -> [u8; ANNOUNCE_V1_LEN] {
         let mut out = self.encode();
         let mut head = [0u8; 16];
         head.copy_from_slice(&out[..ANNOUNCE_OFF_TAG]);
-        let tag = crate::siphash::siphash24(key, &crate::siphash::tagged_message6(src, lb, &head));
-        out[ANNOUNCE_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
+        out[ANNOUNCE_OFF_TAG..].copy_from_slice(&tag(&head).to_le_bytes());
         out
     }
 

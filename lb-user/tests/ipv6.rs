@@ -306,7 +306,11 @@ fn ipv6_announcements_and_mld_reports() {
         Some(OTHER_BACKEND6.octets()),
         "the MAC a backend registered from names it"
     );
-    assert_eq!(lb.maps.group_reports(GROUP6_ID).unwrap().leaves, 3, "leaves of the group");
+    assert_eq!(
+        lb.maps.group_reports(GROUP6_ID).unwrap().leaves,
+        3,
+        "leaves of the group"
+    );
 }
 
 /// With a key, an IPv6 announcement registers only under a tag over the

@@ -379,6 +379,46 @@ fn a_failover_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
     before_and_after(|window| failover_after(Change::Join, window))
 }
 
+/// One LB started with `args`, backends 1 and 2 registered and in its
+/// tables, older than `window` when it is short, and the third backend's
+/// server already up (its agent is the test's to start).
+struct TwoBackends {
+    lb: Proc,
+    pin: std::path::PathBuf,
+    vip: String,
+    _servers: Vec<Proc>,
+    _agents: Vec<Proc>,
+}
+
+impl TwoBackends {
+    fn agent_args(&self) -> [&str; 4] {
+        ["--iface", "eth0", "--vip", &self.vip]
+    }
+}
+
+fn two_backends_behind_one_lb(
+    topo: &Topology,
+    args: &[&str],
+    window: Duration,
+) -> anyhow::Result<TwoBackends> {
+    let vip = topo.segment_address(100).to_string();
+    let (lb, pin) = topo.start_lb(LB, "lb", args)?;
+    let servers = topo.start_servers(&[1, 2, 3])?;
+    let agents = topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip])?;
+    topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
+    topo.wait_tables(&pin)?;
+    if window < Duration::from_secs(60) {
+        std::thread::sleep(window + Duration::from_millis(500));
+    }
+    Ok(TwoBackends {
+        lb,
+        pin,
+        vip,
+        _servers: servers,
+        _agents: agents,
+    })
+}
+
 /// An LB restarted with a fresh table (SIGTERM, then a new `run`: no
 /// pins adopted) after a join: its 200 keep-alive connections retransmit
 /// through the gap and reach a new LB that knows none of them, but learns
@@ -388,28 +428,20 @@ fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
     const JOINING: usize = 3;
     let mut result = None;
     with_topology(5, Bridge::Flooding, |topo| {
-        let vip = topo.segment_address(100).to_string();
         let window_arg = format!("{}ms", window.as_millis());
+        let vip = topo.segment_address(100).to_string();
         let args = lb_args(&vip, &window_arg, &[]);
-        let (mut lb, pin) = topo.start_lb(LB, "lb", &args)?;
-        let _servers = topo.start_servers(&[1, 2, JOINING])?;
-        let agent_args = ["--iface", "eth0", "--vip", &vip];
-        let _agents = topo.spawn_agents(&BACKENDS, &agent_args)?;
-        topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
-        topo.wait_tables(&pin)?;
-        if window < Duration::from_secs(60) {
-            std::thread::sleep(window + Duration::from_millis(500));
-        }
+        let mut two = two_backends_behind_one_lb(topo, &args, window)?;
         let target = format!("{vip}:80");
         let mut many = topo.spawn(4, "many", "http-probe", &["many", &target, "10"])?;
         std::thread::sleep(Duration::from_secs(2));
-        let _joined = topo.spawn_agents(&[JOINING], &agent_args)?;
-        topo.wait_backends(&pin, "active", 3, Duration::from_secs(5))?;
-        topo.wait_tables(&pin)?;
+        let _joined = topo.spawn_agents(&[JOINING], &two.agent_args())?;
+        topo.wait_backends(&two.pin, "active", 3, Duration::from_secs(5))?;
+        topo.wait_tables(&two.pin)?;
         std::thread::sleep(Duration::from_secs(1));
-        lb.signal(libc::SIGTERM);
+        two.lb.signal(libc::SIGTERM);
         ensure!(
-            lb.wait_exit(Duration::from_secs(5))? == 0,
+            two.lb.wait_exit(Duration::from_secs(5))? == 0,
             "the LB did not stop cleanly"
         );
         let restarted = std::time::Instant::now();
@@ -471,18 +503,11 @@ fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> 
     const JOINING: usize = 3;
     const CLIENT5: usize = 4;
     with_topology(5, Bridge::Flooding, |topo| {
-        let vip = topo.segment_address(100).to_string();
         let window_arg = format!("{}ms", window.as_millis());
+        let vip = topo.segment_address(100).to_string();
         let args = lb_args(&vip, &window_arg, &["--max-flows", "1024"]);
-        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
-        let _servers = topo.start_servers(&[1, 2, JOINING])?;
-        let agent_args = ["--iface", "eth0", "--vip", &vip];
-        let _agents = topo.spawn_agents(&BACKENDS, &agent_args)?;
-        topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
-        topo.wait_tables(&pin)?;
-        if window < Duration::from_secs(60) {
-            std::thread::sleep(window + Duration::from_millis(500));
-        }
+        let two = two_backends_behind_one_lb(topo, &args, window)?;
+        let (pin, agent_args) = (&two.pin, two.agent_args());
         let target = format!("{vip}:80");
         let mut many = topo.spawn(CLIENT5, "many", "http-probe", &["many", &target, "10"])?;
         std::thread::sleep(Duration::from_secs(1));
