@@ -515,7 +515,7 @@ fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> 
         let mut flood = topo.spawn(CLIENT5, "flood", "flood", &flood_args)?;
         std::thread::sleep(Duration::from_secs(1));
         let _joined = topo.spawn_agents(&[JOINING], &agent_args)?;
-        topo.wait_backends(&pin, "active", 3, Duration::from_secs(5))?;
+        topo.wait_backends(pin, "active", 3, Duration::from_secs(5))?;
         let out = topo.exec(CLIENT5, "http-probe", &["spread", &target, "100"])?;
         let spread: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let new_failed = spread["errors"].as_u64().context("spread errors")?;
@@ -531,7 +531,7 @@ fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> 
             new_failed,
             flood_pps,
         };
-        let status = topo.status(&pin)?;
+        let status = topo.status(pin)?;
         println!(
             "window {window:?}: {flooded:?}; second chances: {}; new flows: {}",
             lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?,
