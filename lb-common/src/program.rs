@@ -50,6 +50,10 @@ macro_rules! program_maps {
             ANNOUNCE_PORTS / announce_ports: Array<u32>[1 << 16];
             /// Group address (network order) -> group id.
             GROUP_ADDRS / group_addrs: HashMap<[u8; 4], u32>[$crate::MAX_GROUPS];
+            /// The same for IPv6 groups' ports: an IPv6 announcement to an
+            /// IPv4 group's port registers nothing, and the IPv4 path reads
+            /// no family.
+            ANNOUNCE_PORTS6 / announce_ports6: Array<u32>[1 << 16];
             /// An IPv6 backend's MAC in its group -> its address (LRU), written
             /// by XDP when it registers or moves: an MLD leave from that
             /// MAC names it (see [`MacKey`]($crate::MacKey)).

@@ -31,3 +31,6 @@ lb_common::program_maps!(declare_maps);
 /// the loader: outside `program_maps!`, as it is not pinned.
 #[btf_map]
 pub static FAMILY_PROGRAMS: ProgramArray<1> = ProgramArray::new();
+
+/// The type of `ANNOUNCE_PORTS` and `ANNOUNCE_PORTS6`.
+pub type AnnouncePorts = Array<u32, { 1 << 16 }>;

@@ -12,7 +12,10 @@ use network_types::udp::UdpHdr;
 
 use crate::{
     auth, clock, epochs,
-    maps::{ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, AUTH_ON, LB_ADDR, LB_ADDR6},
+    maps::{
+        ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, ANNOUNCE_PORTS6, AUTH_ON, AnnouncePorts,
+        LB_ADDR, LB_ADDR6,
+    },
     parse::{Ipv4Packet, Ipv6Packet, ptr_at},
     routed,
     server_list::ServerKey,
@@ -44,7 +47,7 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     let Some((port, udp_len)) = udp_header(ctx, packet.l4_offset) else {
         return Counter::Malformed;
     };
-    let Some(group_id) = port_group(port) else {
+    let Some(group_id) = port_group(&ANNOUNCE_PORTS, port) else {
         return Counter::Ignored;
     };
     if packet.dst != LB_ADDR.load() {
@@ -80,7 +83,7 @@ pub fn handle6(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
     let Some((port, udp_len)) = udp_header(ctx, packet.l4_offset) else {
         return Counter::Malformed;
     };
-    let Some(group_id) = port_group(port) else {
+    let Some(group_id) = port_group(&ANNOUNCE_PORTS6, port) else {
         return Counter::Ignored;
     };
     if packet.dst != LB_ADDR6.load() {
@@ -115,11 +118,12 @@ fn udp_header(ctx: &XdpContext, l4_offset: usize) -> Option<(u16, usize)> {
     ))
 }
 
-/// The group whose announcement port `port` is.
+/// The group whose announcement port `port` is in `ports` (one array per
+/// family).
 #[inline(always)]
-fn port_group(port: u16) -> Option<u32> {
+fn port_group(ports: &AnnouncePorts, port: u16) -> Option<u32> {
     // Every port has a slot: 0 is no group's port.
-    ANNOUNCE_PORTS
+    ports
         .get(u32::from(port))
         .and_then(|&slot| slot.checked_sub(1))
 }

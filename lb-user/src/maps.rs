@@ -232,9 +232,9 @@ impl LbMaps {
         group: std::net::Ipv6Addr,
         port: u16,
     ) -> Result<(), MapsError> {
-        self.announce_ports
+        self.announce_ports6
             .set(u32::from(port), &(id + 1), 0)
-            .map_err(map_err(map_name::ANNOUNCE_PORTS))?;
+            .map_err(map_err(map_name::ANNOUNCE_PORTS6))?;
         self.group_addrs6
             .insert(&group.octets(), &id, 0)
             .map_err(map_err(map_name::GROUP_ADDRS6))

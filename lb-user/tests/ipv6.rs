@@ -133,6 +133,14 @@ fn ipv6_announcements_and_mld_reports() {
             reports: 0,
         },
         Case {
+            name: "to the IPv4 group's port",
+            frame: Frame6::announce(OTHER_BACKEND6, 2000, 0, 7, 3).bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            list: vec![(BACKEND6, 250, FLAG_DRAINING, 2)],
+            reports: 0,
+        },
+        Case {
             name: "from a link-local source",
             frame: Frame6::announce(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 3), PORT6, 0, 7, 3)
                 .bytes(),
