@@ -12,6 +12,7 @@ use aya::programs::{
     tc::{SchedClassifierLink, TcAttach},
     xdp::XdpLink,
 };
+use lb_common::FAMILY_PROGRAMS;
 
 use crate::maps::ALL_MAPS;
 
@@ -93,7 +94,7 @@ impl InstanceLock {
 /// once no process holds it), then the maps and the directory. Returns the
 /// names removed.
 pub fn remove_pins(dir: &Path) -> Vec<&'static str> {
-    let removed = [LINK_PIN, GSO_LINK_PIN]
+    let removed = [LINK_PIN, GSO_LINK_PIN, FAMILY_PROGRAMS]
         .into_iter()
         .chain(ALL_MAPS.iter().copied())
         .filter(|name| fs::remove_file(dir.join(name)).is_ok())

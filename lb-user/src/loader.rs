@@ -57,7 +57,7 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
     let octets = params.lb_addr.octets();
     let mut loader = EbpfLoader::new();
     if let Some(dir) = pin_dir {
-        for &name in ALL_MAPS {
+        for &name in ALL_MAPS.iter().chain([&FAMILY_PROGRAMS]) {
             loader.map_pin_path(name, dir.join(name));
         }
     }
@@ -113,10 +113,10 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
 }
 
 /// Loads the IPv6 half of the XDP program and puts it in the slot the
-/// XDP program tail-calls (protocol §9). The array stays in `ebpf`: the
-/// kernel empties a program array once no process holds it, so a killed
-/// instance's IPv6 half stops until the next one swaps its own program in
-/// (IPv6 groups are not configurable yet; pinning it comes with them).
+/// XDP program tail-calls (protocol §9). The kernel empties a program
+/// array once no process and no pin holds it: with `pin_dir` it is pinned
+/// beside the maps, so a killed instance's XDP keeps its IPv6 half, and the
+/// next instance puts its own there.
 fn load_ipv6_half(ebpf: &mut Ebpf) -> Result<(), MapsError> {
     let missing = |name| MapsError::Missing { name };
     let program: &mut Xdp = ebpf

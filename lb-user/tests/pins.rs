@@ -1,10 +1,12 @@
 //! Every map of the XDP object is pinned by a fresh load and adopted (the
 //! same kernel map, not a copy) by the next load on the same pin path: a
-//! map added to `lb_common::program_maps!` needs nothing else. Needs root
+//! map added to `lb_common::program_maps!` needs nothing else (the IPv6
+//! half's program array, declared apart, is pinned and adopted too). Needs root
 //! and the bpffs at /sys/fs/bpf (`./xtask.sh setup` mounts it).
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Map, MapData, MapInfo};
+use lb_common::FAMILY_PROGRAMS;
 use lb_user::{
     instance::remove_pins,
     loader::load_program,
@@ -18,7 +20,7 @@ use common::LOAD;
 /// hold the globals the loader sets (`.rodata`, `.bss`, `.data`), and
 /// aya-log's ring, which the process that loaded the program reads.
 fn per_load(name: &str) -> bool {
-    name.starts_with('.') || name == "AYA_LOGS" || name == lb_common::FAMILY_PROGRAMS
+    name.starts_with('.') || name == "AYA_LOGS"
 }
 
 fn data(map: &Map) -> &MapData {
@@ -28,6 +30,7 @@ fn data(map: &Map) -> &MapData {
         | Map::LruHashMap(d)
         | Map::PerCpuArray(d)
         | Map::LpmTrie(d)
+        | Map::ProgramArray(d)
         | Map::RingBuf(d) => d,
         other => panic!("a map of a kind this test does not know: {other:?}"),
     }
@@ -61,14 +64,15 @@ fn every_map_is_pinned_and_adopted() {
         .filter(|n| !per_load(n))
         .collect();
     in_object.sort_unstable();
-    let mut declared = ALL_MAPS.to_vec();
+    // The maps of `program_maps!`, and the program array of the IPv6 half.
+    let mut declared: Vec<&str> = ALL_MAPS.iter().copied().chain([FAMILY_PROGRAMS]).collect();
     declared.sort_unstable();
     assert_eq!(
         in_object, declared,
-        "maps of the object vs. lb_common::program_maps!"
+        "maps of the object vs. lb_common::program_maps! and FAMILY_PROGRAMS"
     );
 
-    let pinned: Vec<(&str, u32)> = ALL_MAPS
+    let pinned: Vec<(&str, u32)> = declared
         .iter()
         .map(|&name| {
             let info = MapInfo::from_pin(dir.0.join(name))
