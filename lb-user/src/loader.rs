@@ -55,6 +55,13 @@ pub struct LoadParams {
 /// from this build's is an error, never misread.
 pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, MapsError> {
     let octets = params.lb_addr.octets();
+    // Without an IPv6 address the IPv6 server list takes nothing (its
+    // maps are preallocated: 27 MiB at 65,536 backends).
+    let max_backends6 = if params.lb_addr6.is_unspecified() {
+        1
+    } else {
+        params.max_backends
+    };
     let mut loader = EbpfLoader::new();
     if let Some(dir) = pin_dir {
         for &name in ALL_MAPS.iter().chain([&FAMILY_PROGRAMS]) {
@@ -92,11 +99,9 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
             params.max_backends.saturating_mul(2),
         )
         .map_max_entries(map_name::BACKENDS, params.max_backends)
-        .map_max_entries(map_name::BACKENDS6, params.max_backends)
-        .map_max_entries(
-            map_name::LAST_SEQUENCE6,
-            params.max_backends.saturating_mul(2),
-        )
+        .map_max_entries(map_name::BACKENDS6, max_backends6)
+        .map_max_entries(map_name::LAST_SEQUENCE6, max_backends6.saturating_mul(2))
+        .map_max_entries(map_name::MAC_BACKENDS6, max_backends6)
         .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
         .map_max_entries(map_name::LEAVES, params.max_backends)
         .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
