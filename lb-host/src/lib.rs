@@ -6,6 +6,7 @@ pub mod cli;
 pub mod igmp_socket;
 pub mod kernel;
 pub mod metrics_server;
+pub mod mld_socket;
 pub mod routed_socket;
 pub mod service_manager;
 pub mod status;

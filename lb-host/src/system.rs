@@ -1,5 +1,9 @@
 //! Facts about the host the LB runs on: privileges, interfaces, bpffs, clock.
-use std::{ffi::CString, net::Ipv4Addr, path::Path};
+use std::{
+    ffi::CString,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
 
 /// Why the host cannot run the LB as asked.
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +14,10 @@ pub enum SystemError {
     NoSuchInterface { iface: String },
     #[error("interface {iface:?} has no IPv4 address; add one with `ip addr add`")]
     NoIpv4Address { iface: String },
+    #[error(
+        "interface {iface:?} has no link-local IPv6 address (fe80::/10); is IPv6 disabled on it?"
+    )]
+    NoIpv6LinkLocal { iface: String },
     #[error("cannot read the MAC address of {iface:?}: {reason}")]
     NoMac { iface: String, reason: String },
     #[error("`ip {args}` failed: {reason}")]
@@ -98,14 +106,44 @@ pub fn interface_ipv4(iface: &str) -> Result<Ipv4Addr, SystemError> {
 /// First IPv4 address of `iface` and its prefix length.
 pub fn interface_ipv4_net(iface: &str) -> Result<(Ipv4Addr, u8), SystemError> {
     interface_index(iface)?;
+    let no_address = || SystemError::NoIpv4Address {
+        iface: iface.to_owned(),
+    };
+    interface_addrs(iface)
+        .ok_or_else(no_address)?
+        .into_iter()
+        .find_map(|(addr, prefix_len)| match addr {
+            IpAddr::V4(addr) => Some((addr, prefix_len)),
+            IpAddr::V6(_) => None,
+        })
+        .ok_or_else(no_address)
+}
+
+/// The link-local IPv6 address of `iface` (fe80::/10), which MLD messages
+/// leave from (protocol §9).
+pub fn interface_ipv6_link_local(iface: &str) -> Result<Ipv6Addr, SystemError> {
+    interface_index(iface)?;
+    interface_addrs(iface)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|(addr, _)| match addr {
+            IpAddr::V6(addr) if addr.segments()[0] & 0xffc0 == 0xfe80 => Some(addr),
+            _ => None,
+        })
+        .ok_or_else(|| SystemError::NoIpv6LinkLocal {
+            iface: iface.to_owned(),
+        })
+}
+
+/// Every address of `iface` with its prefix length, in the kernel's
+/// order; `None` if they cannot be read.
+fn interface_addrs(iface: &str) -> Option<Vec<(IpAddr, u8)>> {
     let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills a list we free below.
     if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return Err(SystemError::NoIpv4Address {
-            iface: iface.to_owned(),
-        });
+        return None;
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut cursor = addrs;
     while !cursor.is_null() {
         // SAFETY: cursor walks the list returned by getifaddrs.
@@ -116,28 +154,37 @@ pub fn interface_ipv4_net(iface: &str) -> Result<(Ipv4Addr, u8), SystemError> {
         }
         // SAFETY: ifa_name is a NUL-terminated string.
         let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        if name.to_bytes() != iface.as_bytes() {
+            continue;
+        }
         // SAFETY: ifa_addr is non-null and has at least a family field.
         let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
-        if name.to_bytes() == iface.as_bytes() && family == libc::AF_INET {
+        let netmask = (!entry.ifa_netmask.is_null()).then_some(entry.ifa_netmask);
+        if family == libc::AF_INET {
             // SAFETY: family AF_INET means the address is a sockaddr_in.
             let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-            let addr = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            let prefix_len = if entry.ifa_netmask.is_null() {
-                32
-            } else {
-                // SAFETY: an AF_INET address has an AF_INET netmask.
-                let mask = unsafe { &*(entry.ifa_netmask as *const libc::sockaddr_in) };
-                u32::from_be(mask.sin_addr.s_addr).count_ones() as u8
-            };
-            found = Some((addr, prefix_len));
-            break;
+            // SAFETY: an AF_INET address has an AF_INET netmask.
+            let prefix_len = netmask.map_or(32, |m| unsafe {
+                u32::from_be((*(m as *const libc::sockaddr_in)).sin_addr.s_addr).count_ones() as u8
+            });
+            found.push((
+                Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).into(),
+                prefix_len,
+            ));
+        } else if family == libc::AF_INET6 {
+            // SAFETY: family AF_INET6 means the address is a sockaddr_in6.
+            let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+            // SAFETY: an AF_INET6 address has an AF_INET6 netmask.
+            let prefix_len = netmask.map_or(128, |m| unsafe {
+                let mask = (*(m as *const libc::sockaddr_in6)).sin6_addr.s6_addr;
+                mask.iter().map(|b| b.count_ones()).sum::<u32>() as u8
+            });
+            found.push((Ipv6Addr::from(sin6.sin6_addr.s6_addr).into(), prefix_len));
         }
     }
     // SAFETY: addrs came from getifaddrs.
     unsafe { libc::freeifaddrs(addrs) };
-    found.ok_or_else(|| SystemError::NoIpv4Address {
-        iface: iface.to_owned(),
-    })
+    Some(found)
 }
 
 /// Fails unless `dir` (or its nearest existing ancestor) is on a bpffs.
