@@ -49,7 +49,12 @@ impl IgmpSocket {
         socket.set_multicast_ttl_v4(ttl)?;
         socket.set_multicast_loop_v4(false)?;
         socket.set_nonblocking(true)?;
-        set_ip_options(&socket, &IP_ROUTER_ALERT)?;
+        set_option_bytes(
+            &socket,
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            &IP_ROUTER_ALERT,
+        )?;
         Ok(Self {
             socket,
             ifindex,
@@ -154,15 +159,22 @@ pub fn set_multicast_ifindex(socket: &impl AsRawFd, ifindex: u32) -> io::Result<
     Ok(())
 }
 
-fn set_ip_options(socket: &Socket, options: &[u8]) -> io::Result<()> {
-    // SAFETY: the pointer and length describe `options`.
+/// Sets socket option `option` of `level` to the bytes `value` (IP
+/// options here, the IPv6 Hop-by-Hop header in `mld_socket`).
+pub(crate) fn set_option_bytes(
+    socket: &Socket,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: &[u8],
+) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `value`.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_OPTIONS,
-            options.as_ptr().cast(),
-            options.len() as libc::socklen_t,
+            level,
+            option,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
         )
     };
     if rc != 0 {

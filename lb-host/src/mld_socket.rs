@@ -15,6 +15,8 @@ use std::{
 use lb_common::mld::{HOP_BY_HOP_ROUTER_ALERT_MLD, MldMessage, parse_mld};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::igmp_socket::set_option_bytes;
+
 /// The Hop-by-Hop header the socket's messages carry: next header and
 /// length (the kernel fills both in), Router Alert (MLD), PadN.
 const HOP_BY_HOP: [u8; 8] = {
@@ -52,7 +54,7 @@ impl MldSocket {
         socket.set_multicast_hops_v6(1)?;
         socket.set_multicast_loop_v6(false)?;
         socket.set_nonblocking(true)?;
-        set_ipv6_option(&socket, libc::IPV6_HOPOPTS, &HOP_BY_HOP)?;
+        set_option_bytes(&socket, libc::IPPROTO_IPV6, libc::IPV6_HOPOPTS, &HOP_BY_HOP)?;
         socket.bind(&SockAddr::from(SocketAddrV6::new(
             link_local, 0, 0, ifindex,
         )))?;
@@ -87,23 +89,6 @@ impl MldSocket {
             message: parse_mld(message),
         })
     }
-}
-
-fn set_ipv6_option(socket: &Socket, option: libc::c_int, value: &[u8]) -> io::Result<()> {
-    // SAFETY: the pointer and length describe `value`.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            option,
-            value.as_ptr().cast(),
-            value.len() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 impl AsRawFd for MldSocket {
