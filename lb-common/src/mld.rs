@@ -41,28 +41,12 @@ pub const MLD_V2_MAX_RESP_MS: u32 = 0x1fff << 10;
 /// The MLDv2 Maximum Response Code for `ms` milliseconds (RFC 3810
 /// 5.1.3): exact below 32,768, else a floating-point code rounded down.
 pub const fn mld_v2_code(ms: u32) -> u16 {
-    if ms < 0x8000 {
-        return ms as u16;
-    }
-    let ms = if ms > MLD_V2_MAX_RESP_MS {
-        MLD_V2_MAX_RESP_MS
-    } else {
-        ms
-    };
-    // ms = (mant | 0x1000) << (exp + 3): the top bit at 15 + exp.
-    let exp = (31 - ms.leading_zeros()) - 15;
-    let mant = (ms >> (exp + 3)) & 0x0fff;
-    0x8000 | (exp << 12) as u16 | mant as u16
+    crate::wire::float_code(ms, 12) as u16
 }
 
 /// The milliseconds an MLDv2 Maximum Response Code stands for.
 pub const fn mld_v2_ms(code: u16) -> u32 {
-    if code < 0x8000 {
-        return code as u32;
-    }
-    let exp = ((code >> 12) & 0x07) as u32;
-    let mant = (code & 0x0fff) as u32;
-    (mant | 0x1000) << (exp + 3)
+    crate::wire::float_units(code as u32, 12)
 }
 
 /// The LB's MLDv1-layout query: `max_resp_ms` (saturating), the LB's

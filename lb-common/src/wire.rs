@@ -337,27 +337,43 @@ pub fn igmp_v2_message(kind: u8, max_resp_code: u8, group: [u8; 4]) -> [u8; IGMP
 /// second for the max response time, seconds for QQIC): the value itself
 /// below 128, above that a 3-bit exponent and 4-bit mantissa (rounded down).
 pub const fn igmp_v3_code(units: u32) -> u8 {
-    if units < 128 {
-        return units as u8;
-    }
-    // value = (mant | 0x10) << (exp + 3), exp 0..=7, mant 0..=15.
-    let mut exp = 0u32;
-    while exp < 7 && (units >> (exp + 3)) > 0x1f {
-        exp += 1;
-    }
-    let mant = (units >> (exp + 3)).saturating_sub(0x10);
-    let mant = if mant > 0x0f { 0x0f } else { mant };
-    0x80 | (exp << 4) as u8 | mant as u8
+    float_code(units, 4) as u8
 }
 
 /// The time in units that an RFC 3376 code stands for.
 pub const fn igmp_v3_units(code: u8) -> u32 {
-    if code < 128 {
-        return code as u32;
+    float_units(code as u32, 4)
+}
+
+/// The floating-point time codes of IGMPv3 and MLDv2 (RFC 3376 4.1.1,
+/// RFC 3810 5.1.3), which differ only in the mantissa's width: the value
+/// itself below `1 << (mant_bits + 3)`, above that that bit, a 3-bit
+/// exponent and the mantissa, standing for `(mant | 1 << mant_bits) <<
+/// (exp + 3)`; rounded down, saturating at the largest code.
+pub(crate) const fn float_code(units: u32, mant_bits: u32) -> u32 {
+    let flag = 1 << (mant_bits + 3);
+    if units < flag {
+        return units;
     }
-    let exp = ((code >> 4) & 0x07) as u32;
-    let mant = (code & 0x0f) as u32;
-    (mant | 0x10) << (exp + 3)
+    let implicit = 1 << mant_bits;
+    let mut exp = 0u32;
+    while exp < 7 && (units >> (exp + 3)) >= 2 * implicit {
+        exp += 1;
+    }
+    let mant = (units >> (exp + 3)).saturating_sub(implicit);
+    let mant = if mant >= implicit { implicit - 1 } else { mant };
+    flag | (exp << mant_bits) | mant
+}
+
+/// The time a code of [`float_code`] stands for.
+pub(crate) const fn float_units(code: u32, mant_bits: u32) -> u32 {
+    let flag = 1 << (mant_bits + 3);
+    if code < flag {
+        return code;
+    }
+    let exp = (code >> mant_bits) & 0x07;
+    let mant = code & ((1 << mant_bits) - 1);
+    (mant | 1 << mant_bits) << (exp + 3)
 }
 
 /// The LB's IGMPv3-layout query (protocol §4.1): the LB's address in the group
