@@ -14,7 +14,7 @@ use crate::{
     epochs, events,
     maps::{AUTH_ON, BACKENDS, GROUP_ADDRS, LEAVES},
     parse::{Ipv4Packet, ptr_at},
-    stats::{self, GroupEvent},
+    stats::{self, Membership},
 };
 
 /// Group records of one IGMPv3 report that are examined; a host's report
@@ -30,11 +30,6 @@ struct V3Record {
     aux_words: u8,
     sources: [u8; 2],
     group: [u8; 4],
-}
-
-enum Membership {
-    Report,
-    Leave,
 }
 
 #[inline(always)]
@@ -143,21 +138,13 @@ fn record(
 ) -> Option<Counter> {
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let group_id = *unsafe { GROUP_ADDRS.get(&group) }?;
+    let key = BackendKey {
+        group_id,
+        addr: source,
+    };
+    stats::membership(group_id, &membership, || leave(ctx, &key));
     Some(match membership {
-        Membership::Report => {
-            stats::group_add(group_id, GroupEvent::Report, 1);
-            Counter::IgmpReport
-        }
-        Membership::Leave => {
-            stats::group_add(group_id, GroupEvent::Leave, 1);
-            let key = BackendKey {
-                group_id,
-                addr: source,
-            };
-            if leave(ctx, &key) {
-                stats::group_add(group_id, GroupEvent::Change, 1);
-            }
-            Counter::IgmpLeave
-        }
+        Membership::Report => Counter::IgmpReport,
+        Membership::Leave => Counter::IgmpLeave,
     })
 }

@@ -18,7 +18,7 @@ use crate::{
     maps::{AUTH_ON, BACKENDS6, GROUP_ADDRS6, MAC_BACKENDS6},
     parse::{Ipv6Packet, ptr_at},
     server_list::ServerKey,
-    stats::{self, GroupEvent},
+    stats::{self, Membership},
 };
 
 /// Group records of one MLDv2 report that are examined (as for IGMPv3).
@@ -35,11 +35,6 @@ struct V2Record {
     group: [u8; 16],
 }
 const _: () = assert!(size_of::<V2Record>() == MLD_V2_RECORD_LEN);
-
-enum Membership {
-    Report,
-    Leave,
-}
 
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
@@ -113,20 +108,11 @@ fn record(
 ) -> Option<Counter> {
     // SAFETY: the value is a plain u32 that only lb-user writes.
     let group_id = *unsafe { GROUP_ADDRS6.get(&group) }?;
+    let removed = stats::membership(group_id, &membership, || leave(ctx, group_id, mac));
     Some(match membership {
-        Membership::Report => {
-            stats::group_add(group_id, GroupEvent::Report, 1);
-            Counter::MldReport
-        }
-        Membership::Leave => {
-            stats::group_add(group_id, GroupEvent::Leave, 1);
-            if leave(ctx, group_id, mac) {
-                stats::group_add(group_id, GroupEvent::Change, 1);
-                Counter::MldLeave
-            } else {
-                Counter::MldLeaveUntied
-            }
-        }
+        Membership::Report => Counter::MldReport,
+        Membership::Leave if removed => Counter::MldLeave,
+        Membership::Leave => Counter::MldLeaveUntied,
     })
 }
 

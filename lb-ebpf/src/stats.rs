@@ -43,6 +43,33 @@ pub fn group_add(group_id: u32, event: GroupEvent, n: u64) {
     }
 }
 
+/// What a membership report (IGMP or MLD) says of its sender.
+pub enum Membership {
+    Report,
+    Leave,
+}
+
+/// Counts a report or leave for group `group_id`'s liveness. A leave runs
+/// `leave`, which removes its sender if it can and says whether it did (a
+/// change of the server list, counted too). Returns what `leave` said.
+#[inline(always)]
+pub fn membership(group_id: u32, membership: &Membership, leave: impl FnOnce() -> bool) -> bool {
+    match membership {
+        Membership::Report => {
+            group_add(group_id, GroupEvent::Report, 1);
+            false
+        }
+        Membership::Leave => {
+            group_add(group_id, GroupEvent::Leave, 1);
+            let removed = leave();
+            if removed {
+                group_add(group_id, GroupEvent::Change, 1);
+            }
+            removed
+        }
+    }
+}
+
 const _: () = assert!(core::mem::size_of::<GroupReports>() == 32);
 
 /// Adds a packet of `bytes` (a new flow's first, with `new_flow`) to this
