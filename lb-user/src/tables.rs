@@ -257,7 +257,16 @@ impl ServiceTables {
         self.install_finished(maps)?;
         let window_ns = u64::try_from(second_chance_window.as_nanos()).unwrap_or(u64::MAX);
         let registered_by_ns = system::monotonic_ns().saturating_sub(window_ns);
-        for index in 0..self.services.len() {
+        // Previous tables first: a packet that meets a service's current
+        // table without its previous one gets no second chance, which broke
+        // connections in the few ms between a fresh LB's first two tables.
+        let previous_first = (0..self.services.len())
+            .filter(|&i| self.services[i].kind == TableKind::Previous)
+            .chain(
+                (0..self.services.len()).filter(|&i| self.services[i].kind == TableKind::Current),
+            )
+            .collect::<Vec<_>>();
+        for index in previous_first {
             let state = &mut self.services[index];
             let group_id = state.config.group_id;
             state.latest = match state.kind {
