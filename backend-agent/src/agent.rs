@@ -2,18 +2,20 @@
 //! announcement, a check's verdict or a signal with an announcement to
 //! every LB it knows, a stop with LEAVING.
 use std::{
-    net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::Context;
-use lb_common::wire::{
-    AGE_EXTENSION_LEN, ANNOUNCE_V1_LEN, AnnouncementV1, FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING,
-    IGMP_V2_REPORT, IgmpMessage, Routed, age_extension, igmp_v2_message,
+use lb_common::{
+    is_global_unicast6,
+    wire::{
+        AGE_EXTENSION_LEN, ANNOUNCE_V1_LEN, AnnouncementV1, FLAG_DOWN, FLAG_DRAINING, FLAG_LEAVING,
+        Routed, age_extension,
+    },
 };
 use lb_host::{
     cli::read_key_file,
-    igmp_socket::{IgmpSocket, Received},
     routed_socket::{RoutedReceived, RoutedSocket},
     system,
 };
@@ -26,6 +28,7 @@ use crate::{
     checker::CheckResult,
     decap::Decap,
     health::{Health, State},
+    membership::{Heard, Membership},
     metrics::AgentMetrics,
     schedule::{Due, Schedule, Via},
     state::{self, AgentStatus},
@@ -37,10 +40,13 @@ const MAX_ANNOUNCE_JITTER: Duration = Duration::from_millis(50);
 /// The agent between events: its sockets, the LBs it knows, its state.
 pub struct Agent {
     pub(crate) args: Args,
-    pub(crate) local: Ipv4Addr,
-    pub(crate) igmp: AsyncFd<IgmpSocket>,
-    /// Routed queries and reports (protocol §4.4), to group:port.
-    pub(crate) routed: AsyncFd<RoutedSocket>,
+    /// The address announced: the interface's of the group's family.
+    pub(crate) local: IpAddr,
+    /// IGMP or MLD, as the group's family says.
+    pub(crate) membership: AsyncFd<Membership>,
+    /// Routed queries and reports (protocol §4.4), to group:port: IPv4
+    /// groups only (the routed query v2 of protocol §9 is not built).
+    pub(crate) routed: Option<AsyncFd<RoutedSocket>>,
     pub(crate) udp: UdpSocket,
     pub(crate) schedule: Schedule,
     pub(crate) last_sequence: u64,
@@ -62,17 +68,15 @@ pub struct Agent {
 }
 
 impl Agent {
-    fn handle(&mut self, received: Received) {
-        match received.message {
-            IgmpMessage::Query {
-                max_resp_tenths,
-                group_field: lb,
-            } if received.destination == self.args.group => {
-                let max_resp = Duration::from_millis(u64::from(max_resp_tenths) * 100);
-                self.on_query(Ipv4Addr::from(lb), Via::Segment, max_resp);
-            }
-            IgmpMessage::Report { group } => self.on_report(Ipv4Addr::from(group), received.source),
-            _ => {}
+    fn handle(&mut self, heard: Heard) {
+        match heard {
+            Heard::Query {
+                lb,
+                max_resp,
+                for_group: true,
+            } => self.on_query(lb, Via::Segment, max_resp),
+            Heard::Report { group, source } => self.on_report(group, source),
+            Heard::Query { .. } => {}
         }
     }
 
@@ -85,10 +89,10 @@ impl Agent {
                 lb, max_resp_ms, ..
             }) => {
                 let max_resp = Duration::from_millis(u64::from(max_resp_ms));
-                self.on_query(Ipv4Addr::from(lb), Via::Routed, max_resp);
+                self.on_query(IpAddr::from(lb), Via::Routed, max_resp);
             }
             Some(Routed::Report { group, .. }) => {
-                self.on_report(Ipv4Addr::from(group), received.source);
+                self.on_report(IpAddr::from(group), received.source.into());
             }
             None => {
                 debug!(from = %received.source, "routed message ignored: malformed, or its tag does not verify")
@@ -98,9 +102,13 @@ impl Agent {
 
     /// The LB's query: a report after a random delay in [0, max_resp] and
     /// an announcement to `lb` after a short jitter.
-    fn on_query(&mut self, lb: Ipv4Addr, via: Via, max_resp: Duration) {
-        if lb.is_multicast() || lb.is_unspecified() || lb.is_broadcast() {
-            // An ordinary group-specific query: the kernel answers it.
+    fn on_query(&mut self, lb: IpAddr, via: Via, max_resp: Duration) {
+        let unicast = match lb {
+            IpAddr::V4(lb) => !(lb.is_multicast() || lb.is_unspecified() || lb.is_broadcast()),
+            IpAddr::V6(lb) => is_global_unicast6(&lb.octets()),
+        };
+        if !unicast {
+            // An ordinary general or group-specific query: the kernel answers it.
             return;
         }
         self.follow_local_address();
@@ -120,9 +128,9 @@ impl Agent {
 
     /// `lb` is known from now on: in the status, and to the decapsulation
     /// program.
-    pub(crate) fn learn_lb(&mut self, lb: Ipv4Addr) {
+    pub(crate) fn learn_lb(&mut self, lb: IpAddr) {
         self.state.lbs.push(lb);
-        if let Some(decap) = &mut self.decap
+        if let (Some(decap), IpAddr::V4(lb)) = (&mut self.decap, lb)
             && let Err(e) = decap.learn_lb(lb)
         {
             warn!(%lb, "IPIP from this LB will not be decapsulated: {e:#}");
@@ -130,7 +138,7 @@ impl Agent {
     }
 
     /// Another member's report for our group cancels ours (suppression).
-    fn on_report(&mut self, group: Ipv4Addr, source: Ipv4Addr) {
+    fn on_report(&mut self, group: IpAddr, source: IpAddr) {
         if group == self.args.group && source != self.local && self.schedule.on_report_heard() {
             self.metrics.report_suppressed();
             debug!(from = %source, "report suppressed by another member's");
@@ -153,18 +161,18 @@ impl Agent {
     /// when a routed query asked for it.
     pub(crate) fn report(&mut self, routed: bool) -> std::io::Result<()> {
         let group = self.args.group;
-        let report = igmp_v2_message(IGMP_V2_REPORT, 0, group.octets());
-        self.igmp.get_ref().send(&report, group)?;
+        self.membership.get_ref().report(group)?;
         self.metrics.report_sent(false);
-        if routed {
+        // Routed reports exist for IPv4 groups only (protocol §4.4).
+        if routed && let (IpAddr::V4(group), IpAddr::V4(local)) = (group, self.local) {
             let report = Routed::Report {
                 group: group.octets(),
                 sequence: self.next_sequence(),
             };
-            let payload = report.encode(self.local.octets(), self.key.as_ref());
-            self.routed
-                .get_ref()
-                .send(&payload, group, self.args.port)?;
+            let payload = report.encode(local.octets(), self.key.as_ref());
+            if let Some(socket) = &self.routed {
+                socket.get_ref().send(&payload, group, self.args.port)?;
+            }
         }
         Ok(())
     }
@@ -178,7 +186,7 @@ impl Agent {
         self.last_sequence
     }
 
-    fn announce(&mut self, lb: Ipv4Addr, flags: u8) -> std::io::Result<()> {
+    fn announce(&mut self, lb: IpAddr, flags: u8) -> std::io::Result<()> {
         let sequence = self.next_sequence();
         let announcement = AnnouncementV1 {
             flags,
@@ -186,19 +194,15 @@ impl Agent {
             sequence,
             tag: 0,
         };
-        let head = match &self.key {
-            Some(key) => announcement.encode_tagged(key, self.local.octets(), lb.octets()),
-            None => announcement.encode(),
-        };
+        let head = announcement.encode_between(self.key.as_ref(), self.local, lb);
         let age_ms = unix_ms().saturating_sub(self.registered_unix_ms);
         let seconds = u32::try_from(age_ms / 1000).unwrap_or(u32::MAX);
-        let addrs = (self.local.octets(), lb.octets());
-        let age = age_extension(seconds, sequence, self.key.as_ref(), addrs);
+        let age = age_extension(seconds, sequence, self.key.as_ref(), (self.local, lb));
         let mut payload = [0u8; ANNOUNCE_V1_LEN + AGE_EXTENSION_LEN];
         payload[..ANNOUNCE_V1_LEN].copy_from_slice(&head);
         payload[ANNOUNCE_V1_LEN..].copy_from_slice(&age);
         self.udp
-            .send_to(&payload, SocketAddrV4::new(lb, self.args.port))?;
+            .send_to(&payload, SocketAddr::new(lb, self.args.port))?;
         self.metrics.announced(lb);
         Ok(())
     }
@@ -207,18 +211,18 @@ impl Agent {
     /// announcements must come from the current one, or the LB would
     /// register a stale address.
     fn follow_local_address(&mut self) {
-        let Ok(current) = system::interface_ipv4(self.args.iface()) else {
+        let Ok(current) = system::interface_addr_like(self.args.iface(), self.args.group) else {
             return;
         };
         if current == self.local {
             return;
         }
-        match UdpSocket::bind(SocketAddrV4::new(current, 0)) {
+        match UdpSocket::bind(SocketAddr::new(current, 0)) {
             Ok(udp) => {
                 info!(old = %self.local, new = %current, "interface address changed; announcing from the new one");
                 self.udp = udp;
                 self.local = current;
-                if let Some(decap) = &mut self.decap
+                if let (Some(decap), IpAddr::V4(current)) = (&mut self.decap, current)
                     && let Err(e) = decap.set_local(current)
                 {
                     warn!("IPIP to the new address will not be decapsulated: {e:#}");
@@ -304,7 +308,7 @@ impl Agent {
     }
 
     fn announce_state(&mut self) {
-        let lbs: Vec<Ipv4Addr> = self.schedule.known_lbs().collect();
+        let lbs: Vec<IpAddr> = self.schedule.known_lbs().collect();
         for lb in lbs {
             if let Err(e) = self.announce(lb, self.flags()) {
                 warn!(%lb, "announcing failed: {e}");
@@ -313,14 +317,14 @@ impl Agent {
     }
 
     pub(crate) fn leave(&mut self) {
-        let lbs: Vec<Ipv4Addr> = self.schedule.known_lbs().collect();
+        let lbs: Vec<IpAddr> = self.schedule.known_lbs().collect();
         for lb in lbs {
             match self.announce(lb, FLAG_LEAVING) {
                 Ok(()) => info!(%lb, "sent LEAVING"),
                 Err(e) => warn!(%lb, "sending LEAVING failed: {e}"),
             }
         }
-        if let Err(e) = self.igmp.get_ref().leave(self.args.group) {
+        if let Err(e) = self.membership.get_ref().leave(self.args.group) {
             warn!("leaving the group failed: {e}");
         }
     }
@@ -376,17 +380,24 @@ impl Agent {
 
     /// Reads every queued packet of whichever socket is readable first.
     pub(crate) async fn receive(&mut self) -> anyhow::Result<()> {
-        let (igmp, routed) = tokio::select! {
-            guard = self.igmp.readable() => {
-                let mut guard = guard.context("waiting on the IGMP socket")?;
-                (drain(&mut guard, IgmpSocket::try_recv, "IGMP"), Vec::new())
+        let group = self.args.group;
+        let routed_readable = async {
+            match &self.routed {
+                Some(routed) => routed.readable().await,
+                None => std::future::pending().await,
             }
-            guard = self.routed.readable() => {
+        };
+        let (heard, routed) = tokio::select! {
+            guard = self.membership.readable() => {
+                let mut guard = guard.context("waiting on the membership socket")?;
+                (drain(&mut guard, |s| s.try_recv(group), "membership"), Vec::new())
+            }
+            guard = routed_readable => {
                 let mut guard = guard.context("waiting on the routed query socket")?;
                 (Vec::new(), drain(&mut guard, |s| s.try_recv().map(Some), "routed"))
             }
         };
-        for message in igmp {
+        for message in heard {
             self.handle(message);
         }
         for message in routed {

@@ -1,9 +1,12 @@
 //! The agent's flags (and `--config` file keys).
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use clap::Parser;
 use lb_common::wire::DEFAULT_WEIGHT;
-use lb_host::cli::{parse_duration, parse_group, parse_port};
+use lb_host::cli::{parse_any_group, parse_duration, parse_port};
 
 use crate::health::CheckSpec;
 
@@ -21,7 +24,8 @@ pub struct Args {
     /// override it (`--check` adds to the file's).
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
-    /// Interface facing the LB; its first IPv4 address is announced.
+    /// Interface facing the LB; its first address of the group's family
+    /// is announced (IPv6: its first global or unique-local one).
     #[arg(long, required_unless_present_any = ["generate", "check_kernel"])]
     pub iface: Option<String>,
     /// Write the man page or a shell completion script to stdout, and exit.
@@ -36,9 +40,10 @@ pub struct Args {
     /// its service state, its last transitions) and exit.
     #[arg(long)]
     pub status: bool,
-    /// Multicast group shared with the LB.
-    #[arg(long, default_value = "239.192.0.1", value_parser = parse_group)]
-    pub group: Ipv4Addr,
+    /// Multicast group shared with the LB: IPv4, or IPv6 (`ff15::4c42`:
+    /// the agent joins over MLD and announces over UDPv6).
+    #[arg(long, default_value = "239.192.0.1", value_parser = parse_any_group)]
+    pub group: IpAddr,
     /// The LB's announcement port (>= 1024).
     #[arg(long, default_value_t = 2000, value_parser = parse_port)]
     pub port: u16,

@@ -11,7 +11,7 @@
 //! so that a later crash still leaves the group at once.
 use std::{
     fs, io,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
 };
@@ -24,16 +24,16 @@ use tracing::warn;
 use crate::{agent::Agent, start::VipSetup, state};
 
 /// The sockets' names in the service manager's store.
-pub const IGMP_SOCKET: &str = "igmp";
+pub const MEMBERSHIP_SOCKET: &str = "igmp";
 pub const ROUTED_SOCKET: &str = "routed";
 
 /// What an agent that exits keeping state leaves for the next one.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Record {
-    pub group: Ipv4Addr,
+    pub group: IpAddr,
     pub port: u16,
     /// Every LB that had queried it: they get LEAVING on the final stop.
-    pub lbs: Vec<Ipv4Addr>,
+    pub lbs: Vec<IpAddr>,
     pub vip: Option<KeptVip>,
     /// When the backend registered (Unix ms): its age goes on in the
     /// announcements of the next agent.
@@ -57,7 +57,8 @@ pub struct KeptVip {
 pub struct Inherited {
     pub record: Option<Record>,
     /// Its IGMP and routed sockets, when the service manager passed both.
-    pub sockets: Option<(OwnedFd, OwnedFd)>,
+    /// The membership socket, and the routed one of an IPv4 group.
+    pub sockets: Option<(OwnedFd, Option<OwnedFd>)>,
 }
 
 fn record_path(iface: &str) -> io::Result<PathBuf> {
@@ -91,15 +92,19 @@ pub fn take(iface: &str, passed: Vec<(String, OwnedFd)>) -> Inherited {
             None
         }
     };
-    let (mut igmp, mut routed) = (None, None);
+    let (mut membership, mut routed) = (None, None);
     for (name, fd) in passed {
         match name.as_str() {
-            IGMP_SOCKET => igmp = Some(fd),
+            MEMBERSHIP_SOCKET => membership = Some(fd),
             ROUTED_SOCKET => routed = Some(fd),
             _ => {}
         }
     }
-    let sockets = igmp.zip(routed).filter(|_| record.is_some());
+    // An IPv4 group's agent hands over both sockets, an IPv6 group's one.
+    let complete = record
+        .as_ref()
+        .is_some_and(|r| r.group.is_ipv6() || routed.is_some());
+    let sockets = membership.map(|m| (m, routed)).filter(|_| complete);
     Inherited { record, sockets }
 }
 
@@ -121,8 +126,11 @@ fn read_record(iface: &str) -> io::Result<Option<Record>> {
 /// manager's store, the rest stays in place for the next agent. Fails,
 /// having changed nothing, when no service manager takes the sockets.
 pub fn hand_over(agent: &mut Agent, vip: Option<&mut VipSetup>) -> anyhow::Result<()> {
-    service_manager::store(IGMP_SOCKET, agent.igmp.get_ref().as_fd())
-        .and_then(|()| service_manager::store(ROUTED_SOCKET, agent.routed.get_ref().as_fd()))
+    service_manager::store(MEMBERSHIP_SOCKET, agent.membership.get_ref().as_fd())
+        .and_then(|()| match &agent.routed {
+            Some(routed) => service_manager::store(ROUTED_SOCKET, routed.get_ref().as_fd()),
+            None => Ok(()),
+        })
         .context("handing the group membership to the service manager")?;
     let iface = agent.args.iface().to_owned();
     if let Some(decap) = agent.decap.take() {
@@ -164,9 +172,9 @@ mod tests {
     fn a_record_is_taken_once_and_an_unreadable_one_is_ignored() {
         let iface = format!("handover-test-{}", std::process::id());
         let record = Record {
-            group: Ipv4Addr::new(239, 192, 0, 1),
+            group: Ipv4Addr::new(239, 192, 0, 1).into(),
             port: 2000,
-            lbs: vec![Ipv4Addr::new(10, 0, 0, 1)],
+            lbs: vec![Ipv4Addr::new(10, 0, 0, 1).into()],
             vip: None,
             registered_unix_ms: Some(1),
         };

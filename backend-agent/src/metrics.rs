@@ -3,7 +3,7 @@
 //! counters. The families live as long as the agent; each scrape renders
 //! them, the decapsulation counters read at that moment, and the process
 //! basics.
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use lb_host::metrics_server::register_process_metrics;
 use prometheus_client::{
@@ -55,7 +55,7 @@ pub struct AgentMetrics {
 }
 
 impl AgentMetrics {
-    pub fn query(&self, lb: Ipv4Addr, via: Via) {
+    pub fn query(&self, lb: IpAddr, via: Via) {
         let via = match via {
             Via::Segment => "segment",
             Via::Routed => "routed",
@@ -81,7 +81,7 @@ impl AgentMetrics {
         self.reports_suppressed.inc();
     }
 
-    pub fn announced(&self, lb: Ipv4Addr) {
+    pub fn announced(&self, lb: IpAddr) {
         self.announcements
             .get_or_create(&LbLabels { lb: lb.to_string() })
             .inc();

@@ -1,7 +1,7 @@
 //! What the agent sends and when, free of I/O (protocol §4.2, §5): one
 //! suppressible report per query round and one announcement per query to
 //! the LB that sent it.
-use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
 
 use tokio::time::Instant;
 
@@ -13,7 +13,7 @@ pub enum Due {
     Report {
         routed: bool,
     },
-    Announce(Ipv4Addr),
+    Announce(IpAddr),
 }
 
 /// How a query arrived: as IGMP on the segment, or as a routed UDP query
@@ -31,9 +31,9 @@ pub struct Schedule {
     /// A routed query asked for the pending report.
     report_routed: bool,
     /// Announcements waiting for their jitter, one per LB at most.
-    announce_at: Vec<(Instant, Ipv4Addr)>,
+    announce_at: Vec<(Instant, IpAddr)>,
     /// Every LB that queried us: each gets a LEAVING announcement on exit.
-    known_lbs: BTreeSet<Ipv4Addr>,
+    known_lbs: BTreeSet<IpAddr>,
 }
 
 impl Schedule {
@@ -43,7 +43,7 @@ impl Schedule {
     pub fn on_query(
         &mut self,
         now: Instant,
-        (lb, via): (Ipv4Addr, Via),
+        (lb, via): (IpAddr, Via),
         report_delay: Duration,
         announce_delay: Duration,
     ) -> bool {
@@ -94,11 +94,11 @@ impl Schedule {
 
     /// `lb` is known without a query (a predecessor's LB): it gets LEAVING
     /// on exit.
-    pub fn know(&mut self, lb: Ipv4Addr) {
+    pub fn know(&mut self, lb: IpAddr) {
         self.known_lbs.insert(lb);
     }
 
-    pub fn known_lbs(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    pub fn known_lbs(&self) -> impl Iterator<Item = IpAddr> + '_ {
         self.known_lbs.iter().copied()
     }
 }
@@ -107,8 +107,8 @@ impl Schedule {
 mod tests {
     use super::*;
 
-    const LB1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-    const LB2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const LB1: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const LB2: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

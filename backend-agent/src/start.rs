@@ -1,9 +1,9 @@
 //! Starting the agent: its sockets opened (or a predecessor's adopted),
 //! the group joined, the decapsulation program attached, the VIP set up.
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
 use anyhow::Context;
-use lb_host::{igmp_socket::IgmpSocket, routed_socket::RoutedSocket, service_manager, system};
+use lb_host::{routed_socket::RoutedSocket, service_manager, system};
 use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
 
@@ -13,6 +13,7 @@ use crate::{
     decap::Decap,
     handover::{self, Inherited, KeptVip},
     health::Health,
+    membership::Membership,
     metrics::AgentMetrics,
     schedule::Schedule,
     state::AgentStatus,
@@ -26,20 +27,31 @@ pub type VipSetup = (
     system::SysctlOverride,
 );
 
-/// Opens the IGMP and routed sockets and joins the group.
-fn open_sockets(args: &Args, ifindex: u32) -> anyhow::Result<(IgmpSocket, RoutedSocket)> {
-    let igmp = IgmpSocket::open(args.iface(), ifindex, args.igmp_ttl())
-        .context("opening the raw IGMP socket")?;
-    let routed = RoutedSocket::member(args.group, args.port, ifindex, args.routed_ttl())
-        .with_context(|| {
-            format!(
-                "opening the UDP socket for routed queries on {}:{}",
-                args.group, args.port
-            )
-        })?;
-    igmp.join(args.group)
+/// The membership socket and, for an IPv4 group, the routed one.
+type Sockets = (Membership, Option<RoutedSocket>);
+
+/// Opens the membership socket (IGMP or MLD) and, for an IPv4 group, the
+/// routed socket, and joins the group.
+fn open_sockets(args: &Args, ifindex: u32) -> anyhow::Result<Sockets> {
+    let membership = Membership::open(args.iface(), ifindex, args.group, args.igmp_ttl())
+        .context("opening the raw membership socket (IGMP, or ICMPv6 for MLD)")?;
+    let routed = match args.group {
+        IpAddr::V4(group) => Some(
+            RoutedSocket::member(group, args.port, ifindex, args.routed_ttl()).with_context(
+                || {
+                    format!(
+                        "opening the UDP socket for routed queries on {group}:{}",
+                        args.port
+                    )
+                },
+            )?,
+        ),
+        IpAddr::V6(_) => None,
+    };
+    membership
+        .join(args.group)
         .with_context(|| format!("joining {} on {}", args.group, args.iface()))?;
-    Ok((igmp, routed))
+    Ok((membership, routed))
 }
 
 /// Takes over a predecessor's sockets, still members of the group (no
@@ -48,19 +60,21 @@ fn open_sockets(args: &Args, ifindex: u32) -> anyhow::Result<(IgmpSocket, Routed
 fn adopt_sockets(
     args: &Args,
     ifindex: u32,
-    (igmp, routed): (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
-) -> anyhow::Result<(IgmpSocket, RoutedSocket)> {
-    let igmp = IgmpSocket::adopt(igmp, ifindex, args.igmp_ttl())
-        .context("adopting the predecessor's IGMP socket")?;
-    let routed = RoutedSocket::adopt(routed, args.routed_ttl())
+    (membership, routed): (std::os::fd::OwnedFd, Option<std::os::fd::OwnedFd>),
+) -> anyhow::Result<Sockets> {
+    let membership = Membership::adopt(membership, ifindex, args.group, args.igmp_ttl())
+        .context("adopting the predecessor's membership socket")?;
+    let routed = routed
+        .map(|fd| RoutedSocket::adopt(fd, args.routed_ttl()))
+        .transpose()
         .context("adopting the predecessor's routed socket")?;
-    for name in [handover::IGMP_SOCKET, handover::ROUTED_SOCKET] {
+    for name in [handover::MEMBERSHIP_SOCKET, handover::ROUTED_SOCKET] {
         if let Err(e) = service_manager::remove(name) {
             warn!("the service manager still holds the {name} socket: {e}");
         }
     }
     info!(group = %args.group, "adopted the predecessor's group membership (restart keeping state)");
-    Ok((igmp, routed))
+    Ok((membership, routed))
 }
 
 /// Direct server return: the backend accepts VIP traffic on its loopback
@@ -88,16 +102,16 @@ pub fn set_up_vip(vip: Ipv4Addr, iface: &str, kept: Option<&KeptVip>) -> anyhow:
 /// Joins the group and opens the sockets, or adopts a predecessor's
 /// (`inherited`); the agent starts with no LB but those it inherits.
 pub fn start(args: Args, key: Option<[u8; 16]>, inherited: Inherited) -> anyhow::Result<Agent> {
-    let local = system::interface_ipv4(args.iface())?;
+    let local = system::interface_addr_like(args.iface(), args.group)?;
     let ifindex = system::interface_index(args.iface())?;
     let record = inherited
         .record
         .filter(|r| r.group == args.group && r.port == args.port);
-    let (igmp, routed) = match inherited.sockets.filter(|_| record.is_some()) {
+    let (membership, routed) = match inherited.sockets.filter(|_| record.is_some()) {
         Some(sockets) => adopt_sockets(&args, ifindex, sockets)?,
         None => open_sockets(&args, ifindex)?,
     };
-    let udp = UdpSocket::bind(SocketAddrV4::new(local, 0))
+    let udp = UdpSocket::bind(SocketAddr::new(local, 0))
         .with_context(|| format!("binding a UDP socket to {local}"))?;
     info!(iface = %args.iface(), %local, group = %args.group, port = args.port, weight = args.weight, "agent is a member of the group");
     let checks: Vec<String> = args.checks.iter().map(ToString::to_string).collect();
@@ -120,7 +134,7 @@ pub fn start(args: Args, key: Option<[u8; 16]>, inherited: Inherited) -> anyhow:
     // Only a backend that serves a VIP (direct server return) can be
     // sent IPIP; it accepts it only from the LBs it learns.
     let kept_link = handover::link_path(&args.pin_path, args.iface())?;
-    let decap = if args.vip.is_some() {
+    let decap = if let (Some(_), IpAddr::V4(local)) = (args.vip, local) {
         let decap = Decap::attach(args.iface(), local, &kept_link)?;
         info!(iface = %args.iface(), "IPIP decapsulation attached (tc ingress): IPIP from the LBs that query this agent is stripped");
         Some(decap)
@@ -138,10 +152,12 @@ pub fn start(args: Args, key: Option<[u8; 16]>, inherited: Inherited) -> anyhow:
         args,
         local,
         // SAFETY: the AsyncFd owns the socket, so the fd stays open while registered.
-        igmp: unsafe { AsyncFd::register(igmp) }
-            .map_err(|e| anyhow::anyhow!("registering the IGMP socket: {e}"))?,
-        // SAFETY: as above.
-        routed: unsafe { AsyncFd::register(routed) }
+        membership: unsafe { AsyncFd::register(membership) }
+            .map_err(|e| anyhow::anyhow!("registering the membership socket: {e}"))?,
+        routed: routed
+            // SAFETY: as above.
+            .map(|routed| unsafe { AsyncFd::register(routed) })
+            .transpose()
             .map_err(|e| anyhow::anyhow!("registering the routed query socket: {e}"))?,
         udp,
         schedule: Schedule::default(),

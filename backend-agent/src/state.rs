@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeMap, VecDeque},
     fmt::Write as _,
     fs, io,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::PathBuf,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -31,10 +31,10 @@ pub struct Transition {
 pub struct AgentStatus {
     pub pid: u32,
     pub iface: String,
-    pub address: Option<Ipv4Addr>,
-    pub group: Option<Ipv4Addr>,
+    pub address: Option<IpAddr>,
+    pub group: Option<IpAddr>,
     /// Every LB that queried this agent.
-    pub lbs: Vec<Ipv4Addr>,
+    pub lbs: Vec<IpAddr>,
     pub draining: bool,
     /// `up`, `down`, or `unchecked` without `--check`.
     pub service: String,

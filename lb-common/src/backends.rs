@@ -25,6 +25,14 @@ pub struct BackendKey6 {
 }
 const _: () = assert!(core::mem::size_of::<BackendKey6>() == 20);
 
+/// Global unicast IPv6 (2000::/3) or unique-local (fc00::/7): what a
+/// backend announces from and the LB's IPv6 address (protocol §9); never
+/// link-local, multicast, loopback or unspecified.
+#[inline(always)]
+pub fn is_global_unicast6(addr: &[u8; 16]) -> bool {
+    addr[0] & 0xe0 == 0x20 || addr[0] & 0xfe == 0xfc
+}
+
 /// An IPv6 backend's MAC in a group: its host's MLD leaves come from its
 /// link-local address, so the LB ties them to the backend by the MAC its
 /// announcements came from (protocol §9).

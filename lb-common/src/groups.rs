@@ -30,8 +30,8 @@ pub const GROUP_STATE_DEAD: u8 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct GroupStatus {
-    /// Group address, network order.
-    pub group_addr: [u8; 4],
+    /// Group address, network order: IPv6, or IPv4-mapped (`::ffff:a.b.c.d`).
+    pub group_addr: [u8; 16],
     /// Announcement port, host order.
     pub port: u16,
     /// `GROUP_STATE_*`.
@@ -45,4 +45,18 @@ pub struct GroupStatus {
     /// CLOCK_MONOTONIC ns of the last query sent (0 if none).
     pub last_query_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<GroupStatus>() == 32);
+const _: () = assert!(core::mem::size_of::<GroupStatus>() == 48);
+
+impl GroupStatus {
+    /// The group's address, of its own family.
+    pub fn group(&self) -> core::net::IpAddr {
+        core::net::Ipv6Addr::from(self.group_addr).to_canonical()
+    }
+
+    pub fn set_group(&mut self, group: core::net::IpAddr) {
+        self.group_addr = match group {
+            core::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            core::net::IpAddr::V6(v6) => v6.octets(),
+        };
+    }
+}

@@ -78,6 +78,18 @@ pub fn mld_v2_query(max_resp_ms: u32, lb: [u8; 16], qrv: u8, qqic: u8) -> [u8; M
     msg
 }
 
+/// The MLD Multicast Router Advertisement (RFC 4286, ICMPv6 type 151, to
+/// [`ALL_SNOOPERS_V6`]): a snooping switch then forwards MLD reports to
+/// the LB's port (protocol §9). The kernel fills in the ICMPv6 checksum.
+pub fn mld_mrd_advertisement(interval_s: u8, query_interval_s: u16, robustness: u16) -> [u8; 8] {
+    crate::wire::mrd_message(
+        MLD_MRD_ADVERTISEMENT,
+        interval_s,
+        query_interval_s,
+        robustness,
+    )
+}
+
 /// An MLD message as a member sees it, reduced to what the method needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MldMessage {

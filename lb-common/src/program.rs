@@ -44,6 +44,8 @@ macro_rules! program_maps {
             /// Aging state of each backend, written by lb-user only; declared
             /// here so that it is created and pinned with BTF beside the list.
             BACKEND_AGING / aging: HashMap<$crate::BackendKey, $crate::AgingState>[$crate::DEFAULT_MAX_BACKENDS];
+            /// The same for IPv6 backends.
+            BACKEND_AGING6 / aging6: HashMap<$crate::BackendKey6, $crate::AgingState>[$crate::DEFAULT_MAX_BACKENDS];
             /// Announcement port (host order, the index) -> group id + 1, 0
             /// for no group: an array, so the check on every UDP packet to
             /// the LB needs no hash lookup.
@@ -123,6 +125,8 @@ macro_rules! program_maps {
             /// Why and when backends left the server list (LRU), written by
             /// XDP and lb-user where they remove one; `status` shows them.
             DEPARTURES / departures: LruHashMap<$crate::BackendKey, $crate::Departure>[$crate::MAX_DEPARTURES];
+            /// The same for IPv6 backends.
+            DEPARTURES6 / departures6: LruHashMap<$crate::BackendKey6, $crate::Departure>[$crate::MAX_DEPARTURES];
             /// Per-CPU rate limit of the data path's log records.
             LOG_BUDGET / log_budget: PerCpuArray<$crate::LogBudget>[1];
             /// Backends reached by IPIP whose next hop the kernel's FIB did

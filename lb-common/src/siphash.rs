@@ -85,6 +85,31 @@ pub fn tagged_message6(src: [u8; 16], lb: [u8; 16], head: &[u8; 16]) -> [u8; TAG
     msg
 }
 
+/// The tag under `key` of a message from `src` to the LB at `lb` whose
+/// first 16 bytes are `head`, in either family: an announcement's tag
+/// (protocol §4.3, §9) and its age extension's. A pair of mixed families
+/// never verifies on an LB; it is tagged as IPv6 with the IPv4 address mapped.
+pub fn tag_between(
+    key: &[u8; 16],
+    src: core::net::IpAddr,
+    lb: core::net::IpAddr,
+    head: &[u8; 16],
+) -> u64 {
+    use core::net::IpAddr;
+    match (src, lb) {
+        (IpAddr::V4(src), IpAddr::V4(lb)) => {
+            siphash24(key, &tagged_message(src.octets(), lb.octets(), head))
+        }
+        (src, lb) => {
+            let v6 = |a: IpAddr| match a {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                IpAddr::V6(a) => a.octets(),
+            };
+            siphash24(key, &tagged_message6(v6(src), v6(lb), head))
+        }
+    }
+}
+
 /// The message a routed query's or report's tag covers (protocol §4.4):
 /// source (4), payload[0..20]; as long as an announcement's.
 #[inline(always)]

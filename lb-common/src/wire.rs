@@ -1,6 +1,9 @@
 //! Wire formats of protocol §4: the LB's query, membership reports and
 //! the UDP announcement. Offsets are shared with the XDP parser; the
 //! encoders and parsers are used by userspace and the packet tests.
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::siphash::tag_between;
 
 /// Announcement magic, `LBAN`.
 pub const ANNOUNCE_MAGIC: [u8; 4] = *b"LBAN";
@@ -43,13 +46,13 @@ pub fn age_extension(
     seconds: u32,
     sequence: u64,
     key: Option<&[u8; 16]>,
-    (src, lb): ([u8; 4], [u8; 4]),
+    (src, lb): (IpAddr, IpAddr),
 ) -> [u8; AGE_EXTENSION_LEN] {
     let mut out = [0u8; AGE_EXTENSION_LEN];
     out[..4].copy_from_slice(&AGE_MAGIC);
     out[AGE_OFF_SECONDS..AGE_OFF_TAG].copy_from_slice(&seconds.to_be_bytes());
     if let Some(key) = key {
-        let tag = crate::siphash::siphash24(key, &age_tagged_message(&out, sequence, src, lb));
+        let tag = tag_between(key, src, lb, &age_tagged_head(&out, sequence));
         out[AGE_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
     }
     out
@@ -61,7 +64,7 @@ pub fn age_extension(
 pub fn registration_age(
     payload: &[u8],
     keys: &[[u8; 16]],
-    (src, lb): ([u8; 4], [u8; 4]),
+    (src, lb): (IpAddr, IpAddr),
 ) -> Option<u32> {
     let head = AnnouncementV1::parse(payload)?;
     let extension: &[u8; AGE_EXTENSION_LEN] = payload
@@ -72,8 +75,8 @@ pub fn registration_age(
         return None;
     }
     let tag = u64::from_le_bytes(extension[AGE_OFF_TAG..].try_into().ok()?);
-    let message = age_tagged_message(extension, head.sequence, src, lb);
-    let verifies = |key: &[u8; 16]| crate::siphash::siphash24(key, &message) == tag;
+    let tagged = age_tagged_head(extension, head.sequence);
+    let verifies = |key: &[u8; 16]| tag_between(key, src, lb, &tagged) == tag;
     if !keys.is_empty() && !keys.iter().any(verifies) {
         return None;
     }
@@ -82,17 +85,13 @@ pub fn registration_age(
     ))
 }
 
-/// The message an age extension's tag covers.
-fn age_tagged_message(
-    extension: &[u8; AGE_EXTENSION_LEN],
-    sequence: u64,
-    src: [u8; 4],
-    lb: [u8; 4],
-) -> [u8; crate::siphash::TAGGED_LEN] {
+/// The 16 bytes an age extension's tag covers after the two addresses:
+/// the extension's first 8 and the announcement's sequence.
+fn age_tagged_head(extension: &[u8; AGE_EXTENSION_LEN], sequence: u64) -> [u8; 16] {
     let mut head = [0u8; 16];
     head[..AGE_OFF_TAG].copy_from_slice(&extension[..AGE_OFF_TAG]);
     head[AGE_OFF_TAG..].copy_from_slice(&sequence.to_be_bytes());
-    crate::siphash::tagged_message(src, lb, &head)
+    head
 }
 
 /// IGMP message types.
@@ -139,6 +138,20 @@ impl AnnouncementV1 {
         out
     }
 
+    /// Encodes with the tag under `key`, if any, of an announcement from
+    /// `src` to the LB at `lb` in either family (protocol §4.3, §9).
+    pub fn encode_between(
+        &self,
+        key: Option<&[u8; 16]>,
+        src: IpAddr,
+        lb: IpAddr,
+    ) -> [u8; ANNOUNCE_V1_LEN] {
+        match key {
+            Some(key) => self.encode_with_tag(|head| tag_between(key, src, lb, head)),
+            None => self.encode(),
+        }
+    }
+
     /// Encodes with the tag computed under `key` for an announcement from
     /// `src` to the LB at `lb` (protocol §4.3); the `tag` field is ignored.
     pub fn encode_tagged(
@@ -147,9 +160,11 @@ impl AnnouncementV1 {
         src: [u8; 4],
         lb: [u8; 4],
     ) -> [u8; ANNOUNCE_V1_LEN] {
-        self.encode_with_tag(|head| {
-            crate::siphash::siphash24(key, &crate::siphash::tagged_message(src, lb, head))
-        })
+        self.encode_between(
+            Some(key),
+            Ipv4Addr::from(src).into(),
+            Ipv4Addr::from(lb).into(),
+        )
     }
 
     /// Encodes with the tag of an IPv6 announcement from `src` to the LB
@@ -160,9 +175,11 @@ impl AnnouncementV1 {
         src: [u8; 16],
         lb: [u8; 16],
     ) -> [u8; ANNOUNCE_V1_LEN] {
-        self.encode_with_tag(|head| {
-            crate::siphash::siphash24(key, &crate::siphash::tagged_message6(src, lb, head))
-        })
+        self.encode_between(
+            Some(key),
+            Ipv6Addr::from(src).into(),
+            Ipv6Addr::from(lb).into(),
+        )
     }
 
     /// Encodes with the tag `tag` computes over the payload's first 16 bytes.
@@ -407,21 +424,29 @@ pub fn mrd_advertisement(
     query_interval_s: u16,
     robustness: u16,
 ) -> [u8; IGMP_MRD_LEN] {
-    let [qi_hi, qi_lo] = query_interval_s.to_be_bytes();
-    let [rv_hi, rv_lo] = robustness.to_be_bytes();
-    let mut msg = [
+    let mut msg = mrd_message(
         IGMP_MRD_ADVERTISEMENT,
         interval_s,
-        0,
-        0,
-        qi_hi,
-        qi_lo,
-        rv_hi,
-        rv_lo,
-    ];
+        query_interval_s,
+        robustness,
+    );
     let sum = internet_checksum(&msg);
     msg[2..4].copy_from_slice(&sum.to_be_bytes());
     msg
+}
+
+/// A Multicast Router Advertisement of either family (RFC 4286): its
+/// `kind`, the advertisement interval, the query interval and the
+/// robustness; the checksum left zero.
+pub(crate) fn mrd_message(
+    kind: u8,
+    interval_s: u8,
+    query_interval_s: u16,
+    robustness: u16,
+) -> [u8; IGMP_MRD_LEN] {
+    let [qi_hi, qi_lo] = query_interval_s.to_be_bytes();
+    let [rv_hi, rv_lo] = robustness.to_be_bytes();
+    [kind, interval_s, 0, 0, qi_hi, qi_lo, rv_hi, rv_lo]
 }
 
 /// An IGMP message as a member sees it, reduced to what the method needs.
@@ -493,7 +518,7 @@ mod tests {
     #[test]
     fn registration_age_reads_only_what_verifies() {
         let (key, other) = ([7u8; 16], [8u8; 16]);
-        let addrs = ([10, 0, 0, 11], [10, 0, 0, 1]);
+        let addrs: (IpAddr, IpAddr) = ([10, 0, 0, 11].into(), [10, 0, 0, 1].into());
         let payload = |sequence: u64, signer: Option<&[u8; 16]>| {
             let head = AnnouncementV1 {
                 flags: 0,
@@ -508,7 +533,7 @@ mod tests {
         assert_eq!(registration_age(&signed, &[key], addrs), Some(3600));
         assert_eq!(registration_age(&signed, &[other, key], addrs), Some(3600));
         assert_eq!(registration_age(&signed, &[other], addrs), None);
-        let moved = ([10, 0, 0, 12], addrs.1);
+        let moved = ([10, 0, 0, 12].into(), addrs.1);
         assert_eq!(registration_age(&signed, &[key], moved), None);
         let mut replayed_onto = payload(6, Some(&key));
         replayed_onto[ANNOUNCE_V1_LEN..].copy_from_slice(&signed[ANNOUNCE_V1_LEN..]);

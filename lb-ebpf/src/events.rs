@@ -10,7 +10,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
 use aya_log_ebpf::{info, warn};
 use lb_common::{BackendKey, BackendKey6, Departure, DepartureReason};
 
-use crate::maps::{DEPARTURES, GROUP_STATUS, LOG_BUDGET};
+use crate::maps::{DEPARTURES, DEPARTURES6, GROUP_STATUS, LOG_BUDGET};
 
 /// Records one CPU may write in a second.
 const RECORDS_PER_SECOND: u32 = 32;
@@ -50,7 +50,17 @@ fn allowed(ctx: &XdpContext) -> bool {
 /// The multicast address of a group, as lb-user configured it.
 #[inline(always)]
 fn group_addr(group_id: u32) -> [u8; 4] {
-    GROUP_STATUS.get(group_id).map_or([0; 4], |g| g.group_addr)
+    // IPv4 groups are held IPv4-mapped: the last four bytes.
+    GROUP_STATUS.get(group_id).map_or([0; 4], |g| {
+        let [.., a, b, c, d] = g.group_addr;
+        [a, b, c, d]
+    })
+}
+
+/// An IPv6 group's address, for the log.
+#[inline(always)]
+fn group_addr6(group_id: u32) -> [u8; 16] {
+    GROUP_STATUS.get(group_id).map_or([0; 16], |g| g.group_addr)
 }
 
 /// A new backend entered the server list.
@@ -68,17 +78,22 @@ pub fn registered(ctx: &XdpContext, key: &BackendKey, mac: [u8; 6], weight: u16)
     }
 }
 
-/// A backend left the server list: remembered for `status`, and logged.
+/// Why and when a backend leaves now, for `status`.
 #[inline(always)]
-pub fn removed(ctx: &XdpContext, key: &BackendKey, why: DepartureReason) {
-    let departure = Departure {
+fn departure(why: DepartureReason) -> Departure {
+    Departure {
         // SAFETY: helper without preconditions.
         left_ns: unsafe { bpf_ktime_get_ns() },
         reason: why as u32,
         _pad: 0,
-    };
+    }
+}
+
+/// A backend left the server list: remembered for `status`, and logged.
+#[inline(always)]
+pub fn removed(ctx: &XdpContext, key: &BackendKey, why: DepartureReason) {
     // An LRU: the oldest departure makes room.
-    let _ = DEPARTURES.insert(key, &departure, 0);
+    let _ = DEPARTURES.insert(key, &departure(why), 0);
     if allowed(ctx) {
         info!(
             ctx,
@@ -109,25 +124,25 @@ pub fn registered6(ctx: &XdpContext, key: &BackendKey6, mac: [u8; 6], weight: u1
     if allowed(ctx) {
         info!(
             ctx,
-            "IPv6 backend {:i} registered in group #{} (mac {:mac}, weight {})",
+            "backend {:i} registered in group {:i} (mac {:mac}, weight {})",
             key.addr,
-            key.group_id,
+            group_addr6(key.group_id),
             mac,
             weight
         );
     }
 }
 
-/// An IPv6 backend left the server list: logged (`status` does not list
-/// IPv6 backends yet, so no departure is kept).
+/// An IPv6 backend left the server list: remembered for `status`, and logged.
 #[inline(always)]
 pub fn removed6(ctx: &XdpContext, key: &BackendKey6, why: DepartureReason) {
+    let _ = DEPARTURES6.insert(key, &departure(why), 0);
     if allowed(ctx) {
         info!(
             ctx,
-            "IPv6 backend {:i} removed from group #{}: {}",
+            "backend {:i} removed from group {:i}: {}",
             key.addr,
-            key.group_id,
+            group_addr6(key.group_id),
             why.name()
         );
     }
@@ -139,9 +154,9 @@ pub fn table_full6(ctx: &XdpContext, key: &BackendKey6) {
     if allowed(ctx) {
         warn!(
             ctx,
-            "server list full: IPv6 backend {:i} not registered in group #{} (raise --max-backends)",
+            "server list full: backend {:i} not registered in group {:i} (raise --max-backends)",
             key.addr,
-            key.group_id
+            group_addr6(key.group_id)
         );
     }
 }

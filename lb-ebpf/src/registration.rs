@@ -2,7 +2,7 @@
 //! server list, or remove it at once when it is LEAVING.
 use aya_ebpf::{btf_maps::lpm_trie::Key, programs::XdpContext};
 use lb_common::{
-    BackendEntry, BackendKey, BackendKey6, Counter, DepartureReason,
+    BackendEntry, BackendKey, BackendKey6, Counter, DepartureReason, is_global_unicast6,
     wire::{
         ANNOUNCE_MAGIC, ANNOUNCE_OFF_FLAGS, ANNOUNCE_OFF_SEQUENCE, ANNOUNCE_OFF_VERSION,
         ANNOUNCE_OFF_WEIGHT, ANNOUNCE_V1_LEN, ANNOUNCE_VERSION, DEFAULT_WEIGHT, FLAG_LEAVING,
@@ -277,12 +277,4 @@ impl Payload {
 #[inline(always)]
 fn is_unicast_host(addr: [u8; 4]) -> bool {
     !matches!(addr[0], 0 | 127 | 224..=255)
-}
-
-/// Global unicast IPv6 (2000::/3) or unique-local (fc00::/7): what a
-/// backend announces from (protocol §9); never link-local, multicast,
-/// loopback or unspecified.
-#[inline(always)]
-fn is_global_unicast6(addr: &[u8; 16]) -> bool {
-    addr[0] & 0xe0 == 0x20 || addr[0] & 0xfe == 0xfc
 }

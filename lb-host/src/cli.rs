@@ -1,6 +1,11 @@
 //! The `main` shared by the project's binaries: logging to stderr, argument
 //! parsing whose errors are one line, and one `error: ...` line on failure.
-use std::{io::IsTerminal, net::Ipv4Addr, process::ExitCode, time::Duration};
+use std::{
+    io::IsTerminal,
+    net::{IpAddr, Ipv4Addr},
+    process::ExitCode,
+    time::Duration,
+};
 
 /// Parses `T` from the command line and runs `body` with it.
 pub fn main_with<T: clap::Parser>(body: impl FnOnce(T) -> anyhow::Result<()>) -> ExitCode {
@@ -187,6 +192,34 @@ pub fn parse_group(s: &str) -> Result<Ipv4Addr, String> {
     Ok(addr)
 }
 
+/// A multicast group of either family (protocol §9): IPv4 in 224.0.0.0/4,
+/// or IPv6 of link-local scope or wider that no protocol already owns
+/// (not the all-nodes, all-routers, MLDv2 or snooper groups).
+pub fn parse_any_group(s: &str) -> Result<IpAddr, String> {
+    let addr: IpAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is neither an IPv4 nor an IPv6 address"))?;
+    let IpAddr::V6(v6) = addr else {
+        return parse_group(s).map(IpAddr::V4);
+    };
+    if !v6.is_multicast() {
+        return Err(format!("{v6} is not a multicast address (ff00::/8)"));
+    }
+    let scope = v6.segments()[0] & 0xf;
+    if scope < 2 {
+        return Err(format!(
+            "{v6} has interface-local or reserved scope; use a site-local group such as ff15::4c42"
+        ));
+    }
+    let reserved = [1, 2, 0x16, 0x6a];
+    if v6.segments()[1..7] == [0; 6] && reserved.contains(&v6.segments()[7]) {
+        return Err(format!(
+            "{v6} belongs to another protocol (all nodes, all routers, MLDv2 or snoopers); use a group of your own such as ff15::4c42"
+        ));
+    }
+    Ok(addr)
+}
+
 /// Clap's message up to its usage lines, on one line.
 fn first_paragraph(rendered: &str) -> String {
     let words: Vec<&str> = rendered
@@ -219,6 +252,35 @@ mod tests {
             "é00102030405060708090a0b0c0d0e0f",
         ] {
             assert!(parse_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn groups_of_either_family() {
+        assert_eq!(
+            parse_any_group("239.192.0.1"),
+            Ok("239.192.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_any_group("ff15::4c42"),
+            Ok("ff15::4c42".parse().unwrap())
+        );
+        assert_eq!(
+            parse_any_group("ff02::4c42"),
+            Ok("ff02::4c42".parse().unwrap())
+        );
+        for (bad, why) in [
+            ("10.0.0.1", "not a multicast address"),
+            ("2001:db8::1", "not a multicast address"),
+            ("fe80::1", "not a multicast address"),
+            ("ff01::4c42", "interface-local"),
+            ("ff02::1", "another protocol"),
+            ("ff02::16", "another protocol"),
+            ("ff05::2", "another protocol"),
+            ("group", "neither an IPv4 nor an IPv6 address"),
+        ] {
+            let got = parse_any_group(bad).unwrap_err();
+            assert!(got.contains(why), "{bad}: {got}");
         }
     }
 }

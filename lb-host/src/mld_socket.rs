@@ -9,7 +9,7 @@ use std::{
     io,
     mem::MaybeUninit,
     net::{Ipv6Addr, SocketAddrV6},
-    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
 use lb_common::mld::{HOP_BY_HOP_ROUTER_ALERT_MLD, MldMessage, parse_mld};
@@ -61,10 +61,23 @@ impl MldSocket {
         Ok(Self { socket, ifindex })
     }
 
+    /// Takes over a socket opened by `open` in a previous instance (handed
+    /// over by the service manager, with its memberships).
+    pub fn adopt(fd: OwnedFd, ifindex: u32) -> io::Result<Self> {
+        let socket = Socket::from(fd);
+        socket.set_nonblocking(true)?;
+        Ok(Self { socket, ifindex })
+    }
+
     /// Joins `group` on the socket's interface; the kernel leaves it when
     /// the socket closes.
     pub fn join(&self, group: Ipv6Addr) -> io::Result<()> {
         self.socket.join_multicast_v6(&group, self.ifindex)
+    }
+
+    /// Leaves `group`: the kernel reports it (an MLDv2 leave, or a Done).
+    pub fn leave(&self, group: Ipv6Addr) -> io::Result<()> {
+        self.socket.leave_multicast_v6(&group, self.ifindex)
     }
 
     /// Sends an MLD message to `destination` on the socket's interface.

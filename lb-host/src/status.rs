@@ -1,10 +1,14 @@
 //! What `lb-user status --json` prints: one type for the writer (lb-user)
 //! and its readers (the tests, the demo), kept apart from lb-user so that
 //! reading it needs no eBPF build.
-use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use lb_common::{
-    Action, BackendEntry, BackendKey, Counter, GsoCounter,
+    Action, BackendEntry, Counter, GsoCounter,
     wire::{FLAG_DOWN, FLAG_DRAINING},
 };
 use serde::{Deserialize, Serialize};
@@ -40,7 +44,8 @@ pub struct NextHopReport {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GroupReport {
-    pub group: Ipv4Addr,
+    /// IPv4 or IPv6 (protocol §9).
+    pub group: IpAddr,
     pub port: u16,
     /// `alive` or `dead`.
     pub state: String,
@@ -60,7 +65,7 @@ pub struct ServiceReport {
     /// `tcp` or `udp`.
     pub proto: String,
     /// Group whose backends serve it.
-    pub group: Ipv4Addr,
+    pub group: IpAddr,
     pub table_size: u32,
     /// The Maglev table slot XDP reads.
     pub active_slot: u32,
@@ -100,9 +105,9 @@ pub struct BackendTraffic {
     pub weight_share: f64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BackendReport {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub mac: String,
     pub misses: u32,
     pub last_seen_ms: u64,
@@ -118,9 +123,9 @@ pub struct BackendReport {
 }
 
 /// A backend that left, and why.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DepartureReport {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     /// `LEAVING announcement`, `IGMP leave`, `IGMP leave confirmed` or
     /// `missed heartbeats`.
     pub reason: String,
@@ -172,9 +177,9 @@ fn name_value_list(map: &BTreeMap<String, u64>) -> String {
 
 impl BackendReport {
     /// A backend as XDP last saw it, at monotonic time `now_ns`.
-    pub fn new(key: &BackendKey, entry: &BackendEntry, misses: u32, now_ns: u64) -> Self {
+    pub fn new(address: IpAddr, entry: &BackendEntry, misses: u32, now_ns: u64) -> Self {
         Self {
-            address: Ipv4Addr::from(key.addr),
+            address,
             mac: format_mac(entry.mac),
             misses,
             last_seen_ms: now_ns.saturating_sub(entry.last_seen_ns) / 1_000_000,

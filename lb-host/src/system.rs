@@ -18,6 +18,10 @@ pub enum SystemError {
         "interface {iface:?} has no link-local IPv6 address (fe80::/10); is IPv6 disabled on it?"
     )]
     NoIpv6LinkLocal { iface: String },
+    #[error(
+        "interface {iface:?} has no global or unique-local IPv6 address, which an IPv6 group needs (add one: ip -6 addr add 2001:db8::1/64 dev {iface})"
+    )]
+    NoIpv6Address { iface: String },
     #[error("cannot read the MAC address of {iface:?}: {reason}")]
     NoMac { iface: String, reason: String },
     #[error("`ip {args}` failed: {reason}")]
@@ -133,6 +137,31 @@ pub fn interface_ipv6_link_local(iface: &str) -> Result<Ipv6Addr, SystemError> {
         .ok_or_else(|| SystemError::NoIpv6LinkLocal {
             iface: iface.to_owned(),
         })
+}
+
+/// The first global or unique-local IPv6 address of `iface` (protocol §9:
+/// the LB's address of IPv6 groups, the address an agent announces).
+pub fn interface_ipv6(iface: &str) -> Result<Ipv6Addr, SystemError> {
+    interface_index(iface)?;
+    interface_addrs(iface)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|(addr, _)| match addr {
+            IpAddr::V6(addr) if lb_common::is_global_unicast6(&addr.octets()) => Some(addr),
+            _ => None,
+        })
+        .ok_or_else(|| SystemError::NoIpv6Address {
+            iface: iface.to_owned(),
+        })
+}
+
+/// The address of `iface` of `family`'s kind: its first IPv4 address, or
+/// its first global IPv6 one.
+pub fn interface_addr_like(iface: &str, family: IpAddr) -> Result<IpAddr, SystemError> {
+    match family {
+        IpAddr::V4(_) => interface_ipv4(iface).map(IpAddr::V4),
+        IpAddr::V6(_) => interface_ipv6(iface).map(IpAddr::V6),
+    }
 }
 
 /// Every address of `iface` with its prefix length, in the kernel's

@@ -8,11 +8,15 @@
 //! port = 2000
 //! vip = "10.0.0.100"
 //! services = ["tcp:80", "udp:53"]
+//!
+//! [[group]]            # IPv6 backends (protocol §9): registration only
+//! address = "ff15::4c42"
+//! port = 2001
 //! ```
 use std::net::Ipv4Addr;
 
 use lb_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_GROUPS, MAX_SERVICES, ServiceKey};
-use lb_host::cli::{parse_group, parse_port};
+use lb_host::cli::{parse_any_group, parse_port};
 use serde::Deserialize;
 
 use crate::{maps::GroupConfig, tables::ServiceConfig};
@@ -116,7 +120,7 @@ pub fn plan(specs: &[GroupSpec], default_port: u16) -> Result<Plan, ConfigError>
             group: spec.address.clone(),
             reason,
         };
-        let group = parse_group(&spec.address).map_err(fail)?;
+        let group = parse_any_group(&spec.address).map_err(fail)?;
         let port = parse_port(&spec.port.unwrap_or(default_port).to_string()).map_err(fail)?;
         let vip = spec
             .vip
@@ -129,6 +133,12 @@ pub fn plan(specs: &[GroupSpec], default_port: u16) -> Result<Plan, ConfigError>
         match (vip, spec.services.is_empty()) {
             (Some(_), true) => return Err(fail("a vip needs at least one service".into())),
             (None, false) => return Err(fail("services need a vip".into())),
+            (Some(_), false) if group.is_ipv6() => {
+                return Err(fail(
+                    "IPv6 backends register but serve no VIP yet (protocol §9); give this group no vip"
+                        .into(),
+                ));
+            }
             _ => {}
         }
         for service in &spec.services {
@@ -186,6 +196,10 @@ mod tests {
         [[group]]
         address = "239.192.0.3"
         port = 2002
+
+        [[group]]
+        address = "ff15::4c42"
+        port = 2003
     "#;
 
     #[test]
@@ -220,16 +234,20 @@ mod tests {
             plan.groups,
             vec![
                 GroupConfig {
-                    group: Ipv4Addr::new(239, 192, 0, 1),
+                    group: Ipv4Addr::new(239, 192, 0, 1).into(),
                     port: 2000
                 },
                 GroupConfig {
-                    group: Ipv4Addr::new(239, 192, 0, 2),
+                    group: Ipv4Addr::new(239, 192, 0, 2).into(),
                     port: 2001
                 },
                 GroupConfig {
-                    group: Ipv4Addr::new(239, 192, 0, 3),
+                    group: Ipv4Addr::new(239, 192, 0, 3).into(),
                     port: 2002
+                },
+                GroupConfig {
+                    group: "ff15::4c42".parse().unwrap(),
+                    port: 2003
                 },
             ]
         );
@@ -285,6 +303,19 @@ mod tests {
                 "share an address or a port",
             ),
             ("", "no group"),
+            (
+                "[[group]]\naddress = \"ff15::4c42\"\nvip = \"10.0.0.1\"\nservices = [\"tcp:80\"]",
+                "serve no VIP yet",
+            ),
+            ("[[group]]\naddress = \"ff02::1\"", "another protocol"),
+            (
+                "[[group]]\naddress = \"2001:db8::1\"",
+                "not a multicast address",
+            ),
+            (
+                "[[group]]\naddress = \"ff15::4c42\"\n[[group]]\naddress = \"239.1.1.1\"",
+                "share an address or a port",
+            ),
         ];
         for (text, want) in cases {
             let got = match parse_file(text) {

@@ -1,12 +1,16 @@
 //! The control loop of `lb-user run`: queries, group liveness and aging,
 //! driven by a periodic tick. Decisions come from the pure `aging` and
 //! `liveness` modules; this module does the map and socket I/O.
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use foldhash::{HashMap, HashSet};
 use lb_common::{
-    AgingState, AuthClock, BackendEntry, BackendKey, DepartureReason, GROUP_STATE_ALIVE,
-    GROUP_STATE_DEAD, GroupReports, GroupStatus,
+    AgingState, AuthClock, BackendEntry, BackendKey, BackendKey6, DepartureReason,
+    GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GroupReports, GroupStatus,
+    mld::{ALL_SNOOPERS_V6, mld_mrd_advertisement},
     wire::{ALL_SNOOPERS, mrd_advertisement},
 };
 use lb_host::{status::format_mac, system};
@@ -16,7 +20,7 @@ use crate::{
     aging::{AgingParams, AgingVerdict, age},
     leaves::{LeaveVerdict, judge},
     liveness::{GroupLiveness, Heard, LivenessEvent, LivenessParams},
-    maps::{GroupConfig, LbMaps, MapsError},
+    maps::{FamilyKey, GroupConfig, LbMaps, MapsError},
     metrics::ControlMetrics,
     next_hop::NextHops,
     queries::{Queriers, QueryVersion},
@@ -89,6 +93,48 @@ impl ControlParams {
     }
 }
 
+/// What the control loop keeps of one address family's server list.
+struct ServerList<K> {
+    aging: HashMap<K, AgingState>,
+    /// When the backends registered by their registering announcements'
+    /// ages (CLOCK_MONOTONIC ns), until the next sweep stores them.
+    learned_ages: HashMap<K, u64>,
+}
+
+impl<K: FamilyKey> ServerList<K> {
+    /// An adopted instance's backends keep their aging state: they are
+    /// neither registered again nor given a fresh timer.
+    fn adopt(maps: &LbMaps) -> Result<Self, MapsError> {
+        Ok(Self {
+            aging: maps.aging_states::<K>()?.into_iter().collect(),
+            learned_ages: HashMap::default(),
+        })
+    }
+}
+
+/// Both families' lists (protocol §9).
+struct Lists {
+    v4: ServerList<BackendKey>,
+    v6: ServerList<BackendKey6>,
+}
+
+/// A family's key, with where the control loop keeps its list.
+trait Listed: FamilyKey {
+    fn kept(lists: &mut Lists) -> &mut ServerList<Self>;
+}
+
+impl Listed for BackendKey {
+    fn kept(lists: &mut Lists) -> &mut ServerList<Self> {
+        &mut lists.v4
+    }
+}
+
+impl Listed for BackendKey6 {
+    fn kept(lists: &mut Lists) -> &mut ServerList<Self> {
+        &mut lists.v6
+    }
+}
+
 struct Group {
     id: u32,
     config: GroupConfig,
@@ -104,13 +150,13 @@ pub struct Controller {
     maps: LbMaps,
     queriers: Queriers,
     groups: Vec<Group>,
-    aging: HashMap<BackendKey, AgingState>,
-    /// Where registering announcements arrive, the keys their ages are
-    /// verified with, and when the backends registered by those ages
-    /// (CLOCK_MONOTONIC ns), until the next sweep stores them.
+    lists: Lists,
+    /// Whether any group is IPv6: else its list is not read.
+    has_ipv6: bool,
+    /// Where registering announcements arrive, and the keys their ages are
+    /// verified with.
     registrations: Registrations,
     keys: Vec<[u8; 16]>,
-    learned_ages: HashMap<BackendKey, u64>,
     tables: Option<ServiceTables>,
     sweeps: Sweeps,
     /// Resolves and reports next hops toward IPIP backends.
@@ -177,22 +223,27 @@ impl Controller {
                     id,
                     config,
                     liveness: GroupLiveness::new(liveness_params, heard),
-                    status: GroupStatus {
-                        group_addr: config.group.octets(),
-                        port: config.port,
-                        state: GROUP_STATE_ALIVE,
-                        ..GroupStatus::default()
+                    status: {
+                        let mut status = GroupStatus {
+                            port: config.port,
+                            state: GROUP_STATE_ALIVE,
+                            ..GroupStatus::default()
+                        };
+                        status.set_group(config.group);
+                        status
                     },
                     confirmation_ns: None,
                 })
             })
             .collect::<Result<_, MapsError>>()?;
-        // An adopted instance's backends keep their aging state: they are
-        // neither registered again nor given a fresh timer.
-        let aging: HashMap<BackendKey, AgingState> = maps.aging_states()?.into_iter().collect();
-        if !aging.is_empty() {
+        let lists = Lists {
+            v4: ServerList::adopt(&maps)?,
+            v6: ServerList::adopt(&maps)?,
+        };
+        let kept = lists.v4.aging.len() + lists.v6.aging.len();
+        if kept > 0 {
             info!(
-                backends = aging.len(),
+                backends = kept,
                 "kept the registered backends of the earlier instance"
             );
         }
@@ -200,11 +251,11 @@ impl Controller {
             params,
             maps,
             queriers,
+            has_ipv6: configs.iter().any(|g| g.group.is_ipv6()),
             groups,
-            aging,
+            lists,
             registrations,
             keys: Vec::new(),
-            learned_ages: HashMap::default(),
             tables: None,
             sweeps: Sweeps::default(),
             next_hops: None,
@@ -315,13 +366,17 @@ impl Controller {
     /// pass: when each backend says it registered. Before the sweep that
     /// reads the server list, which XDP filled before passing them.
     fn learn_ages(&mut self, now_ns: u64) {
-        let learned = &mut self.learned_ages;
-        let read = self.registrations.drain(&self.keys, |key, seconds| {
-            learned.insert(
-                key,
-                now_ns.saturating_sub(u64::from(seconds) * 1_000_000_000),
-            );
-        });
+        let lists = &mut self.lists;
+        let read = self
+            .registrations
+            .drain(&self.keys, |group_id, src, seconds| {
+                let at = now_ns.saturating_sub(u64::from(seconds) * 1_000_000_000);
+                if let Some(key) = BackendKey::of(group_id, src) {
+                    lists.v4.learned_ages.insert(key, at);
+                } else if let Some(key) = BackendKey6::of(group_id, src) {
+                    lists.v6.learned_ages.insert(key, at);
+                }
+            });
         if let Err(e) = read {
             warn!(
                 "reading registering announcements failed: {e}; those backends count as registered now"
@@ -337,6 +392,11 @@ impl Controller {
         let backends = self.confirm_leaves(backends, now_ns)?;
         self.sweeps.removed = 0;
         let backends = self.age_backends(backends, now_ns)?;
+        if self.has_ipv6 {
+            // IPv6 backends serve no service yet (protocol §9): aged only.
+            let backends6 = self.maps.backends6()?;
+            self.age_backends(backends6, now_ns)?;
+        }
         if let Some(unlogged) = self.sweeps.removed.checked_sub(LOGGED_REMOVALS_PER_SWEEP)
             && unlogged > 0
         {
@@ -430,18 +490,27 @@ impl Controller {
         let period_ns = u64::try_from(self.params.query_interval.as_nanos()).unwrap_or(u64::MAX);
         self.next_advertisement_ns = now_ns.saturating_add(period_ns);
         let interval_s = self.params.query_interval.as_secs_f64().ceil().max(1.0);
-        let advertisement = mrd_advertisement(
+        let fields = (
             interval_s.min(f64::from(u8::MAX)) as u8,
             interval_s.min(f64::from(u16::MAX)) as u16,
             u16::try_from(self.params.robustness).unwrap_or(u16::MAX),
         );
-        // Link-local: TTL 1 whatever --ttl says (RFC 4286).
-        if let Err(e) = self
-            .queriers
-            .igmp
-            .send_link_local(&advertisement, Ipv4Addr::from(ALL_SNOOPERS))
+        // Link-local: TTL (hop limit) 1 whatever --ttl says (RFC 4286).
+        if let Some(igmp) = &self.queriers.igmp
+            && let Err(e) = igmp.send_link_local(
+                &mrd_advertisement(fields.0, fields.1, fields.2),
+                Ipv4Addr::from(ALL_SNOOPERS),
+            )
         {
             warn!("sending the multicast router advertisement failed: {e}");
+        }
+        if let Some(mld) = &self.queriers.mld
+            && let Err(e) = mld.socket.send(
+                &mld_mrd_advertisement(fields.0, fields.1, fields.2),
+                ALL_SNOOPERS_V6.into(),
+            )
+        {
+            warn!("sending the MLD multicast router advertisement failed: {e}");
         }
     }
 
@@ -495,27 +564,27 @@ impl Controller {
         self.maps.set_group_status(id, &status)
     }
 
-    fn group_addr(&self, id: u32) -> Ipv4Addr {
+    fn group_addr(&self, id: u32) -> IpAddr {
         self.groups
             .get(id as usize)
-            .map_or(Ipv4Addr::UNSPECIFIED, |g| g.config.group)
+            .map_or(Ipv4Addr::UNSPECIFIED.into(), |g| g.config.group)
     }
 
     /// Ages every backend of `backends` (the server list as read this
     /// pass); returns the ones still registered.
-    fn age_backends(
+    fn age_backends<K: Listed>(
         &mut self,
-        backends: Vec<(BackendKey, BackendEntry)>,
+        backends: Vec<(K, BackendEntry)>,
         now_ns: u64,
-    ) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
+    ) -> Result<Vec<(K, BackendEntry)>, MapsError> {
         let mut kept = Vec::with_capacity(backends.len());
         for (key, entry) in backends {
-            let previous = self.aging.get(&key).copied();
+            let previous = K::kept(&mut self.lists).aging.get(&key).copied();
             let state = match age(previous, entry.last_seen_ns, now_ns, self.params.aging) {
                 AgingVerdict::Registered(state) => {
                     // XDP logged the registration when it happened.
                     debug!(
-                        backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id),
+                        backend = %key.ip(), group = %self.group_addr(key.group_id()),
                         weight = entry.weight, flags = entry.flags,
                         mac = %format_mac(entry.mac), "backend registered"
                     );
@@ -538,7 +607,7 @@ impl Controller {
             let mut entry = entry;
             // The registration time the backend's age gives (a fresh LB's
             // backends registered before it started) replaces XDP's stamp.
-            if let Some(at) = self.learned_ages.remove(&key) {
+            if let Some(at) = K::kept(&mut self.lists).learned_ages.remove(&key) {
                 state.registered_ns = at;
             }
             if state.registered_ns != 0 {
@@ -548,7 +617,7 @@ impl Controller {
             if previous == Some(state) {
                 continue;
             }
-            self.aging.insert(key, state);
+            K::kept(&mut self.lists).aging.insert(key, state);
             // Persisted (for `status` and the next instance) when the
             // misses or the learned registration time change: a heartbeat
             // that only restarts the timer is one an adopting instance
@@ -560,10 +629,10 @@ impl Controller {
         }
         // Ages of backends no longer listed (gone again, or never
         // registered: the list was full) are not kept.
-        self.learned_ages.clear();
+        K::kept(&mut self.lists).learned_ages.clear();
         // Every kept backend has an aging state: more states than kept
         // backends means some left the list (XDP removed them).
-        if self.aging.len() > kept.len() {
+        if K::kept(&mut self.lists).aging.len() > kept.len() {
             self.forget_departed(&kept)?;
         }
         Ok(kept)
@@ -572,20 +641,20 @@ impl Controller {
     /// Removes a backend whose misses ran out; the first few of a sweep
     /// are logged one by one, the rest counted (a whole fleet falling
     /// silent must not flood the log).
-    fn remove_missing(
+    fn remove_missing<K: Listed>(
         &mut self,
-        key: BackendKey,
+        key: K,
         entry: &BackendEntry,
         misses: u32,
         now_ns: u64,
     ) -> Result<(), MapsError> {
         let why = DepartureReason::MissedHeartbeats;
         self.maps.remove_backend(&key, why, now_ns)?;
-        self.aging.remove(&key);
+        K::kept(&mut self.lists).aging.remove(&key);
         self.sweeps.removed += 1;
         if self.sweeps.removed <= LOGGED_REMOVALS_PER_SWEEP {
             warn!(
-                backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), misses,
+                backend = %key.ip(), group = %self.group_addr(key.group_id()), misses,
                 silent_ms = ms(now_ns.saturating_sub(entry.last_seen_ns)),
                 "backend removed: {}", why.name()
             );
@@ -595,19 +664,19 @@ impl Controller {
 
     /// Drops the aging state of backends that XDP removed (LEAVING, IGMP
     /// leave) since the last sweep.
-    fn forget_departed(&mut self, kept: &[(BackendKey, BackendEntry)]) -> Result<(), MapsError> {
-        let present: HashSet<BackendKey> = kept.iter().map(|(k, _)| *k).collect();
-        let left: Vec<BackendKey> = self
+    fn forget_departed<K: Listed>(&mut self, kept: &[(K, BackendEntry)]) -> Result<(), MapsError> {
+        let present: HashSet<K> = kept.iter().map(|(k, _)| *k).collect();
+        let left: Vec<K> = K::kept(&mut self.lists)
             .aging
             .keys()
             .filter(|k| !present.contains(k))
             .copied()
             .collect();
         for key in left {
-            self.aging.remove(&key);
+            K::kept(&mut self.lists).aging.remove(&key);
             self.maps.remove_aging(&key)?;
             // XDP logged the removal, and why, when it happened.
-            debug!(backend = %Ipv4Addr::from(key.addr), group = %self.group_addr(key.group_id), "backend left (LEAVING announcement or IGMP leave)");
+            debug!(backend = %key.ip(), group = %self.group_addr(key.group_id()), "backend left (LEAVING announcement, IGMP or MLD leave)");
         }
         Ok(())
     }

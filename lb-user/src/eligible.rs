@@ -98,7 +98,7 @@ pub fn oldest_change(
         }
     }
     if !gone.is_empty() {
-        for (key, departure) in maps.departures()? {
+        for (key, departure) in maps.departures_of::<BackendKey>()? {
             if gone.contains(&key.addr) {
                 oldest = oldest.min(departure.left_ns);
             }

@@ -1,7 +1,7 @@
 //! Typed access to the program's maps, from a fresh load or from the pins of
 //! a running instance.
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::AsFd,
     path::{Path, PathBuf},
 };
@@ -88,15 +88,95 @@ impl TableKind {
     }
 }
 
-/// One configured group: the multicast address and its announcement port.
+/// One configured group: the multicast address (of either family,
+/// protocol §9) and its announcement port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupConfig {
-    pub group: Ipv4Addr,
+    pub group: IpAddr,
     pub port: u16,
 }
 
+/// The key of one address family's server list (protocol §9): each family
+/// has its own list, aging states and departures, and the control loop
+/// ages both through this trait.
+pub trait FamilyKey: Pod + Copy + Eq + std::hash::Hash + std::fmt::Debug + Send + 'static {
+    fn group_id(&self) -> u32;
+    fn ip(&self) -> IpAddr;
+    /// The key of `addr` in group `group_id`, if `addr` is of this family.
+    fn of(group_id: u32, addr: IpAddr) -> Option<Self>;
+    #[doc(hidden)]
+    fn list(maps: &LbMaps) -> &kind::HashMap<Self, BackendEntry>;
+    #[doc(hidden)]
+    fn list_mut(maps: &mut LbMaps) -> &mut kind::HashMap<Self, BackendEntry>;
+    #[doc(hidden)]
+    fn aging(maps: &mut LbMaps) -> &mut kind::HashMap<Self, AgingState>;
+    #[doc(hidden)]
+    fn aging_ref(maps: &LbMaps) -> &kind::HashMap<Self, AgingState>;
+    #[doc(hidden)]
+    fn departures(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, Departure>;
+    #[doc(hidden)]
+    fn departures_ref(maps: &LbMaps) -> &kind::LruHashMap<Self, Departure>;
+    /// The names of the list, aging and departure maps, for errors.
+    const MAPS: [&'static str; 3];
+}
+
+/// Implements [`FamilyKey`] for one family's key from its maps' fields.
+macro_rules! family_key {
+    ($key:ty, $variant:ident, $list:ident, $aging:ident, $departures:ident, [$($name:ident),+]) => {
+        impl FamilyKey for $key {
+            fn group_id(&self) -> u32 {
+                self.group_id
+            }
+            fn ip(&self) -> IpAddr {
+                IpAddr::$variant(self.addr.into())
+            }
+            fn of(group_id: u32, addr: IpAddr) -> Option<Self> {
+                match addr {
+                    IpAddr::$variant(addr) => Some(Self { group_id, addr: addr.octets() }),
+                    _ => None,
+                }
+            }
+            fn list(maps: &LbMaps) -> &kind::HashMap<Self, BackendEntry> {
+                &maps.$list
+            }
+            fn list_mut(maps: &mut LbMaps) -> &mut kind::HashMap<Self, BackendEntry> {
+                &mut maps.$list
+            }
+            fn aging(maps: &mut LbMaps) -> &mut kind::HashMap<Self, AgingState> {
+                &mut maps.$aging
+            }
+            fn aging_ref(maps: &LbMaps) -> &kind::HashMap<Self, AgingState> {
+                &maps.$aging
+            }
+            fn departures(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, Departure> {
+                &mut maps.$departures
+            }
+            fn departures_ref(maps: &LbMaps) -> &kind::LruHashMap<Self, Departure> {
+                &maps.$departures
+            }
+            const MAPS: [&'static str; 3] = [$(map_name::$name),+];
+        }
+    };
+}
+family_key!(
+    BackendKey,
+    V4,
+    backends,
+    aging,
+    departures,
+    [BACKENDS, BACKEND_AGING, DEPARTURES]
+);
+family_key!(
+    BackendKey6,
+    V6,
+    backends6,
+    aging6,
+    departures6,
+    [BACKENDS6, BACKEND_AGING6, DEPARTURES6]
+);
+
 /// The userspace type of each kind of map in `lb_common::program_maps!`.
-mod kind {
+pub mod kind {
     use aya::maps::{self, MapData};
     pub type HashMap<K, V> = maps::HashMap<MapData, K, V>;
     pub type LruHashMap<K, V> = maps::HashMap<MapData, K, V>;
@@ -200,36 +280,48 @@ impl LbMaps {
         })
     }
 
-    /// Tells XDP which ports and group addresses belong to which group id.
+    /// Tells XDP which ports and group addresses belong to which group id
+    /// (ids are shared by both families; each family has its own ports).
     pub fn configure_groups(&mut self, groups: &[GroupConfig]) -> Result<(), MapsError> {
         if groups.len() > MAX_GROUPS as usize {
             return Err(MapsError::TooManyGroups);
         }
         for (id, g) in (0u32..).zip(groups) {
-            self.announce_ports
-                .set(u32::from(g.port), &(id + 1), 0)
-                .map_err(map_err(map_name::ANNOUNCE_PORTS))?;
-            self.group_addrs
-                .insert(&g.group.octets(), &id, 0)
-                .map_err(map_err(map_name::GROUP_ADDRS))?;
-            let status = GroupStatus {
-                group_addr: g.group.octets(),
+            match g.group {
+                IpAddr::V4(group) => self.configure_ipv4_group(id, group, g.port)?,
+                IpAddr::V6(group) => self.configure_ipv6_group(id, group, g.port)?,
+            }
+            let mut status = GroupStatus {
                 port: g.port,
                 state: lb_common::GROUP_STATE_ALIVE,
                 ..GroupStatus::default()
             };
+            status.set_group(g.group);
             self.set_group_status(id, &status)?;
         }
         Ok(())
     }
 
+    fn configure_ipv4_group(
+        &mut self,
+        id: u32,
+        group: Ipv4Addr,
+        port: u16,
+    ) -> Result<(), MapsError> {
+        self.announce_ports
+            .set(u32::from(port), &(id + 1), 0)
+            .map_err(map_err(map_name::ANNOUNCE_PORTS))?;
+        self.group_addrs
+            .insert(&group.octets(), &id, 0)
+            .map_err(map_err(map_name::GROUP_ADDRS))
+    }
+
     /// Configures IPv6 group `id` (protocol §9): its announcement port
-    /// and its address for MLD reports. `run` takes no IPv6 group yet;
-    /// the packet tests configure one.
+    /// and its address for MLD reports.
     pub fn configure_ipv6_group(
         &mut self,
         id: u32,
-        group: std::net::Ipv6Addr,
+        group: Ipv6Addr,
         port: u16,
     ) -> Result<(), MapsError> {
         self.announce_ports6
@@ -495,30 +587,35 @@ impl LbMaps {
             .collect()
     }
 
-    /// Every backend in the server list.
+    /// Every IPv4 backend in the server list.
     pub fn backends(&self) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
-        entries(&self.backends, map_name::BACKENDS)
+        self.list_of()
     }
 
     /// The IPv6 backends of the server list (protocol §9), as XDP last
     /// wrote them.
     pub fn backends6(&self) -> Result<Vec<(BackendKey6, BackendEntry)>, MapsError> {
-        entries(&self.backends6, map_name::BACKENDS6)
+        self.list_of()
+    }
+
+    /// Every backend of one family's server list.
+    pub fn list_of<K: FamilyKey>(&self) -> Result<Vec<(K, BackendEntry)>, MapsError> {
+        entries(K::list(self), K::MAPS[0])
     }
 
     /// One backend of the server list, as XDP last wrote it.
-    pub fn backend(&self, key: &BackendKey) -> Result<Option<BackendEntry>, MapsError> {
-        found(self.backends.get(key, 0), map_name::BACKENDS)
+    pub fn backend<K: FamilyKey>(&self, key: &K) -> Result<Option<BackendEntry>, MapsError> {
+        found(K::list(self).get(key, 0), K::MAPS[0])
     }
 
     /// Removes a backend and its aging state, and remembers why for `status`.
-    pub fn remove_backend(
+    pub fn remove_backend<K: FamilyKey>(
         &mut self,
-        key: &BackendKey,
+        key: &K,
         why: DepartureReason,
         now_ns: u64,
     ) -> Result<(), MapsError> {
-        removed(self.backends.remove(key), map_name::BACKENDS)?;
+        removed(K::list_mut(self).remove(key), K::MAPS[0])?;
         // After the removal: XDP's flows on it check the list again.
         self.recheck_flows();
         let departure = Departure {
@@ -526,15 +623,15 @@ impl LbMaps {
             reason: why as u32,
             _pad: 0,
         };
-        self.departures
+        K::departures(self)
             .insert(key, &departure, 0)
-            .map_err(map_err(map_name::DEPARTURES))?;
+            .map_err(map_err(K::MAPS[2]))?;
         self.remove_aging(key)
     }
 
-    /// Why and when backends left, newest kept (an LRU).
-    pub fn departures(&self) -> Result<Vec<(BackendKey, Departure)>, MapsError> {
-        entries(&self.departures, map_name::DEPARTURES)
+    /// Why and when one family's backends left, newest kept (an LRU).
+    pub fn departures_of<K: FamilyKey>(&self) -> Result<Vec<(K, Departure)>, MapsError> {
+        entries(K::departures_ref(self), K::MAPS[2])
     }
 
     /// Each CPU's last reading of the coarse clock in XDP (its stamps).
@@ -568,23 +665,23 @@ impl LbMaps {
         removed(self.leaves.remove(key), map_name::LEAVES)
     }
 
-    /// The aging state of every backend (kept across restarts).
-    pub fn aging_states(&self) -> Result<Vec<(BackendKey, AgingState)>, MapsError> {
-        entries(&self.aging, map_name::BACKEND_AGING)
+    /// The aging state of every backend of one family (kept across restarts).
+    pub fn aging_states<K: FamilyKey>(&self) -> Result<Vec<(K, AgingState)>, MapsError> {
+        entries(K::aging_ref(self), K::MAPS[1])
     }
 
-    pub fn set_aging_state(
+    pub fn set_aging_state<K: FamilyKey>(
         &mut self,
-        key: &BackendKey,
+        key: &K,
         state: &AgingState,
     ) -> Result<(), MapsError> {
-        self.aging
+        K::aging(self)
             .insert(key, state, 0)
-            .map_err(map_err(map_name::BACKEND_AGING))
+            .map_err(map_err(K::MAPS[1]))
     }
 
-    pub fn remove_aging(&mut self, key: &BackendKey) -> Result<(), MapsError> {
-        removed(self.aging.remove(key), map_name::BACKEND_AGING)
+    pub fn remove_aging<K: FamilyKey>(&mut self, key: &K) -> Result<(), MapsError> {
+        removed(K::aging(self).remove(key), K::MAPS[1])
     }
 
     /// The last accepted sequence of a source, kept after it is removed.

@@ -5,14 +5,11 @@
 use std::{
     io,
     mem::MaybeUninit,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     os::fd::AsRawFd,
 };
 
-use lb_common::{
-    BackendKey,
-    wire::{AGE_EXTENSION_LEN, ANNOUNCE_V1_LEN, registration_age},
-};
+use lb_common::wire::{AGE_EXTENSION_LEN, ANNOUNCE_V1_LEN, registration_age};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::maps::GroupConfig;
@@ -25,59 +22,62 @@ const RECEIVE_BUFFER: i32 = 4 << 20;
 /// Datagrams read per group and pass at most: the pass stays short.
 const MAX_PER_PASS: usize = 65_536;
 
-/// One UDP socket per group, bound to the LB's address and the group's
-/// port, where the registering announcements arrive.
+/// One UDP socket per group, bound to the LB's address of the group's
+/// family and the group's port, where the registering announcements arrive.
 pub struct Registrations {
-    lb_addr: Ipv4Addr,
-    sockets: Vec<(u32, Socket)>,
+    /// Group id, the LB address bound, the socket.
+    sockets: Vec<(u32, IpAddr, Socket)>,
 }
 
 impl Registrations {
-    /// Binds `lb_addr`:port of each group (ids in order).
-    pub fn bind(lb_addr: Ipv4Addr, groups: &[GroupConfig]) -> io::Result<Self> {
+    /// Binds port of each group (ids in order) on the address `lb_addr`
+    /// gives for the group's family.
+    pub fn bind(groups: &[GroupConfig], lb_addr: impl Fn(IpAddr) -> IpAddr) -> io::Result<Self> {
         let sockets = (0u32..)
             .zip(groups)
             .map(|(id, group)| {
-                let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+                let lb = lb_addr(group.group);
+                let socket = Socket::new(
+                    Domain::for_address(SocketAddr::new(lb, 0)),
+                    Type::DGRAM,
+                    Some(Protocol::UDP),
+                )?;
                 socket.set_reuse_address(true)?;
                 socket.set_nonblocking(true)?;
                 force_receive_buffer(&socket)?;
-                socket.bind(&SockAddr::from(SocketAddrV4::new(lb_addr, group.port)))?;
-                Ok((id, socket))
+                socket
+                    .bind(&SockAddr::from(SocketAddr::new(lb, group.port)))
+                    .map_err(|e| io::Error::new(e.kind(), format!("[{lb}]:{}: {e}", group.port)))?;
+                Ok((id, lb, socket))
             })
             .collect::<io::Result<_>>()?;
-        Ok(Self { lb_addr, sockets })
+        Ok(Self { sockets })
     }
 
     /// Reads what arrived since the last call and gives `learn` each
-    /// backend whose announcement carries an age that verifies under
-    /// `keys` (any, without keys), with that age in seconds.
+    /// backend (group id, address) whose announcement carries an age that
+    /// verifies under `keys` (any, without keys), with that age in seconds.
     pub fn drain(
         &self,
         keys: &[[u8; 16]],
-        mut learn: impl FnMut(BackendKey, u32),
+        mut learn: impl FnMut(u32, IpAddr, u32),
     ) -> io::Result<()> {
         // The v1 payload and the extension: what follows is not read.
         let mut buf = [MaybeUninit::<u8>::uninit(); ANNOUNCE_V1_LEN + AGE_EXTENSION_LEN];
-        for (group_id, socket) in &self.sockets {
+        for &(group_id, lb, ref socket) in &self.sockets {
             for _ in 0..MAX_PER_PASS {
                 let (len, from) = match socket.recv_from(&mut buf) {
                     Ok(received) => received,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
                 };
-                let Some(src) = from.as_socket_ipv4().map(|a| *a.ip()) else {
+                let Some(src) = from.as_socket().map(|a| a.ip()) else {
                     continue;
                 };
                 // SAFETY: recv_from initialised the first `len` bytes.
                 let payload = unsafe { &*(&raw const buf[..len] as *const [u8]) };
-                let addrs = (src.octets(), self.lb_addr.octets());
-                if let Some(seconds) = registration_age(payload, keys, addrs) {
-                    let key = BackendKey {
-                        group_id: *group_id,
-                        addr: src.octets(),
-                    };
-                    learn(key, seconds);
+                if let Some(seconds) = registration_age(payload, keys, (src, lb)) {
+                    learn(group_id, src, seconds);
                 }
             }
         }

@@ -1,10 +1,10 @@
 //! `lb-user status`: a snapshot of a running instance, read from its pins
 //! into `lb_host::status::StatusReport`.
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use foldhash::{HashMap, HashSet};
 use lb_common::{
-    Action, AgingState, BackendKey, Departure, DepartureReason, FIRST_BACKEND_ROW,
+    Action, BackendKey, BackendKey6, Departure, DepartureReason, FIRST_BACKEND_ROW,
     GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, ServiceBackend, Traffic,
     fib_result_name,
 };
@@ -13,7 +13,7 @@ use lb_host::status::{
     StatusReport, format_mac,
 };
 
-use crate::maps::{LbMaps, MapsError, TableKind};
+use crate::maps::{FamilyKey, LbMaps, MapsError, TableKind};
 
 /// The status page `lb-user run --metrics` serves at `/`: it reads the
 /// `status --json` document from `/status.json` every second.
@@ -21,11 +21,9 @@ pub const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// Reads every map once, at monotonic time `now_ns`.
 pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
-    let departures = maps.departures()?;
-    let mut backends = maps.backends()?;
-    backends.sort_by_key(|(k, _)| (k.group_id, k.addr));
-    let registered: HashSet<BackendKey> = backends.iter().map(|(k, _)| *k).collect();
-    let aging: HashMap<BackendKey, AgingState> = maps.aging_states()?.into_iter().collect();
+    let mut members = Members::read::<BackendKey>(maps, now_ns)?;
+    members.add(Members::read::<BackendKey6>(maps, now_ns)?);
+    members.backends.sort_by_key(|(id, b)| (*id, b.address));
     let next_hops: HashMap<[u8; 4], [u8; 6]> = maps
         .next_hops()?
         .into_iter()
@@ -41,23 +39,28 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             _ => "unknown",
         };
         let reports = maps.group_reports(id)?;
-        let mut members = Vec::new();
-        for (key, entry) in backends.iter().filter(|(k, _)| k.group_id == id) {
-            let misses = aging.get(key).map_or(0, |a| a.misses);
-            let mut member = BackendReport::new(key, entry, misses, now_ns);
-            member.next_hop = next_hops.get(&key.addr).copied().map(format_mac);
-            members.push(member);
-        }
+        let backends = members
+            .backends
+            .iter()
+            .filter(|(group_id, _)| *group_id == id)
+            .map(|(_, member)| {
+                let mut member = member.clone();
+                if let IpAddr::V4(addr) = member.address {
+                    member.next_hop = next_hops.get(&addr.octets()).copied().map(format_mac);
+                }
+                member
+            })
+            .collect();
         groups.push(GroupReport {
-            group: Ipv4Addr::from(status.group_addr),
+            group: status.group(),
             port: status.port,
             state: state.to_owned(),
             silent_periods: status.silent_periods,
             queries_sent: status.queries_sent,
             reports: reports.reports,
             leaves: reports.leaves,
-            backends: members,
-            departed: departed(&departures, &registered, id, now_ns),
+            backends,
+            departed: members.departed_from(id),
         });
     }
     let rows = maps.rows()?;
@@ -88,7 +91,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             proto: lb_common::transport_name(key.proto).to_owned(),
             group: groups
                 .get(service.group_id as usize)
-                .map_or(Ipv4Addr::UNSPECIFIED, |g| g.group),
+                .map_or(Ipv4Addr::UNSPECIFIED.into(), |g| g.group),
             table_size: service.active_size(),
             table_digest: format!("{:016x}", digest(&table)),
             table_backends,
@@ -142,30 +145,63 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
     })
 }
 
-/// The group's backends that left and are not registered now, newest first.
-fn departed(
-    departures: &[(BackendKey, Departure)],
-    registered: &HashSet<BackendKey>,
-    group_id: u32,
-    now_ns: u64,
-) -> Vec<DepartureReport> {
-    let mut departed: Vec<(u64, DepartureReport)> = departures
-        .iter()
-        .filter(|(k, _)| k.group_id == group_id && !registered.contains(k))
-        .map(|(key, d)| {
-            let reason = DepartureReason::from_raw(d.reason).map_or("unknown", |r| r.name());
-            (
-                d.left_ns,
-                DepartureReport {
-                    address: Ipv4Addr::from(key.addr),
+/// The registered and departed backends of both families, by group id.
+#[derive(Default)]
+struct Members {
+    backends: Vec<(u32, BackendReport)>,
+    /// Departed and not registered now: (group id, left ns, report).
+    departed: Vec<(u32, u64, DepartureReport)>,
+}
+
+impl Members {
+    /// One family's server list, aging states and departures.
+    fn read<K: FamilyKey>(maps: &LbMaps, now_ns: u64) -> Result<Self, MapsError> {
+        let aging: HashMap<K, u32> = maps
+            .aging_states::<K>()?
+            .into_iter()
+            .map(|(k, a)| (k, a.misses))
+            .collect();
+        let list = maps.list_of::<K>()?;
+        let registered: HashSet<K> = list.iter().map(|(k, _)| *k).collect();
+        let backends = list
+            .iter()
+            .map(|(key, entry)| {
+                let misses = aging.get(key).copied().unwrap_or(0);
+                (
+                    key.group_id(),
+                    BackendReport::new(key.ip(), entry, misses, now_ns),
+                )
+            })
+            .collect();
+        let departed = maps
+            .departures_of::<K>()?
+            .into_iter()
+            .filter(|(k, _)| !registered.contains(k))
+            .map(|(key, d): (K, Departure)| {
+                let reason = DepartureReason::from_raw(d.reason).map_or("unknown", |r| r.name());
+                let report = DepartureReport {
+                    address: key.ip(),
                     reason: reason.to_owned(),
                     left_ms_ago: now_ns.saturating_sub(d.left_ns) / 1_000_000,
-                },
-            )
-        })
-        .collect();
-    departed.sort_by_key(|d| std::cmp::Reverse(d.0));
-    departed.into_iter().map(|(_, d)| d).collect()
+                };
+                (key.group_id(), d.left_ns, report)
+            })
+            .collect();
+        Ok(Self { backends, departed })
+    }
+
+    fn add(&mut self, other: Self) {
+        self.backends.extend(other.backends);
+        self.departed.extend(other.departed);
+    }
+
+    /// The group's backends that left and are not registered now, newest first.
+    fn departed_from(&self, group_id: u32) -> Vec<DepartureReport> {
+        let mut departed: Vec<&(u32, u64, DepartureReport)> =
+            self.departed.iter().filter(|d| d.0 == group_id).collect();
+        departed.sort_by_key(|d| std::cmp::Reverse(d.1));
+        departed.into_iter().map(|d| d.2.clone()).collect()
+    }
 }
 
 /// What service `service_id` carried in all (its departed row and its
@@ -202,7 +238,15 @@ fn service_traffic(
 fn backend_weights(groups: &[GroupReport], group_id: u32) -> HashMap<Ipv4Addr, u16> {
     groups
         .get(group_id as usize)
-        .map(|g| g.backends.iter().map(|b| (b.address, b.weight)).collect())
+        .map(|g| {
+            g.backends
+                .iter()
+                .filter_map(|b| match b.address {
+                    IpAddr::V4(addr) => Some((addr, b.weight)),
+                    IpAddr::V6(_) => None,
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 

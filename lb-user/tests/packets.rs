@@ -519,11 +519,11 @@ fn packet_table() {
     let mut maps = LbMaps::take(&mut ebpf).unwrap();
     maps.configure_groups(&[
         GroupConfig {
-            group: GROUP,
+            group: GROUP.into(),
             port: 2000,
         },
         GroupConfig {
-            group: GROUP2,
+            group: GROUP2.into(),
             port: 2001,
         },
     ])

@@ -72,14 +72,18 @@ impl Topology {
 /// Whether every service's table names exactly its group's active
 /// backends but `unreachable` (and there is a service).
 pub fn tables_name_the_active_backends(status: &StatusReport, unreachable: &[Ipv4Addr]) -> bool {
-    let active = |group: Ipv4Addr| {
+    let active = |group: std::net::IpAddr| {
         let mut addrs: Vec<Ipv4Addr> = status
             .groups
             .iter()
             .filter(|g| g.group == group)
             .flat_map(|g| &g.backends)
-            .filter(|b| b.state == "active" && !unreachable.contains(&b.address))
-            .map(|b| b.address)
+            .filter(|b| b.state == "active")
+            .filter_map(|b| match b.address {
+                std::net::IpAddr::V4(addr) => Some(addr),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .filter(|addr| !unreachable.contains(addr))
             .collect();
         addrs.sort();
         addrs

@@ -3,7 +3,7 @@
 //! Everything a test builds is torn down by `Drop`, on success and failure.
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::{
@@ -188,6 +188,33 @@ impl Topology {
         );
         let o = self.hosts[0].addr.octets();
         Ipv4Addr::new(o[0], o[1], o[2], last)
+    }
+
+    /// Gives host `i` IPv6 at once (no duplicate address detection): the
+    /// link-local address fe80::`i + 1` only, and the global
+    /// 2001:db8:`net`::`i + 1`/64 of this topology's segment, which it returns.
+    pub fn ipv6(&self, i: usize) -> anyhow::Result<Ipv6Addr> {
+        self.sysctl(i, "net.ipv6.conf.eth0.addr_gen_mode", "1")?;
+        self.exec_program(
+            i,
+            "ip",
+            &["-6", "addr", "flush", "dev", "eth0", "scope", "link"],
+        )?;
+        let global = self.ipv6_address(i);
+        for addr in [format!("fe80::{:x}/64", i + 1), format!("{global}/64")] {
+            self.exec_program(
+                i,
+                "ip",
+                &["-6", "addr", "add", &addr, "dev", "eth0", "nodad"],
+            )?;
+        }
+        Ok(global)
+    }
+
+    /// The global IPv6 address [`Topology::ipv6`] gives host `i`.
+    pub fn ipv6_address(&self, i: usize) -> Ipv6Addr {
+        let net = u16::from(self.hosts[0].addr.octets()[1]);
+        Ipv6Addr::new(0x2001, 0xdb8, net, 0, 0, 0, 0, i as u16 + 1)
     }
 
     /// Starts one of the project's binaries in host `i`.

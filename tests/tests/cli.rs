@@ -39,7 +39,7 @@ const CASES: &[Case] = &[
     case(
         "lb-user",
         &["run", "--iface", "lo", "--group", "239.1.2"],
-        "not an IPv4 address",
+        "neither an IPv4 nor an IPv6 address",
     ),
     case(
         "lb-user",
@@ -305,6 +305,58 @@ const CASES: &[Case] = &[
         "backend-agent",
         &["--iface", "lo", "--weight", "70000"],
         "--weight",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--group", "ff15::4c42"],
+        "no global or unique-local IPv6 address",
+    ),
+    case(
+        "lb-user",
+        &[
+            "run",
+            "--iface",
+            "lo",
+            "--group",
+            "ff15::4c42",
+            "--vip",
+            "10.0.0.1",
+            "--service",
+            "tcp:80",
+        ],
+        "serve no VIP yet",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--group", "ff01::4c42"],
+        "interface-local",
+    ),
+    case(
+        "lb-user",
+        &["run", "--iface", "lo", "--group", "[ff15::4c42]:80"],
+        "system port",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--group", "ff15::4c42"],
+        "no global or unique-local IPv6 address",
+    ),
+    case(
+        "backend-agent",
+        &["--iface", "lo", "--group", "ff02::16"],
+        "another protocol",
+    ),
+    case(
+        "backend-agent",
+        &[
+            "--iface",
+            "lo",
+            "--group",
+            "ff15::4c42",
+            "--vip",
+            "10.0.0.1",
+        ],
+        "carry no traffic yet",
     ),
     Case {
         binary: "backend-agent",

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use lb_tests::{Bridge, Topology, wait_for, with_topology};
+use lb_tests::{Bridge, wait_for, with_topology};
 use serde_json::Value;
 
 const LB: usize = 0;
@@ -15,30 +15,12 @@ const MEMBER: usize = 1;
 const GROUP: &str = "ff15::4c42";
 const LB6: &str = "2001:db8::1";
 
-/// Gives host `i` the link-local address fe80::`i + 1` at once (no
-/// duplicate address detection, no other link-local address).
-fn link_local(topo: &Topology, i: usize) -> anyhow::Result<String> {
-    topo.sysctl(i, "net.ipv6.conf.eth0.addr_gen_mode", "1")?;
-    topo.exec_program(
-        i,
-        "ip",
-        &["-6", "addr", "flush", "dev", "eth0", "scope", "link"],
-    )?;
-    let addr = format!("fe80::{}", i + 1);
-    let with_len = format!("{addr}/64");
-    topo.exec_program(
-        i,
-        "ip",
-        &["-6", "addr", "add", &with_len, "dev", "eth0", "nodad"],
-    )?;
-    Ok(addr)
-}
-
 #[test]
 fn the_lbs_mld_query_reaches_a_member_with_its_address() -> anyhow::Result<()> {
     with_topology(2, Bridge::Flooding, |topo| {
-        let lb_link_local = link_local(topo, LB)?;
-        link_local(topo, MEMBER)?;
+        topo.ipv6(LB)?;
+        topo.ipv6(MEMBER)?;
+        let lb_link_local = "fe80::1";
         // A witness on the wire: a query behind a Hop-by-Hop header whose
         // first option is Router Alert (type 5) for MLD (value 0), hop
         // limit 1.

@@ -24,10 +24,13 @@ use crate::DEFAULT_PIN_PATH;
 
 #[derive(Parser)]
 pub struct RunArgs {
-    /// Interface to attach to; its first IPv4 address is the LB's address.
+    /// Interface to attach to; its first IPv4 address is the LB's address
+    /// (and, for IPv6 groups, its first global or unique-local IPv6 one).
     #[arg(long)]
     iface: String,
-    /// Multicast group, `ADDR` or `ADDR:PORT`; repeat for several groups.
+    /// Multicast group, IPv4 or IPv6 (`ff15::4c42`: its backends register
+    /// over MLD and UDPv6), `ADDR`, `ADDR:PORT` or `[ADDR6]:PORT`; repeat
+    /// for several groups, each with its own port.
     #[arg(
         long = "group",
         default_value = "239.192.0.1",
@@ -134,13 +137,7 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
             .iter()
             .enumerate()
             .map(|(i, g)| {
-                let (address, port) = match g.split_once(':') {
-                    Some((a, p)) => (
-                        a,
-                        Some(parse_port(p).map_err(|e| anyhow::anyhow!("--group {g}: {e}"))?),
-                    ),
-                    None => (g.as_str(), None),
-                };
+                let (address, port) = split_group_port(g)?;
                 // The flags' VIP and services belong to the first group.
                 let first = i == 0;
                 Ok(GroupSpec {
@@ -157,6 +154,27 @@ fn plan_from_args(args: &RunArgs) -> anyhow::Result<Plan> {
             .collect::<anyhow::Result<_>>()?,
     };
     Ok(config::plan(&specs, args.port)?)
+}
+
+/// `ADDR`, `ADDR:PORT`, `IPV6` or `[IPV6]:PORT` of `--group`.
+fn split_group_port(g: &str) -> anyhow::Result<(&str, Option<u16>)> {
+    let port = |p: &str| parse_port(p).map_err(|e| anyhow::anyhow!("--group {g}: {e}"));
+    if let Some(rest) = g.strip_prefix('[') {
+        let (address, after) = rest.split_once(']').ok_or_else(|| {
+            anyhow::anyhow!("--group {g}: no closing ] (write [ff15::4c42]:2001)")
+        })?;
+        return match after.strip_prefix(':') {
+            Some(p) => Ok((address, Some(port(p)?))),
+            None if after.is_empty() => Ok((address, None)),
+            None => anyhow::bail!("--group {g}: expected :PORT after ]"),
+        };
+    }
+    match g.split_once(':') {
+        // Two colons or more: a bare IPv6 address.
+        Some((_, rest)) if rest.contains(':') => Ok((g, None)),
+        Some((a, p)) => Ok((a, Some(port(p)?))),
+        None => Ok((g, None)),
+    }
 }
 
 /// `--forwarding`.

@@ -280,7 +280,7 @@ impl TestLb {
         let mut ebpf = load_program(load, None).expect("load the XDP program (are you root?)");
         let mut maps = LbMaps::take(&mut ebpf).unwrap();
         maps.configure_groups(&[GroupConfig {
-            group: GROUP,
+            group: GROUP.into(),
             port: 2000,
         }])
         .unwrap();

@@ -3,7 +3,7 @@
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -11,11 +11,12 @@ use std::{
 use anyhow::Context;
 use aya::programs::XdpMode;
 use aya_log::EbpfLogger;
-use lb_common::ForwardingMode;
+use lb_common::{ForwardingMode, mld::ALL_MLDV2_ROUTERS};
 use lb_host::{
     igmp_socket::IgmpSocket,
     kernel,
     metrics_server::{MetricsEndpoint, StatusPage},
+    mld_socket::MldSocket,
     routed_socket::RoutedSocket,
 };
 use lb_user::{
@@ -25,7 +26,7 @@ use lb_user::{
     maps::{GroupConfig, LbMaps},
     metrics::{self, ControlMetrics},
     next_hop::NextHops,
-    queries::{Queriers, RoutedQuerier},
+    queries::{MldQuerier, Queriers, RoutedQuerier},
     reach::{Reach, Segment},
     registrations::Registrations,
     status, system,
@@ -34,6 +35,7 @@ use lb_user::{
 use tracing::{info, warn};
 
 use super::{RunArgs, Settings};
+use lb_user::config::Plan;
 
 /// Removes the instance's pins (detaching XDP) when `run` ends, if armed:
 /// from the start for a new instance, once running for an adopted one, so
@@ -67,21 +69,47 @@ pub(super) struct Running {
 
 /// The facts about `--iface` that `run` needs.
 struct Interface {
+    /// The LB's IPv4 address (unspecified when it serves only IPv6 groups
+    /// and no service) and its prefix length.
     addr: Ipv4Addr,
     prefix_len: u8,
+    /// The LB's IPv6 address (protocol §9), when it serves an IPv6 group.
+    addr6: Option<Ipv6Addr>,
     mac: [u8; 6],
     index: u32,
 }
 
 impl Interface {
-    fn read(name: &str) -> anyhow::Result<Self> {
-        let (addr, prefix_len) = system::interface_ipv4_net(name)?;
+    /// Reads `name`'s addresses of the families `plan` needs: an error
+    /// names the missing one.
+    fn read(name: &str, plan: &Plan) -> anyhow::Result<Self> {
+        let needs_ipv4 = !plan.services.is_empty() || plan.groups.iter().any(|g| g.group.is_ipv4());
+        let (addr, prefix_len) = if needs_ipv4 {
+            system::interface_ipv4_net(name)?
+        } else {
+            (Ipv4Addr::UNSPECIFIED, 32)
+        };
+        let addr6 = plan
+            .groups
+            .iter()
+            .any(|g| g.group.is_ipv6())
+            .then(|| system::interface_ipv6(name))
+            .transpose()?;
         Ok(Self {
             addr,
             prefix_len,
+            addr6,
             mac: system::interface_mac(name)?,
             index: system::interface_index(name)?,
         })
+    }
+
+    /// The LB's address of `group`'s family.
+    fn addr_for(&self, group: IpAddr) -> IpAddr {
+        match group {
+            IpAddr::V4(_) => self.addr.into(),
+            IpAddr::V6(_) => self.addr6.unwrap_or(Ipv6Addr::UNSPECIFIED).into(),
+        }
     }
 }
 
@@ -114,8 +142,7 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
     let gso_handoff = choice.mode != XdpMode::Driver;
     let load = LoadParams {
         lb_addr: iface.addr,
-        // No IPv6 group is configurable yet (protocol §9 is being built).
-        lb_addr6: std::net::Ipv6Addr::UNSPECIFIED,
+        lb_addr6: iface.addr6.unwrap_or(Ipv6Addr::UNSPECIFIED),
         lb_mac: iface.mac,
         max_backends: args.max_backends,
         max_flows: args.max_flows,
@@ -156,17 +183,19 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
 pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     system::require_root("lb-user run")?;
     kernel::require(kernel::User::Lb)?;
-    let iface = Interface::read(&args.iface)?;
+    let iface = Interface::read(&args.iface, &settings.plan)?;
     // Bound first: a port in use is an error before anything is attached.
     let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
     let groups = &settings.plan.groups;
-    let registrations = Registrations::bind(iface.addr, groups).with_context(|| {
-        format!(
-            "binding the groups' UDP ports on {} for the announcements that register backends \
-             (stop the process that holds one, or give the group another port)",
-            iface.addr
-        )
-    })?;
+    let registrations = Registrations::bind(groups, |g| iface.addr_for(g)).context(
+        "binding the groups' UDP ports on the LB's address for the announcements that register \
+         backends (stop the process that holds one, or give the group another port)",
+    )?;
+    if iface.addr6.is_some() && !args.allow.is_empty() {
+        warn!(
+            "--allow holds IPv4 prefixes only: IPv6 announcements are refused while it is set (counter announce_not_allowed)"
+        );
+    }
     system::require_bpffs(&args.pin_path)?;
     let lock = InstanceLock::acquire(&args.pin_path)?;
     fs::create_dir_all(&args.pin_path)
@@ -183,7 +212,15 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
         maps.allow(prefix, len)?;
     }
     let queriers = Queriers {
-        igmp: open_query_socket(&args.iface, iface.index, args.ttl, groups)?,
+        igmp: groups
+            .iter()
+            .any(|g| g.group.is_ipv4())
+            .then(|| open_query_socket(&args.iface, iface.index, args.ttl, groups))
+            .transpose()?,
+        mld: iface
+            .addr6
+            .map(|lb| open_mld_querier(&args.iface, iface.index, lb, groups))
+            .transpose()?,
         routed: open_routed_querier(args, &iface, settings.keys.first().copied())?,
     };
     let params = ControlParams {
@@ -229,7 +266,7 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
         .map(|&vip| system::AddedAddress::add(vip, &args.iface, adopted))
         .collect::<Result<Vec<_>, _>>()?;
     info!(
-        iface = %args.iface, lb_addr = %iface.addr, pin_path = %args.pin_path.display(),
+        iface = %args.iface, lb_addr = %iface.addr, lb_addr6 = ?iface.addr6, pin_path = %args.pin_path.display(),
         groups = ?groups.iter().map(|g| format!("{}:{}", g.group, g.port)).collect::<Vec<_>>(),
         query_interval = %humantime::format_duration(args.query_interval),
         timeout = %humantime::format_duration(args.timeout),
@@ -257,15 +294,45 @@ fn open_query_socket(
 ) -> anyhow::Result<IgmpSocket> {
     let socket =
         IgmpSocket::open(iface, ifindex, ttl).context("opening the raw IGMP socket for queries")?;
-    for g in groups {
+    for group in groups.iter().filter_map(|g| match g.group {
+        IpAddr::V4(group) => Some(group),
+        IpAddr::V6(_) => None,
+    }) {
         socket
-            .join(g.group)
-            .with_context(|| format!("joining group {} on {iface}", g.group))?;
+            .join(group)
+            .with_context(|| format!("joining group {group} on {iface}"))?;
     }
     socket
         .join(Ipv4Addr::new(224, 0, 0, 22))
         .context("joining 224.0.0.22 for IGMPv3 reports")?;
     Ok(socket)
+}
+
+/// The raw ICMPv6 socket MLD queries leave from (from the interface's
+/// link-local address, protocol §9), joined to every IPv6 group and to
+/// ff02::16 (MLDv2 reports), so that the NIC accepts their reports.
+fn open_mld_querier(
+    iface: &str,
+    ifindex: u32,
+    lb: Ipv6Addr,
+    groups: &[GroupConfig],
+) -> anyhow::Result<MldQuerier> {
+    let link_local = system::interface_ipv6_link_local(iface)?;
+    let socket = MldSocket::open(iface, ifindex, link_local)
+        .context("opening the raw ICMPv6 socket for MLD queries")?;
+    let joined = groups
+        .iter()
+        .filter_map(|g| match g.group {
+            IpAddr::V6(group) => Some(group),
+            IpAddr::V4(_) => None,
+        })
+        .chain([ALL_MLDV2_ROUTERS.into()]);
+    for group in joined {
+        socket
+            .join(group)
+            .with_context(|| format!("joining group {group} on {iface}"))?;
+    }
+    Ok(MldQuerier { socket, lb })
 }
 
 /// With `--ttl` above 1 backends may sit behind multicast routers, which

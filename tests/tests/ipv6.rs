@@ -1,0 +1,261 @@
+//! IPv6 registration end to end (protocol §9) on a bridge: the LB's MLD
+//! query carrying its IPv6 address, agents joining over MLD and
+//! announcing over UDPv6, removal by LEAVING, by the MLDv2 leave of a
+//! killed agent's host and by missed heartbeats; an LB serving an IPv4
+//! and an IPv6 group side by side. Prints the measured latencies.
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use lb_tests::{Bridge, FAST_TIMERS, Proc, StatusReport, Topology, wait_for, with_topology};
+
+const P: Duration = Duration::from_millis(200);
+const T: Duration = Duration::from_millis(400);
+const N: u32 = 3;
+const POLL: Duration = Duration::from_millis(20);
+const GROUP6: &str = "ff15::4c42";
+const LB: usize = 0;
+
+/// The backends `status` lists in the group `group`, as text.
+fn members(status: &StatusReport, group: &str) -> Vec<String> {
+    status
+        .groups
+        .iter()
+        .filter(|g| g.group.to_string() == group)
+        .flat_map(|g| g.backends.iter().map(|b| b.address.to_string()))
+        .collect()
+}
+
+/// Why `addr` left `group`, if `status` lists it as departed.
+fn departure(status: &StatusReport, group: &str, addr: &str) -> Option<String> {
+    status
+        .groups
+        .iter()
+        .filter(|g| g.group.to_string() == group)
+        .flat_map(|g| &g.departed)
+        .find(|d| d.address.to_string() == addr)
+        .map(|d| d.reason.clone())
+}
+
+/// An LB on host 0 serving `groups`, its hosts given IPv6 first.
+struct Bed<'a> {
+    topo: &'a Topology,
+    lb: Proc,
+    pin: PathBuf,
+}
+
+impl<'a> Bed<'a> {
+    fn start(topo: &'a Topology, hosts: usize, groups: &[&str]) -> anyhow::Result<Self> {
+        for i in 0..hosts {
+            topo.ipv6(i)?;
+        }
+        let mut args = FAST_TIMERS.to_vec();
+        for g in groups {
+            args.extend(["--group", g]);
+        }
+        let (lb, pin) = topo.start_lb(LB, "lb6", &args)?;
+        Ok(Self { topo, lb, pin })
+    }
+
+    /// Waits until `pred` holds on the LB's status; the time it took.
+    fn until(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&StatusReport) -> bool,
+    ) -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        wait_for(limit, POLL, || {
+            self.topo.status(&self.pin).ok().filter(|s| pred(s))
+        })
+        .with_context(|| format!("{what}: not within {limit:?}: {}", self.lb.log_text()))?;
+        Ok(start.elapsed())
+    }
+
+    fn agent(&self, host: usize, group: &str) -> anyhow::Result<Proc> {
+        self.topo.spawn(
+            host,
+            &format!("agent{host}"),
+            "backend-agent",
+            &["--iface", "eth0", "--group", group],
+        )
+    }
+
+    /// The LB's log has a record of XDP's containing `text`.
+    fn xdp_logged(&self, text: &str) -> anyhow::Result<()> {
+        wait_for(Duration::from_secs(2), POLL, || {
+            self.lb
+                .log_text()
+                .lines()
+                .any(|l| l.contains("lb_ebpf") && l.contains(text))
+                .then_some(())
+        })
+        .with_context(|| format!("no XDP log record {text:?} in the LB's log"))
+    }
+
+    fn departed_for(&self, group: &str, addr: &str, reason: &str) -> anyhow::Result<()> {
+        let got = departure(&self.topo.status(&self.pin)?, group, addr);
+        ensure!(
+            got.as_deref() == Some(reason),
+            "status gives {addr}'s departure as {got:?}, not {reason:?}"
+        );
+        Ok(())
+    }
+}
+
+/// Starts agents of `GROUP6` on hosts 1..=3 and checks that they register
+/// within 2 P; returns them with their addresses.
+fn three_registered(bed: &Bed<'_>) -> anyhow::Result<Vec<(Proc, String)>> {
+    let started = Instant::now();
+    let agents: Vec<(Proc, String)> = (1..=3)
+        .map(|i| Ok((bed.agent(i, GROUP6)?, bed.topo.ipv6_address(i).to_string())))
+        .collect::<anyhow::Result<_>>()?;
+    let mut latencies = Vec::new();
+    for (_, addr) in &agents {
+        bed.until(2 * P + Duration::from_secs(2), "IPv6 registration", |s| {
+            members(s, GROUP6).contains(addr)
+        })?;
+        latencies.push(started.elapsed().as_millis());
+    }
+    println!("IPv6 registration latency after agent start (ms): {latencies:?}");
+    for (l, (_, addr)) in latencies.iter().zip(&agents) {
+        ensure!(
+            *l <= (2 * P).as_millis(),
+            "{addr} registered after {l} ms, more than 2 P"
+        );
+        bed.xdp_logged(&format!("backend {addr} registered in group {GROUP6}"))?;
+    }
+    Ok(agents)
+}
+
+fn ipv6_backends_register_and_leave(bridge: Bridge) -> anyhow::Result<()> {
+    with_topology(4, bridge, |topo| {
+        let bed = Bed::start(topo, 4, &[GROUP6])?;
+        let mut agents = three_registered(&bed)?;
+        let status = topo.status(&bed.pin)?;
+        let group = &status.groups[0];
+        ensure!(
+            group.state == "alive" && group.reports > 0,
+            "no MLD report counted: {group:?}"
+        );
+
+        // SIGTERM: LEAVING over UDPv6, within one P.
+        let (agent3, a3) = &mut agents[2];
+        agent3.signal(libc::SIGTERM);
+        let gone = bed.until(P + Duration::from_secs(1), "removal after SIGTERM", |s| {
+            !members(s, GROUP6).contains(a3)
+        })?;
+        println!("IPv6 agent removed {} ms after SIGTERM", gone.as_millis());
+        ensure!(gone <= P, "removed after {gone:?}, more than one P");
+        ensure!(
+            agent3.wait_exit(Duration::from_secs(5))? == 0,
+            "agent3 did not exit 0"
+        );
+        bed.departed_for(GROUP6, a3, "LEAVING announcement")?;
+
+        // SIGKILL: no LEAVING; the host's MLDv2 leave (from its link-local
+        // address) names the backend by its MAC, within one P.
+        let (agent2, a2) = &mut agents[1];
+        agent2.signal(libc::SIGKILL);
+        let gone = bed.until(P + Duration::from_secs(1), "removal after SIGKILL", |s| {
+            !members(s, GROUP6).contains(a2)
+        })?;
+        println!(
+            "IPv6 agent removed {} ms after SIGKILL (MLD leave)",
+            gone.as_millis()
+        );
+        ensure!(gone <= P, "removed after {gone:?}, more than one P");
+        bed.departed_for(GROUP6, a2, "MLD leave")?;
+        bed.xdp_logged(&format!("backend {a2} removed from group {GROUP6}"))?;
+        Ok(())
+    })
+}
+
+#[test]
+fn ipv6_backends_register_and_leave_snooping_off() -> anyhow::Result<()> {
+    ipv6_backends_register_and_leave(Bridge::Flooding)
+}
+
+/// Behind a bridge that snoops MLD: the LB's router advertisements make
+/// its port a router port, so the reports and leaves reach it.
+#[test]
+fn ipv6_backends_register_and_leave_snooping_on() -> anyhow::Result<()> {
+    ipv6_backends_register_and_leave(Bridge::Snooping)
+}
+
+/// SIGSTOP: a frozen agent is removed after its misses run out, not before.
+#[test]
+fn frozen_ipv6_agent_removed_after_its_misses() -> anyhow::Result<()> {
+    with_topology(4, Bridge::Flooding, |topo| {
+        let bed = Bed::start(topo, 4, &[GROUP6])?;
+        let mut agents = three_registered(&bed)?;
+        let (agent1, a1) = &mut agents[0];
+        let frozen = Instant::now();
+        agent1.signal(libc::SIGSTOP);
+        let limit = T * (N + 1) + P + Duration::from_millis(300);
+        bed.until(
+            limit + Duration::from_secs(1),
+            "removal of a frozen agent",
+            |s| !members(s, GROUP6).contains(a1),
+        )?;
+        let after = frozen.elapsed();
+        let earliest = T * (N + 1) - P - Duration::from_millis(100);
+        println!(
+            "frozen IPv6 agent removed {} ms after SIGSTOP (bounds {}..{} ms)",
+            after.as_millis(),
+            earliest.as_millis(),
+            limit.as_millis()
+        );
+        ensure!(
+            after >= earliest && after <= limit,
+            "removed after {after:?}"
+        );
+        bed.departed_for(GROUP6, a1, "missed heartbeats")?;
+        agent1.signal(libc::SIGCONT);
+        Ok(())
+    })
+}
+
+/// One LB, an IPv4 and an IPv6 group side by side, each with its own port
+/// and backends of its family.
+#[test]
+fn a_dual_stack_lb_serves_a_group_of_each_family() -> anyhow::Result<()> {
+    with_topology(3, Bridge::Flooding, |topo| {
+        let group6 = format!("[{GROUP6}]:2001");
+        let bed = Bed::start(topo, 3, &["239.192.0.1", &group6])?;
+        let v4 = topo.host(1).addr.to_string();
+        let v6 = topo.ipv6_address(2).to_string();
+        let _agent4 = bed.agent(1, "239.192.0.1")?;
+        let _agent6 = topo.spawn(
+            2,
+            "agent6",
+            "backend-agent",
+            &["--iface", "eth0", "--group", GROUP6, "--port", "2001"],
+        )?;
+        let took = bed.until(2 * P + Duration::from_secs(2), "both registered", |s| {
+            members(s, "239.192.0.1") == [v4.clone()] && members(s, GROUP6) == [v6.clone()]
+        })?;
+        println!(
+            "dual stack: both backends registered {} ms after their start",
+            took.as_millis()
+        );
+        ensure!(took <= 2 * P, "registered after {took:?}, more than 2 P");
+        let json = topo.exec(
+            LB,
+            "lb-user",
+            &["status", "--json", "--pin-path", pin(&bed.pin)?],
+        )?;
+        let text = String::from_utf8_lossy(&json.stdout);
+        ensure!(
+            text.contains(&format!("\"{v6}\"")),
+            "status --json lacks {v6}: {text}"
+        );
+        Ok(())
+    })
+}
+
+fn pin(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().context("pin path")
+}
