@@ -123,15 +123,19 @@ pub enum DepartureReason {
     MissedHeartbeats = 4,
     /// Its host left the IPv6 group (an MLD leave from its MAC), no key set.
     MldLeave = 5,
+    /// An MLD leave held with a key set, not refuted by an announcement
+    /// after the confirmation query (protocol §9).
+    MldLeaveConfirmed = 6,
 }
 
 impl DepartureReason {
-    pub const ALL: [DepartureReason; 5] = [
+    pub const ALL: [DepartureReason; 6] = [
         DepartureReason::Leaving,
         DepartureReason::IgmpLeave,
         DepartureReason::LeaveConfirmed,
         DepartureReason::MissedHeartbeats,
         DepartureReason::MldLeave,
+        DepartureReason::MldLeaveConfirmed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -141,6 +145,7 @@ impl DepartureReason {
             DepartureReason::LeaveConfirmed => "IGMP leave confirmed",
             DepartureReason::MissedHeartbeats => "missed heartbeats",
             DepartureReason::MldLeave => "MLD leave",
+            DepartureReason::MldLeaveConfirmed => "MLD leave confirmed",
         }
     }
 

@@ -102,12 +102,12 @@ counters! {
     MldReport = "mld_report" => Pass,
     /// MLD leave (Done, or an MLDv2 CHANGE_TO_INCLUDE with no sources) for a
     /// configured IPv6 group from the MAC of a registered backend: the
-    /// backend is removed (without a key), passed on.
+    /// backend is removed (without a key) or its leave held for lb-user's
+    /// confirmation query (with a key), passed on.
     MldLeave = "mld_leave" => Pass,
     /// MLD leave for a configured IPv6 group that names no registered
-    /// backend (no IPv6 backend announced from its MAC), or, with a key
-    /// set, any (a leave cannot be authenticated; the backend ages out):
-    /// nothing removed, passed on.
+    /// backend (no IPv6 backend announced from its MAC, or the leave map
+    /// is full): nothing removed, passed on.
     MldLeaveUntied = "mld_leave_untied" => Pass,
     /// Routed membership report for a configured group (protocol §4.4), counted
     /// for its liveness.

@@ -122,6 +122,9 @@ macro_rules! program_maps {
             /// cannot be authenticated, protocol §4.2), written by XDP, resolved
             /// by lb-user.
             LEAVES / leaves: HashMap<$crate::BackendKey, $crate::PendingLeave>[$crate::DEFAULT_MAX_BACKENDS];
+            /// The same for IPv6 backends: MLD leaves tied to a backend by
+            /// its MAC, held with a key set (protocol §9).
+            LEAVES6 / leaves6: HashMap<$crate::BackendKey6, $crate::PendingLeave>[$crate::DEFAULT_MAX_BACKENDS];
             /// Why and when backends left the server list (LRU), written by
             /// XDP and lb-user where they remove one; `status` shows them.
             DEPARTURES / departures: LruHashMap<$crate::BackendKey, $crate::Departure>[$crate::MAX_DEPARTURES];

@@ -1,9 +1,9 @@
 //! IGMP membership reports and leaves for the configured groups (protocol §4.2, §5.4).
 //! Reports are recorded per group for liveness and always passed on: the
 //! LB's kernel and other listeners see them unchanged.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    BackendKey, Counter, DepartureReason, PendingLeave,
+    BackendKey, Counter, DepartureReason,
     wire::{
         IGMP_V1_REPORT, IGMP_V2_LEAVE, IGMP_V2_LEN, IGMP_V2_REPORT, IGMP_V3_CHANGE_TO_INCLUDE,
         IGMP_V3_REPORT,
@@ -12,8 +12,9 @@ use lb_common::{
 
 use crate::{
     epochs, events,
-    maps::{AUTH_ON, BACKENDS, GROUP_ADDRS, LEAVES},
+    maps::{AUTH_ON, BACKENDS, GROUP_ADDRS},
     parse::{Ipv4Packet, ptr_at},
+    server_list::ServerKey,
     stats::{self, Membership},
 };
 
@@ -105,25 +106,15 @@ fn v3_report(ctx: &XdpContext, packet: &Ipv4Packet, records: u16) -> V3Report {
 /// server list changed (or a leave waits for confirmation).
 #[inline(always)]
 fn leave(ctx: &XdpContext, key: &BackendKey) -> bool {
-    if AUTH_ON.load() == 0 {
-        let removed = BACKENDS.remove(key).is_ok();
-        if removed {
-            epochs::bump();
-            events::removed(ctx, key, DepartureReason::IgmpLeave);
-        }
-        return removed;
+    if AUTH_ON.load() != 0 {
+        return key.hold_leave();
     }
-    // SAFETY: a plain value copied out at once.
-    let Some(announcements) = unsafe { BACKENDS.get(key) }.map(|e| e.announcements) else {
-        return false;
-    };
-    let pending = PendingLeave {
-        // SAFETY: helper without preconditions.
-        leave_ns: unsafe { bpf_ktime_get_ns() },
-        announcements,
-    };
-    // Full: the leave waits for the backend's missed heartbeats.
-    LEAVES.insert(key, &pending, 0).is_ok()
+    let removed = BACKENDS.remove(key).is_ok();
+    if removed {
+        epochs::bump();
+        events::removed(ctx, key, DepartureReason::IgmpLeave);
+    }
+    removed
 }
 
 /// Records a report or leave for `group` if it is one of ours. A leave

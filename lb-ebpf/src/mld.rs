@@ -2,7 +2,8 @@
 //! reports are recorded per group for liveness, as IGMP reports are; a
 //! leave (Done, or an MLDv2 CHANGE_TO_INCLUDE with no sources) comes from
 //! the host's link-local address, so it is tied to a backend by its MAC
-//! (`MAC_BACKENDS6`) and, without a key, removes it. Always passed on.
+//! (`MAC_BACKENDS6`) and, without a key, removes it; with a key, it is
+//! held for lb-user to confirm, as an IGMP leave is. Always passed on.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BackendKey6, Counter, DepartureReason, MacKey,
@@ -117,13 +118,10 @@ fn record(
 }
 
 /// Removes the group's backend that announces from `mac`, if there is
-/// one and no key is set (with a key a leave cannot be authenticated:
-/// the backend ages out). Whether it removed one.
+/// one; with a key set (a leave cannot be authenticated) holds the leave
+/// for lb-user to confirm instead. Whether it did either.
 #[inline(always)]
 fn leave(ctx: &XdpContext, group_id: u32, mac: [u8; 6]) -> bool {
-    if AUTH_ON.load() != 0 {
-        return false;
-    }
     let by_mac = MacKey {
         group_id,
         mac,
@@ -140,7 +138,13 @@ fn leave(ctx: &XdpContext, group_id: u32, mac: [u8; 6]) -> bool {
     };
     // SAFETY: a valid pointer into the map's value, read through the raw
     // pointer (heartbeats on other CPUs write it).
-    if unsafe { (&raw const (*entry).mac).read() } != mac || !key.remove() {
+    if unsafe { (&raw const (*entry).mac).read() } != mac {
+        return false;
+    }
+    if AUTH_ON.load() != 0 {
+        return key.hold_leave();
+    }
+    if !key.remove() {
         return false;
     }
     epochs::bump();

@@ -2,15 +2,18 @@
 //! announcement and tag paths (`registration`, `auth`) are written once
 //! for both, and each family's key says which map, which replay memory and
 //! which log records are its own (protocol §4.3, §9).
-use aya_ebpf::{bindings::BPF_NOEXIST, programs::XdpContext};
+use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, programs::XdpContext};
 use lb_common::{
-    BackendEntry, BackendKey, BackendKey6, DepartureReason, MacKey,
+    BackendEntry, BackendKey, BackendKey6, DepartureReason, MacKey, PendingLeave,
     siphash::{tagged_message, tagged_message6},
 };
 
 use crate::{
     auth, events,
-    maps::{BACKENDS, BACKENDS6, LAST_SEQUENCE, LAST_SEQUENCE6, LB_ADDR, LB_ADDR6, MAC_BACKENDS6},
+    maps::{
+        BACKENDS, BACKENDS6, LAST_SEQUENCE, LAST_SEQUENCE6, LB_ADDR, LB_ADDR6, LEAVES, LEAVES6,
+        MAC_BACKENDS6,
+    },
 };
 
 /// A backend's key in its family's server list.
@@ -31,6 +34,25 @@ pub trait ServerKey: Sized {
     fn set_last_sequence(&self, sequence: u64) -> bool;
     /// Notes that the backend announces from `mac` (registered, or moved).
     fn remember_mac(&self, mac: [u8; 6]);
+    /// Inserts a pending leave into the family's map; whether it could.
+    fn insert_leave(&self, leave: &PendingLeave) -> bool;
+    /// Holds a leave of this registered backend for lb-user to confirm
+    /// (with a key set a leave cannot be authenticated, protocol §4.2):
+    /// whether it is held (a full map leaves it to missed heartbeats).
+    #[inline(always)]
+    fn hold_leave(&self) -> bool {
+        let Some(entry) = self.entry() else {
+            return false;
+        };
+        let pending = PendingLeave {
+            // SAFETY: helper without preconditions.
+            leave_ns: unsafe { bpf_ktime_get_ns() },
+            // SAFETY: a valid pointer into the map's value, read through
+            // the raw pointer (heartbeats on other CPUs write it).
+            announcements: unsafe { (&raw const (*entry).announcements).read() },
+        };
+        self.insert_leave(&pending)
+    }
     fn log_registered(&self, ctx: &XdpContext, mac: [u8; 6], weight: u16);
     fn log_removed(&self, ctx: &XdpContext, why: DepartureReason);
     fn log_table_full(&self, ctx: &XdpContext);
@@ -69,6 +91,10 @@ impl ServerKey for BackendKey {
     /// IGMP leaves come from the backend's own address: nothing to note.
     #[inline(always)]
     fn remember_mac(&self, _mac: [u8; 6]) {}
+    #[inline(always)]
+    fn insert_leave(&self, leave: &PendingLeave) -> bool {
+        LEAVES.insert(self, leave, 0).is_ok()
+    }
     #[inline(always)]
     fn log_registered(&self, ctx: &XdpContext, mac: [u8; 6], weight: u16) {
         events::registered(ctx, self, mac, weight);
@@ -124,6 +150,10 @@ impl ServerKey for BackendKey6 {
             _pad: [0; 2],
         };
         let _ = MAC_BACKENDS6.insert(&key, &self.addr, 0);
+    }
+    #[inline(always)]
+    fn insert_leave(&self, leave: &PendingLeave) -> bool {
+        LEAVES6.insert(self, leave, 0).is_ok()
     }
     #[inline(always)]
     fn log_registered(&self, ctx: &XdpContext, mac: [u8; 6], weight: u16) {

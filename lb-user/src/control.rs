@@ -388,13 +388,15 @@ impl Controller {
     /// confirm, aging, next hops, then the forwarding tables from the
     /// backends that remain.
     fn sweep(&mut self, now_ns: u64) -> Result<(), MapsError> {
+        self.sweeps.leaves_pending = false;
+        self.sweeps.removed = 0;
         let backends = self.maps.backends()?;
         let backends = self.confirm_leaves(backends, now_ns)?;
-        self.sweeps.removed = 0;
         let backends = self.age_backends(backends, now_ns)?;
         if self.has_ipv6 {
             // IPv6 backends serve no service yet (protocol §9): aged only.
             let backends6 = self.maps.backends6()?;
+            let backends6 = self.confirm_leaves(backends6, now_ns)?;
             self.age_backends(backends6, now_ns)?;
         }
         if let Some(unlogged) = self.sweeps.removed.checked_sub(LOGGED_REMOVALS_PER_SWEEP)
@@ -420,22 +422,22 @@ impl Controller {
         Ok(())
     }
 
-    /// Resolves the IGMP leaves XDP holds for confirmation (with a key
-    /// set, protocol §4.2): queries the group once, then removes each backend
+    /// Resolves one family's IGMP or MLD leaves XDP holds for confirmation
+    /// (with a key set, protocol §4.2, §9): queries the group once, then removes each backend
     /// that has not announced since its leave when the window closes.
     /// Returns `backends` without the ones removed.
-    fn confirm_leaves(
+    fn confirm_leaves<K: Listed>(
         &mut self,
-        mut backends: Vec<(BackendKey, BackendEntry)>,
+        mut backends: Vec<(K, BackendEntry)>,
         now_ns: u64,
-    ) -> Result<Vec<(BackendKey, BackendEntry)>, MapsError> {
-        let pending = self.maps.pending_leaves()?;
+    ) -> Result<Vec<(K, BackendEntry)>, MapsError> {
+        let pending = self.maps.pending_leaves::<K>()?;
         // Every tick sweeps until each leave is resolved.
-        self.sweeps.leaves_pending = !pending.is_empty();
+        self.sweeps.leaves_pending |= !pending.is_empty();
         let window_ns =
             u64::try_from(self.params.confirmation_window().as_nanos()).unwrap_or(u64::MAX);
         for (key, leave) in pending {
-            let Some(group) = self.groups.get_mut(key.group_id as usize) else {
+            let Some(group) = self.groups.get_mut(key.group_id() as usize) else {
                 self.maps.remove_pending_leave(&key)?;
                 continue;
             };
@@ -443,7 +445,7 @@ impl Controller {
                 .iter()
                 .find(|(k, _)| *k == key)
                 .map(|(_, e)| e.announcements);
-            let addr = Ipv4Addr::from(key.addr);
+            let addr = key.ip();
             match judge(
                 &leave,
                 announcements,
@@ -464,11 +466,11 @@ impl Controller {
                     }
                 }
                 LeaveVerdict::Refuted => {
-                    info!(backend = %addr, group = %group.config.group, "IGMP leave not confirmed: the backend announced since (a forged or stale leave); kept");
+                    info!(backend = %addr, group = %group.config.group, "{} leave not confirmed: the backend announced since (a forged or stale leave); kept", K::MEMBERSHIP);
                     self.maps.remove_pending_leave(&key)?;
                 }
                 LeaveVerdict::Confirmed => {
-                    let why = DepartureReason::LeaveConfirmed;
+                    let why = K::LEAVE_CONFIRMED;
                     warn!(backend = %addr, group = %group.config.group, "backend removed: {} (no announcement after the confirmation query)", why.name());
                     self.maps.remove_backend(&key, why, now_ns)?;
                     self.maps.remove_pending_leave(&key)?;

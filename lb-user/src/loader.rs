@@ -103,7 +103,9 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .map_max_entries(map_name::LAST_SEQUENCE6, max_backends6.saturating_mul(2))
         .map_max_entries(map_name::MAC_BACKENDS6, max_backends6)
         .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
+        .map_max_entries(map_name::BACKEND_AGING6, max_backends6)
         .map_max_entries(map_name::LEAVES, params.max_backends)
+        .map_max_entries(map_name::LEAVES6, max_backends6)
         .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
         .map_max_entries(
             map_name::SERVICE_BACKENDS,

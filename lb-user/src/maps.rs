@@ -116,13 +116,21 @@ pub trait FamilyKey: Pod + Copy + Eq + std::hash::Hash + std::fmt::Debug + Send 
     fn departures(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, Departure>;
     #[doc(hidden)]
     fn departures_ref(maps: &LbMaps) -> &kind::LruHashMap<Self, Departure>;
-    /// The names of the list, aging and departure maps, for errors.
-    const MAPS: [&'static str; 3];
+    #[doc(hidden)]
+    fn leaves(maps: &mut LbMaps) -> &mut kind::HashMap<Self, PendingLeave>;
+    #[doc(hidden)]
+    fn leaves_ref(maps: &LbMaps) -> &kind::HashMap<Self, PendingLeave>;
+    /// The names of the list, aging, departure and leave maps, for errors.
+    const MAPS: [&'static str; 4];
+    /// The membership protocol of the family, for the log.
+    const MEMBERSHIP: &'static str;
+    /// Why a backend whose held leave was confirmed left.
+    const LEAVE_CONFIRMED: DepartureReason;
 }
 
 /// Implements [`FamilyKey`] for one family's key from its maps' fields.
 macro_rules! family_key {
-    ($key:ty, $variant:ident, $list:ident, $aging:ident, $departures:ident, [$($name:ident),+]) => {
+    ($key:ty, $variant:ident, $membership:literal, $confirmed:ident, $list:ident, $aging:ident, $departures:ident, $leaves:ident, [$($name:ident),+]) => {
         impl FamilyKey for $key {
             fn group_id(&self) -> u32 {
                 self.group_id
@@ -154,25 +162,39 @@ macro_rules! family_key {
             fn departures_ref(maps: &LbMaps) -> &kind::LruHashMap<Self, Departure> {
                 &maps.$departures
             }
-            const MAPS: [&'static str; 3] = [$(map_name::$name),+];
+            fn leaves(maps: &mut LbMaps) -> &mut kind::HashMap<Self, PendingLeave> {
+                &mut maps.$leaves
+            }
+            fn leaves_ref(maps: &LbMaps) -> &kind::HashMap<Self, PendingLeave> {
+                &maps.$leaves
+            }
+            const MAPS: [&'static str; 4] = [$(map_name::$name),+];
+            const MEMBERSHIP: &'static str = $membership;
+            const LEAVE_CONFIRMED: DepartureReason = DepartureReason::$confirmed;
         }
     };
 }
 family_key!(
     BackendKey,
     V4,
+    "IGMP",
+    LeaveConfirmed,
     backends,
     aging,
     departures,
-    [BACKENDS, BACKEND_AGING, DEPARTURES]
+    leaves,
+    [BACKENDS, BACKEND_AGING, DEPARTURES, LEAVES]
 );
 family_key!(
     BackendKey6,
     V6,
+    "MLD",
+    MldLeaveConfirmed,
     backends6,
     aging6,
     departures6,
-    [BACKENDS6, BACKEND_AGING6, DEPARTURES6]
+    leaves6,
+    [BACKENDS6, BACKEND_AGING6, DEPARTURES6, LEAVES6]
 );
 
 /// The userspace type of each kind of map in `lb_common::program_maps!`.
@@ -656,13 +678,13 @@ impl LbMaps {
         )
     }
 
-    /// IGMP leaves waiting for confirmation: backend -> monotonic ns.
-    pub fn pending_leaves(&self) -> Result<Vec<(BackendKey, PendingLeave)>, MapsError> {
-        entries(&self.leaves, map_name::LEAVES)
+    /// IGMP or MLD leaves waiting for confirmation: backend -> monotonic ns.
+    pub fn pending_leaves<K: FamilyKey>(&self) -> Result<Vec<(K, PendingLeave)>, MapsError> {
+        entries(K::leaves_ref(self), K::MAPS[3])
     }
 
-    pub fn remove_pending_leave(&mut self, key: &BackendKey) -> Result<(), MapsError> {
-        removed(self.leaves.remove(key), map_name::LEAVES)
+    pub fn remove_pending_leave<K: FamilyKey>(&mut self, key: &K) -> Result<(), MapsError> {
+        removed(K::leaves(self).remove(key), K::MAPS[3])
     }
 
     /// The aging state of every backend of one family (kept across restarts).

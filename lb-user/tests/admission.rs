@@ -324,7 +324,7 @@ fn with_a_key_a_leave_only_asks_for_confirmation() {
             lb.maps.backend(&key).unwrap().is_some(),
             "{name}: a leave removed a keyed backend at once"
         );
-        let pending = lb.maps.pending_leaves().unwrap();
+        let pending = lb.maps.pending_leaves::<BackendKey>().unwrap();
         assert_eq!(pending.len(), 1, "{name}: one leave waits for confirmation");
         assert_eq!(pending[0].0, key);
         lb.maps.remove_pending_leave(&key).unwrap();
@@ -336,7 +336,7 @@ fn with_a_key_a_leave_only_asks_for_confirmation() {
     )
     .with(|f| f.src = STRANGER);
     assert_eq!(lb.run(&stranger.bytes()).0, XDP_PASS);
-    assert!(lb.maps.pending_leaves().unwrap().is_empty());
+    assert!(lb.maps.pending_leaves::<BackendKey>().unwrap().is_empty());
 }
 
 #[test]

@@ -322,7 +322,8 @@ fn ipv6_announcements_and_mld_reports() {
 }
 
 /// With a key, an IPv6 announcement registers only under a tag over the
-/// IPv6 addresses, and is not accepted twice.
+/// IPv6 addresses, and is not accepted twice; an MLD leave from its MAC
+/// removes nothing but is held for confirmation.
 #[test]
 fn with_a_key_ipv6_announcements_need_their_tag() {
     lb_tests_require_root();
@@ -371,14 +372,26 @@ fn with_a_key_ipv6_announcements_need_their_tag() {
     );
     assert_eq!(lb.run(&leave.bytes()).0, XDP_PASS);
     assert_eq!(
-        lb.counter(Counter::MldLeaveUntied),
+        lb.counter(Counter::MldLeave),
         1,
-        "with a key a leave removes nothing"
+        "with a key a leave from the backend's MAC is held"
     );
     let key = BackendKey6 {
         group_id: GROUP6_ID,
         addr: BACKEND6.octets(),
     };
+    let held: Vec<_> = lb
+        .maps
+        .pending_leaves::<BackendKey6>()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        held,
+        vec![key],
+        "held for lb-user's confirmation, not removed"
+    );
     let keys: Vec<_> = lb
         .maps
         .backends6()

@@ -9,12 +9,15 @@ use std::{
 };
 
 use anyhow::{Context, ensure};
+use lb_common::Counter;
 use lb_tests::{Bridge, FAST_TIMERS, Proc, StatusReport, Topology, wait_for, with_topology};
 
 const P: Duration = Duration::from_millis(200);
 const T: Duration = Duration::from_millis(400);
 const N: u32 = 3;
 const POLL: Duration = Duration::from_millis(20);
+/// P of the keyed test.
+const KEYED_P: Duration = Duration::from_millis(400);
 const GROUP6: &str = "ff15::4c42";
 const LB: usize = 0;
 
@@ -75,12 +78,14 @@ impl<'a> Bed<'a> {
     }
 
     fn agent(&self, host: usize, group: &str) -> anyhow::Result<Proc> {
-        self.topo.spawn(
-            host,
-            &format!("agent{host}"),
-            "backend-agent",
-            &["--iface", "eth0", "--group", group],
-        )
+        self.agent_with(host, &["--group", group])
+    }
+
+    fn agent_with(&self, host: usize, args: &[&str]) -> anyhow::Result<Proc> {
+        let mut all = vec!["--iface", "eth0"];
+        all.extend_from_slice(args);
+        self.topo
+            .spawn(host, &format!("agent{host}"), "backend-agent", &all)
     }
 
     /// The LB's log has a record of XDP's containing `text`.
@@ -228,12 +233,7 @@ fn a_dual_stack_lb_serves_a_group_of_each_family() -> anyhow::Result<()> {
         let v4 = topo.host(1).addr.to_string();
         let v6 = topo.ipv6_address(2).to_string();
         let _agent4 = bed.agent(1, "239.192.0.1")?;
-        let _agent6 = topo.spawn(
-            2,
-            "agent6",
-            "backend-agent",
-            &["--iface", "eth0", "--group", GROUP6, "--port", "2001"],
-        )?;
+        let _agent6 = bed.agent_with(2, &["--group", GROUP6, "--port", "2001"])?;
         let took = bed.until(2 * P + Duration::from_secs(2), "both registered", |s| {
             members(s, "239.192.0.1") == [v4.clone()] && members(s, GROUP6) == [v6.clone()]
         })?;
@@ -258,4 +258,102 @@ fn a_dual_stack_lb_serves_a_group_of_each_family() -> anyhow::Result<()> {
 
 fn pin(path: &Path) -> anyhow::Result<&str> {
     path.to_str().context("pin path")
+}
+
+/// With a key: an agent without it is refused; a Done sent from a live
+/// backend's own host (which the LB cannot authenticate) is held,
+/// confirmed by a query and refuted by the backend's announcement; a
+/// killed agent's MLD leave is confirmed and removes it within one P.
+#[test]
+fn keyed_ipv6_leaves_are_confirmed() -> anyhow::Result<()> {
+    with_topology(4, Bridge::Flooding, |topo| {
+        let key = topo.logs.join("ipv6.key");
+        std::fs::write(&key, "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n")?;
+        let key = key.to_str().context("key path")?;
+        for i in 0..4 {
+            topo.ipv6(i)?;
+        }
+        // The keyed timers of the IPv4 hardening tests (P = 400 ms): a
+        // held leave waits for its confirmation query's window besides.
+        let args = [
+            "--query-interval",
+            "400ms",
+            "--max-response-time",
+            "200ms",
+            "--timeout",
+            "800ms",
+            "--max-misses",
+            "3",
+            "--group",
+            GROUP6,
+            "--key-file",
+            key,
+        ];
+        let (lb, pin) = topo.start_lb(LB, "lb6", &args)?;
+        let bed = Bed { topo, lb, pin };
+        let keyed = ["--group", GROUP6, "--key-file", key];
+        let _live = bed.agent_with(1, &keyed)?;
+        let victim = bed.agent_with(2, &keyed)?;
+        let _keyless = bed.agent(3, GROUP6)?;
+        let (a1, a2, a3) = (
+            topo.ipv6_address(1).to_string(),
+            topo.ipv6_address(2).to_string(),
+            topo.ipv6_address(3).to_string(),
+        );
+        bed.until(
+            2 * KEYED_P + Duration::from_secs(2),
+            "keyed registration",
+            |s| {
+                let m = members(s, GROUP6);
+                m.contains(&a1) && m.contains(&a2)
+            },
+        )?;
+        std::thread::sleep(2 * KEYED_P);
+        let status = topo.status(&bed.pin)?;
+        let refused =
+            status.counter(Counter::AuthMissing)? + status.counter(Counter::AuthBadTag)?;
+        ensure!(
+            !members(&status, GROUP6).contains(&a3),
+            "the agent without the key registered"
+        );
+        ensure!(refused > 0, "no untagged IPv6 announcement counted");
+
+        let done = topo.exec(1, "mld-probe", &["done", "eth0", GROUP6])?;
+        ensure!(done.status.success(), "mld-probe done failed");
+        wait_for(Duration::from_secs(2), POLL, || {
+            bed.lb
+                .log_text()
+                .contains("MLD leave not confirmed")
+                .then_some(())
+        })
+        .context("the Done was not refuted by the live backend")?;
+        ensure!(
+            members(&topo.status(&bed.pin)?, GROUP6).contains(&a1),
+            "the live backend was removed"
+        );
+
+        victim.signal(libc::SIGKILL);
+        let killed = Instant::now();
+        let status = wait_for(Duration::from_secs(3), POLL, || {
+            topo.status(&bed.pin)
+                .ok()
+                .filter(|s| !members(s, GROUP6).contains(&a2))
+        })
+        .context("the killed keyed agent was not removed")?;
+        // The LB's own departure record, not the polling's delay.
+        let left_ms_ago = status.groups[0]
+            .departed
+            .iter()
+            .find(|d| d.address.to_string() == a2)
+            .map_or(0, |d| d.left_ms_ago);
+        let gone = killed
+            .elapsed()
+            .saturating_sub(Duration::from_millis(left_ms_ago));
+        println!(
+            "keyed IPv6 agent removed {} ms after SIGKILL (confirmed MLD leave)",
+            gone.as_millis()
+        );
+        ensure!(gone <= KEYED_P, "removed after {gone:?}, more than one P");
+        bed.departed_for(GROUP6, &a2, "MLD leave confirmed")
+    })
 }

@@ -1,6 +1,9 @@
-//! MLD from a namespace, for the tests of `lb_host::mld_socket`: sends
-//! the LB's query, or waits (bounded) for the first query for a group.
-//! Usage: mld-probe query IFACE LB6 GROUP | mld-probe listen IFACE GROUP SECONDS
+//! MLD from a namespace, for the tests of `lb_host::mld_socket` and of
+//! IPv6 registration: sends the LB's query or a Done for a group (a leave
+//! the host's live agent did not send), or waits (bounded) for the first
+//! query for a group.
+//! Usage: mld-probe query IFACE LB6 GROUP | mld-probe done IFACE GROUP |
+//! mld-probe listen IFACE GROUP SECONDS
 //! Prints one JSON line: what it sent, or the query it received.
 use std::{
     net::Ipv6Addr,
@@ -9,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_common::mld::{MldMessage, mld_v2_query};
+use lb_common::mld::{MLD_DONE, MldMessage, mld_v1_message, mld_v2_query};
 use lb_host::{mld_socket::MldSocket, system};
 
 fn open(iface: &str) -> anyhow::Result<MldSocket> {
@@ -23,6 +26,14 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
         [mode, iface, lb, group] if mode == "query" => {
             let (lb, group): (Ipv6Addr, Ipv6Addr) = (lb.parse()?, group.parse()?);
             open(iface)?.send(&mld_v2_query(1000, lb.octets(), 2, 125), group)?;
+            println!(r#"{{"sent":1}}"#);
+            Ok(true)
+        }
+        [mode, iface, group] if mode == "done" => {
+            let group: Ipv6Addr = group.parse()?;
+            // To all routers, where a Done goes (RFC 2710).
+            let all_routers = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2);
+            open(iface)?.send(&mld_v1_message(MLD_DONE, 0, group.octets()), all_routers)?;
             println!(r#"{{"sent":1}}"#);
             Ok(true)
         }
@@ -55,7 +66,7 @@ fn run(args: &[String]) -> anyhow::Result<bool> {
             Ok(false)
         }
         _ => anyhow::bail!(
-            "usage: mld-probe query IFACE LB6 GROUP | mld-probe listen IFACE GROUP SECONDS"
+            "usage: mld-probe query IFACE LB6 GROUP | mld-probe done IFACE GROUP | mld-probe listen IFACE GROUP SECONDS"
         ),
     }
 }
