@@ -44,9 +44,8 @@ pub struct Agent {
     pub(crate) local: IpAddr,
     /// IGMP or MLD, as the group's family says.
     pub(crate) membership: AsyncFd<Membership>,
-    /// Routed queries and reports (protocol §4.4), to group:port: IPv4
-    /// groups only (the routed query v2 of protocol §9 is not built).
-    pub(crate) routed: Option<AsyncFd<RoutedSocket>>,
+    /// Routed queries and reports (protocol §4.4, §9), to group:port.
+    pub(crate) routed: AsyncFd<RoutedSocket>,
     pub(crate) udp: UdpSocket,
     pub(crate) schedule: Schedule,
     pub(crate) last_sequence: u64,
@@ -83,16 +82,15 @@ impl Agent {
     /// A routed message (protocol §4.4); with a key, one whose tag does not
     /// verify is ignored.
     fn handle_routed(&mut self, received: RoutedReceived) {
-        let source = received.source.octets();
-        match Routed::parse(&received.payload, source, self.key.as_ref()) {
+        match Routed::parse_from(&received.payload, received.source, self.key.as_ref()) {
             Some(Routed::Query {
                 lb, max_resp_ms, ..
             }) => {
                 let max_resp = Duration::from_millis(u64::from(max_resp_ms));
-                self.on_query(IpAddr::from(lb), Via::Routed, max_resp);
+                self.on_query(lb, Via::Routed, max_resp);
             }
             Some(Routed::Report { group, .. }) => {
-                self.on_report(IpAddr::from(group), received.source.into());
+                self.on_report(group, received.source);
             }
             None => {
                 debug!(from = %received.source, "routed message ignored: malformed, or its tag does not verify")
@@ -163,15 +161,15 @@ impl Agent {
         let group = self.args.group;
         self.membership.get_ref().report(group)?;
         self.metrics.report_sent(false);
-        // Routed reports exist for IPv4 groups only (protocol §4.4).
-        if routed && let (IpAddr::V4(group), IpAddr::V4(local)) = (group, self.local) {
+        if routed {
             let report = Routed::Report {
-                group: group.octets(),
+                group,
                 sequence: self.next_sequence(),
             };
-            let payload = report.encode(local.octets(), self.key.as_ref());
-            if let Some(socket) = &self.routed {
-                socket.get_ref().send(&payload, group, self.args.port)?;
+            if let Some(payload) = report.encode_from(self.local, self.key.as_ref()) {
+                self.routed
+                    .get_ref()
+                    .send(payload.as_ref(), group, self.args.port)?;
             }
         }
         Ok(())
@@ -381,18 +379,12 @@ impl Agent {
     /// Reads every queued packet of whichever socket is readable first.
     pub(crate) async fn receive(&mut self) -> anyhow::Result<()> {
         let group = self.args.group;
-        let routed_readable = async {
-            match &self.routed {
-                Some(routed) => routed.readable().await,
-                None => std::future::pending().await,
-            }
-        };
         let (heard, routed) = tokio::select! {
             guard = self.membership.readable() => {
                 let mut guard = guard.context("waiting on the membership socket")?;
                 (drain(&mut guard, |s| s.try_recv(group), "membership"), Vec::new())
             }
-            guard = routed_readable => {
+            guard = self.routed.readable() => {
                 let mut guard = guard.context("waiting on the routed query socket")?;
                 (Vec::new(), drain(&mut guard, |s| s.try_recv().map(Some), "routed"))
             }

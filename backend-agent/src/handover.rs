@@ -57,8 +57,8 @@ pub struct KeptVip {
 pub struct Inherited {
     pub record: Option<Record>,
     /// Its IGMP and routed sockets, when the service manager passed both.
-    /// The membership socket, and the routed one of an IPv4 group.
-    pub sockets: Option<(OwnedFd, Option<OwnedFd>)>,
+    /// The membership socket (IGMP or MLD) and the routed one.
+    pub sockets: Option<(OwnedFd, OwnedFd)>,
 }
 
 fn record_path(iface: &str) -> io::Result<PathBuf> {
@@ -100,11 +100,7 @@ pub fn take(iface: &str, passed: Vec<(String, OwnedFd)>) -> Inherited {
             _ => {}
         }
     }
-    // An IPv4 group's agent hands over both sockets, an IPv6 group's one.
-    let complete = record
-        .as_ref()
-        .is_some_and(|r| r.group.is_ipv6() || routed.is_some());
-    let sockets = membership.map(|m| (m, routed)).filter(|_| complete);
+    let sockets = membership.zip(routed).filter(|_| record.is_some());
     Inherited { record, sockets }
 }
 
@@ -127,10 +123,7 @@ fn read_record(iface: &str) -> io::Result<Option<Record>> {
 /// having changed nothing, when no service manager takes the sockets.
 pub fn hand_over(agent: &mut Agent, vip: Option<&mut VipSetup>) -> anyhow::Result<()> {
     service_manager::store(MEMBERSHIP_SOCKET, agent.membership.get_ref().as_fd())
-        .and_then(|()| match &agent.routed {
-            Some(routed) => service_manager::store(ROUTED_SOCKET, routed.get_ref().as_fd()),
-            None => Ok(()),
-        })
+        .and_then(|()| service_manager::store(ROUTED_SOCKET, agent.routed.get_ref().as_fd()))
         .context("handing the group membership to the service manager")?;
     let iface = agent.args.iface().to_owned();
     if let Some(decap) = agent.decap.take() {

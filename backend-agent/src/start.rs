@@ -27,27 +27,21 @@ pub type VipSetup = (
     system::SysctlOverride,
 );
 
-/// The membership socket and, for an IPv4 group, the routed one.
-type Sockets = (Membership, Option<RoutedSocket>);
+/// The membership socket (IGMP or MLD) and the routed one.
+type Sockets = (Membership, RoutedSocket);
 
-/// Opens the membership socket (IGMP or MLD) and, for an IPv4 group, the
-/// routed socket, and joins the group.
+/// Opens the membership socket (IGMP or MLD) and the routed socket, and
+/// joins the group.
 fn open_sockets(args: &Args, ifindex: u32) -> anyhow::Result<Sockets> {
     let membership = Membership::open(args.iface(), ifindex, args.group, args.igmp_ttl())
         .context("opening the raw membership socket (IGMP, or ICMPv6 for MLD)")?;
-    let routed = match args.group {
-        IpAddr::V4(group) => Some(
-            RoutedSocket::member(group, args.port, ifindex, args.routed_ttl()).with_context(
-                || {
-                    format!(
-                        "opening the UDP socket for routed queries on {group}:{}",
-                        args.port
-                    )
-                },
-            )?,
-        ),
-        IpAddr::V6(_) => None,
-    };
+    let routed = RoutedSocket::member(args.group, args.port, ifindex, args.routed_ttl())
+        .with_context(|| {
+            format!(
+                "opening the UDP socket for routed queries on {}",
+                SocketAddr::new(args.group, args.port)
+            )
+        })?;
     membership
         .join(args.group)
         .with_context(|| format!("joining {} on {}", args.group, args.iface()))?;
@@ -60,13 +54,11 @@ fn open_sockets(args: &Args, ifindex: u32) -> anyhow::Result<Sockets> {
 fn adopt_sockets(
     args: &Args,
     ifindex: u32,
-    (membership, routed): (std::os::fd::OwnedFd, Option<std::os::fd::OwnedFd>),
+    (membership, routed): (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
 ) -> anyhow::Result<Sockets> {
     let membership = Membership::adopt(membership, ifindex, args.group, args.igmp_ttl())
         .context("adopting the predecessor's membership socket")?;
-    let routed = routed
-        .map(|fd| RoutedSocket::adopt(fd, args.routed_ttl()))
-        .transpose()
+    let routed = RoutedSocket::adopt(routed, args.routed_ttl())
         .context("adopting the predecessor's routed socket")?;
     for name in [handover::MEMBERSHIP_SOCKET, handover::ROUTED_SOCKET] {
         if let Err(e) = service_manager::remove(name) {
@@ -154,10 +146,8 @@ pub fn start(args: Args, key: Option<[u8; 16]>, inherited: Inherited) -> anyhow:
         // SAFETY: the AsyncFd owns the socket, so the fd stays open while registered.
         membership: unsafe { AsyncFd::register(membership) }
             .map_err(|e| anyhow::anyhow!("registering the membership socket: {e}"))?,
-        routed: routed
-            // SAFETY: as above.
-            .map(|routed| unsafe { AsyncFd::register(routed) })
-            .transpose()
+        // SAFETY: as above.
+        routed: unsafe { AsyncFd::register(routed) }
             .map_err(|e| anyhow::anyhow!("registering the routed query socket: {e}"))?,
         udp,
         schedule: Schedule::default(),

@@ -120,6 +120,16 @@ pub fn routed_tagged_message(src: [u8; 4], head: &[u8; 20]) -> [u8; TAGGED_LEN] 
     msg
 }
 
+/// The message an IPv6 routed query's or report's tag covers (protocol
+/// §9): source (16), payload[0..32]; as long as an IPv6 announcement's.
+#[inline(always)]
+pub fn routed_tagged_message6(src: [u8; 16], head: &[u8; 32]) -> [u8; TAGGED6_LEN] {
+    let mut msg = [0u8; TAGGED6_LEN];
+    msg[..16].copy_from_slice(&src);
+    msg[16..].copy_from_slice(head);
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

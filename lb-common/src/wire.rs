@@ -219,9 +219,9 @@ impl AnnouncementV1 {
 
 /// Routed query and report magic, `LBQY` (protocol §4.4).
 pub const ROUTED_MAGIC: [u8; 4] = *b"LBQY";
-/// Routed message version this code speaks.
+/// Routed message version of IPv4 groups.
 pub const ROUTED_VERSION: u8 = 1;
-/// Length of a routed query or report.
+/// Length of an IPv4 routed query or report.
 pub const ROUTED_LEN: usize = 28;
 pub const ROUTED_OFF_VERSION: usize = 4;
 pub const ROUTED_OFF_KIND: usize = 5;
@@ -229,27 +229,63 @@ pub const ROUTED_OFF_MAX_RESP: usize = 6;
 pub const ROUTED_OFF_ADDR: usize = 8;
 pub const ROUTED_OFF_SEQUENCE: usize = 12;
 pub const ROUTED_OFF_TAG: usize = 20;
+/// Routed message version of IPv6 groups (protocol §9): 16-byte addresses.
+pub const ROUTED6_VERSION: u8 = 2;
+/// Length of an IPv6 routed query or report.
+pub const ROUTED6_LEN: usize = 40;
+pub const ROUTED6_OFF_SEQUENCE: usize = 24;
+pub const ROUTED6_OFF_TAG: usize = 32;
 /// Routed message kinds.
 pub const ROUTED_KIND_QUERY: u8 = 1;
 pub const ROUTED_KIND_REPORT: u8 = 2;
 
+/// The address of a routed message's family, which sets its layout:
+/// `[u8; 4]` for version 1, `[u8; 16]` for version 2 (protocol §4.4, §9).
+pub trait RoutedAddr: Copy + Eq + core::fmt::Debug + AsRef<[u8]> + AsMut<[u8]> + Default {
+    const VERSION: u8;
+    /// The whole message.
+    type Payload: Copy + AsRef<[u8]> + AsMut<[u8]>;
+    const EMPTY: Self::Payload;
+    /// Where the sequence starts (the address ends).
+    const OFF_SEQUENCE: usize;
+    /// Where the tag starts (the sequence ends).
+    const OFF_TAG: usize;
+}
+
+impl RoutedAddr for [u8; 4] {
+    const VERSION: u8 = ROUTED_VERSION;
+    type Payload = [u8; ROUTED_LEN];
+    const EMPTY: Self::Payload = [0; ROUTED_LEN];
+    const OFF_SEQUENCE: usize = ROUTED_OFF_SEQUENCE;
+    const OFF_TAG: usize = ROUTED_OFF_TAG;
+}
+
+impl RoutedAddr for [u8; 16] {
+    const VERSION: u8 = ROUTED6_VERSION;
+    type Payload = [u8; ROUTED6_LEN];
+    const EMPTY: Self::Payload = [0; ROUTED6_LEN];
+    const OFF_SEQUENCE: usize = ROUTED6_OFF_SEQUENCE;
+    const OFF_TAG: usize = ROUTED6_OFF_TAG;
+}
+
 /// A routed query or report (protocol §4.4): UDP to group:port, replicated by
-/// multicast routers, which never forward IGMP.
+/// multicast routers, which never forward IGMP or MLD. `A` is the family's
+/// address: `[u8; 4]` (version 1) or `[u8; 16]` (version 2, §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Routed {
+pub enum Routed<A = [u8; 4]> {
     /// From an LB: its unicast address, and how long members may wait.
     Query {
-        lb: [u8; 4],
+        lb: A,
         max_resp_ms: u16,
         sequence: u64,
     },
     /// From a member: the group it reports.
-    Report { group: [u8; 4], sequence: u64 },
+    Report { group: A, sequence: u64 },
 }
 
-impl Routed {
+impl<A: RoutedAddr> Routed<A> {
     /// The payload sent from `src`, tagged under `key` (a zero tag without one).
-    pub fn encode(&self, src: [u8; 4], key: Option<&[u8; 16]>) -> [u8; ROUTED_LEN] {
+    pub fn encode(&self, src: A, key: Option<&[u8; 16]>) -> A::Payload {
         let (kind, max_resp_ms, addr, sequence) = match *self {
             Routed::Query {
                 lb,
@@ -258,39 +294,39 @@ impl Routed {
             } => (ROUTED_KIND_QUERY, max_resp_ms, lb, sequence),
             Routed::Report { group, sequence } => (ROUTED_KIND_REPORT, 0, group, sequence),
         };
-        let mut out = [0u8; ROUTED_LEN];
+        let mut payload = A::EMPTY;
+        let out = payload.as_mut();
         out[..4].copy_from_slice(&ROUTED_MAGIC);
-        out[ROUTED_OFF_VERSION] = ROUTED_VERSION;
+        out[ROUTED_OFF_VERSION] = A::VERSION;
         out[ROUTED_OFF_KIND] = kind;
         out[ROUTED_OFF_MAX_RESP..ROUTED_OFF_ADDR].copy_from_slice(&max_resp_ms.to_be_bytes());
-        out[ROUTED_OFF_ADDR..ROUTED_OFF_SEQUENCE].copy_from_slice(&addr);
-        out[ROUTED_OFF_SEQUENCE..ROUTED_OFF_TAG].copy_from_slice(&sequence.to_be_bytes());
+        out[ROUTED_OFF_ADDR..A::OFF_SEQUENCE].copy_from_slice(addr.as_ref());
+        out[A::OFF_SEQUENCE..A::OFF_TAG].copy_from_slice(&sequence.to_be_bytes());
         if let Some(key) = key {
-            let tag = routed_tag(key, src, &out);
-            out[ROUTED_OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
+            let tag = routed_tag(key, src, out);
+            out[A::OFF_TAG..].copy_from_slice(&tag.to_le_bytes());
         }
-        out
+        payload
     }
 
     /// Parses a payload from `src`; with a `key`, only one whose tag
-    /// verifies. `None` for anything else.
-    pub fn parse(payload: &[u8], src: [u8; 4], key: Option<&[u8; 16]>) -> Option<Self> {
-        let payload: &[u8; ROUTED_LEN] = payload.get(..ROUTED_LEN)?.try_into().ok()?;
-        if payload[..4] != ROUTED_MAGIC || payload[ROUTED_OFF_VERSION] != ROUTED_VERSION {
+    /// verifies. `None` for anything else (another version included).
+    pub fn parse(payload: &[u8], src: A, key: Option<&[u8; 16]>) -> Option<Self> {
+        let payload = payload.get(..A::OFF_TAG + 8)?;
+        if payload[..4] != ROUTED_MAGIC || payload[ROUTED_OFF_VERSION] != A::VERSION {
             return None;
         }
-        if let Some(key) = key {
-            let mut tag = [0u8; 8];
-            tag.copy_from_slice(&payload[ROUTED_OFF_TAG..]);
-            if routed_tag(key, src, payload) != u64::from_le_bytes(tag) {
-                return None;
-            }
+        let u64_at =
+            |from: usize| -> Option<[u8; 8]> { payload.get(from..from + 8)?.try_into().ok() };
+        if let Some(key) = key
+            && routed_tag(key, src, payload) != u64::from_le_bytes(u64_at(A::OFF_TAG)?)
+        {
+            return None;
         }
-        let mut addr = [0u8; 4];
-        addr.copy_from_slice(&payload[ROUTED_OFF_ADDR..ROUTED_OFF_SEQUENCE]);
-        let mut sequence = [0u8; 8];
-        sequence.copy_from_slice(&payload[ROUTED_OFF_SEQUENCE..ROUTED_OFF_TAG]);
-        let sequence = u64::from_be_bytes(sequence);
+        let mut addr = A::default();
+        addr.as_mut()
+            .copy_from_slice(&payload[ROUTED_OFF_ADDR..A::OFF_SEQUENCE]);
+        let sequence = u64::from_be_bytes(u64_at(A::OFF_SEQUENCE)?);
         match payload[ROUTED_OFF_KIND] {
             ROUTED_KIND_QUERY => Some(Routed::Query {
                 lb: addr,
@@ -309,12 +345,95 @@ impl Routed {
     }
 }
 
-/// The tag of a routed payload from `src` under `key`: over its first 20 bytes.
-#[inline(always)]
-pub fn routed_tag(key: &[u8; 16], src: [u8; 4], payload: &[u8; ROUTED_LEN]) -> u64 {
-    let mut head = [0u8; ROUTED_OFF_TAG];
-    head.copy_from_slice(&payload[..ROUTED_OFF_TAG]);
-    crate::siphash::siphash24(key, &crate::siphash::routed_tagged_message(src, &head))
+impl<A> Routed<A> {
+    /// The same message with its address mapped by `f`.
+    pub fn map<B>(self, f: impl FnOnce(A) -> B) -> Routed<B> {
+        match self {
+            Routed::Query {
+                lb,
+                max_resp_ms,
+                sequence,
+            } => Routed::Query {
+                lb: f(lb),
+                max_resp_ms,
+                sequence,
+            },
+            Routed::Report { group, sequence } => Routed::Report {
+                group: f(group),
+                sequence,
+            },
+        }
+    }
+}
+
+/// An encoded routed message of either version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoutedBytes {
+    bytes: [u8; ROUTED6_LEN],
+    len: usize,
+}
+
+impl AsRef<[u8]> for RoutedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl Routed<IpAddr> {
+    /// Encodes in the version of the family of `src` (version 1 for IPv4,
+    /// 2 for IPv6); `None` if the message's address is of the other family.
+    pub fn encode_from(&self, src: IpAddr, key: Option<&[u8; 16]>) -> Option<RoutedBytes> {
+        let mut out = RoutedBytes {
+            bytes: [0; ROUTED6_LEN],
+            len: 0,
+        };
+        let v4 = |a: IpAddr| match a {
+            IpAddr::V4(a) => Some(a.octets()),
+            IpAddr::V6(_) => None,
+        };
+        let v6 = |a: IpAddr| match a {
+            IpAddr::V6(a) => Some(a.octets()),
+            IpAddr::V4(_) => None,
+        };
+        let encoded: &[u8] = match src {
+            IpAddr::V4(src) => &self.try_map(v4)?.encode(src.octets(), key),
+            IpAddr::V6(src) => &self.try_map(v6)?.encode(src.octets(), key),
+        };
+        out.len = encoded.len();
+        out.bytes[..out.len].copy_from_slice(encoded);
+        Some(out)
+    }
+
+    /// Parses a payload from `src` in the version of its family.
+    pub fn parse_from(payload: &[u8], src: IpAddr, key: Option<&[u8; 16]>) -> Option<Self> {
+        match src {
+            IpAddr::V4(src) => {
+                Routed::parse(payload, src.octets(), key).map(|r| r.map(IpAddr::from))
+            }
+            IpAddr::V6(src) => {
+                Routed::parse(payload, src.octets(), key).map(|r| r.map(IpAddr::from))
+            }
+        }
+    }
+
+    fn try_map<B>(&self, f: impl FnOnce(IpAddr) -> Option<B>) -> Option<Routed<B>> {
+        let addr = match *self {
+            Routed::Query { lb, .. } => lb,
+            Routed::Report { group, .. } => group,
+        };
+        let mapped = f(addr)?;
+        Some(self.map(|_| mapped))
+    }
+}
+
+/// The tag of a routed payload from `src` under `key`: over `src` and the
+/// payload up to its tag.
+fn routed_tag<A: RoutedAddr>(key: &[u8; 16], src: A, payload: &[u8]) -> u64 {
+    let src = src.as_ref();
+    let mut message = [0u8; 16 + ROUTED6_OFF_TAG];
+    message[..src.len()].copy_from_slice(src);
+    message[src.len()..src.len() + A::OFF_TAG].copy_from_slice(&payload[..A::OFF_TAG]);
+    crate::siphash::siphash24(key, &message[..src.len() + A::OFF_TAG])
 }
 
 /// Internet checksum (RFC 1071) of `data`.
@@ -679,6 +798,44 @@ mod tests {
         let mut other_kind = plain;
         other_kind[5] = 3;
         assert_eq!(Routed::parse(&other_kind, [10, 1, 0, 2], None), None);
+    }
+
+    #[test]
+    fn routed_v2_layout_matches_spec_9_and_verifies_its_tag() {
+        let key = [7u8; 16];
+        let lb: [u8; 16] = core::array::from_fn(|i| 0x20 + i as u8);
+        let member: [u8; 16] = core::array::from_fn(|i| 0x40 + i as u8);
+        let group = [0xff, 0x15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x4c, 0x42];
+        let query = Routed::Query {
+            lb,
+            max_resp_ms: 0x0102,
+            sequence: 0x0102_0304_0506_0708,
+        };
+        let bytes = query.encode(lb, Some(&key));
+        assert_eq!(bytes.len(), ROUTED6_LEN);
+        assert_eq!(&bytes[..8], b"LBQY\x02\x01\x01\x02");
+        assert_eq!(bytes[8..24], lb);
+        assert_eq!(bytes[24..32], [1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut message = [0u8; 48];
+        message[..16].copy_from_slice(&lb);
+        message[16..].copy_from_slice(&bytes[..32]);
+        assert_eq!(
+            u64::from_le_bytes(bytes[32..].try_into().unwrap()),
+            crate::siphash::siphash24(&key, &message),
+            "the tag is over src IPv6 || payload[0..32]"
+        );
+        assert_eq!(Routed::parse(&bytes, lb, Some(&key)), Some(query));
+        assert_eq!(Routed::parse(&bytes, member, Some(&key)), None);
+        let report = Routed::Report { group, sequence: 5 };
+        let plain = report.encode(member, None);
+        assert_eq!(plain[32..], [0; 8], "no key, zero tag");
+        assert_eq!(Routed::parse(&plain, member, None), Some(report));
+        assert_eq!(Routed::parse(&plain[..39], member, None), None);
+        assert_eq!(
+            Routed::parse(&plain, [10, 1, 0, 2], None),
+            None,
+            "a v2 message is no v1 one"
+        );
     }
 
     #[test]

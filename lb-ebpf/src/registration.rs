@@ -87,7 +87,8 @@ pub fn handle6(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
         return Counter::Ignored;
     };
     if packet.dst != LB_ADDR6.load() {
-        return Counter::Ignored;
+        // A routed report travels to the group itself.
+        return routed::handle6(ctx, packet, udp_len, group_id);
     }
     if udp_len < UdpHdr::LEN || udp_len > packet.l4_len {
         return Counter::AnnounceMalformed;

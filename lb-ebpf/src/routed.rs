@@ -1,22 +1,22 @@
-//! Routed reports (protocol §4.4): members behind multicast routers report as
-//! UDP to group:port, since routers never forward IGMP. Each one counts for
+//! Routed reports (protocol §4.4, §9): members behind multicast routers
+//! report as UDP to group:port, since routers never forward IGMP or MLD. Each one counts for
 //! the group's liveness like an IGMP report; with a key set, only one whose
 //! tag verifies and whose sequence is within the clock skew.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     Counter,
-    siphash::routed_tagged_message,
+    siphash::{routed_tagged_message, routed_tagged_message6},
     wire::{
         ROUTED_KIND_QUERY, ROUTED_KIND_REPORT, ROUTED_LEN, ROUTED_MAGIC, ROUTED_OFF_ADDR,
-        ROUTED_OFF_KIND, ROUTED_OFF_SEQUENCE, ROUTED_OFF_TAG, ROUTED_OFF_VERSION, ROUTED_VERSION,
+        ROUTED_OFF_KIND, ROUTED_OFF_VERSION, ROUTED_VERSION, ROUTED6_LEN, ROUTED6_VERSION,
     },
 };
 use network_types::udp::UdpHdr;
 
 use crate::{
     auth,
-    maps::{AUTH_ON, GROUP_ADDRS},
-    parse::{Ipv4Packet, ptr_at},
+    maps::{AUTH_ON, GROUP_ADDRS, GROUP_ADDRS6},
+    parse::{Ipv4Packet, Ipv6Packet, ptr_at},
     stats::{self, GroupEvent},
 };
 
@@ -35,7 +35,49 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet, udp_len: usize, group_id: u
     };
     // SAFETY: ptr_at checked the bounds.
     let payload = unsafe { &*payload };
-    if payload[..4] != ROUTED_MAGIC || payload[ROUTED_OFF_VERSION] != ROUTED_VERSION {
+    count_report(group_id, &packet.dst, payload, |head| {
+        routed_tagged_message(packet.src, head)
+    })
+}
+
+/// The same for an IPv6 group (protocol §9: version 2, 16-byte addresses).
+/// Fragments never get here (their next header is the fragment header).
+#[inline(always)]
+pub fn handle6(ctx: &XdpContext, packet: &Ipv6Packet, udp_len: usize, group_id: u32) -> Counter {
+    // SAFETY: a plain u32 that only lb-user writes, copied out at once.
+    if unsafe { GROUP_ADDRS6.get(&packet.dst) }.copied() != Some(group_id) {
+        return Counter::Ignored;
+    }
+    if udp_len < UdpHdr::LEN + ROUTED6_LEN || udp_len > packet.l4_len {
+        return Counter::RoutedRefused;
+    }
+    let Some(payload) = ptr_at::<[u8; ROUTED6_LEN]>(ctx, packet.l4_offset + UdpHdr::LEN) else {
+        return Counter::RoutedRefused;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    let payload = unsafe { &*payload };
+    count_report(group_id, &packet.dst, payload, |head| {
+        routed_tagged_message6(packet.src, head)
+    })
+}
+
+/// Counts a routed report of group `group_id`, sent to `group`, for its
+/// liveness; refuses anything else but another LB's query. `A` is the
+/// address's length, `L` the message's, `T` where its tag starts; `tagged`
+/// gives the message the tag covers from the bytes before the tag.
+#[inline(always)]
+fn count_report<const A: usize, const L: usize, const T: usize, const M: usize>(
+    group_id: u32,
+    group: &[u8; A],
+    payload: &[u8; L],
+    tagged: impl FnOnce(&[u8; T]) -> [u8; M],
+) -> Counter {
+    let version = if A == 4 {
+        ROUTED_VERSION
+    } else {
+        ROUTED6_VERSION
+    };
+    if payload[..4] != ROUTED_MAGIC || payload[ROUTED_OFF_VERSION] != version {
         return Counter::RoutedRefused;
     }
     match payload[ROUTED_OFF_KIND] {
@@ -44,27 +86,30 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet, udp_len: usize, group_id: u
         ROUTED_KIND_REPORT => {}
         _ => return Counter::RoutedRefused,
     }
-    if payload[ROUTED_OFF_ADDR..ROUTED_OFF_SEQUENCE] != packet.dst {
+    if payload[ROUTED_OFF_ADDR..ROUTED_OFF_ADDR + A] != group[..] {
         return Counter::RoutedRefused;
     }
-    if AUTH_ON.load() != 0 && !is_authentic(packet.src, payload) {
+    if AUTH_ON.load() != 0 && !is_authentic::<L, T, M>(payload, tagged) {
         return Counter::RoutedRefused;
     }
     stats::group_add(group_id, GroupEvent::Report, 1);
     Counter::RoutedReport
 }
 
-/// The tag verifies under an active key and the sequence is fresh. No
-/// replay check: a replayed report can only keep a group alive for as long
-/// as the clock skew allows.
+/// The tag verifies under an active key and the sequence (the 8 bytes
+/// before the tag at `T`) is fresh. No replay check: a replayed report can
+/// only keep a group alive for as long as the clock skew allows.
 #[inline(always)]
-fn is_authentic(src: [u8; 4], payload: &[u8; ROUTED_LEN]) -> bool {
-    let mut head = [0u8; ROUTED_OFF_TAG];
-    head.copy_from_slice(&payload[..ROUTED_OFF_TAG]);
+fn is_authentic<const L: usize, const T: usize, const M: usize>(
+    payload: &[u8; L],
+    tagged: impl FnOnce(&[u8; T]) -> [u8; M],
+) -> bool {
+    let mut head = [0u8; T];
+    head.copy_from_slice(&payload[..T]);
     let mut tag = [0u8; 8];
-    tag.copy_from_slice(&payload[ROUTED_OFF_TAG..]);
+    tag.copy_from_slice(&payload[T..T + 8]);
     let mut sequence = [0u8; 8];
-    sequence.copy_from_slice(&payload[ROUTED_OFF_SEQUENCE..ROUTED_OFF_TAG]);
-    auth::tag_matches(&routed_tagged_message(src, &head), u64::from_le_bytes(tag))
+    sequence.copy_from_slice(&payload[T - 8..T]);
+    auth::tag_matches(&tagged(&head), u64::from_le_bytes(tag))
         && auth::is_fresh(u64::from_be_bytes(sequence))
 }

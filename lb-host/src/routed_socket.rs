@@ -1,10 +1,11 @@
-//! The UDP socket of the routed query and report (protocol §4.4): multicast
-//! routers replicate UDP to the group, never IGMP, so where backends sit
-//! behind routers the LB queries and agents report this way too.
+//! The UDP socket of the routed query and report (protocol §4.4, §9):
+//! multicast routers replicate UDP to the group, never IGMP or MLD, so
+//! where backends sit behind routers the LB queries and agents report
+//! this way too, over IPv4 or IPv6 as the group's family says.
 use std::{
     io,
     mem::MaybeUninit,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
@@ -26,16 +27,16 @@ impl AsFd for RoutedSocket {
 /// A routed message received, with its IP source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoutedReceived {
-    pub source: Ipv4Addr,
+    pub source: IpAddr,
     pub payload: Vec<u8>,
 }
 
 impl RoutedSocket {
     /// The LB's sender: from `local` (the tag covers the source address),
-    /// out of interface `ifindex`, with `ttl`, not looped back.
-    pub fn sender(local: Ipv4Addr, ifindex: u32, ttl: u32) -> io::Result<Self> {
-        let socket = Self::open(ifindex, ttl)?;
-        socket.bind(&SockAddr::from(SocketAddrV4::new(local, 0)))?;
+    /// out of interface `ifindex`, with `ttl` (hop limit), not looped back.
+    pub fn sender(local: IpAddr, ifindex: u32, ttl: u32) -> io::Result<Self> {
+        let socket = Self::open(local, ifindex, ttl)?;
+        socket.bind(&SockAddr::from(SocketAddr::new(local, 0)))?;
         Ok(Self { socket })
     }
 
@@ -43,12 +44,17 @@ impl RoutedSocket {
     /// joins `group` on interface `ifindex`; its reports leave from the
     /// interface's address with `ttl`. Several members on one host may
     /// bind the same group and port.
-    pub fn member(group: Ipv4Addr, port: u16, ifindex: u32, ttl: u32) -> io::Result<Self> {
-        let socket = Self::open(ifindex, ttl)?;
+    pub fn member(group: IpAddr, port: u16, ifindex: u32, ttl: u32) -> io::Result<Self> {
+        let socket = Self::open(group, ifindex, ttl)?;
         socket.set_reuse_address(true)?;
         // Bound to the group: only datagrams to it arrive, not unicast to the port.
-        socket.bind(&SockAddr::from(SocketAddrV4::new(group, port)))?;
-        socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))?;
+        socket.bind(&SockAddr::from(SocketAddr::new(group, port)))?;
+        match group {
+            IpAddr::V4(group) => {
+                socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))?
+            }
+            IpAddr::V6(group) => socket.join_multicast_v6(&group, ifindex)?,
+        }
         Ok(Self { socket })
     }
 
@@ -56,24 +62,39 @@ impl RoutedSocket {
     /// by the service manager, still bound and joined), sending with `ttl`.
     pub fn adopt(fd: OwnedFd, ttl: u32) -> io::Result<Self> {
         let socket = Socket::from(fd);
-        socket.set_multicast_ttl_v4(ttl)?;
+        match socket.local_addr()?.as_socket() {
+            Some(SocketAddr::V6(_)) => socket.set_multicast_hops_v6(ttl)?,
+            _ => socket.set_multicast_ttl_v4(ttl)?,
+        }
         socket.set_nonblocking(true)?;
         Ok(Self { socket })
     }
 
-    fn open(ifindex: u32, ttl: u32) -> io::Result<Socket> {
-        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        set_multicast_ifindex(&socket, ifindex)?;
-        socket.set_multicast_ttl_v4(ttl)?;
-        socket.set_multicast_loop_v4(false)?;
+    /// A UDP socket of `family`'s family sending multicast out of
+    /// `ifindex` with `ttl`, not looped back.
+    fn open(family: IpAddr, ifindex: u32, ttl: u32) -> io::Result<Socket> {
+        let socket = Socket::new(
+            Domain::for_address(SocketAddr::new(family, 0)),
+            Type::DGRAM,
+            Some(Protocol::UDP),
+        )?;
+        if family.is_ipv4() {
+            set_multicast_ifindex(&socket, ifindex)?;
+            socket.set_multicast_ttl_v4(ttl)?;
+            socket.set_multicast_loop_v4(false)?;
+        } else {
+            socket.set_multicast_if_v6(ifindex)?;
+            socket.set_multicast_hops_v6(ttl)?;
+            socket.set_multicast_loop_v6(false)?;
+        }
         socket.set_nonblocking(true)?;
         Ok(socket)
     }
 
     /// Sends `payload` to `group`:`port`.
-    pub fn send(&self, payload: &[u8], group: Ipv4Addr, port: u16) -> io::Result<()> {
+    pub fn send(&self, payload: &[u8], group: IpAddr, port: u16) -> io::Result<()> {
         self.socket
-            .send_to(payload, &SockAddr::from(SocketAddrV4::new(group, port)))?;
+            .send_to(payload, &SockAddr::from(SocketAddr::new(group, port)))?;
         Ok(())
     }
 
@@ -84,8 +105,8 @@ impl RoutedSocket {
         // SAFETY: recv_from initialised the first `len` bytes.
         let payload: &[u8] = unsafe { &*(&buf[..len] as *const [MaybeUninit<u8>] as *const [u8]) };
         let source = from
-            .as_socket_ipv4()
-            .map_or(Ipv4Addr::UNSPECIFIED, |a| *a.ip());
+            .as_socket()
+            .map_or(Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
         Ok(RoutedReceived {
             source,
             payload: payload.to_vec(),

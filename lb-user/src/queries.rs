@@ -50,49 +50,64 @@ fn no_socket(family: &str) -> io::Error {
     io::Error::other(format!("no {family} socket is open for this group"))
 }
 
-/// The routed query's socket and the key its tag is computed with.
+/// The routed query's sockets, one per family the LB serves a group of,
+/// each bound to the LB's address of that family, and the key their tags
+/// are computed with.
 pub struct RoutedQuerier {
-    pub socket: RoutedSocket,
+    pub sockets: Vec<(IpAddr, RoutedSocket)>,
     pub key: Option<[u8; 16]>,
+}
+
+impl RoutedQuerier {
+    /// Sends the routed query for `group` (protocol §4.4; version 2 for an
+    /// IPv6 group, §9) from the LB's address of its family.
+    fn query(&self, group: &GroupConfig, max_resp_ms: u16) -> io::Result<()> {
+        let (lb, socket) = self
+            .sockets
+            .iter()
+            .find(|(lb, _)| lb.is_ipv4() == group.group.is_ipv4())
+            .ok_or_else(|| no_socket("routed query"))?;
+        let query = Routed::Query {
+            lb: *lb,
+            max_resp_ms,
+            sequence: system::realtime_ns(),
+        };
+        let payload = query
+            .encode_from(*lb, self.key.as_ref())
+            .ok_or_else(|| no_socket("routed query"))?;
+        socket.send(payload.as_ref(), group.group, group.port)
+    }
 }
 
 impl Queriers {
     /// Queries `group` with a max response time of `max_resp_tenths`: on
-    /// the segment, and across routers where configured.
+    /// the segment (IGMP or MLD), and across routers where configured.
     pub(crate) fn query(
         &self,
         params: &ControlParams,
         group: &GroupConfig,
         max_resp_tenths: u32,
     ) -> io::Result<()> {
-        let group_addr = match group.group {
-            IpAddr::V4(addr) => addr,
+        match group.group {
+            IpAddr::V4(addr) => self
+                .igmp
+                .as_ref()
+                .ok_or_else(|| no_socket("IGMP"))?
+                .send(&igmp_query(params, max_resp_tenths), addr)?,
             IpAddr::V6(addr) => {
                 let mld = self.mld.as_ref().ok_or_else(|| no_socket("MLD"))?;
                 let max_resp_ms = max_resp_tenths.saturating_mul(100);
-                return mld
-                    .socket
-                    .send(&mld_query(params, mld.lb, max_resp_ms), addr);
+                mld.socket
+                    .send(&mld_query(params, mld.lb, max_resp_ms), addr)?
             }
-        };
-        self.igmp
-            .as_ref()
-            .ok_or_else(|| no_socket("IGMP"))?
-            .send(&igmp_query(params, max_resp_tenths), group_addr)?;
-        if let Some(routed) = &self.routed {
-            let lb = params.lb_addr.octets();
-            let query = Routed::Query {
-                lb,
-                max_resp_ms: u16::try_from(max_resp_tenths * 100).unwrap_or(u16::MAX),
-                sequence: system::realtime_ns(),
-            };
-            routed.socket.send(
-                &query.encode(lb, routed.key.as_ref()),
-                group_addr,
-                group.port,
-            )?;
         }
-        Ok(())
+        match &self.routed {
+            Some(routed) => {
+                let max_resp_ms = u16::try_from(max_resp_tenths * 100).unwrap_or(u16::MAX);
+                routed.query(group, max_resp_ms)
+            }
+            None => Ok(()),
+        }
     }
 }
 

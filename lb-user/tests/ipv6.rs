@@ -1,8 +1,8 @@
 //! The XDP program's IPv6 registration path (protocol §9), through
 //! BPF_PROG_TEST_RUN: UDPv6 announcements to the LB's IPv6 address fill
 //! the IPv6 server list, through a Hop-by-Hop header too, and MLD reports
-//! count for their group's liveness. Each case checks the action, the
-//! counter and the server list.
+//! and routed reports (version 2) count for their group's liveness. Each
+//! case checks the action, the counter and the server list.
 pub mod common;
 
 use std::net::Ipv6Addr;
@@ -11,7 +11,7 @@ use common::*;
 use lb_common::{
     BackendKey6, Counter, MacKey,
     mld::{MLD_DONE, MLD_V1_REPORT, MLD_V2_REPORT, mld_v1_message},
-    wire::{AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_V3_CHANGE_TO_INCLUDE},
+    wire::{AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_V3_CHANGE_TO_INCLUDE, Routed},
 };
 use lb_user::loader::LoadParams;
 
@@ -28,6 +28,17 @@ fn lb(load: LoadParams) -> TestLb {
         .configure_ipv6_group(GROUP6_ID, GROUP6, PORT6)
         .unwrap();
     lb
+}
+
+/// A routed message (version 2) from the backend to the IPv6 group's port.
+fn routed6(message: Routed<[u8; 16]>) -> Vec<u8> {
+    Frame6::udp(
+        BACKEND6,
+        GROUP6,
+        PORT6,
+        &message.encode(BACKEND6.octets(), None),
+    )
+    .bytes()
 }
 
 /// The IPv6 server list as (address, weight, flags, announcements).
@@ -284,6 +295,76 @@ fn ipv6_announcements_and_mld_reports() {
             list: vec![],
             reports: 2,
         },
+        Case {
+            name: "a routed report (v2) to the group counts for its liveness",
+            frame: routed6(Routed::Report {
+                group: GROUP6.octets(),
+                sequence: 1,
+            }),
+            action: XDP_DROP,
+            counter: Counter::RoutedReport,
+            list: vec![],
+            reports: 3,
+        },
+        Case {
+            name: "a routed report naming another group",
+            frame: routed6(Routed::Report {
+                group: other_group.octets(),
+                sequence: 2,
+            }),
+            action: XDP_DROP,
+            counter: Counter::RoutedRefused,
+            list: vec![],
+            reports: 3,
+        },
+        Case {
+            name: "a v1 routed report to an IPv6 group",
+            frame: Frame6::udp(
+                BACKEND6,
+                GROUP6,
+                PORT6,
+                &Routed::Report {
+                    group: [239, 192, 0, 1],
+                    sequence: 3,
+                }
+                .encode([10, 0, 0, 2], None),
+            )
+            .bytes(),
+            action: XDP_DROP,
+            counter: Counter::RoutedRefused,
+            list: vec![],
+            reports: 3,
+        },
+        Case {
+            name: "a routed report cut short",
+            frame: Frame6::udp(
+                BACKEND6,
+                GROUP6,
+                PORT6,
+                &Routed::Report {
+                    group: GROUP6.octets(),
+                    sequence: 4,
+                }
+                .encode(BACKEND6.octets(), None)[..39],
+            )
+            .bytes(),
+            action: XDP_DROP,
+            counter: Counter::RoutedRefused,
+            list: vec![],
+            reports: 3,
+        },
+        Case {
+            name: "another LB's routed query: left to the stack",
+            frame: routed6(Routed::Query {
+                lb: OTHER_BACKEND6.octets(),
+                max_resp_ms: 100,
+                sequence: 5,
+            }),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            list: vec![],
+            reports: 3,
+        },
     ];
     for case in cases {
         let before = lb.counter(case.counter);
@@ -364,6 +445,34 @@ fn with_a_key_ipv6_announcements_need_their_tag() {
             counter.action() as u32,
             "{name}: action"
         );
+        assert_eq!(lb.counter(counter), before + 1, "{name}: counter");
+    }
+    let report = Routed::Report {
+        group: GROUP6.octets(),
+        sequence,
+    };
+    let routed = [
+        (
+            "a routed report without a tag",
+            None,
+            Counter::RoutedRefused,
+        ),
+        (
+            "a routed report under another key",
+            Some(&[8; 16]),
+            Counter::RoutedRefused,
+        ),
+        (
+            "a routed report tagged right",
+            Some(&KEY),
+            Counter::RoutedReport,
+        ),
+    ];
+    for (name, key, counter) in routed {
+        let payload = report.encode(BACKEND6.octets(), key);
+        let frame = Frame6::udp(BACKEND6, GROUP6, PORT6, &payload).bytes();
+        let before = lb.counter(counter);
+        assert_eq!(lb.run(&frame).0, counter.action() as u32, "{name}: action");
         assert_eq!(lb.counter(counter), before + 1, "{name}: counter");
     }
     let leave = Frame6::mld(

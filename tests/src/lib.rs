@@ -194,21 +194,28 @@ impl Topology {
     /// link-local address fe80::`i + 1` only, and the global
     /// 2001:db8:`net`::`i + 1`/64 of this topology's segment, which it returns.
     pub fn ipv6(&self, i: usize) -> anyhow::Result<Ipv6Addr> {
+        let global = self.ipv6_address(i);
+        self.ipv6_with(i, i as u16 + 1, global)?;
+        Ok(global)
+    }
+
+    /// Gives host `i` the link-local address fe80::`k` only and `global`/64,
+    /// neither waiting for duplicate address detection.
+    pub fn ipv6_with(&self, i: usize, k: u16, global: Ipv6Addr) -> anyhow::Result<()> {
         self.sysctl(i, "net.ipv6.conf.eth0.addr_gen_mode", "1")?;
         self.exec_program(
             i,
             "ip",
             &["-6", "addr", "flush", "dev", "eth0", "scope", "link"],
         )?;
-        let global = self.ipv6_address(i);
-        for addr in [format!("fe80::{:x}/64", i + 1), format!("{global}/64")] {
+        for addr in [format!("fe80::{k:x}/64"), format!("{global}/64")] {
             self.exec_program(
                 i,
                 "ip",
                 &["-6", "addr", "add", &addr, "dev", "eth0", "nodad"],
             )?;
         }
-        Ok(global)
+        Ok(())
     }
 
     /// The global IPv6 address [`Topology::ipv6`] gives host `i`.

@@ -4,7 +4,13 @@
 //! where it does not (docs/testing.md), nftables' netdev `dup` replicates the
 //! group's UDP the way a multicast router does: the TTL decremented, TTL 1
 //! and IGMP never forwarded.
-use std::{fmt::Write as _, fs, net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    fmt::Write as _,
+    fs,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 
@@ -82,6 +88,61 @@ impl Topology {
         Ok(added)
     }
 
+    /// Gives subnet `id` behind `router` (see `add_subnet`) IPv6 as well:
+    /// 2001:db8:`net`:`id`::/64, the router at `::fe` forwarding IPv6, each
+    /// of `hosts` at `::k` (k from 1, in order, with link-local fe80::k)
+    /// routing everything through it, none waiting for duplicate address
+    /// detection. Returns the hosts' addresses.
+    pub fn ipv6_subnet(
+        &self,
+        router: usize,
+        id: u8,
+        hosts: &[usize],
+    ) -> anyhow::Result<Vec<Ipv6Addr>> {
+        let net = u16::from(self.net());
+        let address = |k: u16| Ipv6Addr::new(0x2001, 0xdb8, net, u16::from(id), 0, 0, 0, k);
+        let bridge = format!("s{id}");
+        self.sysctl(router, "net.ipv6.conf.all.forwarding", "1")?;
+        self.sysctl(router, &format!("net.ipv6.conf.{bridge}.accept_dad"), "0")?;
+        let gateway = address(0xfe);
+        self.exec_program(
+            router,
+            "ip",
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{gateway}/64"),
+                "dev",
+                &bridge,
+                "nodad",
+            ],
+        )?;
+        let mut added = Vec::new();
+        for (k, &host) in (1u16..).zip(hosts) {
+            let addr = address(k);
+            self.ipv6_with(host, k, addr)?;
+            self.exec_program(
+                host,
+                "ip",
+                &["-6", "route", "add", "default", "via", &gateway.to_string()],
+            )?;
+            added.push(addr);
+        }
+        Ok(added)
+    }
+
+    /// Hosts `hosts` of the LB's segment route this topology's IPv6
+    /// subnets (2001:db8:`net`::/48) through `router`'s segment address.
+    pub fn route6_through(&self, router: usize, hosts: &[usize]) -> anyhow::Result<()> {
+        let prefix = format!("2001:db8:{:x}::/48", self.net());
+        let via = self.ipv6_address(router).to_string();
+        for &h in hosts {
+            self.exec_program(h, "ip", &["-6", "route", "add", &prefix, "via", &via])?;
+        }
+        Ok(())
+    }
+
     /// Routes `prefix` from host `i` through `via`.
     pub fn add_route(&self, i: usize, prefix: &str, via: Ipv4Addr) -> anyhow::Result<()> {
         let netns = &self.hosts[i].netns;
@@ -120,10 +181,11 @@ impl Topology {
     pub fn start_mrouter(
         &self,
         router: usize,
-        group: Ipv4Addr,
+        group: impl Into<IpAddr>,
         ifaces: &[&str],
     ) -> anyhow::Result<Mrouter> {
-        let kind = MrouterKind::of_this_kernel()?;
+        let group = group.into();
+        let kind = MrouterKind::of_this_kernel(group)?;
         println!("multicast router in host {router}: {}", kind.describe());
         match kind {
             MrouterKind::Smcroute => self.start_smcroute(router, group, ifaces),
@@ -134,7 +196,7 @@ impl Topology {
     fn start_smcroute(
         &self,
         router: usize,
-        group: Ipv4Addr,
+        group: IpAddr,
         ifaces: &[&str],
     ) -> anyhow::Result<Mrouter> {
         let name = format!("smcroute{router}");
@@ -180,7 +242,7 @@ impl Topology {
     fn replicate_with_nftables(
         &self,
         router: usize,
-        group: Ipv4Addr,
+        group: IpAddr,
         ifaces: &[&str],
     ) -> anyhow::Result<Mrouter> {
         let file = self.logs.join(format!("mrouter{router}.nft"));
@@ -212,16 +274,21 @@ pub enum MrouterKind {
 const MROUTER_ENV: &str = "XDP_LB_TEST_MROUTER";
 
 impl MrouterKind {
-    /// smcroute where the kernel routes multicast (it creates
-    /// /proc/net/ip_mr_vif then), else nftables.
-    pub fn of_this_kernel() -> anyhow::Result<Self> {
+    /// smcroute where the kernel routes multicast of `group`'s family (it
+    /// creates /proc/net/ip_mr_vif, or ip6_mr_vif, then), else nftables.
+    pub fn of_this_kernel(group: IpAddr) -> anyhow::Result<Self> {
         match std::env::var(MROUTER_ENV).ok().as_deref() {
             None | Some("") => {}
             Some("nftables") => return Ok(Self::NftablesDup),
             Some("smcroute") => return Ok(Self::Smcroute),
             Some(other) => bail!("{MROUTER_ENV}={other}: use nftables or smcroute"),
         }
-        if Path::new("/proc/net/ip_mr_vif").exists() {
+        let vifs = if group.is_ipv4() {
+            "/proc/net/ip_mr_vif"
+        } else {
+            "/proc/net/ip6_mr_vif"
+        };
+        if Path::new(vifs).exists() {
             Ok(Self::Smcroute)
         } else {
             Ok(Self::NftablesDup)
@@ -244,11 +311,16 @@ fn others<'a>(ifaces: &'a [&'a str], from: &'a str) -> impl Iterator<Item = &'a 
 
 /// An nftables ruleset that replicates UDP to `group` arriving on each of
 /// `ifaces` out of all the others, as a multicast router forwards it: the
-/// TTL decremented (nft has no arithmetic: one rule per value), a TTL of 1
-/// never forwarded, and nothing but UDP (IGMP stays on its link). A frame
-/// a router sends is never seen by its own ingress, and each hop lowers
-/// the TTL, so a chain of routers cannot loop.
-pub fn nftables_replication(group: Ipv4Addr, ifaces: &[&str]) -> String {
+/// TTL (IPv6: hop limit) decremented (nft has no arithmetic: one rule per
+/// value), a TTL of 1 never forwarded, and nothing but UDP (IGMP and MLD
+/// stay on their link). A frame a router sends is never seen by its own
+/// ingress, and each hop lowers the TTL, so a chain of routers cannot loop.
+pub fn nftables_replication(group: impl Into<IpAddr>, ifaces: &[&str]) -> String {
+    let group = group.into();
+    let (family, ttl_field) = match group {
+        IpAddr::V4(_) => ("ip", "ip ttl"),
+        IpAddr::V6(_) => ("ip6", "ip6 hoplimit"),
+    };
     let mut rules = String::from("table netdev xdp_lb_mrouter {\n");
     for from in ifaces {
         let chain = format!("replicate_{}", from.replace('-', "_"));
@@ -258,13 +330,13 @@ pub fn nftables_replication(group: Ipv4Addr, ifaces: &[&str]) -> String {
         // One rule on every frame; the per-TTL rules only for the group's.
         let _ = writeln!(
             rules,
-            "  chain ingress_{chain} {{\n    type filter hook ingress device \"{from}\" priority 0; policy accept;\n    meta protocol ip ip daddr {group} ip protocol udp jump {chain}\n  }}"
+            "  chain ingress_{chain} {{\n    type filter hook ingress device \"{from}\" priority 0; policy accept;\n    meta protocol {family} {family} daddr {group} meta l4proto udp jump {chain}\n  }}"
         );
         let _ = writeln!(rules, "  chain {chain} {{");
         for ttl in 2..=u8::MAX {
             let _ = writeln!(
                 rules,
-                "    ip ttl {ttl} ip ttl set {}{dups} accept",
+                "    {ttl_field} {ttl} {ttl_field} set {}{dups} accept",
                 ttl - 1
             );
         }
@@ -282,7 +354,7 @@ mod tests {
     fn the_replication_lowers_the_ttl_and_never_sends_back_where_it_came_from() {
         let rules = nftables_replication(Ipv4Addr::new(239, 192, 0, 1), &["eth0", "s1", "s2"]);
         assert!(rules.contains(
-            "hook ingress device \"s1\" priority 0; policy accept;\n    meta protocol ip ip daddr 239.192.0.1 ip protocol udp jump replicate_s1"
+            "hook ingress device \"s1\" priority 0; policy accept;\n    meta protocol ip ip daddr 239.192.0.1 meta l4proto udp jump replicate_s1"
         ));
         let s1: Vec<&str> = rules
             .split("chain replicate_s1 {")
@@ -302,5 +374,13 @@ mod tests {
                 .all(|l| !l.contains("ip ttl 1 ") && !l.contains("\"s1\""))
         );
         assert!(!rules.contains("igmp"));
+        let rules6 =
+            nftables_replication("ff15::4c42".parse::<Ipv6Addr>().unwrap(), &["eth0", "s1"]);
+        assert!(
+            rules6.contains(
+                "meta protocol ip6 ip6 daddr ff15::4c42 meta l4proto udp jump replicate_s1"
+            )
+        );
+        assert!(rules6.contains("ip6 hoplimit 2 ip6 hoplimit set 1 dup to \"eth0\" accept"));
     }
 }

@@ -357,3 +357,69 @@ fn keyed_ipv6_leaves_are_confirmed() -> anyhow::Result<()> {
         bed.departed_for(GROUP6, &a2, "MLD leave confirmed")
     })
 }
+
+/// Figure 4 for IPv6: backends on two subnets behind a router that
+/// replicates the group's UDP with the hop limit lowered (MLD stays on
+/// each link): the LB's routed query (version 2, `--ttl 4`) reaches them,
+/// their announcements are routed back, and their routed reports keep the
+/// group alive though no MLD report reaches the LB.
+#[test]
+fn ipv6_backends_behind_a_router_register_through_routed_queries() -> anyhow::Result<()> {
+    const ROUTER: usize = 1;
+    let mut topo = Topology::new(2, Bridge::Flooding)?;
+    let b1 = topo.add_subnet(ROUTER, 1, 1)?[0];
+    let b2 = topo.add_subnet(ROUTER, 2, 1)?[0];
+    topo.run(|topo| {
+        topo.ipv6(LB)?;
+        topo.ipv6(ROUTER)?;
+        let a1 = topo.ipv6_subnet(ROUTER, 1, &[b1])?[0].to_string();
+        let a2 = topo.ipv6_subnet(ROUTER, 2, &[b2])?[0].to_string();
+        topo.route6_through(ROUTER, &[LB])?;
+        let group: std::net::Ipv6Addr = GROUP6.parse()?;
+        let _router = topo.start_mrouter(ROUTER, group, &["eth0", "s1", "s2"])?;
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--group", GROUP6, "--ttl", "4"]);
+        let (lb, pin) = topo.start_lb(LB, "lb6", &args)?;
+        let bed = Bed { topo, lb, pin };
+        let started = Instant::now();
+        let agent1 = bed.agent(b1, GROUP6)?;
+        let _agent2 = bed.agent(b2, GROUP6)?;
+        bed.until(
+            2 * P + Duration::from_secs(2),
+            "registration through the router",
+            |s| {
+                let m = members(s, GROUP6);
+                m.contains(&a1) && m.contains(&a2)
+            },
+        )?;
+        let took = started.elapsed();
+        println!(
+            "IPv6 backends behind a router registered {} ms after their start",
+            took.as_millis()
+        );
+        ensure!(took <= 2 * P, "registered after {took:?}, more than 2 P");
+        // Several periods on: alive on routed reports alone.
+        std::thread::sleep(4 * P);
+        let status = topo.status(&bed.pin)?;
+        let routed = status.counter(Counter::RoutedReport)?;
+        let mld = status.counter(Counter::MldReport)?;
+        println!(
+            "after 4 P: {routed} routed reports, {mld} MLD reports at the LB; group {}",
+            status.groups[0].state
+        );
+        ensure!(
+            routed > 0 && status.groups[0].state == "alive",
+            "the group lives on routed reports: {status:?}"
+        );
+        agent1.signal(libc::SIGTERM);
+        let gone = bed.until(P + Duration::from_secs(1), "removal after SIGTERM", |s| {
+            !members(s, GROUP6).contains(&a1)
+        })?;
+        println!(
+            "IPv6 backend behind a router removed {} ms after SIGTERM",
+            gone.as_millis()
+        );
+        ensure!(gone <= P, "removed after {gone:?}, more than one P");
+        Ok(())
+    })
+}

@@ -119,7 +119,7 @@ impl Swarm {
                 sequence: self.sequence,
             };
             let payload = message.encode(self.own.octets(), self.key.as_ref());
-            let _ = self.routed.send(&payload, GROUP, PORT);
+            let _ = self.routed.send(&payload, GROUP.into(), PORT);
         }
     }
 
@@ -170,8 +170,10 @@ impl Swarm {
             }
         }
         while let Ok(received) = self.routed.try_recv() {
-            let source = received.source.octets();
-            match Routed::parse(&received.payload, source, self.key.as_ref()) {
+            let std::net::IpAddr::V4(source) = received.source else {
+                continue;
+            };
+            match Routed::parse(&received.payload, source.octets(), self.key.as_ref()) {
                 Some(Routed::Query {
                     lb, max_resp_ms, ..
                 }) => {
@@ -246,7 +248,7 @@ fn start(args: &[String]) -> Result<Swarm, String> {
     let igmp = IgmpSocket::open(iface, ifindex, 1).map_err(|e| format!("IGMP socket: {e}"))?;
     igmp.join(GROUP)
         .map_err(|e| format!("joining {GROUP}: {e}"))?;
-    let routed = RoutedSocket::member(GROUP, PORT, ifindex, 16)
+    let routed = RoutedSocket::member(GROUP.into(), PORT, ifindex, 16)
         .map_err(|e| format!("routed socket: {e}"))?;
     let raw = raw::socket().map_err(|e| format!("raw socket: {e}"))?;
     Ok(Swarm {

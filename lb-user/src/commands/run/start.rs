@@ -221,7 +221,7 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
             .addr6
             .map(|lb| open_mld_querier(&args.iface, iface.index, lb, groups))
             .transpose()?,
-        routed: open_routed_querier(args, &iface, settings.keys.first().copied())?,
+        routed: open_routed_querier(args, &iface, groups, settings.keys.first().copied())?,
     };
     let params = ControlParams {
         lb_addr: iface.addr,
@@ -336,27 +336,39 @@ fn open_mld_querier(
 }
 
 /// With `--ttl` above 1 backends may sit behind multicast routers, which
-/// never forward IGMP: the queries then also go out as UDP (protocol §4.4),
-/// tagged with the first key.
+/// never forward IGMP or MLD: the queries then also go out as UDP
+/// (protocol §4.4, §9), from the LB's address of each family it serves a
+/// group of, tagged with the first key.
 fn open_routed_querier(
     args: &RunArgs,
     iface: &Interface,
+    groups: &[GroupConfig],
     key: Option<[u8; 16]>,
 ) -> anyhow::Result<Option<RoutedQuerier>> {
     if args.ttl <= 1 {
         return Ok(None);
     }
-    let socket = RoutedSocket::sender(iface.addr, iface.index, args.ttl).with_context(|| {
-        format!(
-            "opening the UDP socket for routed queries from {}",
-            iface.addr
-        )
-    })?;
+    let families = [
+        groups
+            .iter()
+            .any(|g| g.group.is_ipv4())
+            .then_some(IpAddr::from(iface.addr)),
+        iface.addr6.map(IpAddr::from),
+    ];
+    let sockets = families
+        .into_iter()
+        .flatten()
+        .map(|lb| {
+            let socket = RoutedSocket::sender(lb, iface.index, args.ttl)
+                .with_context(|| format!("opening the UDP socket for routed queries from {lb}"))?;
+            Ok((lb, socket))
+        })
+        .collect::<anyhow::Result<_>>()?;
     info!(
         ttl = args.ttl,
         "queries also go out as routed UDP queries to each group's port, for backends behind multicast routers"
     );
-    Ok(Some(RoutedQuerier { socket, key }))
+    Ok(Some(RoutedQuerier { sockets, key }))
 }
 
 /// Serves `/metrics` from the pinned maps (read as `status` reads them,
