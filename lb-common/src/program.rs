@@ -109,6 +109,8 @@ macro_rules! program_maps {
             BACKEND_EPOCH / backend_epoch: MmapArray<u32>[1];
             /// Source prefixes allowed to announce (network-order address, prefix length).
             ANNOUNCE_ALLOW / announce_allow: LpmTrie<[u8; 4], u8>[$crate::MAX_ALLOW_PREFIXES];
+            /// The same for IPv6 sources (protocol §9).
+            ANNOUNCE_ALLOW6 / announce_allow6: LpmTrie<[u8; 16], u8>[$crate::MAX_ALLOW_PREFIXES];
             /// Announcement keys (protocol §4.3), written by lb-user.
             AUTH_KEYS / auth_keys: Array<$crate::AuthKey>[$crate::MAX_AUTH_KEYS];
             /// Wall-clock offset and allowed skew, kept current by lb-user.
@@ -170,7 +172,7 @@ macro_rules! program_globals {
             LB_MAC: [u8; 6] = [0; 6];
             /// 1 when announcements must carry a valid tag.
             AUTH_ON: u8 = 0;
-            /// 1 when only sources in ANNOUNCE_ALLOW may announce.
+            /// 1 when only sources in ANNOUNCE_ALLOW (IPv6: ANNOUNCE_ALLOW6) may announce.
             ALLOWLIST_ON: u8 = 0;
             /// How client traffic reaches a backend: a [`ForwardingMode`]($crate::ForwardingMode).
             FORWARDING: u8 = 0;

@@ -13,7 +13,7 @@ use network_types::udp::UdpHdr;
 use crate::{
     auth, clock, epochs,
     maps::{
-        ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_PORTS, ANNOUNCE_PORTS6, AUTH_ON, AnnouncePorts,
+        ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_ALLOW6, ANNOUNCE_PORTS, ANNOUNCE_PORTS6, AUTH_ON, AnnouncePorts,
         LB_ADDR, LB_ADDR6,
     },
     parse::{Ipv4Packet, Ipv6Packet, ptr_at},
@@ -76,8 +76,8 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
 
 /// An IPv6 announcement (protocol §9): UDP to the LB's IPv6 address from
 /// a backend's global address. Fragments never get here (their next
-/// header is the fragment header). `--allow` holds IPv4 prefixes only, so
-/// with it set no IPv6 source is allowed.
+/// header is the fragment header). With `--allow`, only sources in its
+/// IPv6 prefixes (none, if it holds IPv4 ones only).
 #[inline(always)]
 pub fn handle6(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
     let Some((port, udp_len)) = udp_header(ctx, packet.l4_offset) else {
@@ -96,7 +96,7 @@ pub fn handle6(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
     if !is_global_unicast6(&packet.src) || packet.eth_src[0] & 1 != 0 {
         return Counter::AnnounceBadSource;
     }
-    if ALLOWLIST_ON.load() != 0 {
+    if ALLOWLIST_ON.load() != 0 && ANNOUNCE_ALLOW6.get(&Key::new(128, packet.src)).is_none() {
         return Counter::AnnounceNotAllowed;
     }
     let key = BackendKey6 {

@@ -13,7 +13,7 @@
 //! address = "ff15::4c42"
 //! port = 2001
 //! ```
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use lb_common::{IPPROTO_TCP, IPPROTO_UDP, MAX_GROUPS, MAX_SERVICES, ServiceKey};
 use lb_host::cli::{parse_any_group, parse_port};
@@ -78,21 +78,38 @@ pub fn parse_service(s: &str) -> Result<(u8, u16), String> {
     }
 }
 
-/// `ADDR/LEN` (or a bare address, /32), with no host bits set.
-pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-    let len: u8 = match len.parse() {
-        Ok(len) if len <= 32 => len,
-        _ => return Err(format!("{len:?} is not a prefix length (0..=32)")),
+/// `ADDR/LEN` (or a bare address, /32 or /128) of either family, with no
+/// host bits set.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((addr, len)) => (addr, Some(len)),
+        None => (s, None),
     };
-    let mask = crate::reach::netmask(len);
-    if u32::from(addr) & !mask != 0 {
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is neither an IPv4 nor an IPv6 address"))?;
+    let bits: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let len: u8 = match len.map(str::parse) {
+        None => bits,
+        Some(Ok(len)) if len <= bits => len,
+        Some(_) => {
+            return Err(format!(
+                "{:?} is not a prefix length (0..={bits})",
+                len.unwrap_or_default()
+            ));
+        }
+    };
+    let masked = match addr {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(
+            u32::from(a) & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0),
+        )),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+            u128::from(a) & u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0),
+        )),
+    };
+    if masked != addr {
         return Err(format!(
-            "{s} has host bits set; did you mean {}/{len}?",
-            Ipv4Addr::from(u32::from(addr) & mask)
+            "{s} has host bits set; did you mean {masked}/{len}?"
         ));
     }
     Ok((addr, len))
@@ -204,27 +221,30 @@ mod tests {
 
     #[test]
     fn cidrs() {
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        assert_eq!(parse_cidr("10.0.0.0/8"), Ok((v4(10, 0, 0, 0), 8)));
+        assert_eq!(parse_cidr("10.1.2.3"), Ok((v4(10, 1, 2, 3), 32)));
+        assert_eq!(parse_cidr("0.0.0.0/0"), Ok((v4(0, 0, 0, 0), 0)));
         assert_eq!(
-            parse_cidr("10.0.0.0/8"),
-            Ok((Ipv4Addr::new(10, 0, 0, 0), 8))
+            parse_cidr("2001:db8::/32"),
+            Ok(("2001:db8::".parse().unwrap(), 32))
         );
-        assert_eq!(parse_cidr("10.1.2.3"), Ok((Ipv4Addr::new(10, 1, 2, 3), 32)));
-        assert_eq!(parse_cidr("0.0.0.0/0"), Ok((Ipv4Addr::UNSPECIFIED, 0)));
-        assert!(
-            parse_cidr("10.0.0.1/8")
-                .unwrap_err()
-                .contains("did you mean 10.0.0.0/8")
+        assert_eq!(
+            parse_cidr("2001:db8::5"),
+            Ok(("2001:db8::5".parse().unwrap(), 128))
         );
-        assert!(
-            parse_cidr("10.0.0.0/33")
-                .unwrap_err()
-                .contains("prefix length")
-        );
-        assert!(
-            parse_cidr("10.0.0/8")
-                .unwrap_err()
-                .contains("not an IPv4 address")
-        );
+        assert_eq!(parse_cidr("::/0"), Ok(("::".parse().unwrap(), 0)));
+        for (bad, why) in [
+            ("10.0.0.1/8", "did you mean 10.0.0.0/8"),
+            ("10.0.0.0/33", "prefix length (0..=32)"),
+            ("10.0.0/8", "neither an IPv4 nor an IPv6 address"),
+            ("2001:db8::1/32", "did you mean 2001:db8::/32"),
+            ("2001:db8::/129", "prefix length (0..=128)"),
+            ("2001:db8::/x", "prefix length"),
+        ] {
+            let got = parse_cidr(bad).unwrap_err();
+            assert!(got.contains(why), "{bad}: {got}");
+        }
     }
 
     #[test]

@@ -382,10 +382,17 @@ impl LbMaps {
     }
 
     /// Lets sources in `prefix/len` announce (with the allowlist on).
-    pub fn allow(&mut self, prefix: Ipv4Addr, len: u8) -> Result<(), MapsError> {
-        self.announce_allow
-            .insert(&Key::new(u32::from(len), prefix.octets()), &1, 0)
-            .map_err(map_err(map_name::ANNOUNCE_ALLOW))
+    pub fn allow(&mut self, prefix: IpAddr, len: u8) -> Result<(), MapsError> {
+        match prefix {
+            IpAddr::V4(prefix) => self
+                .announce_allow
+                .insert(&Key::new(u32::from(len), prefix.octets()), &1, 0)
+                .map_err(map_err(map_name::ANNOUNCE_ALLOW)),
+            IpAddr::V6(prefix) => self
+                .announce_allow6
+                .insert(&Key::new(u32::from(len), prefix.octets()), &1, 0)
+                .map_err(map_err(map_name::ANNOUNCE_ALLOW6)),
+        }
     }
 
     /// A configured service's `kind` of table, if XDP has it (one left by

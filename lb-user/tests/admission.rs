@@ -20,7 +20,9 @@ fn allowlist_drops_announcements_from_other_sources() {
         allowlist_on: true,
         ..LOAD
     });
-    lb.maps.allow(Ipv4Addr::new(10, 0, 0, 0), 29).unwrap();
+    lb.maps
+        .allow(Ipv4Addr::new(10, 0, 0, 0).into(), 29)
+        .unwrap();
     // Inside 10.0.0.0/29: registered.
     let frame = Frame::announce(BACKEND, 2000, 0, 100, 1).bytes();
     assert_eq!(lb.run(&frame).0, XDP_PASS);

@@ -515,3 +515,30 @@ fn with_a_key_ipv6_announcements_need_their_tag() {
         "remembered"
     );
 }
+
+/// With `--allow`, only IPv6 sources in its IPv6 prefixes register.
+#[test]
+fn with_an_allowlist_only_its_ipv6_prefixes_register() {
+    lb_tests_require_root();
+    let mut lb = lb(LoadParams {
+        allowlist_on: true,
+        ..LOAD
+    });
+    lb.maps
+        .allow("2001:db8::".parse::<Ipv6Addr>().unwrap().into(), 64)
+        .unwrap();
+    lb.maps
+        .allow(std::net::Ipv4Addr::new(10, 0, 0, 0).into(), 8)
+        .unwrap();
+    let cases = [
+        (BACKEND6, Counter::AnnounceRegistered),
+        (OTHER_BACKEND6, Counter::AnnounceNotAllowed),
+    ];
+    for (src, counter) in cases {
+        let frame = Frame6::announce(src, PORT6, 0, 100, 1).bytes();
+        let before = lb.counter(counter);
+        assert_eq!(lb.run(&frame).0, counter.action() as u32, "{src}: action");
+        assert_eq!(lb.counter(counter), before + 1, "{src}: counter");
+    }
+    assert_eq!(backends6(&lb), vec![(BACKEND6, 100, 0, 1)]);
+}

@@ -115,6 +115,11 @@ const CASES: &[Case] = &[
     ),
     case(
         "lb-user",
+        &["run", "--iface", "lo", "--allow", "2001:db8::1/32"],
+        "did you mean 2001:db8::/32",
+    ),
+    case(
+        "lb-user",
         &["run", "--iface", "lo", "--query-version", "4"],
         "--query-version",
     ),

@@ -114,10 +114,10 @@ pub struct RunArgs {
     /// backend's clock) and the LB's clock, with a key set.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     max_clock_skew: Duration,
-    /// Only sources in this prefix (`ADDR/LEN`) may announce; repeatable.
-    /// Without it, any source may.
+    /// Only sources in this prefix (`ADDR/LEN`, IPv4 or IPv6) may announce;
+    /// repeatable. Without it, any source may.
     #[arg(long, value_parser = config::parse_cidr)]
-    allow: Vec<(Ipv4Addr, u8)>,
+    allow: Vec<(std::net::IpAddr, u8)>,
     /// Capacity of the connection table: the flows it holds (80 bytes
     /// each), beyond which the least recently used make room.
     #[arg(long, default_value_t = DEFAULT_MAX_FLOWS, value_parser = clap::value_parser!(u32).range(1..))]

@@ -191,9 +191,10 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
         "binding the groups' UDP ports on the LB's address for the announcements that register \
          backends (stop the process that holds one, or give the group another port)",
     )?;
-    if iface.addr6.is_some() && !args.allow.is_empty() {
+    let allows_ipv6 = args.allow.iter().any(|(prefix, _)| prefix.is_ipv6());
+    if iface.addr6.is_some() && !args.allow.is_empty() && !allows_ipv6 {
         warn!(
-            "--allow holds IPv4 prefixes only: IPv6 announcements are refused while it is set (counter announce_not_allowed)"
+            "--allow holds no IPv6 prefix: every IPv6 announcement is refused (counter announce_not_allowed)"
         );
     }
     system::require_bpffs(&args.pin_path)?;
