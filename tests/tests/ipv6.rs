@@ -10,7 +10,9 @@ use std::{
 
 use anyhow::{Context, ensure};
 use lb_common::Counter;
-use lb_tests::{Bridge, FAST_TIMERS, Proc, StatusReport, Topology, wait_for, with_topology};
+use lb_tests::{
+    Bridge, FAST_TIMERS, Proc, StatusReport, Topology, fd_store::FdStore, wait_for, with_topology,
+};
 
 const P: Duration = Duration::from_millis(200);
 const T: Duration = Duration::from_millis(400);
@@ -420,6 +422,103 @@ fn ipv6_backends_behind_a_router_register_through_routed_queries() -> anyhow::Re
             gone.as_millis()
         );
         ensure!(gone <= P, "removed after {gone:?}, more than one P");
+        Ok(())
+    })
+}
+
+/// Restarts that keep state, with IPv6 backends: an agent exits on
+/// SIGQUIT handing its MLD and routed sockets to the service manager's
+/// store and the next one adopts them (the LB sees no leave and no new
+/// registration); the LB exits on SIGQUIT and the next `run` adopts the
+/// IPv6 server list with its aging state.
+#[test]
+fn ipv6_restarts_keep_state() -> anyhow::Result<()> {
+    with_topology(2, Bridge::Flooding, |topo| {
+        let bed = Bed::start(topo, 2, &[GROUP6])?;
+        let a1 = topo.ipv6_address(1).to_string();
+        let mut store = FdStore::bind(&topo.logs.join("notify1"))?;
+        let args = ["--iface", "eth0", "--group", GROUP6];
+        let mut agent = topo.spawn_managed(1, "agent1", "backend-agent", &args, &mut store)?;
+        bed.until(2 * P + Duration::from_secs(2), "registration", |s| {
+            members(s, GROUP6).contains(&a1)
+        })?;
+        let before = topo.status(&bed.pin)?;
+        let registrations = before.counter(Counter::AnnounceRegistered)?;
+        let leaves = before.groups[0].leaves;
+
+        agent.signal(libc::SIGQUIT);
+        ensure!(
+            agent.wait_exit(Duration::from_secs(5))? == 0,
+            "SIGQUIT: not a clean exit"
+        );
+        let held = store.names()?;
+        ensure!(
+            held == ["igmp", "routed"],
+            "the store holds {held:?}: {}",
+            agent.log_text()
+        );
+        let agent =
+            topo.spawn_managed(1, "agent1-restarted", "backend-agent", &args, &mut store)?;
+        wait_for(Duration::from_secs(5), POLL, || {
+            agent
+                .log_text()
+                .contains("adopted the predecessor")
+                .then_some(())
+        })
+        .with_context(|| format!("no adoption: {}", agent.log_text()))?;
+        std::thread::sleep(3 * P);
+        let after = topo.status(&bed.pin)?;
+        println!(
+            "IPv6 agent restart: registrations {registrations} -> {}, leaves {leaves} -> {}",
+            after.counter(Counter::AnnounceRegistered)?,
+            after.groups[0].leaves
+        );
+        ensure!(
+            members(&after, GROUP6).contains(&a1),
+            "the backend was lost"
+        );
+        ensure!(after.groups[0].leaves == leaves, "the LB saw a leave");
+        ensure!(
+            after.counter(Counter::AnnounceRegistered)? == registrations,
+            "the backend registered again"
+        );
+
+        let Bed { mut lb, pin, .. } = bed;
+        lb.signal(libc::SIGQUIT);
+        ensure!(
+            lb.wait_exit(Duration::from_secs(5))? == 0,
+            "SIGQUIT: not a clean exit"
+        );
+        let pin_str = pin.to_str().context("pin")?;
+        let mut again = vec![
+            "run",
+            "--iface",
+            "eth0",
+            "--pin-path",
+            pin_str,
+            "--group",
+            GROUP6,
+        ];
+        again.extend(FAST_TIMERS);
+        let restarted = topo.spawn(LB, "lb6-restarted", "lb-user", &again)?;
+        wait_for(Duration::from_secs(10), POLL, || {
+            restarted
+                .log_text()
+                .contains("kept the registered backends of the earlier instance")
+                .then_some(())
+        })
+        .with_context(|| format!("no adoption: {}", restarted.log_text()))?;
+        std::thread::sleep(3 * P);
+        let adopted = topo.status(&pin)?;
+        ensure!(
+            members(&adopted, GROUP6).contains(&a1),
+            "the adopted list lost the backend"
+        );
+        ensure!(
+            adopted.counter(Counter::AnnounceRegistered)? == registrations,
+            "the backend registered again after the LB's restart"
+        );
+        println!("IPv6 LB restart: the backend kept, registrations still {registrations}");
         Ok(())
     })
 }
