@@ -11,7 +11,7 @@ use lb_common::{
     Counter,
     mld::{MLD_DONE, MLD_V1_REPORT, MLD_V2_REPORT, mld_v1_message},
     siphash::{siphash24, tagged_message, tagged_message6},
-    wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, IGMP_V2_REPORT, igmp_v2_message},
+    wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, IGMP_V2_REPORT, Routed, igmp_v2_message},
 };
 use lb_user::loader::LoadParams;
 
@@ -112,7 +112,7 @@ fn sequence_near(rng: &mut Rng, now: u64) -> u64 {
 }
 
 fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
-    match rng.below(13) {
+    match rng.below(14) {
         0 | 1 => (0..ETH_HLEN as u64 + rng.below(200))
             .map(|_| rng.byte())
             .collect(),
@@ -193,6 +193,16 @@ fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
                 }
             };
             mutate(rng, Frame6::mld(message, group).bytes())
+        }
+        12 => {
+            let src = random_source6(rng);
+            let key = if rng.below(4) == 0 { [9; 16] } else { KEY };
+            let report = Routed::Report {
+                group: GROUP6.octets(),
+                sequence: sequence_near(rng, now),
+            };
+            let payload = report.encode(src.octets(), Some(&key));
+            mutate(rng, Frame6::udp(src, GROUP6, PORT6, &payload).bytes())
         }
         _ => {
             let flags = [0x02, 0x10, 0x18, 0x11, 0x04][rng.below(5) as usize];
@@ -317,6 +327,8 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         Counter::Malformed,
         Counter::IgmpReport,
         Counter::MldReport,
+        Counter::RoutedReport,
+        Counter::RoutedRefused,
         Counter::VipNewFlow,
     ] {
         assert!(get(c) > 0, "{c:?} never happened");
