@@ -13,8 +13,8 @@ use network_types::udp::UdpHdr;
 use crate::{
     auth, clock, epochs,
     maps::{
-        ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_ALLOW6, ANNOUNCE_PORTS, ANNOUNCE_PORTS6, AUTH_ON, AnnouncePorts,
-        LB_ADDR, LB_ADDR6,
+        ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_ALLOW6, ANNOUNCE_PORTS, ANNOUNCE_PORTS6, AUTH_ON,
+        AnnouncePorts, LB_ADDR, LB_ADDR6,
     },
     parse::{Ipv4Packet, Ipv6Packet, ptr_at},
     routed,

@@ -119,6 +119,35 @@ pub const FAST_TIMERS: [&str; 8] = [
     "3",
 ];
 
+/// The timers of a keyed LB's tests: P = 400 ms ([`KEYED_P`]), max
+/// response 200 ms, T = 800 ms, N = 3; its confirmation of a leave takes a
+/// fixed ~0.15 s (a 100 ms query window and a control tick), well inside P.
+pub const KEYED_TIMERS: [&str; 8] = [
+    "--query-interval",
+    "400ms",
+    "--max-response-time",
+    "200ms",
+    "--timeout",
+    "800ms",
+    "--max-misses",
+    "3",
+];
+
+/// The query interval of [`KEYED_TIMERS`].
+pub const KEYED_P: Duration = Duration::from_millis(400);
+
+/// Waits (2 s at most) until the log of `lb` has a record of XDP's log
+/// ring containing `text`.
+pub fn xdp_logged(lb: &Proc, text: &str) -> anyhow::Result<()> {
+    wait_for(Duration::from_secs(2), Duration::from_millis(20), || {
+        lb.log_text()
+            .lines()
+            .any(|l| l.contains("lb_ebpf") && l.contains(text))
+            .then_some(())
+    })
+    .with_context(|| format!("no XDP log record {text:?} in the LB's log"))
+}
+
 impl Topology {
     /// Starts `lb-user run --iface eth0` with `extra` arguments on host `i`,
     /// its maps pinned under this topology's bpffs as `name`; returns once

@@ -9,7 +9,8 @@ use std::{
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, Proc, Topology, counter, first_group, registered, wait_for,
+    Bridge, Counter, FAST_TIMERS, KEYED_P, KEYED_TIMERS, Proc, Topology, counter, first_group,
+    registered, wait_for,
 };
 use serde_json::Value;
 
@@ -433,28 +434,14 @@ fn agent_recovers_when_its_lb_is_replaced() {
     with_agent(3, lb_replaced).unwrap();
 }
 
-/// Query interval of the keyed LB: its confirmation of a leave takes a
-/// fixed ~0.15 s (a 100 ms query window and a control tick), well inside.
-const KEYED_P: Duration = Duration::from_millis(400);
-
 /// A keyed LB (P = 400 ms, T = 800 ms, N = 3) and three keyed agents, all
 /// registered.
 fn keyed(topo: &Topology) -> anyhow::Result<(Proc, std::path::PathBuf, Vec<Proc>)> {
     let key = topo.logs.join("leave.key");
     std::fs::write(&key, "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n")?;
     let key = key.to_str().context("key path")?.to_owned();
-    let extra = [
-        "--query-interval",
-        "400ms",
-        "--max-response-time",
-        "200ms",
-        "--timeout",
-        "800ms",
-        "--max-misses",
-        "3",
-        "--key-file",
-        &key,
-    ];
+    let mut extra = KEYED_TIMERS.to_vec();
+    extra.extend(["--key-file", &key]);
     let (lb, pin) = topo.start_lb(LB, "keyed", &extra)?;
     let agents: Vec<Proc> =
         topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--key-file", &key])?;

@@ -11,15 +11,14 @@ use std::{
 use anyhow::{Context, ensure};
 use lb_common::Counter;
 use lb_tests::{
-    Bridge, FAST_TIMERS, Proc, StatusReport, Topology, fd_store::FdStore, wait_for, with_topology,
+    Bridge, FAST_TIMERS, KEYED_P, KEYED_TIMERS, Proc, StatusReport, Topology, fd_store::FdStore,
+    wait_for, with_topology,
 };
 
 const P: Duration = Duration::from_millis(200);
 const T: Duration = Duration::from_millis(400);
 const N: u32 = 3;
 const POLL: Duration = Duration::from_millis(20);
-/// P of the keyed test.
-const KEYED_P: Duration = Duration::from_millis(400);
 const GROUP6: &str = "ff15::4c42";
 const LB: usize = 0;
 
@@ -90,16 +89,8 @@ impl<'a> Bed<'a> {
             .spawn(host, &format!("agent{host}"), "backend-agent", &all)
     }
 
-    /// The LB's log has a record of XDP's containing `text`.
     fn xdp_logged(&self, text: &str) -> anyhow::Result<()> {
-        wait_for(Duration::from_secs(2), POLL, || {
-            self.lb
-                .log_text()
-                .lines()
-                .any(|l| l.contains("lb_ebpf") && l.contains(text))
-                .then_some(())
-        })
-        .with_context(|| format!("no XDP log record {text:?} in the LB's log"))
+        lb_tests::xdp_logged(&self.lb, text)
     }
 
     fn departed_for(&self, group: &str, addr: &str, reason: &str) -> anyhow::Result<()> {
@@ -275,22 +266,9 @@ fn keyed_ipv6_leaves_are_confirmed() -> anyhow::Result<()> {
         for i in 0..4 {
             topo.ipv6(i)?;
         }
-        // The keyed timers of the IPv4 hardening tests (P = 400 ms): a
-        // held leave waits for its confirmation query's window besides.
-        let args = [
-            "--query-interval",
-            "400ms",
-            "--max-response-time",
-            "200ms",
-            "--timeout",
-            "800ms",
-            "--max-misses",
-            "3",
-            "--group",
-            GROUP6,
-            "--key-file",
-            key,
-        ];
+        // A held leave waits for its confirmation query's window besides.
+        let mut args = KEYED_TIMERS.to_vec();
+        args.extend(["--group", GROUP6, "--key-file", key]);
         let (lb, pin) = topo.start_lb(LB, "lb6", &args)?;
         let bed = Bed { topo, lb, pin };
         let keyed = ["--group", GROUP6, "--key-file", key];

@@ -146,16 +146,8 @@ impl Bed<'_> {
         Ok(())
     }
 
-    /// The LB's log has a line from XDP's log ring containing `text`.
     fn xdp_logged(&self, text: &str) -> anyhow::Result<()> {
-        wait_for(Duration::from_secs(2), POLL, || {
-            self.lb
-                .log_text()
-                .lines()
-                .any(|l| l.contains("lb_ebpf") && l.contains(text))
-                .then_some(())
-        })
-        .with_context(|| format!("no XDP log record {text:?} in the LB's log"))
+        lb_tests::xdp_logged(&self.lb, text)
     }
 }
 
