@@ -159,8 +159,9 @@ impl Agent {
     /// when a routed query asked for it.
     pub(crate) fn report(&mut self, routed: bool) -> std::io::Result<()> {
         let group = self.args.group;
-        self.membership.get_ref().report(group)?;
-        self.metrics.report_sent(false);
+        let membership = self.membership.get_ref();
+        membership.report(group)?;
+        self.metrics.report_sent(membership.protocol());
         if routed {
             let report = Routed::Report {
                 group,
@@ -170,6 +171,7 @@ impl Agent {
                 self.routed
                     .get_ref()
                     .send(payload.as_ref(), group, self.args.port)?;
+                self.metrics.report_sent("routed");
             }
         }
         Ok(())

@@ -56,6 +56,14 @@ impl Membership {
         })
     }
 
+    /// `igmp` or `mld`: the reports' kind in the metrics.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            Self::Igmp(_) => "igmp",
+            Self::Mld(_) => "mld",
+        }
+    }
+
     pub fn join(&self, group: IpAddr) -> io::Result<()> {
         match (self, group) {
             (Self::Igmp(socket), IpAddr::V4(group)) => socket.join(group),

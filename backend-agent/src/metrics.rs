@@ -68,8 +68,9 @@ impl AgentMetrics {
             .inc();
     }
 
-    pub fn report_sent(&self, routed: bool) {
-        let kind = if routed { "routed" } else { "igmp" };
+    /// A report sent: `kind` is `igmp` or `mld` on the segment, `routed`
+    /// through routers.
+    pub fn report_sent(&self, kind: &str) {
         self.reports_sent
             .get_or_create(&KindLabels {
                 kind: kind.to_owned(),
@@ -120,7 +121,7 @@ impl AgentMetrics {
         );
         agent.register(
             "reports_sent",
-            "Membership reports sent (igmp on the segment, routed through routers)",
+            "Membership reports sent (igmp or mld on the segment, routed through routers)",
             self.reports_sent.clone(),
         );
         agent.register(

@@ -121,7 +121,7 @@ pub const FAST_TIMERS: [&str; 8] = [
 
 /// The timers of a keyed LB's tests: P = 400 ms ([`KEYED_P`]), max
 /// response 200 ms, T = 800 ms, N = 3; its confirmation of a leave takes a
-/// fixed ~0.15 s (a 100 ms query window and a control tick), well inside P.
+/// fixed ~0.25 s (a 200 ms window for the answer and a control tick), inside P.
 pub const KEYED_TIMERS: [&str; 8] = [
     "--query-interval",
     "400ms",

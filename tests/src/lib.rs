@@ -131,6 +131,9 @@ impl Topology {
                     // IGMPv2 and rarely report leaving (protocol §4.1).
                     "mcast_igmp_version",
                     "3",
+                    // Likewise MLDv1 for IPv6 hosts.
+                    "mcast_mld_version",
+                    "2",
                 ]);
             }
         }
