@@ -10,7 +10,7 @@ use std::net::Ipv6Addr;
 use common::*;
 use lb_common::{
     BackendKey6, Counter, MacKey,
-    mld::{MLD_DONE, MLD_V1_REPORT, MLD_V2_REPORT, mld_v1_message},
+    mld::{MLD_DONE, MLD_V1_REPORT, MLD_V2_REPORT, mld_v1_message, mld_v1_query, mld_v2_query},
     wire::{AnnouncementV1, FLAG_DRAINING, FLAG_LEAVING, IGMP_V3_CHANGE_TO_INCLUDE, Routed},
 };
 use lb_user::loader::LoadParams;
@@ -258,6 +258,27 @@ fn ipv6_announcements_and_mld_reports() {
                 GROUP6,
             )
             .bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            list: vec![(BACKEND6, 250, FLAG_DRAINING, 2)],
+            reports: 2,
+        },
+        Case {
+            name: "another LB's MLDv2 query: passed, counts for nothing",
+            frame: Frame6::mld(
+                mld_v2_query(1000, OTHER_BACKEND6.octets(), 2, 125).to_vec(),
+                GROUP6,
+            )
+            .bytes(),
+            action: XDP_PASS,
+            counter: Counter::Ignored,
+            list: vec![(BACKEND6, 250, FLAG_DRAINING, 2)],
+            reports: 2,
+        },
+        Case {
+            name: "an MLDv1 query: the same",
+            frame: Frame6::mld(mld_v1_query(1000, OTHER_BACKEND6.octets()).to_vec(), GROUP6)
+                .bytes(),
             action: XDP_PASS,
             counter: Counter::Ignored,
             list: vec![(BACKEND6, 250, FLAG_DRAINING, 2)],
