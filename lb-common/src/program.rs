@@ -179,6 +179,11 @@ macro_rules! program_globals {
             /// Netmask of the LB's segment (network order): in `auto` mode a
             /// backend outside LB_ADDR's segment is reached by IPIP.
             SEGMENT_MASK: [u8; 4] = [0; 4];
+            /// Netmask of the LB's IPv6 prefix: only an IPv6 backend inside
+            /// it is tied to the MAC it announces from (one behind a router
+            /// announces from the router's, whose MLD leaves, an MLD proxy's,
+            /// must not name it).
+            SEGMENT6_MASK: [u8; 16] = [0; 16];
             /// Buckets of FLOWS (its capacity): set with it at load.
             FLOW_BUCKETS: u32 = $crate::flow_buckets($crate::DEFAULT_MAX_FLOWS);
             /// 1 when the GSO program ([`GSO_PROGRAM_NAME`]($crate::GSO_PROGRAM_NAME))

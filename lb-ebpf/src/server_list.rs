@@ -12,7 +12,7 @@ use crate::{
     auth, events,
     maps::{
         BACKENDS, BACKENDS6, LAST_SEQUENCE, LAST_SEQUENCE6, LB_ADDR, LB_ADDR6, LEAVES, LEAVES6,
-        MAC_BACKENDS6,
+        MAC_BACKENDS6, SEGMENT6_MASK,
     },
 };
 
@@ -141,9 +141,13 @@ impl ServerKey for BackendKey6 {
     }
     /// MLD leaves come from the host's link-local address: they are tied
     /// to the backend by this MAC (an LRU: a stale entry is checked
-    /// against the backend's MAC when a leave uses it).
+    /// against the backend's MAC when a leave uses it), if the backend is
+    /// on the LB's link (its MAC is its own, not a router's).
     #[inline(always)]
     fn remember_mac(&self, mac: [u8; 6]) {
+        if !on_segment6(&self.addr) {
+            return;
+        }
         let key = MacKey {
             group_id: self.group_id,
             mac,
@@ -167,4 +171,15 @@ impl ServerKey for BackendKey6 {
     fn log_table_full(&self, ctx: &XdpContext) {
         events::table_full6(ctx, self);
     }
+}
+
+/// Whether `addr` is inside the LB's IPv6 prefix (`SEGMENT6_MASK`).
+#[inline(always)]
+fn on_segment6(addr: &[u8; 16]) -> bool {
+    let (lb, mask) = (LB_ADDR6.load(), SEGMENT6_MASK.load());
+    let mut outside = 0u8;
+    for i in 0..16 {
+        outside |= (addr[i] ^ lb[i]) & mask[i];
+    }
+    outside == 0
 }

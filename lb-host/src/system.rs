@@ -142,12 +142,19 @@ pub fn interface_ipv6_link_local(iface: &str) -> Result<Ipv6Addr, SystemError> {
 /// The first global or unique-local IPv6 address of `iface` (protocol §9:
 /// the LB's address of IPv6 groups, the address an agent announces).
 pub fn interface_ipv6(iface: &str) -> Result<Ipv6Addr, SystemError> {
+    interface_ipv6_net(iface).map(|(addr, _)| addr)
+}
+
+/// The same with its prefix length.
+pub fn interface_ipv6_net(iface: &str) -> Result<(Ipv6Addr, u8), SystemError> {
     interface_index(iface)?;
     interface_addrs(iface)
         .unwrap_or_default()
         .into_iter()
-        .find_map(|(addr, _)| match addr {
-            IpAddr::V6(addr) if lb_common::is_global_unicast6(&addr.octets()) => Some(addr),
+        .find_map(|(addr, prefix_len)| match addr {
+            IpAddr::V6(addr) if lb_common::is_global_unicast6(&addr.octets()) => {
+                Some((addr, prefix_len))
+            }
             _ => None,
         })
         .ok_or_else(|| SystemError::NoIpv6Address {

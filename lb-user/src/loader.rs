@@ -44,6 +44,9 @@ pub struct LoadParams {
     /// Prefix length of the LB's segment: in `auto` mode, backends outside
     /// it are reached by IPIP.
     pub segment_prefix_len: u8,
+    /// Prefix length of the LB's IPv6 address: IPv6 backends inside it
+    /// are on its link (their MLD leaves are tied to them by MAC).
+    pub segment6_prefix_len: u8,
     /// The GSO program will run on the interface's ingress: XDP hands it
     /// the super-packets it cannot wrap.
     pub gso_handoff: bool,
@@ -82,6 +85,14 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .override_global(
             global_name::SEGMENT_MASK,
             &crate::reach::netmask(params.segment_prefix_len).to_be_bytes(),
+            true,
+        )
+        .override_global(
+            global_name::SEGMENT6_MASK,
+            &u128::MAX
+                .checked_shl(128 - u32::from(params.segment6_prefix_len.min(128)))
+                .unwrap_or(0)
+                .to_be_bytes(),
             true,
         )
         .override_global(

@@ -412,9 +412,14 @@ fn ipv6_announcements_and_mld_reports() {
         _pad: [0; 2],
     };
     assert_eq!(
+        lb.maps.mac_backend6(&note(BACKEND_MAC)).unwrap(),
+        Some(BACKEND6.octets()),
+        "the MAC a backend of the LB's /64 registered from names it"
+    );
+    assert_eq!(
         lb.maps.mac_backend6(&note(OTHER_MAC)).unwrap(),
-        Some(OTHER_BACKEND6.octets()),
-        "the MAC a backend registered from names it"
+        None,
+        "a backend outside it (fd00::3) announces from a router's MAC: not tied"
     );
     assert_eq!(
         lb.maps.group_reports(GROUP6_ID).unwrap().leaves,

@@ -34,6 +34,7 @@ pub const LOAD: LoadParams = LoadParams {
     auth_on: false,
     forwarding: ForwardingMode::Auto,
     segment_prefix_len: 24,
+    segment6_prefix_len: 64,
     gso_handoff: false,
 };
 

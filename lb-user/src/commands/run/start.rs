@@ -73,8 +73,10 @@ struct Interface {
     /// and no service) and its prefix length.
     addr: Ipv4Addr,
     prefix_len: u8,
-    /// The LB's IPv6 address (protocol §9), when it serves an IPv6 group.
+    /// The LB's IPv6 address (protocol §9), when it serves an IPv6 group,
+    /// and its prefix length.
     addr6: Option<Ipv6Addr>,
+    prefix6_len: u8,
     mac: [u8; 6],
     index: u32,
 }
@@ -89,16 +91,17 @@ impl Interface {
         } else {
             (Ipv4Addr::UNSPECIFIED, 32)
         };
-        let addr6 = plan
+        let net6 = plan
             .groups
             .iter()
             .any(|g| g.group.is_ipv6())
-            .then(|| system::interface_ipv6(name))
+            .then(|| system::interface_ipv6_net(name))
             .transpose()?;
         Ok(Self {
             addr,
             prefix_len,
-            addr6,
+            addr6: net6.map(|(addr, _)| addr),
+            prefix6_len: net6.map_or(128, |(_, len)| len),
             mac: system::interface_mac(name)?,
             index: system::interface_index(name)?,
         })
@@ -150,6 +153,7 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
         auth_on,
         forwarding: args.forwarding.into(),
         segment_prefix_len: iface.prefix_len,
+        segment6_prefix_len: iface.prefix6_len,
         gso_handoff,
     };
     let mut ebpf = load_program(load, Some(&args.pin_path)).with_context(|| {
