@@ -113,8 +113,9 @@ impl Membership {
                 }),
                 _ => None,
             }),
-            // The socket receives the multicast of the groups its host
-            // joined: a query is taken as for the agent's group.
+            // Bound to an address, a raw ICMPv6 socket gets multicast only
+            // for the groups it joined itself (the kernel's
+            // inet6_mc_check): a query it reads went to the agent's group.
             Self::Mld(socket) => {
                 let received = socket.try_recv()?;
                 match received.message {
