@@ -11,8 +11,8 @@ use std::{
 use anyhow::{Context, ensure};
 use lb_common::Counter;
 use lb_tests::{
-    Bridge, FAST_TIMERS, KEYED_P, KEYED_TIMERS, Proc, StatusReport, Topology, fd_store::FdStore,
-    wait_for, with_topology,
+    Bridge, FAST_TIMERS, KEYED_P, KEYED_TIMERS, Proc, StatusReport, Topology, check_args,
+    fd_store::FdStore, wait_for, with_topology,
 };
 
 const P: Duration = Duration::from_millis(200);
@@ -581,6 +581,49 @@ fn ipv6_restarts_keep_state() -> anyhow::Result<()> {
             "the backend registered again after the LB's restart"
         );
         println!("IPv6 LB restart: the backend kept, registrations still {registrations}");
+        Ok(())
+    })
+}
+
+/// Service checks over IPv6: an agent whose check fails registers DOWN
+/// (listed, no traffic), and comes UP once its server answers; SIGUSR1
+/// announces DRAINING.
+#[test]
+fn ipv6_backends_carry_their_service_state() -> anyhow::Result<()> {
+    with_topology(2, Bridge::Flooding, |topo| {
+        let bed = Bed::start(topo, 2, &[GROUP6])?;
+        let a1 = topo.ipv6_address(1).to_string();
+        let mut args = vec!["--group".to_owned(), GROUP6.to_owned()];
+        args.extend(check_args("tcp:80"));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let agent = bed.agent_with(1, &args)?;
+        let state = |want: &'static str| {
+            let a1 = a1.clone();
+            move |s: &StatusReport| {
+                s.groups
+                    .iter()
+                    .flat_map(|g| &g.backends)
+                    .any(|b| b.address.to_string() == a1 && b.state == want)
+            }
+        };
+        bed.until(
+            2 * P + Duration::from_secs(2),
+            "registered DOWN",
+            state("down"),
+        )?;
+        let _server = topo.start_servers(&[1])?;
+        let up = bed.until(
+            Duration::from_secs(3),
+            "UP once the check passes",
+            state("active"),
+        )?;
+        agent.signal(libc::SIGUSR1);
+        let drained = bed.until(Duration::from_secs(1), "DRAINING", state("draining"))?;
+        println!(
+            "IPv6 backend: DOWN while its check failed, active {} ms after its server started, draining {} ms after SIGUSR1",
+            up.as_millis(),
+            drained.as_millis()
+        );
         Ok(())
     })
 }
