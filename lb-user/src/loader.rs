@@ -58,13 +58,18 @@ pub struct LoadParams {
 /// from this build's is an error, never misread.
 pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, MapsError> {
     let octets = params.lb_addr.octets();
-    // Without an IPv6 address the IPv6 server list takes nothing (its
-    // maps are preallocated: 27 MiB at 65,536 backends).
-    let max_backends6 = if params.lb_addr6.is_unspecified() {
-        1
-    } else {
-        params.max_backends
+    // A family the LB has no address of (no group of it) takes nothing
+    // of its server list's maps, which are preallocated (the IPv6 ones
+    // 40 MiB at 65,536 backends, the IPv4 ones 30).
+    let capacity = |addr_unspecified: bool| {
+        if addr_unspecified {
+            1
+        } else {
+            params.max_backends
+        }
     };
+    let max_backends4 = capacity(params.lb_addr.is_unspecified());
+    let max_backends6 = capacity(params.lb_addr6.is_unspecified());
     let mut loader = EbpfLoader::new();
     if let Some(dir) = pin_dir {
         for &name in ALL_MAPS.iter().chain([&FAMILY_PROGRAMS]) {
@@ -105,17 +110,14 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
             &u8::from(params.gso_handoff),
             true,
         )
-        .map_max_entries(
-            map_name::LAST_SEQUENCE,
-            params.max_backends.saturating_mul(2),
-        )
-        .map_max_entries(map_name::BACKENDS, params.max_backends)
+        .map_max_entries(map_name::LAST_SEQUENCE, max_backends4.saturating_mul(2))
+        .map_max_entries(map_name::BACKENDS, max_backends4)
         .map_max_entries(map_name::BACKENDS6, max_backends6)
         .map_max_entries(map_name::LAST_SEQUENCE6, max_backends6.saturating_mul(2))
         .map_max_entries(map_name::MAC_BACKENDS6, max_backends6)
-        .map_max_entries(map_name::BACKEND_AGING, params.max_backends)
+        .map_max_entries(map_name::BACKEND_AGING, max_backends4)
         .map_max_entries(map_name::BACKEND_AGING6, max_backends6)
-        .map_max_entries(map_name::LEAVES, params.max_backends)
+        .map_max_entries(map_name::LEAVES, max_backends4)
         .map_max_entries(map_name::LEAVES6, max_backends6)
         .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
         .map_max_entries(
