@@ -187,6 +187,31 @@ fn ipv6_backends_register_and_leave(bridge: Bridge) -> anyhow::Result<()> {
         }
         println!("MLD reports of three agents: {sent} sent, {suppressed} suppressed");
         ensure!(suppressed > 0.0, "no report was suppressed ({sent} sent)");
+        if bridge != Bridge::Flooding {
+            // The LB sends no IGMP here: its MLD router advertisements
+            // alone make its port (p1) a router port of the bridge.
+            let mdb = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &topo.bridge_ns,
+                    "bridge",
+                    "-j",
+                    "-d",
+                    "mdb",
+                    "show",
+                ])
+                .output()
+                .context("running bridge mdb show")?;
+            let mdb: serde_json::Value = serde_json::from_slice(&mdb.stdout)?;
+            let routers = &mdb[0]["router"]["br0"];
+            println!("bridge router ports: {routers}");
+            let ports = routers.as_array().map(Vec::as_slice).unwrap_or_default();
+            ensure!(
+                ports.iter().any(|p| p["port"] == "p1"),
+                "the LB's port is no router port: {mdb}"
+            );
+        }
 
         // SIGTERM: LEAVING over UDPv6, within one P.
         let (agent3, a3) = &mut agents[2];
