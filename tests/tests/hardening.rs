@@ -434,7 +434,7 @@ fn agent_recovers_when_its_lb_is_replaced() {
     with_agent(3, lb_replaced).unwrap();
 }
 
-/// A keyed LB (P = 400 ms, T = 800 ms, N = 3) and three keyed agents, all
+/// A keyed LB ([`KEYED_TIMERS`]: P = 600 ms, T = 1.2 s, N = 3) and three keyed agents, all
 /// registered.
 fn keyed(topo: &Topology) -> anyhow::Result<(Proc, std::path::PathBuf, Vec<Proc>)> {
     let key = topo.logs.join("leave.key");

@@ -70,12 +70,9 @@ impl<'a> Bed<'a> {
         what: &str,
         pred: impl Fn(&StatusReport) -> bool,
     ) -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        wait_for(limit, POLL, || {
-            self.topo.status(&self.pin).ok().filter(|s| pred(s))
-        })
-        .with_context(|| format!("{what}: not within {limit:?}: {}", self.lb.log_text()))?;
-        Ok(start.elapsed())
+        self.topo
+            .until_status(&self.pin, limit, what, pred)
+            .with_context(|| format!("the LB's log: {}", self.lb.log_text()))
     }
 
     fn agent(&self, host: usize, group: &str) -> anyhow::Result<Proc> {

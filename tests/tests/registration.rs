@@ -11,7 +11,6 @@ use std::{
 use anyhow::{Context, bail, ensure};
 use lb_tests::{
     Bridge, FAST_TIMERS, Proc, StatusReport, Topology, departure_reason, first_group, registered,
-    wait_for,
 };
 
 const P: Duration = Duration::from_millis(200);
@@ -39,20 +38,6 @@ fn start_agent(topo: &Topology, host: usize, name: &str) -> anyhow::Result<Proc>
         "backend-agent",
         &["--iface", "eth0", "--weight", "100"],
     )
-}
-
-/// Waits until `pred` holds on the LB's status; returns the time it took.
-fn until(
-    topo: &Topology,
-    pin: &std::path::Path,
-    limit: Duration,
-    what: &str,
-    pred: impl Fn(&StatusReport) -> bool,
-) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    wait_for(limit, POLL, || topo.status(pin).ok().filter(|s| pred(s)))
-        .with_context(|| format!("{what}: not within {limit:?}"))?;
-    Ok(start.elapsed())
 }
 
 /// SIGTERM to every process at once, then each must exit 0.
@@ -132,7 +117,7 @@ impl Bed<'_> {
         what: &str,
         pred: impl Fn(&StatusReport) -> bool,
     ) -> anyhow::Result<Duration> {
-        until(self.topo, &self.pin, limit, what, pred)
+        self.topo.until_status(&self.pin, limit, what, pred)
     }
 
     /// `status` lists `addr` as departed for `reason`.
@@ -360,8 +345,7 @@ fn second_lb_registers_the_same_backends(bed: &mut Bed<'_>) -> anyhow::Result<()
     };
     let lb2_start = Instant::now();
     let (mut lb2, pin2) = start_lb(bed.topo, 5, "lb2", &[])?;
-    let both = until(
-        bed.topo,
+    let both = bed.topo.until_status(
         &pin2,
         2 * P + Duration::from_secs(2),
         "lb2 registers the same backends",
@@ -380,8 +364,7 @@ fn second_lb_registers_the_same_backends(bed: &mut Bed<'_>) -> anyhow::Result<()
     );
 
     terminate(bed.agents.iter_mut())?;
-    until(
-        bed.topo,
+    bed.topo.until_status(
         &pin2,
         P + Duration::from_secs(1),
         "lb2 empty after LEAVING",
