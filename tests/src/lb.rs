@@ -149,6 +149,30 @@ pub fn xdp_logged(lb: &Proc, text: &str) -> anyhow::Result<()> {
     .with_context(|| format!("no XDP log record {text:?} in the LB's log"))
 }
 
+/// The time of day (s) of the first line of `process`'s log containing
+/// `text`, from its timestamp (`...THH:MM:SS.ffffffZ`).
+fn first_log_seconds(process: &Proc, text: &str) -> Option<f64> {
+    let log = process.log_text();
+    let line = log.lines().find(|l| l.contains(text))?;
+    let time = line.split_once('T')?.1.split_once('Z')?.0;
+    let mut fields = time.split(':').map(str::parse::<f64>);
+    let (h, m, s) = (
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// How long after `agent` joined its group the LB (`lb`) registered the
+/// backend at `addr`, from both processes' own log timestamps: polling
+/// `status` would add its own delay. `None` until both records are there.
+pub fn registration_latency(lb: &Proc, agent: &Proc, addr: &str) -> Option<Duration> {
+    let registered = first_log_seconds(lb, &format!("backend {addr} registered in group"))?;
+    let joined = first_log_seconds(agent, "agent is a member of the group")?;
+    Some(Duration::from_secs_f64((registered - joined).max(0.0)))
+}
+
 impl Topology {
     /// Waits (at most `limit`, polling every 20 ms) until `pred` holds on
     /// the status of the instance at `pin_path`; returns the time it took.

@@ -12,7 +12,7 @@ use anyhow::{Context, ensure};
 use lb_common::Counter;
 use lb_tests::{
     Bridge, FAST_TIMERS, KEYED_P, KEYED_TIMERS, Proc, StatusReport, Topology, check_args,
-    fd_store::FdStore, wait_for, with_topology,
+    fd_store::FdStore, registration_latency, wait_for, with_topology,
 };
 
 const P: Duration = Duration::from_millis(200);
@@ -117,11 +117,7 @@ fn three_registered(bed: &Bed<'_>) -> anyhow::Result<Vec<(Proc, String)>> {
     let mut latencies = Vec::new();
     for (agent, addr) in &agents {
         bed.xdp_logged(&format!("backend {addr} registered in group {GROUP6}"))?;
-        let registered = first_log_seconds(&bed.lb, &format!("backend {addr} registered"));
-        let joined = first_log_seconds(agent, "agent is a member of the group");
-        let latency = registered
-            .zip(joined)
-            .map(|(r, j)| Duration::from_secs_f64((r - j).max(0.0)))
+        let latency = registration_latency(&bed.lb, agent, addr)
             .with_context(|| format!("no timestamps for {addr}"))?;
         latencies.push(latency.as_millis());
         ensure!(
@@ -131,21 +127,6 @@ fn three_registered(bed: &Bed<'_>) -> anyhow::Result<Vec<(Proc, String)>> {
     }
     println!("IPv6 registration latency after the agent joined (ms, from the logs): {latencies:?}");
     Ok(agents)
-}
-
-/// The time of day (s) of the first line of `process`'s log containing
-/// `text`, from its timestamp (`...THH:MM:SS.ffffffZ`).
-fn first_log_seconds(process: &Proc, text: &str) -> Option<f64> {
-    let log = process.log_text();
-    let line = log.lines().find(|l| l.contains(text))?;
-    let time = line.split_once('T')?.1.split_once('Z')?.0;
-    let mut fields = time.split(':').map(str::parse::<f64>);
-    let (h, m, s) = (
-        fields.next()?.ok()?,
-        fields.next()?.ok()?,
-        fields.next()?.ok()?,
-    );
-    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 /// The agents' metrics endpoint, in each agent's namespace.
