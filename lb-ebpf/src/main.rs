@@ -15,6 +15,7 @@ mod epochs;
 mod events;
 mod flows;
 mod forwarding;
+mod group_records;
 mod gso;
 mod igmp;
 mod ipip;

@@ -9,33 +9,18 @@ use lb_common::{
     BackendKey6, Counter, DepartureReason, MacKey,
     mld::{
         MLD_DONE, MLD_OFF_ADDRESS, MLD_V1_LEN, MLD_V1_REPORT, MLD_V2_FIRST_RECORD,
-        MLD_V2_OFF_RECORDS, MLD_V2_RECORD_LEN, MLD_V2_REPORT,
+        MLD_V2_OFF_RECORDS, MLD_V2_REPORT,
     },
-    wire::IGMP_V3_CHANGE_TO_INCLUDE,
 };
 
 use crate::{
     epochs,
+    group_records::{self, Records},
     maps::{AUTH_ON, BACKENDS6, GROUP_ADDRS6, MAC_BACKENDS6},
     parse::{Ipv6Packet, ptr_at},
     server_list::ServerKey,
     stats::{self, Membership},
 };
-
-/// Group records of one MLDv2 report that are examined (as for IGMPv3).
-const MAX_V2_RECORDS: u16 = 16;
-/// Upper bound on a record offset; keeps the verifier's range finite.
-const MAX_RECORD_OFFSET: usize = 1500;
-
-/// Fixed part of an MLDv2 group record (the same record types as IGMPv3's).
-#[repr(C)]
-struct V2Record {
-    kind: u8,
-    aux_words: u8,
-    sources: [u8; 2],
-    group: [u8; 16],
-}
-const _: () = assert!(size_of::<V2Record>() == MLD_V2_RECORD_LEN);
 
 #[inline(always)]
 pub fn handle(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
@@ -53,7 +38,18 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
         MLD_V2_REPORT => {
             let records =
                 u16::from_be_bytes([head[MLD_V2_OFF_RECORDS], head[MLD_V2_OFF_RECORDS + 1]]);
-            v2_report(ctx, packet, records)
+            let span = (
+                packet.l4_offset + MLD_V2_FIRST_RECORD,
+                packet.l4_offset + packet.l4_len,
+            );
+            // A record cut short ends the walk: the message is passed on
+            // uncounted (as it always was for MLD).
+            match group_records::walk(ctx, span, records, |group, membership| {
+                record(ctx, packet.eth_src, group, membership)
+            }) {
+                Records::Recorded(counter) => Some(counter),
+                Records::NoGroupOfOurs | Records::Truncated => None,
+            }
         }
         _ => None,
     };
@@ -69,33 +65,6 @@ fn v1_group(ctx: &XdpContext, packet: &Ipv6Packet) -> Option<[u8; 16]> {
     let group = ptr_at::<[u8; 16]>(ctx, packet.l4_offset + MLD_OFF_ADDRESS)?;
     // SAFETY: ptr_at checked the bounds.
     Some(unsafe { *group })
-}
-
-/// Walks the records of an MLDv2 report; the first record for a
-/// configured group decides.
-#[inline(always)]
-fn v2_report(ctx: &XdpContext, packet: &Ipv6Packet, records: u16) -> Option<Counter> {
-    let end = packet.l4_offset + packet.l4_len;
-    let mut offset = packet.l4_offset + MLD_V2_FIRST_RECORD;
-    for index in 0..MAX_V2_RECORDS {
-        if index >= records || offset > MAX_RECORD_OFFSET || offset + MLD_V2_RECORD_LEN > end {
-            break;
-        }
-        let rec = ptr_at::<V2Record>(ctx, offset)?;
-        // SAFETY: ptr_at checked the bounds.
-        let rec = unsafe { &*rec };
-        let sources = u16::from_be_bytes(rec.sources);
-        let membership = if rec.kind == IGMP_V3_CHANGE_TO_INCLUDE && sources == 0 {
-            Membership::Leave
-        } else {
-            Membership::Report
-        };
-        if let Some(counter) = record(ctx, packet.eth_src, rec.group, membership) {
-            return Some(counter);
-        }
-        offset += MLD_V2_RECORD_LEN + usize::from(sources) * 16 + usize::from(rec.aux_words) * 4;
-    }
-    None
 }
 
 /// Records a report or leave for `group` if it is one of ours; a leave
