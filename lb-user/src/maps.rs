@@ -109,17 +109,17 @@ pub trait FamilyKey: Pod + Copy + Eq + std::hash::Hash + std::fmt::Debug + Send 
     #[doc(hidden)]
     fn list_mut(maps: &mut LbMaps) -> &mut kind::HashMap<Self, BackendEntry>;
     #[doc(hidden)]
-    fn aging(maps: &mut LbMaps) -> &mut kind::HashMap<Self, AgingState>;
+    fn aging_mut(maps: &mut LbMaps) -> &mut kind::HashMap<Self, AgingState>;
     #[doc(hidden)]
-    fn aging_ref(maps: &LbMaps) -> &kind::HashMap<Self, AgingState>;
+    fn aging(maps: &LbMaps) -> &kind::HashMap<Self, AgingState>;
     #[doc(hidden)]
-    fn departures(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, Departure>;
+    fn departures_mut(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, Departure>;
     #[doc(hidden)]
-    fn departures_ref(maps: &LbMaps) -> &kind::LruHashMap<Self, Departure>;
+    fn departures(maps: &LbMaps) -> &kind::LruHashMap<Self, Departure>;
     #[doc(hidden)]
-    fn leaves(maps: &mut LbMaps) -> &mut kind::HashMap<Self, PendingLeave>;
+    fn leaves_mut(maps: &mut LbMaps) -> &mut kind::HashMap<Self, PendingLeave>;
     #[doc(hidden)]
-    fn leaves_ref(maps: &LbMaps) -> &kind::HashMap<Self, PendingLeave>;
+    fn leaves(maps: &LbMaps) -> &kind::HashMap<Self, PendingLeave>;
     /// The names of the list, aging, departure and leave maps, for errors.
     const MAPS: [&'static str; 4];
     /// The membership protocol of the family, for the log.
@@ -150,22 +150,22 @@ macro_rules! family_key {
             fn list_mut(maps: &mut LbMaps) -> &mut kind::HashMap<Self, BackendEntry> {
                 &mut maps.$list
             }
-            fn aging(maps: &mut LbMaps) -> &mut kind::HashMap<Self, AgingState> {
+            fn aging_mut(maps: &mut LbMaps) -> &mut kind::HashMap<Self, AgingState> {
                 &mut maps.$aging
             }
-            fn aging_ref(maps: &LbMaps) -> &kind::HashMap<Self, AgingState> {
+            fn aging(maps: &LbMaps) -> &kind::HashMap<Self, AgingState> {
                 &maps.$aging
             }
-            fn departures(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, Departure> {
+            fn departures_mut(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, Departure> {
                 &mut maps.$departures
             }
-            fn departures_ref(maps: &LbMaps) -> &kind::LruHashMap<Self, Departure> {
+            fn departures(maps: &LbMaps) -> &kind::LruHashMap<Self, Departure> {
                 &maps.$departures
             }
-            fn leaves(maps: &mut LbMaps) -> &mut kind::HashMap<Self, PendingLeave> {
+            fn leaves_mut(maps: &mut LbMaps) -> &mut kind::HashMap<Self, PendingLeave> {
                 &mut maps.$leaves
             }
-            fn leaves_ref(maps: &LbMaps) -> &kind::HashMap<Self, PendingLeave> {
+            fn leaves(maps: &LbMaps) -> &kind::HashMap<Self, PendingLeave> {
                 &maps.$leaves
             }
             const MAPS: [&'static str; 4] = [$(map_name::$name),+];
@@ -652,7 +652,7 @@ impl LbMaps {
             reason: why as u32,
             _pad: 0,
         };
-        K::departures(self)
+        K::departures_mut(self)
             .insert(key, &departure, 0)
             .map_err(map_err(K::MAPS[2]))?;
         self.remove_aging(key)
@@ -660,7 +660,7 @@ impl LbMaps {
 
     /// Why and when one family's backends left, newest kept (an LRU).
     pub fn departures_of<K: FamilyKey>(&self) -> Result<Vec<(K, Departure)>, MapsError> {
-        entries(K::departures_ref(self), K::MAPS[2])
+        entries(K::departures(self), K::MAPS[2])
     }
 
     /// Each CPU's last reading of the coarse clock in XDP (its stamps).
@@ -687,16 +687,16 @@ impl LbMaps {
 
     /// IGMP or MLD leaves waiting for confirmation: backend -> monotonic ns.
     pub fn pending_leaves<K: FamilyKey>(&self) -> Result<Vec<(K, PendingLeave)>, MapsError> {
-        entries(K::leaves_ref(self), K::MAPS[3])
+        entries(K::leaves(self), K::MAPS[3])
     }
 
     pub fn remove_pending_leave<K: FamilyKey>(&mut self, key: &K) -> Result<(), MapsError> {
-        removed(K::leaves(self).remove(key), K::MAPS[3])
+        removed(K::leaves_mut(self).remove(key), K::MAPS[3])
     }
 
     /// The aging state of every backend of one family (kept across restarts).
     pub fn aging_states<K: FamilyKey>(&self) -> Result<Vec<(K, AgingState)>, MapsError> {
-        entries(K::aging_ref(self), K::MAPS[1])
+        entries(K::aging(self), K::MAPS[1])
     }
 
     pub fn set_aging_state<K: FamilyKey>(
@@ -704,13 +704,13 @@ impl LbMaps {
         key: &K,
         state: &AgingState,
     ) -> Result<(), MapsError> {
-        K::aging(self)
+        K::aging_mut(self)
             .insert(key, state, 0)
             .map_err(map_err(K::MAPS[1]))
     }
 
     pub fn remove_aging<K: FamilyKey>(&mut self, key: &K) -> Result<(), MapsError> {
-        removed(K::aging(self).remove(key), K::MAPS[1])
+        removed(K::aging_mut(self).remove(key), K::MAPS[1])
     }
 
     /// The last accepted sequence of a source, kept after it is removed.

@@ -2,7 +2,10 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
-use lb_common::{Counter, ForwardingMode, ServiceKey, wire::AnnouncementV1};
+use lb_common::{
+    Counter, ForwardingMode, ServiceKey,
+    wire::{ANNOUNCE_V1_LEN, AnnouncementV1},
+};
 use lb_user::{
     loader::{LoadParams, load_program, xdp_program},
     maps::{GroupConfig, LbMaps},
@@ -37,6 +40,17 @@ pub const LOAD: LoadParams = LoadParams {
     segment6_prefix_len: 64,
     gso_handoff: false,
 };
+
+/// An untagged v1 announcement payload.
+fn announcement(flags: u8, weight: u16, sequence: u64) -> [u8; ANNOUNCE_V1_LEN] {
+    AnnouncementV1 {
+        flags,
+        weight,
+        sequence,
+        tag: 0,
+    }
+    .encode()
+}
 
 /// Builds Ethernet + IPv4 frames.
 #[derive(Clone)]
@@ -89,14 +103,7 @@ impl Frame {
     }
 
     pub fn announce(src: Ipv4Addr, port: u16, flags: u8, weight: u16, sequence: u64) -> Self {
-        let payload = AnnouncementV1 {
-            flags,
-            weight,
-            sequence,
-            tag: 0,
-        }
-        .encode();
-        Self::udp(src, LB, port, &payload)
+        Self::udp(src, LB, port, &announcement(flags, weight, sequence))
     }
 
     pub fn igmp(message: Vec<u8>, dst: Ipv4Addr) -> Self {
@@ -172,14 +179,7 @@ impl Frame6 {
 
     /// A v1 announcement from `src` to the LB's IPv6 address.
     pub fn announce(src: Ipv6Addr, port: u16, flags: u8, weight: u16, sequence: u64) -> Self {
-        let payload = AnnouncementV1 {
-            flags,
-            weight,
-            sequence,
-            tag: 0,
-        }
-        .encode();
-        Self::udp(src, LB6, port, &payload)
+        Self::udp(src, LB6, port, &announcement(flags, weight, sequence))
     }
 
     /// An MLD message behind a Hop-by-Hop header with Router Alert, as
