@@ -53,10 +53,18 @@ impl GroupStatus {
         core::net::Ipv6Addr::from(self.group_addr).to_canonical()
     }
 
-    pub fn set_group(&mut self, group: core::net::IpAddr) {
-        self.group_addr = match group {
+    /// The status of group `group` with announcement port `port` as
+    /// configured: alive, nothing counted yet.
+    pub fn configured(group: core::net::IpAddr, port: u16) -> Self {
+        let group_addr = match group {
             core::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
             core::net::IpAddr::V6(v6) => v6.octets(),
         };
+        Self {
+            group_addr,
+            port,
+            state: GROUP_STATE_ALIVE,
+            ..Self::default()
+        }
     }
 }

@@ -224,15 +224,7 @@ impl Controller {
                     id,
                     config,
                     liveness: GroupLiveness::new(liveness_params, heard),
-                    status: {
-                        let mut status = GroupStatus {
-                            port: config.port,
-                            state: GROUP_STATE_ALIVE,
-                            ..GroupStatus::default()
-                        };
-                        status.set_group(config.group);
-                        status
-                    },
+                    status: GroupStatus::configured(config.group, config.port),
                     confirmation_ns: None,
                 })
             })

@@ -313,13 +313,7 @@ impl LbMaps {
                 IpAddr::V4(group) => self.configure_ipv4_group(id, group, g.port)?,
                 IpAddr::V6(group) => self.configure_ipv6_group(id, group, g.port)?,
             }
-            let mut status = GroupStatus {
-                port: g.port,
-                state: lb_common::GROUP_STATE_ALIVE,
-                ..GroupStatus::default()
-            };
-            status.set_group(g.group);
-            self.set_group_status(id, &status)?;
+            self.set_group_status(id, &GroupStatus::configured(g.group, g.port))?;
         }
         Ok(())
     }
