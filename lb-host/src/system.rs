@@ -140,12 +140,8 @@ pub fn interface_ipv6_link_local(iface: &str) -> Result<Ipv6Addr, SystemError> {
 }
 
 /// The first global or unique-local IPv6 address of `iface` (protocol §9:
-/// the LB's address of IPv6 groups, the address an agent announces).
-pub fn interface_ipv6(iface: &str) -> Result<Ipv6Addr, SystemError> {
-    interface_ipv6_net(iface).map(|(addr, _)| addr)
-}
-
-/// The same with its prefix length.
+/// the LB's address of IPv6 groups, the address an agent announces) and
+/// its prefix length.
 pub fn interface_ipv6_net(iface: &str) -> Result<(Ipv6Addr, u8), SystemError> {
     interface_index(iface)?;
     interface_addrs(iface)
@@ -167,7 +163,7 @@ pub fn interface_ipv6_net(iface: &str) -> Result<(Ipv6Addr, u8), SystemError> {
 pub fn interface_addr_like(iface: &str, family: IpAddr) -> Result<IpAddr, SystemError> {
     match family {
         IpAddr::V4(_) => interface_ipv4(iface).map(IpAddr::V4),
-        IpAddr::V6(_) => interface_ipv6(iface).map(IpAddr::V6),
+        IpAddr::V6(_) => interface_ipv6_net(iface).map(|(addr, _)| IpAddr::V6(addr)),
     }
 }
 

@@ -152,8 +152,6 @@ pub struct Controller {
     queriers: Queriers,
     groups: Vec<Group>,
     lists: Lists,
-    /// Whether any group is IPv6: else its list is not read.
-    has_ipv6: bool,
     /// Where registering announcements arrive, and the keys their ages are
     /// verified with.
     registrations: Registrations,
@@ -244,7 +242,6 @@ impl Controller {
             params,
             maps,
             queriers,
-            has_ipv6: configs.iter().any(|g| g.group.is_ipv6()),
             groups,
             lists,
             registrations,
@@ -386,7 +383,8 @@ impl Controller {
         let backends = self.maps.backends()?;
         let backends = self.confirm_leaves(backends, now_ns)?;
         let backends = self.age_backends(backends, now_ns)?;
-        if self.has_ipv6 {
+        // Without an IPv6 group its list is not read.
+        if self.groups.iter().any(|g| g.config.group.is_ipv6()) {
             // IPv6 backends serve no service yet (protocol §9): aged only.
             let backends6 = self.maps.backends6()?;
             let backends6 = self.confirm_leaves(backends6, now_ns)?;
