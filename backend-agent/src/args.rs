@@ -1,8 +1,5 @@
 //! The agent's flags (and `--config` file keys).
-use std::{
-    net::{IpAddr, Ipv4Addr},
-    time::Duration,
-};
+use std::{net::IpAddr, time::Duration};
 
 use clap::Parser;
 use lb_common::wire::DEFAULT_WEIGHT;
@@ -62,7 +59,7 @@ pub struct Args {
     /// Virtual IP served through the LB (direct server return): put on the
     /// loopback, with ARP for it left to the LB; both undone on exit.
     #[arg(long)]
-    pub vip: Option<Ipv4Addr>,
+    pub vip: Option<IpAddr>,
     /// Service check: `tcp:PORT` (on 127.0.0.1), `http://HOST:PORT/PATH`
     /// (2xx or 3xx passes) or `exec:COMMAND` (exit 0 passes); repeat for
     /// several, all must pass. While it fails the backend is announced

@@ -11,7 +11,7 @@
 //! so that a later crash still leaves the group at once.
 use std::{
     fs, io,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     os::fd::{AsFd, OwnedFd},
     path::{Path, PathBuf},
 };
@@ -44,11 +44,14 @@ pub struct Record {
 /// The direct-server-return setup left in place, with what to restore.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeptVip {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// The agent added the VIP to the loopback (it goes on the final stop).
     pub added: bool,
-    /// The interface's ARP settings before any agent changed them.
+    /// The interface's ARP settings before any agent changed them (an
+    /// IPv4 VIP's; empty for an IPv6 one).
+    #[serde(default)]
     pub arp_ignore: String,
+    #[serde(default)]
     pub arp_announce: String,
 }
 
@@ -139,26 +142,35 @@ pub fn hand_over(agent: &mut Agent, vip: Option<&mut VipSetup>) -> anyhow::Resul
         port: agent.args.port,
         lbs: agent.schedule.known_lbs().collect(),
         registered_unix_ms: Some(agent.registered_unix_ms),
-        vip: vip
-            .zip(agent.args.vip)
-            .map(|((addr, arp_ignore, arp_announce), vip)| {
-                let kept = KeptVip {
-                    addr: vip,
-                    added: addr.owned(),
-                    arp_ignore: arp_ignore.original().to_owned(),
-                    arp_announce: arp_announce.original().to_owned(),
-                };
-                addr.keep();
-                arp_ignore.keep();
-                arp_announce.keep();
-                kept
-            }),
+        vip: vip.zip(agent.args.vip).map(|(setup, vip)| {
+            let original = |i: usize| {
+                setup
+                    .arp
+                    .as_ref()
+                    .map_or_else(String::new, |arp| arp[i].original().to_owned())
+            };
+            let kept = KeptVip {
+                addr: vip,
+                added: setup.addr.owned(),
+                arp_ignore: original(0),
+                arp_announce: original(1),
+            };
+            setup.addr.keep();
+            setup
+                .arp
+                .iter_mut()
+                .flatten()
+                .for_each(|sysctl| sysctl.keep());
+            kept
+        }),
     };
     save(&iface, &record).context("recording the state for the next agent")
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     #[test]

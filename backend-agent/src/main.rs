@@ -59,11 +59,6 @@ async fn run(args: Args, passed: Vec<(String, std::os::fd::OwnedFd)>) -> anyhow:
         return Ok(());
     }
     let check_timeout = check_timeout(&args)?;
-    if args.vip.is_some() && args.group.is_ipv6() {
-        anyhow::bail!(
-            "--vip with an IPv6 group: IPv6 LBs register backends but carry no traffic yet (protocol §9); run without --vip"
-        );
-    }
     let key = args
         .key_file
         .as_deref()

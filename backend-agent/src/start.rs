@@ -1,6 +1,6 @@
 //! Starting the agent: its sockets opened (or a predecessor's adopted),
 //! the group joined, the decapsulation program attached, the VIP set up.
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use anyhow::Context;
 use lb_host::{routed_socket::RoutedSocket, service_manager, system};
@@ -21,11 +21,12 @@ use crate::{
 
 /// What the direct-server-return setup changed, undone on drop: the VIP
 /// on the loopback and the interface's ARP settings.
-pub type VipSetup = (
-    system::AddedAddress,
-    system::SysctlOverride,
-    system::SysctlOverride,
-);
+/// The VIP on the loopback, and for an IPv4 VIP the interface's ARP
+/// settings that leave ARP for it to the LB.
+pub struct VipSetup {
+    pub addr: system::AddedAddress,
+    pub arp: Option<[system::SysctlOverride; 2]>,
+}
 
 /// The membership socket (IGMP or MLD) and the routed one.
 type Sockets = (Membership, RoutedSocket);
@@ -70,25 +71,31 @@ fn adopt_sockets(
 }
 
 /// Direct server return: the backend accepts VIP traffic on its loopback
-/// and never answers ARP for the VIP, which belongs to the LB. What a
-/// predecessor `kept` for this VIP is taken over: removed and restored on
-/// this agent's stop.
-pub fn set_up_vip(vip: Ipv4Addr, iface: &str, kept: Option<&KeptVip>) -> anyhow::Result<VipSetup> {
+/// and never answers ARP for an IPv4 VIP, which belongs to the LB (a host
+/// does not answer Neighbour Solicitations for an IPv6 address on its
+/// loopback: nothing to set, protocol §9). What a predecessor `kept` for
+/// this VIP is taken over: removed and restored on this agent's stop.
+pub fn set_up_vip(vip: IpAddr, iface: &str, kept: Option<&KeptVip>) -> anyhow::Result<VipSetup> {
     let kept = kept.filter(|k| k.addr == vip);
     let original = |value: fn(&KeptVip) -> &String| kept.map(|k| value(k).clone());
-    Ok((
-        system::AddedAddress::add(vip, "lo", kept.is_some_and(|k| k.added))?,
-        system::SysctlOverride::set_restoring(
-            &format!("net/ipv4/conf/{iface}/arp_ignore"),
-            "1",
-            original(|k| &k.arp_ignore),
-        )?,
-        system::SysctlOverride::set_restoring(
-            &format!("net/ipv4/conf/{iface}/arp_announce"),
-            "2",
-            original(|k| &k.arp_announce),
-        )?,
-    ))
+    let addr = system::AddedAddress::add(vip, "lo", kept.is_some_and(|k| k.added))?;
+    let arp = if vip.is_ipv4() {
+        Some([
+            system::SysctlOverride::set_restoring(
+                &format!("net/ipv4/conf/{iface}/arp_ignore"),
+                "1",
+                original(|k| &k.arp_ignore),
+            )?,
+            system::SysctlOverride::set_restoring(
+                &format!("net/ipv4/conf/{iface}/arp_announce"),
+                "2",
+                original(|k| &k.arp_announce),
+            )?,
+        ])
+    } else {
+        None
+    };
+    Ok(VipSetup { addr, arp })
 }
 
 /// Joins the group and opens the sockets, or adopts a predecessor's

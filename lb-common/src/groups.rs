@@ -50,18 +50,14 @@ const _: () = assert!(core::mem::size_of::<GroupStatus>() == 48);
 impl GroupStatus {
     /// The group's address, of its own family.
     pub fn group(&self) -> core::net::IpAddr {
-        core::net::Ipv6Addr::from(self.group_addr).to_canonical()
+        crate::addr::to_ip(self.group_addr)
     }
 
     /// The status of group `group` with announcement port `port` as
     /// configured: alive, nothing counted yet.
     pub fn configured(group: core::net::IpAddr, port: u16) -> Self {
-        let group_addr = match group {
-            core::net::IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            core::net::IpAddr::V6(v6) => v6.octets(),
-        };
         Self {
-            group_addr,
+            group_addr: crate::addr::from_ip(group),
             port,
             state: GROUP_STATE_ALIVE,
             ..Self::default()

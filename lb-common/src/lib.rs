@@ -5,6 +5,7 @@
 //! compile time.
 #![cfg_attr(not(test), no_std)]
 
+pub mod addr;
 mod auth;
 mod backends;
 mod clock;

@@ -68,8 +68,9 @@ macro_rules! program_maps {
             GROUP_STATUS / group_status: Array<$crate::GroupStatus>[$crate::MAX_GROUPS];
             /// Packet counters (per CPU), indexed by [`Counter`]($crate::Counter).
             COUNTERS / counters: PerCpuArray<u64>[$crate::Counter::ALL.len() as u32];
-            /// Virtual IPs (network order) -> number of services on them.
-            VIPS / vips: HashMap<[u8; 4], u32>[$crate::MAX_SERVICES];
+            /// Virtual IPs (network order, IPv4 IPv4-mapped) -> number of
+            /// services on them.
+            VIPS / vips: HashMap<[u8; 16], u32>[$crate::MAX_SERVICES];
             /// One 64-bit filter with bit [`vip_filter_bit`]($crate::vip_filter_bit)
             /// of every VIP set: a packet whose bit is clear goes to no VIP,
             /// known without a hash lookup. Written by lb-user with VIPS.

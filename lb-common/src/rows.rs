@@ -19,23 +19,23 @@ pub const fn backend_rows(max_backends: u32) -> u32 {
     FIRST_BACKEND_ROW + max_backends.saturating_mul(ROWS_PER_BACKEND)
 }
 
-/// What a row names: a backend (by address) of a service. Written by
-/// lb-user; a row that names no backend has address 0.
+/// What a row names: a backend (by address, of either family) of a
+/// service. Written by lb-user; a row that names no backend has address 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ServiceBackend {
-    /// The backend's address, network order.
-    pub addr: [u8; 4],
+    /// The backend's address, network order, IPv4 IPv4-mapped (`addr`).
+    pub addr: [u8; 16],
     /// The service's id (`Service::service_id`).
     pub service_id: u32,
 }
-const _: () = assert!(core::mem::size_of::<ServiceBackend>() == 8);
+const _: () = assert!(core::mem::size_of::<ServiceBackend>() == 20);
 
 impl ServiceBackend {
     /// Whether the row names a backend.
     #[inline(always)]
     pub fn is_backend(&self) -> bool {
-        self.addr != [0; 4]
+        self.addr != [0; 16]
     }
 }
 

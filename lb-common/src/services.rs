@@ -19,19 +19,26 @@ pub const fn transport_name(proto: u8) -> &'static str {
     if proto == IPPROTO_TCP { "tcp" } else { "udp" }
 }
 
-/// A service: a transport port on a virtual IP.
+/// A service: a transport port on a virtual IP of either family.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ServiceKey {
-    /// Virtual IP, network order.
-    pub vip: [u8; 4],
+    /// Virtual IP, network order, IPv4 IPv4-mapped (`addr`).
+    pub vip: [u8; 16],
     /// Port, host order.
     pub port: u16,
     /// `IPPROTO_TCP` or `IPPROTO_UDP`.
     pub proto: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 20);
+
+impl ServiceKey {
+    /// The VIP.
+    pub fn vip(&self) -> core::net::IpAddr {
+        crate::addr::to_ip(self.vip)
+    }
+}
 
 /// How XDP finds a service's backends.
 #[repr(C)]
@@ -65,9 +72,9 @@ impl Service {
     }
 }
 
-/// The bit of `addr` in the VIP filter: from its two low bytes, which
-/// differ most between the addresses of one site.
+/// The bit of a VIP in the VIP filter, from its last two bytes (`low`),
+/// which differ most between the addresses of one site, of either family.
 #[inline(always)]
-pub const fn vip_filter_bit(addr: [u8; 4]) -> u64 {
-    1 << ((addr[3] ^ addr[2]) & 63)
+pub const fn vip_filter_bit(low: [u8; 2]) -> u64 {
+    1 << ((low[1] ^ low[0]) & 63)
 }

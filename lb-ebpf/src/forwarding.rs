@@ -6,7 +6,9 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BackendKey, Counter, Flow, FlowKey, ForwardingMode, Service, ServiceBackend, ServiceKey,
-    flow_hash64, wire::FLAG_DOWN,
+    addr::{mapped, unmapped},
+    flow_hash64,
+    wire::FLAG_DOWN,
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 
@@ -63,13 +65,13 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     // lookup.
     if known.is_some()
         && known.flow.epoch == epoch
-        && let Some(target) = named_by(known.flow.row)
+        && let Some(addr) = named_by(known.flow.row).and_then(|target| unmapped(&target.addr))
     {
         let flow = known.flow;
         stats::traffic_add(flow.row, packet_bytes(ctx), false);
         let hit = Picked {
             row: flow.row,
-            addr: target.addr,
+            addr,
             mac: flow.mac,
             new_flow: false,
             previous: NO_BACKEND,
@@ -95,7 +97,7 @@ fn pick_for_service(
     (new_connection, packet, dst_port): (bool, &Ipv4Packet, [u8; 2]),
 ) -> Result<Picked, Option<Counter>> {
     let service_key = ServiceKey {
-        vip: packet.dst,
+        vip: mapped(packet.dst),
         port: u16::from_be_bytes(dst_port),
         proto: packet.proto,
         _pad: 0,
@@ -160,7 +162,7 @@ fn packet_bytes(ctx: &XdpContext) -> u64 {
 #[inline(always)]
 fn is_vip(addr: [u8; 4]) -> bool {
     // SAFETY: a presence check of a plain value that only lb-user writes.
-    unsafe { VIPS.get(&addr) }.is_some()
+    unsafe { VIPS.get(&mapped(addr)) }.is_some()
 }
 
 /// The ports of a TCP or UDP packet and whether it opens a new connection
@@ -222,7 +224,8 @@ fn row_backend(service: &Service, row: u32) -> Option<([u8; 4], [u8; 6])> {
     if target.service_id != service.service_id {
         return None;
     }
-    Some((target.addr, backend_mac(service, target.addr)?))
+    let addr = unmapped(&target.addr)?;
+    Some((addr, backend_mac(service, addr)?))
 }
 
 /// The backend for a flow. A known flow (its slot and entry `known`, whose
@@ -269,7 +272,7 @@ fn pick_backend(
     // No service check: the table names only its service's rows (lb-user
     // frees a row only once the active table does not name it). Row 0 (an
     // empty entry) names no backend: `backend_mac` refuses it.
-    let addr = named_by(row)?.addr;
+    let addr = unmapped(&named_by(row)?.addr)?;
     let mac = backend_mac(service, addr)?;
     if previous != NO_BACKEND && previous != addr {
         return Some(Picked {

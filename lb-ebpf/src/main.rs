@@ -82,7 +82,7 @@ fn classify(ctx: &XdpContext) -> Counter {
     // Most traffic is to no VIP: the filter says so without a hash lookup.
     let maybe_vip = maps::VIP_FILTER
         .get(0)
-        .is_some_and(|filter| filter & vip_filter_bit(packet.dst) != 0);
+        .is_some_and(|filter| filter & vip_filter_bit([packet.dst[2], packet.dst[3]]) != 0);
     if maybe_vip && let Some(outcome) = forwarding::handle(ctx, eth.cast_mut(), &packet) {
         return outcome;
     }

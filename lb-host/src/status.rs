@@ -1,11 +1,7 @@
 //! What `lb-user status --json` prints: one type for the writer (lb-user)
 //! and its readers (the tests, the demo), kept apart from lb-user so that
 //! reading it needs no eBPF build.
-use std::{
-    collections::BTreeMap,
-    fmt::Write as _,
-    net::{IpAddr, Ipv4Addr},
-};
+use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use lb_common::{
     Action, BackendEntry, Counter, GsoCounter,
@@ -34,7 +30,7 @@ pub struct StatusReport {
 /// A backend toward which the kernel's FIB gave XDP no next hop.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct NextHopReport {
-    pub backend: Ipv4Addr,
+    pub backend: IpAddr,
     /// What the FIB said, in words.
     pub reason: String,
     /// Packets dropped for it.
@@ -60,7 +56,7 @@ pub struct GroupReport {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ServiceReport {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     /// `tcp` or `udp`.
     pub proto: String,
@@ -75,7 +71,7 @@ pub struct ServiceReport {
     /// The backends the active table names, sorted: those that get new
     /// flows of this service now.
     #[serde(default)]
-    pub table_backends: Vec<Ipv4Addr>,
+    pub table_backends: Vec<IpAddr>,
     /// Client packets XDP forwarded to the service's backends since the
     /// program was loaded, their bytes (IP header and payload, as they
     /// arrived) and the new flows among them.
@@ -95,7 +91,7 @@ pub struct ServiceReport {
 /// What one backend carried for one service.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BackendTraffic {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub packets: u64,
     pub bytes: u64,
     pub new_flows: u64,

@@ -19,7 +19,7 @@ pub enum SystemError {
     )]
     NoIpv6LinkLocal { iface: String },
     #[error(
-        "interface {iface:?} has no global or unique-local IPv6 address, which an IPv6 group needs (add one: ip -6 addr add 2001:db8::1/64 dev {iface})"
+        "interface {iface:?} has no global or unique-local IPv6 address, which an IPv6 group or VIP needs (add one: ip -6 addr add 2001:db8::1/64 dev {iface})"
     )]
     NoIpv6Address { iface: String },
     #[error("cannot read the MAC address of {iface:?}: {reason}")]
@@ -299,20 +299,26 @@ fn ip(args: &[&str]) -> Result<(), SystemError> {
 /// An address added to an interface for the life of the process; removed on
 /// drop unless it was there before.
 pub struct AddedAddress {
-    addr: Ipv4Addr,
+    addr: IpAddr,
     iface: String,
     owned: bool,
 }
 
 impl AddedAddress {
-    /// Adds `addr/32` to `iface` (nothing to do if it is there already).
-    /// With `take_over`, an address already there (left by a killed
-    /// predecessor) is removed on drop too.
-    pub fn add(addr: Ipv4Addr, iface: &str, take_over: bool) -> Result<Self, SystemError> {
-        let cidr = format!("{addr}/32");
+    /// Adds `addr` (a host route: /32 or /128) to `iface` (nothing to do if
+    /// it is there already); an IPv6 one without duplicate address
+    /// detection, which would hold it back for a second. With `take_over`,
+    /// an address already there (left by a killed predecessor) is removed
+    /// on drop too.
+    pub fn add(addr: IpAddr, iface: &str, take_over: bool) -> Result<Self, SystemError> {
         let present = interface_has_address(iface, addr);
         if !present {
-            ip(&["addr", "add", &cidr, "dev", iface])?;
+            let cidr = host_cidr(addr);
+            let mut args = vec!["addr", "add", &cidr, "dev", iface];
+            if addr.is_ipv6() {
+                args.push("nodad");
+            }
+            ip(&args)?;
         }
         Ok(Self {
             addr,
@@ -338,20 +344,21 @@ impl AddedAddress {
 impl Drop for AddedAddress {
     fn drop(&mut self) {
         if self.owned {
-            let _ = ip(&[
-                "addr",
-                "del",
-                &format!("{}/32", self.addr),
-                "dev",
-                &self.iface,
-            ]);
+            let _ = ip(&["addr", "del", &host_cidr(self.addr), "dev", &self.iface]);
         }
     }
 }
 
-fn interface_has_address(iface: &str, addr: Ipv4Addr) -> bool {
+/// `addr` as a host prefix: /32 or /128.
+fn host_cidr(addr: IpAddr) -> String {
+    let len = if addr.is_ipv4() { 32 } else { 128 };
+    format!("{addr}/{len}")
+}
+
+fn interface_has_address(iface: &str, addr: IpAddr) -> bool {
+    let family = if addr.is_ipv4() { "-4" } else { "-6" };
     std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "dev", iface])
+        .args([family, "-o", "addr", "show", "dev", iface])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {addr}/")))
 }

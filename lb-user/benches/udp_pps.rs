@@ -103,7 +103,7 @@ fn inner() {
         ..LOAD
     };
     let service = ServiceKey {
-        vip: VIP.octets(),
+        vip: lb_common::addr::mapped(VIP.octets()),
         port: 5000,
         proto: IPPROTO_UDP,
         _pad: 0,

@@ -59,7 +59,7 @@ pub struct Plan {
     pub groups: Vec<GroupConfig>,
     pub services: Vec<ServiceConfig>,
     /// Distinct VIPs, to put on the interface.
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
 }
 
 /// `tcp:PORT` or `udp:PORT`.
@@ -143,26 +143,27 @@ pub fn plan(specs: &[GroupSpec], default_port: u16) -> Result<Plan, ConfigError>
             .vip
             .as_deref()
             .map(|v| {
-                v.parse::<Ipv4Addr>()
-                    .map_err(|_| fail(format!("vip {v:?} is not an IPv4 address")))
+                let vip = v
+                    .parse::<IpAddr>()
+                    .map_err(|_| fail(format!("vip {v:?} is not an IP address")))?;
+                if !is_reachable_unicast(vip) {
+                    return Err(fail(format!(
+                        "vip {vip} is not a unicast address a client can reach"
+                    )));
+                }
+                Ok(vip)
             })
             .transpose()?;
         match (vip, spec.services.is_empty()) {
             (Some(_), true) => return Err(fail("a vip needs at least one service".into())),
             (None, false) => return Err(fail("services need a vip".into())),
-            (Some(_), false) if group.is_ipv6() => {
-                return Err(fail(
-                    "IPv6 backends register but serve no VIP yet (protocol §9); give this group no vip"
-                        .into(),
-                ));
-            }
             _ => {}
         }
         for service in &spec.services {
             let (proto, service_port) = parse_service(service).map_err(fail)?;
-            let vip = vip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let vip = vip.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
             let key = ServiceKey {
-                vip: vip.octets(),
+                vip: lb_common::addr::from_ip(vip),
                 port: service_port,
                 proto,
                 _pad: 0,
@@ -170,7 +171,11 @@ pub fn plan(specs: &[GroupSpec], default_port: u16) -> Result<Plan, ConfigError>
             if plan.services.iter().any(|s: &ServiceConfig| s.key == key) {
                 return Err(fail(format!("{service} on {vip} is configured twice")));
             }
-            plan.services.push(ServiceConfig { key, group_id });
+            plan.services.push(ServiceConfig {
+                key,
+                group_id,
+                group_ipv6: group.is_ipv6(),
+            });
         }
         if let Some(vip) = vip.filter(|v| !plan.vips.contains(v)) {
             plan.vips.push(vip);
@@ -192,6 +197,16 @@ pub fn plan(specs: &[GroupSpec], default_port: u16) -> Result<Plan, ConfigError>
         return Err(ConfigError::TooMany);
     }
     Ok(plan)
+}
+
+/// Whether a VIP may be `addr`: unicast, neither unspecified, loopback,
+/// broadcast nor IPv6 link-local (a VIP is reached through routers).
+fn is_reachable_unicast(addr: IpAddr) -> bool {
+    let common = !addr.is_unspecified() && !addr.is_loopback() && !addr.is_multicast();
+    match addr {
+        IpAddr::V4(v4) => common && !v4.is_broadcast(),
+        IpAddr::V6(v6) => common && !v6.is_unicast_link_local() && v6.to_ipv4_mapped().is_none(),
+    }
 }
 
 #[cfg(test)]
@@ -271,23 +286,21 @@ mod tests {
                 },
             ]
         );
-        let services: Vec<(u32, [u8; 4], u16, u8)> = plan
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        let services: Vec<(u32, IpAddr, u16, u8)> = plan
             .services
             .iter()
-            .map(|s| (s.group_id, s.key.vip, s.key.port, s.key.proto))
+            .map(|s| (s.group_id, s.key.vip(), s.key.port, s.key.proto))
             .collect();
         assert_eq!(
             services,
             vec![
-                (0, [10, 0, 0, 100], 80, IPPROTO_TCP),
-                (0, [10, 0, 0, 100], 53, IPPROTO_UDP),
-                (1, [10, 0, 0, 101], 443, IPPROTO_TCP),
+                (0, v4(10, 0, 0, 100), 80, IPPROTO_TCP),
+                (0, v4(10, 0, 0, 100), 53, IPPROTO_UDP),
+                (1, v4(10, 0, 0, 101), 443, IPPROTO_TCP),
             ]
         );
-        assert_eq!(
-            plan.vips,
-            vec![Ipv4Addr::new(10, 0, 0, 100), Ipv4Addr::new(10, 0, 0, 101)]
-        );
+        assert_eq!(plan.vips, vec![v4(10, 0, 0, 100), v4(10, 0, 0, 101)]);
     }
 
     #[test]
@@ -324,8 +337,8 @@ mod tests {
             ),
             ("", "no group"),
             (
-                "[[group]]\naddress = \"ff15::4c42\"\nvip = \"10.0.0.1\"\nservices = [\"tcp:80\"]",
-                "serve no VIP yet",
+                "[[group]]\naddress = \"ff15::4c42\"\nvip = \"fe80::1\"\nservices = [\"tcp:80\"]",
+                "not a unicast address a client can reach",
             ),
             ("[[group]]\naddress = \"ff02::1\"", "another protocol"),
             (

@@ -384,12 +384,13 @@ impl Controller {
         let backends = self.confirm_leaves(backends, now_ns)?;
         let backends = self.age_backends(backends, now_ns)?;
         // Without an IPv6 group its list is not read.
-        if self.groups.iter().any(|g| g.config.group.is_ipv6()) {
-            // IPv6 backends serve no service yet (protocol §9): aged only.
+        let backends6 = if self.groups.iter().any(|g| g.config.group.is_ipv6()) {
             let backends6 = self.maps.backends6()?;
             let backends6 = self.confirm_leaves(backends6, now_ns)?;
-            self.age_backends(backends6, now_ns)?;
-        }
+            self.age_backends(backends6, now_ns)?
+        } else {
+            Vec::new()
+        };
         if let Some(unlogged) = self.sweeps.removed.checked_sub(LOGGED_REMOVALS_PER_SWEEP)
             && unlogged > 0
         {
@@ -407,7 +408,7 @@ impl Controller {
         if let Some(tables) = &mut self.tables
             && now_ns >= first_tables_ns
         {
-            tables.sync(&mut self.maps, &backends)?;
+            tables.sync(&mut self.maps, &backends, &backends6)?;
             self.sweeps.tables_built = true;
         }
         Ok(())

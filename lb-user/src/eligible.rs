@@ -1,16 +1,15 @@
 //! Which backends get a service's new flows, and when a change of them
 //! happened.
-use std::net::Ipv4Addr;
-
 use foldhash::HashMap;
 use lb_common::{
-    BackendEntry, BackendKey,
+    BackendEntry,
     wire::{FLAG_DOWN, FLAG_DRAINING},
 };
 
 use crate::{
+    address::Address,
     maglev::MaglevBackend,
-    maps::{LbMaps, MapsError},
+    maps::{FamilyKey, LbMaps, MapsError},
     reach::Reach,
     system,
 };
@@ -18,11 +17,11 @@ use crate::{
 /// The backends that get new flows of a service: registered in its group,
 /// neither DRAINING nor DOWN, with a weight, reachable (with `l2`, on the
 /// LB's segment). Sorted.
-pub fn eligible_backends(
+pub fn eligible_backends<K: FamilyKey>(
     group_id: u32,
-    backends: &[(BackendKey, BackendEntry)],
+    backends: &[(K, BackendEntry)],
     reach: Reach,
-) -> Vec<MaglevBackend> {
+) -> Vec<MaglevBackend<K::Addr>> {
     backends_where(group_id, backends, reach, |e| {
         e.flags & (FLAG_DRAINING | FLAG_DOWN) == 0
     })
@@ -32,12 +31,12 @@ pub fn eligible_backends(
 /// §7): those registered at `registered_by_ns` (CLOCK_MONOTONIC ns) or
 /// before, DRAINING ones included (their open flows came from such a
 /// table), not DOWN, weight above 0, reachable; sorted.
-pub fn previous_backends(
+pub fn previous_backends<K: FamilyKey>(
     group_id: u32,
-    backends: &[(BackendKey, BackendEntry)],
+    backends: &[(K, BackendEntry)],
     reach: Reach,
     registered_by_ns: u64,
-) -> Vec<MaglevBackend> {
+) -> Vec<MaglevBackend<K::Addr>> {
     backends_where(group_id, backends, reach, |e| {
         e.flags & FLAG_DOWN == 0 && e.registered_ns <= registered_by_ns
     })
@@ -45,20 +44,20 @@ pub fn previous_backends(
 
 /// The group's backends of positive weight that `keep` keeps and `reach`
 /// reaches, sorted.
-fn backends_where(
+fn backends_where<K: FamilyKey>(
     group_id: u32,
-    backends: &[(BackendKey, BackendEntry)],
+    backends: &[(K, BackendEntry)],
     reach: Reach,
     keep: impl Fn(&BackendEntry) -> bool,
-) -> Vec<MaglevBackend> {
-    let mut set: Vec<MaglevBackend> = backends
+) -> Vec<MaglevBackend<K::Addr>> {
+    let mut set: Vec<MaglevBackend<K::Addr>> = backends
         .iter()
-        .filter(|(k, e)| k.group_id == group_id && e.weight > 0 && keep(e))
+        .filter(|(k, e)| k.group_id() == group_id && e.weight > 0 && keep(e))
         .map(|(k, e)| MaglevBackend {
-            addr: Ipv4Addr::from(k.addr),
+            addr: k.addr(),
             weight: e.weight,
         })
-        .filter(|b| reach.reaches(b.addr))
+        .filter(|b| reach.reaches(b.addr.ip()))
         .collect();
     set.sort();
     set
@@ -68,38 +67,38 @@ fn backends_where(
 /// happened (CLOCK_MONOTONIC ns): a backend that came or changed, at its
 /// last announcement; one that went, when it left; now, for what no map
 /// dates.
-pub fn oldest_change(
-    old: &[MaglevBackend],
-    new: &[MaglevBackend],
-    backends: &[(BackendKey, BackendEntry)],
+pub fn oldest_change<K: FamilyKey>(
+    old: &[MaglevBackend<K::Addr>],
+    new: &[MaglevBackend<K::Addr>],
+    backends: &[(K, BackendEntry)],
     maps: &LbMaps,
 ) -> Result<u64, MapsError> {
     let now = system::monotonic_ns();
     // Both sets are sorted by address (`eligible_backends`).
-    let has = |set: &[MaglevBackend], b: &MaglevBackend| set.binary_search(b).is_ok();
-    let came: Vec<[u8; 4]> = new
+    let has = |set: &[MaglevBackend<K::Addr>], b| set.binary_search(b).is_ok();
+    let came: Vec<K::Addr> = new
         .iter()
         .filter(|b| !has(old, b))
-        .map(|b| b.addr.octets())
+        .map(|b| b.addr)
         .collect();
-    let gone: Vec<[u8; 4]> = old
+    let gone: Vec<K::Addr> = old
         .iter()
         .filter(|b| new.binary_search_by_key(&b.addr, |n| n.addr).is_err())
-        .map(|b| b.addr.octets())
+        .map(|b| b.addr)
         .collect();
     let mut oldest = now;
     if !came.is_empty() {
-        let last_seen: HashMap<[u8; 4], u64> = backends
+        let last_seen: HashMap<K::Addr, u64> = backends
             .iter()
-            .map(|(k, e)| (k.addr, e.last_seen_ns))
+            .map(|(k, e)| (k.addr(), e.last_seen_ns))
             .collect();
         for addr in &came {
             oldest = oldest.min(last_seen.get(addr).copied().unwrap_or(now));
         }
     }
     if !gone.is_empty() {
-        for (key, departure) in maps.departures_of::<BackendKey>()? {
-            if gone.contains(&key.addr) {
+        for (key, departure) in maps.departures_of::<K>()? {
+            if gone.contains(&key.addr()) {
                 oldest = oldest.min(departure.left_ns);
             }
         }
@@ -109,7 +108,9 @@ pub fn oldest_change(
 
 #[cfg(test)]
 mod tests {
-    use lb_common::ForwardingMode;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use lb_common::{BackendKey, ForwardingMode};
 
     use super::*;
     use crate::reach::Segment;
@@ -129,7 +130,7 @@ mod tests {
     }
 
     const SEGMENT: Segment = Segment {
-        addr: Ipv4Addr::new(10, 0, 0, 1),
+        addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
         prefix_len: 24,
     };
 
@@ -157,6 +158,7 @@ mod tests {
         let l2 = Reach {
             mode: ForwardingMode::L2,
             segment: SEGMENT,
+            segment6: None,
         };
         let set = eligible_backends(0, &backends, l2);
         assert_eq!(
@@ -194,6 +196,7 @@ mod tests {
         let reach = Reach {
             mode: ForwardingMode::L2,
             segment: SEGMENT,
+            segment6: None,
         };
         let addrs: Vec<u8> = previous_backends(0, &backends, reach, 20)
             .iter()
@@ -206,17 +209,19 @@ mod tests {
     fn auto_reaches_off_segment_backends_by_ipip_and_l2_not_at_all() {
         let off = Ipv4Addr::new(10, 9, 0, 6);
         let on = Ipv4Addr::new(10, 0, 0, 6);
+        let (off_ip, on_ip) = (IpAddr::V4(off), IpAddr::V4(on));
         let reach = |mode| Reach {
             mode,
             segment: SEGMENT,
+            segment6: None,
         };
         let auto = reach(ForwardingMode::Auto);
-        assert!(auto.reaches(off) && auto.wraps(off));
-        assert!(auto.reaches(on) && !auto.wraps(on));
+        assert!(auto.reaches(off_ip) && auto.wraps(off_ip));
+        assert!(auto.reaches(on_ip) && !auto.wraps(on_ip));
         let l2 = reach(ForwardingMode::L2);
-        assert!(!l2.reaches(off) && !l2.wraps(off));
+        assert!(!l2.reaches(off_ip) && !l2.wraps(off_ip));
         let ipip = reach(ForwardingMode::Ipip);
-        assert!(ipip.wraps(on) && ipip.wraps(off));
+        assert!(ipip.wraps(on_ip) && ipip.wraps(off_ip));
         let backends = vec![(
             BackendKey {
                 group_id: 0,

@@ -1,4 +1,5 @@
 //! The LB control plane as a library: the binary and the tests share it.
+pub mod address;
 pub mod aging;
 pub mod batch;
 pub mod liveness;

@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 
 use lb_common::MAX_MAGLEV_SIZE;
 
+use crate::address::Address;
+
 mod patch;
 mod population;
 
@@ -44,19 +46,19 @@ pub enum MaglevError {
     TooSmall { size: u32, backends: usize },
 }
 
-/// A backend as Maglev sees it.
+/// A backend as Maglev sees it: its address (of the service's group's
+/// family) and weight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MaglevBackend {
-    pub addr: Ipv4Addr,
+pub struct MaglevBackend<A = Ipv4Addr> {
+    pub addr: A,
     pub weight: u16,
 }
 
 /// A built lookup table: entry `i` is the backend for hash slot `i`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MaglevTable {
-    /// Each entry's backend as XDP reads it: the address in network order,
-    /// all zeros for none.
-    entries: Vec<[u8; 4]>,
+pub struct MaglevTable<A = Ipv4Addr> {
+    /// Each entry's backend, `Address::NONE` for none.
+    entries: Vec<A>,
 }
 
 pub fn is_prime(n: u32) -> bool {
@@ -68,9 +70,9 @@ pub fn is_prime(n: u32) -> bool {
 
 /// FNV-1a over the address, finished with a splitmix64 step: stable across
 /// builds and restarts, unlike std's hasher.
-fn stable_hash(addr: Ipv4Addr, seed: u64) -> u64 {
+fn stable_hash<A: Address>(addr: A, seed: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for b in addr.octets() {
+    for &b in addr.octets().as_ref() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -79,14 +81,14 @@ fn stable_hash(addr: Ipv4Addr, seed: u64) -> u64 {
     h ^ (h >> 31)
 }
 
-impl MaglevTable {
+impl<A: Address> MaglevTable<A> {
     /// Builds the table of `size` entries. Backends with weight 0 get no
     /// entries; with no usable backend every entry is empty.
-    pub fn build(backends: &[MaglevBackend], size: u32) -> Result<Self, MaglevError> {
+    pub fn build(backends: &[MaglevBackend<A>], size: u32) -> Result<Self, MaglevError> {
         if !is_prime(size) {
             return Err(MaglevError::NotPrime { size });
         }
-        let mut usable: Vec<MaglevBackend> =
+        let mut usable: Vec<MaglevBackend<A>> =
             backends.iter().copied().filter(|b| b.weight > 0).collect();
         // The result must not depend on the order the server list was read in.
         usable.sort();
@@ -97,9 +99,9 @@ impl MaglevTable {
                 backends: usable.len(),
             });
         }
-        let addresses: Vec<[u8; 4]> = usable.iter().map(|b| b.addr.octets()).collect();
+        let addresses: Vec<A> = usable.iter().map(|b| b.addr).collect();
         let entries = if usable.is_empty() {
-            vec![[0; 4]; size as usize]
+            vec![A::NONE; size as usize]
         } else if usable.len() <= usize::from(u16::MAX) + 1 {
             // Half the memory written at random while populating.
             let owners: Vec<u16> = populate(&usable, size);
@@ -112,20 +114,17 @@ impl MaglevTable {
     }
 
     /// Every entry's backend, in order.
-    pub fn iter(&self) -> impl Iterator<Item = Option<Ipv4Addr>> + '_ {
-        self.entries
-            .iter()
-            .map(|e| (*e != [0; 4]).then(|| Ipv4Addr::from(*e)))
+    pub fn iter(&self) -> impl Iterator<Item = Option<A>> + '_ {
+        self.entries.iter().map(|e| (*e != A::NONE).then_some(*e))
     }
 
-    /// Every entry as XDP reads it: the backend's address in network
-    /// order, all zeros for none.
-    pub fn octets(&self) -> &[[u8; 4]] {
+    /// Every entry: its backend, `Address::NONE` for none.
+    pub fn entries(&self) -> &[A] {
         &self.entries
     }
 
     /// The entries, taken.
-    pub fn into_octets(self) -> Vec<[u8; 4]> {
+    pub fn into_entries(self) -> Vec<A> {
         self.entries
     }
 
@@ -244,7 +243,7 @@ mod tests {
     #[test]
     fn rejects_bad_sizes() {
         assert_eq!(
-            MaglevTable::build(&[], 65536),
+            MaglevTable::<Ipv4Addr>::build(&[], 65536),
             Err(MaglevError::NotPrime { size: 65536 })
         );
         assert_eq!(
@@ -352,8 +351,8 @@ mod tests {
         }
     }
 
-    fn addresses(table: &MaglevTable) -> Vec<[u8; 4]> {
-        table.octets().to_vec()
+    fn addresses(table: &MaglevTable) -> Vec<Ipv4Addr> {
+        table.entries().to_vec()
     }
 
     #[test]
@@ -369,12 +368,12 @@ mod tests {
         });
         after[10].weight = 200;
         let next = patch(&table, &set, &after);
-        let owners: HashSet<[u8; 4]> = after.iter().map(|b| b.addr.octets()).collect();
+        let owners: HashSet<Ipv4Addr> = after.iter().map(|b| b.addr).collect();
         assert!(
             next.iter().all(|e| owners.contains(e)),
             "an entry of no backend"
         );
-        let count = |t: &[[u8; 4]], a: Ipv4Addr| t.iter().filter(|e| **e == a.octets()).count();
+        let count = |t: &[Ipv4Addr], a: Ipv4Addr| t.iter().filter(|e| **e == a).count();
         let total: f64 = after.iter().map(|b| f64::from(b.weight)).sum();
         for b in [after[10], after[after.len() - 1]] {
             let want = f64::from(size) * f64::from(b.weight) / total;
@@ -399,9 +398,10 @@ mod tests {
     fn a_patch_to_no_backend_empties_the_table_and_from_none_fills_it() {
         let set = backends(&[100, 100]);
         let table = addresses(&MaglevTable::build(&set, 1009).unwrap());
-        assert!(patch(&table, &set, &[]).iter().all(|e| *e == [0; 4]));
-        let empty = vec![[0; 4]; 1009];
+        let none = Ipv4Addr::UNSPECIFIED;
+        assert!(patch(&table, &set, &[]).iter().all(|e| *e == none));
+        let empty = vec![none; 1009];
         let filled = patch(&empty, &[], &set);
-        assert!(filled.iter().all(|e| *e != [0; 4]));
+        assert!(filled.iter().all(|e| *e != none));
     }
 }

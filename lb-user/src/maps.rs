@@ -16,8 +16,10 @@ use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, BackendKey6, CoarseClock, Counter,
     Departure, DepartureReason, GroupReports, GroupStatus, GsoCounter, GsoHandoff, LogBudget,
     MAX_AUTH_KEYS, MAX_GROUPS, MacKey, NextHop, NextHopError, PendingLeave, Service,
-    ServiceBackend, ServiceKey, Traffic, map_name, vip_filter_bit,
+    ServiceBackend, ServiceKey, Traffic, addr, map_name, vip_filter_bit,
 };
+
+use crate::address::Address;
 
 /// Every map the program declares (`lb_common::program_maps!`): all are
 /// pinned, and adopted by the next `run`.
@@ -100,7 +102,10 @@ pub struct GroupConfig {
 /// has its own list, aging states and departures, and the control loop
 /// ages both through this trait.
 pub trait FamilyKey: Pod + Copy + Eq + std::hash::Hash + std::fmt::Debug + Send + 'static {
+    /// The family's address.
+    type Addr: Address;
     fn group_id(&self) -> u32;
+    fn addr(&self) -> Self::Addr;
     fn ip(&self) -> IpAddr;
     /// The key of `addr` in group `group_id`, if `addr` is of this family.
     fn of(group_id: u32, addr: IpAddr) -> Option<Self>;
@@ -130,10 +135,14 @@ pub trait FamilyKey: Pod + Copy + Eq + std::hash::Hash + std::fmt::Debug + Send 
 
 /// Implements [`FamilyKey`] for one family's key from its maps' fields.
 macro_rules! family_key {
-    ($key:ty, $variant:ident, $membership:literal, $confirmed:ident, $list:ident, $aging:ident, $departures:ident, $leaves:ident, [$($name:ident),+]) => {
+    ($key:ty, $variant:ident, $addr:ty, $membership:literal, $confirmed:ident, $list:ident, $aging:ident, $departures:ident, $leaves:ident, [$($name:ident),+]) => {
         impl FamilyKey for $key {
+            type Addr = $addr;
             fn group_id(&self) -> u32 {
                 self.group_id
+            }
+            fn addr(&self) -> $addr {
+                self.addr.into()
             }
             fn ip(&self) -> IpAddr {
                 IpAddr::$variant(self.addr.into())
@@ -177,6 +186,7 @@ macro_rules! family_key {
 family_key!(
     BackendKey,
     V4,
+    Ipv4Addr,
     "IGMP",
     LeaveConfirmed,
     backends,
@@ -188,6 +198,7 @@ family_key!(
 family_key!(
     BackendKey6,
     V6,
+    Ipv6Addr,
     "MLD",
     MldLeaveConfirmed,
     backends6,
@@ -492,12 +503,9 @@ impl LbMaps {
     }
 
     /// The VIPs XDP knows.
-    pub fn vips(&self) -> Result<Vec<Ipv4Addr>, MapsError> {
+    pub fn vips(&self) -> Result<Vec<IpAddr>, MapsError> {
         let vips = entries(&self.vips, map_name::VIPS)?;
-        Ok(vips
-            .into_iter()
-            .map(|(vip, _)| Ipv4Addr::from(vip))
-            .collect())
+        Ok(vips.into_iter().map(|(vip, _)| addr::to_ip(vip)).collect())
     }
 
     /// Makes every flow check its service and backend again on its next
@@ -509,20 +517,21 @@ impl LbMaps {
     }
 
     /// Marks `vip` as carrying `services` services (0 removes it).
-    pub fn set_vip(&mut self, vip: Ipv4Addr, services: u32) -> Result<(), MapsError> {
+    pub fn set_vip(&mut self, vip: IpAddr, services: u32) -> Result<(), MapsError> {
         if services == 0 {
-            return removed(self.vips.remove(&vip.octets()), map_name::VIPS);
+            return removed(self.vips.remove(&addr::from_ip(vip)), map_name::VIPS);
         }
         self.vips
-            .insert(&vip.octets(), &services, 0)
+            .insert(&addr::from_ip(vip), &services, 0)
             .map_err(map_err(map_name::VIPS))
     }
 
     /// Sets the VIP filter XDP checks before its VIP lookup to `vips`.
-    pub fn set_vip_filter(&mut self, vips: &[Ipv4Addr]) -> Result<(), MapsError> {
-        let filter = vips
-            .iter()
-            .fold(0u64, |f, vip| f | vip_filter_bit(vip.octets()));
+    pub fn set_vip_filter(&mut self, vips: &[IpAddr]) -> Result<(), MapsError> {
+        let filter = vips.iter().fold(0u64, |f, &vip| {
+            let [.., high, low] = addr::from_ip(vip);
+            f | vip_filter_bit([high, low])
+        });
         self.vip_filter
             .set(0, &filter, 0)
             .map_err(map_err(map_name::VIP_FILTER))

@@ -163,7 +163,7 @@ impl NextHops {
         let wrapped: HashSet<[u8; 4]> = backends
             .iter()
             .map(|(k, _)| k.addr)
-            .filter(|&a| self.reach.wraps(Ipv4Addr::from(a)))
+            .filter(|&a| self.reach.wraps(Ipv4Addr::from(a).into()))
             .collect();
         if !wrapped.is_empty() && self.forwarding.is_none() {
             self.enable_forwarding();

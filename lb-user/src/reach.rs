@@ -1,45 +1,79 @@
 //! Where a backend is, seen from the LB: on its segment (layer 2) or
 //! beyond it (IPIP), as XDP decides it with the same forwarding mode.
-use std::net::Ipv4Addr;
+use std::{fmt, net::IpAddr};
 
 use foldhash::HashSet;
-use lb_common::{BackendEntry, BackendKey, ForwardingMode};
+use lb_common::{BackendEntry, ForwardingMode};
 use tracing::{info, warn};
 
-/// The LB's own segment: backends on it are reached at layer 2.
+use crate::maps::FamilyKey;
+
+/// One of the LB's segments: backends on it are reached at layer 2.
 #[derive(Clone, Copy, Debug)]
 pub struct Segment {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix_len: u8,
 }
 
-/// How backends are reached: the forwarding mode and the LB's segment.
+/// How backends are reached: the forwarding mode and the LB's segments
+/// (IPv4, and IPv6 where the LB has an IPv6 address).
 #[derive(Clone, Copy, Debug)]
 pub struct Reach {
     pub mode: ForwardingMode,
     pub segment: Segment,
+    pub segment6: Option<Segment>,
 }
 
 impl Reach {
-    /// Whether traffic can reach `backend` at all (`l2` reaches only the segment).
-    pub fn reaches(&self, backend: Ipv4Addr) -> bool {
-        self.mode != ForwardingMode::L2 || self.segment.contains(backend)
+    /// Whether traffic can reach `backend` at all (`l2` reaches only the segments).
+    pub fn reaches(&self, backend: IpAddr) -> bool {
+        self.mode != ForwardingMode::L2 || self.on_segment(backend)
     }
 
-    /// Whether traffic to `backend` is wrapped in IPIP (as XDP decides it).
-    pub fn wraps(&self, backend: Ipv4Addr) -> bool {
-        self.mode.wraps(
-            backend.octets(),
-            self.segment.addr.octets(),
-            netmask(self.segment.prefix_len).to_be_bytes(),
-        )
+    /// Whether traffic to `backend` is wrapped in IP-in-IP (as XDP decides it).
+    pub fn wraps(&self, backend: IpAddr) -> bool {
+        match self.mode {
+            ForwardingMode::L2 => false,
+            ForwardingMode::Ipip => true,
+            ForwardingMode::Auto => !self.on_segment(backend),
+        }
+    }
+
+    /// Whether `backend` is on the LB's segment of its family.
+    pub fn on_segment(&self, backend: IpAddr) -> bool {
+        self.segment_of(backend)
+            .is_some_and(|segment| segment.contains(backend))
+    }
+
+    /// The LB's segment of `backend`'s family, if it has one.
+    fn segment_of(&self, backend: IpAddr) -> Option<Segment> {
+        match backend {
+            IpAddr::V4(_) => Some(self.segment),
+            IpAddr::V6(_) => self.segment6,
+        }
     }
 }
 
 impl Segment {
-    pub fn contains(&self, other: Ipv4Addr) -> bool {
-        let mask = netmask(self.prefix_len);
-        u32::from(self.addr) & mask == u32::from(other) & mask
+    /// Whether `other` (of either family) is inside this segment.
+    pub fn contains(&self, other: IpAddr) -> bool {
+        match (self.addr, other) {
+            (IpAddr::V4(own), IpAddr::V4(other)) => {
+                let mask = netmask(self.prefix_len);
+                u32::from(own) & mask == u32::from(other) & mask
+            }
+            (IpAddr::V6(own), IpAddr::V6(other)) => {
+                let mask = netmask6(self.prefix_len);
+                u128::from(own) & mask == u128::from(other) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
     }
 }
 
@@ -50,12 +84,19 @@ pub fn netmask(prefix_len: u8) -> u32 {
         .unwrap_or(0)
 }
 
+/// The IPv6 netmask of a prefix length; lengths above 128 count as 128.
+pub fn netmask6(prefix_len: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix_len.min(128)))
+        .unwrap_or(0)
+}
+
 /// Says once per backend off the LB's segment how it is reached: by IPIP,
-/// or (with `--forwarding l2`) not at all.
+/// or (with `--forwarding l2`) not at all. One per family.
 #[derive(Debug, Default)]
 pub struct OffSegmentReport {
     /// (group, backend) already reported.
-    reported: HashSet<(u32, [u8; 4])>,
+    reported: HashSet<(u32, IpAddr)>,
 }
 
 /// Backends reported one by one in one pass; the rest in one line, so that
@@ -63,13 +104,20 @@ pub struct OffSegmentReport {
 const REPORTED_ONE_BY_ONE: usize = 10;
 
 impl OffSegmentReport {
-    pub fn report(&mut self, reach: Reach, backends: &[(BackendKey, BackendEntry)]) {
-        let segment = reach.segment;
+    pub fn report<K: FamilyKey>(&mut self, reach: Reach, backends: &[(K, BackendEntry)]) {
+        let Some((first, _)) = backends.first() else {
+            self.reported.clear();
+            return;
+        };
+        // Every backend of the list is of the family of the first.
+        let segment = reach
+            .segment_of(first.ip())
+            .map_or_else(|| "none".to_owned(), |s| s.to_string());
         let (mut new, mut unreached) = (0usize, 0usize);
         for (key, _) in backends {
-            let addr = Ipv4Addr::from(key.addr);
-            let id = (key.group_id, key.addr);
-            if segment.contains(addr) || !self.reported.insert(id) {
+            let addr = key.ip();
+            let id = (key.group_id(), addr);
+            if reach.on_segment(addr) || !self.reported.insert(id) {
                 continue;
             }
             new += 1;
@@ -81,14 +129,12 @@ impl OffSegmentReport {
             if reached {
                 info!(
                     backend = %addr,
-                    "backend is off the LB's segment ({}/{}): its traffic is wrapped in IPIP, which its agent strips (backend-agent --vip)",
-                    segment.addr, segment.prefix_len
+                    "backend is off the LB's segment ({segment}): its traffic is wrapped in IP-in-IP, which its agent strips (backend-agent --vip)"
                 );
             } else {
                 warn!(
                     backend = %addr,
-                    "backend is not on the LB's segment ({}/{}) and --forwarding is l2: it gets no traffic (--forwarding auto reaches it by IPIP)",
-                    segment.addr, segment.prefix_len
+                    "backend is not on the LB's segment ({segment}) and --forwarding is l2: it gets no traffic (--forwarding auto reaches it by IP-in-IP)"
                 );
             }
         }
@@ -96,14 +142,14 @@ impl OffSegmentReport {
             info!(
                 more,
                 unreached,
-                "more backends off the LB's segment ({}/{}) in this pass: reached by IPIP, but for the unreached (--forwarding l2)",
-                segment.addr,
-                segment.prefix_len
+                "more backends off the LB's segment ({segment}) in this pass: reached by IP-in-IP, but for the unreached (--forwarding l2)"
             );
         }
         if self.reported.len() > backends.len() {
-            let current: HashSet<(u32, [u8; 4])> =
-                backends.iter().map(|(k, _)| (k.group_id, k.addr)).collect();
+            let current: HashSet<(u32, IpAddr)> = backends
+                .iter()
+                .map(|(k, _)| (k.group_id(), k.ip()))
+                .collect();
             self.reported.retain(|id| current.contains(id));
         }
     }
@@ -121,19 +167,50 @@ mod tests {
         assert_eq!(netmask(40), u32::MAX);
     }
 
-    const SEGMENT: Segment = Segment {
-        addr: Ipv4Addr::new(10, 0, 0, 1),
-        prefix_len: 24,
-    };
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
 
     #[test]
     fn segment_membership() {
-        assert!(SEGMENT.contains(Ipv4Addr::new(10, 0, 0, 200)));
-        assert!(!SEGMENT.contains(Ipv4Addr::new(10, 0, 1, 2)));
+        let segment = Segment {
+            addr: ip("10.0.0.1"),
+            prefix_len: 24,
+        };
+        assert!(segment.contains(ip("10.0.0.200")));
+        assert!(!segment.contains(ip("10.0.1.2")));
+        assert!(!segment.contains(ip("2001:db8::1")), "another family");
         let all = Segment {
-            addr: Ipv4Addr::new(10, 0, 0, 1),
+            addr: ip("10.0.0.1"),
             prefix_len: 0,
         };
-        assert!(all.contains(Ipv4Addr::new(192, 0, 2, 1)));
+        assert!(all.contains(ip("192.0.2.1")));
+        let segment6 = Segment {
+            addr: ip("2001:db8:1::1"),
+            prefix_len: 64,
+        };
+        assert!(segment6.contains(ip("2001:db8:1::99")));
+        assert!(!segment6.contains(ip("2001:db8:2::1")));
+        assert_eq!(netmask6(0), 0);
+        assert_eq!(netmask6(200), u128::MAX);
+    }
+
+    #[test]
+    fn a_backend_of_a_family_without_a_segment_is_wrapped() {
+        let reach = Reach {
+            mode: ForwardingMode::Auto,
+            segment: Segment {
+                addr: ip("10.0.0.1"),
+                prefix_len: 24,
+            },
+            segment6: None,
+        };
+        assert!(!reach.wraps(ip("10.0.0.2")));
+        assert!(reach.wraps(ip("2001:db8::2")));
+        let l2 = Reach {
+            mode: ForwardingMode::L2,
+            ..reach
+        };
+        assert!(!l2.reaches(ip("2001:db8::2")));
     }
 }

@@ -5,19 +5,17 @@
 //! registered in the service's group (its flows stay when it drains);
 //! then it frees the row, folding what the row carried into the service's
 //! departed row, so that the service's totals never go down.
-use std::net::Ipv4Addr;
-
 use aya::maps::PerCpuValues;
 use foldhash::{HashMap, HashSet};
-use lb_common::{FIRST_BACKEND_ROW, MAX_SERVICES, ServiceBackend, Traffic};
+use lb_common::{FIRST_BACKEND_ROW, MAX_SERVICES, ServiceBackend, Traffic, addr};
 use tracing::warn;
 
 use crate::maps::{LbMaps, MapsError, possible_cpus};
 
 /// The rows given out, per service, and the free ones.
 pub struct Rows {
-    /// Per service id: backend address -> row.
-    given: Vec<HashMap<[u8; 4], u32>>,
+    /// Per service id: backend address (as the row names it) -> row.
+    given: Vec<HashMap<[u8; 16], u32>>,
     /// Rows freed, given out again first.
     free: Vec<u32>,
     /// The lowest row never given out.
@@ -72,13 +70,14 @@ impl Rows {
         Ok(rows)
     }
 
-    /// The row of backend `addr` in service `service_id`, given out now
-    /// (with zero traffic) if it has none; `None` when every row is taken.
+    /// The row of backend `addr` (as a row names it) in service
+    /// `service_id`, given out now (with zero traffic) if it has none;
+    /// `None` when every row is taken.
     pub fn row(
         &mut self,
         maps: &mut LbMaps,
         service_id: u32,
-        addr: [u8; 4],
+        addr: [u8; 16],
     ) -> Result<Option<u32>, MapsError> {
         if let Some(&row) = self.given[service_id as usize].get(&addr) {
             return Ok(Some(row));
@@ -92,7 +91,7 @@ impl Rows {
             None => {
                 if !self.warned {
                     warn!(
-                        backend = %Ipv4Addr::from(addr), rows = self.capacity,
+                        backend = %addr::to_ip(addr), rows = self.capacity,
                         "every traffic row is taken: backends without one get no new flows; start with a larger --max-backends"
                     );
                     self.warned = true;
@@ -114,10 +113,10 @@ impl Rows {
         &mut self,
         maps: &mut LbMaps,
         service_id: u32,
-        registered: &HashSet<[u8; 4]>,
-    ) -> Result<Vec<[u8; 4]>, MapsError> {
+        registered: &HashSet<[u8; 16]>,
+    ) -> Result<Vec<[u8; 16]>, MapsError> {
         let given = &mut self.given[service_id as usize];
-        let gone: Vec<([u8; 4], u32)> = given
+        let gone: Vec<([u8; 16], u32)> = given
             .iter()
             .filter(|(addr, _)| !registered.contains(*addr))
             .map(|(&addr, &row)| (addr, row))

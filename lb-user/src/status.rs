@@ -6,7 +6,7 @@ use foldhash::{HashMap, HashSet};
 use lb_common::{
     Action, BackendKey, BackendKey6, Departure, DepartureReason, FIRST_BACKEND_ROW,
     GROUP_STATE_ALIVE, GROUP_STATE_DEAD, GROUP_STATE_UNUSED, MAX_GROUPS, ServiceBackend, Traffic,
-    fib_result_name,
+    addr, fib_result_name,
 };
 use lb_host::status::{
     BackendReport, BackendTraffic, DepartureReport, GroupReport, NextHopReport, ServiceReport,
@@ -73,10 +73,14 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
     let traffic = maps.traffic(in_use)?;
     let mut services = Vec::new();
     for (key, service) in maps.services(TableKind::Current)? {
-        let table: Vec<[u8; 4]> = maps
+        let table: Vec<Option<IpAddr>> = maps
             .active_table(&service)?
             .into_iter()
-            .map(|row| rows.get(row as usize).map_or([0; 4], |target| target.addr))
+            .map(|row| {
+                rows.get(row as usize)
+                    .filter(|target| target.is_backend())
+                    .map(|target| addr::to_ip(target.addr))
+            })
             .collect();
         let (totals, mut backends) = service_traffic(service.service_id, &rows, &traffic);
         let table_backends = table_backends(&table);
@@ -86,7 +90,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             &backend_weights(&groups, service.group_id),
         );
         services.push(ServiceReport {
-            vip: Ipv4Addr::from(key.vip),
+            vip: key.vip(),
             port: key.port,
             proto: lb_common::transport_name(key.proto).to_owned(),
             group: groups
@@ -123,7 +127,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
         .next_hop_errors()?
         .into_iter()
         .map(|(backend, e)| NextHopReport {
-            backend: Ipv4Addr::from(backend),
+            backend: IpAddr::V4(backend.into()),
             reason: fib_result_name(e.result).to_owned(),
             drops: e.drops,
             last_ms_ago: now_ns.saturating_sub(e.last_ns) / 1_000_000,
@@ -221,7 +225,7 @@ fn service_traffic(
         if target.is_backend() && target.service_id == service_id {
             totals += *carried;
             backends.push(BackendTraffic {
-                address: Ipv4Addr::from(target.addr),
+                address: addr::to_ip(target.addr),
                 packets: carried.packets,
                 bytes: carried.bytes,
                 new_flows: carried.new_flows,
@@ -235,27 +239,19 @@ fn service_traffic(
 
 /// The weights of the backends of group `group_id` (index in `groups`, as
 /// `read` lists them).
-fn backend_weights(groups: &[GroupReport], group_id: u32) -> HashMap<Ipv4Addr, u16> {
+fn backend_weights(groups: &[GroupReport], group_id: u32) -> HashMap<IpAddr, u16> {
     groups
         .get(group_id as usize)
-        .map(|g| {
-            g.backends
-                .iter()
-                .filter_map(|b| match b.address {
-                    IpAddr::V4(addr) => Some((addr, b.weight)),
-                    IpAddr::V6(_) => None,
-                })
-                .collect()
-        })
+        .map(|g| g.backends.iter().map(|b| (b.address, b.weight)).collect())
         .unwrap_or_default()
 }
 
 /// Sets each backend's `weight_share`: its weight over the weights of the
 /// backends the table names (`in_table`).
-fn weigh(backends: &mut [BackendTraffic], in_table: &[Ipv4Addr], weights: &HashMap<Ipv4Addr, u16>) {
-    let weight = |addr: &Ipv4Addr| f64::from(weights.get(addr).copied().unwrap_or(0));
+fn weigh(backends: &mut [BackendTraffic], in_table: &[IpAddr], weights: &HashMap<IpAddr, u16>) {
+    let weight = |addr: &IpAddr| f64::from(weights.get(addr).copied().unwrap_or(0));
     let total: f64 = in_table.iter().map(weight).sum();
-    let in_table: HashSet<&Ipv4Addr> = in_table.iter().collect();
+    let in_table: HashSet<&IpAddr> = in_table.iter().collect();
     for backend in backends.iter_mut() {
         if total > 0.0 && in_table.contains(&backend.address) {
             backend.weight_share = weight(&backend.address) / total;
@@ -263,16 +259,21 @@ fn weigh(backends: &mut [BackendTraffic], in_table: &[Ipv4Addr], weights: &HashM
     }
 }
 
-/// FNV-1a (64 bits) over the table's bytes.
-fn digest(table: &[[u8; 4]]) -> u64 {
-    table.iter().flatten().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+/// FNV-1a (64 bits) over the table's bytes: each entry's address (4 or
+/// 16 bytes), 4 zero bytes for none.
+fn digest(table: &[Option<IpAddr>]) -> u64 {
+    let bytes = table.iter().flat_map(|entry| match entry {
+        Some(IpAddr::V4(v4)) => v4.octets().to_vec(),
+        Some(IpAddr::V6(v6)) => v6.octets().to_vec(),
+        None => vec![0; 4],
+    });
+    bytes.fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-/// The distinct backends a table names (all-zero entries name none), sorted.
-fn table_backends(table: &[[u8; 4]]) -> Vec<Ipv4Addr> {
-    let named: std::collections::BTreeSet<[u8; 4]> =
-        table.iter().copied().filter(|e| *e != [0; 4]).collect();
-    named.into_iter().map(Ipv4Addr::from).collect()
+/// The distinct backends a table names, sorted.
+fn table_backends(table: &[Option<IpAddr>]) -> Vec<IpAddr> {
+    let named: std::collections::BTreeSet<IpAddr> = table.iter().flatten().copied().collect();
+    named.into_iter().collect()
 }

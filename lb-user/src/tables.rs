@@ -6,19 +6,20 @@
 //! out by `pool::Pool`. Large tables are built on a thread of their own, so the
 //! control loop never waits for one.
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use foldhash::HashSet;
-use lb_common::{BackendEntry, BackendKey, MAGLEV_POOL, Service, ServiceKey};
+use lb_common::{BackendEntry, BackendKey, BackendKey6, MAGLEV_POOL, Service, ServiceKey};
 use tracing::{info, warn};
 
 use crate::{
+    address::Address,
     eligible::{eligible_backends, oldest_change, previous_backends},
     maglev::{MaglevBackend, MaglevError, MaglevTable, patch, table_size},
-    maps::{LbMaps, MapsError, TableKind},
+    maps::{FamilyKey, LbMaps, MapsError, TableKind},
     metrics::{ControlMetrics, ServiceLabels},
     pool::Pool,
     reach::{OffSegmentReport, Reach},
@@ -37,23 +38,20 @@ pub struct TableParams {
     pub second_chance_window: Duration,
 }
 
-/// One service as configured.
+/// One service as configured: its VIP (of either family) and port, and
+/// its group, whose family its backends are of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServiceConfig {
     pub key: ServiceKey,
     pub group_id: u32,
+    pub group_ipv6: bool,
 }
 
-/// What a slot's copy of its table holds where the map may hold a row
-/// that no longer names that entry's backend (freed, or never given): no
-/// backend has this address, so the next table written there rewrites it.
-const STALE: [u8; 4] = [255; 4];
-
 /// Entries of `next` that differ from `current` (index, new value).
-pub fn table_diff<'a>(
-    current: &'a [[u8; 4]],
-    next: &'a [[u8; 4]],
-) -> impl Iterator<Item = (u32, [u8; 4])> + 'a {
+pub fn table_diff<'a, A: Address>(
+    current: &'a [A],
+    next: &'a [A],
+) -> impl Iterator<Item = (u32, A)> + 'a {
     (0u32..)
         .zip(current.iter().zip(next))
         .filter(|(_, (c, n))| c != n)
@@ -73,53 +71,93 @@ const FULL_BUILD_INTERVAL: Duration = Duration::from_secs(2);
 /// A table on its way: the backends it is for, when its build began,
 /// when the oldest change it brings happened (CLOCK_MONOTONIC ns), and
 /// whether it is a patch or a full population.
-struct Pending {
-    set: Vec<MaglevBackend>,
+struct Pending<A> {
+    set: Vec<MaglevBackend<A>>,
     started: Instant,
     changed_ns: Option<u64>,
     how: &'static str,
 }
 
 /// A table being built on a thread, and where it will come.
-struct Build {
-    pending: Pending,
-    result: mpsc::Receiver<Result<MaglevTable, MaglevError>>,
+struct Build<A> {
+    pending: Pending<A>,
+    result: mpsc::Receiver<Built<A>>,
 }
 
-struct ServiceState {
+/// What a build gives.
+type Built<A> = Result<MaglevTable<A>, MaglevError>;
+
+/// A build that has come, with what it was for.
+type Finished<A> = (Pending<A>, Built<A>);
+
+/// One table (current or previous) of one service, whose backends'
+/// addresses are `A`s.
+struct ServiceState<A> {
     kind: TableKind,
     config: ServiceConfig,
     service: Service,
     /// The backends each slot's entries name in the map (its rows'
-    /// addresses, or `STALE`); `None` when not known (adopted), so that
-    /// the next table there is written whole.
-    slots: [Option<Vec<[u8; 4]>>; 2],
+    /// addresses, or `Address::STALE` where the map may hold a row that
+    /// no longer names that entry's backend); `None` when not known
+    /// (adopted), so that the next table there is written whole.
+    slots: [Option<Vec<A>>; 2],
     /// The backend set the active slot was built from.
-    built_from: Option<Vec<MaglevBackend>>,
+    built_from: Option<Vec<MaglevBackend<A>>>,
     /// Whether the active slot holds the table of `built_from` (a table
     /// that could not be installed leaves an older one, which may name
     /// backends gone since: their rows stay until a table is installed).
     installed: bool,
     /// The backends eligible at the last sync.
-    latest: Vec<MaglevBackend>,
+    latest: Vec<MaglevBackend<A>>,
     /// The last full population and its backends: a change is patched
     /// onto it (`maglev::patch`) until the next full build replaces it.
-    base: Option<(Vec<MaglevBackend>, Vec<[u8; 4]>)>,
-    building: Option<Build>,
+    base: Option<(Vec<MaglevBackend<A>>, Vec<A>)>,
+    building: Option<Build<A>>,
     /// When the last full build of a large table began.
     last_full: Option<Instant>,
     /// Tables made active since start.
     rebuilds: u64,
 }
 
-/// The Maglev tables of all services.
+impl<A> ServiceState<A> {
+    fn new(kind: TableKind, config: ServiceConfig, service: Service) -> Self {
+        Self {
+            kind,
+            config,
+            service,
+            slots: [None, None],
+            built_from: None,
+            installed: false,
+            latest: Vec::new(),
+            base: None,
+            building: None,
+            last_full: None,
+            rebuilds: 0,
+        }
+    }
+}
+
+/// The Maglev tables of all services: those of IPv4 groups and those of
+/// IPv6 groups (whatever their VIPs' family), which share the Maglev pool
+/// and the rows.
 pub struct ServiceTables {
-    services: Vec<ServiceState>,
+    v4: FamilyTables<BackendKey>,
+    v6: FamilyTables<BackendKey6>,
+    shared: Shared,
+}
+
+/// The tables of the services whose groups are of `K`'s family.
+struct FamilyTables<K: FamilyKey> {
+    services: Vec<ServiceState<K::Addr>>,
+    off_segment: OffSegmentReport,
+}
+
+/// What the tables of both families share.
+struct Shared {
     metrics: ControlMetrics,
     params: TableParams,
     pool: Pool,
     rows: Rows,
-    off_segment: OffSegmentReport,
 }
 
 /// Removes the services and VIPs an earlier instance configured and this
@@ -129,7 +167,7 @@ pub struct ServiceTables {
 fn forget_unconfigured(
     maps: &mut LbMaps,
     configs: &[ServiceConfig],
-    vips: &[Ipv4Addr],
+    vips: &[IpAddr],
 ) -> Result<(), MapsError> {
     for kind in TableKind::ALL {
         for (key, _) in maps.services(kind)? {
@@ -176,20 +214,29 @@ impl ServiceTables {
             .map(|(_, _, id, _)| *id)
             .collect();
         let rows = Rows::adopt(maps, &kept_ids)?;
-        let mut services = Vec::with_capacity(kept.len());
+        let mut tables = Self {
+            v4: FamilyTables::default(),
+            v6: FamilyTables::default(),
+            shared: Shared {
+                metrics,
+                params,
+                pool,
+                rows,
+            },
+        };
         for (kind, config, service_id, adopted) in kept {
             let service = match adopted {
                 Some(adopted) => adopted,
                 None => {
                     let fresh = match fresh_service(
-                        &mut pool,
+                        &mut tables.shared.pool,
                         service_id,
                         config.group_id,
                         params.min_size,
                     ) {
                         Ok(fresh) => fresh,
                         Err(e) if kind == TableKind::Previous => {
-                            warn!(vip = %Ipv4Addr::from(config.key.vip), port = config.key.port, "no previous table, so no second chance for this service: {e}");
+                            warn!(vip = %config.key.vip(), port = config.key.port, "no previous table, so no second chance for this service: {e}");
                             continue;
                         }
                         Err(e) => return Err(e),
@@ -203,58 +250,102 @@ impl ServiceTables {
                     fresh
                 }
             };
-            services.push(ServiceState {
-                kind,
-                config: *config,
-                service,
-                slots: [None, None],
-                built_from: None,
-                installed: false,
-                latest: Vec::new(),
-                base: None,
-                building: None,
-                last_full: None,
-                rebuilds: 0,
-            });
+            if config.group_ipv6 {
+                let state = ServiceState::new(kind, *config, service);
+                tables.v6.services.push(state);
+            } else {
+                let state = ServiceState::new(kind, *config, service);
+                tables.v4.services.push(state);
+            }
         }
-        let mut vips: Vec<[u8; 4]> = configs.iter().map(|c| c.key.vip).collect();
+        let mut vips: Vec<IpAddr> = configs.iter().map(|c| c.key.vip()).collect();
         vips.sort();
         vips.dedup();
         for &vip in &vips {
-            let count = configs.iter().filter(|c| c.key.vip == vip).count() as u32;
-            maps.set_vip(Ipv4Addr::from(vip), count)?;
+            let count = configs.iter().filter(|c| c.key.vip() == vip).count() as u32;
+            maps.set_vip(vip, count)?;
         }
-        let vips: Vec<Ipv4Addr> = vips.into_iter().map(Ipv4Addr::from).collect();
         maps.set_vip_filter(&vips)?;
         forget_unconfigured(maps, configs, &vips)?;
-        Ok(Self {
-            services,
-            metrics,
-            params,
-            pool,
-            rows,
-            off_segment: OffSegmentReport::default(),
-        })
+        Ok(tables)
     }
 
-    /// Rebuilds every service whose eligible backends changed. A small
-    /// table is populated at once. A large one is patched at once from its
-    /// last full population (a change costs in proportion to itself, not
-    /// to the table), and populated in full on a thread, at most every
+    /// Rebuilds every service whose eligible backends changed, from the
+    /// server lists of both families. A small table is populated at once.
+    /// A large one is patched at once from its last full population (a
+    /// change costs in proportion to itself, not to the table), and
+    /// populated in full on a thread, at most every
     /// `FULL_BUILD_INTERVAL`, whose table is installed by a later call:
     /// LBs that see the same backends end with byte-identical tables.
     pub fn sync(
         &mut self,
         maps: &mut LbMaps,
         backends: &[(BackendKey, BackendEntry)],
+        backends6: &[(BackendKey6, BackendEntry)],
     ) -> Result<(), MapsError> {
+        self.v4.sync(&mut self.shared, maps, backends)?;
+        self.v6.sync(&mut self.shared, maps, backends6)
+    }
+
+    /// Installs the tables whose builds have finished, each patched to the
+    /// backends eligible now if they changed during its build; returns
+    /// whether any was (the caller then reads the backends again).
+    pub fn install_finished(&mut self, maps: &mut LbMaps) -> Result<bool, MapsError> {
+        let v4 = self.v4.install_finished(&mut self.shared, maps)?;
+        let v6 = self.v6.install_finished(&mut self.shared, maps)?;
+        Ok(v4 || v6)
+    }
+
+    /// Waits (bounded) until no table is being built: for tests and tools
+    /// that need the tables of the current backends in place.
+    pub fn settle(
+        &mut self,
+        maps: &mut LbMaps,
+        backends: &[(BackendKey, BackendEntry)],
+        backends6: &[(BackendKey6, BackendEntry)],
+        limit: Duration,
+    ) -> Result<(), MapsError> {
+        let start = Instant::now();
+        self.sync(maps, backends, backends6)?;
+        let building = |tables: &Self| {
+            tables.v4.services.iter().any(|s| s.building.is_some())
+                || tables.v6.services.iter().any(|s| s.building.is_some())
+        };
+        while building(self) && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(5));
+            self.sync(maps, backends, backends6)?;
+        }
+        Ok(())
+    }
+}
+
+impl<K: FamilyKey> Default for FamilyTables<K> {
+    fn default() -> Self {
+        Self {
+            services: Vec::new(),
+            off_segment: OffSegmentReport::default(),
+        }
+    }
+}
+
+impl<K: FamilyKey> FamilyTables<K> {
+    /// `ServiceTables::sync` for the services of this family's groups.
+    fn sync(
+        &mut self,
+        shared: &mut Shared,
+        maps: &mut LbMaps,
+        backends: &[(K, BackendEntry)],
+    ) -> Result<(), MapsError> {
+        if self.services.is_empty() {
+            return Ok(());
+        }
         let TableParams {
             min_size,
             reach,
             second_chance_window,
-        } = self.params;
+        } = shared.params;
         self.off_segment.report(reach, backends);
-        self.install_finished(maps)?;
+        self.install_finished(shared, maps)?;
         let window_ns = u64::try_from(second_chance_window.as_nanos()).unwrap_or(u64::MAX);
         let registered_by_ns = system::monotonic_ns().saturating_sub(window_ns);
         // Previous tables first: a packet that meets a service's current
@@ -294,9 +385,11 @@ impl ServiceTables {
                     {
                         let next = patch(table, set, &pending.set);
                         pending.how = "patch";
-                        self.install(maps, index, pending, Ok(next))?;
+                        self.install(shared, maps, index, pending, Ok(next))?;
                     }
-                    _ if state.building.is_none() => self.build(maps, index, pending, size)?,
+                    _ if state.building.is_none() => {
+                        self.build(shared, maps, index, pending, size)?
+                    }
                     // A new size: the build under way is followed by another.
                     _ => {}
                 }
@@ -316,21 +409,22 @@ impl ServiceTables {
                     changed_ns: None,
                     how: "population",
                 };
-                self.build(maps, index, pending, size)?;
+                self.build(shared, maps, index, pending, size)?;
             }
         }
-        self.release_rows(maps, backends)
+        self.release_rows(shared, maps, backends)
     }
 
     /// Frees the rows of backends no longer registered in their service's
     /// group, once the service's tables name none of them (XDP takes a
     /// table's rows as its service's unchecked), and marks their entries
-    /// in the slots' copies `STALE`: a freed row may name another backend
+    /// in the slots' copies `Address::STALE`: a freed row may name another backend
     /// when it is given out again.
     fn release_rows(
         &mut self,
+        shared: &mut Shared,
         maps: &mut LbMaps,
-        backends: &[(BackendKey, BackendEntry)],
+        backends: &[(K, BackendEntry)],
     ) -> Result<(), MapsError> {
         let mut services: Vec<(u32, u32)> = self
             .services
@@ -350,12 +444,12 @@ impl ServiceTables {
             if !tables().all(|s| s.installed || s.kind == TableKind::Previous) {
                 continue;
             }
-            let registered: HashSet<[u8; 4]> = backends
+            let registered: HashSet<[u8; 16]> = backends
                 .iter()
-                .filter(|(key, _)| key.group_id == group_id)
-                .map(|(key, _)| key.addr)
+                .filter(|(key, _)| key.group_id() == group_id)
+                .map(|(key, _)| key.addr().row_addr())
                 .collect();
-            let freed: HashSet<[u8; 4]> = self
+            let freed: HashSet<[u8; 16]> = shared
                 .rows
                 .release(maps, service_id, &registered)?
                 .into_iter()
@@ -370,8 +464,8 @@ impl ServiceTables {
             for entry in
                 states.flat_map(|s| s.slots.iter_mut().flatten().flat_map(|t| t.iter_mut()))
             {
-                if freed.contains(entry) {
-                    *entry = STALE;
+                if freed.contains(&entry.row_addr()) {
+                    *entry = K::Addr::STALE;
                 }
             }
         }
@@ -382,16 +476,17 @@ impl ServiceTables {
     /// else on a thread.
     fn build(
         &mut self,
+        shared: &mut Shared,
         maps: &mut LbMaps,
         index: usize,
-        pending: Pending,
+        pending: Pending<K::Addr>,
         size: u32,
     ) -> Result<(), MapsError> {
         if size <= INLINE_BUILD_MAX {
             // A small table is never patched: no base to patch from.
             self.services[index].base = None;
-            let result = MaglevTable::build(&pending.set, size).map(MaglevTable::into_octets);
-            return self.install(maps, index, pending, result);
+            let result = MaglevTable::build(&pending.set, size).map(MaglevTable::into_entries);
+            return self.install(shared, maps, index, pending, result);
         }
         let (done, result) = mpsc::channel();
         let set = pending.set.clone();
@@ -408,7 +503,11 @@ impl ServiceTables {
     /// Installs the tables whose builds have finished, each patched to the
     /// backends eligible now if they changed during its build; returns
     /// whether any was (the caller then reads the backends again).
-    pub fn install_finished(&mut self, maps: &mut LbMaps) -> Result<bool, MapsError> {
+    fn install_finished(
+        &mut self,
+        shared: &mut Shared,
+        maps: &mut LbMaps,
+    ) -> Result<bool, MapsError> {
         let mut installed = false;
         for index in 0..self.services.len() {
             let Some((mut pending, result)) = self.finished_build(index) else {
@@ -417,7 +516,7 @@ impl ServiceTables {
             let state = &mut self.services[index];
             let changed = state.latest != pending.set;
             let result = result.map(|table| {
-                let full = table.into_octets();
+                let full = table.into_entries();
                 let next = if changed {
                     patch(&full, &pending.set, &state.latest)
                 } else {
@@ -431,17 +530,14 @@ impl ServiceTables {
                 pending.how = "population, patched";
                 pending.set = state.latest.clone();
             }
-            self.install(maps, index, pending, result)?;
+            self.install(shared, maps, index, pending, result)?;
             installed = true;
         }
         Ok(installed)
     }
 
     /// The result of service `index`'s build, if it has come.
-    fn finished_build(
-        &mut self,
-        index: usize,
-    ) -> Option<(Pending, Result<MaglevTable, MaglevError>)> {
+    fn finished_build(&mut self, index: usize) -> Option<Finished<K::Addr>> {
         let state = &mut self.services[index];
         let result = match state.building.as_ref()?.result.try_recv() {
             Ok(result) => result,
@@ -461,10 +557,11 @@ impl ServiceTables {
     /// with one map update.
     fn install(
         &mut self,
+        shared: &mut Shared,
         maps: &mut LbMaps,
         index: usize,
-        pending: Pending,
-        result: Result<Vec<[u8; 4]>, MaglevError>,
+        pending: Pending<K::Addr>,
+        result: Result<Vec<K::Addr>, MaglevError>,
     ) -> Result<(), MapsError> {
         let Pending {
             set,
@@ -477,7 +574,7 @@ impl ServiceTables {
         let next = match result {
             Ok(next) => next,
             Err(e) => {
-                warn!(vip = %Ipv4Addr::from(key.vip), port = key.port, "forwarding table not rebuilt: {e}");
+                warn!(vip = %key.vip(), port = key.port, "forwarding table not rebuilt: {e}");
                 // Not retried until the backend set changes.
                 state.built_from = Some(set);
                 state.installed = false;
@@ -488,14 +585,14 @@ impl ServiceTables {
         let size = next.len() as u32;
         let inactive = (state.service.active_slot ^ 1) as usize;
         let same_range = state.service.slot_size[inactive] == size;
-        let writes: Vec<(u32, [u8; 4])> = match (&state.slots[inactive], same_range) {
+        let writes: Vec<(u32, K::Addr)> = match (&state.slots[inactive], same_range) {
             (Some(current), true) => table_diff(current, &next).collect(),
             _ => {
                 if !same_range {
-                    self.pool.free(state.service.slot_offset[inactive]);
-                    let Some(offset) = self.pool.alloc(size) else {
+                    shared.pool.free(state.service.slot_offset[inactive]);
+                    let Some(offset) = shared.pool.alloc(size) else {
                         warn!(
-                            vip = %Ipv4Addr::from(key.vip), port = key.port, entries = size,
+                            vip = %key.vip(), port = key.port, entries = size,
                             "forwarding table not rebuilt: the Maglev pool ({MAGLEV_POOL} entries) has no room for it"
                         );
                         // Freed: an offset past the pool marks it unused.
@@ -519,13 +616,15 @@ impl ServiceTables {
         let mut copy = next;
         let mut values = Vec::with_capacity(writes.len());
         for &(entry, addr) in &writes {
-            let row = match addr {
-                [0, 0, 0, 0] => Some(0),
-                addr => self.rows.row(maps, state.service.service_id, addr)?,
+            let row = if addr == K::Addr::NONE {
+                Some(0)
+            } else {
+                let service_id = state.service.service_id;
+                shared.rows.row(maps, service_id, addr.row_addr())?
             };
             if row.is_none() {
                 // No row to give: no backend there, until one frees.
-                copy[entry as usize] = STALE;
+                copy[entry as usize] = K::Addr::STALE;
             }
             values.push(row.unwrap_or(0));
         }
@@ -542,22 +641,24 @@ impl ServiceTables {
         // the table being active; none for the first table after a start.
         let change_ms = changed_ns.map(|at| system::monotonic_ns().saturating_sub(at) / 1_000_000);
         if kind == TableKind::Current {
-            self.observe_rebuild(key, started, change_ms);
+            shared.observe_rebuild(key, started, change_ms);
         }
         info!(
-            vip = %Ipv4Addr::from(key.vip), port = key.port, table = kind.name(),
+            vip = %key.vip(), port = key.port, table = kind.name(),
             backends = self.services[index].latest.len(), entries = size,
             built_ms = built_in.as_millis() as u64, written = writes.len(),
             change_ms, how, "forwarding table rebuilt"
         );
         Ok(())
     }
+}
 
+impl Shared {
     /// The metrics of a current table made active: its build, and the
     /// time from the change it brings (`change_ms`).
     fn observe_rebuild(&self, key: ServiceKey, started: Instant, change_ms: Option<u64>) {
         let labels = ServiceLabels {
-            vip: Ipv4Addr::from(key.vip).to_string(),
+            vip: key.vip().to_string(),
             port: key.port,
             proto: lb_common::transport_name(key.proto).to_owned(),
         };
@@ -569,23 +670,6 @@ impl ServiceTables {
         if let Some(ms) = change_ms {
             self.metrics.change_seconds.observe(ms as f64 / 1e3);
         }
-    }
-
-    /// Waits (bounded) until no table is being built: for tests and tools
-    /// that need the tables of the current backends in place.
-    pub fn settle(
-        &mut self,
-        maps: &mut LbMaps,
-        backends: &[(BackendKey, BackendEntry)],
-        limit: Duration,
-    ) -> Result<(), MapsError> {
-        let start = Instant::now();
-        self.sync(maps, backends)?;
-        while self.services.iter().any(|s| s.building.is_some()) && start.elapsed() < limit {
-            std::thread::sleep(Duration::from_millis(5));
-            self.sync(maps, backends)?;
-        }
-        Ok(())
     }
 }
 
@@ -620,8 +704,9 @@ mod tests {
 
     #[test]
     fn diff_lists_only_changed_entries() {
-        let a = [[0; 4], [1; 4], [2; 4]];
-        let b = [[0; 4], [3; 4], [2; 4]];
-        assert_eq!(table_diff(&a, &b).collect::<Vec<_>>(), vec![(1, [3; 4])]);
+        let ip = |last| std::net::Ipv4Addr::new(10, 0, 0, last);
+        let a = [ip(0), ip(1), ip(2)];
+        let b = [ip(0), ip(3), ip(2)];
+        assert_eq!(table_diff(&a, &b).collect::<Vec<_>>(), vec![(1, ip(3))]);
     }
 }

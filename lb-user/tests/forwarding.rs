@@ -83,7 +83,7 @@ impl TestLb {
             .backends()
             .unwrap()
             .into_iter()
-            .find(|(k, _)| k.addr == addr)
+            .find(|(k, _)| lb_common::addr::mapped(k.addr) == addr)
             .map(|(_, e)| e.mac)
     }
 }
@@ -205,7 +205,10 @@ fn traffic(lb: &TestLb) -> (Traffic, Vec<(Ipv4Addr, Traffic)>) {
     let backends = service
         .backends
         .iter()
-        .map(|b| (b.address, traffic(b.packets, b.bytes, b.new_flows)))
+        .map(|b| match b.address {
+            std::net::IpAddr::V4(address) => (address, traffic(b.packets, b.bytes, b.new_flows)),
+            other => panic!("an IPv6 backend in an IPv4 test: {other}"),
+        })
         .collect();
     (
         traffic(service.packets, service.bytes, service.new_flows),
@@ -330,6 +333,7 @@ fn a_service_the_next_instance_drops_forwards_no_more() {
     let configs = [ServiceConfig {
         key: https,
         group_id: 0,
+        group_ipv6: false,
     }];
     ServiceTables::new(
         &mut lb.maps,
@@ -565,7 +569,7 @@ fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
     }
     let backends = lb.maps.backends().unwrap();
     assert_eq!(backends.len(), 3000);
-    lb.tables.sync(&mut lb.maps, &backends).unwrap();
+    lb.sync_tables();
     let service = lb
         .maps
         .service(TableKind::Current, &TCP_SERVICE)
@@ -577,7 +581,12 @@ fn the_table_grows_with_the_backends_and_large_ones_are_built_off_the_loop() {
         "the large table is built off the control loop, the old one serves meanwhile"
     );
     lb.tables
-        .settle(&mut lb.maps, &backends, std::time::Duration::from_secs(60))
+        .settle(
+            &mut lb.maps,
+            &backends,
+            &[],
+            std::time::Duration::from_secs(60),
+        )
         .unwrap();
     let service = lb
         .maps
@@ -717,7 +726,9 @@ fn a_torn_connection_table_slot_is_no_entry() {
         .expect("the flow's slot");
     let slot = bucket.ways.iter_mut().find(|s| s.key == key).unwrap();
     let rows = lb.maps.rows().unwrap();
-    let row2 = rows.iter().position(|r| r.addr == backend(2).0.octets());
+    let row2 = rows
+        .iter()
+        .position(|r| r.addr == lb_common::addr::mapped(backend(2).0.octets()));
     slot.flow.row = row2.expect("backend 2 has a row") as u32;
     slot.flow.mac = backend(2).1;
     table.set(index, &bucket, 0).unwrap();

@@ -3,7 +3,12 @@
 mod serve;
 mod start;
 
-use std::{fs, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    fs,
+    net::{IpAddr, Ipv4Addr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -88,7 +93,7 @@ pub struct RunArgs {
     /// Virtual IP of the service; lb-user puts it on the interface so the
     /// LB answers ARP for it.
     #[arg(long, requires = "services", conflicts_with = "config")]
-    vip: Option<Ipv4Addr>,
+    vip: Option<IpAddr>,
     /// A port of the VIP to balance, `tcp:PORT` or `udp:PORT`; repeatable.
     /// Served by the first group's backends.
     #[arg(long = "service", requires = "vip")]

@@ -2,6 +2,7 @@
 use std::collections::HashSet;
 
 use super::{MaglevBackend, population::Walk};
+use crate::address::Address;
 
 /// The table for `after` made from `table`, the table of `before`, by
 /// moving only what the change needs: the entries of backends that went
@@ -11,44 +12,55 @@ use super::{MaglevBackend, population::Walk};
 /// of the three alone, so that LBs that hold the same table and see the
 /// same change make the same one; the full population of `after`
 /// (`MaglevTable::build`) then replaces it when the backends are quiet.
-/// Entries are addresses in network order, all zeros for none.
-pub fn patch(table: &[[u8; 4]], before: &[MaglevBackend], after: &[MaglevBackend]) -> Vec<[u8; 4]> {
-    const FREE: [u8; 4] = [0; 4];
-    let usable = |set: &[MaglevBackend]| {
-        let mut usable: Vec<MaglevBackend> = set.iter().copied().filter(|b| b.weight > 0).collect();
+/// An entry of no backend is `Address::NONE`.
+pub fn patch<A: Address>(
+    table: &[A],
+    before: &[MaglevBackend<A>],
+    after: &[MaglevBackend<A>],
+) -> Vec<A> {
+    let free = A::NONE;
+    let usable = |set: &[MaglevBackend<A>]| {
+        let mut usable: Vec<MaglevBackend<A>> =
+            set.iter().copied().filter(|b| b.weight > 0).collect();
         usable.sort();
         usable.dedup_by_key(|b| b.addr);
         usable
     };
     let (before, after) = (usable(before), usable(after));
     if after.is_empty() || table.is_empty() {
-        return vec![FREE; table.len()];
+        return vec![free; table.len()];
     }
-    let came: Vec<MaglevBackend> = after
+    let came: Vec<MaglevBackend<A>> = after
         .iter()
         .copied()
         .filter(|b| before.binary_search(b).is_err())
         .collect();
     // Went, or changed weight: their entries are handed on.
-    let gone: Vec<[u8; 4]> = before
+    let gone: Vec<A> = before
         .iter()
         .filter(|b| after.binary_search(b).is_err())
-        .map(|b| b.addr.octets())
+        .map(|b| b.addr)
         .collect();
     // A patch scans the whole table: a bitmap of the gone addresses' low
     // 12 bits clears most entries with one load, the set the rest.
-    let bit = |a: &[u8; 4]| usize::from(u16::from_be_bytes([a[2], a[3]]) & 0xfff);
+    let bit = |a: &A| {
+        let octets = a.octets();
+        let [.., high, low] = octets.as_ref() else {
+            return 0;
+        };
+        usize::from(u16::from_be_bytes([*high, *low]) & 0xfff)
+    };
     let mut suspects = [0u64; 64];
     for a in &gone {
         suspects[bit(a) / 64] |= 1 << (bit(a) % 64);
     }
-    let gone: foldhash::HashSet<[u8; 4]> = gone.into_iter().collect();
-    let mut next: Vec<[u8; 4]> = table
+    let gone: foldhash::HashSet<A> = gone.into_iter().collect();
+    let mut next: Vec<A> = table
         .iter()
         .map(|e| {
             let suspect = suspects[bit(e) / 64] & (1 << (bit(e) % 64)) != 0;
-            if (suspect && gone.contains(e)) || *e == FREE {
-                FREE
+            if (suspect && gone.contains(e)) || *e == free {
+                free
             } else {
                 *e
             }
@@ -69,19 +81,19 @@ pub fn patch(table: &[[u8; 4]], before: &[MaglevBackend], after: &[MaglevBackend
             let entry = walk.position;
             walk.position = (walk.position + walk.skip) % size;
             if claimed.insert(entry) {
-                next[entry as usize] = backend.addr.octets();
+                next[entry as usize] = backend.addr;
                 taken += 1;
             }
         }
     }
     // Every entry left free takes the owner of the next one that has one
     // (going round), which is a backend of `after`.
-    let Some(first) = next.iter().position(|e| *e != FREE) else {
+    let Some(first) = next.iter().position(|e| *e != free) else {
         return next;
     };
     let mut owner = next[first];
     for entry in next.iter_mut().rev() {
-        if *entry == FREE {
+        if *entry == free {
             *entry = owner;
         } else {
             owner = *entry;

@@ -1,8 +1,7 @@
 //! Maglev's population of a whole table, as fast as this machine allows
 //! while staying the textbook's table byte for byte.
-use std::net::Ipv4Addr;
-
 use super::{MaglevBackend, stable_hash};
+use crate::address::Address;
 
 /// Maglev's population: the backends take turns (weighted: a backend takes
 /// one each time its accumulated weight reaches the largest weight), and
@@ -17,7 +16,10 @@ use super::{MaglevBackend, stable_hash};
 ///   its permutation, `(entry - offset) / skip` (mod `size`), is smallest
 ///   (every entry before its current place is taken), which costs one
 ///   product per free entry instead of `size / free` probes.
-pub(super) fn populate<Owner: BackendIndex>(usable: &[MaglevBackend], size: u32) -> Vec<Owner> {
+pub(super) fn populate<Owner: BackendIndex, A: Address>(
+    usable: &[MaglevBackend<A>],
+    size: u32,
+) -> Vec<Owner> {
     let mut walks: Vec<Walk> = usable.iter().map(|b| Walk::new(b.addr, size)).collect();
     let max_weight = usable.iter().map(|b| b.weight).max().unwrap_or(1);
     let weighted = usable.iter().any(|b| b.weight != max_weight);
@@ -91,7 +93,7 @@ pub(super) struct Walk {
 }
 
 impl Walk {
-    pub(super) fn new(addr: Ipv4Addr, size: u32) -> Self {
+    pub(super) fn new<A: Address>(addr: A, size: u32) -> Self {
         let m = u64::from(size);
         // Both below the size, which fits in u32.
         let offset = (stable_hash(addr, 0) % m) as u32;

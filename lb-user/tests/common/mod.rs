@@ -227,7 +227,7 @@ impl Frame6 {
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 /// The service the packet tests forward: TCP port 80 of the VIP.
 pub const TCP_SERVICE: ServiceKey = ServiceKey {
-    vip: VIP.octets(),
+    vip: lb_common::addr::mapped(VIP.octets()),
     port: 80,
     proto: lb_common::IPPROTO_TCP,
     _pad: 0,
@@ -247,9 +247,13 @@ pub fn reach(load: LoadParams) -> Reach {
     Reach {
         mode: load.forwarding,
         segment: Segment {
-            addr: load.lb_addr,
+            addr: load.lb_addr.into(),
             prefix_len: load.segment_prefix_len,
         },
+        segment6: (!load.lb_addr6.is_unspecified()).then(|| Segment {
+            addr: load.lb_addr6.into(),
+            prefix_len: load.segment6_prefix_len,
+        }),
     }
 }
 
@@ -288,6 +292,7 @@ impl TestLb {
         let service = ServiceConfig {
             key: service,
             group_id: 0,
+            group_ipv6: false,
         };
         let tables = ServiceTables::new(
             &mut maps,
@@ -347,8 +352,16 @@ impl TestLb {
     pub fn apply_announcement(&mut self, frame: &[u8]) {
         // A refresh is consumed; a registration goes up to lb-user (its age).
         assert!([XDP_DROP, XDP_PASS].contains(&self.run(frame).0));
+        self.sync_tables();
+    }
+
+    /// The tables follow both server lists, as after an aging pass.
+    pub fn sync_tables(&mut self) {
         let backends = self.maps.backends().unwrap();
-        self.tables.sync(&mut self.maps, &backends).unwrap();
+        let backends6 = self.maps.backends6().unwrap();
+        self.tables
+            .sync(&mut self.maps, &backends, &backends6)
+            .unwrap();
     }
 
     /// Another program of the object (the benchmarks' floors), loaded on first use.

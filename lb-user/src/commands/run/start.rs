@@ -85,17 +85,25 @@ impl Interface {
     /// Reads `name`'s addresses of the families `plan` needs: an error
     /// names the missing one.
     fn read(name: &str, plan: &Plan) -> anyhow::Result<Self> {
-        let needs_ipv4 = !plan.services.is_empty() || plan.groups.iter().any(|g| g.group.is_ipv4());
-        let (addr, prefix_len) = if needs_ipv4 {
-            system::interface_ipv4_net(name)?
+        // A family's groups and VIPs need the interface's address of it:
+        // the LB queries, answers and wraps from it.
+        let vip_of = |v6: bool| plan.vips.iter().find(|vip| vip.is_ipv6() == v6).copied();
+        let needs =
+            |v6: bool| vip_of(v6).is_some() || plan.groups.iter().any(|g| g.group.is_ipv6() == v6);
+        // With a VIP of the family, the error names it.
+        let about = |v6: bool| {
+            move |e: system::SystemError| match vip_of(v6) {
+                Some(vip) => anyhow::anyhow!("VIP {vip}: {e}"),
+                None => e.into(),
+            }
+        };
+        let (addr, prefix_len) = if needs(false) {
+            system::interface_ipv4_net(name).map_err(about(false))?
         } else {
             (Ipv4Addr::UNSPECIFIED, 32)
         };
-        let net6 = plan
-            .groups
-            .iter()
-            .any(|g| g.group.is_ipv6())
-            .then(|| system::interface_ipv6_net(name))
+        let net6 = needs(true)
+            .then(|| system::interface_ipv6_net(name).map_err(about(true)))
             .transpose()?;
         Ok(Self {
             addr,
@@ -235,9 +243,13 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
     let reach = Reach {
         mode: args.forwarding.into(),
         segment: Segment {
-            addr: iface.addr,
+            addr: iface.addr.into(),
             prefix_len: iface.prefix_len,
         },
+        segment6: iface.addr6.map(|addr| Segment {
+            addr: addr.into(),
+            prefix_len: iface.prefix6_len,
+        }),
     };
     let control_metrics = ControlMetrics::default();
     let mut controller = Controller::new(
