@@ -151,6 +151,10 @@ counters! {
     /// Client packet to a VIP service dropped: fragment, IP options or a
     /// truncated TCP or UDP header.
     VipMalformed = "vip_malformed" => Drop,
+    /// IPv6 client packet to a VIP dropped: it carries extension headers
+    /// (a fragment header among them), which no VIP's service takes
+    /// (protocol §9).
+    VipExtensionHeaders = "vip_extension_headers" => Drop,
     /// A TCP packet past its SYN of a flow this LB has no entry for, whose
     /// backend in the service's previous table is not its pick: sent to the
     /// pick wrapped twice, the inner header naming the previous backend,

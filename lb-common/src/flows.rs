@@ -20,6 +20,20 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 
+/// An IPv6 client flow (5-tuple), as seen arriving at the LB.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Ports in network order, as on the wire.
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey6>() == 40);
+
 /// The backend a flow is pinned to, and what XDP last found of it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -65,6 +79,35 @@ impl FlowKey {
     }
 }
 
+impl FlowKey6 {
+    /// The key as five words (each address in two; ports and protocol),
+    /// as a connection-table slot stores it: never all zero.
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 5] {
+        let half = |a: &[u8; 16], i: usize| {
+            u64::from_ne_bytes([
+                a[i],
+                a[i + 1],
+                a[i + 2],
+                a[i + 3],
+                a[i + 4],
+                a[i + 5],
+                a[i + 6],
+                a[i + 7],
+            ])
+        };
+        [
+            half(&self.src, 0),
+            half(&self.src, 8),
+            half(&self.dst, 0),
+            half(&self.dst, 8),
+            u64::from(u16::from_ne_bytes(self.src_port)) << 24
+                | u64::from(u16::from_ne_bytes(self.dst_port)) << 8
+                | u64::from(self.proto),
+        ]
+    }
+}
+
 /// The 64-bit flow hash: its low half indexes the Maglev table
 /// ([`flow_hash`]); each half names one of the flow's two buckets in the
 /// connection table ([`flow_buckets_of`]).
@@ -72,6 +115,15 @@ impl FlowKey {
 pub fn flow_hash64(key: &FlowKey) -> u64 {
     let [addrs, rest] = key.words();
     splitmix64(addrs ^ rest.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// [`flow_hash64`] of an IPv6 flow: the words folded by multiply and
+/// rotate, then mixed once.
+#[inline(always)]
+pub fn flow_hash64_6(key: &FlowKey6) -> u64 {
+    let [a, b, c, d, rest] = key.words();
+    let fold = |h: u64, w: u64| (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    splitmix64(fold(fold(fold(fold(a, b), c), d), rest))
 }
 
 /// splitmix64's finalizer.
@@ -128,12 +180,13 @@ pub fn flow_check(hash: u64, row: u32, mac: [u8; 6]) -> u32 {
     splitmix64(hash ^ mac ^ row) as u32
 }
 
-/// One slot of the connection table.
+/// One slot of a connection table whose keys are `W` words.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowSlot {
-    /// [`FlowKey::words`] of the flow; all zero for an empty slot.
-    pub key: [u64; 2],
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSlotOf<const W: usize> {
+    /// [`FlowKey::words`] (or [`FlowKey6::words`]) of the flow; all zero
+    /// for an empty slot.
+    pub key: [u64; W],
     pub flow: Flow,
     /// Low 31 bits of jiffies when the flow was last used, updated at
     /// most every [`FLOW_USED_TICKS`], and [`FLOW_ESTABLISHED`] once a
@@ -144,23 +197,52 @@ pub struct FlowSlot {
     /// [`flow_check`] of the key, row and MAC.
     pub check: u32,
 }
+/// A slot of the IPv4 connection table (`FLOWS`).
+pub type FlowSlot = FlowSlotOf<2>;
+/// A slot of the IPv6 connection table (`FLOWS6`).
+pub type FlowSlot6 = FlowSlotOf<5>;
 const _: () = assert!(core::mem::size_of::<FlowSlot>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowSlot6>() == 64);
 
-impl FlowSlot {
-    /// Whether the slot holds no flow.
-    #[inline(always)]
-    pub fn is_empty(&self) -> bool {
-        self.key == [0; 2]
+impl<const W: usize> Default for FlowSlotOf<W> {
+    fn default() -> Self {
+        Self {
+            key: [0; W],
+            flow: Flow::default(),
+            used: 0,
+            check: 0,
+        }
     }
 }
 
-/// One bucket of the connection table: [`FLOW_WAYS`] slots.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct FlowBucket {
-    pub ways: [FlowSlot; FLOW_WAYS],
+impl<const W: usize> FlowSlotOf<W> {
+    /// Whether the slot holds no flow.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.key == [0; W]
+    }
 }
+
+/// One bucket of a connection table: [`FLOW_WAYS`] slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowBucketOf<const W: usize> {
+    pub ways: [FlowSlotOf<W>; FLOW_WAYS],
+}
+/// A bucket of the IPv4 connection table.
+pub type FlowBucket = FlowBucketOf<2>;
+/// A bucket of the IPv6 connection table.
+pub type FlowBucket6 = FlowBucketOf<5>;
 const _: () = assert!(core::mem::size_of::<FlowBucket>() == 160);
+const _: () = assert!(core::mem::size_of::<FlowBucket6>() == 256);
+
+impl<const W: usize> Default for FlowBucketOf<W> {
+    fn default() -> Self {
+        Self {
+            ways: [FlowSlotOf::default(); FLOW_WAYS],
+        }
+    }
+}
 
 /// The bit of a slot's `used` that says a packet other than a SYN used the
 /// flow: a flow that got past its handshake. New flows evict flows that
@@ -209,5 +291,28 @@ mod tests {
         assert_ne!(check, flow_check(hash ^ 1, row, mac));
         assert_eq!(flow_hash(&key), hash as u32);
         assert_ne!(key.words(), [0; 2], "a flow's key is never an empty slot's");
+    }
+
+    #[test]
+    fn ipv6_flows_hash_on_every_field() {
+        let key = FlowKey6 {
+            src: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50],
+            dst: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            src_port: 40000u16.to_be_bytes(),
+            dst_port: 80u16.to_be_bytes(),
+            proto: IPPROTO_TCP,
+            _pad: [0; 3],
+        };
+        let hash = flow_hash64_6(&key);
+        let mut other = key;
+        other.src[3] ^= 1;
+        assert_ne!(flow_hash64_6(&other), hash);
+        other = key;
+        other.dst[15] ^= 1;
+        assert_ne!(flow_hash64_6(&other), hash);
+        other = key;
+        other.src_port[1] ^= 1;
+        assert_ne!(flow_hash64_6(&other), hash);
+        assert_ne!(key.words(), [0; 5], "a flow's key is never an empty slot's");
     }
 }

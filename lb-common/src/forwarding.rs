@@ -29,6 +29,20 @@ impl ForwardingMode {
         }
     }
 
+    /// [`Self::wraps`] for an IPv6 backend, LB address and netmask.
+    #[inline(always)]
+    pub fn wraps6(self, backend: [u8; 16], lb_addr: [u8; 16], mask: [u8; 16]) -> bool {
+        match self {
+            ForwardingMode::L2 => false,
+            ForwardingMode::Ipip => true,
+            ForwardingMode::Auto => {
+                (u128::from_ne_bytes(backend) ^ u128::from_ne_bytes(lb_addr))
+                    & u128::from_ne_bytes(mask)
+                    != 0
+            }
+        }
+    }
+
     /// The mode stored as `raw` (anything unknown is L2, which wraps nothing).
     #[inline(always)]
     pub fn from_raw(raw: u8) -> Self {

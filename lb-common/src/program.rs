@@ -13,6 +13,26 @@ pub const IPV6_PROGRAM_NAME: &str = "xdp_lb6";
 pub const FAMILY_PROGRAMS: &str = "FAMILY_PROGRAMS";
 /// The slot of [`IPV6_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
 pub const IPV6_SLOT: u32 = 0;
+/// Name of the XDP program of IPv4 clients' packets to services of IPv6
+/// backends, which [`PROGRAM_NAME`] tail-calls through slot
+/// [`IPV4_TO_IPV6_SLOT`]: their rows' 16-byte addresses on a stack of
+/// their own, so that the IPv4 paths stay as they were.
+pub const IPV4_TO_IPV6_PROGRAM_NAME: &str = "xdp_lb4to6";
+/// The slot of [`IPV4_TO_IPV6_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
+pub const IPV4_TO_IPV6_SLOT: u32 = 1;
+/// Name of the XDP program of IPv6 announcements and MLD, which
+/// [`IPV6_PROGRAM_NAME`] tail-calls through slot [`REGISTRATION6_SLOT`]
+/// for every packet it does not forward: the forwarding path keeps the
+/// IPv6 program's stack to itself.
+pub const REGISTRATION6_PROGRAM_NAME: &str = "xdp_register6";
+/// The slot of [`REGISTRATION6_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
+pub const REGISTRATION6_SLOT: u32 = 2;
+/// The programs of [`FAMILY_PROGRAMS`], by slot.
+pub const FAMILY_PROGRAM_NAMES: [&str; 3] = [
+    IPV6_PROGRAM_NAME,
+    IPV4_TO_IPV6_PROGRAM_NAME,
+    REGISTRATION6_PROGRAM_NAME,
+];
 /// Name of the do-nothing program the benchmarks measure as their floor.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_floor";
 /// Name of the program that only returns XDP_TX: the forwarding benchmark's ceiling.
@@ -101,6 +121,10 @@ macro_rules! program_maps {
             /// path): a flow lives in one of its two buckets,
             /// [`flow_buckets_of`]($crate::flow_buckets_of).
             FLOWS / flows: Array<$crate::FlowBucket>[$crate::flow_buckets($crate::DEFAULT_MAX_FLOWS)];
+            /// The IPv6 clients' connection table, as FLOWS (keys of
+            /// [`FlowKey6`]($crate::FlowKey6)): one bucket unless lb-user
+            /// serves an IPv6 VIP.
+            FLOWS6 / flows6: Array<$crate::FlowBucket6>[$crate::flow_buckets($crate::DEFAULT_MAX_FLOWS)];
             /// One count of the changes that can end a flow's claim on its
             /// backend (a removal, DOWN, a new MAC, a service's new group),
             /// bumped atomically after each by whoever made it (XDP or
@@ -187,6 +211,8 @@ macro_rules! program_globals {
             SEGMENT6_MASK: [u8; 16] = [0; 16];
             /// Buckets of FLOWS (its capacity): set with it at load.
             FLOW_BUCKETS: u32 = $crate::flow_buckets($crate::DEFAULT_MAX_FLOWS);
+            /// Buckets of FLOWS6: set with it at load.
+            FLOW_BUCKETS6: u32 = $crate::flow_buckets($crate::DEFAULT_MAX_FLOWS);
             /// 1 when the GSO program ([`GSO_PROGRAM_NAME`]($crate::GSO_PROGRAM_NAME))
             /// runs on the interface's ingress (XDP in generic mode): XDP
             /// hands it the GSO super-packets it cannot wrap in IPIP.

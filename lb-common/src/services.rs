@@ -50,7 +50,9 @@ pub struct Service {
     pub group_id: u32,
     /// The slot (0 or 1) XDP reads; lb-user fills the other, then flips this.
     pub active_slot: u32,
-    pub _pad: u32,
+    /// 1 if the group's backends are IPv6 (its rows name IPv6 addresses):
+    /// `xdp_lb6` forwards its packets, whatever the VIP's family.
+    pub backends_ipv6: u32,
     /// Where each slot's table starts in `MAGLEV`.
     pub slot_offset: [u32; 2],
     /// Entries of each slot's table (a prime, at most [`MAX_MAGLEV_SIZE`]).

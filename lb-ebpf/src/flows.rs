@@ -12,13 +12,13 @@
 //! reference: a race leaves a slot torn (its check then fails), old or new,
 //! and the worst it does is send one flow by its Maglev pick.
 use lb_common::{
-    FLOW_ESTABLISHED, FLOW_USED_TICKS, FLOW_WAYS, Flow, FlowBucket, FlowSlot, flow_buckets_of,
+    FLOW_ESTABLISHED, FLOW_USED_TICKS, FLOW_WAYS, Flow, FlowBucketOf, FlowSlotOf, flow_buckets_of,
     flow_check,
 };
 
 use crate::{
     clock,
-    maps::{FLOW_BUCKETS, FLOWS},
+    maps::{FLOW_BUCKETS, FLOW_BUCKETS6, FLOWS, FLOWS6},
 };
 
 /// What the table holds for a flow: its slot (null for none) and the
@@ -26,13 +26,13 @@ use crate::{
 /// registers undefined, and the verifier rejects a program that spills
 /// one.
 #[derive(Clone, Copy)]
-pub struct Found {
-    pub slot: *mut FlowSlot,
+pub struct Found<const W: usize> {
+    pub slot: *mut FlowSlotOf<W>,
     pub flow: Flow,
 }
 
-impl Found {
-    pub const NONE: Found = Found {
+impl<const W: usize> Found<W> {
+    pub const NONE: Found<W> = Found {
         slot: core::ptr::null_mut(),
         flow: Flow::new(0, [0; 6], 0),
     };
@@ -43,11 +43,12 @@ impl Found {
     }
 }
 
-/// A flow's place in the table: its key's words, hash and buckets.
-pub struct Place {
-    key: [u64; 2],
+/// A flow's place in its table (`FLOWS` for keys of 2 words, `FLOWS6`
+/// for 5): its key's words, hash and buckets.
+pub struct Place<const W: usize> {
+    key: [u64; W],
     hash: u64,
-    buckets: [*mut FlowBucket; 2],
+    buckets: [*mut FlowBucketOf<W>; 2],
 }
 
 /// Low 31 bits of jiffies: a slot's `used` clock (the top bit is
@@ -63,8 +64,9 @@ fn ticks_since(now: u32, used: u32) -> u32 {
     now.wrapping_sub(used) & !FLOW_ESTABLISHED
 }
 
-impl Place {
-    /// The buckets of the flow with key words `key` and hash `hash`.
+impl Place<2> {
+    /// The buckets in `FLOWS` of the IPv4 flow with key words `key` and
+    /// hash `hash`.
     #[inline(always)]
     pub fn of(key: [u64; 2], hash: u64) -> Option<Self> {
         let [first, second] = flow_buckets_of(hash, FLOW_BUCKETS.load());
@@ -74,7 +76,23 @@ impl Place {
             buckets: [FLOWS.get_ptr_mut(first)?, FLOWS.get_ptr_mut(second)?],
         })
     }
+}
 
+impl Place<5> {
+    /// The buckets in `FLOWS6` of the IPv6 flow with key words `key` and
+    /// hash `hash`.
+    #[inline(always)]
+    pub fn of6(key: [u64; 5], hash: u64) -> Option<Self> {
+        let [first, second] = flow_buckets_of(hash, FLOW_BUCKETS6.load());
+        Some(Self {
+            key,
+            hash,
+            buckets: [FLOWS6.get_ptr_mut(first)?, FLOWS6.get_ptr_mut(second)?],
+        })
+    }
+}
+
+impl<const W: usize> Place<W> {
     /// The hash the Maglev table is indexed with (`lb_common::flow_hash`).
     #[inline(always)]
     pub fn maglev_hash(&self) -> u32 {
@@ -86,7 +104,7 @@ impl Place {
     /// another CPU may be writing. Only packets other than SYNs look a flow
     /// up: the flow is marked established.
     #[inline(always)]
-    pub fn find(&self) -> Found {
+    pub fn find(&self) -> Found<W> {
         let Some(slot) = self.own_slot() else {
             return Found::NONE;
         };
@@ -115,7 +133,7 @@ impl Place {
     /// another CPU give it to another flow at that moment, that flow keeps
     /// its own backend, MAC and check).
     #[inline(always)]
-    pub fn checked(&self, slot: *mut FlowSlot, epoch: u32) {
+    pub fn checked(&self, slot: *mut FlowSlotOf<W>, epoch: u32) {
         // SAFETY: a valid pointer into one of the buckets; copies only (see
         // the module's comment).
         unsafe {
@@ -153,7 +171,7 @@ impl Place {
                 }
             }
         };
-        let whole = FlowSlot {
+        let whole = FlowSlotOf {
             key: self.key,
             flow,
             used: if established {
@@ -170,7 +188,7 @@ impl Place {
 
     /// The slot holding this flow's key, whole or not.
     #[inline(always)]
-    fn own_slot(&self) -> Option<*mut FlowSlot> {
+    fn own_slot(&self) -> Option<*mut FlowSlotOf<W>> {
         for bucket in self.buckets {
             for way in 0..FLOW_WAYS {
                 let slot = way_of(bucket, way);
@@ -186,19 +204,19 @@ impl Place {
 
 /// Slot `way` of `bucket`.
 #[inline(always)]
-fn way_of(bucket: *mut FlowBucket, way: usize) -> *mut FlowSlot {
+fn way_of<const W: usize>(bucket: *mut FlowBucketOf<W>, way: usize) -> *mut FlowSlotOf<W> {
     // The mask is for the verifier: the index stays inside the bucket.
     // SAFETY: a valid bucket pointer, and an index inside its array.
     unsafe {
         (&raw mut (*bucket).ways)
-            .cast::<FlowSlot>()
+            .cast::<FlowSlotOf<W>>()
             .add(way & (FLOW_WAYS - 1))
     }
 }
 
 /// The key and last use of `slot`, copied out.
 #[inline(always)]
-fn key_and_use(slot: *mut FlowSlot) -> ([u64; 2], u32) {
+fn key_and_use<const W: usize>(slot: *mut FlowSlotOf<W>) -> ([u64; W], u32) {
     // SAFETY: a valid slot pointer; copies only (see the module's comment).
     unsafe {
         (
@@ -210,26 +228,24 @@ fn key_and_use(slot: *mut FlowSlot) -> ([u64; 2], u32) {
 
 /// Empty slots in `bucket` (branch-free: few paths for the verifier).
 #[inline(always)]
-fn empties(bucket: *mut FlowBucket) -> u32 {
+fn empties<const W: usize>(bucket: *mut FlowBucketOf<W>) -> u32 {
     (0..FLOW_WAYS)
-        .map(|way| u32::from(key_and_use(way_of(bucket, way)).0 == EMPTY))
+        .map(|way| u32::from(key_and_use(way_of(bucket, way)).0 == [0; W]))
         .sum()
 }
-
-/// The key of an empty slot.
-const EMPTY: [u64; 2] = [0; 2];
 
 /// The slot of `bucket` to take (an empty one first, then the one idle
 /// longest of those that never got past their SYN, then the one idle
 /// longest), and how eagerly: its idle ticks, with the top bit set for an
 /// empty slot or one that never got past its SYN.
 #[inline(always)]
-fn idlest(bucket: *mut FlowBucket, now: u32) -> (*mut FlowSlot, u32) {
+fn idlest<const W: usize>(bucket: *mut FlowBucketOf<W>, now: u32) -> (*mut FlowSlotOf<W>, u32) {
     let mut most = 0;
     let mut idle_most = 0;
     for way in 0..FLOW_WAYS {
         let (key, used) = key_and_use(way_of(bucket, way));
-        let idle = if key == EMPTY {
+        // All zero: an empty slot.
+        let idle = if key == [0; W] {
             u32::MAX
         } else {
             ticks_since(now, used) | (!used & FLOW_ESTABLISHED)

@@ -5,9 +5,10 @@
 //! directly.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    BackendKey, Counter, Flow, FlowKey, ForwardingMode, Service, ServiceBackend, ServiceKey,
+    BackendEntry, BackendKey, BackendKey6, Counter, Flow, FlowKey, FlowKey6, ForwardingMode,
+    IPV4_TO_IPV6_SLOT, Service, ServiceBackend, ServiceKey,
     addr::{mapped, unmapped},
-    flow_hash64,
+    flow_hash64, flow_hash64_6,
     wire::FLAG_DOWN,
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
@@ -17,28 +18,133 @@ use crate::{
     flows::{Found, Place},
     ipip,
     maps::{
-        BACKENDS, FORWARDING, LB_ADDR, LB_MAC, MAGLEV, PREVIOUS_SERVICES, SEGMENT_MASK,
-        SERVICE_BACKENDS, SERVICES, VIPS,
+        BACKENDS, BACKENDS6, FAMILY_PROGRAMS, FORWARDING, LB_ADDR, LB_ADDR6, LB_MAC, MAGLEV,
+        PREVIOUS_SERVICES, SEGMENT_MASK, SEGMENT6_MASK, SERVICE_BACKENDS, SERVICES, VIPS,
     },
-    parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, ptr_at},
+    parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at},
     stats,
 };
 
-/// A packet the VIP filter let through: forwarded, or dropped as a VIP's,
-/// with its counter; `None` if it is no service's packet (no VIP, or a
-/// port or protocol of a VIP without a service), to be classified like any.
+/// A backend's address as one instance of the forwarding path holds it:
+/// `[u8; 4]` in `xdp_lb`, whose IPv4 path stays as small and fast as it
+/// was (it hands the packets of services of IPv6 backends to
+/// `xdp_lb4to6`), and `[u8; 16]` (IPv4-mapped or IPv6, as rows name them)
+/// in `xdp_lb4to6` and `xdp_lb6`, which have stacks of their own.
+pub trait BackendAddr: Copy + PartialEq {
+    /// No backend.
+    const NONE: Self;
+    /// Whether this instance serves services of IPv6 backends.
+    const IPV6: bool;
+    /// The backend a row's address names, if this instance holds it.
+    fn of_row(addr: &[u8; 16]) -> Option<Self>;
+    /// Its entry in its family's server list (in group `group_id`).
+    fn entry(self, group_id: u32) -> Option<BackendEntry>;
+    /// Whether traffic to it is wrapped in IP-in-IP.
+    fn wraps(&self) -> bool;
+    /// The IPv4 address, for an IPv4 backend.
+    fn ipv4(&self) -> Option<[u8; 4]>;
+}
+
+impl BackendAddr for [u8; 4] {
+    const NONE: Self = [0; 4];
+    const IPV6: bool = false;
+    #[inline(always)]
+    fn of_row(addr: &[u8; 16]) -> Option<Self> {
+        unmapped(addr)
+    }
+    #[inline(always)]
+    fn entry(self, group_id: u32) -> Option<BackendEntry> {
+        // SAFETY: copied out at once.
+        unsafe {
+            BACKENDS.get(&BackendKey {
+                group_id,
+                addr: self,
+            })
+        }
+        .copied()
+    }
+    #[inline(always)]
+    fn wraps(&self) -> bool {
+        let mode = ForwardingMode::from_raw(FORWARDING.load());
+        mode.wraps(*self, LB_ADDR.load(), SEGMENT_MASK.load())
+    }
+    #[inline(always)]
+    fn ipv4(&self) -> Option<[u8; 4]> {
+        Some(*self)
+    }
+}
+
+impl BackendAddr for [u8; 16] {
+    const NONE: Self = [0; 16];
+    const IPV6: bool = true;
+    #[inline(always)]
+    fn of_row(addr: &[u8; 16]) -> Option<Self> {
+        Some(*addr)
+    }
+    #[inline(always)]
+    fn entry(self, group_id: u32) -> Option<BackendEntry> {
+        match unmapped(&self) {
+            Some(addr) => addr.entry(group_id),
+            // SAFETY: copied out at once.
+            None => unsafe {
+                BACKENDS6.get(&BackendKey6 {
+                    group_id,
+                    addr: self,
+                })
+            }
+            .copied(),
+        }
+    }
+    #[inline(always)]
+    fn wraps(&self) -> bool {
+        match unmapped(self) {
+            Some(addr) => addr.wraps(),
+            None => ForwardingMode::from_raw(FORWARDING.load()).wraps6(
+                *self,
+                LB_ADDR6.load(),
+                SEGMENT6_MASK.load(),
+            ),
+        }
+    }
+    #[inline(always)]
+    fn ipv4(&self) -> Option<[u8; 4]> {
+        unmapped(self)
+    }
+}
+
+/// Why a VIP's packet got no backend here.
+enum Miss {
+    /// No service of a VIP: classified like any packet.
+    NotService,
+    /// Dropped, counted so.
+    Drop(Counter),
+    /// A service of IPv6 backends reached by `xdp_lb`: `xdp_lb4to6` takes it.
+    OtherFamily,
+}
+
+/// An IPv4 client's packet the VIP filter let through: forwarded, or
+/// dropped as a VIP's, with its counter; `None` if it is no service's
+/// packet (no VIP, or a port or protocol of a VIP without a service), to
+/// be classified like any. `B` is the backends' address as the program
+/// holds it.
 #[inline(always)]
-pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option<Counter> {
+pub fn handle<B: BackendAddr>(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    packet: &Ipv4Packet,
+) -> Option<Counter> {
     if packet.proto != IPPROTO_TCP && packet.proto != IPPROTO_UDP {
         // ICMP and the rest: the LB's own stack answers, for a VIP too.
         return None;
     }
     // Only whole, option-free datagrams can be hashed on their ports.
     if packet.is_fragment || packet.has_options {
-        return is_vip(packet.dst).then_some(Counter::VipMalformed);
+        return is_vip(mapped(packet.dst)).then_some(Counter::VipMalformed);
     }
-    let Some((ports, new_connection)) = transport(ctx, packet) else {
-        return is_vip(packet.dst).then_some(Counter::VipMalformed);
+    let Some((ports, new_connection)) =
+        transport(ctx, packet.proto, packet.l4_offset, packet.l4_len)
+    else {
+        return is_vip(mapped(packet.dst)).then_some(Counter::VipMalformed);
     };
     let [src_port, dst_port] = ports;
     let flow_key = FlowKey {
@@ -49,9 +155,93 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
         proto: packet.proto,
         _pad: [0; 3],
     };
-    let hash = flow_hash64(&flow_key);
     // Never: the index is inside the table.
-    let place = Place::of(flow_key.words(), hash)?;
+    let place = Place::of(flow_key.words(), flow_hash64(&flow_key))?;
+    let service_key = ServiceKey {
+        vip: mapped(packet.dst),
+        port: u16::from_be_bytes(dst_port),
+        proto: packet.proto,
+        _pad: 0,
+    };
+    match pick::<2, B>(ctx, &place, &service_key, new_connection) {
+        Ok(picked) => Some(send(ctx, eth, packet, &picked)),
+        Err(miss) => handled_elsewhere(ctx, miss),
+    }
+}
+
+/// What becomes of a packet without a backend here: `xdp_lb4to6` takes
+/// the packets of services of IPv6 backends (a tail call returns only if
+/// its slot is empty, never once loaded).
+#[inline(always)]
+fn handled_elsewhere(ctx: &XdpContext, miss: Miss) -> Option<Counter> {
+    match miss {
+        Miss::NotService => None,
+        Miss::Drop(counter) => Some(counter),
+        Miss::OtherFamily => {
+            // SAFETY: the context and the map are the kernel's.
+            unsafe { FAMILY_PROGRAMS.tail_call(ctx, IPV4_TO_IPV6_SLOT) };
+            Some(Counter::VipNoBackend)
+        }
+    }
+}
+
+/// [`handle`] for an IPv6 client's packet (protocol §9): forwarded at
+/// layer 2 to a backend of either family; a packet with extension headers
+/// to a VIP is dropped and counted.
+#[inline(always)]
+pub fn handle6(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv6Packet) -> Option<Counter> {
+    if packet.has_extension_headers() {
+        return is_vip(packet.dst).then_some(Counter::VipExtensionHeaders);
+    }
+    if packet.proto != IPPROTO_TCP && packet.proto != IPPROTO_UDP {
+        // ICMPv6 (Neighbour Solicitations for the VIP among it) and the
+        // rest: the LB's own stack answers.
+        return None;
+    }
+    let Some((ports, new_connection)) =
+        transport(ctx, packet.proto, packet.l4_offset, packet.l4_len)
+    else {
+        return is_vip(packet.dst).then_some(Counter::VipMalformed);
+    };
+    let [src_port, dst_port] = ports;
+    let flow_key = FlowKey6 {
+        src: packet.src,
+        dst: packet.dst,
+        src_port,
+        dst_port,
+        proto: packet.proto,
+        _pad: [0; 3],
+    };
+    // Never: the index is inside the table.
+    let place = Place::of6(flow_key.words(), flow_hash64_6(&flow_key))?;
+    let service_key = ServiceKey {
+        vip: packet.dst,
+        port: u16::from_be_bytes(dst_port),
+        proto: packet.proto,
+        _pad: 0,
+    };
+    let picked = match pick::<5, [u8; 16]>(ctx, &place, &service_key, new_connection) {
+        Ok(picked) => picked,
+        Err(miss) => return handled_elsewhere(ctx, miss),
+    };
+    if picked.addr.wraps() {
+        // IP-in-IP of an IPv6 client's packet is not built yet: the
+        // tables give IPv6 VIPs only backends on the LB's segments.
+        return Some(Counter::VipNoBackend);
+    }
+    Some(rewrite_macs(eth, &picked))
+}
+
+/// The backend of a client's flow (`place`, of a packet to service
+/// `service_key`), counted in its row: the connection table's while
+/// nothing changed since its check, else the service's pick.
+#[inline(always)]
+fn pick<const W: usize, B: BackendAddr>(
+    ctx: &XdpContext,
+    place: &Place<W>,
+    service_key: &ServiceKey,
+    new_connection: bool,
+) -> Result<Picked<B>, Miss> {
     // Read before any check of the server list, so that a change during
     // it leaves what the check finds under an old count.
     let epoch = epochs::current();
@@ -65,79 +255,94 @@ pub fn handle(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet) -> Option
     // lookup.
     if known.is_some()
         && known.flow.epoch == epoch
-        && let Some(addr) = named_by(known.flow.row).and_then(|target| unmapped(&target.addr))
+        && let Some(target) = named_by(known.flow.row)
     {
+        // A current row of another family's backend: a flow of a service
+        // of IPv6 backends.
+        let Some(addr) = B::of_row(&target.addr) else {
+            return Err(Miss::OtherFamily);
+        };
         let flow = known.flow;
         stats::traffic_add(flow.row, packet_bytes(ctx), false);
-        let hit = Picked {
+        return Ok(Picked {
             row: flow.row,
             addr,
             mac: flow.mac,
             new_flow: false,
-            previous: NO_BACKEND,
-        };
-        return Some(send(ctx, eth, packet, &hit));
+            previous: B::NONE,
+        });
     }
-    let picked = match pick_for_service(&place, known, epoch, (new_connection, packet, dst_port)) {
-        Ok(picked) => picked,
-        Err(outcome) => return outcome,
-    };
+    let picked = pick_for_service(place, known, epoch, (new_connection, service_key))?;
     stats::traffic_add(picked.row, packet_bytes(ctx), picked.new_flow);
-    Some(send(ctx, eth, packet, &picked))
+    Ok(picked)
 }
 
-/// The backend for a flow that needs its service: `Err` with what to do
-/// when there is none (`None`: no service of a VIP, classified like any
-/// packet; else the counted drop).
+/// The backend for a flow that needs its service.
 #[inline(always)]
-fn pick_for_service(
-    place: &Place,
-    known: Found,
+fn pick_for_service<const W: usize, B: BackendAddr>(
+    place: &Place<W>,
+    known: Found<W>,
     epoch: u32,
-    (new_connection, packet, dst_port): (bool, &Ipv4Packet, [u8; 2]),
-) -> Result<Picked, Option<Counter>> {
-    let service_key = ServiceKey {
-        vip: mapped(packet.dst),
-        port: u16::from_be_bytes(dst_port),
-        proto: packet.proto,
-        _pad: 0,
-    };
+    (new_connection, service_key): (bool, &ServiceKey),
+) -> Result<Picked<B>, Miss> {
     // SAFETY: plain value written only by lb-user; copied out at once.
-    let Some(service) = (unsafe { SERVICES.get(&service_key) }).copied() else {
+    let Some(service) = (unsafe { SERVICES.get(service_key) }).copied() else {
         // Another port of a VIP, or no VIP: classified like any packet (to
         // a VIP's other ports that ends in `ignored`, and the stack).
-        return Err(None);
+        return Err(Miss::NotService);
     };
+    if service.backends_ipv6 != 0 && !B::IPV6 {
+        return Err(Miss::OtherFamily);
+    }
     // A TCP packet past its SYN of a flow this LB does not know may belong
     // to a connection another LB (or this one before a restart) sent
-    // where the previous table says.
-    let previous = if !new_connection && packet.proto == IPPROTO_TCP && !known.is_some() {
-        previous_pick(&service_key, place.maglev_hash())
-    } else {
-        NO_BACKEND
-    };
+    // where the previous table says. (A second chance is wrapped in IPv4
+    // to IPv4 backends: `xdp_lb`'s only, as yet.)
+    let previous =
+        if !B::IPV6 && !new_connection && service_key.proto == IPPROTO_TCP && !known.is_some() {
+            previous_pick::<B>(service_key, place.maglev_hash())
+        } else {
+            B::NONE
+        };
     pick_backend(&service, place, known, epoch, (new_connection, previous))
-        .ok_or(Some(Counter::VipNoBackend))
+        .ok_or(Miss::Drop(Counter::VipNoBackend))
 }
 
-/// Sends the packet on to its backend: wrapped twice for a second chance
-/// (naming the previous backend), wrapped in IPIP beyond the LB's
-/// segment, else with the backend's MAC as destination (layer-2 DSR).
+/// Sends an IPv4 client's packet on to its backend: wrapped twice for a
+/// second chance (naming the previous backend), wrapped in IPIP beyond
+/// the LB's segment, else with the backend's MAC as destination
+/// (layer-2 DSR).
 #[inline(always)]
-fn send(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv4Packet, to: &Picked) -> Counter {
-    let second_chance = to.previous != NO_BACKEND;
-    let mode = ForwardingMode::from_raw(FORWARDING.load());
-    let wraps = mode.wraps(to.addr, LB_ADDR.load(), SEGMENT_MASK.load());
+fn send<B: BackendAddr>(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    packet: &Ipv4Packet,
+    to: &Picked<B>,
+) -> Counter {
+    let second_chance = to.previous != B::NONE;
+    let wraps = to.addr.wraps();
     if second_chance || wraps {
+        // IP-in-IP toward an IPv6 backend is not built yet: the tables
+        // give VIPs only IPv6 backends on the LB's segment.
+        let Some(backend) = to.addr.ipv4() else {
+            return Counter::VipNoBackend;
+        };
         let (next, sent) = match (second_chance, to.new_flow) {
-            (true, _) => (Some(to.previous), Counter::VipSecondChance),
+            (true, _) => (to.previous.ipv4(), Counter::VipSecondChance),
             (false, true) => (None, Counter::IpipNewFlow),
             (false, false) => (None, Counter::IpipForwarded),
         };
         // A layer-2 backend is reached at the MAC it announces from.
         let on_segment = (!wraps).then_some(to.mac);
-        return ipip::forward(ctx, packet, to.addr, (next, on_segment), sent);
+        return ipip::forward(ctx, packet, backend, (next, on_segment), sent);
     }
+    rewrite_macs(eth, to)
+}
+
+/// Layer-2 DSR, the same for either family: the frame goes back out with
+/// the backend's MAC as destination.
+#[inline(always)]
+fn rewrite_macs<B>(eth: *mut EthHdr, to: &Picked<B>) -> Counter {
     // SAFETY: eth was bounds-checked by the caller; XDP packets are writable.
     unsafe {
         (*eth).dst_addr = to.mac;
@@ -156,13 +361,14 @@ fn packet_bytes(ctx: &XdpContext) -> u64 {
     (ctx.data_end() - ctx.data()).saturating_sub(EthHdr::LEN) as u64
 }
 
-/// Whether `addr` is a VIP: asked only on the rare paths (fragments,
-/// options, a cut transport header) that the VIP filter alone cannot
+/// Whether `addr` (16 bytes, IPv4-mapped) is a VIP: asked only on the
+/// rare paths (fragments, options, extension headers, a cut transport
+/// header) that the VIP filter alone cannot
 /// settle, where a VIP's packet is dropped and anyone else's passed.
 #[inline(always)]
-fn is_vip(addr: [u8; 4]) -> bool {
+fn is_vip(addr: [u8; 16]) -> bool {
     // SAFETY: a presence check of a plain value that only lb-user writes.
-    unsafe { VIPS.get(&mapped(addr)) }.is_some()
+    unsafe { VIPS.get(&addr) }.is_some()
 }
 
 /// The ports of a TCP or UDP packet and whether it opens a new connection
@@ -170,38 +376,40 @@ fn is_vip(addr: [u8; 4]) -> bool {
 /// reused client port, says); `None` if the whole transport header is not
 /// there (a TCP header shorter than 20 bytes, a UDP header shorter than 8).
 #[inline(always)]
-fn transport(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<([[u8; 2]; 2], bool)> {
-    if packet.proto == IPPROTO_TCP {
-        if packet.l4_len < TcpHdr::LEN {
+fn transport(
+    ctx: &XdpContext,
+    proto: u8,
+    l4_offset: usize,
+    l4_len: usize,
+) -> Option<([[u8; 2]; 2], bool)> {
+    if proto == IPPROTO_TCP {
+        if l4_len < TcpHdr::LEN {
             return None;
         }
-        let tcp = ptr_at::<TcpHdr>(ctx, packet.l4_offset)?;
+        let tcp = ptr_at::<TcpHdr>(ctx, l4_offset)?;
         // SAFETY: ptr_at checked the bounds.
         let tcp = unsafe { &*tcp };
         Some(([tcp.source, tcp.dest], tcp.syn() != 0 && tcp.ack() == 0))
     } else {
-        if packet.l4_len < UdpHdr::LEN {
+        if l4_len < UdpHdr::LEN {
             return None;
         }
-        let udp = ptr_at::<UdpHdr>(ctx, packet.l4_offset)?;
+        let udp = ptr_at::<UdpHdr>(ctx, l4_offset)?;
         // SAFETY: ptr_at checked the bounds.
         let udp = unsafe { &*udp };
         Some(([udp.src, udp.dst], false))
     }
 }
 
-/// The address no backend has: no previous backend.
-const NO_BACKEND: [u8; 4] = [0; 4];
-
 /// Where a flow's packet goes: the backend's row, address and MAC,
 /// whether the flow is new, and for a second chance the backend the
-/// previous table gives (else `NO_BACKEND`).
-struct Picked {
+/// previous table gives (else `BackendAddr::NONE`).
+struct Picked<B> {
     row: u32,
-    addr: [u8; 4],
+    addr: B,
     mac: [u8; 6],
     new_flow: bool,
-    previous: [u8; 4],
+    previous: B,
 }
 
 /// What row `row` names, copied out; `None` past the array (never: rows
@@ -217,14 +425,14 @@ fn named_by(row: u32) -> Option<ServiceBackend> {
 /// The backend of a known flow's `row` with its MAC, if the row names a
 /// backend of `service` that is registered in its group and not DOWN.
 #[inline(always)]
-fn row_backend(service: &Service, row: u32) -> Option<([u8; 4], [u8; 6])> {
+fn row_backend<B: BackendAddr>(service: &Service, row: u32) -> Option<(B, [u8; 6])> {
     let target = named_by(row)?;
     // A row freed and given to another service's backend since the flow
     // was checked names that backend: not this flow's.
     if target.service_id != service.service_id {
         return None;
     }
-    let addr = unmapped(&target.addr)?;
+    let addr = B::of_row(&target.addr)?;
     Some((addr, backend_mac(service, addr)?))
 }
 
@@ -236,13 +444,13 @@ fn row_backend(service: &Service, row: u32) -> Option<([u8; 4], [u8; 6])> {
 /// past its SYN; else `NO_BACKEND`) disagrees with names it and is not
 /// recorded: each packet of the flow asks again.
 #[inline(always)]
-fn pick_backend(
+fn pick_backend<const W: usize, B: BackendAddr>(
     service: &Service,
-    place: &Place,
-    known: Found,
+    place: &Place<W>,
+    known: Found<W>,
     epoch: u32,
-    (new_connection, previous): (bool, [u8; 4]),
-) -> Option<Picked> {
+    (new_connection, previous): (bool, B),
+) -> Option<Picked<B>> {
     if known.is_some() {
         let flow = known.flow;
         if let Some((addr, mac)) = row_backend(service, flow.row) {
@@ -257,7 +465,7 @@ fn pick_backend(
                 addr,
                 mac,
                 new_flow: false,
-                previous: NO_BACKEND,
+                previous: B::NONE,
             });
         }
     }
@@ -272,9 +480,9 @@ fn pick_backend(
     // No service check: the table names only its service's rows (lb-user
     // frees a row only once the active table does not name it). Row 0 (an
     // empty entry) names no backend: `backend_mac` refuses it.
-    let addr = unmapped(&named_by(row)?.addr)?;
+    let addr = B::of_row(&named_by(row)?.addr)?;
     let mac = backend_mac(service, addr)?;
-    if previous != NO_BACKEND && previous != addr {
+    if previous != B::NONE && previous != addr {
         return Some(Picked {
             row,
             addr,
@@ -290,51 +498,47 @@ fn pick_backend(
         addr,
         mac,
         new_flow: true,
-        previous: NO_BACKEND,
+        previous: B::NONE,
     })
 }
 
 /// The backend service `key`'s previous table gives a flow of Maglev hash
 /// `hash`, if that table exists and its backend is registered and not
 /// DOWN (DRAINING is fine: its open connections are what this is for);
-/// else `NO_BACKEND` (not an `Option`: a `None` leaves the payload's register
+/// else `BackendAddr::NONE` (not an `Option`: a `None` leaves the payload's register
 /// undefined, which the verifier refuses across a call).
 ///
 /// Not inlined: its own stack frame keeps the program's within the
 /// verifier's 512 bytes.
 #[inline(never)]
-fn previous_pick(key: &ServiceKey, hash: u32) -> [u8; 4] {
+fn previous_pick<B: BackendAddr>(key: &ServiceKey, hash: u32) -> B {
     // SAFETY: plain value written only by lb-user, which replaces it whole
     // (a hash map element: the old one stays valid while read).
     let Some(previous) = (unsafe { PREVIOUS_SERVICES.get(key) }) else {
-        return NO_BACKEND;
+        return B::NONE;
     };
     let size = previous.active_size();
     // Checked for the verifier too: a zero size must not divide.
     if size == 0 {
-        return NO_BACKEND;
+        return B::NONE;
     }
     let Some(&row) = MAGLEV.get(previous.maglev_index(previous.active_slot, hash % size)) else {
-        return NO_BACKEND;
+        return B::NONE;
     };
     // Checked: a previous table that could not be rebuilt may name rows
     // freed since.
-    row_backend(previous, row).map_or(NO_BACKEND, |(addr, _)| addr)
+    row_backend(previous, row).map_or(B::NONE, |(addr, _)| addr)
 }
 
-/// MAC of `addr` if it is registered in the service's group and not DOWN
-/// (a DOWN backend's service fails its check: its flows move, and until
-/// the next table rebuild a new flow that lands on it finds no backend).
+/// MAC of `addr` (as a row names it) if it is registered in the
+/// service's group (in its family's server list) and not DOWN (a DOWN
+/// backend's service fails its check: its flows move, and until the next
+/// table rebuild a new flow that lands on it finds no backend).
 #[inline(always)]
-fn backend_mac(service: &Service, addr: [u8; 4]) -> Option<[u8; 6]> {
-    if addr == [0; 4] {
+fn backend_mac<B: BackendAddr>(service: &Service, addr: B) -> Option<[u8; 6]> {
+    if addr == B::NONE {
         return None;
     }
-    let key = BackendKey {
-        group_id: service.group_id,
-        addr,
-    };
-    // SAFETY: copied out at once.
-    let entry = unsafe { BACKENDS.get(&key) }?;
+    let entry = addr.entry(service.group_id)?;
     (entry.flags & FLAG_DOWN == 0).then_some(entry.mac)
 }

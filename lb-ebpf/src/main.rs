@@ -32,7 +32,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use lb_common::{Action, Counter, IPV6_SLOT, TcAction, vip_filter_bit};
+use lb_common::{Action, Counter, IPV6_SLOT, REGISTRATION6_SLOT, TcAction, vip_filter_bit};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -83,7 +83,8 @@ fn classify(ctx: &XdpContext) -> Counter {
     let maybe_vip = maps::VIP_FILTER
         .get(0)
         .is_some_and(|filter| filter & vip_filter_bit([packet.dst[2], packet.dst[3]]) != 0);
-    if maybe_vip && let Some(outcome) = forwarding::handle(ctx, eth.cast_mut(), &packet) {
+    if maybe_vip && let Some(outcome) = forwarding::handle::<[u8; 4]>(ctx, eth.cast_mut(), &packet)
+    {
         return outcome;
     }
     match packet.proto {
@@ -93,8 +94,9 @@ fn classify(ctx: &XdpContext) -> Counter {
     }
 }
 
-/// The IPv6 half (protocol §9): announcements and MLD reports, counted
-/// like the rest. Tail-called by `xdp_lb`, never attached.
+/// The IPv6 half (protocol §9): client traffic to VIPs here, the rest
+/// (announcements, MLD) in `xdp_register6`, counted like the rest.
+/// Tail-called by `xdp_lb`, never attached.
 #[xdp]
 pub fn xdp_lb6(ctx: XdpContext) -> u32 {
     let outcome = classify6(&ctx);
@@ -103,6 +105,37 @@ pub fn xdp_lb6(ctx: XdpContext) -> u32 {
 }
 
 fn classify6(ctx: &XdpContext) -> Counter {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Counter::Malformed;
+    };
+    let Some(packet) =
+        ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).and_then(|ip| Ipv6Packet::parse(ctx, eth, ip))
+    else {
+        return Counter::Malformed;
+    };
+    // As for IPv4: the filter settles most packets without a lookup.
+    let maybe_vip = maps::VIP_FILTER
+        .get(0)
+        .is_some_and(|filter| filter & vip_filter_bit([packet.dst[14], packet.dst[15]]) != 0);
+    if maybe_vip && let Some(outcome) = forwarding::handle6(ctx, eth.cast_mut(), &packet) {
+        return outcome;
+    }
+    // SAFETY: the context and the map are the kernel's; a tail call
+    // returns only if the slot is empty (never once loaded).
+    unsafe { maps::FAMILY_PROGRAMS.tail_call(ctx, REGISTRATION6_SLOT) };
+    Counter::Ignored
+}
+
+/// IPv6 announcements and MLD reports (protocol §9). Tail-called by
+/// `xdp_lb6` for every packet it does not forward, never attached.
+#[xdp]
+pub fn xdp_register6(ctx: XdpContext) -> u32 {
+    let outcome = classify_registration6(&ctx);
+    stats::count(outcome);
+    outcome.action() as u32
+}
+
+fn classify_registration6(ctx: &XdpContext) -> Counter {
     let Some(packet) = ptr_at::<EthHdr>(ctx, 0).and_then(|eth| {
         ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).and_then(|ip| Ipv6Packet::parse(ctx, eth, ip))
     }) else {
@@ -113,6 +146,29 @@ fn classify6(ctx: &XdpContext) -> Counter {
         lb_common::mld::IPPROTO_ICMPV6 => mld::handle(ctx, &packet),
         _ => Counter::Ignored,
     }
+}
+
+/// IPv4 clients' packets to services of IPv6 backends (protocol §9),
+/// forwarded with their rows' 16-byte addresses. Tail-called by `xdp_lb`,
+/// never attached.
+#[xdp]
+pub fn xdp_lb4to6(ctx: XdpContext) -> u32 {
+    let outcome = classify4to6(&ctx);
+    stats::count(outcome);
+    outcome.action() as u32
+}
+
+fn classify4to6(ctx: &XdpContext) -> Counter {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Counter::Malformed;
+    };
+    let Some(packet) =
+        ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN).and_then(|ip| Ipv4Packet::parse(ctx, eth, ip))
+    else {
+        return Counter::Malformed;
+    };
+    // `xdp_lb` found a service here: never `None`, but counted if so.
+    forwarding::handle::<[u8; 16]>(ctx, eth.cast_mut(), &packet).unwrap_or(Counter::Ignored)
 }
 
 /// The tc half of the IPIP path for GSO super-packets (`gso`), on the

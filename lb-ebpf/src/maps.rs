@@ -27,10 +27,11 @@ type MmapArray<T, const MAX_ENTRIES: usize> = Array<T, MAX_ENTRIES, { BPF_F_MMAP
 
 lb_common::program_maps!(declare_maps);
 
-/// The XDP program's IPv6 half (`lb_common::FAMILY_PROGRAMS`), filled by
+/// The programs the XDP program tail-calls (`lb_common::FAMILY_PROGRAM_NAMES`), filled by
 /// the loader: outside `program_maps!`, as it is not pinned.
 #[btf_map]
-pub static FAMILY_PROGRAMS: ProgramArray<1> = ProgramArray::new();
+pub static FAMILY_PROGRAMS: ProgramArray<{ lb_common::FAMILY_PROGRAM_NAMES.len() }> =
+    ProgramArray::new();
 
 /// The type of `ANNOUNCE_PORTS` and `ANNOUNCE_PORTS6`.
 pub type AnnouncePorts = Array<u32, { 1 << 16 }>;

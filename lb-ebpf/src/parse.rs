@@ -89,9 +89,22 @@ pub struct Ipv6Packet {
     pub l4_offset: usize,
     /// Bytes after the extension headers according to the payload length.
     pub l4_len: usize,
+    /// A Hop-by-Hop header was walked: the packet has extension headers.
+    pub hop_by_hop: bool,
 }
 
+/// IPv6 extension headers (RFC 7045's list, with the unassigned
+/// experimental 253 and 254), as a next header.
+const EXTENSION_HEADERS: [u8; 11] = [0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254];
+
 impl Ipv6Packet {
+    /// Whether the packet carries an extension header: a Hop-by-Hop
+    /// header (walked) or one left as the next header.
+    #[inline(always)]
+    pub fn has_extension_headers(&self) -> bool {
+        self.hop_by_hop || EXTENSION_HEADERS.contains(&self.proto)
+    }
+
     /// `None` for a header that is not IPv6, a payload length longer than
     /// the frame, or a Hop-by-Hop header that does not fit in it.
     #[inline(always)]
@@ -113,6 +126,7 @@ impl Ipv6Packet {
             proto: ip.next_hdr,
             l4_offset: EthHdr::LEN + Ipv6Hdr::LEN,
             l4_len: payload_len,
+            hop_by_hop: false,
         };
         if packet.proto == IPPROTO_HOPOPTS {
             let hop_by_hop = ptr_at::<[u8; 2]>(ctx, packet.l4_offset)?;
@@ -127,6 +141,7 @@ impl Ipv6Packet {
             // bounds the variable offset of every later packet access.
             packet.l4_offset += len & (2 * MAX_HOP_BY_HOP - 1);
             packet.l4_len -= len;
+            packet.hop_by_hop = true;
         }
         Some(packet)
     }

@@ -12,7 +12,7 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use lb_common::{
-    FAMILY_PROGRAMS, ForwardingMode, GSO_PROGRAM_NAME, IPV6_PROGRAM_NAME, IPV6_SLOT, PROGRAM_NAME,
+    FAMILY_PROGRAM_NAMES, FAMILY_PROGRAMS, ForwardingMode, GSO_PROGRAM_NAME, PROGRAM_NAME,
     backend_rows, flow_buckets, global_name, map_name,
 };
 
@@ -35,6 +35,8 @@ pub struct LoadParams {
     pub max_backends: u32,
     /// Capacity of the connection table.
     pub max_flows: u32,
+    /// Capacity of the IPv6 clients' connection table (1 without an IPv6 VIP).
+    pub max_flows6: u32,
     /// Only sources in the allowlist (`LbMaps::allow`) may announce.
     pub allowlist_on: bool,
     /// Announcements must carry a tag under a key of `LbMaps::set_keys`.
@@ -106,6 +108,11 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
             true,
         )
         .override_global(
+            global_name::FLOW_BUCKETS6,
+            &flow_buckets(params.max_flows6),
+            true,
+        )
+        .override_global(
             global_name::GSO_HANDOFF,
             &u8::from(params.gso_handoff),
             true,
@@ -120,6 +127,7 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .map_max_entries(map_name::LEAVES, max_backends4)
         .map_max_entries(map_name::LEAVES6, max_backends6)
         .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
+        .map_max_entries(map_name::FLOWS6, flow_buckets(params.max_flows6))
         .map_max_entries(
             map_name::SERVICE_BACKENDS,
             backend_rows(params.max_backends),
@@ -132,31 +140,31 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
     Ok(ebpf)
 }
 
-/// Loads the IPv6 half of the XDP program and puts it in the slot the
-/// XDP program tail-calls (protocol §9). The kernel empties a program
-/// array once no process and no pin holds it: with `pin_dir` it is pinned
-/// beside the maps, so a killed instance's XDP keeps its IPv6 half, and the
-/// next instance puts its own there.
+/// Loads the programs the XDP program tail-calls (its IPv6 half, and the
+/// IPv4 clients' path to IPv6 backends, protocol §9) and puts each in its
+/// slot. The kernel empties a program array once no process and no pin
+/// holds it: with `pin_dir` it is pinned beside the maps, so a killed
+/// instance's XDP keeps them, and the next instance puts its own there.
 fn load_ipv6_half(ebpf: &mut Ebpf) -> Result<(), MapsError> {
     let missing = |name| MapsError::Missing { name };
-    let program: &mut Xdp = ebpf
-        .program_mut(IPV6_PROGRAM_NAME)
-        .ok_or(missing(IPV6_PROGRAM_NAME))?
-        .try_into()?;
-    program.load()?;
-    let fd = program
-        .fd()?
-        .try_clone()
-        .map_err(|source| MapsError::ProgramFd {
-            name: IPV6_PROGRAM_NAME,
-            source,
-        })?;
+    let mut fds = Vec::new();
+    for name in FAMILY_PROGRAM_NAMES {
+        let program: &mut Xdp = ebpf.program_mut(name).ok_or(missing(name))?.try_into()?;
+        program.load()?;
+        let fd = program
+            .fd()?
+            .try_clone()
+            .map_err(|source| MapsError::ProgramFd { name, source })?;
+        fds.push(fd);
+    }
     let map = ebpf
         .map_mut(FAMILY_PROGRAMS)
         .ok_or(missing(FAMILY_PROGRAMS))?;
-    ProgramArray::try_from(map)
-        .and_then(|mut slots| slots.set(IPV6_SLOT, &fd, 0))
-        .map_err(map_err(FAMILY_PROGRAMS))
+    let mut slots = ProgramArray::try_from(map).map_err(map_err(FAMILY_PROGRAMS))?;
+    for (slot, fd) in (0u32..).zip(&fds) {
+        slots.set(slot, fd, 0).map_err(map_err(FAMILY_PROGRAMS))?;
+    }
+    Ok(())
 }
 
 /// The GSO program (tc) of a loaded object.

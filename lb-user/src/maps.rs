@@ -742,13 +742,16 @@ impl LbMaps {
             .map_err(map_err(map_name::LOG_BUDGET))
     }
 
-    /// Flows in the connection table.
+    /// Flows in the connection tables (IPv4 and IPv6 clients').
     pub fn flow_count(&self) -> Result<usize, MapsError> {
         let buckets = entries(&self.flows, map_name::FLOWS)?;
-        Ok(buckets
+        let buckets6 = entries(&self.flows6, map_name::FLOWS6)?;
+        let slots = buckets
             .iter()
-            .flat_map(|(_, bucket)| bucket.ways.iter())
-            .filter(|slot| !slot.is_empty())
-            .count())
+            .flat_map(|(_, b)| b.ways.map(|s| s.is_empty()));
+        let slots6 = buckets6
+            .iter()
+            .flat_map(|(_, b)| b.ways.map(|s| s.is_empty()));
+        Ok(slots.chain(slots6).filter(|empty| !empty).count())
     }
 }

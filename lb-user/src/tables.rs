@@ -203,6 +203,7 @@ impl ServiceTables {
                 let adopted = maps.service(kind, &config.key)?.filter(|kept| {
                     kept.service_id == service_id
                         && kept.group_id == config.group_id
+                        && kept.backends_ipv6 == u32::from(config.group_ipv6)
                         && (0..2).all(|s| pool.reserve(kept.slot_offset[s], kept.slot_size[s]))
                 });
                 kept.push((kind, config, service_id, adopted));
@@ -231,7 +232,7 @@ impl ServiceTables {
                     let fresh = match fresh_service(
                         &mut tables.shared.pool,
                         service_id,
-                        config.group_id,
+                        config,
                         params.min_size,
                     ) {
                         Ok(fresh) => fresh,
@@ -344,7 +345,17 @@ impl<K: FamilyKey> FamilyTables<K> {
             reach,
             second_chance_window,
         } = shared.params;
-        self.off_segment.report(reach, backends);
+        // Off the segment, the backends get traffic only through a
+        // service that wraps in IP-in-IP.
+        let wrapped_by_any = self
+            .services
+            .iter()
+            .any(|s| layer2_unless_ipip_built(reach, &s.config).mode == reach.mode);
+        let reported = match self.services.first() {
+            Some(state) if !wrapped_by_any => layer2_unless_ipip_built(reach, &state.config),
+            _ => reach,
+        };
+        self.off_segment.report(reported, backends);
         self.install_finished(shared, maps)?;
         let window_ns = u64::try_from(second_chance_window.as_nanos()).unwrap_or(u64::MAX);
         let registered_by_ns = system::monotonic_ns().saturating_sub(window_ns);
@@ -360,6 +371,7 @@ impl<K: FamilyKey> FamilyTables<K> {
         for index in previous_first {
             let state = &mut self.services[index];
             let group_id = state.config.group_id;
+            let reach = layer2_unless_ipip_built(reach, &state.config);
             state.latest = match state.kind {
                 TableKind::Current => eligible_backends(group_id, backends, reach),
                 TableKind::Previous => {
@@ -673,12 +685,26 @@ impl Shared {
     }
 }
 
+/// How `config`'s service reaches its backends: IP-in-IP is built for
+/// IPv4 clients to IPv4 backends only, as yet, so a service with an IPv6
+/// VIP or IPv6 backends gets only the backends XDP forwards at layer 2
+/// (on the LB's segment of their family).
+pub fn layer2_unless_ipip_built(reach: Reach, config: &ServiceConfig) -> Reach {
+    if config.key.vip().is_ipv4() && !config.group_ipv6 {
+        return reach;
+    }
+    Reach {
+        mode: lb_common::ForwardingMode::L2,
+        ..reach
+    }
+}
+
 /// A service with both slots of `size` entries taken from the pool, slot
 /// 0 active.
 fn fresh_service(
     pool: &mut Pool,
     service_id: u32,
-    group_id: u32,
+    config: &ServiceConfig,
     size: u32,
 ) -> Result<Service, MapsError> {
     let mut offsets = [0; 2];
@@ -690,9 +716,9 @@ fn fresh_service(
     }
     Ok(Service {
         service_id,
-        group_id,
+        group_id: config.group_id,
         active_slot: 0,
-        _pad: 0,
+        backends_ipv6: u32::from(config.group_ipv6),
         slot_offset: offsets,
         slot_size: [size; 2],
     })

@@ -16,7 +16,6 @@ use lb_user::{
     tables::{ServiceConfig, ServiceTables, TableParams},
 };
 
-const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 impl TestLb {

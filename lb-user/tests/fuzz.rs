@@ -20,7 +20,6 @@ use common::*;
 
 const PACKETS: usize = 100_000;
 const KEY: [u8; 16] = *b"fuzzing key 0123";
-const XDP_TX: u32 = 3;
 const SECOND: u64 = 1_000_000_000;
 const ETH_HLEN: usize = 14;
 

@@ -16,7 +16,6 @@ pub mod common;
 use common::{routed::*, *};
 use lb_user::loader::LoadParams;
 
-const XDP_TX: u32 = 3;
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const BEHIND_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);

@@ -15,6 +15,7 @@ use lb_user::{
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+pub const XDP_TX: u32 = 3;
 pub const LB: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 pub const OTHER_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
@@ -33,6 +34,7 @@ pub const LOAD: LoadParams = LoadParams {
     lb_mac: LB_MAC,
     max_backends: 1024,
     max_flows: 4096,
+    max_flows6: 4096,
     allowlist_on: false,
     auth_on: false,
     forwarding: ForwardingMode::Auto,

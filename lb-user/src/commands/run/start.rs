@@ -132,7 +132,14 @@ struct Attached {
     adopted: bool,
 }
 
-fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<Attached> {
+/// Loads (or adopts) and attaches the program; `ipv6_vips` sizes the IPv6
+/// clients' connection table, which holds nothing without an IPv6 VIP.
+fn attach(
+    args: &RunArgs,
+    iface: &Interface,
+    auth_on: bool,
+    ipv6_vips: bool,
+) -> anyhow::Result<Attached> {
     // A link left behind means a killed instance whose XDP still forwards.
     let adopting = args.pin_path.join(instance::LINK_PIN).exists();
     let mut pins = PinGuard {
@@ -157,6 +164,7 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
         lb_mac: iface.mac,
         max_backends: args.max_backends,
         max_flows: args.max_flows,
+        max_flows6: if ipv6_vips { args.max_flows } else { 1 },
         allowlist_on: !args.allow.is_empty(),
         auth_on,
         forwarding: args.forwarding.into(),
@@ -195,6 +203,17 @@ fn attach(args: &RunArgs, iface: &Interface, auth_on: bool) -> anyhow::Result<At
 pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     system::require_root("lb-user run")?;
     kernel::require(kernel::User::Lb)?;
+    let unwrapped = settings
+        .plan
+        .services
+        .iter()
+        .find(|s| s.key.vip().is_ipv6() || s.group_ipv6);
+    if let (ForwardingMode::Ipip, Some(service)) = (args.forwarding.into(), unwrapped) {
+        anyhow::bail!(
+            "--forwarding ipip: the service on {} (an IPv6 VIP or IPv6 backends) is forwarded at layer 2 only, as yet; use --forwarding auto or l2",
+            service.key.vip()
+        );
+    }
     let iface = Interface::read(&args.iface, &settings.plan)?;
     // Bound first: a port in use is an error before anything is attached.
     let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
@@ -217,7 +236,12 @@ pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Runnin
         mut ebpf,
         pins,
         adopted,
-    } = attach(args, &iface, !settings.keys.is_empty())?;
+    } = attach(
+        args,
+        &iface,
+        !settings.keys.is_empty(),
+        settings.plan.vips.iter().any(IpAddr::is_ipv6),
+    )?;
     // Records go through the `log` facade into this process's tracing output.
     let xdp_log = EbpfLogger::init(&mut ebpf).context("reading the XDP program's log ring")?;
     let mut maps = LbMaps::take(&mut ebpf)?;
