@@ -105,9 +105,20 @@ struct ServerList<K> {
 impl<K: FamilyKey> ServerList<K> {
     /// An adopted instance's backends keep their aging state: they are
     /// neither registered again nor given a fresh timer.
-    fn adopt(maps: &LbMaps) -> Result<Self, MapsError> {
+    /// The list an earlier instance kept, its heartbeat timers restarted
+    /// at `now_ns`: agents announce when queried, so while no instance
+    /// ran (a restart, and this one's start) they could not, and that
+    /// silence is not theirs.
+    fn adopt(maps: &LbMaps, now_ns: u64) -> Result<Self, MapsError> {
+        let aging = maps
+            .aging_states::<K>()?
+            .into_iter()
+            .map(|(key, mut state)| {
+                state.timer_start_ns = state.timer_start_ns.max(now_ns);
+                (key, state)
+            });
         Ok(Self {
-            aging: maps.aging_states::<K>()?.into_iter().collect(),
+            aging: aging.collect(),
             learned_ages: HashMap::default(),
         })
     }
@@ -227,9 +238,10 @@ impl Controller {
                 })
             })
             .collect::<Result<_, MapsError>>()?;
+        let now_ns = system::monotonic_ns();
         let lists = Lists {
-            v4: ServerList::adopt(&maps)?,
-            v6: ServerList::adopt(&maps)?,
+            v4: ServerList::adopt(&maps, now_ns)?,
+            v6: ServerList::adopt(&maps, now_ns)?,
         };
         let kept = lists.v4.aging.len() + lists.v6.aging.len();
         if kept > 0 {

@@ -73,17 +73,18 @@ impl Topology {
 /// backends but `unreachable` (and there is a service).
 pub fn tables_name_the_active_backends(status: &StatusReport, unreachable: &[Ipv4Addr]) -> bool {
     let active = |group: std::net::IpAddr| {
-        let mut addrs: Vec<Ipv4Addr> = status
+        let mut addrs: Vec<std::net::IpAddr> = status
             .groups
             .iter()
             .filter(|g| g.group == group)
             .flat_map(|g| &g.backends)
             .filter(|b| b.state == "active")
-            .filter_map(|b| match b.address {
-                std::net::IpAddr::V4(addr) => Some(addr),
-                std::net::IpAddr::V6(_) => None,
+            .map(|b| b.address)
+            .filter(|addr| {
+                !unreachable
+                    .iter()
+                    .any(|u| std::net::IpAddr::V4(*u) == *addr)
             })
-            .filter(|addr| !unreachable.contains(addr))
             .collect();
         addrs.sort();
         addrs
