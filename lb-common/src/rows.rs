@@ -20,22 +20,54 @@ pub const fn backend_rows(max_backends: u32) -> u32 {
 }
 
 /// What a row names: a backend (by address, of either family) of a
-/// service. Written by lb-user; a row that names no backend has address 0.
+/// service. Written by lb-user; a row that names no backend has both
+/// addresses 0. The IPv4 address comes first, beside the service: the
+/// IPv4 path reads those 8 bytes only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct ServiceBackend {
-    /// The backend's address, network order, IPv4 IPv4-mapped (`addr`).
-    pub addr: [u8; 16],
+    /// An IPv4 backend's address, network order; 0 for an IPv6 one.
+    pub addr: [u8; 4],
     /// The service's id (`Service::service_id`).
     pub service_id: u32,
+    /// An IPv6 backend's address, network order; 0 for an IPv4 one.
+    pub addr6: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<ServiceBackend>() == 20);
+const _: () = assert!(core::mem::size_of::<ServiceBackend>() == 24);
 
 impl ServiceBackend {
+    /// The row of backend `addr` (16 bytes, IPv4 IPv4-mapped, as
+    /// `crate::addr` writes it) in service `service_id`.
+    pub fn naming(addr: [u8; 16], service_id: u32) -> Self {
+        match crate::addr::unmapped(&addr) {
+            Some(v4) => Self {
+                addr: v4,
+                service_id,
+                addr6: [0; 16],
+            },
+            None => Self {
+                addr: [0; 4],
+                service_id,
+                addr6: addr,
+            },
+        }
+    }
+
+    /// The backend's address in 16 bytes (IPv4 IPv4-mapped); all zero
+    /// for none.
+    #[inline(always)]
+    pub fn addr16(&self) -> [u8; 16] {
+        if self.addr != [0; 4] {
+            crate::addr::mapped(self.addr)
+        } else {
+            self.addr6
+        }
+    }
+
     /// Whether the row names a backend.
     #[inline(always)]
     pub fn is_backend(&self) -> bool {
-        self.addr != [0; 16]
+        self.addr != [0; 4] || self.addr6 != [0; 16]
     }
 }
 

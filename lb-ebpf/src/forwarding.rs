@@ -35,8 +35,9 @@ pub trait BackendAddr: Copy + PartialEq {
     const NONE: Self;
     /// Whether this instance serves services of IPv6 backends.
     const IPV6: bool;
-    /// The backend a row's address names, if this instance holds it.
-    fn of_row(addr: &[u8; 16]) -> Option<Self>;
+    /// The backend row `row` names, if this instance holds it (a row of
+    /// no backend names none).
+    fn of_row(row: *const ServiceBackend) -> Option<Self>;
     /// Its entry in its family's server list (in group `group_id`).
     fn entry(self, group_id: u32) -> Option<BackendEntry>;
     /// Whether traffic to it is wrapped in IP-in-IP.
@@ -49,8 +50,10 @@ impl BackendAddr for [u8; 4] {
     const NONE: Self = [0; 4];
     const IPV6: bool = false;
     #[inline(always)]
-    fn of_row(addr: &[u8; 16]) -> Option<Self> {
-        unmapped(addr)
+    fn of_row(row: *const ServiceBackend) -> Option<Self> {
+        // SAFETY: a valid row pointer; a copy of the IPv4 field only.
+        let addr = unsafe { (&raw const (*row).addr).read() };
+        (addr != [0; 4]).then_some(addr)
     }
     #[inline(always)]
     fn entry(self, group_id: u32) -> Option<BackendEntry> {
@@ -78,8 +81,10 @@ impl BackendAddr for [u8; 16] {
     const NONE: Self = [0; 16];
     const IPV6: bool = true;
     #[inline(always)]
-    fn of_row(addr: &[u8; 16]) -> Option<Self> {
-        Some(*addr)
+    fn of_row(row: *const ServiceBackend) -> Option<Self> {
+        // SAFETY: a valid row pointer; a copy.
+        let addr = unsafe { row.read() }.addr16();
+        (addr != [0; 16]).then_some(addr)
     }
     #[inline(always)]
     fn entry(self, group_id: u32) -> Option<BackendEntry> {
@@ -255,11 +260,11 @@ fn pick<const W: usize, B: BackendAddr>(
     // lookup.
     if known.is_some()
         && known.flow.epoch == epoch
-        && let Some(target) = named_by(known.flow.row)
+        && let Some(target) = SERVICE_BACKENDS.get_ptr(known.flow.row)
     {
         // A current row of another family's backend: a flow of a service
         // of IPv6 backends.
-        let Some(addr) = B::of_row(&target.addr) else {
+        let Some(addr) = B::of_row(target) else {
             return Err(Miss::OtherFamily);
         };
         let flow = known.flow;
@@ -412,27 +417,22 @@ struct Picked<B> {
     previous: B,
 }
 
-/// What row `row` names, copied out; `None` past the array (never: rows
-/// come from lb-user's tables and from slots whose check passed).
-#[inline(always)]
-fn named_by(row: u32) -> Option<ServiceBackend> {
-    // SAFETY: a plain value only lb-user writes, copied out at once.
-    SERVICE_BACKENDS
-        .get_ptr(row)
-        .map(|target| unsafe { target.read() })
-}
-
 /// The backend of a known flow's `row` with its MAC, if the row names a
 /// backend of `service` that is registered in its group and not DOWN.
 #[inline(always)]
 fn row_backend<B: BackendAddr>(service: &Service, row: u32) -> Option<(B, [u8; 6])> {
-    let target = named_by(row)?;
+    // None past the array: never, rows come from lb-user's tables and
+    // from slots whose check passed.
+    let target = SERVICE_BACKENDS.get_ptr(row)?;
+    // SAFETY: a valid row pointer; a copy of one field (rows are written
+    // only by lb-user).
+    let service_id = unsafe { (&raw const (*target).service_id).read() };
     // A row freed and given to another service's backend since the flow
     // was checked names that backend: not this flow's.
-    if target.service_id != service.service_id {
+    if service_id != service.service_id {
         return None;
     }
-    let addr = B::of_row(&target.addr)?;
+    let addr = B::of_row(target)?;
     Some((addr, backend_mac(service, addr)?))
 }
 
@@ -480,7 +480,7 @@ fn pick_backend<const W: usize, B: BackendAddr>(
     // No service check: the table names only its service's rows (lb-user
     // frees a row only once the active table does not name it). Row 0 (an
     // empty entry) names no backend: `backend_mac` refuses it.
-    let addr = B::of_row(&named_by(row)?.addr)?;
+    let addr = B::of_row(SERVICE_BACKENDS.get_ptr(row)?)?;
     let mac = backend_mac(service, addr)?;
     if previous != B::NONE && previous != addr {
         return Some(Picked {

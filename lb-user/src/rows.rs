@@ -47,7 +47,7 @@ impl Rows {
                 continue;
             }
             if kept.contains(&target.service_id) {
-                rows.given[target.service_id as usize].insert(target.addr, row);
+                rows.given[target.service_id as usize].insert(target.addr16(), row);
             } else {
                 maps.set_row(row, &ServiceBackend::default())?;
             }
@@ -100,7 +100,7 @@ impl Rows {
             }
         };
         clear_traffic(maps, row)?;
-        maps.set_row(row, &ServiceBackend { addr, service_id })?;
+        maps.set_row(row, &ServiceBackend::naming(addr, service_id))?;
         self.given[service_id as usize].insert(addr, row);
         Ok(Some(row))
     }

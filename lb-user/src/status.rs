@@ -79,7 +79,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             .map(|row| {
                 rows.get(row as usize)
                     .filter(|target| target.is_backend())
-                    .map(|target| addr::to_ip(target.addr))
+                    .map(|target| addr::to_ip(target.addr16()))
             })
             .collect();
         let (totals, mut backends) = service_traffic(service.service_id, &rows, &traffic);
@@ -225,7 +225,7 @@ fn service_traffic(
         if target.is_backend() && target.service_id == service_id {
             totals += *carried;
             backends.push(BackendTraffic {
-                address: addr::to_ip(target.addr),
+                address: addr::to_ip(target.addr16()),
                 packets: carried.packets,
                 bytes: carried.bytes,
                 new_flows: carried.new_flows,

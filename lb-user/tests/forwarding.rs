@@ -82,7 +82,7 @@ impl TestLb {
             .backends()
             .unwrap()
             .into_iter()
-            .find(|(k, _)| lb_common::addr::mapped(k.addr) == addr)
+            .find(|(k, _)| k.addr == addr)
             .map(|(_, e)| e.mac)
     }
 }
@@ -725,9 +725,7 @@ fn a_torn_connection_table_slot_is_no_entry() {
         .expect("the flow's slot");
     let slot = bucket.ways.iter_mut().find(|s| s.key == key).unwrap();
     let rows = lb.maps.rows().unwrap();
-    let row2 = rows
-        .iter()
-        .position(|r| r.addr == lb_common::addr::mapped(backend(2).0.octets()));
+    let row2 = rows.iter().position(|r| r.addr == backend(2).0.octets());
     slot.flow.row = row2.expect("backend 2 has a row") as u32;
     slot.flow.mac = backend(2).1;
     table.set(index, &bucket, 0).unwrap();

@@ -13,7 +13,11 @@ use lb_common::{
     siphash::{siphash24, tagged_message, tagged_message6},
     wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, IGMP_V2_REPORT, Routed, igmp_v2_message},
 };
-use lb_user::loader::LoadParams;
+use lb_common::ServiceKey;
+use lb_user::{
+    loader::LoadParams,
+    tables::{ServiceConfig, ServiceTables, TableParams},
+};
 
 pub mod common;
 use common::*;
@@ -111,7 +115,7 @@ fn sequence_near(rng: &mut Rng, now: u64) -> u64 {
 }
 
 fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
-    match rng.below(14) {
+    match rng.below(16) {
         0 | 1 => (0..ETH_HLEN as u64 + rng.below(200))
             .map(|_| rng.byte())
             .collect(),
@@ -203,6 +207,18 @@ fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
             let payload = report.encode(src.octets(), Some(&key));
             mutate(rng, Frame6::udp(src, GROUP6, PORT6, &payload).bytes())
         }
+        13 | 14 => {
+            // IPv6 clients of the IPv6 VIP, some with extension headers.
+            let flags = [0x02, 0x10, 0x18, 0x11, 0x04][rng.below(5) as usize];
+            let src = Ipv6Addr::from(u128::from(rng.next()) << 64 | u128::from(rng.next()));
+            let frame = tcp6(src, rng.next() as u16, VIP6, 80, flags);
+            let frame = match rng.below(6) {
+                0 => frame.with(|f| f.hop_by_hop = vec![1, 4, 0, 0, 0, 0]),
+                1 => frame.with(|f| f.next_header = 44),
+                _ => frame,
+            };
+            mutate(rng, frame.bytes())
+        }
         _ => {
             let flags = [0x02, 0x10, 0x18, 0x11, 0x04][rng.below(5) as usize];
             let frame = Frame::tcp(
@@ -216,9 +232,6 @@ fn generate(rng: &mut Rng, now: u64) -> Vec<u8> {
         }
     }
 }
-
-/// The IPv6 group's port (group 1).
-const PORT6: u16 = 2001;
 
 /// Every registered backend's address, both families.
 fn registered(lb: &TestLb) -> Vec<IpAddr> {
@@ -244,6 +257,33 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
     );
     lb.maps.set_keys(&[KEY]).unwrap();
     lb.maps.configure_ipv6_group(1, GROUP6, PORT6).unwrap();
+    // Beside TCP_SERVICE, TCP port 80 of an IPv6 VIP served by the IPv6 group.
+    let service6 = ServiceConfig {
+        key: ServiceKey {
+            vip: VIP6.octets(),
+            port: 80,
+            proto: lb_common::IPPROTO_TCP,
+            _pad: 0,
+        },
+        group_id: 1,
+        group_ipv6: true,
+    };
+    let service = ServiceConfig {
+        key: TCP_SERVICE,
+        group_id: 0,
+        group_ipv6: false,
+    };
+    lb.tables = ServiceTables::new(
+        &mut lb.maps,
+        &[service, service6],
+        TableParams {
+            min_size: 4001,
+            reach: reach(LOAD),
+            second_chance_window: SECOND_CHANCE_WINDOW,
+        },
+        Default::default(),
+    )
+    .unwrap();
     lb.sync_clock(30 * SECOND);
     let now = lb_host::system::realtime_ns();
     let counters_before: u64 = lb.maps.counters().unwrap().iter().map(|(_, n)| n).sum();
@@ -251,6 +291,7 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut legit_sources = HashSet::new();
     let (mut tx, mut registered_seen, mut registered6_seen) = (0u64, 0usize, 0usize);
+    let mut tx6 = 0u64;
     for i in 0..PACKETS {
         let frame = generate(&mut rng, now);
         if let Some(src) = carries_valid_tag(&frame) {
@@ -260,13 +301,10 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         match action {
             XDP_TX => {
                 tx += 1;
-                let macs: Vec<[u8; 6]> = lb
-                    .maps
-                    .backends()
-                    .unwrap()
-                    .iter()
-                    .map(|(_, e)| e.mac)
-                    .collect();
+                tx6 += u64::from(out[12..14] == [0x86, 0xdd]);
+                let v4 = lb.maps.backends().unwrap().into_iter().map(|(_, e)| e.mac);
+                let v6 = lb.maps.backends6().unwrap().into_iter().map(|(_, e)| e.mac);
+                let macs: Vec<[u8; 6]> = v4.chain(v6).collect();
                 let dst: [u8; 6] = out[..6].try_into().unwrap();
                 assert!(
                     macs.contains(&dst),
@@ -302,6 +340,7 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         );
     }
     assert!(registered6_seen > 0, "no IPv6 backend ever registered");
+    assert!(tx6 > 0, "no IPv6 client's packet was ever forwarded");
     let counters = lb.maps.counters().unwrap();
     let total: u64 = counters.iter().map(|(_, n)| n).sum();
     assert_eq!(
@@ -311,7 +350,7 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
     );
     let get = |c: Counter| counters.iter().find(|(k, _)| *k == c).unwrap().1;
     println!(
-        "{PACKETS} packets: {tx} forwarded, {} sources with valid tags, {registered_seen} registrations checked; \
+        "{PACKETS} packets: {tx} forwarded ({tx6} IPv6), {} sources with valid tags, {registered_seen} registrations checked; \
          counters: {counters:?}",
         legit_sources.len()
     );
@@ -328,6 +367,7 @@ fn fuzzed_packets_register_and_forward_nothing_invalid() {
         Counter::RoutedReport,
         Counter::RoutedRefused,
         Counter::VipNewFlow,
+        Counter::VipExtensionHeaders,
     ] {
         assert!(get(c) > 0, "{c:?} never happened");
     }

@@ -4,73 +4,10 @@
 //! and the flow's row.
 pub mod common;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use common::*;
-use lb_common::{Counter, IPPROTO_TCP, ServiceKey, addr::from_ip};
-use lb_user::{
-    maps::GroupConfig,
-    tables::{ServiceConfig, ServiceTables, TableParams},
-};
-
-const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
-const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50);
-const PORT6: u16 = 2001;
-
-/// IPv6 backend `i`: its address and MAC.
-fn backend6(i: u8) -> (Ipv6Addr, [u8; 6]) {
-    (
-        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + u16::from(i)),
-        [0x02, 0xbe, 6, 0, 0, i],
-    )
-}
-
-/// An LB whose one group is IPv6 (ff15::4c42, port 2001), serving TCP
-/// port 80 of `vip` from it.
-fn lb_serving(vip: IpAddr) -> TestLb {
-    let mut lb = TestLb::with(LOAD);
-    lb.maps
-        .configure_groups(&[GroupConfig {
-            group: GROUP6.into(),
-            port: PORT6,
-        }])
-        .unwrap();
-    let service = ServiceConfig {
-        key: ServiceKey {
-            vip: from_ip(vip),
-            port: 80,
-            proto: IPPROTO_TCP,
-            _pad: 0,
-        },
-        group_id: 0,
-        group_ipv6: true,
-    };
-    lb.tables = ServiceTables::new(
-        &mut lb.maps,
-        &[service],
-        TableParams {
-            min_size: 1009,
-            reach: reach(LOAD),
-            second_chance_window: SECOND_CHANCE_WINDOW,
-        },
-        Default::default(),
-    )
-    .unwrap();
-    for i in 0..3 {
-        let (addr, mac) = backend6(i);
-        let frame = Frame6::announce(addr, PORT6, 0, 100, 1)
-            .with(|f| f.src_mac = mac)
-            .bytes();
-        lb.apply_announcement(&frame);
-    }
-    lb
-}
-
-/// A TCP segment (20 bytes, `flags`) from CLIENT6:`sport` to VIP6:80.
-fn tcp6(sport: u16, flags: u8) -> Frame6 {
-    let Frame { payload, .. } = Frame::tcp(CLIENT, sport, VIP, 80, flags);
-    Frame6::ip(6, CLIENT6, VIP6, payload)
-}
+use lb_common::Counter;
 
 /// The frame as layer-2 DSR sends it: to `mac`, from the LB; the rest as
 /// it came.
@@ -89,10 +26,10 @@ fn which_backend(frame: &[u8]) -> Option<u8> {
 #[test]
 fn an_ipv6_vip_is_served_by_ipv6_backends_at_layer_2() {
     lb_tests_require_root();
-    let mut lb = lb_serving(VIP6.into());
+    let mut lb = TestLb::serving_ipv6_backends(VIP6.into());
     let mut seen = [0u32; 3];
     for sport in 40000..40300 {
-        let syn = tcp6(sport, 0x02).bytes();
+        let syn = tcp6(CLIENT6, sport, VIP6, 80, 0x02).bytes();
         let new_flows = lb.counter(Counter::VipNewFlow);
         let (action, out) = lb.run(&syn);
         assert_eq!(action, XDP_TX, "port {sport}");
@@ -100,7 +37,7 @@ fn an_ipv6_vip_is_served_by_ipv6_backends_at_layer_2() {
         assert_eq!(out, to_backend(&syn, backend6(i).1), "only the MACs change");
         assert_eq!(lb.counter(Counter::VipNewFlow), new_flows + 1);
         // The flow's next packet goes to the same backend, from its entry.
-        let ack = tcp6(sport, 0x10).bytes();
+        let ack = tcp6(CLIENT6, sport, VIP6, 80, 0x10).bytes();
         let forwarded = lb.counter(Counter::VipForwarded);
         let (action, out) = lb.run(&ack);
         assert_eq!((action, which_backend(&out)), (XDP_TX, Some(i)));
@@ -128,8 +65,8 @@ fn an_ipv6_vip_is_served_by_ipv6_backends_at_layer_2() {
 #[test]
 fn an_ipv6_packet_to_a_vip_with_extension_headers_is_dropped_and_counted() {
     lb_tests_require_root();
-    let mut lb = lb_serving(VIP6.into());
-    let with_hop_by_hop = tcp6(40000, 0x02)
+    let mut lb = TestLb::serving_ipv6_backends(VIP6.into());
+    let with_hop_by_hop = tcp6(CLIENT6, 40000, VIP6, 80, 0x02)
         .with(|f| f.hop_by_hop = vec![1, 4, 0, 0, 0, 0])
         .bytes();
     let dropped = lb.counter(Counter::VipExtensionHeaders);
@@ -153,7 +90,7 @@ fn an_ipv6_packet_to_a_vip_with_extension_headers_is_dropped_and_counted() {
 fn an_ipv4_vip_is_served_by_ipv6_backends_at_layer_2() {
     lb_tests_require_root();
     let vip = Ipv4Addr::new(10, 0, 0, 101);
-    let mut lb = lb_serving(vip.into());
+    let mut lb = TestLb::serving_ipv6_backends(vip.into());
     let syn = Frame::tcp(CLIENT, 40000, vip, 80, 0x02).bytes();
     let new_flows = lb.counter(Counter::VipNewFlow);
     let (action, out) = lb.run(&syn);

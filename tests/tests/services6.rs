@@ -279,3 +279,49 @@ fn an_ipv4_vip_with_ipv6_backends_beside_an_ipv6_vip_with_ipv4_backends() {
     })
     .unwrap();
 }
+
+/// lb-user restarted keeping state (SIGQUIT, then `run` again, adopting
+/// the pins and the IPv6 connection table) while 200 keep-alive IPv6
+/// connections make requests: none breaks, fails or moves.
+#[test]
+fn a_restart_under_ipv6_load_breaks_no_connection() {
+    const CLIENT: usize = 4;
+    with_topology(5, Bridge::Snooping, |topo| {
+        for i in 0..5 {
+            topo.ipv6(i)?;
+        }
+        let vip = vip6(topo, 0x100);
+        let vip_text = vip.to_string();
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--group", GROUP6, "--vip", &vip_text, "--service", "tcp:80"]);
+        let (mut lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let mut procs = Vec::new();
+        for host in 1..=3 {
+            procs.push(backend(topo, host, GROUP6, &vip_text, 100)?);
+        }
+        wait_backends(topo, &pin, GROUP6, "active", 3)?;
+        let target = SocketAddr::new(vip.into(), 80).to_string();
+        let mut many = topo.spawn(CLIENT, "many", "http-probe", &["many", &target, "8"])?;
+        std::thread::sleep(Duration::from_secs(2));
+        lb.signal(libc::SIGQUIT);
+        lb.wait_exit(Duration::from_secs(5))?;
+        let (_again, pin) = topo.start_lb(LB, "lb-again", &args)?;
+        ensure!(
+            topo.status(&pin)?
+                .groups
+                .iter()
+                .all(|g| g.backends.len() == 3),
+            "the restarted LB lost backends"
+        );
+        many.wait_exit(Duration::from_secs(30))?;
+        let log = many.log_text();
+        let v: Value = serde_json::from_str(log.lines().last().context("no result")?)?;
+        println!("IPv6 keep-alive connections across a restart keeping state: {v}");
+        for key in ["broken_connections", "failures", "moved"] {
+            ensure!(v[key].as_u64() == Some(0), "{key}: {v}");
+        }
+        ensure!(v["requests"].as_u64().unwrap_or(0) > 1000, "too few requests: {v}");
+        Ok(())
+    })
+    .unwrap();
+}

@@ -236,6 +236,26 @@ pub const TCP_SERVICE: ServiceKey = ServiceKey {
 };
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 
+/// The IPv6 VIP and client of the IPv6 services' packet tests.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50);
+/// The port of the IPv6 group of [`TestLb::serving_ipv6_backends`].
+pub const PORT6: u16 = 2001;
+
+/// IPv6 backend `i`: its address and MAC.
+pub fn backend6(i: u8) -> (Ipv6Addr, [u8; 6]) {
+    (
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + u16::from(i)),
+        [0x02, 0xbe, 6, 0, 0, i],
+    )
+}
+
+/// A TCP segment (20 bytes, `flags`) from `src`:`sport` to `dst`:`dport`.
+pub fn tcp6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Frame6 {
+    let Frame { payload, .. } = Frame::tcp(CLIENT, sport, VIP, dport, flags);
+    Frame6::ip(6, src, dst, payload)
+}
+
 /// Backend `i`: its address and MAC.
 pub fn backend(i: u8) -> (Ipv4Addr, [u8; 6]) {
     (Ipv4Addr::new(10, 0, 0, 10 + i), [0x02, 0xbe, 0, 0, 0, i])
@@ -308,6 +328,48 @@ impl TestLb {
         )
         .unwrap();
         TestLb { ebpf, maps, tables }
+    }
+
+    /// Loaded with LOAD, its one group IPv6 (GROUP6, port PORT6) with
+    /// three registered backends (`backend6`), serving TCP port 80 of
+    /// `vip` from a 1009-entry table.
+    pub fn serving_ipv6_backends(vip: std::net::IpAddr) -> Self {
+        let mut lb = Self::with(LOAD);
+        lb.maps
+            .configure_groups(&[GroupConfig {
+                group: GROUP6.into(),
+                port: PORT6,
+            }])
+            .unwrap();
+        let service = ServiceConfig {
+            key: ServiceKey {
+                vip: lb_common::addr::from_ip(vip),
+                port: 80,
+                proto: lb_common::IPPROTO_TCP,
+                _pad: 0,
+            },
+            group_id: 0,
+            group_ipv6: true,
+        };
+        lb.tables = ServiceTables::new(
+            &mut lb.maps,
+            &[service],
+            TableParams {
+                min_size: 1009,
+                reach: reach(LOAD),
+                second_chance_window: SECOND_CHANCE_WINDOW,
+            },
+            Default::default(),
+        )
+        .unwrap();
+        for i in 0..3 {
+            let (addr, mac) = backend6(i);
+            let frame = Frame6::announce(addr, PORT6, 0, 100, 1)
+                .with(|f| f.src_mac = mac)
+                .bytes();
+            lb.apply_announcement(&frame);
+        }
+        lb
     }
 
     /// Loaded with `load`, serving TCP_SERVICE from a 1009-entry table.
