@@ -18,6 +18,7 @@ pod!(
     GroupReports,
     GroupStatus,
     ServiceKey,
+    ServiceKey4,
     Service,
     ServiceBackend,
     Traffic,

@@ -96,14 +96,19 @@ macro_rules! program_maps {
             /// known without a hash lookup. Written by lb-user with VIPS.
             VIP_FILTER / vip_filter: Array<u64>[1];
             /// Services, written by lb-user.
-            SERVICES / services: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
+            SERVICES / services: HashMap<$crate::ServiceKey4, $crate::Service>[$crate::MAX_SERVICES];
+            /// IPv6 VIPs' services, as SERVICES.
+            SERVICES6 / services6: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
             /// Each service's previous table (written by lb-user like
             /// SERVICES, from the backends registered at least the second-chance
             /// window ago, DRAINING ones included): a packet of a flow this
             /// LB does not know whose previous backend differs from its
             /// pick goes to the pick wrapped twice, naming the previous one
             /// (protocol §7, second chance).
-            PREVIOUS_SERVICES / previous_services: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
+            PREVIOUS_SERVICES / previous_services: HashMap<$crate::ServiceKey4, $crate::Service>[$crate::MAX_SERVICES];
+            /// IPv6 VIPs' previous tables, as PREVIOUS_SERVICES (written by
+            /// lb-user; XDP gives IPv6 clients no second chance yet).
+            PREVIOUS_SERVICES6 / previous_services6: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
             /// Rows: the backend of a service each names (see
             /// [`ServiceBackend`]($crate::ServiceBackend)), written by lb-user.
             SERVICE_BACKENDS / service_backends: Array<$crate::ServiceBackend>[$crate::backend_rows($crate::DEFAULT_MAX_BACKENDS)];

@@ -6,7 +6,7 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BackendEntry, BackendKey, BackendKey6, Counter, Flow, FlowKey, FlowKey6, ForwardingMode,
-    IPV4_TO_IPV6_SLOT, Service, ServiceBackend, ServiceKey,
+    IPV4_TO_IPV6_SLOT, Service, ServiceBackend, ServiceKey, ServiceKey4,
     addr::{mapped, unmapped},
     flow_hash64, flow_hash64_6,
     wire::FLAG_DOWN,
@@ -19,7 +19,8 @@ use crate::{
     ipip,
     maps::{
         BACKENDS, BACKENDS6, FAMILY_PROGRAMS, FORWARDING, LB_ADDR, LB_ADDR6, LB_MAC, MAGLEV,
-        PREVIOUS_SERVICES, SEGMENT_MASK, SEGMENT6_MASK, SERVICE_BACKENDS, SERVICES, VIPS,
+        PREVIOUS_SERVICES, SEGMENT_MASK, SEGMENT6_MASK, SERVICE_BACKENDS, SERVICES, SERVICES6,
+        VIPS,
     },
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at},
     stats,
@@ -117,6 +118,47 @@ impl BackendAddr for [u8; 16] {
     }
 }
 
+/// A service's key of one VIP family, and its maps.
+pub trait ServiceLookup {
+    /// The service XDP forwards by, copied out.
+    fn service(&self) -> Option<Service>;
+    fn proto(&self) -> u8;
+    /// The IPv4 key, for the second chance (IPv4 clients only, as yet).
+    fn as_v4(&self) -> Option<&ServiceKey4>;
+}
+
+impl ServiceLookup for ServiceKey4 {
+    #[inline(always)]
+    fn service(&self) -> Option<Service> {
+        // SAFETY: plain value written only by lb-user; copied out at once.
+        unsafe { SERVICES.get(self) }.copied()
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn as_v4(&self) -> Option<&ServiceKey4> {
+        Some(self)
+    }
+}
+
+impl ServiceLookup for ServiceKey {
+    #[inline(always)]
+    fn service(&self) -> Option<Service> {
+        // SAFETY: as above.
+        unsafe { SERVICES6.get(self) }.copied()
+    }
+    #[inline(always)]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+    #[inline(always)]
+    fn as_v4(&self) -> Option<&ServiceKey4> {
+        None
+    }
+}
+
 /// Why a VIP's packet got no backend here.
 enum Miss {
     /// No service of a VIP: classified like any packet.
@@ -162,13 +204,13 @@ pub fn handle<B: BackendAddr>(
     };
     // Never: the index is inside the table.
     let place = Place::of(flow_key.words(), flow_hash64(&flow_key))?;
-    let service_key = ServiceKey {
-        vip: mapped(packet.dst),
+    let service_key = ServiceKey4 {
+        vip: packet.dst,
         port: u16::from_be_bytes(dst_port),
         proto: packet.proto,
         _pad: 0,
     };
-    match pick::<2, B>(ctx, &place, &service_key, new_connection) {
+    match pick::<2, B, _>(ctx, &place, &service_key, new_connection) {
         Ok(picked) => Some(send(ctx, eth, packet, &picked)),
         Err(miss) => handled_elsewhere(ctx, miss),
     }
@@ -195,10 +237,11 @@ fn handled_elsewhere(ctx: &XdpContext, miss: Miss) -> Option<Counter> {
 /// to a VIP is dropped and counted.
 #[inline(always)]
 pub fn handle6(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv6Packet) -> Option<Counter> {
-    if packet.has_extension_headers() {
-        return is_vip(packet.dst).then_some(Counter::VipExtensionHeaders);
-    }
-    if packet.proto != IPPROTO_TCP && packet.proto != IPPROTO_UDP {
+    // TCP or UDP right after the fixed header, the common case, first.
+    if packet.hop_by_hop || (packet.proto != IPPROTO_TCP && packet.proto != IPPROTO_UDP) {
+        if packet.has_extension_headers() {
+            return is_vip(packet.dst).then_some(Counter::VipExtensionHeaders);
+        }
         // ICMPv6 (Neighbour Solicitations for the VIP among it) and the
         // rest: the LB's own stack answers.
         return None;
@@ -225,7 +268,7 @@ pub fn handle6(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv6Packet) -> Optio
         proto: packet.proto,
         _pad: 0,
     };
-    let picked = match pick::<5, [u8; 16]>(ctx, &place, &service_key, new_connection) {
+    let picked = match pick::<5, [u8; 16], _>(ctx, &place, &service_key, new_connection) {
         Ok(picked) => picked,
         Err(miss) => return handled_elsewhere(ctx, miss),
     };
@@ -241,10 +284,10 @@ pub fn handle6(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv6Packet) -> Optio
 /// `service_key`), counted in its row: the connection table's while
 /// nothing changed since its check, else the service's pick.
 #[inline(always)]
-fn pick<const W: usize, B: BackendAddr>(
+fn pick<const W: usize, B: BackendAddr, K: ServiceLookup>(
     ctx: &XdpContext,
     place: &Place<W>,
-    service_key: &ServiceKey,
+    service_key: &K,
     new_connection: bool,
 ) -> Result<Picked<B>, Miss> {
     // Read before any check of the server list, so that a change during
@@ -284,14 +327,13 @@ fn pick<const W: usize, B: BackendAddr>(
 
 /// The backend for a flow that needs its service.
 #[inline(always)]
-fn pick_for_service<const W: usize, B: BackendAddr>(
+fn pick_for_service<const W: usize, B: BackendAddr, K: ServiceLookup>(
     place: &Place<W>,
     known: Found<W>,
     epoch: u32,
-    (new_connection, service_key): (bool, &ServiceKey),
+    (new_connection, service_key): (bool, &K),
 ) -> Result<Picked<B>, Miss> {
-    // SAFETY: plain value written only by lb-user; copied out at once.
-    let Some(service) = (unsafe { SERVICES.get(service_key) }).copied() else {
+    let Some(service) = service_key.service() else {
         // Another port of a VIP, or no VIP: classified like any packet (to
         // a VIP's other ports that ends in `ignored`, and the stack).
         return Err(Miss::NotService);
@@ -303,12 +345,17 @@ fn pick_for_service<const W: usize, B: BackendAddr>(
     // to a connection another LB (or this one before a restart) sent
     // where the previous table says. (A second chance is wrapped in IPv4
     // to IPv4 backends: `xdp_lb`'s only, as yet.)
-    let previous =
-        if !B::IPV6 && !new_connection && service_key.proto == IPPROTO_TCP && !known.is_some() {
-            previous_pick::<B>(service_key, place.maglev_hash())
-        } else {
-            B::NONE
-        };
+    let previous = match service_key.as_v4() {
+        Some(key4)
+            if !B::IPV6
+                && !new_connection
+                && service_key.proto() == IPPROTO_TCP
+                && !known.is_some() =>
+        {
+            previous_pick::<B>(key4, place.maglev_hash())
+        }
+        _ => B::NONE,
+    };
     pick_backend(&service, place, known, epoch, (new_connection, previous))
         .ok_or(Miss::Drop(Counter::VipNoBackend))
 }
@@ -511,7 +558,7 @@ fn pick_backend<const W: usize, B: BackendAddr>(
 /// Not inlined: its own stack frame keeps the program's within the
 /// verifier's 512 bytes.
 #[inline(never)]
-fn previous_pick<B: BackendAddr>(key: &ServiceKey, hash: u32) -> B {
+fn previous_pick<B: BackendAddr>(key: &ServiceKey4, hash: u32) -> B {
     // SAFETY: plain value written only by lb-user, which replaces it whole
     // (a hash map element: the old one stays valid while read).
     let Some(previous) = (unsafe { PREVIOUS_SERVICES.get(key) }) else {

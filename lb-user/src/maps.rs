@@ -16,7 +16,7 @@ use lb_common::{
     AgingState, AuthClock, AuthKey, BackendEntry, BackendKey, BackendKey6, CoarseClock, Counter,
     Departure, DepartureReason, GroupReports, GroupStatus, GsoCounter, GsoHandoff, LogBudget,
     MAX_AUTH_KEYS, MAX_GROUPS, MacKey, NextHop, NextHopError, PendingLeave, Service,
-    ServiceBackend, ServiceKey, Traffic, addr, map_name, vip_filter_bit,
+    ServiceBackend, ServiceKey, ServiceKey4, Traffic, addr, map_name, vip_filter_bit,
 };
 
 use crate::address::Address;
@@ -207,6 +207,16 @@ family_key!(
     leaves6,
     [BACKENDS6, BACKEND_AGING6, DEPARTURES6, LEAVES6]
 );
+
+/// The name of the map of `kind` of tables that holds `key`'s service.
+fn service_map_name(kind: TableKind, key: &ServiceKey) -> &'static str {
+    match (kind, key.v4().is_some()) {
+        (TableKind::Current, true) => map_name::SERVICES,
+        (TableKind::Current, false) => map_name::SERVICES6,
+        (TableKind::Previous, true) => map_name::PREVIOUS_SERVICES,
+        (TableKind::Previous, false) => map_name::PREVIOUS_SERVICES6,
+    }
+}
 
 /// The userspace type of each kind of map in `lb_common::program_maps!`.
 pub mod kind {
@@ -403,32 +413,43 @@ impl LbMaps {
     /// A configured service's `kind` of table, if XDP has it (one left by
     /// a killed instance).
     pub fn service(&self, kind: TableKind, key: &ServiceKey) -> Result<Option<Service>, MapsError> {
-        let (map, name) = self.service_map(kind);
-        found(map.get(key, 0), name)
-    }
-
-    /// Every configured service, with its `kind` of table.
-    pub fn services(&self, kind: TableKind) -> Result<Vec<(ServiceKey, Service)>, MapsError> {
-        let (map, name) = self.service_map(kind);
-        entries(map, name)
-    }
-
-    /// The map of `kind` of tables and its name.
-    fn service_map(&self, kind: TableKind) -> (&kind::HashMap<ServiceKey, Service>, &'static str) {
-        match kind {
-            TableKind::Current => (&self.services, map_name::SERVICES),
-            TableKind::Previous => (&self.previous_services, map_name::PREVIOUS_SERVICES),
+        let ((map4, name4), (map6, name6)) = self.service_maps(kind);
+        match key.v4() {
+            Some(key4) => found(map4.get(&key4, 0), name4),
+            None => found(map6.get(key, 0), name6),
         }
     }
 
-    /// The map of `kind` of tables and its name, to write.
-    fn service_map_mut(
-        &mut self,
+    /// Every configured service (VIPs of both families), with its `kind` of table.
+    pub fn services(&self, kind: TableKind) -> Result<Vec<(ServiceKey, Service)>, MapsError> {
+        let ((map4, name4), (map6, name6)) = self.service_maps(kind);
+        let v4 = entries(map4, name4)?
+            .into_iter()
+            .map(|(k, s)| (k.widened(), s));
+        Ok(v4.chain(entries(map6, name6)?).collect())
+    }
+
+    /// The maps of `kind` of tables (IPv4 VIPs', IPv6 VIPs') and their names.
+    #[expect(
+        clippy::type_complexity,
+        reason = "two (map, name) pairs, read once where they are taken apart"
+    )]
+    fn service_maps(
+        &self,
         kind: TableKind,
-    ) -> (&mut kind::HashMap<ServiceKey, Service>, &'static str) {
+    ) -> (
+        (&kind::HashMap<ServiceKey4, Service>, &'static str),
+        (&kind::HashMap<ServiceKey, Service>, &'static str),
+    ) {
         match kind {
-            TableKind::Current => (&mut self.services, map_name::SERVICES),
-            TableKind::Previous => (&mut self.previous_services, map_name::PREVIOUS_SERVICES),
+            TableKind::Current => (
+                (&self.services, map_name::SERVICES),
+                (&self.services6, map_name::SERVICES6),
+            ),
+            TableKind::Previous => (
+                (&self.previous_services, map_name::PREVIOUS_SERVICES),
+                (&self.previous_services6, map_name::PREVIOUS_SERVICES6),
+            ),
         }
     }
 
@@ -492,14 +513,24 @@ impl LbMaps {
         key: &ServiceKey,
         service: &Service,
     ) -> Result<(), MapsError> {
-        let (map, name) = self.service_map_mut(kind);
-        map.insert(key, service, 0).map_err(map_err(name))
+        match (kind, key.v4()) {
+            (TableKind::Current, Some(key4)) => self.services.insert(&key4, service, 0),
+            (TableKind::Current, None) => self.services6.insert(key, service, 0),
+            (TableKind::Previous, Some(key4)) => self.previous_services.insert(&key4, service, 0),
+            (TableKind::Previous, None) => self.previous_services6.insert(key, service, 0),
+        }
+        .map_err(map_err(service_map_name(kind, key)))
     }
 
     /// Removes a service's `kind` of table an earlier instance configured.
     pub fn remove_service(&mut self, kind: TableKind, key: &ServiceKey) -> Result<(), MapsError> {
-        let (map, name) = self.service_map_mut(kind);
-        removed(map.remove(key), name)
+        let result = match (kind, key.v4()) {
+            (TableKind::Current, Some(key4)) => self.services.remove(&key4),
+            (TableKind::Current, None) => self.services6.remove(key),
+            (TableKind::Previous, Some(key4)) => self.previous_services.remove(&key4),
+            (TableKind::Previous, None) => self.previous_services6.remove(key),
+        };
+        removed(result, service_map_name(kind, key))
     }
 
     /// The VIPs XDP knows.

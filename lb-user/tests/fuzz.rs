@@ -7,13 +7,13 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+use lb_common::ServiceKey;
 use lb_common::{
     Counter,
     mld::{MLD_DONE, MLD_V1_REPORT, MLD_V2_REPORT, mld_v1_message},
     siphash::{siphash24, tagged_message, tagged_message6},
     wire::{AnnouncementV1, FLAG_LEAVING, IGMP_V2_LEAVE, IGMP_V2_REPORT, Routed, igmp_v2_message},
 };
-use lb_common::ServiceKey;
 use lb_user::{
     loader::LoadParams,
     tables::{ServiceConfig, ServiceTables, TableParams},

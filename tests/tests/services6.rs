@@ -320,7 +320,10 @@ fn a_restart_under_ipv6_load_breaks_no_connection() {
         for key in ["broken_connections", "failures", "moved"] {
             ensure!(v[key].as_u64() == Some(0), "{key}: {v}");
         }
-        ensure!(v["requests"].as_u64().unwrap_or(0) > 1000, "too few requests: {v}");
+        ensure!(
+            v["requests"].as_u64().unwrap_or(0) > 1000,
+            "too few requests: {v}"
+        );
         Ok(())
     })
     .unwrap();

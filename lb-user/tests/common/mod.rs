@@ -237,7 +237,7 @@ pub const TCP_SERVICE: ServiceKey = ServiceKey {
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
 
 /// The IPv6 VIP and client of the IPv6 services' packet tests.
-pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64);
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50);
 /// The port of the IPv6 group of [`TestLb::serving_ipv6_backends`].
 pub const PORT6: u16 = 2001;
