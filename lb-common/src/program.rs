@@ -20,18 +20,20 @@ pub const IPV6_SLOT: u32 = 0;
 pub const IPV4_TO_IPV6_PROGRAM_NAME: &str = "xdp_lb4to6";
 /// The slot of [`IPV4_TO_IPV6_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
 pub const IPV4_TO_IPV6_SLOT: u32 = 1;
-/// Name of the XDP program of IPv6 announcements and MLD, which
-/// [`IPV6_PROGRAM_NAME`] tail-calls through slot [`REGISTRATION6_SLOT`]
-/// for every packet it does not forward: the forwarding path keeps the
-/// IPv6 program's stack to itself.
-pub const REGISTRATION6_PROGRAM_NAME: &str = "xdp_register6";
-/// The slot of [`REGISTRATION6_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
-pub const REGISTRATION6_SLOT: u32 = 2;
+/// Name of the XDP program of IPv6 clients' packets to VIPs, which
+/// [`PROGRAM_NAME`] tail-calls through slot [`FORWARD6_SLOT`] for an
+/// IPv6 packet whose destination's bit is set in the VIP filter (its
+/// last two bytes, read in place); it tail-calls [`IPV6_PROGRAM_NAME`]
+/// for a packet that is no service's. Each path pays one tail call, and
+/// forwarding keeps its program's stack to itself.
+pub const FORWARD6_PROGRAM_NAME: &str = "xdp_forward6";
+/// The slot of [`FORWARD6_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
+pub const FORWARD6_SLOT: u32 = 2;
 /// The programs of [`FAMILY_PROGRAMS`], by slot.
 pub const FAMILY_PROGRAM_NAMES: [&str; 3] = [
     IPV6_PROGRAM_NAME,
     IPV4_TO_IPV6_PROGRAM_NAME,
-    REGISTRATION6_PROGRAM_NAME,
+    FORWARD6_PROGRAM_NAME,
 ];
 /// Name of the do-nothing program the benchmarks measure as their floor.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_floor";

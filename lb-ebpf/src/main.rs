@@ -32,7 +32,7 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use lb_common::{Action, Counter, IPV6_SLOT, REGISTRATION6_SLOT, TcAction, vip_filter_bit};
+use lb_common::{Action, Counter, FORWARD6_SLOT, IPV6_SLOT, TcAction, vip_filter_bit};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -65,12 +65,18 @@ fn classify(ctx: &XdpContext) -> Counter {
     let ether_type = unsafe { (*eth).ether_type };
     if ether_type != (0x0800u16).to_be() {
         if ether_type == (0x86ddu16).to_be() {
-            // IPv6 goes on in a program of its own (below), with its own
-            // stack: the verifier allows 512 bytes along a call chain and
-            // the IPv4 paths take most of them. A tail call returns only
-            // if the slot is empty.
+            // IPv6 goes on in programs of its own (below), with their own
+            // stacks: the verifier allows 512 bytes along a call chain and
+            // the IPv4 paths take most of them. The VIP filter, read off
+            // the destination's last two bytes in place, picks forwarding
+            // or registration. A tail call returns only if the slot is
+            // empty.
+            let maybe_vip = ptr_at::<[u8; 2]>(ctx, EthHdr::LEN + Ipv6Hdr::LEN - 2)
+                // SAFETY: ptr_at checked the bounds.
+                .is_some_and(|low| may_be_vip(unsafe { *low }));
+            let slot = if maybe_vip { FORWARD6_SLOT } else { IPV6_SLOT };
             // SAFETY: the context and the map are the kernel's.
-            unsafe { maps::FAMILY_PROGRAMS.tail_call(ctx, IPV6_SLOT) };
+            unsafe { maps::FAMILY_PROGRAMS.tail_call(ctx, slot) };
         }
         return Counter::Ignored;
     }
@@ -80,10 +86,7 @@ fn classify(ctx: &XdpContext) -> Counter {
         return Counter::Malformed;
     };
     // Most traffic is to no VIP: the filter says so without a hash lookup.
-    let maybe_vip = maps::VIP_FILTER
-        .get(0)
-        .is_some_and(|filter| filter & vip_filter_bit([packet.dst[2], packet.dst[3]]) != 0);
-    if maybe_vip && let Some(outcome) = forwarding::handle::<[u8; 4]>(ctx, eth.cast_mut(), &packet)
+    if may_be_vip([packet.dst[2], packet.dst[3]]) && let Some(outcome) = forwarding::handle::<[u8; 4]>(ctx, eth.cast_mut(), &packet)
     {
         return outcome;
     }
@@ -94,9 +97,18 @@ fn classify(ctx: &XdpContext) -> Counter {
     }
 }
 
-/// The IPv6 half (protocol §9): client traffic to VIPs here, the rest
-/// (announcements, MLD) in `xdp_register6`, counted like the rest.
-/// Tail-called by `xdp_lb`, never attached.
+/// Whether a destination whose last two bytes are `low` may be a VIP:
+/// the VIP filter says most are not without a hash lookup.
+#[inline(always)]
+fn may_be_vip(low: [u8; 2]) -> bool {
+    maps::VIP_FILTER
+        .get(0)
+        .is_some_and(|filter| filter & vip_filter_bit(low) != 0)
+}
+
+/// The IPv6 half (protocol §9): announcements and MLD reports, counted
+/// like the rest. Tail-called by `xdp_lb` (and by `xdp_forward6` for what
+/// is no service's), never attached.
 #[xdp]
 pub fn xdp_lb6(ctx: XdpContext) -> u32 {
     let outcome = classify6(&ctx);
@@ -105,37 +117,6 @@ pub fn xdp_lb6(ctx: XdpContext) -> u32 {
 }
 
 fn classify6(ctx: &XdpContext) -> Counter {
-    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
-        return Counter::Malformed;
-    };
-    let Some(packet) =
-        ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).and_then(|ip| Ipv6Packet::parse(ctx, eth, ip))
-    else {
-        return Counter::Malformed;
-    };
-    // As for IPv4: the filter settles most packets without a lookup.
-    let maybe_vip = maps::VIP_FILTER
-        .get(0)
-        .is_some_and(|filter| filter & vip_filter_bit([packet.dst[14], packet.dst[15]]) != 0);
-    if maybe_vip && let Some(outcome) = forwarding::handle6(ctx, eth.cast_mut(), &packet) {
-        return outcome;
-    }
-    // SAFETY: the context and the map are the kernel's; a tail call
-    // returns only if the slot is empty (never once loaded).
-    unsafe { maps::FAMILY_PROGRAMS.tail_call(ctx, REGISTRATION6_SLOT) };
-    Counter::Ignored
-}
-
-/// IPv6 announcements and MLD reports (protocol §9). Tail-called by
-/// `xdp_lb6` for every packet it does not forward, never attached.
-#[xdp]
-pub fn xdp_register6(ctx: XdpContext) -> u32 {
-    let outcome = classify_registration6(&ctx);
-    stats::count(outcome);
-    outcome.action() as u32
-}
-
-fn classify_registration6(ctx: &XdpContext) -> Counter {
     let Some(packet) = ptr_at::<EthHdr>(ctx, 0).and_then(|eth| {
         ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).and_then(|ip| Ipv6Packet::parse(ctx, eth, ip))
     }) else {
@@ -146,6 +127,34 @@ fn classify_registration6(ctx: &XdpContext) -> Counter {
         lb_common::mld::IPPROTO_ICMPV6 => mld::handle(ctx, &packet),
         _ => Counter::Ignored,
     }
+}
+
+/// IPv6 clients' packets to VIPs (protocol §9), the packets whose bit the
+/// VIP filter sets. Tail-called by `xdp_lb`, never attached.
+#[xdp]
+pub fn xdp_forward6(ctx: XdpContext) -> u32 {
+    let outcome = classify_forward6(&ctx);
+    stats::count(outcome);
+    outcome.action() as u32
+}
+
+fn classify_forward6(ctx: &XdpContext) -> Counter {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Counter::Malformed;
+    };
+    let Some(packet) =
+        ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).and_then(|ip| Ipv6Packet::parse(ctx, eth, ip))
+    else {
+        return Counter::Malformed;
+    };
+    if let Some(outcome) = forwarding::handle6(ctx, eth.cast_mut(), &packet) {
+        return outcome;
+    }
+    // No service's: the IPv6 half classifies it (a tail call returns only
+    // if the slot is empty).
+    // SAFETY: the context and the map are the kernel's.
+    unsafe { maps::FAMILY_PROGRAMS.tail_call(ctx, IPV6_SLOT) };
+    Counter::Ignored
 }
 
 /// IPv4 clients' packets to services of IPv6 backends (protocol §9),
