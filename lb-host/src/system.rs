@@ -141,18 +141,25 @@ pub fn interface_ipv6_link_local(iface: &str) -> Result<Ipv6Addr, SystemError> {
 
 /// The first global or unique-local IPv6 address of `iface` (protocol §9:
 /// the LB's address of IPv6 groups, the address an agent announces) and
-/// its prefix length.
+/// its prefix length; one of a subnet before a /128 (a VIP lb-user holds
+/// there, which the kernel lists first, being newer), if there is one.
 pub fn interface_ipv6_net(iface: &str) -> Result<(Ipv6Addr, u8), SystemError> {
     interface_index(iface)?;
-    interface_addrs(iface)
+    let global: Vec<(Ipv6Addr, u8)> = interface_addrs(iface)
         .unwrap_or_default()
         .into_iter()
-        .find_map(|(addr, prefix_len)| match addr {
+        .filter_map(|(addr, prefix_len)| match addr {
             IpAddr::V6(addr) if lb_common::is_global_unicast6(&addr.octets()) => {
                 Some((addr, prefix_len))
             }
             _ => None,
         })
+        .collect();
+    global
+        .iter()
+        .find(|(_, prefix_len)| *prefix_len < 128)
+        .or(global.first())
+        .copied()
         .ok_or_else(|| SystemError::NoIpv6Address {
             iface: iface.to_owned(),
         })

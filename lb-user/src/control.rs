@@ -110,11 +110,22 @@ impl<K: FamilyKey> ServerList<K> {
     /// ran (a restart, and this one's start) they could not, and that
     /// silence is not theirs.
     fn adopt(maps: &LbMaps, now_ns: u64) -> Result<Self, MapsError> {
+        // An announcement XDP took after the earlier instance's last pass
+        // counts as one the state has seen: the timer starts now either
+        // way.
+        let last_seen: HashMap<K, u64> = maps
+            .list_of::<K>()?
+            .into_iter()
+            .map(|(key, entry)| (key, entry.last_seen_ns))
+            .collect();
         let aging = maps
             .aging_states::<K>()?
             .into_iter()
             .map(|(key, mut state)| {
                 state.timer_start_ns = state.timer_start_ns.max(now_ns);
+                if let Some(&seen) = last_seen.get(&key) {
+                    state.seen_ns = seen;
+                }
                 (key, state)
             });
         Ok(Self {

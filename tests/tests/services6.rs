@@ -305,7 +305,16 @@ fn a_restart_under_ipv6_load_breaks_no_connection() {
         std::thread::sleep(Duration::from_secs(2));
         lb.signal(libc::SIGQUIT);
         lb.wait_exit(Duration::from_secs(5))?;
-        let (_again, pin) = topo.start_lb(LB, "lb-again", &args)?;
+        // The same pins: the new instance adopts the program, the maps
+        // and the IPv6 connection table.
+        let pin_text = pin.to_str().context("pin path")?.to_owned();
+        let mut again_args = vec!["run", "--iface", "eth0", "--pin-path", &pin_text];
+        again_args.extend_from_slice(&args);
+        let again = topo.spawn(LB, "lb-again", "lb-user", &again_args)?;
+        wait_for(Duration::from_secs(10), POLL, || {
+            again.log_text().contains("took over").then_some(())
+        })
+        .with_context(|| format!("the restarted LB did not adopt: {}", again.log_text()))?;
         ensure!(
             topo.status(&pin)?
                 .groups
@@ -317,6 +326,12 @@ fn a_restart_under_ipv6_load_breaks_no_connection() {
         let log = many.log_text();
         let v: Value = serde_json::from_str(log.lines().last().context("no result")?)?;
         println!("IPv6 keep-alive connections across a restart keeping state: {v}");
+        // Adopted, not registered again: three registrations in all.
+        let registered = counter(&topo.status(&pin)?, Counter::AnnounceRegistered)?;
+        ensure!(
+            registered == 3,
+            "{registered} registrations across the restart, not 3"
+        );
         for key in ["broken_connections", "failures", "moved"] {
             ensure!(v[key].as_u64() == Some(0), "{key}: {v}");
         }
@@ -325,6 +340,60 @@ fn a_restart_under_ipv6_load_breaks_no_connection() {
             "too few requests: {v}"
         );
         Ok(())
+    })
+    .unwrap();
+}
+
+/// Service checks over IPv6: of two IPv6 backends whose agents check
+/// their servers, the one whose server stops is announced DOWN and gets
+/// no new connection, while a connection held on the other stays.
+#[test]
+fn a_down_ipv6_backend_gets_no_new_connections() {
+    const CLIENT: usize = 3;
+    with_topology(4, Bridge::Snooping, |topo| {
+        for i in 0..4 {
+            topo.ipv6(i)?;
+        }
+        let vip = vip6(topo, 0x100);
+        let vip_text = vip.to_string();
+        let mut args = FAST_TIMERS.to_vec();
+        args.extend(["--group", GROUP6, "--vip", &vip_text, "--service", "tcp:80"]);
+        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
+        let checks = lb_tests::check_args("http://127.0.0.1:80/");
+        let mut servers = BTreeMap::new();
+        let mut agents = Vec::new();
+        for host in [1, 2] {
+            let server = topo.spawn(
+                host,
+                &format!("server{host}"),
+                "name-server",
+                &["[::]:80", &name(host)],
+            )?;
+            servers.insert(host, server);
+            let mut agent_args = vec!["--iface", "eth0", "--group", GROUP6, "--vip", &vip_text];
+            agent_args.extend(checks.iter().map(String::as_str));
+            agents.push(topo.spawn(host, &format!("agent{host}"), "backend-agent", &agent_args)?);
+        }
+        wait_backends(topo, &pin, GROUP6, "active", 2)?;
+        let target = SocketAddr::new(vip.into(), 80);
+        let (held, on) = hold(topo, CLIENT, target)?;
+        let dead = [1, 2]
+            .into_iter()
+            .find(|h| name(*h) != on)
+            .context("the other backend")?;
+        servers.remove(&dead); // killed on drop
+        wait_backends(topo, &pin, GROUP6, "down", 1)?;
+        let (names, errors) = spread(topo, CLIENT, target, 200)?;
+        println!(
+            "{}'s server stopped, DOWN: {names:?}, {errors} errors",
+            name(dead)
+        );
+        ensure!(errors == 0, "{errors} connections failed");
+        ensure!(
+            !names.contains_key(&name(dead)),
+            "a DOWN backend got new connections: {names:?}"
+        );
+        stayed_on(held, &on)
     })
     .unwrap();
 }
