@@ -86,7 +86,8 @@ fn classify(ctx: &XdpContext) -> Counter {
         return Counter::Malformed;
     };
     // Most traffic is to no VIP: the filter says so without a hash lookup.
-    if may_be_vip([packet.dst[2], packet.dst[3]]) && let Some(outcome) = forwarding::handle::<[u8; 4]>(ctx, eth.cast_mut(), &packet)
+    if may_be_vip([packet.dst[2], packet.dst[3]])
+        && let Some(outcome) = forwarding::handle::<[u8; 4]>(ctx, eth.cast_mut(), &packet)
     {
         return outcome;
     }
