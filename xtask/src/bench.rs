@@ -177,10 +177,22 @@ fn rounds(
 /// Starts an LB on host `LB` serving `vip` and agents on `backends`, and
 /// waits until every backend is registered.
 fn lb_up(topo: &Topology, backends: &[usize], vip: &str, lb_args: &[&str]) -> anyhow::Result<Up> {
+    lb_up_in(topo, backends, vip, (lb_args, &[]))
+}
+
+/// [`lb_up`] with arguments for both sides: the LB's and the agents' extra ones.
+fn lb_up_in(
+    topo: &Topology,
+    backends: &[usize],
+    vip: &str,
+    (lb_args, agent_args): (&[&str], &[&str]),
+) -> anyhow::Result<Up> {
     let mut args = lb_args.to_vec();
     args.extend(["--vip", vip, "--service", "tcp:80"]);
     let (lb, pin) = topo.start_lb(LB, "bench", &args)?;
-    let agents = topo.spawn_agents(backends, &["--iface", "eth0", "--vip", vip])?;
+    let mut agent = vec!["--iface", "eth0", "--vip", vip];
+    agent.extend_from_slice(agent_args);
+    let agents = topo.spawn_agents(backends, &agent)?;
     let up = Up::Lb {
         lb,
         _agents: agents,
@@ -231,6 +243,8 @@ pub enum Part {
     Xdp,
     /// Requests per second on one segment, against HAProxy, nftables and direct.
     EndToEnd,
+    /// The same over IPv6 (an IPv6 VIP, IPv6 backends), against HAProxy and direct.
+    EndToEnd6,
     /// Requests per second and 1 MB transfers through a router (IPIP).
     Routed,
     /// The control plane against swarms of backends.
@@ -252,6 +266,9 @@ pub fn bench(only: Option<Part>) -> anyhow::Result<()> {
     unsafe { std::env::set_var("XDP_LB_BIN_DIR", root().join("target/release")) };
     if runs(Part::EndToEnd) {
         Topology::new(5, Bridge::Snooping)?.run(end_to_end)?;
+    }
+    if runs(Part::EndToEnd6) {
+        Topology::new(5, Bridge::Snooping)?.run(end_to_end6)?;
     }
     if runs(Part::Routed) {
         end_to_end_routed()?;
@@ -497,7 +514,7 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
             name: "HAProxy (mode tcp)",
             start: Box::new(|| {
                 let path = logs.join("haproxy.cfg");
-                fs::write(&path, haproxy_config(lb, &backend_addrs))?;
+                fs::write(&path, haproxy_config(&lb.to_string(), &backend_addrs))?;
                 let haproxy = topo.spawn_program(
                     LB,
                     "haproxy",
@@ -531,7 +548,84 @@ fn end_to_end(topo: &Topology) -> anyhow::Result<()> {
     rounds(topo, CLIENT, &paths, &Reuse::BOTH)
 }
 
-fn haproxy_config(lb: std::net::Ipv4Addr, backends: &[String]) -> String {
+/// The end-to-end rows over IPv6 (protocol §9): an IPv6 VIP served by
+/// IPv6 backends at layer 2, against direct to one backend and HAProxy,
+/// every host given a global IPv6 address.
+fn end_to_end6(topo: &Topology) -> anyhow::Result<()> {
+    const GROUP6: &str = "ff15::4c42";
+    for i in 0..5 {
+        topo.ipv6(i)?;
+    }
+    let lb = topo.ipv6_address(LB);
+    let [a, b, c, ..] = lb.segments();
+    let vip = std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0x100).to_string();
+    let backend_addrs: Vec<String> = BACKENDS
+        .iter()
+        .map(|&h| format!("[{}]", topo.ipv6_address(h)))
+        .collect();
+    // Both families: the name server on [::]:80.
+    let _servers = BACKENDS
+        .iter()
+        .map(|&h| {
+            topo.spawn(
+                h,
+                &format!("server{h}"),
+                "name-server",
+                &["[::]:80", &format!("b{h}")],
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for host in [CLIENT, LB] {
+        topo.sysctl(host, "net.ipv4.tcp_tw_reuse", "1")?;
+        topo.sysctl(host, "net.ipv4.ip_local_port_range", "1024 65535")?;
+    }
+    sleep(Duration::from_millis(300));
+    println!(
+        "\nend to end over IPv6: wrk -t1 -c{WRK_CONNECTIONS} -d{WRK_SECONDS}s, 3 IPv6 backends, keep-alive and a new connection per request"
+    );
+    let logs = &topo.logs;
+    let paths = [
+        Path {
+            name: "direct to one backend (IPv6)",
+            start: Box::new(|| Ok((format!("http://{}/", backend_addrs[0]), Up::Nothing))),
+        },
+        Path {
+            name: "xdp-lb (XDP, DSR, IPv6 VIP)",
+            start: Box::new(|| {
+                let up = lb_up_in(
+                    topo,
+                    &BACKENDS,
+                    &vip,
+                    (&["--group", GROUP6], &["--group", GROUP6]),
+                )?;
+                Ok((format!("http://[{vip}]/"), up))
+            }),
+        },
+        Path {
+            name: "HAProxy (mode tcp, IPv6)",
+            start: Box::new(|| {
+                let path = logs.join("haproxy6.cfg");
+                fs::write(&path, haproxy_config(&format!("[{lb}]"), &backend_addrs))?;
+                let haproxy = topo.spawn_program(
+                    LB,
+                    "haproxy6",
+                    "haproxy",
+                    &["-db", "-f", path.to_str().context("path")?],
+                )?;
+                sleep(Duration::from_millis(500));
+                Ok((
+                    format!("http://[{lb}]:8080/"),
+                    Up::Program { _process: haproxy },
+                ))
+            }),
+        },
+    ];
+    rounds(topo, CLIENT, &paths, &Reuse::BOTH)
+}
+
+/// HAProxy in TCP mode on `lb`:8080 (an address as HAProxy writes it:
+/// IPv6 in brackets), round robin over `backends` (likewise) port 80.
+fn haproxy_config(lb: &str, backends: &[String]) -> String {
     let servers: String = backends
         .iter()
         .enumerate()
