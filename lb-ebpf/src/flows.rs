@@ -134,12 +134,10 @@ impl<const W: usize> Place<W> {
     /// its own backend, MAC and check).
     #[inline(always)]
     pub fn checked(&self, slot: *mut FlowSlotOf<W>, epoch: u32) {
-        // SAFETY: a valid pointer into one of the buckets; copies only (see
-        // the module's comment).
-        unsafe {
-            if (&raw const (*slot).key).read() == self.key {
-                (&raw mut (*slot).flow.epoch).write(epoch);
-            }
+        if holds(slot, &self.key) {
+            // SAFETY: a valid pointer into one of the buckets; one copy in
+            // (see the module's comment).
+            unsafe { (&raw mut (*slot).flow.epoch).write(epoch) };
         }
     }
 
@@ -186,20 +184,61 @@ impl<const W: usize> Place<W> {
         unsafe { slot.write(whole) };
     }
 
-    /// The slot holding this flow's key, whole or not.
+    /// The slot holding this flow's key, whole or not. IPv6's 5-word keys
+    /// are compared in a function of its own: unrolled over the eight
+    /// slots inline, they took more than the program's 512 bytes of stack.
     #[inline(always)]
     fn own_slot(&self) -> Option<*mut FlowSlotOf<W>> {
+        if W > 2 {
+            let slot = self.own_slot_out_of_line();
+            return (!slot.is_null()).then_some(slot);
+        }
+        self.own_slot_inline()
+    }
+
+    /// [`Self::own_slot`] as a call (null for none: an `Option` return
+    /// would take two registers, which a BPF call cannot).
+    #[inline(never)]
+    fn own_slot_out_of_line(&self) -> *mut FlowSlotOf<W> {
+        self.own_slot_inline().unwrap_or(core::ptr::null_mut())
+    }
+
+    #[inline(always)]
+    fn own_slot_inline(&self) -> Option<*mut FlowSlotOf<W>> {
         for bucket in self.buckets {
             for way in 0..FLOW_WAYS {
                 let slot = way_of(bucket, way);
-                // SAFETY: a valid slot pointer; a copy of its key.
-                if unsafe { (&raw const (*slot).key).read() } == self.key {
+                if holds(slot, &self.key) {
                     return Some(slot);
                 }
             }
         }
         None
     }
+}
+
+/// Whether `slot` holds `key`, read word by word in place: an array's
+/// `==` on a copied key became a call to a byte-by-byte `bcmp` for IPv6's
+/// 40 bytes (it made the IPv6 connection-table hit twice the IPv4 one).
+#[inline(always)]
+fn holds<const W: usize>(slot: *mut FlowSlotOf<W>, key: &[u64; W]) -> bool {
+    (0..W).fold(0, |diff, i| diff | (key_word(slot, i) ^ key[i])) == 0
+}
+
+/// Whether `slot` is empty (its key all zero), read as [`holds`] does.
+#[inline(always)]
+fn is_empty<const W: usize>(slot: *mut FlowSlotOf<W>) -> bool {
+    (0..W).fold(0, |any, i| any | key_word(slot, i)) == 0
+}
+
+/// Word `i` of `slot`'s key, copied out.
+#[inline(always)]
+fn key_word<const W: usize>(slot: *mut FlowSlotOf<W>, i: usize) -> u64 {
+    // The bound is for the verifier: callers stay below W.
+    let i = i % W;
+    // SAFETY: a valid slot pointer and an index inside its key; a copy
+    // (see the module's comment).
+    unsafe { (&raw const (*slot).key).cast::<u64>().add(i).read() }
 }
 
 /// Slot `way` of `bucket`.
@@ -214,23 +253,18 @@ fn way_of<const W: usize>(bucket: *mut FlowBucketOf<W>, way: usize) -> *mut Flow
     }
 }
 
-/// The key and last use of `slot`, copied out.
+/// The last use of `slot`, copied out.
 #[inline(always)]
-fn key_and_use<const W: usize>(slot: *mut FlowSlotOf<W>) -> ([u64; W], u32) {
-    // SAFETY: a valid slot pointer; copies only (see the module's comment).
-    unsafe {
-        (
-            (&raw const (*slot).key).read(),
-            (&raw const (*slot).used).read(),
-        )
-    }
+fn used<const W: usize>(slot: *mut FlowSlotOf<W>) -> u32 {
+    // SAFETY: a valid slot pointer; a copy (see the module's comment).
+    unsafe { (&raw const (*slot).used).read() }
 }
 
 /// Empty slots in `bucket` (branch-free: few paths for the verifier).
 #[inline(always)]
 fn empties<const W: usize>(bucket: *mut FlowBucketOf<W>) -> u32 {
     (0..FLOW_WAYS)
-        .map(|way| u32::from(key_and_use(way_of(bucket, way)).0 == [0; W]))
+        .map(|way| u32::from(is_empty(way_of(bucket, way))))
         .sum()
 }
 
@@ -243,9 +277,9 @@ fn idlest<const W: usize>(bucket: *mut FlowBucketOf<W>, now: u32) -> (*mut FlowS
     let mut most = 0;
     let mut idle_most = 0;
     for way in 0..FLOW_WAYS {
-        let (key, used) = key_and_use(way_of(bucket, way));
-        // All zero: an empty slot.
-        let idle = if key == [0; W] {
+        let slot = way_of(bucket, way);
+        let used = used(slot);
+        let idle = if is_empty(slot) {
             u32::MAX
         } else {
             ticks_since(now, used) | (!used & FLOW_ESTABLISHED)

@@ -5,10 +5,10 @@
 //! directly.
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
-    BackendEntry, BackendKey, BackendKey6, Counter, Flow, FlowKey, FlowKey6, ForwardingMode,
+    BackendEntry, BackendKey, BackendKey6, Counter, Flow, FlowKey, ForwardingMode,
     IPV4_TO_IPV6_SLOT, Service, ServiceBackend, ServiceKey, ServiceKey4,
     addr::{mapped, unmapped},
-    flow_hash64, flow_hash64_6,
+    flow_hash64, flow_hash64_words6, flow_words6,
     wire::FLAG_DOWN,
 };
 use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
@@ -169,6 +169,9 @@ enum Miss {
     OtherFamily,
 }
 
+/// Where an IPv6 header's source address starts (the destination follows).
+const IPV6_ADDRS_OFFSET: usize = 8;
+
 /// An IPv4 client's packet the VIP filter let through: forwarded, or
 /// dropped as a VIP's, with its counter; `None` if it is no service's
 /// packet (no VIP, or a port or protocol of a VIP without a service), to
@@ -252,16 +255,12 @@ pub fn handle6(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv6Packet) -> Optio
         return is_vip(packet.dst).then_some(Counter::VipMalformed);
     };
     let [src_port, dst_port] = ports;
-    let flow_key = FlowKey6 {
-        src: packet.src,
-        dst: packet.dst,
-        src_port,
-        dst_port,
-        proto: packet.proto,
-        _pad: [0; 3],
-    };
+    // The parse checked these bytes (the fixed header): only for the verifier.
+    let addrs = ptr_at::<[u8; 32]>(ctx, EthHdr::LEN + IPV6_ADDRS_OFFSET)?;
+    // SAFETY: ptr_at checked the bounds.
+    let words = flow_words6(unsafe { &*addrs }, src_port, dst_port, packet.proto);
     // Never: the index is inside the table.
-    let place = Place::of6(flow_key.words(), flow_hash64_6(&flow_key))?;
+    let place = Place::of6(words, flow_hash64_words6(&words))?;
     let service_key = ServiceKey {
         vip: packet.dst,
         port: u16::from_be_bytes(dst_port),
