@@ -96,6 +96,32 @@ pub fn tables_name_the_active_backends(status: &StatusReport, unreachable: &[Ipv
             .all(|s| s.table_backends == active(s.group))
 }
 
+impl Topology {
+    /// `count` short connections from host `client` to `target`
+    /// (`ADDR:PORT`, an IPv6 address in brackets; `http-probe spread`):
+    /// the connections each backend name answered, and the errors.
+    pub fn spread(
+        &self,
+        client: usize,
+        target: &str,
+        count: u32,
+    ) -> anyhow::Result<(std::collections::BTreeMap<String, u64>, u64)> {
+        let out = self.exec(
+            client,
+            "http-probe",
+            &["spread", target, &count.to_string()],
+        )?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let names = v["names"]
+            .as_object()
+            .context("names")?
+            .iter()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+            .collect();
+        Ok((names, v["errors"].as_u64().context("errors")?))
+    }
+}
+
 /// The backend a `http-probe hold` answered from first (its `first NAME`
 /// line), once it has.
 pub fn first_answer(hold: &Proc) -> anyhow::Result<String> {

@@ -119,20 +119,7 @@ impl Bed<'_> {
     }
 
     fn spread_to(&self, vip: &str, count: u32) -> anyhow::Result<(BTreeMap<String, u64>, u64)> {
-        let target = format!("{vip}:80");
-        let out = self.topo.exec(
-            CLIENT,
-            "http-probe",
-            &["spread", &target, &count.to_string()],
-        )?;
-        let v: Value = serde_json::from_slice(&out.stdout)?;
-        let names = v["names"]
-            .as_object()
-            .context("names")?
-            .iter()
-            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
-            .collect();
-        Ok((names, v["errors"].as_u64().context("errors")?))
+        self.topo.spread(CLIENT, &format!("{vip}:80"), count)
     }
 
     /// A long-lived connection; returns it and the backend it landed on.

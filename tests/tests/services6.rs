@@ -28,29 +28,6 @@ fn vip6(topo: &Topology, last: u16) -> std::net::Ipv6Addr {
     std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, last)
 }
 
-/// `count` short connections from `client` to `target`; per-name counts
-/// and errors.
-fn spread(
-    topo: &Topology,
-    client: usize,
-    target: SocketAddr,
-    count: u32,
-) -> anyhow::Result<(BTreeMap<String, u64>, u64)> {
-    let out = topo.exec(
-        client,
-        "http-probe",
-        &["spread", &target.to_string(), &count.to_string()],
-    )?;
-    let v: Value = serde_json::from_slice(&out.stdout)?;
-    let names = v["names"]
-        .as_object()
-        .context("names")?
-        .iter()
-        .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
-        .collect();
-    Ok((names, v["errors"].as_u64().context("errors")?))
-}
-
 /// Checks `names` against `weights` (host, weight) within 15%.
 fn within_weights(names: &BTreeMap<String, u64>, weights: &[(usize, u16)]) -> anyhow::Result<()> {
     let total: u64 = names.values().sum();
@@ -149,19 +126,31 @@ fn wait_backends(
     Ok(())
 }
 
+/// An LB on host 0 serving TCP port 80 of the IPv6 VIP `vip6(topo,
+/// 0x100)` from GROUP6, every one of the topology's `hosts` given IPv6
+/// first: the LB, its pins, the VIP and the LB's arguments (for a restart).
+fn lb_serving_vip6(
+    topo: &Topology,
+    hosts: usize,
+) -> anyhow::Result<(Proc, std::path::PathBuf, std::net::Ipv6Addr, Vec<String>)> {
+    for i in 0..hosts {
+        topo.ipv6(i)?;
+    }
+    let vip = vip6(topo, 0x100);
+    let vip_text = vip.to_string();
+    let mut args = FAST_TIMERS.to_vec();
+    args.extend(["--group", GROUP6, "--vip", &vip_text, "--service", "tcp:80"]);
+    let (lb, pin) = topo.start_lb(LB, "lb", &args)?;
+    Ok((lb, pin, vip, args.into_iter().map(str::to_owned).collect()))
+}
+
 #[test]
 fn an_ipv6_vip_is_served_by_three_ipv6_backends_at_layer_2() {
     const CLIENT: usize = 4;
     const BACKENDS: [(usize, u16); 3] = [(1, 100), (2, 200), (3, 300)];
     with_topology(5, Bridge::Snooping, |topo| {
-        for i in 0..5 {
-            topo.ipv6(i)?;
-        }
-        let vip = vip6(topo, 0x100);
+        let (_lb, pin, vip, _) = lb_serving_vip6(topo, 5)?;
         let vip_text = vip.to_string();
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--group", GROUP6, "--vip", &vip_text, "--service", "tcp:80"]);
-        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
         let mut procs = BTreeMap::new();
         for (host, weight) in BACKENDS {
             procs.insert(host, backend(topo, host, GROUP6, &vip_text, weight)?);
@@ -169,7 +158,7 @@ fn an_ipv6_vip_is_served_by_three_ipv6_backends_at_layer_2() {
         wait_backends(topo, &pin, GROUP6, "active", 3)?;
         let target = SocketAddr::new(vip.into(), 80);
 
-        let (names, errors) = spread(topo, CLIENT, target, 600)?;
+        let (names, errors) = topo.spread(CLIENT, &target.to_string(), 600)?;
         println!(
             "IPv6 VIP, 3 IPv6 backends at layer 2: 600 connections {names:?}, {errors} errors"
         );
@@ -196,7 +185,7 @@ fn an_ipv6_vip_is_served_by_three_ipv6_backends_at_layer_2() {
             .1
             .signal(libc::SIGTERM);
         wait_backends(topo, &pin, GROUP6, "active", 2)?;
-        let (names, errors) = spread(topo, CLIENT, target, 300)?;
+        let (names, errors) = topo.spread(CLIENT, &target.to_string(), 300)?;
         println!("after {} left: {names:?}, {errors} errors", name(leaver));
         ensure!(errors == 0, "{errors} connections failed after a leave");
         ensure!(
@@ -216,7 +205,7 @@ fn an_ipv6_vip_is_served_by_three_ipv6_backends_at_layer_2() {
             .context("the held backend")?;
         procs.get(&host).context("agent")?.1.signal(libc::SIGUSR1);
         wait_backends(topo, &pin, GROUP6, "draining", 1)?;
-        let (names, errors) = spread(topo, CLIENT, target, 100)?;
+        let (names, errors) = topo.spread(CLIENT, &target.to_string(), 100)?;
         println!("with {on} draining: {names:?}, {errors} errors");
         ensure!(
             errors == 0 && !names.contains_key(&on),
@@ -270,7 +259,7 @@ fn an_ipv4_vip_with_ipv6_backends_beside_an_ipv6_vip_with_ipv4_backends() {
             (std::net::IpAddr::from(vip4), [1, 2], "IPv4 VIP, IPv6 backends"),
             (vip6.into(), [3, 4], "IPv6 VIP, IPv4 backends"),
         ] {
-            let (names, errors) = spread(topo, CLIENT, SocketAddr::new(vip, 80), 300)?;
+            let (names, errors) = topo.spread(CLIENT, &SocketAddr::new(vip, 80).to_string(), 300)?;
             println!("{what}: 300 connections {names:?}, {errors} errors");
             ensure!(errors == 0, "{what}: {errors} connections failed");
             within_weights(&names, &[(hosts[0], 100), (hosts[1], 100)])?;
@@ -287,14 +276,8 @@ fn an_ipv4_vip_with_ipv6_backends_beside_an_ipv6_vip_with_ipv4_backends() {
 fn a_restart_under_ipv6_load_breaks_no_connection() {
     const CLIENT: usize = 4;
     with_topology(5, Bridge::Snooping, |topo| {
-        for i in 0..5 {
-            topo.ipv6(i)?;
-        }
-        let vip = vip6(topo, 0x100);
+        let (mut lb, pin, vip, args) = lb_serving_vip6(topo, 5)?;
         let vip_text = vip.to_string();
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--group", GROUP6, "--vip", &vip_text, "--service", "tcp:80"]);
-        let (mut lb, pin) = topo.start_lb(LB, "lb", &args)?;
         let mut procs = Vec::new();
         for host in 1..=3 {
             procs.push(backend(topo, host, GROUP6, &vip_text, 100)?);
@@ -309,7 +292,7 @@ fn a_restart_under_ipv6_load_breaks_no_connection() {
         // and the IPv6 connection table.
         let pin_text = pin.to_str().context("pin path")?.to_owned();
         let mut again_args = vec!["run", "--iface", "eth0", "--pin-path", &pin_text];
-        again_args.extend_from_slice(&args);
+        again_args.extend(args.iter().map(String::as_str));
         let again = topo.spawn(LB, "lb-again", "lb-user", &again_args)?;
         wait_for(Duration::from_secs(10), POLL, || {
             again.log_text().contains("took over").then_some(())
@@ -351,14 +334,8 @@ fn a_restart_under_ipv6_load_breaks_no_connection() {
 fn a_down_ipv6_backend_gets_no_new_connections() {
     const CLIENT: usize = 3;
     with_topology(4, Bridge::Snooping, |topo| {
-        for i in 0..4 {
-            topo.ipv6(i)?;
-        }
-        let vip = vip6(topo, 0x100);
+        let (_lb, pin, vip, _) = lb_serving_vip6(topo, 4)?;
         let vip_text = vip.to_string();
-        let mut args = FAST_TIMERS.to_vec();
-        args.extend(["--group", GROUP6, "--vip", &vip_text, "--service", "tcp:80"]);
-        let (_lb, pin) = topo.start_lb(LB, "lb", &args)?;
         let checks = lb_tests::check_args("http://127.0.0.1:80/");
         let mut servers = BTreeMap::new();
         let mut agents = Vec::new();
@@ -383,7 +360,7 @@ fn a_down_ipv6_backend_gets_no_new_connections() {
             .context("the other backend")?;
         servers.remove(&dead); // killed on drop
         wait_backends(topo, &pin, GROUP6, "down", 1)?;
-        let (names, errors) = spread(topo, CLIENT, target, 200)?;
+        let (names, errors) = topo.spread(CLIENT, &target.to_string(), 200)?;
         println!(
             "{}'s server stopped, DOWN: {names:?}, {errors} errors",
             name(dead)
