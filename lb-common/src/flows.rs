@@ -20,20 +20,6 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 
-/// An IPv6 client flow (5-tuple), as seen arriving at the LB.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey6 {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    /// Ports in network order, as on the wire.
-    pub src_port: [u8; 2],
-    pub dst_port: [u8; 2],
-    pub proto: u8,
-    pub _pad: [u8; 3],
-}
-const _: () = assert!(core::mem::size_of::<FlowKey6>() == 40);
-
 /// The backend a flow is pinned to, and what XDP last found of it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -79,22 +65,12 @@ impl FlowKey {
     }
 }
 
-impl FlowKey6 {
-    /// The key as five words (each address in two; ports and protocol),
-    /// as a connection-table slot stores it: never all zero.
-    #[inline(always)]
-    pub fn words(&self) -> [u64; 5] {
-        let mut addrs = [0u8; 32];
-        addrs[..16].copy_from_slice(&self.src);
-        addrs[16..].copy_from_slice(&self.dst);
-        flow_words6(&addrs, self.src_port, self.dst_port, self.proto)
-    }
-}
-
-/// [`FlowKey6::words`] from the source and destination addresses as they
-/// lie in the IPv6 header (32 bytes in a row): XDP reads them off the
-/// packet once, each word as it goes, rather than copying the addresses
-/// first (byte by byte, whose 32 live values spilled to the stack).
+/// An IPv6 client flow's key as five words (each address in two; ports
+/// and protocol), as a slot of `FLOWS6` stores it (never all zero), from
+/// the source and destination addresses as they lie in the IPv6 header
+/// (32 bytes in a row): XDP reads them off the packet once, each word as
+/// it goes, rather than copying the addresses first (byte by byte, whose
+/// 32 live values spilled to the stack).
 #[inline(always)]
 pub fn flow_words6(addrs: &[u8; 32], src_port: [u8; 2], dst_port: [u8; 2], proto: u8) -> [u64; 5] {
     let word = |i: usize| {
@@ -129,14 +105,8 @@ pub fn flow_hash64(key: &FlowKey) -> u64 {
     splitmix64(addrs ^ rest.wrapping_mul(0x9e37_79b9_7f4a_7c15))
 }
 
-/// [`flow_hash64`] of an IPv6 flow: the words folded by multiply and
-/// rotate, then mixed once.
-#[inline(always)]
-pub fn flow_hash64_6(key: &FlowKey6) -> u64 {
-    flow_hash64_words6(&key.words())
-}
-
-/// [`flow_hash64_6`] of a key's words.
+/// [`flow_hash64`] of an IPv6 flow's words ([`flow_words6`]): folded by
+/// multiply and rotate, then mixed once.
 #[inline(always)]
 pub fn flow_hash64_words6(words: &[u64; 5]) -> u64 {
     let [a, b, c, d, rest] = *words;
@@ -202,7 +172,7 @@ pub fn flow_check(hash: u64, row: u32, mac: [u8; 6]) -> u32 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowSlotOf<const W: usize> {
-    /// [`FlowKey::words`] (or [`FlowKey6::words`]) of the flow; all zero
+    /// [`FlowKey::words`] (or [`flow_words6`]) of the flow; all zero
     /// for an empty slot.
     pub key: [u64; W],
     pub flow: Flow,
@@ -313,24 +283,29 @@ mod tests {
 
     #[test]
     fn ipv6_flows_hash_on_every_field() {
-        let key = FlowKey6 {
-            src: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50],
-            dst: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
-            src_port: 40000u16.to_be_bytes(),
-            dst_port: 80u16.to_be_bytes(),
-            proto: IPPROTO_TCP,
-            _pad: [0; 3],
+        let mut addrs = [0u8; 32];
+        addrs[..16].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50]);
+        addrs[16..].copy_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        let (src_port, dst_port) = (40000u16.to_be_bytes(), 80u16.to_be_bytes());
+        let hash_of = |addrs: &[u8; 32], src_port| {
+            flow_hash64_words6(&flow_words6(addrs, src_port, dst_port, IPPROTO_TCP))
         };
-        let hash = flow_hash64_6(&key);
-        let mut other = key;
-        other.src[3] ^= 1;
-        assert_ne!(flow_hash64_6(&other), hash);
-        other = key;
-        other.dst[15] ^= 1;
-        assert_ne!(flow_hash64_6(&other), hash);
-        other = key;
-        other.src_port[1] ^= 1;
-        assert_ne!(flow_hash64_6(&other), hash);
-        assert_ne!(key.words(), [0; 5], "a flow's key is never an empty slot's");
+        let hash = hash_of(&addrs, src_port);
+        let mut other = addrs;
+        other[3] ^= 1;
+        assert_ne!(hash_of(&other, src_port), hash, "the source");
+        other = addrs;
+        other[31] ^= 1;
+        assert_ne!(hash_of(&other, src_port), hash, "the destination");
+        assert_ne!(
+            hash_of(&addrs, [src_port[0], src_port[1] ^ 1]),
+            hash,
+            "a port"
+        );
+        assert_ne!(
+            flow_words6(&addrs, src_port, dst_port, IPPROTO_TCP),
+            [0; 5],
+            "a flow's key is never an empty slot's"
+        );
     }
 }

@@ -26,7 +26,6 @@ pod!(
     Flow,
     FlowSlot,
     FlowBucket,
-    FlowKey6,
     FlowSlot6,
     FlowBucket6,
     AuthKey,

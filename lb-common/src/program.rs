@@ -129,8 +129,8 @@ macro_rules! program_maps {
             /// [`flow_buckets_of`]($crate::flow_buckets_of).
             FLOWS / flows: Array<$crate::FlowBucket>[$crate::flow_buckets($crate::DEFAULT_MAX_FLOWS)];
             /// The IPv6 clients' connection table, as FLOWS (keys of
-            /// [`FlowKey6`]($crate::FlowKey6)): one bucket unless lb-user
-            /// serves an IPv6 VIP.
+            /// [`flow_words6`]($crate::flow_words6)): one bucket unless
+            /// lb-user serves an IPv6 VIP.
             FLOWS6 / flows6: Array<$crate::FlowBucket6>[$crate::flow_buckets($crate::DEFAULT_MAX_FLOWS)];
             /// One count of the changes that can end a flow's claim on its
             /// backend (a removal, DOWN, a new MAC, a service's new group),
