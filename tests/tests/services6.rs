@@ -158,15 +158,15 @@ fn an_ipv6_vip_is_served_by_three_ipv6_backends_at_layer_2() {
         wait_backends(topo, &pin, GROUP6, "active", 3)?;
         let target = SocketAddr::new(vip.into(), 80);
 
-        let (names, errors) = topo.spread(CLIENT, &target.to_string(), 600)?;
+        let (names, errors) = topo.spread(CLIENT, &target.to_string(), 3000)?;
         println!(
-            "IPv6 VIP, 3 IPv6 backends at layer 2: 600 connections {names:?}, {errors} errors"
+            "IPv6 VIP, 3 IPv6 backends at layer 2: 3000 connections {names:?}, {errors} errors"
         );
         ensure!(errors == 0, "{errors} connections failed");
         within_weights(&names, &BACKENDS)?;
         let status = topo.status(&pin)?;
         ensure!(
-            counter(&status, Counter::VipNewFlow)? >= 600,
+            counter(&status, Counter::VipNewFlow)? >= 3000,
             "new flows not counted: {:?}",
             status.counters
         );
@@ -185,7 +185,7 @@ fn an_ipv6_vip_is_served_by_three_ipv6_backends_at_layer_2() {
             .1
             .signal(libc::SIGTERM);
         wait_backends(topo, &pin, GROUP6, "active", 2)?;
-        let (names, errors) = topo.spread(CLIENT, &target.to_string(), 300)?;
+        let (names, errors) = topo.spread(CLIENT, &target.to_string(), 2000)?;
         println!("after {} left: {names:?}, {errors} errors", name(leaver));
         ensure!(errors == 0, "{errors} connections failed after a leave");
         ensure!(
@@ -259,8 +259,8 @@ fn an_ipv4_vip_with_ipv6_backends_beside_an_ipv6_vip_with_ipv4_backends() {
             (std::net::IpAddr::from(vip4), [1, 2], "IPv4 VIP, IPv6 backends"),
             (vip6.into(), [3, 4], "IPv6 VIP, IPv4 backends"),
         ] {
-            let (names, errors) = topo.spread(CLIENT, &SocketAddr::new(vip, 80).to_string(), 300)?;
-            println!("{what}: 300 connections {names:?}, {errors} errors");
+            let (names, errors) = topo.spread(CLIENT, &SocketAddr::new(vip, 80).to_string(), 2000)?;
+            println!("{what}: 2000 connections {names:?}, {errors} errors");
             ensure!(errors == 0, "{what}: {errors} connections failed");
             within_weights(&names, &[(hosts[0], 100), (hosts[1], 100)])?;
         }
