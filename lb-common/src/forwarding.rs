@@ -92,21 +92,61 @@ const _: () = assert!(core::mem::size_of::<NextHop>() == 24);
 /// XDP cannot wrap such a packet (it would have to split it); tc can, with
 /// `bpf_skb_adjust_room`, which keeps the packet's GSO state valid. Generic
 /// XDP and the tc ingress hook run one after the other for a packet, on
-/// one CPU, so the slot is the packet's own when its IPv4 header matches;
+/// one CPU, so the slot is the packet's own when its first bytes match;
 /// a slot rather than the packet's metadata because some kernels refuse
 /// `bpf_xdp_adjust_meta` (measured: Linux 6.18.44 of these machines).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GsoHandoff {
-    /// The super-packet's IPv4 header (20 bytes: no options reach this
-    /// path), as XDP saw it: tc wraps only the packet that matches it.
-    pub ip_header: [u8; 20],
-    /// The backend (network order): the outer header's destination.
-    pub backend: [u8; 4],
+    /// The super-packet's first 40 bytes after its MAC header (an IPv6
+    /// header, or an IPv4 one and the start of its TCP header), as XDP
+    /// saw them: tc wraps only the packet that matches them.
+    pub ip_header: [u8; 40],
+    /// The backend (network order; IPv4-mapped for an IPv4 backend): the
+    /// outer header's destination, whose family is the outer header's.
+    pub backend: [u8; 16],
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
+    /// What the outer header wraps: 4 (IPv4) or 41 (IPv6).
+    pub inner_proto: u8,
+    /// The client's TOS or traffic class, and DF (IPv4 clients), copied
+    /// to the outer header.
+    pub tos: u8,
+    pub dont_fragment: u8,
+    pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<GsoHandoff>() == 36);
+const _: () = assert!(core::mem::size_of::<GsoHandoff>() == 72);
+
+impl Default for GsoHandoff {
+    /// An empty slot: it matches no packet XDP handed over.
+    fn default() -> Self {
+        Self {
+            ip_header: [0; 40],
+            backend: [0; 16],
+            dmac: [0; 6],
+            smac: [0; 6],
+            inner_proto: 0,
+            tos: 0,
+            dont_fragment: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// What a program with 16-byte backend addresses leaves in its CPU's slot
+/// of `WRAP_HANDOFFS` before it tail-calls the wrap program
+/// (`WRAP_PROGRAM_NAME`) for a packet to an IP-in-IP backend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct WrapHandoff {
+    /// The backend (IPv4-mapped for an IPv4 backend): the outer header's
+    /// destination and family.
+    pub backend: [u8; 16],
+    /// Whether the packet started its flow (which counter it moves).
+    pub new_flow: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<WrapHandoff>() == 20);
 
 /// How long XDP trusts a next hop from the FIB: a changed route,
 /// neighbour or MTU applies to IPIP traffic within this time.

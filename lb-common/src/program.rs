@@ -29,11 +29,20 @@ pub const IPV4_TO_IPV6_SLOT: u32 = 1;
 pub const FORWARD6_PROGRAM_NAME: &str = "xdp_forward6";
 /// The slot of [`FORWARD6_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
 pub const FORWARD6_SLOT: u32 = 2;
+/// Name of the XDP program that wraps in IP-in-IP the packets the
+/// programs with 16-byte backend addresses ([`IPV4_TO_IPV6_PROGRAM_NAME`],
+/// [`FORWARD6_PROGRAM_NAME`]) picked a backend for, through slot
+/// [`WRAP_SLOT`]: their stacks have no room left for it. The backend goes
+/// in the CPU's `WRAP_HANDOFFS` slot.
+pub const WRAP_PROGRAM_NAME: &str = "xdp_wrap";
+/// The slot of [`WRAP_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
+pub const WRAP_SLOT: u32 = 3;
 /// The programs of [`FAMILY_PROGRAMS`], by slot.
-pub const FAMILY_PROGRAM_NAMES: [&str; 3] = [
+pub const FAMILY_PROGRAM_NAMES: [&str; 4] = [
     IPV6_PROGRAM_NAME,
     IPV4_TO_IPV6_PROGRAM_NAME,
     FORWARD6_PROGRAM_NAME,
+    WRAP_PROGRAM_NAME,
 ];
 /// Name of the do-nothing program the benchmarks measure as their floor.
 pub const FLOOR_PROGRAM_NAME: &str = "xdp_floor";
@@ -174,6 +183,10 @@ macro_rules! program_maps {
             /// gave it (LRU), written and read by XDP: a FIB lookup per
             /// packet costs more than the rest of the IPIP path.
             NEXT_HOPS / next_hops: LruHashMap<[u8; 4], $crate::NextHop>[$crate::DEFAULT_MAX_BACKENDS];
+            /// NEXT_HOP_ERRORS for IPv6 backends (protocol §9).
+            NEXT_HOP_ERRORS6 / next_hop_errors6: LruHashMap<[u8; 16], $crate::NextHopError>[$crate::MAX_NEXT_HOP_ERRORS];
+            /// NEXT_HOPS for IPv6 backends, from the FIB's IPv6 lookup.
+            NEXT_HOPS6 / next_hops6: LruHashMap<[u8; 16], $crate::NextHop>[$crate::DEFAULT_MAX_BACKENDS];
             /// Packet counters of the GSO program (per CPU), indexed by
             /// [`GsoCounter`]($crate::GsoCounter).
             GSO_COUNTERS / gso_counters: PerCpuArray<u64>[$crate::GsoCounter::ALL.len() as u32];

@@ -438,7 +438,13 @@ fn routed_tag<A: RoutedAddr>(key: &[u8; 16], src: A, payload: &[u8]) -> u64 {
 
 /// Internet checksum (RFC 1071) of `data`.
 pub fn internet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
+    fold_checksum(ones_sum(0, data))
+}
+
+/// `sum` plus the 16-bit words of `data` (a last odd byte as the high
+/// half of a word), unfolded: the parts of a checksum over several
+/// pieces, such as a pseudo-header and a message.
+pub fn ones_sum(mut sum: u32, data: &[u8]) -> u32 {
     let (pairs, rest) = data.as_chunks::<2>();
     for pair in pairs {
         sum += u32::from(u16::from_be_bytes(*pair));
@@ -446,10 +452,23 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     if let [last] = rest {
         sum += u32::from(*last) << 8;
     }
+    sum
+}
+
+/// The checksum of a sum of [`ones_sum`] parts.
+pub fn fold_checksum(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// ICMPv6 checksum (RFC 4443 2.3) of `message` (its checksum field zero)
+/// from and to the addresses `addrs` (source then destination, as an
+/// IPv6 header holds them).
+pub fn icmpv6_checksum(addrs: &[u8; 32], message: &[u8]) -> u16 {
+    let pseudo = ones_sum(0, addrs) + message.len() as u32 + u32::from(crate::mld::IPPROTO_ICMPV6);
+    fold_checksum(ones_sum(pseudo, message))
 }
 
 /// An 8-byte IGMPv1/v2-layout message with its checksum filled in.

@@ -6,7 +6,7 @@
 use aya_ebpf::programs::XdpContext;
 use lb_common::{
     BackendEntry, BackendKey, BackendKey6, Counter, Flow, FlowKey, ForwardingMode,
-    IPV4_TO_IPV6_SLOT, Service, ServiceBackend, ServiceKey, ServiceKey4,
+    IPV4_TO_IPV6_SLOT, Service, ServiceBackend, ServiceKey, ServiceKey4, WRAP_SLOT, WrapHandoff,
     addr::{mapped, unmapped},
     flow_hash64, flow_hash64_words6, flow_words6,
     wire::FLAG_DOWN,
@@ -16,11 +16,11 @@ use network_types::{eth::EthHdr, tcp::TcpHdr, udp::UdpHdr};
 use crate::{
     epochs,
     flows::{Found, Place},
-    ipip,
+    ipip::{self, Inner, Outer},
     maps::{
         BACKENDS, BACKENDS6, FAMILY_PROGRAMS, FORWARDING, LB_ADDR, LB_ADDR6, LB_MAC, MAGLEV,
         PREVIOUS_SERVICES, SEGMENT_MASK, SEGMENT6_MASK, SERVICE_BACKENDS, SERVICES, SERVICES6,
-        VIPS,
+        VIPS, WRAP_HANDOFFS,
     },
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at},
     stats,
@@ -45,6 +45,8 @@ pub trait BackendAddr: Copy + PartialEq {
     fn wraps(&self) -> bool;
     /// The IPv4 address, for an IPv4 backend.
     fn ipv4(&self) -> Option<[u8; 4]>;
+    /// The 16-byte form (IPv4-mapped for an IPv4 backend).
+    fn addr16(&self) -> [u8; 16];
 }
 
 impl BackendAddr for [u8; 4] {
@@ -75,6 +77,10 @@ impl BackendAddr for [u8; 4] {
     #[inline(always)]
     fn ipv4(&self) -> Option<[u8; 4]> {
         Some(*self)
+    }
+    #[inline(always)]
+    fn addr16(&self) -> [u8; 16] {
+        mapped(*self)
     }
 }
 
@@ -115,6 +121,10 @@ impl BackendAddr for [u8; 16] {
     #[inline(always)]
     fn ipv4(&self) -> Option<[u8; 4]> {
         unmapped(self)
+    }
+    #[inline(always)]
+    fn addr16(&self) -> [u8; 16] {
+        *self
     }
 }
 
@@ -272,9 +282,7 @@ pub fn handle6(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv6Packet) -> Optio
         Err(miss) => return handled_elsewhere(ctx, miss),
     };
     if picked.addr.wraps() {
-        // IP-in-IP of an IPv6 client's packet is not built yet: the
-        // tables give IPv6 VIPs only backends on the LB's segments.
-        return Some(Counter::VipNoBackend);
+        return Some(wrap_elsewhere(ctx, &picked));
     }
     Some(rewrite_macs(eth, &picked))
 }
@@ -360,7 +368,7 @@ fn pick_for_service<const W: usize, B: BackendAddr, K: ServiceLookup>(
 }
 
 /// Sends an IPv4 client's packet on to its backend: wrapped twice for a
-/// second chance (naming the previous backend), wrapped in IPIP beyond
+/// second chance (naming the previous backend), wrapped in IP-in-IP beyond
 /// the LB's segment, else with the backend's MAC as destination
 /// (layer-2 DSR).
 #[inline(always)]
@@ -372,22 +380,78 @@ fn send<B: BackendAddr>(
 ) -> Counter {
     let second_chance = to.previous != B::NONE;
     let wraps = to.addr.wraps();
-    if second_chance || wraps {
-        // IP-in-IP toward an IPv6 backend is not built yet: the tables
-        // give VIPs only IPv6 backends on the LB's segment.
-        let Some(backend) = to.addr.ipv4() else {
-            return Counter::VipNoBackend;
-        };
-        let (next, sent) = match (second_chance, to.new_flow) {
-            (true, _) => (to.previous.ipv4(), Counter::VipSecondChance),
-            (false, true) => (None, Counter::IpipNewFlow),
-            (false, false) => (None, Counter::IpipForwarded),
-        };
-        // A layer-2 backend is reached at the MAC it announces from.
-        let on_segment = (!wraps).then_some(to.mac);
-        return ipip::forward(ctx, packet, backend, (next, on_segment), sent);
+    if !second_chance && !wraps {
+        return rewrite_macs(eth, to);
     }
-    rewrite_macs(eth, to)
+    let (Some(backend), false) = (to.addr.ipv4(), B::IPV6) else {
+        // No second chance here (`pick_for_service`).
+        return wrap_elsewhere(ctx, to);
+    };
+    let (next, sent) = match (second_chance, to.new_flow) {
+        (true, _) => (to.previous.ipv4(), Counter::VipSecondChance),
+        (false, true) => (None, Counter::IpipNewFlow),
+        (false, false) => (None, Counter::IpipForwarded),
+    };
+    // A layer-2 backend is reached at the MAC it announces from.
+    let on_segment = (!wraps).then_some(to.mac);
+    match Inner::of_ipv4(ctx, packet) {
+        Some(inner) => ipip::forward(ctx, &inner, backend, (next, on_segment), sent),
+        // The caller parsed this header: never.
+        None => Counter::IpipNoRoom,
+    }
+}
+
+/// Hands a packet to an IP-in-IP backend (no second chance) to the wrap
+/// program, which sends it on: the programs with 16-byte backend
+/// addresses have no stack left for it. A tail call returns only if its
+/// slot is empty, never once loaded.
+#[inline(always)]
+fn wrap_elsewhere<B: BackendAddr>(ctx: &XdpContext, to: &Picked<B>) -> Counter {
+    // The array has its one slot on every CPU: only for the verifier.
+    let Some(slot) = WRAP_HANDOFFS.get_ptr_mut(0) else {
+        return Counter::IpipNoRoom;
+    };
+    let handoff = WrapHandoff {
+        backend: to.addr.addr16(),
+        new_flow: u8::from(to.new_flow),
+        _pad: [0; 3],
+    };
+    // SAFETY: this CPU's slot, read by the wrap program on this CPU
+    // within this packet's run; one copy in through the raw pointer.
+    unsafe { slot.write(handoff) };
+    // SAFETY: the context and the map are the kernel's.
+    unsafe { FAMILY_PROGRAMS.tail_call(ctx, WRAP_SLOT) };
+    Counter::IpipNoRoom
+}
+
+/// The wrap program's work: sends the client's packet (`inner`) to the
+/// backend the program before it left in this CPU's slot, in an outer
+/// header of the backend's family.
+#[inline(always)]
+pub fn wrap_handed_over(ctx: &XdpContext, inner: &Inner) -> Counter {
+    // The array has its one slot on every CPU: only for the verifier.
+    let Some(slot) = WRAP_HANDOFFS.get_ptr(0) else {
+        return Counter::IpipNoRoom;
+    };
+    // SAFETY: this CPU's slot, written by the program that tail-called
+    // this one for this packet; a copy.
+    let handoff = unsafe { slot.read() };
+    let sent = if handoff.new_flow != 0 {
+        Counter::IpipNewFlow
+    } else {
+        Counter::IpipForwarded
+    };
+    match unmapped(&handoff.backend) {
+        Some(backend) => forward_to(ctx, inner, backend, sent),
+        None => forward_to(ctx, inner, handoff.backend, sent),
+    }
+}
+
+/// [`ipip::forward`] toward a backend of family `A`, in a stack frame of
+/// its own: the two families' paths and their calls do not fit one.
+#[inline(never)]
+fn forward_to<A: Outer>(ctx: &XdpContext, inner: &Inner, backend: A, sent: Counter) -> Counter {
+    ipip::forward(ctx, inner, backend, (None, None), sent)
 }
 
 /// Layer-2 DSR, the same for either family: the frame goes back out with

@@ -1,11 +1,13 @@
-//! IPIP forwarding (protocol §7): direct server return across routers. The
-//! client's packet is wrapped in an outer IPv4 header from the LB to the
-//! backend and sent to the next hop the kernel's FIB gives for the backend;
-//! the backend's agent strips the header. A packet that would not fit the
-//! egress MTU once wrapped is answered with ICMP "fragmentation needed"
-//! (DF set) or dropped (DF clear): XDP cannot fragment. A packet longer
-//! than the interface's MTU is no wire frame but a GSO super-packet (XDP in
-//! generic mode sees them whole): it goes to the GSO program (`gso`).
+//! IP-in-IP forwarding (protocol §7, §9): direct server return across
+//! routers. The client's packet (either family) is wrapped in an outer
+//! header of the backend's family from the LB's address of that family to
+//! the backend (IPv4 with protocol 4 or 41, IPv6 with next header 4 or 41)
+//! and sent to the next hop the kernel's FIB gives for the backend; the
+//! backend's agent strips the header. A packet that would not fit the
+//! egress MTU once wrapped is answered (`too_big`) or, IPv4 without DF,
+//! dropped: XDP cannot fragment. A packet longer than the interface's MTU
+//! is no wire frame but a GSO super-packet (XDP in generic mode sees them
+//! whole): it goes to the GSO program (`gso`).
 use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
@@ -14,79 +16,270 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
         bpf_fib_lookup as FibLookup,
     },
-    helpers::{
-        bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail,
-    },
+    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_ns, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use lb_common::{
-    COARSE_LAG_MAX_NS, Counter, NEXT_HOP_CACHE_NS, NextHop, NextHopError, wire::internet_checksum,
+    COARSE_LAG_MAX_NS, Counter, NEXT_HOP_CACHE_NS, NextHop, NextHopError, addr::mapped,
+    wire::internet_checksum,
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
 use crate::{
     clock, gso,
-    maps::{LB_ADDR, LB_MAC, NEXT_HOP_ERRORS, NEXT_HOPS},
-    parse::{Ipv4Packet, ptr_at},
+    maps::{LB_ADDR, LB_ADDR6, LB_MAC, NEXT_HOP_ERRORS, NEXT_HOP_ERRORS6, NEXT_HOPS, NEXT_HOPS6},
+    parse::{Ipv4Packet, Ipv6Packet, ptr_at},
+    too_big,
 };
 
-/// `AF_INET`, the FIB lookup's address family.
+/// The FIB lookup's address families.
 const AF_INET: u8 = 2;
-/// IP protocol numbers of the outer headers.
+const AF_INET6: u8 = 10;
+/// IP protocol numbers (IPv6 next headers) of what an outer header wraps.
 pub const IPPROTO_IPIP: u8 = 4;
-const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IPV6: u8 = 41;
 /// The DF bit of the IPv4 flags (first byte of the fragment field).
 pub const DONT_FRAGMENT: u8 = 0x40;
-const OUTER_TTL: u8 = 64;
-/// ICMP "destination unreachable", code "fragmentation needed and DF set".
-const ICMP_UNREACHABLE: u8 = 3;
-const ICMP_FRAG_NEEDED: u8 = 4;
-const ICMP_HEADER_LEN: usize = 8;
-/// What an ICMP error quotes of the offending packet: its IP header (no
-/// options reach this path) and the first 8 bytes after it (RFC 792).
-const QUOTED_LEN: usize = Ipv4Hdr::LEN + 8;
-/// The whole "fragmentation needed" frame.
-const TOO_BIG_FRAME_LEN: usize = EthHdr::LEN + Ipv4Hdr::LEN + ICMP_HEADER_LEN + QUOTED_LEN;
+/// The outer header's TTL or hop limit.
+pub const OUTER_TTL: u8 = 64;
 
-/// Wraps the client packet of `packet` for `backend` and sends it to the
-/// next hop, counted as `sent`. With `next` (a second chance, protocol §7)
-/// it is wrapped twice: the inner header, from the LB to `next`, names
-/// the backend to pass it to when `backend` holds no such connection.
+/// The client's packet as its outer header and the FIB need it.
+#[derive(Clone, Copy)]
+pub struct Inner {
+    /// Bytes of the client's IP packet, header and payload.
+    pub len: usize,
+    /// Its TOS or traffic class, copied to the outer header.
+    pub tos: u8,
+    /// IPv4's DF; always set for IPv6, which routers never fragment.
+    pub dont_fragment: bool,
+    /// Its family as an outer header names it: `IPPROTO_IPIP` or
+    /// `IPPROTO_IPV6`.
+    pub proto: u8,
+    /// Its transport protocol, for the FIB's policy rules.
+    pub l4_proto: u8,
+}
+
+impl Inner {
+    /// An IPv4 client's packet (`packet`, parsed without options).
+    #[inline(always)]
+    pub fn of_ipv4(ctx: &XdpContext, packet: &Ipv4Packet) -> Option<Self> {
+        // The caller parsed this header: only for the verifier.
+        let header = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)?;
+        // SAFETY: ptr_at checked the bounds; copied out before the frame moves.
+        let (tos, frags) = unsafe { ((*header).tos, (*header).frags[0]) };
+        Some(Self {
+            len: packet.l4_offset - EthHdr::LEN + packet.l4_len,
+            tos,
+            dont_fragment: frags & DONT_FRAGMENT != 0,
+            proto: IPPROTO_IPIP,
+            l4_proto: packet.proto,
+        })
+    }
+
+    /// An IPv6 client's packet (`packet`, without extension headers).
+    #[inline(always)]
+    pub fn of_ipv6(ctx: &XdpContext, packet: &Ipv6Packet) -> Option<Self> {
+        // The caller parsed this header: only for the verifier.
+        let header = ptr_at::<[u8; 2]>(ctx, EthHdr::LEN)?;
+        // SAFETY: ptr_at checked the bounds; a copy.
+        let [first, second] = unsafe { *header };
+        Some(Self {
+            len: Ipv6Hdr::LEN + packet.l4_len,
+            tos: (first << 4) | (second >> 4),
+            dont_fragment: true,
+            proto: IPPROTO_IPV6,
+            l4_proto: packet.proto,
+        })
+    }
+}
+
+/// An outer header's family: IPv4 toward an IPv4 backend, IPv6 toward an
+/// IPv6 one (protocol §9), with its next-hop cache and error record.
+pub trait Outer: Copy + 'static {
+    const HEADER_LEN: usize;
+    const ETHER_TYPE: u16;
+    /// The outer protocol of a header that wraps another of this family.
+    const PROTO: u8;
+    /// The LB's address of this family.
+    fn lb() -> Self;
+    /// This backend's cached next hop, copied out.
+    fn cached_hop(&self) -> Option<NextHop>;
+    fn cache_hop(&self, hop: &NextHop);
+    /// The backend's record of next-hop errors, if any.
+    fn errors(&self) -> Option<*mut NextHopError>;
+    fn record(&self, error: &NextHopError);
+    /// Fills the FIB lookup's family and addresses.
+    fn fib_addresses(fib: &mut FibLookup, src: Self, dst: Self);
+    /// Writes an outer header at `offset` of the frame, of an outer packet
+    /// of `outer_len` bytes wrapping `inner_proto`; false past its end.
+    fn put_header(
+        ctx: &XdpContext,
+        offset: usize,
+        inner: &Inner,
+        lengths: (u16, u8),
+        addrs: (Self, Self),
+    ) -> bool;
+    /// The 16-byte form (IPv4-mapped for IPv4).
+    fn addr16(self) -> [u8; 16];
+}
+
+impl Outer for [u8; 4] {
+    const HEADER_LEN: usize = Ipv4Hdr::LEN;
+    const ETHER_TYPE: u16 = 0x0800;
+    const PROTO: u8 = IPPROTO_IPIP;
+    #[inline(always)]
+    fn lb() -> Self {
+        LB_ADDR.load()
+    }
+    #[inline(always)]
+    fn cached_hop(&self) -> Option<NextHop> {
+        // SAFETY: a plain value written only by XDP; copied out at once.
+        unsafe { NEXT_HOPS.get(self) }.copied()
+    }
+    #[inline(always)]
+    fn cache_hop(&self, hop: &NextHop) {
+        // A full LRU evicts its oldest entry; a failed insert costs a lookup.
+        let _ = NEXT_HOPS.insert(self, hop, 0);
+    }
+    #[inline(always)]
+    fn errors(&self) -> Option<*mut NextHopError> {
+        NEXT_HOP_ERRORS.get_ptr_mut(self)
+    }
+    #[inline(always)]
+    fn record(&self, error: &NextHopError) {
+        // A full LRU evicts the oldest: lb-user has reported it by then.
+        let _ = NEXT_HOP_ERRORS.insert(self, error, 0);
+    }
+    #[inline(always)]
+    fn fib_addresses(fib: &mut FibLookup, src: Self, dst: Self) {
+        fib.family = AF_INET;
+        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    }
+    #[inline(always)]
+    fn put_header(
+        ctx: &XdpContext,
+        offset: usize,
+        inner: &Inner,
+        (outer_len, inner_proto): (u16, u8),
+        (src, dst): (Self, Self),
+    ) -> bool {
+        let Some(at) = ptr_at::<[u8; Ipv4Hdr::LEN]>(ctx, offset) else {
+            return false;
+        };
+        let header = ipv4_header(
+            inner.tos,
+            outer_len,
+            inner.dont_fragment,
+            inner_proto,
+            src,
+            dst,
+        );
+        // SAFETY: ptr_at checked the bounds; XDP packets are writable.
+        unsafe { *at.cast_mut() = header };
+        true
+    }
+    #[inline(always)]
+    fn addr16(self) -> [u8; 16] {
+        mapped(self)
+    }
+}
+
+impl Outer for [u8; 16] {
+    const HEADER_LEN: usize = Ipv6Hdr::LEN;
+    const ETHER_TYPE: u16 = 0x86dd;
+    const PROTO: u8 = IPPROTO_IPV6;
+    #[inline(always)]
+    fn lb() -> Self {
+        LB_ADDR6.load()
+    }
+    #[inline(always)]
+    fn cached_hop(&self) -> Option<NextHop> {
+        // SAFETY: as for IPv4.
+        unsafe { NEXT_HOPS6.get(self) }.copied()
+    }
+    #[inline(always)]
+    fn cache_hop(&self, hop: &NextHop) {
+        let _ = NEXT_HOPS6.insert(self, hop, 0);
+    }
+    #[inline(always)]
+    fn errors(&self) -> Option<*mut NextHopError> {
+        NEXT_HOP_ERRORS6.get_ptr_mut(self)
+    }
+    #[inline(always)]
+    fn record(&self, error: &NextHopError) {
+        let _ = NEXT_HOP_ERRORS6.insert(self, error, 0);
+    }
+    #[inline(always)]
+    fn fib_addresses(fib: &mut FibLookup, src: Self, dst: Self) {
+        fib.family = AF_INET6;
+        // SAFETY: 16 bytes either way; the kernel reads them in network order.
+        unsafe {
+            fib.__bindgen_anon_3.ipv6_src = core::mem::transmute::<[u8; 16], [u32; 4]>(src);
+            fib.__bindgen_anon_4.ipv6_dst = core::mem::transmute::<[u8; 16], [u32; 4]>(dst);
+        }
+    }
+    #[inline(always)]
+    fn put_header(
+        ctx: &XdpContext,
+        offset: usize,
+        inner: &Inner,
+        (outer_len, inner_proto): (u16, u8),
+        (src, dst): (Self, Self),
+    ) -> bool {
+        let Some(at) = ptr_at::<[u8; Ipv6Hdr::LEN]>(ctx, offset) else {
+            return false;
+        };
+        let payload_len = outer_len - Ipv6Hdr::LEN as u16;
+        // SAFETY: ptr_at checked the bounds; XDP packets are writable.
+        unsafe { *at.cast_mut() = ipv6_header(inner.tos, payload_len, inner_proto, src, dst) };
+        true
+    }
+    #[inline(always)]
+    fn addr16(self) -> [u8; 16] {
+        self
+    }
+}
+
+/// Wraps the client's packet (`inner`) for `backend` in an outer header of
+/// the backend's family and sends it to the next hop, counted as `sent`.
+/// With `next` (a second chance, protocol §7) it is wrapped twice: the
+/// inner header, from the LB to `next`, names the backend to pass it to
+/// when `backend` holds no such connection.
 #[inline(always)]
-pub fn forward(
+pub fn forward<A: Outer>(
     ctx: &XdpContext,
-    packet: &Ipv4Packet,
-    backend: [u8; 4],
-    (next, on_segment): (Option<[u8; 4]>, Option<[u8; 6]>),
+    inner: &Inner,
+    backend: A,
+    (next, on_segment): (Option<A>, Option<[u8; 6]>),
     sent: Counter,
 ) -> Counter {
-    let Some(inner) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
-        // The caller parsed this header: only for the verifier.
-        return Counter::IpipNoRoom;
-    };
-    // SAFETY: ptr_at checked the bounds; copied out before the frame moves.
-    let (tos, dont_fragment) = unsafe { ((*inner).tos, (*inner).frags[0] & DONT_FRAGMENT != 0) };
-    let inner_len = packet.l4_offset - EthHdr::LEN + packet.l4_len;
-    let overhead = if next.is_some() { 2 } else { 1 } * Ipv4Hdr::LEN;
-    let outer_len = (inner_len + overhead) as u16;
-    let lb = LB_ADDR.load();
+    let overhead = if next.is_some() { 2 } else { 1 } * A::HEADER_LEN;
+    let outer_len = (inner.len + overhead) as u16;
+    let lb = A::lb();
     let hop = match hop_toward(
         ctx,
-        packet,
-        (lb, backend),
+        inner.l4_proto,
+        backend,
         (outer_len, overhead),
         on_segment,
     ) {
         Ok(hop) => hop,
         // Wrapped once there, second chance or not.
         Err(Resolve::TooBig { .. }) if on_segment.is_none() && gso::is_super_packet(ctx) => {
-            return gso::hand_over(ctx, packet, lb, backend);
+            return gso::hand_over(ctx, inner, backend);
         }
-        Err(Resolve::TooBig { mtu }) if dont_fragment => {
-            return too_big(ctx, packet.src, mtu.saturating_sub(overhead as u16));
+        Err(Resolve::TooBig { mtu }) if inner.dont_fragment => {
+            return too_big::answer(ctx, inner, mtu.saturating_sub(overhead as u16));
         }
         Err(Resolve::TooBig { .. }) => return Counter::IpipTooBigDropped,
-        Err(Resolve::NoNextHop) => return Counter::IpipNoNextHop,
+        Err(Resolve::NoNextHop { result }) => {
+            record_error(backend, result);
+            return Counter::IpipNoNextHop;
+        }
     };
     // SAFETY: a negative delta grows the headroom; the helper checks it.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
@@ -99,44 +292,48 @@ pub fn forward(
     let eth = unsafe { &mut *eth.cast_mut() };
     eth[..6].copy_from_slice(&hop.dmac);
     eth[6..12].copy_from_slice(&hop.smac);
-    eth[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    // One buffer for both headers: the program's stack is tight.
-    let mut header = ipv4_header(tos, outer_len, dont_fragment, IPPROTO_IPIP, lb, backend);
-    if !put_header(ctx, EthHdr::LEN, &header) {
-        return Counter::IpipNoRoom;
-    }
-    if let Some(next) = next {
-        let len = outer_len - Ipv4Hdr::LEN as u16;
-        header = ipv4_header(tos, len, dont_fragment, IPPROTO_IPIP, lb, next);
-        if !put_header(ctx, EthHdr::LEN + Ipv4Hdr::LEN, &header) {
-            return Counter::IpipNoRoom;
-        }
-    }
-    sent
-}
-
-/// Writes an IPv4 header at `offset` of the frame; false past its end.
-#[inline(always)]
-fn put_header(ctx: &XdpContext, offset: usize, header: &[u8; Ipv4Hdr::LEN]) -> bool {
-    let Some(at) = ptr_at::<[u8; Ipv4Hdr::LEN]>(ctx, offset) else {
-        return false;
+    eth[12..14].copy_from_slice(&A::ETHER_TYPE.to_be_bytes());
+    let Some(next) = next else {
+        let wrapped = A::put_header(
+            ctx,
+            EthHdr::LEN,
+            inner,
+            (outer_len, inner.proto),
+            (lb, backend),
+        );
+        return if wrapped { sent } else { Counter::IpipNoRoom };
     };
-    // SAFETY: ptr_at checked the bounds; XDP packets are writable.
-    unsafe { *at.cast_mut() = *header };
-    true
+    let middle_len = outer_len - A::HEADER_LEN as u16;
+    if A::put_header(
+        ctx,
+        EthHdr::LEN,
+        inner,
+        (outer_len, A::PROTO),
+        (lb, backend),
+    ) && A::put_header(
+        ctx,
+        EthHdr::LEN + A::HEADER_LEN,
+        inner,
+        (middle_len, inner.proto),
+        (lb, next),
+    ) {
+        sent
+    } else {
+        Counter::IpipNoRoom
+    }
 }
 
-/// Where an outer packet of `outer_len` bytes from `lb` to `backend`
-/// (`overhead` bytes of outer headers) goes:
+/// Where an outer packet of `outer_len` bytes from the LB to `backend`
+/// (`overhead` bytes of outer headers, around a `l4_proto` packet) goes:
 /// straight to `on_segment` (the MAC of a backend on the LB's segment, for
 /// a second chance, which no FIB or neighbour entry of the LB's knows)
 /// if the interface's MTU takes it, else to the next hop the cache or the
 /// kernel's FIB gives.
 #[inline(always)]
-fn hop_toward(
+fn hop_toward<A: Outer>(
     ctx: &XdpContext,
-    packet: &Ipv4Packet,
-    (lb, backend): ([u8; 4], [u8; 4]),
+    l4_proto: u8,
+    backend: A,
     (outer_len, overhead): (u16, usize),
     on_segment: Option<[u8; 6]>,
 ) -> Result<NextHop, Resolve> {
@@ -158,15 +355,38 @@ fn hop_toward(
     // The coarse clock (a tick or two behind) is enough to age a 100 ms
     // cache, and costs a fraction of the fine one on every packet.
     let now = clock::coarse_ns();
-    // SAFETY: a plain value written only by XDP; copied out at once.
-    match unsafe { NEXT_HOPS.get(&backend) }.copied() {
+    match backend.cached_hop() {
         Some(hop)
             if now.wrapping_sub(hop.resolved_ns) < CACHE_COARSE_NS && outer_len <= hop.fits =>
         {
             Ok(hop)
         }
-        _ => resolve(ctx, packet, lb, backend, outer_len, now),
+        _ => resolve(ctx, l4_proto, backend, outer_len),
     }
+}
+
+/// Asks the kernel's FIB for the next hop toward `backend` of an outer
+/// packet of `outer_len` bytes from the LB, and caches the answer.
+///
+/// Not inlined (once per backend and 100 ms): its own stack frame keeps
+/// the programs within the verifier's 512 bytes. (At most five arguments
+/// with the result's pointer: the kernel takes no more.)
+#[inline(never)]
+fn resolve<A: Outer>(
+    ctx: &XdpContext,
+    l4_proto: u8,
+    backend: A,
+    outer_len: u16,
+) -> Result<NextHop, Resolve> {
+    let hop = next_hop(
+        ctx,
+        l4_proto,
+        (A::lb(), backend),
+        outer_len,
+        clock::coarse_ns(),
+    )?;
+    backend.cache_hop(&hop);
+    Ok(hop)
 }
 
 /// The cache's age limit on the coarse clock: its most lag short of
@@ -178,49 +398,32 @@ const CACHE_COARSE_NS: u64 = NEXT_HOP_CACHE_NS - COARSE_LAG_MAX_NS;
 pub enum Resolve {
     /// The packet would exceed the egress MTU (`mtu`) once wrapped.
     TooBig { mtu: u16 },
-    /// No usable route or neighbour (recorded for lb-user).
-    NoNextHop,
-}
-
-/// Asks the kernel's FIB for the next hop toward `backend` of an outer
-/// packet of `outer_len` bytes from `lb`, and caches the answer.
-#[inline(always)]
-fn resolve(
-    ctx: &XdpContext,
-    packet: &Ipv4Packet,
-    lb: [u8; 4],
-    backend: [u8; 4],
-    outer_len: u16,
-    now: u64,
-) -> Result<NextHop, Resolve> {
-    let hop = next_hop(ctx, packet, lb, backend, outer_len, now)?;
-    // A full LRU evicts its oldest entry; a failed insert costs a lookup.
-    let _ = NEXT_HOPS.insert(&backend, &hop, 0);
-    Ok(hop)
+    /// No usable route or neighbour (`BPF_FIB_LKUP_RET_*` code
+    /// `result`, recorded for lb-user). A field of its own: a variant
+    /// without one would leave the other's bytes undefined across
+    /// `resolve`'s return, which the verifier refuses.
+    NoNextHop { result: u32 },
 }
 
 /// The next hop toward `backend` from the kernel's FIB for an outer
-/// packet of `outer_len` bytes from `lb` (a length of 0 skips the MTU
-/// check), stamped `now`.
+/// packet of `outer_len` bytes from `lb` around a `l4_proto` packet (a
+/// length of 0 skips the MTU check), stamped `now`.
 #[inline(always)]
-pub fn next_hop(
+pub fn next_hop<A: Outer>(
     ctx: &XdpContext,
-    packet: &Ipv4Packet,
-    lb: [u8; 4],
-    backend: [u8; 4],
+    l4_proto: u8,
+    (lb, backend): (A, A),
     outer_len: u16,
     now: u64,
 ) -> Result<NextHop, Resolve> {
     // SAFETY: all-zero is a valid value of this plain C struct.
     let mut fib: FibLookup = unsafe { zeroed() };
-    fib.family = AF_INET;
-    fib.l4_protocol = packet.proto;
+    A::fib_addresses(&mut fib, lb, backend);
+    fib.l4_protocol = l4_proto;
     fib.__bindgen_anon_1.tot_len = outer_len;
-    // As if the LB's own stack sent it out of this interface: no
-    // forwarding sysctl is involved, and the egress MTU is checked.
+    // As if the LB's own stack sent it out of this interface: the egress
+    // MTU is checked.
     fib.ifindex = ctx.ingress_ifindex() as u32;
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(lb);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(backend);
     // SAFETY: `fib` is a valid bpf_fib_lookup of the size passed.
     let result = unsafe {
         bpf_fib_lookup(
@@ -237,10 +440,7 @@ pub fn next_hop(
             let mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
             return Err(Resolve::TooBig { mtu });
         }
-        other => {
-            record_error(backend, other);
-            return Err(Resolve::NoNextHop);
-        }
+        other => return Err(Resolve::NoNextHop { result: other }),
     }
     // SAFETY: the kernel wrote the MAC members on success.
     let (smac, dmac) = unsafe {
@@ -256,6 +456,32 @@ pub fn next_hop(
         fits: outer_len,
         _pad: [0; 2],
     })
+}
+
+/// An IPv6 header without a flow label.
+#[inline(always)]
+pub fn ipv6_header(
+    traffic_class: u8,
+    payload_len: u16,
+    next_header: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+) -> [u8; Ipv6Hdr::LEN] {
+    let mut header = [0u8; Ipv6Hdr::LEN];
+    let [len_hi, len_lo] = payload_len.to_be_bytes();
+    header[..8].copy_from_slice(&[
+        0x60 | (traffic_class >> 4),
+        traffic_class << 4,
+        0,
+        0,
+        len_hi,
+        len_lo,
+        next_header,
+        OUTER_TTL,
+    ]);
+    header[8..24].copy_from_slice(&src);
+    header[24..].copy_from_slice(&dst);
+    header
 }
 
 /// An option-free IPv4 header with its checksum.
@@ -280,72 +506,14 @@ pub fn ipv4_header(
     header
 }
 
-/// Turns the frame into an ICMP "fragmentation needed" to `client`,
-/// quoting its IP header and 8 bytes, with the MTU left once wrapped
-/// (`usable`).
+/// Remembers that the FIB gave no next hop toward `backend`, and why
+/// (`result`, a `BPF_FIB_LKUP_RET_*` code), for lb-user.
 #[inline(always)]
-fn too_big(ctx: &XdpContext, client: [u8; 4], usable: u16) -> Counter {
-    let frame_len = ctx.data_end() - ctx.data();
-    let prepended = Ipv4Hdr::LEN + ICMP_HEADER_LEN;
-    // SAFETY: the helpers check their deltas against the frame.
-    let resized = unsafe {
-        bpf_xdp_adjust_head(ctx.ctx, -(prepended as i32)) == 0
-            && bpf_xdp_adjust_tail(
-                ctx.ctx,
-                TOO_BIG_FRAME_LEN as i32 - (frame_len + prepended) as i32,
-            ) == 0
-    };
-    if !resized {
-        return Counter::IpipNoRoom;
-    }
-    let Some(frame) = ptr_at::<[u8; TOO_BIG_FRAME_LEN]>(ctx, 0) else {
-        return Counter::IpipNoRoom;
-    };
-    // SAFETY: ptr_at checked the bounds; XDP packets are writable.
-    let frame = unsafe { &mut *frame.cast_mut() };
-    // The old Ethernet header now sits just before the quoted packet.
-    let mut old_eth = [0u8; EthHdr::LEN];
-    old_eth.copy_from_slice(&frame[prepended..prepended + EthHdr::LEN]);
-    frame[..6].copy_from_slice(&old_eth[6..12]);
-    frame[6..12].copy_from_slice(&old_eth[..6]);
-    frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let icmp_len = ICMP_HEADER_LEN + QUOTED_LEN;
-    let header = ipv4_header(
-        0,
-        (Ipv4Hdr::LEN + icmp_len) as u16,
-        false,
-        IPPROTO_ICMP,
-        LB_ADDR.load(),
-        client,
-    );
-    frame[EthHdr::LEN..EthHdr::LEN + Ipv4Hdr::LEN].copy_from_slice(&header);
-    let usable = usable.to_be_bytes();
-    let mut icmp = [0u8; ICMP_HEADER_LEN + QUOTED_LEN];
-    icmp.copy_from_slice(&frame[EthHdr::LEN + Ipv4Hdr::LEN..]);
-    icmp[..ICMP_HEADER_LEN].copy_from_slice(&[
-        ICMP_UNREACHABLE,
-        ICMP_FRAG_NEEDED,
-        0,
-        0,
-        0,
-        0,
-        usable[0],
-        usable[1],
-    ]);
-    let sum = internet_checksum(&icmp).to_be_bytes();
-    icmp[2] = sum[0];
-    icmp[3] = sum[1];
-    frame[EthHdr::LEN + Ipv4Hdr::LEN..].copy_from_slice(&icmp);
-    Counter::IpipTooBig
-}
-
-/// Remembers that the FIB gave no next hop toward `backend`, and why.
-#[inline(always)]
-fn record_error(backend: [u8; 4], result: u32) {
+pub fn record_error<A: Outer>(backend: A, result: u32) {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let drops = NEXT_HOP_ERRORS
-        .get_ptr(&backend)
+    let drops = backend
+        .errors()
         // SAFETY: a valid pointer into the map's value; read at once.
         .map_or(0, |e| unsafe { (*e).drops });
     let error = NextHopError {
@@ -353,6 +521,5 @@ fn record_error(backend: [u8; 4], result: u32) {
         result,
         drops: drops.saturating_add(1),
     };
-    // A full LRU evicts the oldest: lb-user has reported it by then.
-    let _ = NEXT_HOP_ERRORS.insert(&backend, &error, 0);
+    backend.record(&error);
 }

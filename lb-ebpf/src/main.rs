@@ -26,6 +26,7 @@ mod registration;
 mod routed;
 mod server_list;
 mod stats;
+mod too_big;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, xdp_action},
@@ -179,6 +180,39 @@ fn classify4to6(ctx: &XdpContext) -> Counter {
     };
     // `xdp_lb` found a service here: never `None`, but counted if so.
     forwarding::handle::<[u8; 16]>(ctx, eth.cast_mut(), &packet).unwrap_or(Counter::Ignored)
+}
+
+/// IP-in-IP for the programs with 16-byte backend addresses
+/// (`xdp_forward6`, `xdp_lb4to6`), on a stack of its own: the packet and
+/// the backend they picked (in this CPU's `WRAP_HANDOFFS` slot) go out in
+/// an outer header of the backend's family. Tail-called, never attached.
+#[xdp]
+pub fn xdp_wrap(ctx: XdpContext) -> u32 {
+    let outcome = classify_wrap(&ctx);
+    stats::count(outcome);
+    outcome.action() as u32
+}
+
+fn classify_wrap(ctx: &XdpContext) -> Counter {
+    // The programs before this one parsed the packet: never `None` (but
+    // counted if so).
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return Counter::Malformed;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    let inner = if unsafe { (*eth).ether_type } == (0x0800u16).to_be() {
+        ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN)
+            .and_then(|ip| Ipv4Packet::parse(ctx, eth, ip))
+            .and_then(|packet| ipip::Inner::of_ipv4(ctx, &packet))
+    } else {
+        ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN)
+            .and_then(|ip| Ipv6Packet::parse(ctx, eth, ip))
+            .and_then(|packet| ipip::Inner::of_ipv6(ctx, &packet))
+    };
+    match inner {
+        Some(inner) => forwarding::wrap_handed_over(ctx, &inner),
+        None => Counter::Malformed,
+    }
 }
 
 /// The tc half of the IPIP path for GSO super-packets (`gso`), on the

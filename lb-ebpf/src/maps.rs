@@ -33,5 +33,12 @@ lb_common::program_maps!(declare_maps);
 pub static FAMILY_PROGRAMS: ProgramArray<{ lb_common::FAMILY_PROGRAM_NAMES.len() }> =
     ProgramArray::new();
 
+/// The backend a program with 16-byte backend addresses picked for the
+/// packet it hands to the wrap program (per CPU), written before the tail
+/// call and read by that program: outside `program_maps!`, as it holds
+/// nothing past the packet.
+#[btf_map]
+pub static WRAP_HANDOFFS: PerCpuArray<lb_common::WrapHandoff, 1> = PerCpuArray::new();
+
 /// The type of `ANNOUNCE_PORTS` and `ANNOUNCE_PORTS6`.
 pub type AnnouncePorts = Array<u32, { 1 << 16 }>;

@@ -126,6 +126,8 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .map_max_entries(map_name::BACKEND_AGING6, max_backends6)
         .map_max_entries(map_name::LEAVES, max_backends4)
         .map_max_entries(map_name::LEAVES6, max_backends6)
+        .map_max_entries(map_name::NEXT_HOPS, max_backends4)
+        .map_max_entries(map_name::NEXT_HOPS6, max_backends6)
         .map_max_entries(map_name::FLOWS, flow_buckets(params.max_flows))
         .map_max_entries(map_name::FLOWS6, flow_buckets(params.max_flows6))
         .map_max_entries(

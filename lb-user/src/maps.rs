@@ -133,6 +133,54 @@ pub trait FamilyKey: Pod + Copy + Eq + std::hash::Hash + std::fmt::Debug + Send 
     const LEAVE_CONFIRMED: DepartureReason;
 }
 
+/// A backend's address as the next-hop maps key it: `[u8; 4]` for IPv4,
+/// `[u8; 16]` for IPv6.
+pub trait HopAddr: Pod + Copy + Eq + std::hash::Hash + std::fmt::Debug + Send + 'static {
+    /// The family's address.
+    type Addr: Address + From<Self>;
+    #[doc(hidden)]
+    fn hops(maps: &LbMaps) -> &kind::LruHashMap<Self, NextHop>;
+    #[doc(hidden)]
+    fn errors(maps: &LbMaps) -> &kind::LruHashMap<Self, NextHopError>;
+    #[doc(hidden)]
+    fn errors_mut(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, NextHopError>;
+    /// The names of the next-hop and error maps, for errors.
+    const MAPS: [&'static str; 2];
+}
+
+/// Implements [`HopAddr`] for one family's address from its maps' fields.
+macro_rules! hop_addr {
+    ($key:ty, $addr:ty, $hops:ident, $errors:ident, [$($name:ident),+]) => {
+        impl HopAddr for $key {
+            type Addr = $addr;
+            fn hops(maps: &LbMaps) -> &kind::LruHashMap<Self, NextHop> {
+                &maps.$hops
+            }
+            fn errors(maps: &LbMaps) -> &kind::LruHashMap<Self, NextHopError> {
+                &maps.$errors
+            }
+            fn errors_mut(maps: &mut LbMaps) -> &mut kind::LruHashMap<Self, NextHopError> {
+                &mut maps.$errors
+            }
+            const MAPS: [&'static str; 2] = [$(map_name::$name),+];
+        }
+    };
+}
+hop_addr!(
+    [u8; 4],
+    Ipv4Addr,
+    next_hops,
+    next_hop_errors,
+    [NEXT_HOPS, NEXT_HOP_ERRORS]
+);
+hop_addr!(
+    [u8; 16],
+    Ipv6Addr,
+    next_hops6,
+    next_hop_errors6,
+    [NEXT_HOPS6, NEXT_HOP_ERRORS6]
+);
+
 /// Implements [`FamilyKey`] for one family's key from its maps' fields.
 macro_rules! family_key {
     ($key:ty, $variant:ident, $addr:ty, $membership:literal, $confirmed:ident, $list:ident, $aging:ident, $departures:ident, $leaves:ident, [$($name:ident),+]) => {
@@ -702,21 +750,18 @@ impl LbMaps {
         every_cpu(&self.coarse_clock, map_name::COARSE_CLOCK)
     }
 
-    /// The next hops XDP caches for IPIP backends.
-    pub fn next_hops(&self) -> Result<Vec<([u8; 4], NextHop)>, MapsError> {
-        entries(&self.next_hops, map_name::NEXT_HOPS)
+    /// The next hops XDP caches for one family's IP-in-IP backends.
+    pub fn next_hops<A: HopAddr>(&self) -> Result<Vec<(A, NextHop)>, MapsError> {
+        entries(A::hops(self), A::MAPS[0])
     }
 
-    /// Backends toward which XDP found no next hop, and why.
-    pub fn next_hop_errors(&self) -> Result<Vec<([u8; 4], NextHopError)>, MapsError> {
-        entries(&self.next_hop_errors, map_name::NEXT_HOP_ERRORS)
+    /// One family's backends toward which XDP found no next hop, and why.
+    pub fn next_hop_errors<A: HopAddr>(&self) -> Result<Vec<(A, NextHopError)>, MapsError> {
+        entries(A::errors(self), A::MAPS[1])
     }
 
-    pub fn remove_next_hop_error(&mut self, backend: [u8; 4]) -> Result<(), MapsError> {
-        removed(
-            self.next_hop_errors.remove(&backend),
-            map_name::NEXT_HOP_ERRORS,
-        )
+    pub fn remove_next_hop_error<A: HopAddr>(&mut self, backend: A) -> Result<(), MapsError> {
+        removed(A::errors_mut(self).remove(&backend), A::MAPS[1])
     }
 
     /// IGMP or MLD leaves waiting for confirmation: backend -> monotonic ns.

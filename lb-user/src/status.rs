@@ -13,22 +13,48 @@ use lb_host::status::{
     StatusReport, format_mac,
 };
 
-use crate::maps::{FamilyKey, LbMaps, MapsError, TableKind};
+use crate::{
+    address::Address,
+    maps::{FamilyKey, HopAddr, LbMaps, MapsError, TableKind},
+};
 
 /// The status page `lb-user run --metrics` serves at `/`: it reads the
 /// `status --json` document from `/status.json` every second.
 pub const STATUS_PAGE: &str = include_str!("status_page.html");
+
+/// The MAC of each IP-in-IP backend's next hop XDP caches, of one family.
+fn next_hop_macs<A: HopAddr>(maps: &LbMaps) -> Result<HashMap<IpAddr, [u8; 6]>, MapsError> {
+    Ok(maps
+        .next_hops::<A>()?
+        .into_iter()
+        .map(|(addr, hop)| (A::Addr::from(addr).ip(), hop.dmac))
+        .collect())
+}
+
+/// The backends of one family toward which XDP found no next hop.
+fn next_hop_reports<A: HopAddr>(
+    maps: &LbMaps,
+    now_ns: u64,
+) -> Result<Vec<NextHopReport>, MapsError> {
+    Ok(maps
+        .next_hop_errors::<A>()?
+        .into_iter()
+        .map(|(backend, e)| NextHopReport {
+            backend: A::Addr::from(backend).ip(),
+            reason: fib_result_name(e.result).to_owned(),
+            drops: e.drops,
+            last_ms_ago: now_ns.saturating_sub(e.last_ns) / 1_000_000,
+        })
+        .collect())
+}
 
 /// Reads every map once, at monotonic time `now_ns`.
 pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
     let mut members = Members::read::<BackendKey>(maps, now_ns)?;
     members.add(Members::read::<BackendKey6>(maps, now_ns)?);
     members.backends.sort_by_key(|(id, b)| (*id, b.address));
-    let next_hops: HashMap<[u8; 4], [u8; 6]> = maps
-        .next_hops()?
-        .into_iter()
-        .map(|(addr, hop)| (addr, hop.dmac))
-        .collect();
+    let mut next_hops = next_hop_macs::<[u8; 4]>(maps)?;
+    next_hops.extend(next_hop_macs::<[u8; 16]>(maps)?);
     let mut groups = Vec::new();
     for id in 0..MAX_GROUPS {
         let status = maps.group_status(id)?;
@@ -45,9 +71,7 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             .filter(|(group_id, _)| *group_id == id)
             .map(|(_, member)| {
                 let mut member = member.clone();
-                if let IpAddr::V4(addr) = member.address {
-                    member.next_hop = next_hops.get(&addr.octets()).copied().map(format_mac);
-                }
+                member.next_hop = next_hops.get(&member.address).copied().map(format_mac);
                 member
             })
             .collect();
@@ -123,16 +147,8 @@ pub fn read(maps: &LbMaps, now_ns: u64) -> Result<StatusReport, MapsError> {
             (a.name().to_owned(), total)
         })
         .collect();
-    let mut next_hop_errors: Vec<NextHopReport> = maps
-        .next_hop_errors()?
-        .into_iter()
-        .map(|(backend, e)| NextHopReport {
-            backend: IpAddr::V4(backend.into()),
-            reason: fib_result_name(e.result).to_owned(),
-            drops: e.drops,
-            last_ms_ago: now_ns.saturating_sub(e.last_ns) / 1_000_000,
-        })
-        .collect();
+    let mut next_hop_errors = next_hop_reports::<[u8; 4]>(maps, now_ns)?;
+    next_hop_errors.extend(next_hop_reports::<[u8; 16]>(maps, now_ns)?);
     next_hop_errors.sort_by_key(|e| e.last_ms_ago);
     let gso_counters = maps
         .gso_counters()?

@@ -345,17 +345,7 @@ impl<K: FamilyKey> FamilyTables<K> {
             reach,
             second_chance_window,
         } = shared.params;
-        // Off the segment, the backends get traffic only through a
-        // service that wraps in IP-in-IP.
-        let wrapped_by_any = self
-            .services
-            .iter()
-            .any(|s| layer2_unless_ipip_built(reach, &s.config).mode == reach.mode);
-        let reported = match self.services.first() {
-            Some(state) if !wrapped_by_any => layer2_unless_ipip_built(reach, &state.config),
-            _ => reach,
-        };
-        self.off_segment.report(reported, backends);
+        self.off_segment.report(reach, backends);
         self.install_finished(shared, maps)?;
         let window_ns = u64::try_from(second_chance_window.as_nanos()).unwrap_or(u64::MAX);
         let registered_by_ns = system::monotonic_ns().saturating_sub(window_ns);
@@ -371,7 +361,6 @@ impl<K: FamilyKey> FamilyTables<K> {
         for index in previous_first {
             let state = &mut self.services[index];
             let group_id = state.config.group_id;
-            let reach = layer2_unless_ipip_built(reach, &state.config);
             state.latest = match state.kind {
                 TableKind::Current => eligible_backends(group_id, backends, reach),
                 TableKind::Previous => {
@@ -682,20 +671,6 @@ impl Shared {
         if let Some(ms) = change_ms {
             self.metrics.change_seconds.observe(ms as f64 / 1e3);
         }
-    }
-}
-
-/// How `config`'s service reaches its backends: IP-in-IP is built for
-/// IPv4 clients to IPv4 backends only, as yet, so a service with an IPv6
-/// VIP or IPv6 backends gets only the backends XDP forwards at layer 2
-/// (on the LB's segment of their family).
-pub fn layer2_unless_ipip_built(reach: Reach, config: &ServiceConfig) -> Reach {
-    if config.key.vip().is_ipv4() && !config.group_ipv6 {
-        return reach;
-    }
-    Reach {
-        mode: lb_common::ForwardingMode::L2,
-        ..reach
     }
 }
 

@@ -20,18 +20,6 @@ const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;
 const BEHIND_UNRESOLVED: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 2);
 const NO_ROUTE: Ipv4Addr = Ipv4Addr::new(10, 3, 0, 2);
-/// An option-free IPv4 header with its checksum.
-fn ipv4_header(total_len: usize, flags: u8, proto: u8, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    let mut h = vec![0x45, 0];
-    h.extend_from_slice(&(total_len as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 0, flags, 0, 64, proto, 0, 0]);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    let sum = internet_checksum(&h);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    h
-}
-
 /// `frame` as it must leave toward `backend`: the router's MAC, the LB
 /// interface's MAC, an outer header from the LB, the inner packet untouched.
 fn wrapped(frame: &[u8], lb_mac: [u8; 6], backend: Ipv4Addr) -> Vec<u8> {
@@ -123,11 +111,11 @@ fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
             assert_eq!(lb.counter(counter), before + 1, "{name}: counter");
             assert_eq!(out, expected, "{name}: output frame");
         }
-        assert!(lb.maps.next_hop_errors().unwrap().is_empty());
+        assert!(lb.maps.next_hop_errors::<[u8; 4]>().unwrap().is_empty());
         // The next hop is cached: the router's MAC, for packets as large as
         // the largest the FIB let through; a changed neighbour applies
         // once the entry is NEXT_HOP_CACHE_NS old.
-        let hops = lb.maps.next_hops().unwrap();
+        let hops = lb.maps.next_hops::<[u8; 4]>().unwrap();
         assert_eq!(hops.len(), 1, "{hops:?}");
         assert_eq!(hops[0].0, ROUTED_BACKEND.octets());
         assert_eq!((hops[0].1.dmac, hops[0].1.smac), (ROUTER_MAC, lb_mac));
@@ -156,7 +144,7 @@ fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
             let frame = segment(2000, SYN, 60, true);
             assert_eq!(lb.run_on(ifindex, &frame).0, XDP_DROP, "{backend}");
             assert_eq!(lb.counter(Counter::IpipNoNextHop), 1, "{backend}");
-            let errors = lb.maps.next_hop_errors().unwrap();
+            let errors = lb.maps.next_hop_errors::<[u8; 4]>().unwrap();
             assert_eq!(errors.len(), 1, "{backend}: {errors:?}");
             assert_eq!(errors[0].0, backend.octets());
             assert_eq!(errors[0].1.drops, 1);
@@ -262,13 +250,14 @@ fn a_gso_super_packet_is_handed_to_the_gso_program_with_its_backend_and_next_hop
         let handoffs = lb.maps.gso_handoffs().unwrap();
         let handoff = handoffs
             .iter()
-            .find(|h| h.backend == ROUTED_BACKEND.octets())
+            .find(|h| h.backend == lb_common::addr::mapped(ROUTED_BACKEND.octets()))
             .unwrap_or_else(|| panic!("no CPU's slot names the backend: {handoffs:?}"));
         assert_eq!(
             handoff.ip_header[..],
-            frame[14..34],
-            "the packet's own header"
+            frame[14..54],
+            "the packet's own first bytes"
         );
+        assert_eq!((handoff.inner_proto, handoff.dont_fragment), (4, 1));
         assert_eq!((handoff.dmac, handoff.smac), (ROUTER_MAC, LB_MAC));
     });
 }

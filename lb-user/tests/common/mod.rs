@@ -334,34 +334,7 @@ impl TestLb {
     /// three registered backends (`backend6`), serving TCP port 80 of
     /// `vip` from a 1009-entry table.
     pub fn serving_ipv6_backends(vip: std::net::IpAddr) -> Self {
-        let mut lb = Self::with(LOAD);
-        lb.maps
-            .configure_groups(&[GroupConfig {
-                group: GROUP6.into(),
-                port: PORT6,
-            }])
-            .unwrap();
-        let service = ServiceConfig {
-            key: ServiceKey {
-                vip: lb_common::addr::from_ip(vip),
-                port: 80,
-                proto: lb_common::IPPROTO_TCP,
-                _pad: 0,
-            },
-            group_id: 0,
-            group_ipv6: true,
-        };
-        lb.tables = ServiceTables::new(
-            &mut lb.maps,
-            &[service],
-            TableParams {
-                min_size: 1009,
-                reach: reach(LOAD),
-                second_chance_window: SECOND_CHANCE_WINDOW,
-            },
-            Default::default(),
-        )
-        .unwrap();
+        let mut lb = Self::serving(vip, true);
         for i in 0..3 {
             let (addr, mac) = backend6(i);
             let frame = Frame6::announce(addr, PORT6, 0, 100, 1)
@@ -372,7 +345,48 @@ impl TestLb {
         lb
     }
 
-    /// Loaded with `load`, serving TCP_SERVICE from a 1009-entry table.
+    /// An LB whose one service, TCP port 80 on `vip`, is served by group 0:
+    /// IPv6 (GROUP6, port PORT6) if `group_ipv6`, else IPv4 (GROUP, 2000);
+    /// no backend yet.
+    pub fn serving(vip: std::net::IpAddr, group_ipv6: bool) -> Self {
+        Self::serving_with(LOAD, vip, group_ipv6)
+    }
+
+    /// [`TestLb::serving`] loaded with `load`.
+    pub fn serving_with(load: LoadParams, vip: std::net::IpAddr, group_ipv6: bool) -> Self {
+        let mut lb = Self::with(load);
+        if group_ipv6 {
+            lb.maps
+                .configure_groups(&[GroupConfig {
+                    group: GROUP6.into(),
+                    port: PORT6,
+                }])
+                .unwrap();
+        }
+        let service = ServiceConfig {
+            key: ServiceKey {
+                vip: lb_common::addr::from_ip(vip),
+                port: 80,
+                proto: lb_common::IPPROTO_TCP,
+                _pad: 0,
+            },
+            group_id: 0,
+            group_ipv6,
+        };
+        lb.tables = ServiceTables::new(
+            &mut lb.maps,
+            &[service],
+            TableParams {
+                min_size: 1009,
+                reach: reach(load),
+                second_chance_window: SECOND_CHANCE_WINDOW,
+            },
+            Default::default(),
+        )
+        .unwrap();
+        lb
+    }
+
     pub fn with(load: LoadParams) -> Self {
         Self::new(load, TCP_SERVICE, 1009)
     }
@@ -479,6 +493,14 @@ pub mod routed {
     /// A backend behind ROUTER (10.1.0.0/24); 10.2.0.0/24 is behind
     /// UNRESOLVED_ROUTER, anything else unrouted.
     pub const ROUTED_BACKEND: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+    /// The IPv6 router (link-local, a permanent neighbour with ROUTER_MAC)
+    /// toward ROUTED_BACKEND6's subnet (2001:db8:1::/64); 2001:db8:2::/64
+    /// is behind UNRESOLVED_ROUTER6.
+    pub const ROUTER6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfe);
+    pub const UNRESOLVED_ROUTER6: std::net::Ipv6Addr =
+        std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0xfd);
+    pub const ROUTED_BACKEND6: std::net::Ipv6Addr =
+        std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
     pub const LB_IFACE: &str = "eth0";
     /// The LB interface's MTU.
     pub const MTU: usize = 1500;
@@ -493,9 +515,9 @@ pub mod routed {
 
     /// Runs `body` on a thread of its own in a new network namespace
     /// (which disappears with the thread), given the LB interface's index:
-    /// the interface with LB's address, LB_MAC and MTU, forwarding on (as
-    /// lb-user sets it: the FIB helper needs it), a resolved and an
-    /// unresolved router.
+    /// the interface with LB's and LB6's addresses, LB_MAC and MTU,
+    /// forwarding on for both families (as lb-user sets it: the FIB helper
+    /// needs it), a resolved and an unresolved router of each family.
     pub fn in_namespace<T: Send>(body: impl FnOnce(u32) -> T + Send) -> T {
         std::thread::scope(|scope| {
             scope
@@ -519,6 +541,21 @@ pub mod routed {
                     ip(&format!(
                         "neigh replace {ROUTER} lladdr 02:00:00:00:00:fe dev {LB_IFACE} nud permanent"
                     ));
+                    ip(&format!("-6 addr add {}/64 dev {LB_IFACE} nodad", super::LB6));
+                    std::fs::write(
+                        format!("/proc/sys/net/ipv6/conf/{LB_IFACE}/forwarding"),
+                        "1",
+                    )
+                    .unwrap();
+                    ip(&format!(
+                        "-6 route add 2001:db8:1::/64 via {ROUTER6} dev {LB_IFACE}"
+                    ));
+                    ip(&format!(
+                        "-6 route add 2001:db8:2::/64 via {UNRESOLVED_ROUTER6} dev {LB_IFACE}"
+                    ));
+                    ip(&format!(
+                        "-6 neigh replace {ROUTER6} lladdr 02:00:00:00:00:fe dev {LB_IFACE} nud permanent"
+                    ));
                     body(lb_user::system::interface_index(LB_IFACE).unwrap())
                 })
                 .join()
@@ -540,6 +577,14 @@ pub mod routed {
             self.run_with_ctx(frame, Some(&xdp_md(frame.len(), ifindex)))
         }
 
+        /// `addr` (IPv6) announces itself through the router.
+        pub fn register_routed6(&mut self, addr: std::net::Ipv6Addr) {
+            let frame = super::Frame6::announce(addr, super::PORT6, 0, 100, 1)
+                .with(|f| f.src_mac = ROUTER_MAC)
+                .bytes();
+            self.apply_announcement(&frame);
+        }
+
         /// `addr` announces itself through the router (whose MAC the frame carries).
         pub fn register_routed(&mut self, addr: Ipv4Addr) {
             self.announce_routed(addr, 0, 100, 1);
@@ -554,6 +599,34 @@ pub mod routed {
             self.apply_announcement(&frame);
         }
     }
+}
+
+/// An option-free IPv4 header with its checksum.
+pub fn ipv4_header(
+    total_len: usize,
+    flags: u8,
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> Vec<u8> {
+    let mut h = vec![0x45, 0];
+    h.extend_from_slice(&(total_len as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0, flags, 0, 64, proto, 0, 0]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    let sum = lb_common::wire::internet_checksum(&h);
+    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    h
+}
+
+/// An IPv6 header of traffic class `tc`, no flow label, hop limit 64.
+pub fn ipv6_header(payload_len: usize, next: u8, tc: u8, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+    let mut h = vec![0x60 | (tc >> 4), tc << 4, 0, 0];
+    h.extend_from_slice(&(payload_len as u16).to_be_bytes());
+    h.extend_from_slice(&[next, 64]);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h
 }
 
 /// An IGMPv3 report with the given (record type, group, sources) records.

@@ -203,17 +203,6 @@ fn attach(
 pub(super) fn start(args: &RunArgs, settings: Settings) -> anyhow::Result<Running> {
     system::require_root("lb-user run")?;
     kernel::require(kernel::User::Lb)?;
-    let unwrapped = settings
-        .plan
-        .services
-        .iter()
-        .find(|s| s.key.vip().is_ipv6() || s.group_ipv6);
-    if let (ForwardingMode::Ipip, Some(service)) = (args.forwarding.into(), unwrapped) {
-        anyhow::bail!(
-            "--forwarding ipip: the service on {} (an IPv6 VIP or IPv6 backends) is forwarded at layer 2 only, as yet; use --forwarding auto or l2",
-            service.key.vip()
-        );
-    }
     let iface = Interface::read(&args.iface, &settings.plan)?;
     // Bound first: a port in use is an error before anything is attached.
     let metrics_endpoint = MetricsEndpoint::bind_flag(args.metrics)?;
