@@ -128,10 +128,10 @@ impl Agent {
     /// program.
     pub(crate) fn learn_lb(&mut self, lb: IpAddr) {
         self.state.lbs.push(lb);
-        if let (Some(decap), IpAddr::V4(lb)) = (&mut self.decap, lb)
+        if let Some(decap) = &mut self.decap
             && let Err(e) = decap.learn_lb(lb)
         {
-            warn!(%lb, "IPIP from this LB will not be decapsulated: {e:#}");
+            warn!(%lb, "IP-in-IP from this LB will not be decapsulated: {e:#}");
         }
     }
 
@@ -222,10 +222,10 @@ impl Agent {
                 info!(old = %self.local, new = %current, "interface address changed; announcing from the new one");
                 self.udp = udp;
                 self.local = current;
-                if let (Some(decap), IpAddr::V4(current)) = (&mut self.decap, current)
+                if let Some(decap) = &mut self.decap
                     && let Err(e) = decap.set_local(current)
                 {
-                    warn!("IPIP to the new address will not be decapsulated: {e:#}");
+                    warn!("IP-in-IP to the new address will not be decapsulated: {e:#}");
                 }
             }
             Err(e) => warn!(%current, "cannot bind to the new interface address: {e}"),

@@ -7,7 +7,7 @@
 //! Only a restart that keeps state (SIGQUIT) pins the link, so that IPIP
 //! is still stripped while no agent runs; the next agent swaps its own
 //! program into that link at once (BPF_LINK_UPDATE) and unpins it.
-use std::{io, net::Ipv4Addr, path::Path};
+use std::{io, net::IpAddr, path::Path};
 
 use anyhow::Context;
 use std::os::fd::AsFd;
@@ -65,9 +65,9 @@ pub struct Decap {
 
 impl Decap {
     /// Loads the program and attaches it to `iface`'s ingress, accepting
-    /// IPIP to `local` (from no LB yet). A link that a predecessor kept at
+    /// IP-in-IP to `local` (from no LB yet). A link that a predecessor kept at
     /// `kept_link` gets this program in place of its own, at once.
-    pub fn attach(iface: &str, local: Ipv4Addr, kept_link: &Path) -> anyhow::Result<Self> {
+    pub fn attach(iface: &str, local: IpAddr, kept_link: &Path) -> anyhow::Result<Self> {
         let mut decap = Self::load(local)?;
         let program = decap.program()?;
         let link = match PinnedLink::from_pin(kept_link) {
@@ -125,7 +125,7 @@ impl Decap {
     }
 
     /// Loads and verifies the program, not attached.
-    fn load(local: Ipv4Addr) -> anyhow::Result<Self> {
+    fn load(local: IpAddr) -> anyhow::Result<Self> {
         let mut ebpf = Ebpf::load(DECAP_OBJECT).context("loading the decapsulation program")?;
         let maps = DecapMaps::take(&mut ebpf)?;
         let mut decap = Self {
@@ -149,20 +149,23 @@ impl Decap {
             .context("the decapsulation program is not a tc classifier")
     }
 
-    /// IPIP from `lb` is stripped from now on.
-    pub fn learn_lb(&mut self, lb: Ipv4Addr) -> anyhow::Result<()> {
-        self.maps
-            .lbs
-            .insert(&lb.octets(), &1, 0)
-            .with_context(|| format!("adding LB {lb} to the decapsulation program"))
+    /// IP-in-IP from `lb` is stripped from now on.
+    pub fn learn_lb(&mut self, lb: IpAddr) -> anyhow::Result<()> {
+        match lb {
+            IpAddr::V4(lb) => self.maps.lbs.insert(&lb.octets(), &1, 0),
+            IpAddr::V6(lb) => self.maps.lbs6.insert(&lb.octets(), &1, 0),
+        }
+        .with_context(|| format!("adding LB {lb} to the decapsulation program"))
     }
 
-    /// Only IPIP to `local` is stripped.
-    pub fn set_local(&mut self, local: Ipv4Addr) -> anyhow::Result<()> {
-        self.maps
-            .local
-            .set(0, &local.octets(), 0)
-            .context("setting the address the decapsulation program accepts")
+    /// Only IP-in-IP to `local` is stripped (of its family: the other's
+    /// address is left as it was).
+    pub fn set_local(&mut self, local: IpAddr) -> anyhow::Result<()> {
+        match local {
+            IpAddr::V4(local) => self.maps.local.set(0, &local.octets(), 0),
+            IpAddr::V6(local) => self.maps.local6.set(0, &local.octets(), 0),
+        }
+        .context("setting the address the decapsulation program accepts")
     }
 
     /// Every counter, summed over CPUs, by name.
@@ -215,6 +218,8 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> anyhow::Result<Vec<(&'stati
 mod tests {
     //! The program through BPF_PROG_TEST_RUN, as a table: input frame,
     //! tc action, counter, whole output frame. Needs root.
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
     use aya::programs::{TestRun, TestRunOptions};
     use lb_common::wire::internet_checksum;
 
@@ -273,8 +278,8 @@ mod tests {
     fn strips_ipip_only_from_a_learned_lb_to_this_backend() {
         lb_host::system::require_root("the decapsulation tests")
             .expect("run the decapsulation tests as root");
-        let mut decap = Decap::load(LOCAL).unwrap();
-        decap.learn_lb(LB).unwrap();
+        let mut decap = Decap::load(LOCAL.into()).unwrap();
+        decap.learn_lb(LB.into()).unwrap();
         let inner = client_packet();
         let from_lb = ipip(LB, LOCAL, 0x4000, &inner);
         let plain = frame(0x0800, &inner);
@@ -290,7 +295,7 @@ mod tests {
             )
         };
         let ack = client_segment(0x10);
-        let cases = [
+        let cases = vec![
             (
                 "a second chance for a connection no socket here holds: handed on",
                 twice(LB, NEXT, &ack),
@@ -370,6 +375,115 @@ mod tests {
             ),
             ("ARP", arp.clone(), TC_ACT_OK, DecapCounter::NotIpip, arp),
         ];
+        run_cases(&mut decap, cases);
+    }
+
+    const LB6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64);
+
+    fn ipv6(next: u8, src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+        let mut h = vec![0x60, 0, 0, 0];
+        h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        h.extend_from_slice(&[next, 64]);
+        h.extend_from_slice(&src.octets());
+        h.extend_from_slice(&dst.octets());
+        h.extend_from_slice(payload);
+        h
+    }
+
+    /// An IPv6 client's TCP SYN to the IPv6 VIP.
+    fn client_packet6() -> Vec<u8> {
+        let mut tcp = vec![0u8; 20];
+        tcp[..4].copy_from_slice(&[0x03, 0xe8, 0, 80]);
+        tcp[12] = 5 << 4;
+        tcp[13] = 0x02;
+        ipv6(6, CLIENT6, VIP6, &tcp)
+    }
+
+    /// Protocol §9: an agent of an IPv6 group strips an IPv6 outer header
+    /// (next header 41 or 4), one of an IPv4 group also an IPv4 outer
+    /// header of protocol 41; where the family changes, the frame says the
+    /// inner one.
+    #[test]
+    fn strips_every_family_mix_only_from_a_learned_lb_to_this_backend() {
+        lb_host::system::require_root("the decapsulation tests")
+            .expect("run the decapsulation tests as root");
+        let mut decap = Decap::load(LOCAL6.into()).unwrap();
+        decap.set_local(LOCAL.into()).unwrap();
+        decap.learn_lb(LB6.into()).unwrap();
+        decap.learn_lb(LB.into()).unwrap();
+        let (inner4, inner6) = (client_packet(), client_packet6());
+        let in_ipv6 = |src, dst, inner: &[u8]| {
+            let next = if inner[0] >> 4 == 4 { 4 } else { 41 };
+            frame(0x86dd, &ipv6(next, src, dst, inner))
+        };
+        let cases = vec![
+            (
+                "IPv6 in IPv6 from a learned LB",
+                in_ipv6(LB6, LOCAL6, &inner6),
+                TC_ACT_OK,
+                DecapCounter::Decapsulated,
+                frame(0x86dd, &inner6),
+            ),
+            (
+                "IPv4 in IPv6 from a learned LB: the frame turns IPv4",
+                in_ipv6(LB6, LOCAL6, &inner4),
+                TC_ACT_OK,
+                DecapCounter::Decapsulated,
+                frame(0x0800, &inner4),
+            ),
+            (
+                "IPv6 in IPv4 (protocol 41) from a learned LB: the frame turns IPv6",
+                frame(0x0800, &ipv4(41, 0x4000, LB, LOCAL, &inner6)),
+                TC_ACT_OK,
+                DecapCounter::Decapsulated,
+                frame(0x86dd, &inner6),
+            ),
+            (
+                "IPv6 in IPv6 from a stranger",
+                in_ipv6(CLIENT6, LOCAL6, &inner6),
+                TC_ACT_SHOT,
+                DecapCounter::UnknownSource,
+                in_ipv6(CLIENT6, LOCAL6, &inner6),
+            ),
+            (
+                "IPv6 in IPv6 to another address",
+                in_ipv6(LB6, VIP6, &inner6),
+                TC_ACT_OK,
+                DecapCounter::NotForUs,
+                in_ipv6(LB6, VIP6, &inner6),
+            ),
+            (
+                "next header 41 over an IPv4 packet",
+                frame(0x86dd, &ipv6(41, LB6, LOCAL6, &inner4)),
+                TC_ACT_SHOT,
+                DecapCounter::Malformed,
+                frame(0x86dd, &ipv6(41, LB6, LOCAL6, &inner4)),
+            ),
+            (
+                "protocol 41 over an IPv4 packet",
+                frame(0x0800, &ipv4(41, 0x4000, LB, LOCAL, &inner4)),
+                TC_ACT_SHOT,
+                DecapCounter::Malformed,
+                frame(0x0800, &ipv4(41, 0x4000, LB, LOCAL, &inner4)),
+            ),
+            (
+                "plain IPv6",
+                frame(0x86dd, &inner6),
+                TC_ACT_OK,
+                DecapCounter::NotIpip,
+                frame(0x86dd, &inner6),
+            ),
+        ];
+        run_cases(&mut decap, cases);
+    }
+
+    /// A case: name, input frame, tc action, counter moved, output frame.
+    type Case = (&'static str, Vec<u8>, i32, DecapCounter, Vec<u8>);
+
+    fn run_cases(decap: &mut Decap, cases: Vec<Case>) {
         for (name, input, action, counter, expected) in cases {
             let before = decap.counters().unwrap();
             let mut out = vec![0u8; input.len() + 64];

@@ -131,11 +131,11 @@ pub fn start(args: Args, key: Option<[u8; 16]>, inherited: Inherited) -> anyhow:
         ..AgentStatus::default()
     };
     // Only a backend that serves a VIP (direct server return) can be
-    // sent IPIP; it accepts it only from the LBs it learns.
+    // sent IP-in-IP; it accepts it only from the LBs it learns.
     let kept_link = handover::link_path(&args.pin_path, args.iface())?;
-    let decap = if let (Some(_), IpAddr::V4(local)) = (args.vip, local) {
+    let decap = if args.vip.is_some() {
         let decap = Decap::attach(args.iface(), local, &kept_link)?;
-        info!(iface = %args.iface(), "IPIP decapsulation attached (tc ingress): IPIP from the LBs that query this agent is stripped");
+        info!(iface = %args.iface(), "IP-in-IP decapsulation attached (tc ingress): IP-in-IP from the LBs that query this agent is stripped");
         Some(decap)
     } else {
         // A predecessor's kept program goes with its VIP.

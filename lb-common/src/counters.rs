@@ -193,18 +193,20 @@ counters! {
 counters! {
     /// Why the agent's decapsulation program did what it did with a packet.
     DecapCounter => TcAction {
-    /// IPIP from a known LB to this backend: outer header stripped, the
-    /// client's packet passed up.
+    /// IP-in-IP (any family mix: protocol 4 or 41 in IPv4, next header 4
+    /// or 41 in IPv6) from a known LB to this backend: outer header
+    /// stripped, the client's packet passed up.
     Decapsulated = "decapsulated" => Pass,
-    /// IPIP to this backend from a source that is no LB it learned: dropped,
-    /// never seen by the stack.
+    /// IP-in-IP to this backend from a source that is no LB it learned:
+    /// dropped, never seen by the stack.
     UnknownSource = "unknown_source" => Drop,
-    /// IPIP to another address: left alone.
+    /// IP-in-IP to another address: left alone.
     NotForUs = "not_for_us" => Pass,
-    /// IPIP to this backend that cannot be stripped (a fragment, IP options
-    /// on the outer header, no whole inner IPv4 header): dropped.
+    /// IP-in-IP to this backend that cannot be stripped (a fragment, IP
+    /// options on the outer IPv4 header, no whole inner header of the
+    /// family the outer one names): dropped.
     Malformed = "malformed" => Drop,
-    /// Not IPIP: left alone.
+    /// Not IP-in-IP: left alone.
     NotIpip = "not_ipip" => Pass,
     /// A second-chance packet (IPIP from a known LB holding IPIP from the
     /// same LB to the backend it names next, protocol §7) whose connection

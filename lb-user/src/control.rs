@@ -425,7 +425,7 @@ impl Controller {
         // Next hops first: a backend new to IPIP is probed (and forwarding
         // enabled for the FIB) before the tables send it a packet.
         if let Some(next_hops) = &mut self.next_hops {
-            next_hops.poll(&mut self.maps, &backends, now_ns)?;
+            next_hops.poll(&mut self.maps, (&backends, &backends6), now_ns)?;
         }
         let first_tables_ns = self.sweeps.first_tables_ns.unwrap_or(0);
         if let Some(tables) = &mut self.tables

@@ -219,7 +219,7 @@ fn serving_with<'a>(topo: &'a Topology, agent_extra: &[&str]) -> anyhow::Result<
     );
     // Backends on the segment only: no IPIP, so no forwarding sysctl change.
     ensure!(
-        !lb.log_text().contains("IPv4 forwarding on"),
+        !lb.log_text().contains("forwarding on"),
         "an L2-only LB turned forwarding on: {}",
         lb.log_text()
     );

@@ -238,7 +238,9 @@ fn serves_through_routers(
         P.as_millis()
     );
     ensure!(
-        bed.lb.log_text().contains("IPv4 forwarding on"),
+        bed.lb
+            .log_text()
+            .contains("net.ipv4.conf.eth0.forwarding on"),
         "the LB did not say it turned forwarding on for IPIP: {}",
         bed.lb.log_text()
     );

@@ -1,18 +1,19 @@
-//! The backend agent's decapsulation program (protocol §7): strips the outer
-//! IPv4 header of IPIP from an LB the agent learned from a query to this
-//! backend's own address, and passes the client's packet up to the stack,
-//! where the VIP on the loopback accepts it. No tunnel device or module is
-//! involved. IPIP to this backend from anyone else is dropped; every other
-//! packet is left alone. Each packet moves one counter, whose declaration
-//! in lb-common fixes the tc action.
+//! The backend agent's decapsulation program (protocol §7, §9): strips
+//! the outer header of IP-in-IP (IPv4 with protocol 4 or 41, IPv6 with
+//! next header 4 or 41) from an LB the agent learned from a query to this
+//! backend's own address, and passes the client's packet (of either
+//! family) up to the stack, where the VIP on the loopback accepts it. No
+//! tunnel device or module is involved. IP-in-IP to this backend from
+//! anyone else is dropped; every other packet is left alone. Each packet
+//! moves one counter, whose declaration in lb-common fixes the tc action.
 //!
 //! A second-chance packet (IPIP from a known LB holding IPIP from the same
-//! LB to another backend) is the LB's way of naming the backend that may
-//! hold the connection when this one does not: kept here if this backend
-//! has a socket for it (or it opens a connection), else sent on to the
-//! named backend with only the first header stripped. What goes on is
-//! plain IPIP from the LB, so the next backend strips it and never hands it
-//! on again.
+//! LB to another backend; IPv4 only) is the LB's way of naming the
+//! backend that may hold the connection when this one does not: kept here
+//! if this backend has a socket for it (or it opens a connection), else
+//! sent on to the named backend with only the first header stripped. What
+//! goes on is plain IPIP from the LB, so the next backend strips it and
+//! never hands it on again.
 //!
 //! tc (ingress, attached through a TCX link), not XDP: it runs on every
 //! driver with no generic-mode caveat, leaves the interface's XDP hook to
@@ -24,9 +25,9 @@
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        __sk_buff, BPF_F_CURRENT_NETNS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1,
-        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        __sk_buff, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_CURRENT_NETNS,
+        TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
     },
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::{bpf_redirect_neigh, bpf_sk_release, bpf_skc_lookup_tcp},
@@ -35,7 +36,11 @@ use aya_ebpf::{
 };
 use lb_common::{DecapCounter, IPPROTO_TCP, TcAction};
 use lb_ebpf::declare_maps;
-use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+    tcp::TcpHdr,
+};
 
 lb_common::decap_maps!(declare_maps);
 
@@ -45,7 +50,9 @@ const _: () = assert!(TcAction::Drop as i32 == TC_ACT_SHOT);
 const _: () = assert!(TcAction::Redirect as i32 == TC_ACT_REDIRECT);
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
 /// `TCP_LISTEN` (include/net/tcp_states.h): a listener is no connection.
 const TCP_LISTEN: u32 = 10;
 
@@ -73,13 +80,22 @@ fn classify(ctx: &TcContext) -> DecapCounter {
     let Ok(eth) = ctx.load::<EthHdr>(0) else {
         return DecapCounter::NotIpip;
     };
-    if eth.ether_type != ETH_P_IP.to_be() {
-        return DecapCounter::NotIpip;
+    if eth.ether_type == ETH_P_IP.to_be() {
+        classify4(ctx)
+    } else if eth.ether_type == ETH_P_IPV6.to_be() {
+        classify6(ctx)
+    } else {
+        DecapCounter::NotIpip
     }
+}
+
+/// An IPv4 outer header: protocol 4 (an IPv4 client's packet, or a
+/// second chance) or 41 (an IPv6 client's).
+fn classify4(ctx: &TcContext) -> DecapCounter {
     let Ok(outer) = ctx.load::<Ipv4Hdr>(EthHdr::LEN) else {
         return DecapCounter::NotIpip;
     };
-    if outer.proto != IPPROTO_IPIP {
+    if outer.proto != IPPROTO_IPIP && outer.proto != IPPROTO_IPV6 {
         return DecapCounter::NotIpip;
     }
     if DECAP_LOCAL
@@ -96,6 +112,9 @@ fn classify(ctx: &TcContext) -> DecapCounter {
     if outer.vihl != 0x45 || is_fragment {
         return DecapCounter::Malformed;
     }
+    if outer.proto == IPPROTO_IPV6 {
+        return strip_to(ctx, Ipv4Hdr::LEN, IpFamily::V6);
+    }
     let Ok(inner) = ctx.load::<Ipv4Hdr>(EthHdr::LEN + Ipv4Hdr::LEN) else {
         return DecapCounter::Malformed;
     };
@@ -106,6 +125,68 @@ fn classify(ctx: &TcContext) -> DecapCounter {
         return second_chance(ctx, &outer, &inner);
     }
     if !strip(ctx, 1) {
+        return DecapCounter::Malformed;
+    }
+    DecapCounter::Decapsulated
+}
+
+/// An IPv6 outer header (protocol §9): next header 41 (an IPv6 client's
+/// packet) or 4 (an IPv4 client's).
+fn classify6(ctx: &TcContext) -> DecapCounter {
+    let Ok(outer) = ctx.load::<Ipv6Hdr>(EthHdr::LEN) else {
+        return DecapCounter::NotIpip;
+    };
+    let inner = match outer.next_hdr {
+        IPPROTO_IPV6 => IpFamily::V6,
+        IPPROTO_IPIP => IpFamily::V4,
+        _ => return DecapCounter::NotIpip,
+    };
+    if DECAP_LOCAL6
+        .get(0)
+        .is_none_or(|local| *local != outer.dst_addr)
+    {
+        return DecapCounter::NotForUs;
+    }
+    // SAFETY: as for IPv4.
+    if unsafe { DECAP_LBS6.get(&outer.src_addr) }.is_none() {
+        return DecapCounter::UnknownSource;
+    }
+    strip_to(ctx, Ipv6Hdr::LEN, inner)
+}
+
+/// The family of the packet an outer header wraps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IpFamily {
+    V4,
+    V6,
+}
+
+/// Removes the `outer_len` bytes of outer header before a packet of
+/// family `inner` (checked: its version must say so), telling the kernel
+/// the family where it changes, and passes it up.
+fn strip_to(ctx: &TcContext, outer_len: usize, inner: IpFamily) -> DecapCounter {
+    let Ok(first) = ctx.load::<u8>(EthHdr::LEN + outer_len) else {
+        return DecapCounter::Malformed;
+    };
+    let (version, ether_type, flag) = match inner {
+        IpFamily::V4 => (4, ETH_P_IP, BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
+        IpFamily::V6 => (6, ETH_P_IPV6, BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
+    };
+    if first >> 4 != version {
+        return DecapCounter::Malformed;
+    }
+    let outer_is_ipv6 = outer_len == Ipv6Hdr::LEN;
+    let same_family = outer_is_ipv6 == (inner == IpFamily::V6);
+    let flags = if same_family { 0 } else { u64::from(flag) };
+    if ctx
+        .adjust_room(-(outer_len as i32), BPF_ADJ_ROOM_MAC, flags)
+        .is_err()
+    {
+        return DecapCounter::Malformed;
+    }
+    // The kernel took the new family from the flag; the MAC header says
+    // it too, for whatever reads the frame.
+    if !same_family && ctx.store(12, &ether_type.to_be_bytes(), 0).is_err() {
         return DecapCounter::Malformed;
     }
     DecapCounter::Decapsulated

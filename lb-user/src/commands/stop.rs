@@ -21,8 +21,8 @@ pub fn stop(pin_path: &Path) -> anyhow::Result<()> {
         removed.len(),
         pin_path.display()
     );
-    if let Some((iface, value)) = next_hop::restore_recorded_forwarding(pin_path) {
-        println!("net.ipv4.conf.{iface}.forwarding restored to {value}");
+    for (sysctl, value) in next_hop::restore_recorded_forwarding(pin_path) {
+        println!("{sysctl} restored to {value}");
     }
     Ok(())
 }
