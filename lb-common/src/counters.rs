@@ -125,24 +125,26 @@ counters! {
     VipForwarded = "vip_forwarded" => Tx,
     /// Client packet that started a new flow (Maglev pick), sent to its backend.
     VipNewFlow = "vip_new_flow" => Tx,
-    /// Client packet wrapped in IPIP and sent toward its backend (known flow).
+    /// Client packet wrapped in IP-in-IP (of the backend's family) and sent
+    /// toward its backend (known flow).
     IpipForwarded = "ipip_forwarded" => Tx,
-    /// Client packet that started a new flow, wrapped in IPIP and sent.
+    /// Client packet that started a new flow, wrapped in IP-in-IP and sent.
     IpipNewFlow = "ipip_new_flow" => Tx,
-    /// Client packet for an IPIP backend longer than the interface's MTU
+    /// Client packet for an IP-in-IP backend longer than the interface's MTU
     /// (a GSO super-packet, which generic XDP sees whole): passed with its
     /// backend and next hop in its CPU's `GSO_HANDOFFS` slot to the GSO program, which
     /// wraps it ([`GsoCounter`] counts what became of it).
     IpipGsoHandoff = "ipip_gso_handoff" => Pass,
     /// Client packet dropped: the kernel's FIB has no usable next hop toward
-    /// its IPIP backend (recorded in NEXT_HOP_ERRORS for lb-user to report
-    /// and resolve).
+    /// its IP-in-IP backend (recorded in NEXT_HOP_ERRORS or
+    /// NEXT_HOP_ERRORS6 for lb-user to report and resolve).
     IpipNoNextHop = "ipip_no_next_hop" => Drop,
-    /// Client packet too big once wrapped, with DF set: answered with an
-    /// ICMP "fragmentation needed" carrying the usable MTU.
+    /// Client packet too big once wrapped, IPv6 or IPv4 with DF set:
+    /// answered with an ICMPv6 Packet Too Big or an ICMP "fragmentation
+    /// needed" carrying the usable MTU.
     IpipTooBig = "ipip_too_big" => Tx,
-    /// Client packet too big once wrapped, with DF clear: dropped (XDP
-    /// cannot fragment).
+    /// IPv4 client packet too big once wrapped, with DF clear: dropped
+    /// (XDP cannot fragment).
     IpipTooBigDropped = "ipip_too_big_dropped" => Drop,
     /// Client packet dropped: the frame could not be grown or cut (no headroom).
     IpipNoRoom = "ipip_no_room" => Drop,
@@ -178,7 +180,7 @@ counters! {
     /// What the LB's GSO program did with a packet on the interface's
     /// ingress (only where XDP runs in generic mode).
     GsoCounter => TcAction {
-    /// A super-packet XDP handed over: wrapped in IPIP (the GSO size
+    /// A super-packet XDP handed over: wrapped in IP-in-IP (the GSO size
     /// lowered by the outer header, so that each segment fits the MTU)
     /// and sent out of the interface toward its next hop.
     Wrapped = "gso_wrapped" => Redirect,
