@@ -176,32 +176,56 @@ fn median_single_on(program: &mut Xdp, frame: &[u8], ifindex: u32) -> f64 {
 }
 
 /// An established flow forwarded at L2 (on-segment backends) and through
-/// IPIP (a routed backend, FIB lookup, outer header), each run on a fresh
-/// frame; checks that every run was forwarded by the path named.
+/// IP-in-IP (a routed backend, FIB lookup, outer header), for an IPv4 and
+/// an IPv6 client, each run on a fresh frame; checks that every run was
+/// forwarded by the path named.
 fn l2_and_ipip_rows() -> Vec<(&'static str, f64, f64)> {
     routed::in_namespace(|ifindex| {
         let syn = Frame::tcp(CLIENT, 40000, VIP, 80, 0x02).bytes();
         let established = Frame::tcp(CLIENT, 40000, VIP, 80, 0x10).bytes();
+        let syn6 = tcp6(CLIENT6, 40000, VIP6, 80, 0x02).bytes();
+        let established6 = tcp6(CLIENT6, 40000, VIP6, 80, 0x10).bytes();
         let mut l2 = TestLb::with(LOAD);
         for i in 0..3 {
             l2.announce(i, 0, 100);
         }
         let mut ipip = TestLb::with(LOAD);
         ipip.register_routed(routed::ROUTED_BACKEND);
+        let mut l2_6 = TestLb::serving_ipv6_backends(VIP6.into());
+        let mut ip6ip6 = TestLb::serving(VIP6.into(), true);
+        ip6ip6.register_routed6(routed::ROUTED_BACKEND6);
         let floor = median_single_on(l2.extra_program(FLOOR_PROGRAM_NAME), &established, ifindex);
         let mut rows = vec![("empty XDP program, one run each", floor, floor)];
-        for (name, lb, counter) in [
-            ("L2, connection-table hit", &mut l2, Counter::VipForwarded),
+        for (name, lb, (syn, established), counter) in [
+            (
+                "L2, connection-table hit",
+                &mut l2,
+                (&syn, &established),
+                Counter::VipForwarded,
+            ),
             (
                 "IPIP, connection-table hit",
                 &mut ipip,
+                (&syn, &established),
+                Counter::IpipForwarded,
+            ),
+            (
+                "IPv6 L2, connection-table hit",
+                &mut l2_6,
+                (&syn6, &established6),
+                Counter::VipForwarded,
+            ),
+            (
+                "ip6ip6, connection-table hit",
+                &mut ip6ip6,
+                (&syn6, &established6),
                 Counter::IpipForwarded,
             ),
         ] {
             // Records the flow.
-            lb.run_on(ifindex, &syn);
+            lb.run_on(ifindex, syn);
             let before = lb.counter(counter);
-            let ns = median_single_on(lb.program(), &established, ifindex);
+            let ns = median_single_on(lb.program(), established, ifindex);
             assert_eq!(
                 lb.counter(counter) - before,
                 u64::from(SINGLE_RUNS),
@@ -473,7 +497,12 @@ fn main() {
     for (name, ns, floor) in &rows {
         println!("{name:<34} {ns:>9.1} {:>9.2}", ns / floor);
     }
-    println!("IPIP / L2: {:.2}", rows[2].1 / rows[1].1);
+    println!(
+        "IPIP / L2: {:.2}; ip6ip6 / IPIP: {:.2}; IPv6 L2 / L2: {:.2}",
+        rows[2].1 / rows[1].1,
+        rows[4].1 / rows[2].1,
+        rows[3].1 / rows[1].1
+    );
     println!();
     println!(
         "the agent's decapsulation (tc), BPF_PROG_TEST_RUN, median of {SINGLE_RUNS} single runs"
