@@ -35,6 +35,9 @@ pub const FORWARD6_SLOT: u32 = 2;
 /// [`WRAP_SLOT`]: their stacks have no room left for it. The backend goes
 /// in the CPU's `WRAP_HANDOFFS` slot.
 pub const WRAP_PROGRAM_NAME: &str = "xdp_wrap";
+/// The per-CPU map the handing programs leave the backend in for
+/// [`WRAP_PROGRAM_NAME`]: never pinned, as it holds nothing past a packet.
+pub const WRAP_HANDOFFS: &str = "WRAP_HANDOFFS";
 /// The slot of [`WRAP_PROGRAM_NAME`] in [`FAMILY_PROGRAMS`].
 pub const WRAP_SLOT: u32 = 3;
 /// The programs of [`FAMILY_PROGRAMS`], by slot.

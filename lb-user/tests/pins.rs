@@ -20,7 +20,7 @@ use common::LOAD;
 /// hold the globals the loader sets (`.rodata`, `.bss`, `.data`), and
 /// aya-log's ring, which the process that loaded the program reads.
 fn per_load(name: &str) -> bool {
-    name.starts_with('.') || name == "AYA_LOGS"
+    name.starts_with('.') || name == "AYA_LOGS" || name == lb_common::WRAP_HANDOFFS
 }
 
 fn data(map: &Map) -> &MapData {

@@ -4,7 +4,7 @@
 //! one ECMP route hashed on layer 4. A client behind the router keeps 200
 //! connections busy while one LB host loses its link and comes back.
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
     thread::sleep,
     time::{Duration, Instant},
@@ -21,6 +21,7 @@ const BACKENDS: [usize; 3] = [3, 4, 5];
 /// A host on the segment whose agent starts while LB 1 is out.
 const LATE_BACKEND: usize = 6;
 const POLL: Duration = Duration::from_millis(50);
+const GROUP6: &str = "ff15::4c42";
 /// How long the probe runs, when LB 1 loses its link and when it gets it back.
 const PROBE_SECONDS: u64 = 16;
 const LINK_DOWN_AT: Duration = Duration::from_secs(3);
@@ -64,19 +65,28 @@ fn start_bird(topo: &Topology, i: usize, name: &str, config: &str) -> anyhow::Re
 }
 
 /// The router's next hops toward `vip`.
-fn next_hops(topo: &Topology, vip: Ipv4Addr) -> usize {
-    topo.exec_program(ROUTER, "ip", &["route", "show", &format!("{vip}/32")])
-        .map(|out| {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            match text.matches("nexthop").count() {
-                0 if text.contains(" via ") => 1,
-                n => n,
-            }
-        })
-        .unwrap_or(0)
+fn next_hops(topo: &Topology, vip: IpAddr) -> usize {
+    let (family, len) = if vip.is_ipv6() {
+        ("-6", 128)
+    } else {
+        ("-4", 32)
+    };
+    topo.exec_program(
+        ROUTER,
+        "ip",
+        &[family, "route", "show", &format!("{vip}/{len}")],
+    )
+    .map(|out| {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        match text.matches("nexthop").count() {
+            0 if text.contains(" via ") => 1,
+            n => n,
+        }
+    })
+    .unwrap_or(0)
 }
 
-fn wait_next_hops(topo: &Topology, vip: Ipv4Addr, want: usize) -> anyhow::Result<Duration> {
+fn wait_next_hops(topo: &Topology, vip: IpAddr, want: usize) -> anyhow::Result<Duration> {
     let start = Instant::now();
     wait_for(Duration::from_secs(30), POLL, || {
         (next_hops(topo, vip) == want).then_some(())
@@ -90,33 +100,55 @@ fn wait_next_hops(topo: &Topology, vip: Ipv4Addr, want: usize) -> anyhow::Result
 /// routes and both LBs every backend.
 /// What the tests get: the VIP, and each LB's process, arguments and pins.
 struct Lbs {
-    vip: Ipv4Addr,
+    vip: IpAddr,
     procs: [Proc; 2],
     args: Vec<String>,
     pins: [std::path::PathBuf; 2],
 }
 
+/// The VIP's family, and with it the backends' group's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
 fn two_lbs_behind_ecmp(
+    family: Family,
     body: impl FnOnce(&Topology, &mut Lbs) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let mut topo = Topology::new(7, Bridge::Flooding)?;
     let client = topo.add_subnet(ROUTER, 1, 1)?[0];
     topo.run(|topo| {
         let [a, b, _, _] = topo.host(LB1).addr.octets();
-        let vip = Ipv4Addr::new(a, b, 200, 100);
         let router = topo.host(ROUTER).addr;
         topo.sysctl(ROUTER, "net.ipv4.fib_multipath_hash_policy", "1")?;
         let client_net = format!("{a}.{b}.1.0/24");
         for h in BACKENDS.into_iter().chain([LATE_BACKEND]) {
             topo.add_route(h, &client_net, router)?;
         }
+        let (vip, group_args): (IpAddr, &[&str]) = match family {
+            Family::V4 => (Ipv4Addr::new(a, b, 200, 100).into(), &[]),
+            Family::V6 => (ipv6_ecmp(topo, client)?.into(), &["--group", GROUP6]),
+        };
         let lb_conf = repo_file("deploy/bird/lb.conf")?
-            .replace("define UPSTREAM = 10.0.0.254;", &format!("define UPSTREAM = {router};"));
-        let neighbors = format!(
+            .replace("define UPSTREAM = 10.0.0.254;", &format!("define UPSTREAM = {router};"))
+            .replace(
+                "define UPSTREAM6 = 2001:db8::fe;",
+                &format!("define UPSTREAM6 = {};", topo.ipv6_address(ROUTER)),
+            );
+        let mut neighbors = format!(
             "protocol bgp lb1 from lb {{ neighbor {} as 65001; }}\nprotocol bgp lb2 from lb {{ neighbor {} as 65001; }}\n",
             topo.host(LB1).addr,
             topo.host(LB2).addr
         );
+        if family == Family::V6 {
+            neighbors += &format!(
+                "protocol bgp lb1v6 from lb {{ neighbor {} as 65001; }}\nprotocol bgp lb2v6 from lb {{ neighbor {} as 65001; }}\n",
+                topo.ipv6_address(LB1),
+                topo.ipv6_address(LB2)
+            );
+        }
         let router_conf = repo_file("deploy/bird/router-example.conf")?
             .lines()
             .filter(|l| !l.starts_with("protocol bgp lb"))
@@ -126,7 +158,7 @@ fn two_lbs_behind_ecmp(
             + &neighbors;
         let vip_text = vip.to_string();
         let window = format!("{}s", SECOND_CHANCE_WINDOW.as_secs());
-        let lb_args = [
+        let mut lb_args = vec![
             "--vip",
             vip_text.as_str(),
             "--service",
@@ -134,6 +166,7 @@ fn two_lbs_behind_ecmp(
             "--second-chance-window",
             &window,
         ];
+        lb_args.extend_from_slice(group_args);
         let (lb1, pin1) = topo.start_lb(LB1, "lb1", &lb_args)?;
         let (lb2, pin2) = topo.start_lb(LB2, "lb2", &lb_args)?;
         let _birds = [
@@ -141,8 +174,13 @@ fn two_lbs_behind_ecmp(
             start_bird(topo, LB1, "bird-lb1", &lb_conf)?,
             start_bird(topo, LB2, "bird-lb2", &lb_conf)?,
         ];
-        let _servers = topo.start_servers(&[BACKENDS[0], BACKENDS[1], BACKENDS[2], LATE_BACKEND])?;
-        let _agents = topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip_text])?;
+        let _servers = [BACKENDS[0], BACKENDS[1], BACKENDS[2], LATE_BACKEND]
+            .into_iter()
+            .map(|h| topo.spawn(h, &format!("server{h}"), "name-server", &["[::]:80", &format!("b{h}")]))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut agent_args = vec!["--iface", "eth0", "--vip", &vip_text];
+        agent_args.extend_from_slice(group_args);
+        let _agents = topo.spawn_agents(&BACKENDS, &agent_args)?;
         for pin in [&pin1, &pin2] {
             wait_for(Duration::from_secs(10), POLL, || {
                 topo.status(pin).ok().filter(|s| registered(s).len() == BACKENDS.len())
@@ -161,7 +199,6 @@ fn two_lbs_behind_ecmp(
         for pin in [&pin1, &pin2] {
             topo.wait_tables(pin)?;
         }
-        let _ = client;
         // Older than the window (ages are whole seconds, hence the margin):
         // the previous tables name them.
         let margin = Duration::from_millis(1500);
@@ -176,16 +213,47 @@ fn two_lbs_behind_ecmp(
     })
 }
 
+/// IPv6 for an ECMP test: every host of the LBs' segment gets an address,
+/// the client one on its subnet behind the router, the router multipath
+/// hashing on layer 4 for IPv6 too, the backends routing the client's
+/// subnet through it. The VIP, outside both subnets (the router routes it
+/// by BGP).
+fn ipv6_ecmp(topo: &Topology, client: usize) -> anyhow::Result<Ipv6Addr> {
+    for host in 0..topo.hosts.len() - 1 {
+        topo.ipv6(host)?;
+    }
+    let client_addr = topo.ipv6_subnet(ROUTER, 1, &[client])?[0];
+    topo.sysctl(ROUTER, "net.ipv6.fib_multipath_hash_policy", "1")?;
+    let [a, b, c, d, ..] = client_addr.segments();
+    let client_net = Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0);
+    let via = topo.ipv6_address(ROUTER).to_string();
+    for h in BACKENDS.into_iter().chain([LATE_BACKEND]) {
+        topo.exec_program(
+            h,
+            "ip",
+            &[
+                "-6",
+                "route",
+                "add",
+                &format!("{client_net}/64"),
+                "via",
+                &via,
+            ],
+        )?;
+    }
+    Ok(Ipv6Addr::new(a, b, c, 0xc8, 0, 0, 0, 0x100))
+}
+
 /// Runs the 200-connection probe in the client while LB 1's link goes down
 /// and up (and `while_out` runs while it is down); returns its result.
 fn probe_across_an_outage(
     topo: &Topology,
-    vip: Ipv4Addr,
+    vip: IpAddr,
     while_out: impl FnOnce() -> anyhow::Result<()>,
     on_return: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<Value> {
     let client = topo.hosts.len() - 1;
-    let target = format!("{vip}:80");
+    let target = std::net::SocketAddr::new(vip, 80).to_string();
     let mut probe = topo.spawn(
         client,
         "probe",
@@ -243,7 +311,18 @@ fn check_both_forwarded(topo: &Topology, lbs: &Lbs) -> anyhow::Result<()> {
 
 #[test]
 fn connections_survive_an_lb_failure_and_return_behind_ecmp() -> anyhow::Result<()> {
-    two_lbs_behind_ecmp(|topo, lbs| {
+    survive_an_lb_failure(Family::V4)
+}
+
+/// The same with an IPv6 VIP served by IPv6 backends: BIRD announces the
+/// VIP as a /128 over the same BGP session.
+#[test]
+fn ipv6_connections_survive_an_lb_failure_and_return_behind_ecmp() -> anyhow::Result<()> {
+    survive_an_lb_failure(Family::V6)
+}
+
+fn survive_an_lb_failure(family: Family) -> anyhow::Result<()> {
+    two_lbs_behind_ecmp(family, |topo, lbs| {
         let result = probe_across_an_outage(topo, lbs.vip, || Ok(()), || Ok(()))?;
         println!("200 connections across LB 1's failure and return: {result}");
         check_both_forwarded(topo, lbs)?;
@@ -265,7 +344,7 @@ fn connections_survive_an_lb_failure_and_return_behind_ecmp() -> anyhow::Result<
 /// than its window), and none breaks.
 #[test]
 fn a_backend_joining_while_an_lb_host_is_down_breaks_no_connection() -> anyhow::Result<()> {
-    two_lbs_behind_ecmp(|topo, lbs| {
+    two_lbs_behind_ecmp(Family::V4, |topo, lbs| {
         let vip_text = lbs.vip.to_string();
         let mut late = None;
         let mut share = 0.0;
