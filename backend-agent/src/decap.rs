@@ -382,6 +382,8 @@ mod tests {
     const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
     const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x50);
     const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x64);
+    /// Another IPv6 backend of the group, which a second chance names.
+    const NEXT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 3);
 
     fn ipv6(next: u8, src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
         let mut h = vec![0x60, 0, 0, 0];
@@ -395,10 +397,16 @@ mod tests {
 
     /// An IPv6 client's TCP SYN to the IPv6 VIP.
     fn client_packet6() -> Vec<u8> {
+        client_segment6(0x02)
+    }
+
+    /// An IPv6 client's TCP segment with `flags` to the IPv6 VIP (no
+    /// socket here has it).
+    fn client_segment6(flags: u8) -> Vec<u8> {
         let mut tcp = vec![0u8; 20];
         tcp[..4].copy_from_slice(&[0x03, 0xe8, 0, 80]);
         tcp[12] = 5 << 4;
-        tcp[13] = 0x02;
+        tcp[13] = flags;
         ipv6(6, CLIENT6, VIP6, &tcp)
     }
 
@@ -415,6 +423,7 @@ mod tests {
         decap.learn_lb(LB6.into()).unwrap();
         decap.learn_lb(LB.into()).unwrap();
         let (inner4, inner6) = (client_packet(), client_packet6());
+        let ack6 = client_segment6(0x10);
         let in_ipv6 = |src, dst, inner: &[u8]| {
             let next = if inner[0] >> 4 == 4 { 4 } else { 41 };
             frame(0x86dd, &ipv6(next, src, dst, inner))
@@ -468,6 +477,44 @@ mod tests {
                 TC_ACT_SHOT,
                 DecapCounter::Malformed,
                 frame(0x0800, &ipv4(41, 0x4000, LB, LOCAL, &inner4)),
+            ),
+            (
+                "an IPv6 second chance for a connection no socket here holds: handed on",
+                in_ipv6(LB6, LOCAL6, &ipv6(41, LB6, NEXT6, &ack6)),
+                TC_ACT_REDIRECT,
+                DecapCounter::SecondChanceHandedOn,
+                frame(0x86dd, &ipv6(41, LB6, NEXT6, &ack6)),
+            ),
+            (
+                "an IPv6 second chance for a SYN: kept, both headers stripped",
+                in_ipv6(LB6, LOCAL6, &ipv6(41, LB6, NEXT6, &inner6)),
+                TC_ACT_OK,
+                DecapCounter::SecondChanceKept,
+                frame(0x86dd, &inner6),
+            ),
+            (
+                "an IPv4 client's second chance in IPv6: kept, the frame turns IPv4",
+                in_ipv6(LB6, LOCAL6, &ipv6(4, LB6, NEXT6, &inner4)),
+                TC_ACT_OK,
+                DecapCounter::SecondChanceKept,
+                frame(0x0800, &inner4),
+            ),
+            (
+                "an IPv6 client's second chance in IPv4: kept, the frame turns IPv6",
+                frame(
+                    0x0800,
+                    &ipv4(4, 0x4000, LB, LOCAL, &ipv4(41, 0x4000, LB, NEXT, &inner6)),
+                ),
+                TC_ACT_OK,
+                DecapCounter::SecondChanceKept,
+                frame(0x86dd, &inner6),
+            ),
+            (
+                "an IPv6 second chance naming the next backend from another source",
+                in_ipv6(LB6, LOCAL6, &ipv6(41, CLIENT6, NEXT6, &ack6)),
+                TC_ACT_SHOT,
+                DecapCounter::SecondChanceRefused,
+                in_ipv6(LB6, LOCAL6, &ipv6(41, CLIENT6, NEXT6, &ack6)),
             ),
             (
                 "plain IPv6",

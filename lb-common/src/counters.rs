@@ -210,15 +210,15 @@ counters! {
     Malformed = "malformed" => Drop,
     /// Not IP-in-IP: left alone.
     NotIpip = "not_ipip" => Pass,
-    /// A second-chance packet (IPIP from a known LB holding IPIP from the
-    /// same LB to the backend it names next, protocol §7) whose connection
+    /// A second-chance packet (IP-in-IP from a known LB holding IP-in-IP
+    /// from the same LB to the backend it names next, protocol §7) whose connection
     /// this backend holds (or that opens one, or is not TCP): both outer
     /// headers stripped, the client's packet passed up.
     SecondChanceKept = "second_chance_kept" => Pass,
     /// A second-chance TCP packet with no socket here: the first outer
-    /// header stripped and the rest (IPIP from the LB to the backend it
-    /// names) sent back out toward that backend, which takes it as any
-    /// IPIP from the LB; never handed on twice.
+    /// header stripped and the rest (IP-in-IP from the LB to the backend
+    /// it names) sent back out toward that backend, which takes it as any
+    /// IP-in-IP from the LB; never handed on twice.
     SecondChanceHandedOn = "second_chance_handed_on" => Redirect,
     /// A second-chance packet whose inner header is not from the same LB,
     /// names this backend itself, or cannot be read whole: dropped.

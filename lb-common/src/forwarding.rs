@@ -135,18 +135,26 @@ impl Default for GsoHandoff {
 
 /// What a program with 16-byte backend addresses leaves in its CPU's slot
 /// of `WRAP_HANDOFFS` before it tail-calls the wrap program
-/// (`WRAP_PROGRAM_NAME`) for a packet to an IP-in-IP backend.
+/// (`WRAP_PROGRAM_NAME`) for a packet to wrap in IP-in-IP.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct WrapHandoff {
     /// The backend (IPv4-mapped for an IPv4 backend): the outer header's
     /// destination and family.
     pub backend: [u8; 16],
+    /// For a second chance, the previous backend the inner header names
+    /// (of the backend's family); all zero otherwise.
+    pub previous: [u8; 16],
+    /// The backend's MAC: where a second chance to a backend on the LB's
+    /// segment goes.
+    pub mac: [u8; 6],
     /// Whether the packet started its flow (which counter it moves).
     pub new_flow: u8,
-    pub _pad: [u8; 3],
+    /// Whether the backend is on the LB's segment (a second chance goes
+    /// to its MAC, not through the FIB).
+    pub on_segment: u8,
 }
-const _: () = assert!(core::mem::size_of::<WrapHandoff>() == 20);
+const _: () = assert!(core::mem::size_of::<WrapHandoff>() == 40);
 
 /// How long XDP trusts a next hop from the FIB: a changed route,
 /// neighbour or MTU applies to IPIP traffic within this time.

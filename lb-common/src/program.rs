@@ -120,8 +120,7 @@ macro_rules! program_maps {
             /// pick goes to the pick wrapped twice, naming the previous one
             /// (protocol §7, second chance).
             PREVIOUS_SERVICES / previous_services: HashMap<$crate::ServiceKey4, $crate::Service>[$crate::MAX_SERVICES];
-            /// IPv6 VIPs' previous tables, as PREVIOUS_SERVICES (written by
-            /// lb-user; XDP gives IPv6 clients no second chance yet).
+            /// IPv6 VIPs' previous tables, as PREVIOUS_SERVICES.
             PREVIOUS_SERVICES6 / previous_services6: HashMap<$crate::ServiceKey, $crate::Service>[$crate::MAX_SERVICES];
             /// Rows: the backend of a service each names (see
             /// [`ServiceBackend`]($crate::ServiceBackend)), written by lb-user.

@@ -19,7 +19,8 @@ use crate::{
     ipip::{self, Inner, Outer},
     maps::{
         BACKENDS, BACKENDS6, FAMILY_PROGRAMS, FORWARDING, LB_ADDR, LB_ADDR6, LB_MAC, MAGLEV,
-        PREVIOUS_SERVICES, SEGMENT_MASK, SEGMENT6_MASK, SERVICE_BACKENDS, SERVICES, SERVICES6,
+        PREVIOUS_SERVICES, PREVIOUS_SERVICES6, SEGMENT_MASK, SEGMENT6_MASK, SERVICE_BACKENDS,
+        SERVICES, SERVICES6,
         VIPS, WRAP_HANDOFFS,
     },
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at},
@@ -133,8 +134,10 @@ pub trait ServiceLookup {
     /// The service XDP forwards by, copied out.
     fn service(&self) -> Option<Service>;
     fn proto(&self) -> u8;
-    /// The IPv4 key, for the second chance (IPv4 clients only, as yet).
-    fn as_v4(&self) -> Option<&ServiceKey4>;
+    /// The service's previous table (the second chance), in place: lb-user
+    /// replaces a hash map element whole, and the old one stays valid
+    /// while read.
+    fn previous(&self) -> Option<&Service>;
 }
 
 impl ServiceLookup for ServiceKey4 {
@@ -148,8 +151,10 @@ impl ServiceLookup for ServiceKey4 {
         self.proto
     }
     #[inline(always)]
-    fn as_v4(&self) -> Option<&ServiceKey4> {
-        Some(self)
+    fn previous(&self) -> Option<&Service> {
+        // SAFETY: plain value written only by lb-user, which replaces it
+        // whole (a hash map element: the old one stays valid while read).
+        unsafe { PREVIOUS_SERVICES.get(self) }
     }
 }
 
@@ -164,8 +169,9 @@ impl ServiceLookup for ServiceKey {
         self.proto
     }
     #[inline(always)]
-    fn as_v4(&self) -> Option<&ServiceKey4> {
-        None
+    fn previous(&self) -> Option<&Service> {
+        // SAFETY: as above.
+        unsafe { PREVIOUS_SERVICES6.get(self) }
     }
 }
 
@@ -281,8 +287,9 @@ pub fn handle6(ctx: &XdpContext, eth: *mut EthHdr, packet: &Ipv6Packet) -> Optio
         Ok(picked) => picked,
         Err(miss) => return handled_elsewhere(ctx, miss),
     };
-    if picked.addr.wraps() {
-        return Some(wrap_elsewhere(ctx, &picked));
+    let wraps = picked.addr.wraps();
+    if wraps || picked.previous != <[u8; 16]>::NONE {
+        return Some(wrap_elsewhere(ctx, &picked, wraps));
     }
     Some(rewrite_macs(eth, &picked))
 }
@@ -327,18 +334,39 @@ fn pick<const W: usize, B: BackendAddr, K: ServiceLookup>(
             previous: B::NONE,
         });
     }
-    let picked = pick_for_service(place, known, epoch, (new_connection, service_key))?;
+    let lookup = Lookup {
+        place,
+        known,
+        epoch,
+        new_connection,
+        service_key,
+    };
+    let picked = pick_for_service(&lookup)?;
     stats::traffic_add(picked.row, packet_bytes(ctx), picked.new_flow);
     Ok(picked)
+}
+
+/// What [`pick_for_service`] needs of a flow: its place, what the
+/// connection table holds for it (`known`), the change count read before
+/// any check, whether it opens a connection, and its service's key.
+struct Lookup<'a, const W: usize, K> {
+    place: &'a Place<W>,
+    known: Found<W>,
+    epoch: u32,
+    new_connection: bool,
+    service_key: &'a K,
 }
 
 /// The backend for a flow that needs its service.
 #[inline(always)]
 fn pick_for_service<const W: usize, B: BackendAddr, K: ServiceLookup>(
-    place: &Place<W>,
-    known: Found<W>,
-    epoch: u32,
-    (new_connection, service_key): (bool, &K),
+    &Lookup {
+        place,
+        known,
+        epoch,
+        new_connection,
+        service_key,
+    }: &Lookup<'_, W, K>,
 ) -> Result<Picked<B>, Miss> {
     let Some(service) = service_key.service() else {
         // Another port of a VIP, or no VIP: classified like any packet (to
@@ -350,18 +378,11 @@ fn pick_for_service<const W: usize, B: BackendAddr, K: ServiceLookup>(
     }
     // A TCP packet past its SYN of a flow this LB does not know may belong
     // to a connection another LB (or this one before a restart) sent
-    // where the previous table says. (A second chance is wrapped in IPv4
-    // to IPv4 backends: `xdp_lb`'s only, as yet.)
-    let previous = match service_key.as_v4() {
-        Some(key4)
-            if !B::IPV6
-                && !new_connection
-                && service_key.proto() == IPPROTO_TCP
-                && !known.is_some() =>
-        {
-            previous_pick::<B>(key4, place.maglev_hash())
-        }
-        _ => B::NONE,
+    // where the previous table says.
+    let previous = if !new_connection && service_key.proto() == IPPROTO_TCP && !known.is_some() {
+        previous_pick::<B, K>(service_key, place.maglev_hash())
+    } else {
+        B::NONE
     };
     pick_backend(&service, place, known, epoch, (new_connection, previous))
         .ok_or(Miss::Drop(Counter::VipNoBackend))
@@ -384,8 +405,7 @@ fn send<B: BackendAddr>(
         return rewrite_macs(eth, to);
     }
     let (Some(backend), false) = (to.addr.ipv4(), B::IPV6) else {
-        // No second chance here (`pick_for_service`).
-        return wrap_elsewhere(ctx, to);
+        return wrap_elsewhere(ctx, to, wraps);
     };
     let (next, sent) = match (second_chance, to.new_flow) {
         (true, _) => (to.previous.ipv4(), Counter::VipSecondChance),
@@ -401,20 +421,23 @@ fn send<B: BackendAddr>(
     }
 }
 
-/// Hands a packet to an IP-in-IP backend (no second chance) to the wrap
-/// program, which sends it on: the programs with 16-byte backend
-/// addresses have no stack left for it. A tail call returns only if its
-/// slot is empty, never once loaded.
+/// Hands a packet to the wrap program, which sends it on to its backend
+/// in IP-in-IP (across routers if `wraps`, else a second chance to the MAC
+/// it announces from): the programs with 16-byte backend addresses have
+/// no stack left for it. A tail call returns only if its slot is empty,
+/// never once loaded.
 #[inline(always)]
-fn wrap_elsewhere<B: BackendAddr>(ctx: &XdpContext, to: &Picked<B>) -> Counter {
+fn wrap_elsewhere<B: BackendAddr>(ctx: &XdpContext, to: &Picked<B>, wraps: bool) -> Counter {
     // The array has its one slot on every CPU: only for the verifier.
     let Some(slot) = WRAP_HANDOFFS.get_ptr_mut(0) else {
         return Counter::IpipNoRoom;
     };
     let handoff = WrapHandoff {
         backend: to.addr.addr16(),
+        previous: to.previous.addr16(),
+        mac: to.mac,
         new_flow: u8::from(to.new_flow),
-        _pad: [0; 3],
+        on_segment: u8::from(!wraps),
     };
     // SAFETY: this CPU's slot, read by the wrap program on this CPU
     // within this packet's run; one copy in through the raw pointer.
@@ -426,7 +449,7 @@ fn wrap_elsewhere<B: BackendAddr>(ctx: &XdpContext, to: &Picked<B>) -> Counter {
 
 /// The wrap program's work: sends the client's packet (`inner`) to the
 /// backend the program before it left in this CPU's slot, in an outer
-/// header of the backend's family.
+/// header of the backend's family (twice for a second chance).
 #[inline(always)]
 pub fn wrap_handed_over(ctx: &XdpContext, inner: &Inner) -> Counter {
     // The array has its one slot on every CPU: only for the verifier.
@@ -434,24 +457,31 @@ pub fn wrap_handed_over(ctx: &XdpContext, inner: &Inner) -> Counter {
         return Counter::IpipNoRoom;
     };
     // SAFETY: this CPU's slot, written by the program that tail-called
-    // this one for this packet; a copy.
-    let handoff = unsafe { slot.read() };
-    let sent = if handoff.new_flow != 0 {
-        Counter::IpipNewFlow
-    } else {
-        Counter::IpipForwarded
-    };
+    // this one for this packet, and by no other CPU: read in place (a copy
+    // would take the frame's room the calls below need).
+    let handoff = unsafe { &*slot };
     match unmapped(&handoff.backend) {
-        Some(backend) => forward_to(ctx, inner, backend, sent),
-        None => forward_to(ctx, inner, handoff.backend, sent),
+        Some(_) => forward_to::<[u8; 4]>(ctx, inner, handoff),
+        None => forward_to::<[u8; 16]>(ctx, inner, handoff),
     }
 }
 
-/// [`ipip::forward`] toward a backend of family `A`, in a stack frame of
-/// its own: the two families' paths and their calls do not fit one.
+/// [`ipip::forward`] of a handoff toward a backend of family `A` (its
+/// previous backend, if any, of the same family: one group), in a stack
+/// frame of its own: the two families' paths and their calls do not fit
+/// one.
 #[inline(never)]
-fn forward_to<A: Outer>(ctx: &XdpContext, inner: &Inner, backend: A, sent: Counter) -> Counter {
-    ipip::forward(ctx, inner, backend, (None, None), sent)
+fn forward_to<A: Outer>(ctx: &XdpContext, inner: &Inner, handoff: &WrapHandoff) -> Counter {
+    let (Some(backend), previous) = (A::of16(&handoff.backend), A::of16(&handoff.previous)) else {
+        return Counter::IpipNoRoom;
+    };
+    let sent = match (previous.is_some(), handoff.new_flow != 0) {
+        (true, _) => Counter::VipSecondChance,
+        (false, true) => Counter::IpipNewFlow,
+        (false, false) => Counter::IpipForwarded,
+    };
+    let on_segment = (handoff.on_segment != 0).then_some(handoff.mac);
+    ipip::forward(ctx, inner, backend, (previous, on_segment), sent)
 }
 
 /// Layer-2 DSR, the same for either family: the frame goes back out with
@@ -615,29 +645,30 @@ fn pick_backend<const W: usize, B: BackendAddr>(
 /// The backend service `key`'s previous table gives a flow of Maglev hash
 /// `hash`, if that table exists and its backend is registered and not
 /// DOWN (DRAINING is fine: its open connections are what this is for);
-/// else `BackendAddr::NONE` (not an `Option`: a `None` leaves the payload's register
-/// undefined, which the verifier refuses across a call).
-///
-/// Not inlined: its own stack frame keeps the program's within the
-/// verifier's 512 bytes.
-#[inline(never)]
-fn previous_pick<B: BackendAddr>(key: &ServiceKey4, hash: u32) -> B {
-    // SAFETY: plain value written only by lb-user, which replaces it whole
-    // (a hash map element: the old one stays valid while read).
-    let Some(previous) = (unsafe { PREVIOUS_SERVICES.get(key) }) else {
-        return B::NONE;
-    };
-    let size = previous.active_size();
-    // Checked for the verifier too: a zero size must not divide.
-    if size == 0 {
-        return B::NONE;
-    }
-    let Some(&row) = MAGLEV.get(previous.maglev_index(previous.active_slot, hash % size)) else {
+/// else `BackendAddr::NONE`.
+#[inline(always)]
+fn previous_pick<B: BackendAddr, K: ServiceLookup>(key: &K, hash: u32) -> B {
+    let Some(previous) = key.previous() else {
         return B::NONE;
     };
     // Checked: a previous table that could not be rebuilt may name rows
     // freed since.
-    row_backend(previous, row).map_or(B::NONE, |(addr, _)| addr)
+    row_backend(previous, previous_row(previous, hash)).map_or(B::NONE, |(addr, _)| addr)
+}
+
+/// The row the `previous` table gives a flow of Maglev hash `hash` (0, no
+/// backend, if none), in a stack frame of its own.
+#[inline(never)]
+fn previous_row(previous: &Service, hash: u32) -> u32 {
+    let size = previous.active_size();
+    // Checked for the verifier too: a zero size must not divide.
+    if size == 0 {
+        return 0;
+    }
+    MAGLEV
+        .get(previous.maglev_index(previous.active_slot, hash % size))
+        .copied()
+        .unwrap_or(0)
 }
 
 /// MAC of `addr` (as a row names it) if it is registered in the

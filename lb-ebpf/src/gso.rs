@@ -70,20 +70,19 @@ pub fn hand_over<A: Outer>(ctx: &XdpContext, inner: &Inner, backend: A) -> Count
     let Some(slot) = GSO_HANDOFFS.get_ptr_mut(0) else {
         return Counter::IpipNoRoom;
     };
-    let handoff = GsoHandoff {
-        // SAFETY: ptr_at checked the bounds; a copy.
-        ip_header: unsafe { *ip_header },
-        backend: backend.addr16(),
-        dmac: hop.dmac,
-        smac: hop.smac,
-        inner_proto: inner.proto,
-        tos: inner.tos,
-        dont_fragment: u8::from(inner.dont_fragment),
-        _pad: 0,
-    };
     // SAFETY: this CPU's slot; the GSO program reads it on this CPU after
-    // this program returns. One copy in, through the raw pointer.
-    unsafe { slot.write(handoff) };
+    // this program returns. Written field by field through the raw
+    // pointer, not built on the stack first: the wrap program's frame is
+    // tight. ptr_at checked the header's bounds.
+    unsafe {
+        (&raw mut (*slot).ip_header).write(*ip_header);
+        (&raw mut (*slot).backend).write(backend.addr16());
+        (&raw mut (*slot).dmac).write(hop.dmac);
+        (&raw mut (*slot).smac).write(hop.smac);
+        (&raw mut (*slot).inner_proto).write(inner.proto);
+        (&raw mut (*slot).tos).write(inner.tos);
+        (&raw mut (*slot).dont_fragment).write(u8::from(inner.dont_fragment));
+    }
     Counter::IpipGsoHandoff
 }
 

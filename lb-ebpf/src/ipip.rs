@@ -20,7 +20,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lb_common::{
-    COARSE_LAG_MAX_NS, Counter, NEXT_HOP_CACHE_NS, NextHop, NextHopError, addr::mapped,
+    COARSE_LAG_MAX_NS, Counter, NEXT_HOP_CACHE_NS, NextHop, NextHopError,
+    addr::{mapped, unmapped},
     wire::internet_checksum,
 };
 use network_types::{
@@ -124,6 +125,9 @@ pub trait Outer: Copy + 'static {
     ) -> bool;
     /// The 16-byte form (IPv4-mapped for IPv4).
     fn addr16(self) -> [u8; 16];
+    /// The address of this family a 16-byte form names, if any (all zero
+    /// names none).
+    fn of16(addr: &[u8; 16]) -> Option<Self>;
 }
 
 impl Outer for [u8; 4] {
@@ -186,6 +190,10 @@ impl Outer for [u8; 4] {
     fn addr16(self) -> [u8; 16] {
         mapped(self)
     }
+    #[inline(always)]
+    fn of16(addr: &[u8; 16]) -> Option<Self> {
+        unmapped(addr).filter(|a| *a != [0; 4])
+    }
 }
 
 impl Outer for [u8; 16] {
@@ -233,14 +241,26 @@ impl Outer for [u8; 16] {
         let Some(at) = ptr_at::<[u8; Ipv6Hdr::LEN]>(ctx, offset) else {
             return false;
         };
-        let payload_len = outer_len - Ipv6Hdr::LEN as u16;
         // SAFETY: ptr_at checked the bounds; XDP packets are writable.
-        unsafe { *at.cast_mut() = ipv6_header(inner.tos, payload_len, inner_proto, src, dst) };
+        let header = unsafe { &mut *at.cast_mut() };
+        // Written in place, not built on the stack and copied: the wrap
+        // program's frame is tight.
+        header[..8].copy_from_slice(&ipv6_fixed(
+            inner.tos,
+            outer_len - Ipv6Hdr::LEN as u16,
+            inner_proto,
+        ));
+        header[8..24].copy_from_slice(&src);
+        header[24..].copy_from_slice(&dst);
         true
     }
     #[inline(always)]
     fn addr16(self) -> [u8; 16] {
         self
+    }
+    #[inline(always)]
+    fn of16(addr: &[u8; 16]) -> Option<Self> {
+        (*addr != [0; 16] && unmapped(addr).is_none()).then_some(*addr)
     }
 }
 
@@ -259,7 +279,6 @@ pub fn forward<A: Outer>(
 ) -> Counter {
     let overhead = if next.is_some() { 2 } else { 1 } * A::HEADER_LEN;
     let outer_len = (inner.len + overhead) as u16;
-    let lb = A::lb();
     let hop = match hop_toward(
         ctx,
         inner.l4_proto,
@@ -281,46 +300,83 @@ pub fn forward<A: Outer>(
             return Counter::IpipNoNextHop;
         }
     };
+    let headers = Headers {
+        inner: *inner,
+        outer_len,
+        backend,
+        next,
+        dmac: hop.dmac,
+        smac: hop.smac,
+    };
+    let wrapped = if A::HEADER_LEN == Ipv6Hdr::LEN {
+        put_headers_out_of_line(ctx, &headers)
+    } else {
+        put_headers(ctx, &headers)
+    };
+    if wrapped { sent } else { Counter::IpipNoRoom }
+}
+
+/// The outer headers of a packet [`forward`] sends: the client's packet,
+/// the outer packet's length, the backend, the next backend (a second
+/// chance) and the MACs of the hop.
+struct Headers<A> {
+    inner: Inner,
+    outer_len: u16,
+    backend: A,
+    next: Option<A>,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+}
+
+/// Grows the frame by the outer headers and writes them and the new MAC
+/// header; false if the frame cannot grow.
+#[inline(always)]
+fn put_headers<A: Outer>(ctx: &XdpContext, headers: &Headers<A>) -> bool {
+    let overhead = usize::from(headers.outer_len) - headers.inner.len;
     // SAFETY: a negative delta grows the headroom; the helper checks it.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
-        return Counter::IpipNoRoom;
+        return false;
     }
     let Some(eth) = ptr_at::<[u8; EthHdr::LEN]>(ctx, 0) else {
-        return Counter::IpipNoRoom;
+        return false;
     };
     // SAFETY: ptr_at checked the bounds; XDP packets are writable.
     let eth = unsafe { &mut *eth.cast_mut() };
-    eth[..6].copy_from_slice(&hop.dmac);
-    eth[6..12].copy_from_slice(&hop.smac);
+    eth[..6].copy_from_slice(&headers.dmac);
+    eth[6..12].copy_from_slice(&headers.smac);
     eth[12..14].copy_from_slice(&A::ETHER_TYPE.to_be_bytes());
-    let Some(next) = next else {
-        let wrapped = A::put_header(
+    let (inner, outer_len, lb) = (&headers.inner, headers.outer_len, A::lb());
+    let Some(next) = headers.next else {
+        return A::put_header(
             ctx,
             EthHdr::LEN,
             inner,
             (outer_len, inner.proto),
-            (lb, backend),
+            (lb, headers.backend),
         );
-        return if wrapped { sent } else { Counter::IpipNoRoom };
     };
     let middle_len = outer_len - A::HEADER_LEN as u16;
-    if A::put_header(
+    A::put_header(
         ctx,
         EthHdr::LEN,
         inner,
         (outer_len, A::PROTO),
-        (lb, backend),
+        (lb, headers.backend),
     ) && A::put_header(
         ctx,
         EthHdr::LEN + A::HEADER_LEN,
         inner,
         (middle_len, inner.proto),
         (lb, next),
-    ) {
-        sent
-    } else {
-        Counter::IpipNoRoom
-    }
+    )
+}
+
+/// [`put_headers`] in a stack frame of its own, for IPv6 outer headers: the
+/// wrap program's frame with its 16-byte addresses inline left no room
+/// for the calls of the next-hop phase.
+#[inline(never)]
+fn put_headers_out_of_line<A: Outer>(ctx: &XdpContext, headers: &Headers<A>) -> bool {
+    put_headers(ctx, headers)
 }
 
 /// Where an outer packet of `outer_len` bytes from the LB to `backend`
@@ -468,8 +524,18 @@ pub fn ipv6_header(
     dst: [u8; 16],
 ) -> [u8; Ipv6Hdr::LEN] {
     let mut header = [0u8; Ipv6Hdr::LEN];
+    header[..8].copy_from_slice(&ipv6_fixed(traffic_class, payload_len, next_header));
+    header[8..24].copy_from_slice(&src);
+    header[24..].copy_from_slice(&dst);
+    header
+}
+
+/// The first 8 bytes of an IPv6 header (before its addresses), without a
+/// flow label.
+#[inline(always)]
+fn ipv6_fixed(traffic_class: u8, payload_len: u16, next_header: u8) -> [u8; 8] {
     let [len_hi, len_lo] = payload_len.to_be_bytes();
-    header[..8].copy_from_slice(&[
+    [
         0x60 | (traffic_class >> 4),
         traffic_class << 4,
         0,
@@ -478,10 +544,7 @@ pub fn ipv6_header(
         len_lo,
         next_header,
         OUTER_TTL,
-    ]);
-    header[8..24].copy_from_slice(&src);
-    header[24..].copy_from_slice(&dst);
-    header
+    ]
 }
 
 /// An option-free IPv4 header with its checksum.

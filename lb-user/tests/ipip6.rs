@@ -303,7 +303,7 @@ fn a_missing_ipv6_next_hop_is_recorded_and_a_super_packet_handed_over() {
             (VIP6.into(), ROUTED_BACKEND.into()),
             (VIP.into(), ROUTED_BACKEND6.into()),
         ] {
-            let mut lb = TestLb::serving_with(load, vip, backend.is_ipv6());
+            let mut lb = TestLb::serving_with(load, vip, backend.is_ipv6(), SECOND_CHANCE_WINDOW);
             match backend {
                 IpAddr::V6(addr) => lb.register_routed6(addr),
                 IpAddr::V4(addr) => lb.register_routed(addr),
@@ -334,6 +334,80 @@ fn a_missing_ipv6_next_hop_is_recorded_and_a_super_packet_handed_over() {
             assert_eq!(handoff.ip_header[..], frame[14..54], "{vip} -> {backend}");
             assert_eq!(handoff.inner_proto, inner_proto, "{vip} -> {backend}");
             assert_eq!((handoff.dmac, handoff.smac), (ROUTER_MAC, LB_MAC));
+        }
+    });
+}
+
+/// The second chance (protocol §7, §10) for IPv6: an ACK of a flow the LB
+/// has no entry for, whose backend in the previous table is not its pick,
+/// goes to the pick in IPv6 wrapped twice (next header 41 around next
+/// header 41 or 4, the inner header naming the previous backend), from an
+/// IPv6 client and from an IPv4 one; never recorded.
+#[test]
+fn an_unknown_flow_to_ipv6_backends_whose_previous_backend_differs_gets_a_second_chance() {
+    lb_tests_require_root();
+    in_namespace(|ifindex| {
+        for vip in [IpAddr::from(VIP6), IpAddr::from(VIP)] {
+            let window = std::time::Duration::from_millis(200);
+            let mut lb = TestLb::serving_with(LOAD, vip, true, window);
+            let routed = |k| Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, k);
+            let old = [routed(2), routed(3)];
+            for addr in old {
+                lb.register_routed6(addr);
+            }
+            std::thread::sleep(window + std::time::Duration::from_millis(50));
+            lb.register_routed6(routed(4));
+            let mut chances = 0;
+            for port in 3000..3300 {
+                let frame = match vip {
+                    IpAddr::V6(_) => segment6(port, ACK, 60),
+                    IpAddr::V4(_) => segment4(port, ACK, 60, true),
+                };
+                let before = lb.counter(Counter::VipSecondChance);
+                let (action, out) = lb.run_on(ifindex, &frame);
+                assert_eq!(action, XDP_TX, "{vip} port {port}");
+                let to =
+                    |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&out[at..at + 16]).unwrap());
+                if lb.counter(Counter::VipSecondChance) == before {
+                    assert!(
+                        old.contains(&to(38)),
+                        "{vip} port {port}: recorded on {}",
+                        to(38)
+                    );
+                    assert_eq!(out, wrapped6(&frame, to(38)), "{vip} port {port}");
+                    continue;
+                }
+                chances += 1;
+                let (first, next) = (to(38), to(78));
+                assert!(
+                    old.contains(&next) && next != first,
+                    "{vip} port {port}: {first} then {next}"
+                );
+                let inner = wrapped6(&frame, next);
+                let mut expected = ROUTER_MAC.to_vec();
+                expected.extend_from_slice(&LB_MAC);
+                expected.extend_from_slice(&[0x86, 0xdd]);
+                let tc = (inner[14] << 4) | (inner[15] >> 4);
+                expected.extend(ipv6_header(inner.len() - 14, IPPROTO_IPV6, tc, LB6, first));
+                expected.extend_from_slice(&inner[14..]);
+                assert_eq!(out, expected, "{vip} port {port}: output frame");
+                let again = lb.counter(Counter::VipSecondChance);
+                assert_eq!(
+                    lb.run_on(ifindex, &frame).1,
+                    expected,
+                    "{vip} port {port}: again"
+                );
+                assert_eq!(
+                    lb.counter(Counter::VipSecondChance),
+                    again + 1,
+                    "not recorded"
+                );
+            }
+            println!("{vip}: 300 unknown flows, {chances} second chances");
+            assert!(
+                (60..=160).contains(&chances),
+                "{vip}: {chances} second chances"
+            );
         }
     });
 }

@@ -379,6 +379,40 @@ fn a_failover_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
     before_and_after(|window| failover_after(Change::Join, window))
 }
 
+/// The family of a test's VIP and group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+const GROUP6: &str = "ff15::4c42";
+
+impl Family {
+    /// The VIP `last` of the segment, of this family; for IPv6 the first
+    /// `hosts` hosts get their addresses first.
+    fn vip(self, topo: &Topology, hosts: usize) -> anyhow::Result<String> {
+        Ok(match self {
+            Family::V4 => topo.segment_address(100).to_string(),
+            Family::V6 => {
+                for host in 0..hosts {
+                    topo.ipv6(host)?;
+                }
+                let [a, b, c, ..] = topo.ipv6_address(0).segments();
+                std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0x100).to_string()
+            }
+        })
+    }
+
+    /// The group arguments of the LB and the agents.
+    fn group_args(self) -> &'static [&'static str] {
+        match self {
+            Family::V4 => &[],
+            Family::V6 => &["--group", GROUP6],
+        }
+    }
+}
+
 /// One LB started with `args`, backends 1 and 2 registered and in its
 /// tables, older than `window` when it is short, and the third backend's
 /// server already up (its agent is the test's to start).
@@ -386,53 +420,78 @@ struct TwoBackends {
     lb: Proc,
     pin: std::path::PathBuf,
     vip: String,
+    family: Family,
     _servers: Vec<Proc>,
     _agents: Vec<Proc>,
 }
 
 impl TwoBackends {
-    fn agent_args(&self) -> [&str; 4] {
-        ["--iface", "eth0", "--vip", &self.vip]
+    fn agent_args(&self) -> Vec<&str> {
+        let mut args = vec!["--iface", "eth0", "--vip", &self.vip];
+        args.extend_from_slice(self.family.group_args());
+        args
+    }
+
+    /// `ADDR:PORT` of the VIP's port 80.
+    fn target(&self) -> String {
+        match self.family {
+            Family::V4 => format!("{}:80", self.vip),
+            Family::V6 => format!("[{}]:80", self.vip),
+        }
     }
 }
 
 fn two_backends_behind_one_lb(
     topo: &Topology,
+    (vip, family): (&str, Family),
     args: &[&str],
     window: Duration,
 ) -> anyhow::Result<TwoBackends> {
-    let vip = topo.segment_address(100).to_string();
     let (lb, pin) = topo.start_lb(LB, "lb", args)?;
-    let servers = topo.start_servers(&[1, 2, 3])?;
-    let agents = topo.spawn_agents(&BACKENDS, &["--iface", "eth0", "--vip", &vip])?;
-    topo.wait_backends(&pin, "active", 2, Duration::from_secs(5))?;
-    topo.wait_tables(&pin)?;
+    // Dual-stack servers: IPv4 clients too.
+    let servers = [1, 2, 3]
+        .into_iter()
+        .map(|h| {
+            topo.spawn(
+                h,
+                &format!("server{h}"),
+                "name-server",
+                &["[::]:80", &format!("b{h}")],
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut two = TwoBackends {
+        lb,
+        pin,
+        vip: vip.to_owned(),
+        family,
+        _servers: servers,
+        _agents: Vec::new(),
+    };
+    two._agents = topo.spawn_agents(&BACKENDS, &two.agent_args())?;
+    topo.wait_backends(&two.pin, "active", 2, Duration::from_secs(5))?;
+    topo.wait_tables(&two.pin)?;
     if window < Duration::from_secs(60) {
         std::thread::sleep(window + Duration::from_millis(500));
     }
-    Ok(TwoBackends {
-        lb,
-        pin,
-        vip,
-        _servers: servers,
-        _agents: agents,
-    })
+    Ok(two)
 }
 
 /// An LB restarted with a fresh table (SIGTERM, then a new `run`: no
 /// pins adopted) after a join: its 200 keep-alive connections retransmit
 /// through the gap and reach a new LB that knows none of them, but learns
 /// from the agents' announced ages which backends are older than its
-/// window. `window` is its second-chance window.
-fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
+/// window. `window` is its second-chance window; `family` the VIP's and
+/// the backends' group's.
+fn restart_after_a_join(window: Duration, family: Family) -> anyhow::Result<Seen> {
     const JOINING: usize = 3;
     let mut result = None;
     with_topology(5, Bridge::Flooding, |topo| {
         let window_arg = format!("{}ms", window.as_millis());
-        let vip = topo.segment_address(100).to_string();
-        let args = lb_args(&vip, &window_arg, &[]);
-        let mut two = two_backends_behind_one_lb(topo, &args, window)?;
-        let target = format!("{vip}:80");
+        let vip = family.vip(topo, 5)?;
+        let args = lb_args(&vip, &window_arg, family.group_args());
+        let mut two = two_backends_behind_one_lb(topo, (&vip, family), &args, window)?;
+        let target = two.target();
         let mut many = topo.spawn(4, "many", "http-probe", &["many", &target, "10"])?;
         std::thread::sleep(Duration::from_secs(2));
         let _joined = topo.spawn_agents(&[JOINING], &two.agent_args())?;
@@ -455,7 +514,7 @@ fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
         let seen = seen(&mut many)?;
         let status = topo.status(&pin)?;
         println!(
-            "window {window:?}: {seen:?}; second chances: {}",
+            "{family:?}, window {window:?}: {seen:?}; second chances: {}",
             lb_tests::counter(&status, lb_tests::Counter::VipSecondChance)?
         );
         drop(lb_again);
@@ -470,7 +529,15 @@ fn restart_after_a_join(window: Duration) -> anyhow::Result<Seen> {
 /// (the backends' ages come with their announcements).
 #[test]
 fn an_lb_restarted_with_a_fresh_table_after_a_join_breaks_no_connection() -> anyhow::Result<()> {
-    before_and_after(restart_after_a_join)
+    before_and_after(|window| restart_after_a_join(window, Family::V4))
+}
+
+/// The same with an IPv6 VIP served by IPv6 backends: the second chance
+/// goes in IPv6 wrapped twice (protocol §8, IP-in-IP).
+#[test]
+fn an_lb_restarted_with_a_fresh_table_after_a_join_breaks_no_ipv6_connection() -> anyhow::Result<()>
+{
+    before_and_after(|window| restart_after_a_join(window, Family::V6))
 }
 
 /// A DRAINING backend's connections survive an LB failover: the previous
@@ -506,7 +573,7 @@ fn syn_flood_while_a_backend_joins(window: Duration) -> anyhow::Result<Flooded> 
         let window_arg = format!("{}ms", window.as_millis());
         let vip = topo.segment_address(100).to_string();
         let args = lb_args(&vip, &window_arg, &["--max-flows", "1024"]);
-        let two = two_backends_behind_one_lb(topo, &args, window)?;
+        let two = two_backends_behind_one_lb(topo, (&vip, Family::V4), &args, window)?;
         let (pin, agent_args) = (&two.pin, two.agent_args());
         let target = format!("{vip}:80");
         let mut many = topo.spawn(CLIENT5, "many", "http-probe", &["many", &target, "10"])?;

@@ -7,13 +7,13 @@
 //! anyone else is dropped; every other packet is left alone. Each packet
 //! moves one counter, whose declaration in lb-common fixes the tc action.
 //!
-//! A second-chance packet (IPIP from a known LB holding IPIP from the same
-//! LB to another backend; IPv4 only) is the LB's way of naming the
-//! backend that may hold the connection when this one does not: kept here
-//! if this backend has a socket for it (or it opens a connection), else
-//! sent on to the named backend with only the first header stripped. What
-//! goes on is plain IPIP from the LB, so the next backend strips it and
-//! never hands it on again.
+//! A second-chance packet (IP-in-IP from a known LB holding IP-in-IP of
+//! the same family from the same LB to another backend) is the LB's way
+//! of naming the backend that may hold the connection when this one does
+//! not: kept here if this backend has a socket for it (or it opens a
+//! connection), else sent on to the named backend with only the first
+//! header stripped. What goes on is plain IP-in-IP from the LB, so the
+//! next backend strips it and never hands it on again.
 //!
 //! tc (ingress, attached through a TCX link), not XDP: it runs on every
 //! driver with no generic-mode caveat, leaves the interface's XDP hook to
@@ -28,6 +28,7 @@ use aya_ebpf::{
         __sk_buff, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_CURRENT_NETNS,
         TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
         bpf_sock_tuple, bpf_sock_tuple__bindgen_ty_1, bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1,
+        bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2,
     },
     btf_maps::{Array, HashMap, PerCpuArray},
     helpers::{bpf_redirect_neigh, bpf_sk_release, bpf_skc_lookup_tcp},
@@ -108,12 +109,12 @@ fn classify4(ctx: &TcContext) -> DecapCounter {
     if unsafe { DECAP_LBS.get(&outer.src_addr) }.is_none() {
         return DecapCounter::UnknownSource;
     }
-    let is_fragment = u16::from_be_bytes(outer.frags) & 0x3fff != 0;
-    if outer.vihl != 0x45 || is_fragment {
+    if !whole_option_free(&outer) {
         return DecapCounter::Malformed;
     }
+    let outer_header = (IpFamily::V4, Ipv4Hdr::LEN);
     if outer.proto == IPPROTO_IPV6 {
-        return strip_to(ctx, Ipv4Hdr::LEN, IpFamily::V6);
+        return strip_to(ctx, outer_header, IpFamily::V6);
     }
     let Ok(inner) = ctx.load::<Ipv4Hdr>(EthHdr::LEN + Ipv4Hdr::LEN) else {
         return DecapCounter::Malformed;
@@ -121,25 +122,29 @@ fn classify4(ctx: &TcContext) -> DecapCounter {
     if inner.vihl >> 4 != 4 {
         return DecapCounter::Malformed;
     }
-    if inner.proto == IPPROTO_IPIP {
-        return second_chance(ctx, &outer, &inner);
+    // The LB's header toward the next backend, around the client's
+    // packet of either family: a second chance.
+    if let Some(client) = wrapped_family(inner.proto) {
+        if !whole_option_free(&inner) {
+            return DecapCounter::SecondChanceRefused;
+        }
+        let addrs = [
+            (outer.src_addr, outer.dst_addr),
+            (inner.src_addr, inner.dst_addr),
+        ];
+        return second_chance(ctx, outer_header, addrs, client);
     }
-    if !strip(ctx, 1) {
-        return DecapCounter::Malformed;
-    }
-    DecapCounter::Decapsulated
+    strip_to(ctx, outer_header, IpFamily::V4)
 }
 
 /// An IPv6 outer header (protocol §9): next header 41 (an IPv6 client's
-/// packet) or 4 (an IPv4 client's).
+/// packet, or a second chance) or 4 (an IPv4 client's).
 fn classify6(ctx: &TcContext) -> DecapCounter {
     let Ok(outer) = ctx.load::<Ipv6Hdr>(EthHdr::LEN) else {
         return DecapCounter::NotIpip;
     };
-    let inner = match outer.next_hdr {
-        IPPROTO_IPV6 => IpFamily::V6,
-        IPPROTO_IPIP => IpFamily::V4,
-        _ => return DecapCounter::NotIpip,
+    let Some(inner_family) = wrapped_family(outer.next_hdr) else {
+        return DecapCounter::NotIpip;
     };
     if DECAP_LOCAL6
         .get(0)
@@ -151,7 +156,19 @@ fn classify6(ctx: &TcContext) -> DecapCounter {
     if unsafe { DECAP_LBS6.get(&outer.src_addr) }.is_none() {
         return DecapCounter::UnknownSource;
     }
-    strip_to(ctx, Ipv6Hdr::LEN, inner)
+    let outer_header = (IpFamily::V6, Ipv6Hdr::LEN);
+    if inner_family == IpFamily::V6
+        && let Ok(inner) = ctx.load::<Ipv6Hdr>(EthHdr::LEN + Ipv6Hdr::LEN)
+        && inner.vcf[0] >> 4 == 6
+        && let Some(client) = wrapped_family(inner.next_hdr)
+    {
+        let addrs = [
+            (outer.src_addr, outer.dst_addr),
+            (inner.src_addr, inner.dst_addr),
+        ];
+        return second_chance(ctx, outer_header, addrs, client);
+    }
+    strip_to(ctx, outer_header, inner_family)
 }
 
 /// The family of the packet an outer header wraps.
@@ -161,112 +178,156 @@ enum IpFamily {
     V6,
 }
 
-/// Removes the `outer_len` bytes of outer header before a packet of
-/// family `inner` (checked: its version must say so), telling the kernel
-/// the family where it changes, and passes it up.
-fn strip_to(ctx: &TcContext, outer_len: usize, inner: IpFamily) -> DecapCounter {
+/// The family a protocol (next header) of 4 or 41 wraps; `None` for any
+/// other.
+fn wrapped_family(proto: u8) -> Option<IpFamily> {
+    match proto {
+        IPPROTO_IPIP => Some(IpFamily::V4),
+        IPPROTO_IPV6 => Some(IpFamily::V6),
+        _ => None,
+    }
+}
+
+/// An IPv4 header without options that is no fragment.
+fn whole_option_free(header: &Ipv4Hdr) -> bool {
+    let is_fragment = u16::from_be_bytes(header.frags) & 0x3fff != 0;
+    header.vihl == 0x45 && !is_fragment
+}
+
+/// Removes the `outer` header (its family and length: one header, or two
+/// of a second chance) before a packet of family `inner` (checked: its
+/// version must say so), telling the kernel the family where it changes,
+/// and passes it up.
+fn strip_to(ctx: &TcContext, outer: (IpFamily, usize), inner: IpFamily) -> DecapCounter {
+    if strip(ctx, outer, inner) {
+        DecapCounter::Decapsulated
+    } else {
+        DecapCounter::Malformed
+    }
+}
+
+/// [`strip_to`]'s work; false if the packet cannot be stripped.
+fn strip(ctx: &TcContext, (outer_family, outer_len): (IpFamily, usize), inner: IpFamily) -> bool {
     let Ok(first) = ctx.load::<u8>(EthHdr::LEN + outer_len) else {
-        return DecapCounter::Malformed;
+        return false;
     };
     let (version, ether_type, flag) = match inner {
         IpFamily::V4 => (4, ETH_P_IP, BPF_F_ADJ_ROOM_DECAP_L3_IPV4),
         IpFamily::V6 => (6, ETH_P_IPV6, BPF_F_ADJ_ROOM_DECAP_L3_IPV6),
     };
     if first >> 4 != version {
-        return DecapCounter::Malformed;
+        return false;
     }
-    let outer_is_ipv6 = outer_len == Ipv6Hdr::LEN;
-    let same_family = outer_is_ipv6 == (inner == IpFamily::V6);
+    let same_family = outer_family == inner;
     let flags = if same_family { 0 } else { u64::from(flag) };
     if ctx
         .adjust_room(-(outer_len as i32), BPF_ADJ_ROOM_MAC, flags)
         .is_err()
     {
-        return DecapCounter::Malformed;
+        return false;
     }
     // The kernel took the new family from the flag; the MAC header says
     // it too, for whatever reads the frame.
-    if !same_family && ctx.store(12, &ether_type.to_be_bytes(), 0).is_err() {
-        return DecapCounter::Malformed;
-    }
-    DecapCounter::Decapsulated
+    same_family || ctx.store(12, &ether_type.to_be_bytes(), 0).is_ok()
 }
 
-/// A second-chance packet: `outer` from a known LB to this backend,
-/// `middle` the LB's IPIP header to the backend it names next.
-fn second_chance(ctx: &TcContext, outer: &Ipv4Hdr, middle: &Ipv4Hdr) -> DecapCounter {
-    let is_fragment = u16::from_be_bytes(middle.frags) & 0x3fff != 0;
+/// A second-chance packet: `outer` (its family and one header's length)
+/// from a known LB to this backend, holding the LB's header of the same
+/// family to the backend it names next, around a client's packet of
+/// family `client`; `addrs` are the two headers' (source, destination).
+fn second_chance<A: PartialEq>(
+    ctx: &TcContext,
+    outer: (IpFamily, usize),
+    [(outer_src, outer_dst), (middle_src, middle_dst)]: [(A, A); 2],
+    client: IpFamily,
+) -> DecapCounter {
     // Only the LB that sent the packet may name the next backend, and
     // never this one (a loop).
-    if middle.src_addr != outer.src_addr
-        || middle.dst_addr == outer.dst_addr
-        || middle.vihl != 0x45
-        || is_fragment
-    {
+    if middle_src != outer_src || middle_dst == outer_dst {
         return DecapCounter::SecondChanceRefused;
     }
-    let Ok(client) = ctx.load::<Ipv4Hdr>(EthHdr::LEN + 2 * Ipv4Hdr::LEN) else {
-        return DecapCounter::SecondChanceRefused;
-    };
-    if client.proto == IPPROTO_TCP && !opens_or_held(ctx, &client) {
-        // The LB's IPIP to the next backend, as it would have sent it.
-        if !strip(ctx, 1) {
-            return DecapCounter::SecondChanceRefused;
+    let (family, header_len) = outer;
+    let client_at = EthHdr::LEN + 2 * header_len;
+    match opens_or_held(ctx, client_at, client) {
+        // The LB's IP-in-IP to the next backend, as it would have sent it.
+        Some(false) if strip(ctx, outer, family) => DecapCounter::SecondChanceHandedOn,
+        Some(true) if strip(ctx, (family, 2 * header_len), client) => {
+            DecapCounter::SecondChanceKept
         }
-        return DecapCounter::SecondChanceHandedOn;
+        _ => DecapCounter::SecondChanceRefused,
     }
-    if !strip(ctx, 2) {
-        return DecapCounter::SecondChanceRefused;
-    }
-    DecapCounter::SecondChanceKept
 }
 
-/// Whether the client's TCP packet (its IPv4 header `client`, after both
-/// outer headers) opens a connection (a SYN without ACK) or belongs to a
-/// socket of this backend's (any state but listening).
-fn opens_or_held(ctx: &TcContext, client: &Ipv4Hdr) -> bool {
-    let header_len = usize::from(client.vihl & 0x0f) * 4;
-    let Ok(tcp) = ctx.load::<TcpHdr>(EthHdr::LEN + 2 * Ipv4Hdr::LEN + header_len) else {
-        // No whole TCP header: the stack drops it wherever it goes.
-        return true;
-    };
-    if tcp.syn() != 0 && tcp.ack() == 0 {
-        return true;
-    }
+/// Whether the client's packet at `at` (of family `client`) opens a
+/// connection (a SYN without ACK), belongs to a socket of this backend's
+/// (any state but listening), or is not TCP (kept); `None` if its header
+/// cannot be read whole.
+fn opens_or_held(ctx: &TcContext, at: usize, client: IpFamily) -> Option<bool> {
     let mut tuple = bpf_sock_tuple {
         __bindgen_anon_1: bpf_sock_tuple__bindgen_ty_1 {
-            ipv4: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
-                saddr: u32::from_ne_bytes(client.src_addr),
-                daddr: u32::from_ne_bytes(client.dst_addr),
-                sport: u16::from_ne_bytes(tcp.source),
-                dport: u16::from_ne_bytes(tcp.dest),
+            ipv6: bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+                saddr: [0; 4],
+                daddr: [0; 4],
+                sport: 0,
+                dport: 0,
             },
         },
     };
-    let size = size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>() as u32;
+    let (tcp, size) = match client {
+        IpFamily::V4 => {
+            let header = ctx.load::<Ipv4Hdr>(at).ok()?;
+            if header.proto != IPPROTO_TCP {
+                return Some(true);
+            }
+            let tcp = ctx
+                .load::<TcpHdr>(at + usize::from(header.vihl & 0x0f) * 4)
+                .ok()?;
+            tuple.__bindgen_anon_1.ipv4 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1 {
+                saddr: u32::from_ne_bytes(header.src_addr),
+                daddr: u32::from_ne_bytes(header.dst_addr),
+                sport: u16::from_ne_bytes(tcp.source),
+                dport: u16::from_ne_bytes(tcp.dest),
+            };
+            (tcp, size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_1>())
+        }
+        IpFamily::V6 => {
+            let header = ctx.load::<Ipv6Hdr>(at).ok()?;
+            if header.next_hdr != IPPROTO_TCP {
+                return Some(true);
+            }
+            let tcp = ctx.load::<TcpHdr>(at + Ipv6Hdr::LEN).ok()?;
+            // SAFETY: 16 bytes either way, network order kept.
+            let words =
+                |addr: [u8; 16]| unsafe { core::mem::transmute::<[u8; 16], [u32; 4]>(addr) };
+            tuple.__bindgen_anon_1.ipv6 = bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2 {
+                saddr: words(header.src_addr),
+                daddr: words(header.dst_addr),
+                sport: u16::from_ne_bytes(tcp.source),
+                dport: u16::from_ne_bytes(tcp.dest),
+            };
+            (tcp, size_of::<bpf_sock_tuple__bindgen_ty_1__bindgen_ty_2>())
+        }
+    };
+    if tcp.syn() != 0 && tcp.ack() == 0 {
+        return Some(true);
+    }
     // SAFETY: the context's own skb and a tuple on the stack of `size`
     // bytes; the socket found is released before return.
     unsafe {
         let sock = bpf_skc_lookup_tcp(
             ctx.as_ptr(),
             &raw mut tuple,
-            size,
+            size as u32,
             BPF_F_CURRENT_NETNS as u64,
             0,
         );
         if sock.is_null() {
-            return false;
+            return Some(false);
         }
         let listening = (*sock).state == TCP_LISTEN;
         bpf_sk_release(sock.cast());
-        !listening
+        Some(!listening)
     }
-}
-
-/// Removes `headers` IPv4 headers of 20 bytes right after the MAC header.
-fn strip(ctx: &TcContext, headers: i32) -> bool {
-    ctx.adjust_room(-(Ipv4Hdr::LEN as i32) * headers, BPF_ADJ_ROOM_MAC, 0)
-        .is_ok()
 }
 
 #[unsafe(link_section = "license")]

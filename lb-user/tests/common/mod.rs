@@ -349,11 +349,17 @@ impl TestLb {
     /// IPv6 (GROUP6, port PORT6) if `group_ipv6`, else IPv4 (GROUP, 2000);
     /// no backend yet.
     pub fn serving(vip: std::net::IpAddr, group_ipv6: bool) -> Self {
-        Self::serving_with(LOAD, vip, group_ipv6)
+        Self::serving_with(LOAD, vip, group_ipv6, SECOND_CHANCE_WINDOW)
     }
 
-    /// [`TestLb::serving`] loaded with `load`.
-    pub fn serving_with(load: LoadParams, vip: std::net::IpAddr, group_ipv6: bool) -> Self {
+    /// [`TestLb::serving`] loaded with `load`, its second-chance window
+    /// `window`.
+    pub fn serving_with(
+        load: LoadParams,
+        vip: std::net::IpAddr,
+        group_ipv6: bool,
+        window: std::time::Duration,
+    ) -> Self {
         let mut lb = Self::with(load);
         if group_ipv6 {
             lb.maps
@@ -379,7 +385,7 @@ impl TestLb {
             TableParams {
                 min_size: 1009,
                 reach: reach(load),
-                second_chance_window: SECOND_CHANCE_WINDOW,
+                second_chance_window: window,
             },
             Default::default(),
         )
