@@ -130,33 +130,42 @@ pub trait Outer: Copy + 'static {
     fn of16(addr: &[u8; 16]) -> Option<Self>;
 }
 
+/// The methods of [`Outer`] that read and write the family's LB address,
+/// next-hop cache and error record: the same code over each family's maps.
+macro_rules! family_maps {
+    ($lb:ident, $hops:ident, $errors:ident) => {
+        #[inline(always)]
+        fn lb() -> Self {
+            $lb.load()
+        }
+        #[inline(always)]
+        fn cached_hop(&self) -> Option<NextHop> {
+            // SAFETY: a plain value written only by XDP; copied out at once.
+            unsafe { $hops.get(self) }.copied()
+        }
+        #[inline(always)]
+        fn cache_hop(&self, hop: &NextHop) {
+            // A full LRU evicts its oldest entry; a failed insert costs a
+            // lookup.
+            let _ = $hops.insert(self, hop, 0);
+        }
+        #[inline(always)]
+        fn errors(&self) -> Option<*mut NextHopError> {
+            $errors.get_ptr_mut(self)
+        }
+        #[inline(always)]
+        fn record(&self, error: &NextHopError) {
+            // A full LRU evicts the oldest: lb-user has reported it by then.
+            let _ = $errors.insert(self, error, 0);
+        }
+    };
+}
+
 impl Outer for [u8; 4] {
     const HEADER_LEN: usize = Ipv4Hdr::LEN;
     const ETHER_TYPE: u16 = 0x0800;
     const PROTO: u8 = IPPROTO_IPIP;
-    #[inline(always)]
-    fn lb() -> Self {
-        LB_ADDR.load()
-    }
-    #[inline(always)]
-    fn cached_hop(&self) -> Option<NextHop> {
-        // SAFETY: a plain value written only by XDP; copied out at once.
-        unsafe { NEXT_HOPS.get(self) }.copied()
-    }
-    #[inline(always)]
-    fn cache_hop(&self, hop: &NextHop) {
-        // A full LRU evicts its oldest entry; a failed insert costs a lookup.
-        let _ = NEXT_HOPS.insert(self, hop, 0);
-    }
-    #[inline(always)]
-    fn errors(&self) -> Option<*mut NextHopError> {
-        NEXT_HOP_ERRORS.get_ptr_mut(self)
-    }
-    #[inline(always)]
-    fn record(&self, error: &NextHopError) {
-        // A full LRU evicts the oldest: lb-user has reported it by then.
-        let _ = NEXT_HOP_ERRORS.insert(self, error, 0);
-    }
+    family_maps!(LB_ADDR, NEXT_HOPS, NEXT_HOP_ERRORS);
     #[inline(always)]
     fn fib_addresses(fib: &mut FibLookup, src: Self, dst: Self) {
         fib.family = AF_INET;
@@ -200,27 +209,7 @@ impl Outer for [u8; 16] {
     const HEADER_LEN: usize = Ipv6Hdr::LEN;
     const ETHER_TYPE: u16 = 0x86dd;
     const PROTO: u8 = IPPROTO_IPV6;
-    #[inline(always)]
-    fn lb() -> Self {
-        LB_ADDR6.load()
-    }
-    #[inline(always)]
-    fn cached_hop(&self) -> Option<NextHop> {
-        // SAFETY: as for IPv4.
-        unsafe { NEXT_HOPS6.get(self) }.copied()
-    }
-    #[inline(always)]
-    fn cache_hop(&self, hop: &NextHop) {
-        let _ = NEXT_HOPS6.insert(self, hop, 0);
-    }
-    #[inline(always)]
-    fn errors(&self) -> Option<*mut NextHopError> {
-        NEXT_HOP_ERRORS6.get_ptr_mut(self)
-    }
-    #[inline(always)]
-    fn record(&self, error: &NextHopError) {
-        let _ = NEXT_HOP_ERRORS6.insert(self, error, 0);
-    }
+    family_maps!(LB_ADDR6, NEXT_HOPS6, NEXT_HOP_ERRORS6);
     #[inline(always)]
     fn fib_addresses(fib: &mut FibLookup, src: Self, dst: Self) {
         fib.family = AF_INET6;

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use lb_common::{
     BackendKey, Counter, NEXT_HOP_CACHE_NS,
-    wire::{FLAG_DRAINING, FLAG_LEAVING, internet_checksum},
+    wire::{FLAG_DRAINING, FLAG_LEAVING},
 };
 
 pub mod common;
@@ -30,21 +30,6 @@ fn wrapped(frame: &[u8], lb_mac: [u8; 6], backend: Ipv4Addr) -> Vec<u8> {
     out.extend_from_slice(&[0x08, 0x00]);
     out.extend(ipv4_header(inner.len() + 20, df, 4, LB, backend));
     out.extend_from_slice(inner);
-    out
-}
-
-/// The ICMP "fragmentation needed" XDP must answer `frame` with.
-fn too_big_answer(frame: &[u8], usable_mtu: u16) -> Vec<u8> {
-    let mut out = frame[6..12].to_vec();
-    out.extend_from_slice(&frame[..6]);
-    out.extend_from_slice(&[0x08, 0x00]);
-    out.extend(ipv4_header(20 + 8 + 28, 0, 1, LB, CLIENT));
-    let mut icmp = vec![3, 4, 0, 0, 0, 0];
-    icmp.extend_from_slice(&usable_mtu.to_be_bytes());
-    icmp.extend_from_slice(&frame[14..14 + 28]);
-    let sum = internet_checksum(&icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    out.extend(icmp);
     out
 }
 
@@ -94,7 +79,7 @@ fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
                 segment(1000, ACK, fits + 1, true),
                 XDP_TX,
                 Counter::IpipTooBig,
-                too_big_answer(&segment(1000, ACK, fits + 1, true), fits as u16),
+                fragmentation_needed(&segment(1000, ACK, fits + 1, true), fits as u16),
             ),
             (
                 "one byte too big without DF: dropped",

@@ -220,21 +220,6 @@ fn ipv4_clients_reach_routed_ipv6_backends_in_ipv4_in_ipv6() {
     });
 }
 
-/// The ICMP "fragmentation needed" XDP must answer an IPv4 `frame` with.
-fn fragmentation_needed(frame: &[u8], usable_mtu: u16) -> Vec<u8> {
-    let mut out = frame[6..12].to_vec();
-    out.extend_from_slice(&frame[..6]);
-    out.extend_from_slice(&[0x08, 0x00]);
-    out.extend(ipv4_header(20 + 8 + 28, 0, 1, LB, CLIENT));
-    let mut icmp = vec![3, 4, 0, 0, 0, 0];
-    icmp.extend_from_slice(&usable_mtu.to_be_bytes());
-    icmp.extend_from_slice(&frame[14..14 + 28]);
-    let sum = internet_checksum(&icmp);
-    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
-    out.extend(icmp);
-    out
-}
-
 #[test]
 fn ipv6_clients_reach_routed_ipv4_backends_in_ipv6_in_ipv4() {
     lb_tests_require_root();

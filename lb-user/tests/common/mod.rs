@@ -625,6 +625,23 @@ pub fn ipv4_header(
     h
 }
 
+/// The ICMP "fragmentation needed" XDP must answer an IPv4 client's
+/// `frame` with: back where it came from, from LB, the usable MTU, the
+/// client's header and 8 bytes.
+pub fn fragmentation_needed(frame: &[u8], usable_mtu: u16) -> Vec<u8> {
+    let mut out = frame[6..12].to_vec();
+    out.extend_from_slice(&frame[..6]);
+    out.extend_from_slice(&[0x08, 0x00]);
+    out.extend(ipv4_header(20 + 8 + 28, 0, 1, LB, CLIENT));
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&usable_mtu.to_be_bytes());
+    icmp.extend_from_slice(&frame[14..14 + 28]);
+    let sum = lb_common::wire::internet_checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    out.extend(icmp);
+    out
+}
+
 /// An IPv6 header of traffic class `tc`, no flow label, hop limit 64.
 pub fn ipv6_header(payload_len: usize, next: u8, tc: u8, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
     let mut h = vec![0x60 | (tc >> 4), tc << 4, 0, 0];
