@@ -210,13 +210,18 @@ macro_rules! program_maps {
 macro_rules! program_globals {
     ($callback:ident) => {
         $callback! {
-            /// The LB's own unicast address (network order): announcements go to it.
-            LB_ADDR: [u8; 4] = [0; 4];
+            /// The LB's own unicast address: announcements go to it. Its
+            /// bytes in network order as one `u32` (`u32::from_ne_bytes`),
+            /// as the other addresses and the MAC here: a byte array's
+            /// volatile read is a load per byte on every forwarding path.
+            LB_ADDR: u32 = 0;
             /// The LB's own unicast IPv6 address (protocol §9): IPv6
             /// announcements go to it; all zero (no IPv6 group), none does.
-            LB_ADDR6: [u8; 16] = [0; 16];
-            /// MAC of the LB's interface, the source of forwarded frames.
-            LB_MAC: [u8; 6] = [0; 6];
+            /// Bytes in network order, as LB_ADDR's.
+            LB_ADDR6: u128 = 0;
+            /// MAC of the LB's interface, the source of forwarded frames:
+            /// its 6 bytes in the first 6 of a `u64` (`u64::from_ne_bytes`).
+            LB_MAC: u64 = 0;
             /// 1 when announcements must carry a valid tag.
             AUTH_ON: u8 = 0;
             /// 1 when only sources in ANNOUNCE_ALLOW (IPv6: ANNOUNCE_ALLOW6) may announce.
@@ -225,12 +230,14 @@ macro_rules! program_globals {
             FORWARDING: u8 = 0;
             /// Netmask of the LB's segment (network order): in `auto` mode a
             /// backend outside LB_ADDR's segment is reached by IPIP.
-            SEGMENT_MASK: [u8; 4] = [0; 4];
+            /// Bytes in network order, as LB_ADDR's.
+            SEGMENT_MASK: u32 = 0;
             /// Netmask of the LB's IPv6 prefix: only an IPv6 backend inside
             /// it is tied to the MAC it announces from (one behind a router
             /// announces from the router's, whose MLD leaves, an MLD proxy's,
             /// must not name it).
-            SEGMENT6_MASK: [u8; 16] = [0; 16];
+            /// Bytes in network order, as LB_ADDR6's.
+            SEGMENT6_MASK: u128 = 0;
             /// Buckets of FLOWS (its capacity): set with it at load.
             FLOW_BUCKETS: u32 = $crate::flow_buckets($crate::DEFAULT_MAX_FLOWS);
             /// Buckets of FLOWS6: set with it at load.

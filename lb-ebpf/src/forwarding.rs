@@ -18,9 +18,9 @@ use crate::{
     flows::{Found, Place},
     ipip::{self, Inner, Outer},
     maps::{
-        BACKENDS, BACKENDS6, FAMILY_PROGRAMS, FORWARDING, LB_ADDR, LB_ADDR6, LB_MAC, MAGLEV,
-        PREVIOUS_SERVICES, PREVIOUS_SERVICES6, SEGMENT_MASK, SEGMENT6_MASK, SERVICE_BACKENDS,
-        SERVICES, SERVICES6, VIPS, WRAP_HANDOFFS,
+        BACKENDS, BACKENDS6, FAMILY_PROGRAMS, FORWARDING, MAGLEV, PREVIOUS_SERVICES,
+        PREVIOUS_SERVICES6, SERVICE_BACKENDS, SERVICES, SERVICES6, VIPS, WRAP_HANDOFFS, lb_addr,
+        lb_addr6, lb_mac, segment_mask, segment6_mask,
     },
     parse::{IPPROTO_TCP, IPPROTO_UDP, Ipv4Packet, Ipv6Packet, ptr_at},
     stats,
@@ -72,7 +72,7 @@ impl BackendAddr for [u8; 4] {
     #[inline(always)]
     fn wraps(&self) -> bool {
         let mode = ForwardingMode::from_raw(FORWARDING.load());
-        mode.wraps(*self, LB_ADDR.load(), SEGMENT_MASK.load())
+        mode.wraps(*self, lb_addr(), segment_mask())
     }
     #[inline(always)]
     fn ipv4(&self) -> Option<[u8; 4]> {
@@ -113,8 +113,8 @@ impl BackendAddr for [u8; 16] {
             Some(addr) => addr.wraps(),
             None => ForwardingMode::from_raw(FORWARDING.load()).wraps6(
                 *self,
-                LB_ADDR6.load(),
-                SEGMENT6_MASK.load(),
+                lb_addr6(),
+                segment6_mask(),
             ),
         }
     }
@@ -490,7 +490,7 @@ fn rewrite_macs<B>(eth: *mut EthHdr, to: &Picked<B>) -> Counter {
     // SAFETY: eth was bounds-checked by the caller; XDP packets are writable.
     unsafe {
         (*eth).dst_addr = to.mac;
-        (*eth).src_addr = LB_MAC.load();
+        (*eth).src_addr = lb_mac();
     }
     if to.new_flow {
         Counter::VipNewFlow

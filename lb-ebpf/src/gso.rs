@@ -26,7 +26,7 @@ use network_types::{
 
 use crate::{
     ipip::{self, Inner, Outer, Resolve},
-    maps::{GSO_COUNTERS, GSO_HANDOFF, GSO_HANDOFFS, LB_ADDR, LB_ADDR6},
+    maps::{GSO_COUNTERS, GSO_HANDOFF, GSO_HANDOFFS, lb_addr, lb_addr6},
     parse::ptr_at,
 };
 
@@ -124,7 +124,7 @@ pub fn wrap(ctx: &TcContext) -> GsoCounter {
                     ip_len,
                     handoff.dont_fragment != 0,
                     handoff.inner_proto,
-                    LB_ADDR.load(),
+                    lb_addr(),
                     backend,
                 );
                 ctx.store(EthHdr::LEN, &header, 0).is_ok()
@@ -134,7 +134,7 @@ pub fn wrap(ctx: &TcContext) -> GsoCounter {
                     handoff.tos,
                     ip_len.saturating_sub(Ipv6Hdr::LEN as u16),
                     handoff.inner_proto,
-                    LB_ADDR6.load(),
+                    lb_addr6(),
                     handoff.backend,
                 );
                 ctx.store(EthHdr::LEN, &header, 0).is_ok()

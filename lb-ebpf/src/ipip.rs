@@ -31,7 +31,7 @@ use network_types::{
 
 use crate::{
     clock, gso,
-    maps::{LB_ADDR, LB_ADDR6, LB_MAC, NEXT_HOP_ERRORS, NEXT_HOP_ERRORS6, NEXT_HOPS, NEXT_HOPS6},
+    maps::{NEXT_HOP_ERRORS, NEXT_HOP_ERRORS6, NEXT_HOPS, NEXT_HOPS6, lb_addr, lb_addr6, lb_mac},
     parse::{Ipv4Packet, Ipv6Packet, ptr_at},
     too_big,
 };
@@ -133,10 +133,10 @@ pub trait Outer: Copy + 'static {
 /// The methods of [`Outer`] that read and write the family's LB address,
 /// next-hop cache and error record: the same code over each family's maps.
 macro_rules! family_maps {
-    ($lb:ident, $hops:ident, $errors:ident) => {
+    ($lb:expr, $hops:ident, $errors:ident) => {
         #[inline(always)]
         fn lb() -> Self {
-            $lb.load()
+            $lb
         }
         #[inline(always)]
         fn cached_hop(&self) -> Option<NextHop> {
@@ -165,7 +165,7 @@ impl Outer for [u8; 4] {
     const HEADER_LEN: usize = Ipv4Hdr::LEN;
     const ETHER_TYPE: u16 = 0x0800;
     const PROTO: u8 = IPPROTO_IPIP;
-    family_maps!(LB_ADDR, NEXT_HOPS, NEXT_HOP_ERRORS);
+    family_maps!(lb_addr(), NEXT_HOPS, NEXT_HOP_ERRORS);
     #[inline(always)]
     fn fib_addresses(fib: &mut FibLookup, src: Self, dst: Self) {
         fib.family = AF_INET;
@@ -209,7 +209,7 @@ impl Outer for [u8; 16] {
     const HEADER_LEN: usize = Ipv6Hdr::LEN;
     const ETHER_TYPE: u16 = 0x86dd;
     const PROTO: u8 = IPPROTO_IPV6;
-    family_maps!(LB_ADDR6, NEXT_HOPS6, NEXT_HOP_ERRORS6);
+    family_maps!(lb_addr6(), NEXT_HOPS6, NEXT_HOP_ERRORS6);
     #[inline(always)]
     fn fib_addresses(fib: &mut FibLookup, src: Self, dst: Self) {
         fib.family = AF_INET6;
@@ -392,7 +392,7 @@ fn hop_toward<A: Outer>(
         return Ok(NextHop {
             resolved_ns: 0,
             dmac,
-            smac: LB_MAC.load(),
+            smac: lb_mac(),
             fits: outer_len,
             _pad: [0; 2],
         });

@@ -22,6 +22,37 @@ macro_rules! declare_globals {
 }
 lb_common::program_globals!(declare_globals);
 
+/// The LB's address (`LB_ADDR`), network order.
+#[inline(always)]
+pub fn lb_addr() -> [u8; 4] {
+    LB_ADDR.load().to_ne_bytes()
+}
+
+/// The LB's netmask (`SEGMENT_MASK`), network order.
+#[inline(always)]
+pub fn segment_mask() -> [u8; 4] {
+    SEGMENT_MASK.load().to_ne_bytes()
+}
+
+/// The LB interface's MAC (`LB_MAC`).
+#[inline(always)]
+pub fn lb_mac() -> [u8; 6] {
+    let [a, b, c, d, e, f, ..] = LB_MAC.load().to_ne_bytes();
+    [a, b, c, d, e, f]
+}
+
+/// The LB's IPv6 address (`LB_ADDR6`), network order.
+#[inline(always)]
+pub fn lb_addr6() -> [u8; 16] {
+    LB_ADDR6.load().to_ne_bytes()
+}
+
+/// The LB's IPv6 netmask (`SEGMENT6_MASK`), network order.
+#[inline(always)]
+pub fn segment6_mask() -> [u8; 16] {
+    SEGMENT6_MASK.load().to_ne_bytes()
+}
+
 /// An array that lb-user maps into its memory (see `program_maps!`).
 type MmapArray<T, const MAX_ENTRIES: usize> = Array<T, MAX_ENTRIES, { BPF_F_MMAPABLE as usize }>;
 

@@ -14,7 +14,7 @@ use crate::{
     auth, clock, epochs,
     maps::{
         ALLOWLIST_ON, ANNOUNCE_ALLOW, ANNOUNCE_ALLOW6, ANNOUNCE_PORTS, ANNOUNCE_PORTS6, AUTH_ON,
-        AnnouncePorts, LB_ADDR, LB_ADDR6,
+        AnnouncePorts, lb_addr, lb_addr6,
     },
     parse::{Ipv4Packet, Ipv6Packet, ptr_at},
     routed,
@@ -50,7 +50,7 @@ pub fn handle(ctx: &XdpContext, packet: &Ipv4Packet) -> Counter {
     let Some(group_id) = port_group(&ANNOUNCE_PORTS, port) else {
         return Counter::Ignored;
     };
-    if packet.dst != LB_ADDR.load() {
+    if packet.dst != lb_addr() {
         // A routed report travels to the group itself.
         return routed::handle(ctx, packet, udp_len, group_id);
     }
@@ -86,7 +86,7 @@ pub fn handle6(ctx: &XdpContext, packet: &Ipv6Packet) -> Counter {
     let Some(group_id) = port_group(&ANNOUNCE_PORTS6, port) else {
         return Counter::Ignored;
     };
-    if packet.dst != LB_ADDR6.load() {
+    if packet.dst != lb_addr6() {
         // A routed report travels to the group itself.
         return routed::handle6(ctx, packet, udp_len, group_id);
     }

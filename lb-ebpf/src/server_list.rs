@@ -11,8 +11,8 @@ use lb_common::{
 use crate::{
     auth, events,
     maps::{
-        BACKENDS, BACKENDS6, LAST_SEQUENCE, LAST_SEQUENCE6, LB_ADDR, LB_ADDR6, LEAVES, LEAVES6,
-        MAC_BACKENDS6, SEGMENT6_MASK,
+        BACKENDS, BACKENDS6, LAST_SEQUENCE, LAST_SEQUENCE6, LB_ADDR6, LEAVES, LEAVES6,
+        MAC_BACKENDS6, SEGMENT6_MASK, lb_addr, lb_addr6,
     },
 };
 
@@ -77,7 +77,7 @@ impl ServerKey for BackendKey {
     }
     #[inline(always)]
     fn tag_matches(&self, head: &[u8; 16], tag: u64) -> bool {
-        auth::tag_matches(&tagged_message(self.addr, LB_ADDR.load(), head), tag)
+        auth::tag_matches(&tagged_message(self.addr, lb_addr(), head), tag)
     }
     #[inline(always)]
     fn last_sequence(&self) -> Option<u64> {
@@ -128,7 +128,7 @@ impl ServerKey for BackendKey6 {
     }
     #[inline(always)]
     fn tag_matches(&self, head: &[u8; 16], tag: u64) -> bool {
-        auth::tag_matches(&tagged_message6(self.addr, LB_ADDR6.load(), head), tag)
+        auth::tag_matches(&tagged_message6(self.addr, lb_addr6(), head), tag)
     }
     #[inline(always)]
     fn last_sequence(&self) -> Option<u64> {
@@ -176,10 +176,5 @@ impl ServerKey for BackendKey6 {
 /// Whether `addr` is inside the LB's IPv6 prefix (`SEGMENT6_MASK`).
 #[inline(always)]
 fn on_segment6(addr: &[u8; 16]) -> bool {
-    let (lb, mask) = (LB_ADDR6.load(), SEGMENT6_MASK.load());
-    let mut outside = 0u8;
-    for i in 0..16 {
-        outside |= (addr[i] ^ lb[i]) & mask[i];
-    }
-    outside == 0
+    (u128::from_ne_bytes(*addr) ^ LB_ADDR6.load()) & SEGMENT6_MASK.load() == 0
 }

@@ -19,7 +19,7 @@ use network_types::{
 
 use crate::{
     ipip::{IPPROTO_IPIP, Inner, OUTER_TTL, ipv4_header},
-    maps::{LB_ADDR, LB_ADDR6},
+    maps::{lb_addr, lb_addr6},
     parse::ptr_at,
 };
 
@@ -72,7 +72,7 @@ fn fragmentation_needed(ctx: &XdpContext, usable: u16) -> Option<()> {
         (Ipv4Hdr::LEN + ICMP4_LEN) as u16,
         false,
         IPPROTO_ICMP,
-        LB_ADDR.load(),
+        lb_addr(),
         client,
     );
     frame[IP_AT..ICMP_AT].copy_from_slice(&header);
@@ -105,7 +105,7 @@ fn packet_too_big(ctx: &XdpContext, usable: u16) -> Option<()> {
     const CLIENT_AT: usize = ICMP_AT + ICMP_HEADER_LEN + 8;
     let frame = reshape::<ICMP6_FRAME_LEN>(ctx, Ipv6Hdr::LEN, 0x86dd)?;
     let mut addrs = [0u8; 32];
-    addrs[..16].copy_from_slice(&LB_ADDR6.load());
+    addrs[..16].copy_from_slice(&lb_addr6());
     addrs[16..].copy_from_slice(&frame[CLIENT_AT..CLIENT_AT + 16]);
     let [len_hi, len_lo] = (ICMP6_LEN as u16).to_be_bytes();
     frame[IP_AT..IP_AT + 8].copy_from_slice(&[

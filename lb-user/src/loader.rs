@@ -79,9 +79,13 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         }
     }
     let mut ebpf = loader
-        .override_global(global_name::LB_ADDR, &octets, true)
-        .override_global(global_name::LB_ADDR6, &params.lb_addr6.octets(), true)
-        .override_global(global_name::LB_MAC, &params.lb_mac, true)
+        .override_global(global_name::LB_ADDR, &u32::from_ne_bytes(octets), true)
+        .override_global(
+            global_name::LB_ADDR6,
+            &u128::from_ne_bytes(params.lb_addr6.octets()),
+            true,
+        )
+        .override_global(global_name::LB_MAC, &mac_word(params.lb_mac), true)
         .override_global(
             global_name::ALLOWLIST_ON,
             &u8::from(params.allowlist_on),
@@ -91,15 +95,17 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
         .override_global(global_name::FORWARDING, &(params.forwarding as u8), true)
         .override_global(
             global_name::SEGMENT_MASK,
-            &crate::reach::netmask(params.segment_prefix_len).to_be_bytes(),
+            &u32::from_ne_bytes(crate::reach::netmask(params.segment_prefix_len).to_be_bytes()),
             true,
         )
         .override_global(
             global_name::SEGMENT6_MASK,
-            &u128::MAX
-                .checked_shl(128 - u32::from(params.segment6_prefix_len.min(128)))
-                .unwrap_or(0)
-                .to_be_bytes(),
+            &u128::from_ne_bytes(
+                u128::MAX
+                    .checked_shl(128 - u32::from(params.segment6_prefix_len.min(128)))
+                    .unwrap_or(0)
+                    .to_be_bytes(),
+            ),
             true,
         )
         .override_global(
@@ -140,6 +146,13 @@ pub fn load_program(params: LoadParams, pin_dir: Option<&Path>) -> Result<Ebpf, 
     load_ipv6_half(&mut ebpf)?;
     gso_program(&mut ebpf)?.load()?;
     Ok(ebpf)
+}
+
+/// `mac` as the `LB_MAC` global holds it: its bytes first in a `u64`.
+fn mac_word(mac: [u8; 6]) -> u64 {
+    let mut word = [0; 8];
+    word[..6].copy_from_slice(&mac);
+    u64::from_ne_bytes(word)
 }
 
 /// Loads the programs the XDP program tail-calls (its IPv6 half, and the
