@@ -31,7 +31,7 @@ use crate::{
 /// was (it hands the packets of services of IPv6 backends to
 /// `xdp_lb4to6`), and `[u8; 16]` (IPv4-mapped or IPv6, as rows name them)
 /// in `xdp_lb4to6` and `xdp_lb6`, which have stacks of their own.
-pub trait BackendAddr: Copy + PartialEq {
+pub trait BackendAddr: Outer + PartialEq {
     /// No backend.
     const NONE: Self;
     /// Whether this instance serves services of IPv6 backends.
@@ -45,8 +45,6 @@ pub trait BackendAddr: Copy + PartialEq {
     fn wraps(&self) -> bool;
     /// The IPv4 address, for an IPv4 backend.
     fn ipv4(&self) -> Option<[u8; 4]>;
-    /// The 16-byte form (IPv4-mapped for an IPv4 backend).
-    fn addr16(&self) -> [u8; 16];
 }
 
 impl BackendAddr for [u8; 4] {
@@ -77,10 +75,6 @@ impl BackendAddr for [u8; 4] {
     #[inline(always)]
     fn ipv4(&self) -> Option<[u8; 4]> {
         Some(*self)
-    }
-    #[inline(always)]
-    fn addr16(&self) -> [u8; 16] {
-        mapped(*self)
     }
 }
 
@@ -121,10 +115,6 @@ impl BackendAddr for [u8; 16] {
     #[inline(always)]
     fn ipv4(&self) -> Option<[u8; 4]> {
         unmapped(self)
-    }
-    #[inline(always)]
-    fn addr16(&self) -> [u8; 16] {
-        *self
     }
 }
 
@@ -333,39 +323,18 @@ fn pick<const W: usize, B: BackendAddr, K: ServiceLookup>(
             previous: B::NONE,
         });
     }
-    let lookup = Lookup {
-        place,
-        known,
-        epoch,
-        new_connection,
-        service_key,
-    };
-    let picked = pick_for_service(&lookup)?;
+    let picked = pick_for_service(place, known, epoch, (new_connection, service_key))?;
     stats::traffic_add(picked.row, packet_bytes(ctx), picked.new_flow);
     Ok(picked)
-}
-
-/// What [`pick_for_service`] needs of a flow: its place, what the
-/// connection table holds for it (`known`), the change count read before
-/// any check, whether it opens a connection, and its service's key.
-struct Lookup<'a, const W: usize, K> {
-    place: &'a Place<W>,
-    known: Found<W>,
-    epoch: u32,
-    new_connection: bool,
-    service_key: &'a K,
 }
 
 /// The backend for a flow that needs its service.
 #[inline(always)]
 fn pick_for_service<const W: usize, B: BackendAddr, K: ServiceLookup>(
-    &Lookup {
-        place,
-        known,
-        epoch,
-        new_connection,
-        service_key,
-    }: &Lookup<'_, W, K>,
+    place: &Place<W>,
+    known: Found<W>,
+    epoch: u32,
+    (new_connection, service_key): (bool, &K),
 ) -> Result<Picked<B>, Miss> {
     let Some(service) = service_key.service() else {
         // Another port of a VIP, or no VIP: classified like any packet (to
