@@ -33,16 +33,6 @@ fn wrapped(frame: &[u8], lb_mac: [u8; 6], backend: Ipv4Addr) -> Vec<u8> {
     out
 }
 
-/// A TCP segment to the VIP whose IP packet is `total_len` bytes.
-fn segment(sport: u16, flags: u8, total_len: usize, dont_fragment: bool) -> Vec<u8> {
-    Frame::tcp(CLIENT, sport, VIP, 80, flags)
-        .with(|f| {
-            f.payload.resize(total_len - 20, 0xab);
-            f.frag = if dont_fragment { 0x4000 } else { 0 };
-        })
-        .bytes()
-}
-
 #[test]
 fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
     lb_tests_require_root();
@@ -55,38 +45,38 @@ fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
         let cases = [
             (
                 "a SYN is wrapped toward the routed backend",
-                segment(1000, SYN, 60, true),
+                tcp_segment(1000, SYN, 60, true),
                 XDP_TX,
                 Counter::IpipNewFlow,
-                wrapped(&segment(1000, SYN, 60, true), lb_mac, ROUTED_BACKEND),
+                wrapped(&tcp_segment(1000, SYN, 60, true), lb_mac, ROUTED_BACKEND),
             ),
             (
                 "the same flow's next segment, as large as fits once wrapped",
-                segment(1000, ACK, fits, true),
+                tcp_segment(1000, ACK, fits, true),
                 XDP_TX,
                 Counter::IpipForwarded,
-                wrapped(&segment(1000, ACK, fits, true), lb_mac, ROUTED_BACKEND),
+                wrapped(&tcp_segment(1000, ACK, fits, true), lb_mac, ROUTED_BACKEND),
             ),
             (
                 "DF clear keeps DF clear on the outer header",
-                segment(1000, ACK, 100, false),
+                tcp_segment(1000, ACK, 100, false),
                 XDP_TX,
                 Counter::IpipForwarded,
-                wrapped(&segment(1000, ACK, 100, false), lb_mac, ROUTED_BACKEND),
+                wrapped(&tcp_segment(1000, ACK, 100, false), lb_mac, ROUTED_BACKEND),
             ),
             (
                 "one byte too big with DF: ICMP fragmentation needed, MTU 1480",
-                segment(1000, ACK, fits + 1, true),
+                tcp_segment(1000, ACK, fits + 1, true),
                 XDP_TX,
                 Counter::IpipTooBig,
-                fragmentation_needed(&segment(1000, ACK, fits + 1, true), fits as u16),
+                fragmentation_needed(&tcp_segment(1000, ACK, fits + 1, true), fits as u16),
             ),
             (
                 "one byte too big without DF: dropped",
-                segment(1000, ACK, fits + 1, false),
+                tcp_segment(1000, ACK, fits + 1, false),
                 XDP_DROP,
                 Counter::IpipTooBigDropped,
-                segment(1000, ACK, fits + 1, false),
+                tcp_segment(1000, ACK, fits + 1, false),
             ),
         ];
         for (name, frame, action, counter, expected) in cases {
@@ -110,7 +100,7 @@ fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
             "neigh replace {ROUTER} lladdr 02:00:00:00:00:fd dev {LB_IFACE} nud permanent"
         ));
         std::thread::sleep(std::time::Duration::from_nanos(NEXT_HOP_CACHE_NS));
-        let frame = segment(1000, ACK, 100, true);
+        let frame = tcp_segment(1000, ACK, 100, true);
         let (action, out) = lb.run_on(ifindex, &frame);
         assert_eq!(action, XDP_TX);
         assert_eq!(
@@ -126,7 +116,7 @@ fn ipip_wraps_answers_too_big_and_records_missing_next_hops() {
         for (backend, reason) in [(BEHIND_UNRESOLVED, Some(7)), (NO_ROUTE, None)] {
             let mut lb = TestLb::with(LOAD);
             lb.register_routed(backend);
-            let frame = segment(2000, SYN, 60, true);
+            let frame = tcp_segment(2000, SYN, 60, true);
             assert_eq!(lb.run_on(ifindex, &frame).0, XDP_DROP, "{backend}");
             assert_eq!(lb.counter(Counter::IpipNoNextHop), 1, "{backend}");
             let errors = lb.maps.next_hop_errors::<[u8; 4]>().unwrap();
@@ -172,7 +162,7 @@ fn ipip_flows_follow_weights_draining_and_leaves_as_at_layer_2() {
         lb.announce_routed(HEAVY, 0, 300, 1);
         let flows: HashMap<u16, Ipv4Addr> = (3000..3800)
             .map(|p| {
-                let to = outer_destination(&mut lb, ifindex, &segment(p, SYN, 60, true));
+                let to = outer_destination(&mut lb, ifindex, &tcp_segment(p, SYN, 60, true));
                 (p, to.expect("a SYN wrapped"))
             })
             .collect();
@@ -189,11 +179,11 @@ fn ipip_flows_follow_weights_draining_and_leaves_as_at_layer_2() {
         // DRAINING: its flows stay, it gets no new ones.
         lb.announce_routed(HEAVY, FLAG_DRAINING, 300, 2);
         for (&port, &backend) in &flows {
-            let to = outer_destination(&mut lb, ifindex, &segment(port, ACK, 60, true));
+            let to = outer_destination(&mut lb, ifindex, &tcp_segment(port, ACK, 60, true));
             assert_eq!(to, Some(backend), "flow {port} moved when {HEAVY} drained");
         }
         for port in 4000..4200 {
-            let to = outer_destination(&mut lb, ifindex, &segment(port, SYN, 60, true));
+            let to = outer_destination(&mut lb, ifindex, &tcp_segment(port, SYN, 60, true));
             assert_eq!(
                 to,
                 Some(LIGHT),
@@ -204,7 +194,7 @@ fn ipip_flows_follow_weights_draining_and_leaves_as_at_layer_2() {
         // It leaves: its flows move to the other at once.
         lb.announce_routed(HEAVY, FLAG_LEAVING, 300, 3);
         for (&port, &backend) in &flows {
-            let to = outer_destination(&mut lb, ifindex, &segment(port, ACK, 60, true));
+            let to = outer_destination(&mut lb, ifindex, &tcp_segment(port, ACK, 60, true));
             assert_eq!(
                 to,
                 Some(LIGHT),
@@ -226,7 +216,7 @@ fn a_gso_super_packet_is_handed_to_the_gso_program_with_its_backend_and_next_hop
         // Longer than the interface's MTU: a sender's GSO super-packet, as
         // generic XDP sees it on a veth or behind GRO (twice the MTU fits
         // the one page BPF_PROG_TEST_RUN gives a frame).
-        let frame = segment(1000, ACK, 2 * MTU, true);
+        let frame = tcp_segment(1000, ACK, 2 * MTU, true);
         let before = lb.counter(Counter::IpipGsoHandoff);
         let (action, out) = lb.run_on(ifindex, &frame);
         assert_eq!(action, XDP_PASS, "passed on to the GSO program");
@@ -269,7 +259,7 @@ fn an_unknown_flow_whose_previous_backend_differs_gets_a_second_chance() {
         lb.register_routed(young);
         let (mut chances, mut recorded) = (0, 0);
         for port in 3000..3300 {
-            let frame = segment(port, ACK, 60, true);
+            let frame = tcp_segment(port, ACK, 60, true);
             let inner = &frame[14..];
             let before = lb.counter(Counter::VipSecondChance);
             let (action, out) = lb.run_on(ifindex, &frame);
@@ -308,17 +298,17 @@ fn an_unknown_flow_whose_previous_backend_differs_gets_a_second_chance() {
         // A SYN opens the connection on the pick alone, recorded.
         let port = (3000..3300)
             .find(|&p| {
-                let (_, out) = lb.run_on(ifindex, &segment(p, ACK, 60, true));
+                let (_, out) = lb.run_on(ifindex, &tcp_segment(p, ACK, 60, true));
                 out.len() == 14 + 40 + 60
             })
             .expect("a second-chance port");
-        let syn = segment(port, SYN, 60, true);
+        let syn = tcp_segment(port, SYN, 60, true);
         let (action, out) = lb.run_on(ifindex, &syn);
         assert_eq!(action, XDP_TX);
         let to = Ipv4Addr::from(<[u8; 4]>::try_from(&out[30..34]).unwrap());
         assert_eq!(out, wrapped(&syn, LB_MAC, to), "the SYN is wrapped once");
         let before = lb.counter(Counter::IpipForwarded);
-        let ack = segment(port, ACK, 60, true);
+        let ack = tcp_segment(port, ACK, 60, true);
         assert_eq!(lb.run_on(ifindex, &ack).1, wrapped(&ack, LB_MAC, to));
         assert_eq!(
             lb.counter(Counter::IpipForwarded),

@@ -32,16 +32,6 @@ fn segment6(sport: u16, flags: u8, total_len: usize) -> Vec<u8> {
     frame
 }
 
-/// An IPv4 client's TCP segment to VIP whose IP packet is `total_len` bytes.
-fn segment4(sport: u16, flags: u8, total_len: usize, dont_fragment: bool) -> Vec<u8> {
-    Frame::tcp(CLIENT, sport, VIP, 80, flags)
-        .with(|f| {
-            f.payload.resize(total_len - 20, 0xab);
-            f.frag = if dont_fragment { 0x4000 } else { 0 };
-        })
-        .bytes()
-}
-
 /// `frame` as it must leave toward IPv6 `backend`: the router's MAC, the
 /// LB's, an outer IPv6 header from LB6 naming the inner family, the inner
 /// packet untouched.
@@ -182,24 +172,24 @@ fn ipv4_clients_reach_routed_ipv6_backends_in_ipv4_in_ipv6() {
         let mut lb = TestLb::serving(VIP.into(), true);
         lb.register_routed6(ROUTED_BACKEND6);
         let fits = MTU - 40;
-        let too_big = segment4(1000, ACK, fits + 1, true);
+        let too_big = tcp_segment(1000, ACK, fits + 1, true);
         run_cases(
             &mut lb,
             ifindex,
             vec![
                 (
                     "a SYN is wrapped in IPv6, next header 4",
-                    segment4(1000, SYN, 60, true),
+                    tcp_segment(1000, SYN, 60, true),
                     XDP_TX,
                     Counter::IpipNewFlow,
-                    wrapped6(&segment4(1000, SYN, 60, true), ROUTED_BACKEND6),
+                    wrapped6(&tcp_segment(1000, SYN, 60, true), ROUTED_BACKEND6),
                 ),
                 (
                     "as large as fits once wrapped",
-                    segment4(1000, ACK, fits, true),
+                    tcp_segment(1000, ACK, fits, true),
                     XDP_TX,
                     Counter::IpipForwarded,
-                    wrapped6(&segment4(1000, ACK, fits, true), ROUTED_BACKEND6),
+                    wrapped6(&tcp_segment(1000, ACK, fits, true), ROUTED_BACKEND6),
                 ),
                 (
                     "one byte too big with DF: fragmentation needed, MTU 1460",
@@ -210,10 +200,10 @@ fn ipv4_clients_reach_routed_ipv6_backends_in_ipv4_in_ipv6() {
                 ),
                 (
                     "one byte too big without DF: dropped",
-                    segment4(1000, ACK, fits + 1, false),
+                    tcp_segment(1000, ACK, fits + 1, false),
                     XDP_DROP,
                     Counter::IpipTooBigDropped,
-                    segment4(1000, ACK, fits + 1, false),
+                    tcp_segment(1000, ACK, fits + 1, false),
                 ),
             ],
         );
@@ -296,7 +286,7 @@ fn a_missing_ipv6_next_hop_is_recorded_and_a_super_packet_handed_over() {
             // Longer than the interface's MTU: a sender's super-packet.
             let frame = match vip {
                 IpAddr::V6(_) => segment6(1000, ACK, 2 * MTU),
-                IpAddr::V4(_) => segment4(1000, ACK, 2 * MTU, true),
+                IpAddr::V4(_) => tcp_segment(1000, ACK, 2 * MTU, true),
             };
             let (action, out) = lb.run_on(ifindex, &frame);
             assert_eq!(action, XDP_PASS, "{vip} -> {backend}: to the GSO program");
@@ -346,7 +336,7 @@ fn an_unknown_flow_to_ipv6_backends_whose_previous_backend_differs_gets_a_second
             for port in 3000..3300 {
                 let frame = match vip {
                     IpAddr::V6(_) => segment6(port, ACK, 60),
-                    IpAddr::V4(_) => segment4(port, ACK, 60, true),
+                    IpAddr::V4(_) => tcp_segment(port, ACK, 60, true),
                 };
                 let before = lb.counter(Counter::VipSecondChance);
                 let (action, out) = lb.run_on(ifindex, &frame);

@@ -303,6 +303,21 @@ pub fn counter(status: &StatusReport, counter: Counter) -> anyhow::Result<u64> {
     Ok(status.counter(counter)?)
 }
 
+/// Checks that XDP handed the client's GSO super-packets to the GSO
+/// program (some) and that it wrapped each of them; prints both counts
+/// under `case`.
+pub fn check_super_packets_wrapped(status: &StatusReport, case: &str) -> anyhow::Result<()> {
+    let handed_over = counter(status, Counter::IpipGsoHandoff)?;
+    let wrapped = status.gso_counter(crate::GsoCounter::Wrapped)?;
+    println!("{case}: {handed_over} super-packets handed to the GSO program, {wrapped} wrapped");
+    anyhow::ensure!(
+        handed_over > 0 && wrapped == handed_over,
+        "{case}: the client's super-packets did not go through the GSO program: {:?}",
+        status.gso_counters
+    );
+    Ok(())
+}
+
 impl Topology {
     /// Waits (at most `limit`) until the first group of the instance at
     /// `pin_path` has `count` backends in `state` ("active", "draining",

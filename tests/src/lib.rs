@@ -245,15 +245,19 @@ impl Topology {
     pub fn start_servers(&self, hosts: &[usize]) -> anyhow::Result<Vec<Proc>> {
         hosts
             .iter()
-            .map(|&h| {
-                self.spawn(
-                    h,
-                    &format!("server{h}"),
-                    "name-server",
-                    &["0.0.0.0:80", &format!("b{h}")],
-                )
-            })
+            .map(|&h| self.start_server(h, "0.0.0.0:80"))
             .collect()
+    }
+
+    /// The test HTTP server of [`Topology::start_servers`] on `host`,
+    /// listening on `listen` (`[::]:80` for both families).
+    pub fn start_server(&self, host: usize, listen: &str) -> anyhow::Result<Proc> {
+        self.spawn(
+            host,
+            &format!("server{host}"),
+            "name-server",
+            &[listen, &format!("b{host}")],
+        )
     }
 
     /// Starts any program (from PATH or a path) in host `i`, logging to a file.

@@ -451,14 +451,7 @@ fn two_backends_behind_one_lb(
     // Dual-stack servers: IPv4 clients too.
     let servers = [1, 2, 3]
         .into_iter()
-        .map(|h| {
-            topo.spawn(
-                h,
-                &format!("server{h}"),
-                "name-server",
-                &["[::]:80", &format!("b{h}")],
-            )
-        })
+        .map(|h| topo.start_server(h, "[::]:80"))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut two = TwoBackends {
         lb,

@@ -176,7 +176,7 @@ fn two_lbs_behind_ecmp(
         ];
         let _servers = [BACKENDS[0], BACKENDS[1], BACKENDS[2], LATE_BACKEND]
             .into_iter()
-            .map(|h| topo.spawn(h, &format!("server{h}"), "name-server", &["[::]:80", &format!("b{h}")]))
+            .map(|h| topo.start_server(h, "[::]:80"))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut agent_args = vec!["--iface", "eth0", "--vip", &vip_text];
         agent_args.extend_from_slice(group_args);

@@ -15,8 +15,8 @@ use std::{
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, GsoCounter, Proc, StatusReport, Topology, counter, first_answer,
-    first_group, registered, routed::Mrouter, wait_for,
+    Bridge, Counter, FAST_TIMERS, Proc, StatusReport, Topology, check_super_packets_wrapped,
+    counter, first_answer, first_group, registered, routed::Mrouter, wait_for,
 };
 use serde_json::Value;
 
@@ -251,14 +251,7 @@ fn serves_through_routers(
     bed.check_spread(SPREAD)?;
     bed.check_large_transfers()?;
     let status = bed.status()?;
-    let handed_over = counter(&status, Counter::IpipGsoHandoff)?;
-    let wrapped = status.gso_counter(GsoCounter::Wrapped)?;
-    println!("GSO super-packets: {handed_over} handed to the GSO program, {wrapped} wrapped");
-    ensure!(
-        handed_over > 0 && wrapped == handed_over,
-        "the client's super-packets did not go through the GSO program: {:?}",
-        status.gso_counters
-    );
+    check_super_packets_wrapped(&status, depth)?;
     // Wire-sized frames, as a NIC delivers them to native XDP: this
     // measures path MTU discovery through XDP's ICMP answer, which a
     // sender's GSO never needs.

@@ -12,7 +12,8 @@ use std::{net::IpAddr, time::Duration};
 
 use anyhow::{Context, ensure};
 use lb_tests::{
-    Bridge, Counter, FAST_TIMERS, GsoCounter, Proc, Topology, counter, first_group, wait_for,
+    Bridge, Counter, FAST_TIMERS, Proc, Topology, check_super_packets_wrapped, counter,
+    first_group, wait_for,
 };
 use serde_json::Value;
 
@@ -72,12 +73,7 @@ fn serves_through_a_router(vip_ipv6: bool, group_ipv6: bool) -> anyhow::Result<(
         let hosts = [ON_SEGMENT, routed[0], routed[1]];
         let mut procs: Vec<Proc> = Vec::new();
         for host in hosts {
-            procs.push(topo.spawn(
-                host,
-                &format!("server{host}"),
-                "name-server",
-                &["[::]:80", &name(host)],
-            )?);
+            procs.push(topo.start_server(host, "[::]:80")?);
             procs.push(topo.spawn(
                 host,
                 &format!("agent{host}"),
@@ -123,16 +119,7 @@ fn serves_through_a_router(vip_ipv6: bool, group_ipv6: bool) -> anyhow::Result<(
             (&case, "offloads at their defaults"),
         )?;
         let status = topo.status(&pin)?;
-        let handed_over = counter(&status, Counter::IpipGsoHandoff)?;
-        let gso_wrapped = status.gso_counter(GsoCounter::Wrapped)?;
-        println!(
-            "{case}: {handed_over} super-packets handed to the GSO program, {gso_wrapped} wrapped"
-        );
-        ensure!(
-            handed_over > 0 && gso_wrapped == handed_over,
-            "{case}: the super-packets did not go through the GSO program: {:?}",
-            status.gso_counters
-        );
+        check_super_packets_wrapped(&status, &case)?;
         topo.exec_program(
             CLIENT,
             "ethtool",

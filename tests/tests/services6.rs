@@ -80,12 +80,7 @@ fn backend(
     vip: &str,
     weight: u16,
 ) -> anyhow::Result<(Proc, Proc)> {
-    let server = topo.spawn(
-        host,
-        &format!("server{host}"),
-        "name-server",
-        &["[::]:80", &name(host)],
-    )?;
+    let server = topo.start_server(host, "[::]:80")?;
     let weight = weight.to_string();
     let agent = topo.spawn(
         host,
@@ -244,7 +239,7 @@ fn an_ipv4_vip_with_ipv6_backends_beside_an_ipv6_vip_with_ipv4_backends() {
             procs.push(backend(topo, host, GROUP6, &vip4_text, 100)?);
         }
         for host in [3, 4] {
-            let server = topo.spawn(host, &format!("server{host}"), "name-server", &["[::]:80", &name(host)])?;
+            let server = topo.start_server(host, "[::]:80")?;
             let agent = topo.spawn(
                 host,
                 &format!("agent{host}"),
@@ -340,12 +335,7 @@ fn a_down_ipv6_backend_gets_no_new_connections() {
         let mut servers = BTreeMap::new();
         let mut agents = Vec::new();
         for host in [1, 2] {
-            let server = topo.spawn(
-                host,
-                &format!("server{host}"),
-                "name-server",
-                &["[::]:80", &name(host)],
-            )?;
+            let server = topo.start_server(host, "[::]:80")?;
             servers.insert(host, server);
             let mut agent_args = vec!["--iface", "eth0", "--group", GROUP6, "--vip", &vip_text];
             agent_args.extend(checks.iter().map(String::as_str));

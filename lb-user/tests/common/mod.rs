@@ -625,6 +625,17 @@ pub fn ipv4_header(
     h
 }
 
+/// CLIENT's TCP segment to the VIP's port 80 whose IP packet is
+/// `total_len` bytes, DF set if `dont_fragment`.
+pub fn tcp_segment(sport: u16, flags: u8, total_len: usize, dont_fragment: bool) -> Vec<u8> {
+    Frame::tcp(CLIENT, sport, VIP, 80, flags)
+        .with(|f| {
+            f.payload.resize(total_len - 20, 0xab);
+            f.frag = if dont_fragment { 0x4000 } else { 0 };
+        })
+        .bytes()
+}
+
 /// The ICMP "fragmentation needed" XDP must answer an IPv4 client's
 /// `frame` with: back where it came from, from LB, the usable MTU, the
 /// client's header and 8 bytes.
