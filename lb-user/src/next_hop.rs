@@ -18,7 +18,7 @@
 //! so does `lb-user stop` after a kill.
 use std::{
     fs, io,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6},
+    net::SocketAddr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
@@ -76,7 +76,6 @@ trait Family: HopAddr {
     fn probe_socket(iface: &str) -> io::Result<Socket>;
     /// An echo request with `sequence`.
     fn echo(sequence: u16) -> Vec<u8>;
-    fn socket_addr(self) -> SockAddr;
 }
 
 impl Family for [u8; 4] {
@@ -99,9 +98,6 @@ impl Family for [u8; 4] {
         echo[2..4].copy_from_slice(&sum);
         echo
     }
-    fn socket_addr(self) -> SockAddr {
-        SockAddr::from(SocketAddrV4::new(Ipv4Addr::from(self), 0))
-    }
 }
 
 impl Family for [u8; 16] {
@@ -121,9 +117,6 @@ impl Family for [u8; 16] {
         let [seq_hi, seq_lo] = sequence.to_be_bytes();
         // The kernel fills in an ICMPv6 checksum on a raw ICMPv6 socket.
         vec![ICMPV6_ECHO_REQUEST, 0, 0, 0, b'l', b'b', seq_hi, seq_lo]
-    }
-    fn socket_addr(self) -> SockAddr {
-        SockAddr::from(SocketAddrV6::new(Ipv6Addr::from(self), 0, 0, 0))
     }
 }
 
@@ -376,7 +369,8 @@ impl<A: Family> FamilyHops<A> {
             return;
         };
         self.sequence = self.sequence.wrapping_add(1);
-        if let Err(e) = socket.send_to(&A::echo(self.sequence), &addr.socket_addr()) {
+        let to = SockAddr::from(SocketAddr::new(A::Addr::from(addr).ip(), 0));
+        if let Err(e) = socket.send_to(&A::echo(self.sequence), &to) {
             warn!(backend = %A::Addr::from(addr), "probing the next hop toward the backend failed: {e}");
         }
     }
